@@ -1,0 +1,405 @@
+//! Typed identifiers, validated when they are built.
+//!
+//! Every id that crosses a layer is one of these newtypes. Their constructors enforce the Matrix
+//! grammar (server names, media ids, user ids) or our own (datastore ids, blob locations), so a
+//! value that exists is valid: nothing downstream re-checks it, and no request string ever
+//! becomes a filesystem path without passing through here.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// Why a string was refused as an identifier.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    /// Not a server name by the spec's grammar.
+    #[error("invalid server name: {0:?}")]
+    ServerName(String),
+    /// Not a media id (`[A-Za-z0-9_-]{1,255}`).
+    #[error("invalid media id: {0:?}")]
+    MediaId(String),
+    /// Not a user id (`@localpart:server`).
+    #[error("invalid user id: {0:?}")]
+    UserId(String),
+    /// Not a datastore id (`[A-Za-z0-9_.-]{1,64}`).
+    #[error("invalid datastore id: {0:?}")]
+    DatastoreId(String),
+    /// Not 64 lowercase hex digits.
+    #[error("invalid sha256: {0:?}")]
+    Sha256(String),
+    /// Not a relative blob location.
+    #[error("invalid blob location: {0:?}")]
+    BlobLocation(String),
+    /// Not an `mxc://server/id` URI.
+    #[error("invalid mxc uri: {0:?}")]
+    Mxc(String),
+    /// Not a `type/subtype` content type.
+    #[error("invalid content type: {0:?}")]
+    ContentType(String),
+}
+
+macro_rules! string_id {
+    ($(#[$doc:meta])* $name:ident, $check:path, $err:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            /// The id as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+        impl TryFrom<String> for $name {
+            type Error = IdError;
+            fn try_from(s: String) -> Result<Self, IdError> {
+                if $check(&s) {
+                    Ok(Self(s))
+                } else {
+                    Err(IdError::$err(s))
+                }
+            }
+        }
+        impl FromStr for $name {
+            type Err = IdError;
+            fn from_str(s: &str) -> Result<Self, IdError> {
+                Self::try_from(s.to_owned())
+            }
+        }
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+string_id!(
+    /// A Matrix server name: `host[:port]`, host being an IPv4 literal, a bracketed IPv6
+    /// literal or a DNS name (spec appendix "Server Name").
+    ServerName,
+    is_server_name,
+    ServerName
+);
+string_id!(
+    /// A media id: the opaque part of an MXC URI.
+    MediaId,
+    is_media_id,
+    MediaId
+);
+string_id!(
+    /// A Matrix user id, `@localpart:server`.
+    UserId,
+    is_user_id,
+    UserId
+);
+string_id!(
+    /// The stable id of a datastore, from config.
+    DatastoreId,
+    is_datastore_id,
+    DatastoreId
+);
+string_id!(
+    /// Where a blob lives inside its datastore: a relative path of `[A-Za-z0-9_.-]` segments.
+    BlobLocation,
+    is_blob_location,
+    BlobLocation
+);
+string_id!(
+    /// A MIME type as given by the uploader, `type/subtype[; params]`, printable ASCII.
+    ContentType,
+    is_content_type,
+    ContentType
+);
+
+fn is_server_name(s: &str) -> bool {
+    if s.is_empty() || s.len() > 255 {
+        return false;
+    }
+    let (host, port) = split_port(s);
+    if let Some(port) = port {
+        if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
+            return false;
+        }
+    }
+    if let Some(inner) = host.strip_prefix('[') {
+        let Some(v6) = inner.strip_suffix(']') else {
+            return false;
+        };
+        return !v6.is_empty()
+            && v6.len() <= 45
+            && v6.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+    }
+    !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+}
+
+/// Splits `host[:port]`, minding that an IPv6 literal contains colons.
+fn split_port(s: &str) -> (&str, Option<&str>) {
+    if s.starts_with('[') {
+        match s.rfind("]:") {
+            Some(i) => (&s[..=i], Some(&s[i + 2..])),
+            None => (s, None),
+        }
+    } else {
+        match s.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (s, None),
+        }
+    }
+}
+
+fn is_media_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 255
+        && s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn is_user_id(s: &str) -> bool {
+    let Some(rest) = s.strip_prefix('@') else {
+        return false;
+    };
+    let Some((local, server)) = rest.split_once(':') else {
+        return false;
+    };
+    s.len() <= 255
+        && !local.is_empty()
+        && local.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b':')
+        && is_server_name(server)
+}
+
+fn is_datastore_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+}
+
+fn is_blob_location(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 512
+        && s.split('/').all(|seg| {
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+        })
+}
+
+fn is_content_type(s: &str) -> bool {
+    let essence = s.split(';').next().unwrap_or_default().trim();
+    s.len() <= 255
+        && s.bytes().all(|b| (0x20..=0x7e).contains(&b))
+        && essence
+            .split_once('/')
+            .is_some_and(|(t, st)| !t.is_empty() && !st.is_empty() && !st.contains('/'))
+}
+
+impl ServerName {
+    /// The host part, without any port.
+    pub fn host(&self) -> &str {
+        split_port(&self.0).0
+    }
+}
+
+impl ContentType {
+    /// The lowercase `type/subtype`, without parameters.
+    pub fn essence(&self) -> String {
+        self.0
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase()
+    }
+}
+
+/// An MXC URI: the origin server and the media id.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct MediaRef {
+    /// The server that owns the media.
+    pub origin: ServerName,
+    /// The media id on that server.
+    pub media_id: MediaId,
+}
+
+impl MediaRef {
+    /// Builds a reference from its parts.
+    pub fn new(origin: ServerName, media_id: MediaId) -> Self {
+        Self { origin, media_id }
+    }
+}
+
+impl fmt::Display for MediaRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "mxc://{}/{}", self.origin, self.media_id)
+    }
+}
+
+impl FromStr for MediaRef {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        let bad = || IdError::Mxc(s.to_owned());
+        let rest = s.strip_prefix("mxc://").ok_or_else(bad)?;
+        let (origin, id) = rest.split_once('/').ok_or_else(bad)?;
+        Ok(Self {
+            origin: origin.parse().map_err(|_| bad())?,
+            media_id: id.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+/// A SHA-256 digest; text form is 64 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Sha256(pub [u8; 32]);
+
+impl Sha256 {
+    /// The digest as lowercase hex.
+    pub fn to_hex(&self) -> String {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut s = String::with_capacity(64);
+        for b in self.0 {
+            s.push(char::from(HEX[usize::from(b >> 4)]));
+            s.push(char::from(HEX[usize::from(b & 0xf)]));
+        }
+        s
+    }
+}
+
+impl fmt::Debug for Sha256 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Sha256({})", self.to_hex())
+    }
+}
+impl fmt::Display for Sha256 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+impl TryFrom<String> for Sha256 {
+    type Error = IdError;
+    fn try_from(s: String) -> Result<Self, IdError> {
+        s.parse()
+    }
+}
+impl From<Sha256> for String {
+    fn from(h: Sha256) -> String {
+        h.to_hex()
+    }
+}
+impl FromStr for Sha256 {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        let bad = || IdError::Sha256(s.to_owned());
+        let bytes = s.as_bytes();
+        if bytes.len() != 64 {
+            return Err(bad());
+        }
+        let mut out = [0u8; 32];
+        for (o, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+            let hi = hex_val(pair.first().copied()).ok_or_else(bad)?;
+            let lo = hex_val(pair.get(1).copied()).ok_or_else(bad)?;
+            *o = (hi << 4) | lo;
+        }
+        Ok(Self(out))
+    }
+}
+
+fn hex_val(b: Option<u8>) -> Option<u8> {
+    match b? {
+        c @ b'0'..=b'9' => Some(c - b'0'),
+        c @ b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    }
+}
+
+/// The position of an event in the log: gap-free, starting at 1, assigned by the single writer.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+pub struct Seq(pub u64);
+
+impl fmt::Display for Seq {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_names_follow_the_grammar() {
+        for ok in [
+            "localhost",
+            "matrix.org",
+            "example.com:8448",
+            "1.2.3.4",
+            "[::1]",
+            "[1234:5678::abcd]:443",
+        ] {
+            assert!(ok.parse::<ServerName>().is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "a/b",
+            "../etc",
+            "host:",
+            "host:123456",
+            "[::1",
+            "exa mple",
+            "x:y:z",
+        ] {
+            assert!(bad.parse::<ServerName>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn media_ids_and_locations_refuse_paths() {
+        assert!("abcDEF123_-".parse::<MediaId>().is_ok());
+        for bad in ["", "a/b", "..", "a.b", "a%2f"] {
+            assert!(bad.parse::<MediaId>().is_err(), "{bad}");
+        }
+        assert!("ab/cd/abcdef".parse::<BlobLocation>().is_ok());
+        for bad in ["", "/abs", "a/../b", "a//b", "a/./b"] {
+            assert!(bad.parse::<BlobLocation>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sha256_hex_round_trips() {
+        let h = Sha256([0xab; 32]);
+        assert_eq!(h.to_hex().parse::<Sha256>(), Ok(h));
+        assert!("AB".repeat(32).parse::<Sha256>().is_err());
+    }
+
+    #[test]
+    fn mxc_parses() {
+        let r: MediaRef = "mxc://example.org:8448/abc".parse().unwrap();
+        assert_eq!(r.origin.host(), "example.org");
+        assert_eq!(r.to_string(), "mxc://example.org:8448/abc");
+        assert!("mxc://ex/a/b".parse::<MediaRef>().is_err());
+    }
+
+    #[test]
+    fn user_ids() {
+        assert!("@alice:localhost".parse::<UserId>().is_ok());
+        assert!("alice:localhost".parse::<UserId>().is_err());
+        assert!("@:localhost".parse::<UserId>().is_err());
+    }
+}

@@ -1,0 +1,93 @@
+//! Hash references: SHA-256 → where the blob is and which media point at it.
+//!
+//! Keys: `b'h' ‖ sha256` → [`HashRecord`]; `b'r' ‖ sha256 ‖ media key` → empty, one per
+//! referring media. Invariant: `ref_count` equals the number of `r` keys of that hash, and a
+//! blob may be deleted only once it reaches zero.
+
+use crate::{get_value, invariant, media_key, put_value, KvRead, KvTx, Projection, ProjectionError};
+use media_ledger_events::{BlobLocation, DatastoreId, Envelope, Event, Sha256};
+use serde::{Deserialize, Serialize};
+
+const NAME: &str = "hash_refs";
+
+/// One distinct content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HashRecord {
+    /// The datastore holding the bytes.
+    pub datastore: DatastoreId,
+    /// Where in it.
+    pub location: BlobLocation,
+    /// Length of the bytes.
+    pub size_bytes: u64,
+    /// How many media point at these bytes.
+    pub ref_count: u64,
+    /// Latest upload or recorded access of any media with this hash (envelope time); the
+    /// `before_ts` filter of `size_estimate` reads it, as matrix-media-repo does.
+    pub last_access_ms: u64,
+}
+
+/// The hash references projection.
+pub struct HashRefs;
+
+fn hash_key(sha: &Sha256) -> Vec<u8> {
+    let mut k = Vec::with_capacity(33);
+    k.push(b'h');
+    k.extend_from_slice(&sha.0);
+    k
+}
+
+fn ref_key(sha: &Sha256, media: &media_ledger_events::MediaRef) -> Vec<u8> {
+    let mut k = vec![b'r'];
+    k.extend_from_slice(&sha.0);
+    k.extend(media_key(media));
+    k
+}
+
+impl Projection for HashRefs {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn apply(&self, env: &Envelope, tx: &mut dyn KvTx) -> Result<(), ProjectionError> {
+        match &env.event {
+            Event::MediaUploadedV1(e) => {
+                let rk = ref_key(&e.sha256, &e.media);
+                if tx.get(&rk)?.is_some() {
+                    return Err(invariant(NAME, format!("{} referenced twice", e.media)));
+                }
+                tx.put(&rk, Vec::new());
+                let hk = hash_key(&e.sha256);
+                let record = match get_value::<HashRecord>(NAME, tx, &hk)? {
+                    Some(mut r) => {
+                        r.ref_count += 1;
+                        r.last_access_ms = r.last_access_ms.max(env.recorded_at_ms);
+                        r
+                    }
+                    None => HashRecord {
+                        datastore: e.datastore.clone(),
+                        location: e.location.clone(),
+                        size_bytes: e.size_bytes,
+                        ref_count: 1,
+                        last_access_ms: env.recorded_at_ms,
+                    },
+                };
+                put_value(NAME, tx, &hk, &record)
+            }
+            Event::MediaAccessedV1(e) => {
+                let hk = hash_key(&e.sha256);
+                let mut r: HashRecord = get_value(NAME, tx, &hk)?
+                    .ok_or_else(|| invariant(NAME, format!("access to unknown hash {}", e.sha256)))?;
+                r.last_access_ms = r.last_access_ms.max(env.recorded_at_ms);
+                put_value(NAME, tx, &hk, &r)
+            }
+            Event::AsyncUploadCreatedV1(_) => Ok(()),
+        }
+    }
+}
+
+/// The record of a hash, if any media points at it.
+pub fn get(kv: &(impl KvRead + ?Sized), sha: &Sha256) -> Result<Option<HashRecord>, ProjectionError> {
+    get_value(NAME, kv, &hash_key(sha))
+}

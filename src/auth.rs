@@ -1,0 +1,126 @@
+//! Access tokens → principals, and who is a repository admin.
+//!
+//! A token is, in order: the shared-secret admin token, a static token from config, or a token
+//! the request's homeserver knows (`GET /_matrix/client/v3/account/whoami` on its `cs_api`,
+//! cached for `auth.whoami_cache_ttl_ms`). Failed look-ups are not cached.
+
+use crate::config::{Config, HomeserverConfig};
+use crate::error::ApiError;
+use media_ledger_events::{Actor, ServerName, UserId};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Who a request acts as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// A Matrix user.
+    User(UserId),
+    /// The shared-secret admin.
+    SharedSecretAdmin,
+}
+
+impl Principal {
+    /// The actor recorded in events.
+    pub fn actor(&self) -> Actor {
+        match self {
+            Principal::User(u) => Actor::User(u.clone()),
+            Principal::SharedSecretAdmin => Actor::SharedSecretAdmin,
+        }
+    }
+
+    /// The user, if this is one.
+    pub fn user(&self) -> Option<&UserId> {
+        match self {
+            Principal::User(u) => Some(u),
+            Principal::SharedSecretAdmin => None,
+        }
+    }
+}
+
+/// Resolves tokens.
+pub struct Auth {
+    config: Arc<Config>,
+    client: reqwest::Client,
+    cache: Mutex<HashMap<(ServerName, String), (UserId, Instant)>>,
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[derive(serde::Deserialize)]
+struct WhoAmI {
+    user_id: UserId,
+}
+
+impl Auth {
+    /// Builds the resolver.
+    pub fn new(config: Arc<Config>) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap_or_default();
+        Self { config, client, cache: Mutex::new(HashMap::new()) }
+    }
+
+    /// The principal of `token` on homeserver `hs`.
+    pub async fn resolve(&self, hs: &HomeserverConfig, token: &str) -> Result<Principal, ApiError> {
+        let secret = &self.config.auth.shared_secret;
+        if !secret.is_empty() && constant_time_eq(secret.as_bytes(), token.as_bytes()) {
+            return Ok(Principal::SharedSecretAdmin);
+        }
+        if let Some(t) = self
+            .config
+            .auth
+            .static_tokens
+            .iter()
+            .find(|t| constant_time_eq(t.token.as_bytes(), token.as_bytes()))
+        {
+            return Ok(Principal::User(t.user_id.clone()));
+        }
+        let Some(cs_api) = &hs.cs_api else {
+            return Err(ApiError::UnknownToken);
+        };
+        let key = (hs.name.clone(), token.to_owned());
+        let ttl = Duration::from_millis(self.config.auth.whoami_cache_ttl_ms);
+        if let Some((user, at)) = self.cache.lock().get(&key) {
+            if at.elapsed() < ttl {
+                return Ok(Principal::User(user.clone()));
+            }
+        }
+        let url = format!("{}/_matrix/client/v3/account/whoami", cs_api.trim_end_matches('/'));
+        let resp = self
+            .client
+            .get(&url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("homeserver {} unreachable: {e}", hs.name)))?;
+        match resp.status().as_u16() {
+            200 => {
+                let who: WhoAmI = resp
+                    .json()
+                    .await
+                    .map_err(|e| ApiError::Unavailable(format!("homeserver {} whoami: {e}", hs.name)))?;
+                let mut cache = self.cache.lock();
+                if cache.len() > 100_000 {
+                    cache.retain(|_, (_, at)| at.elapsed() < ttl);
+                }
+                cache.insert(key, (who.user_id.clone(), Instant::now()));
+                Ok(Principal::User(who.user_id))
+            }
+            401 | 403 => Err(ApiError::UnknownToken),
+            s => Err(ApiError::Unavailable(format!("homeserver {} whoami answered {s}", hs.name))),
+        }
+    }
+
+    /// Whether `p` may use the admin API.
+    pub fn is_admin(&self, p: &Principal) -> bool {
+        match p {
+            Principal::SharedSecretAdmin => true,
+            Principal::User(u) => self.config.auth.admins.contains(u),
+        }
+    }
+}

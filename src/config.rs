@@ -1,0 +1,272 @@
+//! The configuration file: typed, parsed once, validated at start-up.
+//!
+//! Every key is documented in the root `config.toml`. Unknown keys are refused so a typo fails
+//! loudly at start-up instead of silently meaning a default.
+
+use media_ledger_events::{DatastoreId, ServerName, UserId};
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The failure.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML of the expected shape.
+    #[error("parsing config: {0}")]
+    Parse(#[from] toml::de::Error),
+    /// The values are inconsistent.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listening socket.
+    pub server: ServerConfig,
+    /// Where the ledger lives.
+    pub database: DatabaseConfig,
+    /// Upload limits.
+    #[serde(default)]
+    pub uploads: UploadsConfig,
+    /// Download behaviour.
+    #[serde(default)]
+    pub downloads: DownloadsConfig,
+    /// Tokens and admins.
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// The homeservers whose media this repository serves.
+    pub homeservers: Vec<HomeserverConfig>,
+    /// Where blobs are kept.
+    pub datastores: Vec<DatastoreConfig>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub bind: SocketAddr,
+}
+
+/// `[database]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// RocksDB directory holding the log and every projection.
+    pub path: PathBuf,
+}
+
+/// `[uploads]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UploadsConfig {
+    /// Largest accepted upload.
+    pub max_bytes: u64,
+    /// How long a `POST /v1/create` reservation stays valid.
+    pub async_expiry_ms: u64,
+    /// How many unexpired reservations one user may hold.
+    pub max_pending_per_user: u64,
+}
+
+impl Default for UploadsConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: 100 * 1024 * 1024,
+            async_expiry_ms: 24 * 3600 * 1000,
+            max_pending_per_user: 32,
+        }
+    }
+}
+
+/// `[downloads]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DownloadsConfig {
+    /// Wait for a pending async upload when the request gives no `timeout_ms`.
+    pub default_timeout_ms: u64,
+    /// Cap on a request's `timeout_ms`.
+    pub max_timeout_ms: u64,
+    /// At most one access event per media per this interval.
+    pub access_record_interval_ms: u64,
+    /// Serve the deprecated unauthenticated `/_matrix/media/{r0,v3}/download` endpoints.
+    pub allow_unauthenticated: bool,
+}
+
+impl Default for DownloadsConfig {
+    fn default() -> Self {
+        Self {
+            default_timeout_ms: 20_000,
+            max_timeout_ms: 60_000,
+            access_record_interval_ms: 60_000,
+            allow_unauthenticated: true,
+        }
+    }
+}
+
+/// `[auth]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// A token that acts as repository admin (for operators' scripts). Empty = disabled.
+    pub shared_secret: String,
+    /// Users who are repository admins.
+    pub admins: Vec<UserId>,
+    /// How long a token resolved by the homeserver's `whoami` is trusted.
+    pub whoami_cache_ttl_ms: u64,
+    /// Tokens resolved without asking a homeserver (standalone use and tests).
+    pub static_tokens: Vec<StaticToken>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            shared_secret: String::new(),
+            admins: Vec::new(),
+            whoami_cache_ttl_ms: 300_000,
+            static_tokens: Vec::new(),
+        }
+    }
+}
+
+/// `[[auth.static_tokens]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticToken {
+    /// The access token.
+    pub token: String,
+    /// The user it stands for.
+    pub user_id: UserId,
+}
+
+/// `[[homeservers]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HomeserverConfig {
+    /// The server name in MXC URIs, matched against the request's Host.
+    pub name: ServerName,
+    /// Base URL of its client-server API, for `whoami`; absent = only static tokens.
+    #[serde(default)]
+    pub cs_api: Option<String>,
+    /// Serves requests whose Host matches no homeserver.
+    #[serde(default)]
+    pub default: bool,
+}
+
+/// What a datastore may receive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DatastoreKind {
+    /// Uploads to our homeservers.
+    LocalMedia,
+    /// Media cached from other servers.
+    RemoteMedia,
+    /// Generated thumbnails.
+    Thumbnails,
+    /// Everything.
+    All,
+}
+
+/// `[[datastores]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatastoreConfig {
+    /// Stable id; events refer to it, so never change it once media exists.
+    pub id: DatastoreId,
+    /// Backend type; `file` for now.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Directory of a `file` datastore.
+    pub path: PathBuf,
+    /// Kinds it accepts; empty = read-only.
+    #[serde(default)]
+    pub kinds: Vec<DatastoreKind>,
+}
+
+impl DatastoreConfig {
+    /// Whether new blobs of `kind` may be written here.
+    pub fn accepts(&self, kind: DatastoreKind) -> bool {
+        self.kinds
+            .iter()
+            .any(|k| *k == kind || *k == DatastoreKind::All)
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text)
+    }
+
+    /// Parses and validates config text.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if self.homeservers.is_empty() {
+            return invalid("at least one [[homeservers]] is required".into());
+        }
+        if self.homeservers.iter().filter(|h| h.default).count() > 1 {
+            return invalid("at most one homeserver may have default = true".into());
+        }
+        let mut names = HashSet::new();
+        for h in &self.homeservers {
+            if !names.insert(h.name.as_str()) {
+                return invalid(format!("homeserver {} configured twice", h.name));
+            }
+        }
+        let mut ids = HashSet::new();
+        for d in &self.datastores {
+            if !ids.insert(d.id.as_str()) {
+                return invalid(format!("datastore id {} configured twice", d.id));
+            }
+            if d.kind != "file" {
+                return invalid(format!("datastore {}: unknown type {:?}", d.id, d.kind));
+            }
+        }
+        if !self
+            .datastores
+            .iter()
+            .any(|d| d.accepts(DatastoreKind::LocalMedia))
+        {
+            return invalid("no datastore accepts local_media".into());
+        }
+        if self.downloads.max_timeout_ms < self.downloads.default_timeout_ms {
+            return invalid("downloads.max_timeout_ms < default_timeout_ms".into());
+        }
+        Ok(())
+    }
+
+    /// The homeserver that a request with this `Host` header is for.
+    pub fn homeserver_for(&self, host: Option<&str>) -> &HomeserverConfig {
+        let by_name = |n: &str| self.homeservers.iter().find(|h| h.name.as_str() == n);
+        host.and_then(|h| {
+            by_name(h).or_else(|| by_name(h.rsplit_once(':').map_or(h, |(name, _)| name)))
+        })
+        .or_else(|| self.homeservers.iter().find(|h| h.default))
+        .unwrap_or(&self.homeservers[0])
+    }
+
+    /// Whether `server` is one of ours.
+    pub fn is_local(&self, server: &ServerName) -> bool {
+        self.homeservers.iter().any(|h| &h.name == server)
+    }
+}

@@ -1,0 +1,170 @@
+//! The `file` datastore: a local directory, content-addressed.
+//!
+//! Layout: `<root>/<hh>/<hh>/<sha256 hex>` (two levels of two hex digits), temp files in
+//! `<root>/.spool/`. Commit = rename the fsynced temp file into place, then fsync both
+//! directories it touched, so the name is durable too.
+
+use super::{BlobStream, Datastore, DatastoreError, Listing};
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use media_ledger_events::{BlobLocation, DatastoreId, Sha256};
+use std::io::SeekFrom;
+use std::path::{Path, PathBuf};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_util::io::ReaderStream;
+
+const SPOOL: &str = ".spool";
+
+/// A datastore in a local directory.
+pub struct FileDatastore {
+    id: DatastoreId,
+    root: PathBuf,
+    spool: PathBuf,
+}
+
+impl FileDatastore {
+    /// Opens (creating) the directory.
+    pub fn open(id: DatastoreId, root: &Path) -> Result<Self, DatastoreError> {
+        let spool = root.join(SPOOL);
+        std::fs::create_dir_all(&spool).map_err(DatastoreError::io(format!("creating {}", spool.display())))?;
+        Ok(Self { id, root: root.to_owned(), spool })
+    }
+
+    fn location_of(sha: &Sha256) -> Result<BlobLocation, DatastoreError> {
+        let hex = sha.to_hex();
+        let loc = format!("{}/{}/{}", &hex[0..2], &hex[2..4], hex);
+        loc.parse().map_err(|e| DatastoreError::Io {
+            context: "building a location".into(),
+            source: std::io::Error::other(e),
+        })
+    }
+
+    fn path_of(&self, location: &BlobLocation) -> PathBuf {
+        // `BlobLocation` admits only relative `[A-Za-z0-9_.-]` segments, never `..`.
+        self.root.join(location.as_str())
+    }
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+#[async_trait]
+impl Datastore for FileDatastore {
+    fn id(&self) -> &DatastoreId {
+        &self.id
+    }
+
+    fn type_name(&self) -> &'static str {
+        "file"
+    }
+
+    fn uri(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn spool_dir(&self) -> &Path {
+        &self.spool
+    }
+
+    async fn commit(&self, spooled: &Path, sha: &Sha256) -> Result<BlobLocation, DatastoreError> {
+        let location = Self::location_of(sha)?;
+        let target = self.path_of(&location);
+        let spooled = spooled.to_owned();
+        let spool = self.spool.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let dir = target.parent().ok_or_else(|| std::io::Error::other("blob path has no parent"))?;
+            let created = !dir.exists();
+            std::fs::create_dir_all(dir)?;
+            std::fs::rename(&spooled, &target)?;
+            sync_dir(dir)?;
+            if created {
+                if let Some(parent) = dir.parent() {
+                    sync_dir(parent)?;
+                    if let Some(grand) = parent.parent() {
+                        sync_dir(grand)?;
+                    }
+                }
+            }
+            sync_dir(&spool)
+        })
+        .await
+        .map_err(|e| DatastoreError::Io { context: "commit task".into(), source: std::io::Error::other(e) })?
+        .map_err(DatastoreError::io(format!("committing blob {sha}")))?;
+        Ok(location)
+    }
+
+    async fn exists(&self, location: &BlobLocation) -> Result<bool, DatastoreError> {
+        tokio::fs::try_exists(self.path_of(location))
+            .await
+            .map_err(DatastoreError::io(format!("checking {location}")))
+    }
+
+    async fn open(&self, location: &BlobLocation, offset: u64, len: u64) -> Result<BlobStream, DatastoreError> {
+        let path = self.path_of(location);
+        let mut file = match tokio::fs::File::open(&path).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(DatastoreError::Missing(location.clone())),
+            Err(e) => return Err(DatastoreError::io(format!("opening {location}"))(e)),
+        };
+        if offset > 0 {
+            file.seek(SeekFrom::Start(offset)).await.map_err(DatastoreError::io(format!("seeking {location}")))?;
+        }
+        Ok(ReaderStream::with_capacity(file.take(len), 256 * 1024).boxed())
+    }
+
+    async fn list(&self) -> Result<Listing, DatastoreError> {
+        let root = self.root.clone();
+        let spool = self.spool.clone();
+        tokio::task::spawn_blocking(move || list_dir(&root, &spool))
+            .await
+            .map_err(|e| DatastoreError::Io { context: "list task".into(), source: std::io::Error::other(e) })?
+            .map_err(DatastoreError::io("listing the datastore"))
+    }
+
+    async fn delete(&self, location: &BlobLocation) -> Result<(), DatastoreError> {
+        match tokio::fs::remove_file(self.path_of(location)).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(DatastoreError::io(format!("deleting {location}"))(e)),
+        }
+    }
+}
+
+fn is_hex2(name: &str) -> bool {
+    name.len() == 2 && name.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+}
+
+/// Lists blobs in our two-level layout (anything else in the directory is left alone).
+fn list_dir(root: &Path, spool: &Path) -> std::io::Result<Listing> {
+    let mut listing = Listing::default();
+    for e in std::fs::read_dir(spool)? {
+        listing.temp_files.push(e?.path());
+    }
+    for l1 in std::fs::read_dir(root)? {
+        let l1 = l1?;
+        let n1 = l1.file_name().to_string_lossy().into_owned();
+        if !is_hex2(&n1) || !l1.file_type()?.is_dir() {
+            continue;
+        }
+        for l2 in std::fs::read_dir(l1.path())? {
+            let l2 = l2?;
+            let n2 = l2.file_name().to_string_lossy().into_owned();
+            if !is_hex2(&n2) || !l2.file_type()?.is_dir() {
+                continue;
+            }
+            for f in std::fs::read_dir(l2.path())? {
+                let f = f?;
+                let name = f.file_name().to_string_lossy().into_owned();
+                let Ok(sha) = name.parse::<Sha256>() else { continue };
+                if !name.starts_with(&format!("{n1}{n2}")) {
+                    continue;
+                }
+                if let Ok(loc) = format!("{n1}/{n2}/{name}").parse::<BlobLocation>() {
+                    listing.blobs.push((loc, sha));
+                }
+            }
+        }
+    }
+    Ok(listing)
+}

@@ -1,0 +1,125 @@
+//! Where blobs live. A [`Datastore`] stores content-addressed blobs durably and streams them
+//! back; [`Datastores`] holds the configured ones and picks where new bytes go.
+//!
+//! Uploads are spooled to a temp file in the chosen datastore's spool directory while they are
+//! hashed; [`Datastore::commit`] then makes the blob durable under its final location *before*
+//! any event refers to it.
+
+mod file;
+
+pub use file::FileDatastore;
+
+use crate::config::{DatastoreConfig, DatastoreKind};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use media_ledger_events::{BlobLocation, DatastoreId, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Why a datastore operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DatastoreError {
+    /// The blob is not where the projections say it is.
+    #[error("blob {0} missing")]
+    Missing(BlobLocation),
+    /// The backend failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The failure.
+        source: std::io::Error,
+    },
+}
+
+impl DatastoreError {
+    pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
+        let context = context.into();
+        move |source| DatastoreError::Io { context, source }
+    }
+}
+
+/// A byte stream of (part of) a blob.
+pub type BlobStream = BoxStream<'static, std::io::Result<Bytes>>;
+
+/// A place that keeps blobs.
+#[async_trait]
+pub trait Datastore: Send + Sync {
+    /// The stable id from config.
+    fn id(&self) -> &DatastoreId;
+    /// The backend type as the admin API shows it (`file`).
+    fn type_name(&self) -> &'static str;
+    /// Where it is, as the admin API shows it.
+    fn uri(&self) -> String;
+    /// Directory for the temp files of uploads headed here.
+    fn spool_dir(&self) -> &Path;
+    /// Makes the spooled, already fsynced file `spooled` durable as the blob of `sha`;
+    /// returns its location. After this returns, a crash cannot lose the bytes.
+    async fn commit(&self, spooled: &Path, sha: &Sha256) -> Result<BlobLocation, DatastoreError>;
+    /// Whether the blob exists.
+    async fn exists(&self, location: &BlobLocation) -> Result<bool, DatastoreError>;
+    /// Streams `len` bytes of the blob from `offset`.
+    async fn open(&self, location: &BlobLocation, offset: u64, len: u64) -> Result<BlobStream, DatastoreError>;
+    /// Lists every blob and leftover temp file, for the start-up orphan sweep.
+    async fn list(&self) -> Result<Listing, DatastoreError>;
+    /// Deletes a blob (only ever called for blobs nothing refers to).
+    async fn delete(&self, location: &BlobLocation) -> Result<(), DatastoreError>;
+}
+
+/// What a datastore holds on disk.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// Blobs in our layout, with the hash their name claims.
+    pub blobs: Vec<(BlobLocation, Sha256)>,
+    /// Spool files left by uploads that never finished.
+    pub temp_files: Vec<PathBuf>,
+}
+
+/// A configured datastore and what it accepts.
+pub struct Configured {
+    /// The backend.
+    pub store: Arc<dyn Datastore>,
+    /// Its configuration.
+    pub config: DatastoreConfig,
+}
+
+/// Every configured datastore.
+pub struct Datastores {
+    all: Vec<Configured>,
+}
+
+impl Datastores {
+    /// Builds the backends from config, creating directories.
+    pub fn from_config(configs: &[DatastoreConfig]) -> Result<Self, DatastoreError> {
+        let mut all = Vec::new();
+        for c in configs {
+            let store: Arc<dyn Datastore> = Arc::new(FileDatastore::open(c.id.clone(), &c.path)?);
+            all.push(Configured { store, config: c.clone() });
+        }
+        Ok(Self { all })
+    }
+
+    /// All of them, in config order.
+    pub fn all(&self) -> &[Configured] {
+        &self.all
+    }
+
+    /// The datastore with this id.
+    pub fn get(&self, id: &DatastoreId) -> Option<&Arc<dyn Datastore>> {
+        self.all.iter().find(|c| c.store.id() == id).map(|c| &c.store)
+    }
+
+    /// Among the datastores accepting `kind`, the one holding the fewest bytes (ties: the
+    /// first in config order). `bytes_of` reads the running figures.
+    pub fn pick<E>(&self, kind: DatastoreKind, mut bytes_of: impl FnMut(&DatastoreId) -> Result<u64, E>) -> Result<Option<&Arc<dyn Datastore>>, E> {
+        let mut best: Option<(u64, &Arc<dyn Datastore>)> = None;
+        for c in self.all.iter().filter(|c| c.config.accepts(kind)) {
+            let bytes = bytes_of(c.store.id())?;
+            if best.as_ref().is_none_or(|(b, _)| bytes < *b) {
+                best = Some((bytes, &c.store));
+            }
+        }
+        Ok(best.map(|(_, s)| s))
+    }
+}

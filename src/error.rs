@@ -1,0 +1,159 @@
+//! The one mapping from failures to Matrix errors.
+//!
+//! Every handler returns `Result<_, ApiError>`; this file alone knows errcodes and statuses.
+//! Internal causes are logged here, once, and never put in a response body.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// Everything a request can fail with, as the client sees it.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The media (or route target) does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The body is larger than the configured limit.
+    #[error("upload exceeds the limit of {limit_bytes} bytes")]
+    TooLarge {
+        /// The limit.
+        limit_bytes: u64,
+    },
+    /// An async upload was not filled in time.
+    #[error("media has not been uploaded yet")]
+    NotYetUploaded,
+    /// The async media id was already filled.
+    #[error("media already uploaded")]
+    CannotOverwrite,
+    /// No access token.
+    #[error("missing access token")]
+    MissingToken,
+    /// The token is not known.
+    #[error("unknown access token")]
+    UnknownToken,
+    /// Authenticated but not allowed.
+    #[error("{0}")]
+    Forbidden(String),
+    /// A parameter is malformed.
+    #[error("{0}")]
+    InvalidParam(String),
+    /// A required parameter is absent.
+    #[error("{0}")]
+    MissingParam(String),
+    /// Too many requests or reservations.
+    #[error("{0}")]
+    LimitExceeded(String),
+    /// No such endpoint.
+    #[error("unrecognized request")]
+    Unrecognized,
+    /// The endpoint exists, not with this method.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// A `Range` that lies outside the content.
+    #[error("range not satisfiable")]
+    RangeNotSatisfiable {
+        /// The content length, for `Content-Range: bytes */len`.
+        size_bytes: u64,
+    },
+    /// A dependency (homeserver, datastore) cannot be reached right now.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A bug or an I/O failure; the cause is logged, the client sees a generic message.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// Builds an internal error from any cause, logging it.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        ApiError::Internal(cause.to_string())
+    }
+
+    /// The Matrix errcode.
+    pub fn errcode(&self) -> &'static str {
+        match self {
+            ApiError::NotFound(_) => "M_NOT_FOUND",
+            ApiError::TooLarge { .. } => "M_TOO_LARGE",
+            ApiError::NotYetUploaded => "M_NOT_YET_UPLOADED",
+            ApiError::CannotOverwrite => "M_CANNOT_OVERWRITE_MEDIA",
+            ApiError::MissingToken => "M_MISSING_TOKEN",
+            ApiError::UnknownToken => "M_UNKNOWN_TOKEN",
+            ApiError::Forbidden(_) => "M_FORBIDDEN",
+            ApiError::InvalidParam(_) => "M_INVALID_PARAM",
+            ApiError::MissingParam(_) => "M_MISSING_PARAM",
+            ApiError::LimitExceeded(_) => "M_LIMIT_EXCEEDED",
+            ApiError::Unrecognized | ApiError::MethodNotAllowed => "M_UNRECOGNIZED",
+            ApiError::RangeNotSatisfiable { .. } => "M_INVALID_PARAM",
+            ApiError::Unavailable(_) | ApiError::Internal(_) => "M_UNKNOWN",
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::NotFound(_) | ApiError::Unrecognized => StatusCode::NOT_FOUND,
+            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::NotYetUploaded => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::CannotOverwrite => StatusCode::CONFLICT,
+            ApiError::MissingToken | ApiError::UnknownToken => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::InvalidParam(_) | ApiError::MissingParam(_) => StatusCode::BAD_REQUEST,
+            ApiError::LimitExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let message = match &self {
+            ApiError::Internal(cause) => {
+                tracing::error!(%cause, "internal error");
+                "internal error".to_owned()
+            }
+            ApiError::Unavailable(cause) => {
+                tracing::warn!(%cause, "dependency unavailable");
+                self.to_string()
+            }
+            other => {
+                tracing::debug!(error = %other, status = status.as_u16(), "request refused");
+                other.to_string()
+            }
+        };
+        let body = json!({ "errcode": self.errcode(), "error": message });
+        let mut resp = (status, axum::Json(body)).into_response();
+        if let ApiError::RangeNotSatisfiable { size_bytes } = self {
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size_bytes}")) {
+                resp.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+        }
+        resp
+    }
+}
+
+impl From<crate::ledger::LedgerError> for ApiError {
+    fn from(e: crate::ledger::LedgerError) -> Self {
+        ApiError::internal(e)
+    }
+}
+
+impl From<media_ledger_projections::ProjectionError> for ApiError {
+    fn from(e: media_ledger_projections::ProjectionError) -> Self {
+        ApiError::internal(e)
+    }
+}
+
+impl From<crate::datastore::DatastoreError> for ApiError {
+    fn from(e: crate::datastore::DatastoreError) -> Self {
+        match e {
+            crate::datastore::DatastoreError::Missing(loc) => {
+                ApiError::Internal(format!("blob missing from its datastore: {loc}"))
+            }
+            other => ApiError::internal(other),
+        }
+    }
+}

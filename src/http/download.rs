@@ -1,0 +1,194 @@
+//! Download routes: legacy `/_matrix/media/{r0,v3}/download` and authenticated
+//! `/_matrix/client/v1/media/download`, with HEAD, single ranges and the security headers.
+
+use super::extract::{media_ref, request_id, Authed, MPath, MQuery};
+use super::headers::{add_security_headers, content_disposition};
+use super::State;
+use crate::auth::Principal;
+use crate::error::ApiError;
+use axum::body::Body;
+use axum::extract::State as S;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use media_ledger_events::{Actor, MediaAccessed, MediaRef};
+use media_ledger_projections::media_index::MediaRecord;
+use media_ledger_projections::{hash_refs, media_index, pending_uploads};
+use serde::Deserialize;
+use std::time::Duration;
+
+/// Query of a download.
+#[derive(Deserialize, Default)]
+pub struct DownloadQuery {
+    timeout_ms: Option<u64>,
+}
+
+/// `GET /_matrix/media/{r0,v3}/download/{server}/{id}`.
+pub async fn legacy(S(state): S<State>, MPath((server, id)): MPath<(String, String)>, MQuery(q): MQuery<DownloadQuery>, headers: HeaderMap) -> Result<Response, ApiError> {
+    if !state.config.downloads.allow_unauthenticated {
+        return Err(ApiError::NotFound("use the authenticated media endpoints".into()));
+    }
+    serve(&state, None, &server, &id, None, q, &headers).await
+}
+
+/// `GET /_matrix/media/{r0,v3}/download/{server}/{id}/{filename}`.
+pub async fn legacy_named(S(state): S<State>, MPath((server, id, name)): MPath<(String, String, String)>, MQuery(q): MQuery<DownloadQuery>, headers: HeaderMap) -> Result<Response, ApiError> {
+    if !state.config.downloads.allow_unauthenticated {
+        return Err(ApiError::NotFound("use the authenticated media endpoints".into()));
+    }
+    serve(&state, None, &server, &id, Some(name), q, &headers).await
+}
+
+/// `GET /_matrix/client/v1/media/download/{server}/{id}`.
+pub async fn authed(S(state): S<State>, auth: Authed, MPath((server, id)): MPath<(String, String)>, MQuery(q): MQuery<DownloadQuery>, headers: HeaderMap) -> Result<Response, ApiError> {
+    serve(&state, Some(auth.principal), &server, &id, None, q, &headers).await
+}
+
+/// `GET /_matrix/client/v1/media/download/{server}/{id}/{filename}`.
+pub async fn authed_named(S(state): S<State>, auth: Authed, MPath((server, id, name)): MPath<(String, String, String)>, MQuery(q): MQuery<DownloadQuery>, headers: HeaderMap) -> Result<Response, ApiError> {
+    serve(&state, Some(auth.principal), &server, &id, Some(name), q, &headers).await
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0)
+}
+
+/// The media record, waiting up to `timeout` for a pending async upload to be filled.
+async fn find(state: &State, media: &MediaRef, timeout: Duration) -> Result<MediaRecord, ApiError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut changes = state.ledger.subscribe();
+    loop {
+        if let Some(r) = media_index::get(&state.ledger.view("media_index")?, media)? {
+            return Ok(r);
+        }
+        match pending_uploads::get(&state.ledger.view("pending_uploads")?, media)? {
+            Some(p) if p.expires_at_ms > now_ms() => {}
+            _ => return Err(ApiError::NotFound("media not found".into())),
+        }
+        match tokio::time::timeout_at(deadline, changes.changed()).await {
+            Ok(Ok(())) => continue,
+            Ok(Err(_)) => return Err(ApiError::Unavailable("shutting down".into())),
+            Err(_) => return Err(ApiError::NotYetUploaded),
+        }
+    }
+}
+
+/// A parsed `Range` header against a content length.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ByteRange {
+    /// Serve everything (no range, or one we ignore, such as several ranges).
+    Full,
+    /// Serve `start..=end`.
+    Part {
+        /// First byte.
+        start: u64,
+        /// Last byte, inclusive.
+        end: u64,
+    },
+    /// The range lies outside the content: 416.
+    Unsatisfiable,
+}
+
+/// Parses a single-range `bytes=` header (RFC 9110 §14.1.2).
+pub fn parse_range(value: Option<&str>, size: u64) -> ByteRange {
+    let Some(spec) = value.and_then(|v| v.trim().strip_prefix("bytes=")) else {
+        return ByteRange::Full;
+    };
+    if spec.contains(',') {
+        return ByteRange::Full;
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return ByteRange::Full;
+    };
+    let (a, b) = (a.trim(), b.trim());
+    if a.is_empty() {
+        let Ok(n) = b.parse::<u64>() else { return ByteRange::Full };
+        if n == 0 || size == 0 {
+            return ByteRange::Unsatisfiable;
+        }
+        return ByteRange::Part { start: size - n.min(size), end: size - 1 };
+    }
+    let Ok(start) = a.parse::<u64>() else { return ByteRange::Full };
+    let end = if b.is_empty() {
+        u64::MAX
+    } else {
+        match b.parse::<u64>() {
+            Ok(e) if e >= start => e,
+            _ => return ByteRange::Full,
+        }
+    };
+    if start >= size {
+        return ByteRange::Unsatisfiable;
+    }
+    ByteRange::Part { start, end: end.min(size - 1) }
+}
+
+fn header_value(s: &str) -> Result<HeaderValue, ApiError> {
+    HeaderValue::from_str(s).map_err(ApiError::internal)
+}
+
+async fn serve(state: &State, principal: Option<Principal>, server: &str, id: &str, filename: Option<String>, q: DownloadQuery, req_headers: &HeaderMap) -> Result<Response, ApiError> {
+    let media = media_ref(server, id)?;
+    let dl = &state.config.downloads;
+    let timeout = Duration::from_millis(q.timeout_ms.unwrap_or(dl.default_timeout_ms).min(dl.max_timeout_ms));
+    let record = find(state, &media, timeout).await?;
+    if record.quarantined {
+        return Err(ApiError::NotFound("media not found".into()));
+    }
+    let blob = hash_refs::get(&state.ledger.view("hash_refs")?, &record.sha256)?
+        .ok_or_else(|| ApiError::Internal(format!("no hash record for {media}")))?;
+    let store = state
+        .datastores
+        .get(&blob.datastore)
+        .ok_or_else(|| ApiError::Internal(format!("datastore {} of {media} is not configured", blob.datastore)))?;
+    let size = record.size_bytes;
+    let range = parse_range(req_headers.get(header::RANGE).and_then(|v| v.to_str().ok()), size);
+    let (status, start, len) = match range {
+        ByteRange::Full => (StatusCode::OK, 0, size),
+        ByteRange::Part { start, end } => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
+        ByteRange::Unsatisfiable => return Err(ApiError::RangeNotSatisfiable { size_bytes: size }),
+    };
+    let stream = store.open(&blob.location, start, len).await?;
+
+    if now_ms().saturating_sub(record.last_access_ms) >= dl.access_record_interval_ms {
+        let actor = principal.as_ref().map_or(Actor::System, Principal::actor);
+        state.ledger.record_access(actor, request_id(), MediaAccessed { media: media.clone(), sha256: record.sha256 });
+    }
+
+    let essence = record.content_type.as_ref().map(|c| c.essence()).unwrap_or_else(|| "application/octet-stream".into());
+    let content_type = record.content_type.as_ref().map_or("application/octet-stream", |c| c.as_str());
+    let name = filename.or(record.upload_name);
+    let mut resp = Body::from_stream(stream).into_response();
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, header_value(content_type)?);
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(header::CONTENT_DISPOSITION, header_value(&content_disposition(&essence, name.as_deref()))?);
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if status == StatusCode::PARTIAL_CONTENT {
+        h.insert(header::CONTENT_RANGE, header_value(&format!("bytes {start}-{}/{size}", start + len - 1))?);
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=86400"));
+    add_security_headers(h);
+    Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range(None, 10), ByteRange::Full);
+        assert_eq!(parse_range(Some("bytes=0-4"), 10), ByteRange::Part { start: 0, end: 4 });
+        assert_eq!(parse_range(Some("bytes=5-"), 10), ByteRange::Part { start: 5, end: 9 });
+        assert_eq!(parse_range(Some("bytes=-3"), 10), ByteRange::Part { start: 7, end: 9 });
+        assert_eq!(parse_range(Some("bytes=-30"), 10), ByteRange::Part { start: 0, end: 9 });
+        assert_eq!(parse_range(Some("bytes=8-100"), 10), ByteRange::Part { start: 8, end: 9 });
+        assert_eq!(parse_range(Some("bytes=10-"), 10), ByteRange::Unsatisfiable);
+        assert_eq!(parse_range(Some("bytes=-0"), 10), ByteRange::Unsatisfiable);
+        assert_eq!(parse_range(Some("bytes=0-"), 0), ByteRange::Unsatisfiable);
+        assert_eq!(parse_range(Some("bytes=0-1,3-4"), 10), ByteRange::Full);
+        assert_eq!(parse_range(Some("bytes=5-2"), 10), ByteRange::Full);
+        assert_eq!(parse_range(Some("items=0-1"), 10), ByteRange::Full);
+    }
+}

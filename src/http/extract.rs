@@ -1,0 +1,128 @@
+//! Extractors that turn request parts into typed values or Matrix errors, never into axum's
+//! plain-text rejections.
+
+use super::State;
+use crate::auth::Principal;
+use crate::config::HomeserverConfig;
+use crate::error::ApiError;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::header;
+use media_ledger_events::{MediaId, MediaRef, RequestId, ServerName};
+use rand::distr::{Alphanumeric, SampleString};
+use serde::de::DeserializeOwned;
+use std::collections::HashMap;
+
+/// Query parameters, deserialised; a malformed query is `M_INVALID_PARAM`.
+pub struct MQuery<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for MQuery<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let q = parts.uri.query().unwrap_or_default();
+        serde_urlencoded::from_str(q)
+            .map(MQuery)
+            .map_err(|e| ApiError::InvalidParam(format!("invalid query: {e}")))
+    }
+}
+
+/// Path parameters, deserialised; a malformed one is `M_INVALID_PARAM`.
+pub struct MPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for MPath<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| MPath(p.0))
+            .map_err(|e| ApiError::InvalidParam(format!("invalid path: {}", e.body_text())))
+    }
+}
+
+/// Parses `{server}/{media_id}` path segments by the spec's grammar.
+pub fn media_ref(server: &str, media_id: &str) -> Result<MediaRef, ApiError> {
+    let origin: ServerName = server
+        .parse()
+        .map_err(|_| ApiError::InvalidParam(format!("invalid server name {server:?}")))?;
+    let id: MediaId = media_id
+        .parse()
+        .map_err(|_| ApiError::InvalidParam(format!("invalid media id {media_id:?}")))?;
+    Ok(MediaRef::new(origin, id))
+}
+
+/// A fresh id for this request, recorded in its events.
+pub fn request_id() -> RequestId {
+    RequestId(Alphanumeric.sample_string(&mut rand::rng(), 16))
+}
+
+/// The homeserver the request is addressed to (by `Host`).
+pub fn homeserver<'a>(state: &'a State, parts_host: Option<&str>) -> &'a HomeserverConfig {
+    state.config.homeserver_for(parts_host)
+}
+
+/// The request's access token, from `Authorization: Bearer` or `access_token=`.
+pub fn token(parts: &Parts) -> Result<Option<String>, ApiError> {
+    if let Some(v) = parts.headers.get(header::AUTHORIZATION) {
+        let v = v
+            .to_str()
+            .map_err(|_| ApiError::UnknownToken)?;
+        return match v.strip_prefix("Bearer ") {
+            Some(t) if !t.trim().is_empty() => Ok(Some(t.trim().to_owned())),
+            _ => Err(ApiError::UnknownToken),
+        };
+    }
+    let q: HashMap<String, String> =
+        serde_urlencoded::from_str(parts.uri.query().unwrap_or_default()).unwrap_or_default();
+    Ok(q.get("access_token").filter(|t| !t.is_empty()).cloned())
+}
+
+fn host(parts: &Parts) -> Option<String> {
+    parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// The homeserver and principal of an authenticated request (`M_MISSING_TOKEN` without one).
+pub struct Authed {
+    /// Who is asking.
+    pub principal: Principal,
+    /// For which homeserver.
+    pub homeserver: HomeserverConfig,
+}
+
+impl FromRequestParts<State> for Authed {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &State) -> Result<Self, ApiError> {
+        let hs = state.config.homeserver_for(host(parts).as_deref()).clone();
+        let token = token(parts)?.ok_or(ApiError::MissingToken)?;
+        let principal = state.auth.resolve(&hs, &token).await?;
+        Ok(Authed { principal, homeserver: hs })
+    }
+}
+
+/// An authenticated repository admin (`M_FORBIDDEN` for anyone else).
+pub struct Admin(pub Principal);
+
+impl FromRequestParts<State> for Admin {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &State) -> Result<Self, ApiError> {
+        let a = Authed::from_request_parts(parts, state).await?;
+        if state.auth.is_admin(&a.principal) {
+            Ok(Admin(a.principal))
+        } else {
+            Err(ApiError::Forbidden("only repository admins may use this endpoint".into()))
+        }
+    }
+}
+
+/// The homeserver a request is for, authenticated or not.
+pub struct Homeserver(pub HomeserverConfig);
+
+impl FromRequestParts<State> for Homeserver {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &State) -> Result<Self, ApiError> {
+        Ok(Homeserver(state.config.homeserver_for(host(parts).as_deref()).clone()))
+    }
+}

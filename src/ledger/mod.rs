@@ -1,0 +1,239 @@
+//! The event log and the projection state, in one RocksDB.
+//!
+//! [`Ledger`] owns the database. Writes go through one writer thread ([`writer`]) that commits
+//! log records, projection state and checkpoints in one synced batch, so a write that returned
+//! is durable and visible to every later read (read-your-writes). Start-up verifies the whole
+//! hash chain, then brings every projection up to the head ([`projector`]).
+
+mod overlay;
+mod projector;
+mod store;
+mod writer;
+
+pub use overlay::DbRead;
+pub use projector::{Divergence, Progress, ReplayReport};
+pub use store::{Checkpoint, Head};
+pub use writer::{Command, Committed, Conflict, MAX_GROUP};
+
+use media_ledger_events::{codec, Actor, Envelope, MediaAccessed, RequestId, Seq};
+use media_ledger_events::codec::CodecError;
+use media_ledger_projections::ALL;
+use parking_lot::Mutex;
+use rocksdb::{Direction, IteratorMode, DB};
+use std::path::Path;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Requests queued for the writer before senders wait.
+const QUEUE: usize = 8192;
+
+/// Why a ledger operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// RocksDB failed.
+    #[error("storage: {0}")]
+    Storage(String),
+    /// Encoding failed.
+    #[error("codec: {0}")]
+    Codec(#[from] CodecError),
+    /// The log is damaged at `seq`.
+    #[error("log corrupt at sequence {seq}: {reason}")]
+    Corrupt {
+        /// The first bad sequence.
+        seq: Seq,
+        /// What is wrong there.
+        reason: String,
+    },
+    /// Reading projection state failed.
+    #[error("projection: {0}")]
+    Projection(#[from] media_ledger_projections::ProjectionError),
+    /// The command contradicts the current state.
+    #[error("conflict: {0}")]
+    Conflict(Conflict),
+    /// The ledger is shutting down.
+    #[error("ledger closed")]
+    Closed,
+}
+
+impl From<rocksdb::Error> for LedgerError {
+    fn from(e: rocksdb::Error) -> Self {
+        LedgerError::Storage(e.into_string())
+    }
+}
+
+/// The log and its projections.
+pub struct Ledger {
+    db: Arc<DB>,
+    sender: Mutex<Option<mpsc::Sender<writer::Request>>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    head_rx: watch::Receiver<Seq>,
+    failed: Arc<Mutex<Vec<Option<String>>>>,
+}
+
+impl Ledger {
+    /// Opens the ledger: verifies the log, catches projections up, starts the writer.
+    pub fn open(path: &Path, progress: Progress<'_>) -> Result<Self, LedgerError> {
+        std::fs::create_dir_all(path).map_err(|e| LedgerError::Storage(format!("{}: {e}", path.display())))?;
+        let mut db = store::open_db(path)?;
+        let head = store::verify_log(&db, |_| Ok(()))?;
+        let report = projector::catch_up(&mut db, head, progress)?;
+        if report.events > 0 {
+            tracing::info!(events = report.events, seconds = report.seconds, "projections caught up");
+        }
+        Ok(Self::start(db, head))
+    }
+
+    /// Opens the ledger and rebuilds every projection from sequence 0 before starting.
+    pub fn open_rebuilt(path: &Path, progress: Progress<'_>) -> Result<(Self, ReplayReport), LedgerError> {
+        let mut db = store::open_db(path)?;
+        let head = store::verify_log(&db, |_| Ok(()))?;
+        let report = projector::rebuild_all(&mut db, head, progress)?;
+        Ok((Self::start(db, head), report))
+    }
+
+    /// Opens a ledger for inspection: checks the chain, never writes. Returns the head or the
+    /// first bad sequence.
+    pub fn verify_path(path: &Path) -> Result<(Head, Option<Divergence>), LedgerError> {
+        let db = store::open_db(path)?;
+        let head = store::verify_log(&db, |_| Ok(()))?;
+        let divergence = projector::compare_with_replay(&db, head)?;
+        Ok((head, divergence))
+    }
+
+    fn start(db: DB, head: Head) -> Self {
+        let db = Arc::new(db);
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let (head_tx, head_rx) = watch::channel(head.seq);
+        let failed = Arc::new(Mutex::new(vec![None; ALL.len()]));
+        let w = writer::Writer {
+            db: db.clone(),
+            head,
+            last_ms: 0,
+            failed: failed.clone(),
+            head_tx,
+        };
+        let handle = std::thread::Builder::new()
+            .name("ledger-writer".into())
+            .spawn(move || w.run(rx));
+        let writer = match handle {
+            Ok(h) => Some(h),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the ledger writer");
+                None
+            }
+        };
+        Self {
+            db,
+            sender: Mutex::new(Some(tx)),
+            writer: Mutex::new(writer),
+            head_rx,
+            failed,
+        }
+    }
+
+    fn sender(&self) -> Result<mpsc::Sender<writer::Request>, LedgerError> {
+        self.sender.lock().clone().ok_or(LedgerError::Closed)
+    }
+
+    /// Validates and durably records a command; returns once it is synced.
+    pub async fn submit(&self, actor: Actor, request_id: RequestId, cmd: Command) -> Result<Committed, LedgerError> {
+        let (reply, rx) = oneshot::channel();
+        let req = writer::Request { cmd, actor, request_id, reply: Some(reply) };
+        self.sender()?.send(req).await.map_err(|_| LedgerError::Closed)?;
+        rx.await.map_err(|_| LedgerError::Closed)?
+    }
+
+    /// Records a download without waiting: it rides in the next group commit. Dropped (with a
+    /// debug log) when the writer's queue is full; an access figure is not worth back-pressure
+    /// on downloads.
+    pub fn record_access(&self, actor: Actor, request_id: RequestId, event: MediaAccessed) {
+        let req = writer::Request { cmd: Command::Access(event), actor, request_id, reply: None };
+        if let Ok(s) = self.sender() {
+            if s.try_send(req).is_err() {
+                tracing::debug!("access event dropped: writer queue full");
+            }
+        }
+    }
+
+    /// The last committed sequence.
+    pub fn head(&self) -> Seq {
+        *self.head_rx.borrow()
+    }
+
+    /// A receiver that changes whenever a group commits.
+    pub fn subscribe(&self) -> watch::Receiver<Seq> {
+        self.head_rx.clone()
+    }
+
+    /// Read access to a projection's committed state.
+    pub fn view(&self, projection: &str) -> Result<DbRead<'_>, LedgerError> {
+        Ok(DbRead { db: &self.db, cf: store::cf(&self.db, projection)? })
+    }
+
+    /// Visits every `(key, value)` of a projection whose key starts with `prefix`.
+    pub fn scan(&self, projection: &str, prefix: &[u8], mut visit: impl FnMut(&[u8], &[u8]) -> Result<(), LedgerError>) -> Result<(), LedgerError> {
+        let cf = store::cf(&self.db, projection)?;
+        for item in self.db.iterator_cf(cf, IteratorMode::From(prefix, Direction::Forward)) {
+            let (k, v) = item?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            visit(&k, &v)?;
+        }
+        Ok(())
+    }
+
+    /// Projections halted by an invariant violation, with the reason.
+    pub fn failed_projections(&self) -> Vec<(&'static str, String)> {
+        let failed = self.failed.lock();
+        ALL.iter()
+            .zip(failed.iter())
+            .filter_map(|(p, f)| f.clone().map(|f| (p.name(), f)))
+            .collect()
+    }
+
+    /// Reads committed envelopes in `[from, to]`, in order (no chain check: see `verify`).
+    pub fn events(&self, from: Seq, to: Seq, mut visit: impl FnMut(Envelope) -> bool) -> Result<(), LedgerError> {
+        let log = store::cf(&self.db, store::CF_LOG)?;
+        let start = store::seq_key(from);
+        for item in self.db.iterator_cf(log, IteratorMode::From(&start, Direction::Forward)) {
+            let (k, v) = item?;
+            let seq = k.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(u64::MAX);
+            if seq > to.0 {
+                break;
+            }
+            let env = codec::decode_record_unchecked(&v).map_err(|e| LedgerError::Corrupt { seq: Seq(seq), reason: e.to_string() })?;
+            if !visit(env) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Halts a projection as if it had failed: later events skip it and its checkpoint stays
+    /// where it is, so the next open resumes it from that checkpoint. For recovery tests.
+    #[doc(hidden)]
+    pub fn halt_projection(&self, name: &str, reason: &str) {
+        if let Some(i) = ALL.iter().position(|p| p.name() == name) {
+            if let Some(slot) = self.failed.lock().get_mut(i) {
+                *slot = Some(reason.to_owned());
+            }
+        }
+    }
+
+    /// Stops the writer after it has committed everything queued.
+    pub fn shutdown(&self) {
+        self.sender.lock().take();
+        if let Some(h) = self.writer.lock().take() {
+            if h.join().is_err() {
+                tracing::error!("ledger writer panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Ledger {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

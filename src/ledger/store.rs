@@ -1,0 +1,186 @@
+//! The RocksDB layout: column families, key formats and the raw log reader.
+//!
+//! Column families: `log` (8-byte big-endian sequence → record), `meta` (the head: last
+//! sequence and its chain value), `checkpoints` (projection name → version and last applied
+//! sequence) and one per projection, named after it.
+
+use super::LedgerError;
+use media_ledger_events::codec::{self, Chain, GENESIS_CHAIN};
+use media_ledger_events::{Envelope, Seq};
+use media_ledger_projections::ALL;
+use rocksdb::{BlockBasedOptions, ColumnFamilyDescriptor, Direction, IteratorMode, Options, DB};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+pub(crate) const CF_LOG: &str = "log";
+pub(crate) const CF_META: &str = "meta";
+pub(crate) const CF_CHECKPOINTS: &str = "checkpoints";
+const HEAD_KEY: &[u8] = b"head";
+
+/// The last committed record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Head {
+    /// Its sequence (0 for an empty log).
+    pub seq: Seq,
+    /// Its chain value.
+    pub chain: Chain,
+}
+
+impl Head {
+    pub(crate) const EMPTY: Head = Head {
+        seq: Seq(0),
+        chain: GENESIS_CHAIN,
+    };
+}
+
+/// A projection's progress, written in the same batch as its state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// The projection version the state was built by.
+    pub version: u32,
+    /// The last sequence folded into the state.
+    pub seq: Seq,
+}
+
+fn cf_options() -> Options {
+    let mut opts = Options::default();
+    let mut block = BlockBasedOptions::default();
+    block.set_bloom_filter(10.0, false);
+    opts.set_block_based_table_factory(&block);
+    opts
+}
+
+/// Opens (creating if needed) the database with every column family.
+pub(crate) fn open_db(path: &Path) -> Result<DB, LedgerError> {
+    let mut opts = Options::default();
+    opts.create_if_missing(true);
+    opts.create_missing_column_families(true);
+    opts.set_max_background_jobs(2);
+    let names = [CF_LOG, CF_META, CF_CHECKPOINTS]
+        .into_iter()
+        .chain(ALL.iter().map(|p| p.name()));
+    let cfs: Vec<_> = names
+        .map(|n| ColumnFamilyDescriptor::new(n, cf_options()))
+        .collect();
+    Ok(DB::open_cf_descriptors(&opts, path, cfs)?)
+}
+
+pub(crate) fn cf<'a>(db: &'a DB, name: &str) -> Result<&'a rocksdb::ColumnFamily, LedgerError> {
+    db.cf_handle(name)
+        .ok_or_else(|| LedgerError::Storage(format!("column family {name} missing")))
+}
+
+pub(crate) fn seq_key(seq: Seq) -> [u8; 8] {
+    seq.0.to_be_bytes()
+}
+
+pub(crate) fn read_head(db: &DB) -> Result<Option<Head>, LedgerError> {
+    match db.get_cf(cf(db, CF_META)?, HEAD_KEY)? {
+        Some(b) => Ok(Some(codec::decode(&b)?)),
+        None => Ok(None),
+    }
+}
+
+pub(crate) fn head_entry(head: &Head) -> Result<(&'static [u8], Vec<u8>), LedgerError> {
+    Ok((HEAD_KEY, codec::encode(head)?))
+}
+
+pub(crate) fn read_checkpoint(db: &DB, name: &str) -> Result<Option<Checkpoint>, LedgerError> {
+    match db.get_cf(cf(db, CF_CHECKPOINTS)?, name.as_bytes())? {
+        Some(b) => Ok(Some(codec::decode(&b)?)),
+        None => Ok(None),
+    }
+}
+
+/// Walks the log from `from` (inclusive), checking that keys are gap-free and that every
+/// record chains to the previous one. `prev` is the chain value of record `from - 1`
+/// (which the caller has verified). Calls `visit` with each envelope; stops at the first bad
+/// record with [`LedgerError::Corrupt`].
+pub(crate) fn walk_log(
+    db: &DB,
+    from: Seq,
+    mut prev: Chain,
+    mut visit: impl FnMut(Envelope) -> Result<(), LedgerError>,
+) -> Result<Head, LedgerError> {
+    let log = cf(db, CF_LOG)?;
+    let start = seq_key(from);
+    let mut expected = from;
+    let mut last = Head {
+        seq: Seq(from.0.saturating_sub(1)),
+        chain: prev,
+    };
+    for item in db.iterator_cf(log, IteratorMode::From(&start, Direction::Forward)) {
+        let (key, value) = item?;
+        let seq = key
+            .as_ref()
+            .try_into()
+            .map(|k: [u8; 8]| Seq(u64::from_be_bytes(k)))
+            .map_err(|_| LedgerError::Corrupt {
+                seq: expected,
+                reason: "malformed log key".into(),
+            })?;
+        if seq != expected {
+            return Err(LedgerError::Corrupt {
+                seq: expected,
+                reason: format!("record missing (next stored record is {seq})"),
+            });
+        }
+        let (env, chain) =
+            codec::decode_record(&prev, seq, &value).map_err(|e| LedgerError::Corrupt {
+                seq,
+                reason: e.to_string(),
+            })?;
+        visit(env)?;
+        prev = chain;
+        last = Head { seq, chain };
+        expected = Seq(seq.0 + 1);
+    }
+    Ok(last)
+}
+
+/// The chain value of record `seq` (the genesis value for 0), read from the record itself.
+pub(crate) fn chain_at(db: &DB, seq: Seq) -> Result<Chain, LedgerError> {
+    if seq.0 == 0 {
+        return Ok(GENESIS_CHAIN);
+    }
+    let rec = db
+        .get_cf(cf(db, CF_LOG)?, seq_key(seq))?
+        .ok_or_else(|| LedgerError::Corrupt {
+            seq,
+            reason: "record missing".into(),
+        })?;
+    let tail = rec
+        .len()
+        .checked_sub(codec::CHAIN_LEN)
+        .and_then(|i| rec.get(i..))
+        .ok_or_else(|| LedgerError::Corrupt {
+            seq,
+            reason: "record shorter than its checksum".into(),
+        })?;
+    let mut chain = GENESIS_CHAIN;
+    chain.copy_from_slice(tail);
+    Ok(chain)
+}
+
+/// Verifies the whole log and that the stored head agrees with its last record (so a
+/// removed tail is caught too). Returns the head.
+pub(crate) fn verify_log(
+    db: &DB,
+    visit: impl FnMut(Envelope) -> Result<(), LedgerError>,
+) -> Result<Head, LedgerError> {
+    let last = walk_log(db, Seq(1), GENESIS_CHAIN, visit)?;
+    let stored = read_head(db)?.unwrap_or(Head::EMPTY);
+    if stored.seq > last.seq {
+        return Err(LedgerError::Corrupt {
+            seq: Seq(last.seq.0 + 1),
+            reason: format!("record missing (the head says the log ends at {})", stored.seq),
+        });
+    }
+    if stored != last {
+        return Err(LedgerError::Corrupt {
+            seq: last.seq,
+            reason: "the stored head does not match the last record".into(),
+        });
+    }
+    Ok(last)
+}

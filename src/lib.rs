@@ -1,0 +1,20 @@
+//! media-ledger: an event-sourced Matrix media repository.
+//!
+//! Crate map (the data path, top to bottom):
+//! - [`http`]: axum routes, extractors and response headers; the only code that speaks HTTP.
+//! - [`auth`]: access token → user, admin checks.
+//! - [`media`]: the command side: stream an upload into a datastore, then record it.
+//! - [`datastore`]: where blobs live (`file` for now), behind the [`datastore::Datastore`] trait.
+//! - [`ledger`]: the RocksDB event log, its single writer and the projection state.
+//! - [`config`], [`error`], [`server`]: configuration, the Matrix error mapping, start/stop.
+//!
+//! The pure halves live in the `events` and `projections` crates.
+
+pub mod auth;
+pub mod config;
+pub mod datastore;
+pub mod error;
+pub mod http;
+pub mod ledger;
+pub mod media;
+pub mod server;

@@ -1,0 +1,158 @@
+//! The `media-ledger` binary: `serve` (default), `replay`, `verify`, `events`.
+
+use anyhow::{bail, Context};
+use media_ledger::config::Config;
+use media_ledger::ledger::Ledger;
+use media_ledger_events::{MediaRef, Seq};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const USAGE: &str = "usage: media-ledger [serve|replay|verify|events] [--config PATH]
+  serve                 run the server (default)
+  replay                rebuild every projection from sequence 0
+  verify                check sequence gaps, the checksum chain and projections == replay
+  events [--from N] [--to N] [--media mxc://server/id]
+                        print the log as JSON lines";
+
+struct Args {
+    command: String,
+    config: PathBuf,
+    from: u64,
+    to: u64,
+    media: Option<MediaRef>,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut args = Args { command: "serve".into(), config: "config.toml".into(), from: 1, to: u64::MAX, media: None };
+    let mut it = std::env::args().skip(1);
+    let mut first = true;
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| it.next().with_context(|| format!("{name} needs a value"));
+        match a.as_str() {
+            "--config" | "-c" => args.config = value("--config")?.into(),
+            "--from" => args.from = value("--from")?.parse().context("--from")?,
+            "--to" => args.to = value("--to")?.parse().context("--to")?,
+            "--media" => args.media = Some(value("--media")?.parse().context("--media")?),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            cmd if first && !cmd.starts_with('-') => args.command = cmd.to_owned(),
+            other => bail!("unexpected argument {other:?}\n{USAGE}"),
+        }
+        first = false;
+    }
+    Ok(args)
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<ExitCode> {
+    let args = parse_args()?;
+    let config = Config::load(&args.config)?;
+    match args.command.as_str() {
+        "serve" => serve(config),
+        "replay" => replay(&config),
+        "verify" => verify(&config),
+        "events" => events(&config, &args),
+        other => bail!("unknown command {other:?}\n{USAGE}"),
+    }
+}
+
+fn serve(config: Config) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async {
+        let server = media_ledger::server::start(config).await?;
+        shutdown_signal().await?;
+        tracing::info!("shutting down");
+        server.stop().await?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+fn replay(config: &Config) -> anyhow::Result<ExitCode> {
+    let mut err = std::io::stderr();
+    let (ledger, report) = Ledger::open_rebuilt(&config.database.path, &mut |done, total| {
+        let pct = if total == 0 { 100.0 } else { done as f64 * 100.0 / total as f64 };
+        let bar = "#".repeat((pct / 5.0) as usize);
+        let _ = write!(err, "\r[{bar:<20}] {done}/{total} events ({pct:.0}%)");
+    })?;
+    ledger.shutdown();
+    let rate = if report.seconds > 0.0 { report.events as f64 / report.seconds } else { 0.0 };
+    eprintln!("\nreplayed {} events in {:.2} s ({:.0} events/s)", report.events, report.seconds, rate);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verify(config: &Config) -> anyhow::Result<ExitCode> {
+    match Ledger::verify_path(&config.database.path) {
+        Ok((head, None)) => {
+            println!("ok: {} events, chain intact, projections equal a fresh replay", head.seq);
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok((head, Some(d))) => {
+            println!("FAIL: log intact to {}, but projection {} differs from replay: {}", head.seq, d.projection, d.detail);
+            Ok(ExitCode::from(2))
+        }
+        Err(media_ledger::ledger::LedgerError::Corrupt { seq, reason }) => {
+            println!("FAIL: first bad sequence {seq}: {reason}");
+            Ok(ExitCode::from(3))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn events(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
+    let ledger = Ledger::open(&config.database.path, &mut |_, _| {})?;
+    let out = std::io::stdout();
+    let mut out = out.lock();
+    let mut failed = None;
+    ledger.events(Seq(args.from), Seq(args.to), |env| {
+        if args.media.as_ref().is_some_and(|m| m != env.event.media()) {
+            return true;
+        }
+        let line = serde_json::json!({
+            "seq": env.seq.0,
+            "recorded_at_ms": env.recorded_at_ms,
+            "actor": env.actor.to_string(),
+            "request_id": env.request_id.0,
+            "type": env.event.type_name(),
+            "event": env.event,
+        });
+        match writeln!(out, "{line}") {
+            Ok(()) => true,
+            Err(e) => {
+                failed = Some(e);
+                false
+            }
+        }
+    })?;
+    ledger.shutdown();
+    match failed {
+        Some(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        Some(e) => Err(e.into()),
+        None => Ok(ExitCode::SUCCESS),
+    }
+}

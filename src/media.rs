@@ -1,0 +1,214 @@
+//! The command side of media: streams an upload into a datastore, then records it.
+//!
+//! Order is the durability contract: bytes are spooled and hashed, fsynced, committed into the
+//! datastore (rename + directory fsync), and only then is `MediaUploaded` appended. The HTTP
+//! answer waits for the append's sync.
+
+use crate::config::{Config, DatastoreKind};
+use crate::datastore::{Datastore, Datastores};
+use crate::error::ApiError;
+use crate::ledger::{Command, Conflict, Ledger, LedgerError};
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use media_ledger_events::{
+    Actor, AsyncUploadCreated, ContentType, Event, MediaId, MediaRef, MediaUploaded, RequestId,
+    ServerName, Sha256, UserId,
+};
+use media_ledger_projections::{datastore_sizes, hash_refs};
+use rand::distr::{Alphanumeric, SampleString};
+use sha2::Digest;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
+
+/// Length of generated media ids.
+pub const MEDIA_ID_LEN: usize = 32;
+
+/// What the uploader said about the bytes.
+#[derive(Debug, Clone, Default)]
+pub struct UploadMeta {
+    /// `Content-Type` of the request.
+    pub content_type: Option<ContentType>,
+    /// `filename` query parameter.
+    pub upload_name: Option<String>,
+}
+
+/// The upload/create commands.
+pub struct MediaService {
+    ledger: Arc<Ledger>,
+    datastores: Arc<Datastores>,
+    config: Arc<Config>,
+}
+
+/// Removes a spool file unless the upload got as far as committing it.
+struct SpoolGuard(Option<PathBuf>);
+
+impl Drop for SpoolGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            if let Err(e) = std::fs::remove_file(&p) {
+                tracing::warn!(path = %p.display(), error = %e, "cannot remove spool file");
+            }
+        }
+    }
+}
+
+/// A fresh random media id.
+pub fn new_media_id() -> Result<MediaId, ApiError> {
+    Alphanumeric
+        .sample_string(&mut rand::rng(), MEDIA_ID_LEN)
+        .parse()
+        .map_err(ApiError::internal)
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0)
+}
+
+impl MediaService {
+    /// Builds the service.
+    pub fn new(ledger: Arc<Ledger>, datastores: Arc<Datastores>, config: Arc<Config>) -> Self {
+        Self { ledger, datastores, config }
+    }
+
+    /// `POST /upload`: stores the body under a new media id of `origin`.
+    pub async fn upload<S>(&self, actor: Actor, request_id: RequestId, origin: ServerName, meta: UploadMeta, body: S) -> Result<MediaRef, ApiError>
+    where
+        S: Stream<Item = Result<Bytes, axum::Error>> + Unpin,
+    {
+        let media = MediaRef::new(origin, new_media_id()?);
+        self.store(actor, request_id, media, None, meta, body).await
+    }
+
+    /// `PUT /upload/{server}/{id}`: fills a reserved media id.
+    pub async fn upload_async<S>(&self, actor: Actor, owner: UserId, request_id: RequestId, media: MediaRef, meta: UploadMeta, body: S) -> Result<MediaRef, ApiError>
+    where
+        S: Stream<Item = Result<Bytes, axum::Error>> + Unpin,
+    {
+        // Refuse early, before reading a byte; the writer checks again at commit.
+        if media_ledger_projections::media_index::get(&self.ledger.view("media_index")?, &media)?.is_some() {
+            return Err(ApiError::CannotOverwrite);
+        }
+        let pending = media_ledger_projections::pending_uploads::get(&self.ledger.view("pending_uploads")?, &media)?;
+        match pending {
+            Some(p) if p.expires_at_ms <= now_ms() => return Err(ApiError::NotFound("media id reservation expired".into())),
+            Some(p) if p.owner != owner => return Err(ApiError::Forbidden("media id reserved by another user".into())),
+            Some(_) => {}
+            None => return Err(ApiError::NotFound("no pending upload for this media id".into())),
+        }
+        self.store(actor, request_id, media, Some(owner), meta, body).await
+    }
+
+    /// `POST /v1/create`: reserves a media id for `owner`.
+    pub async fn create(&self, owner: UserId, request_id: RequestId, origin: ServerName) -> Result<(MediaRef, u64), ApiError> {
+        let media = MediaRef::new(origin, new_media_id()?);
+        let expires_at_ms = now_ms().saturating_add(self.config.uploads.async_expiry_ms);
+        let event = AsyncUploadCreated { media: media.clone(), owner: owner.clone(), expires_at_ms };
+        self.ledger
+            .submit(Actor::User(owner), request_id, Command::CreateAsync(event))
+            .await
+            .map_err(map_conflict)?;
+        Ok((media, expires_at_ms))
+    }
+
+    fn pick_datastore(&self) -> Result<&Arc<dyn Datastore>, ApiError> {
+        let sizes = self.ledger.view("datastore_sizes")?;
+        self.datastores
+            .pick(DatastoreKind::LocalMedia, |id| datastore_sizes::totals(&sizes, id).map(|t| t.total_bytes))?
+            .ok_or_else(|| ApiError::Unavailable("no datastore accepts local media".into()))
+    }
+
+    async fn store<S>(&self, actor: Actor, request_id: RequestId, media: MediaRef, completes_async: Option<UserId>, meta: UploadMeta, body: S) -> Result<MediaRef, ApiError>
+    where
+        S: Stream<Item = Result<Bytes, axum::Error>> + Unpin,
+    {
+        let ds = self.pick_datastore()?.clone();
+        let spool_path = ds.spool_dir().join(format!("{}.part", new_media_id()?));
+        let mut guard = SpoolGuard(Some(spool_path.clone()));
+        let (sha, size_bytes) = self.spool(&spool_path, body).await?;
+
+        let existing = hash_refs::get(&self.ledger.view("hash_refs")?, &sha)?;
+        let (datastore, location) = match existing {
+            Some(h) if self.blob_present(&h.datastore, &h.location).await => (h.datastore, h.location),
+            _ => {
+                let location = ds.commit(&spool_path, &sha).await?;
+                guard.0 = None;
+                (ds.id().clone(), location)
+            }
+        };
+        drop(guard);
+
+        let event = MediaUploaded {
+            media: media.clone(),
+            sha256: sha,
+            size_bytes,
+            content_type: meta.content_type,
+            upload_name: meta.upload_name,
+            uploader: actor.clone(),
+            datastore,
+            location,
+        };
+        let committed = self
+            .ledger
+            .submit(actor, request_id, Command::Upload { event, completes_async })
+            .await
+            .map_err(map_conflict)?;
+        if let Event::MediaUploadedV1(e) = &committed.event {
+            tracing::info!(media = %e.media, sha256 = %e.sha256, size_bytes, seq = committed.seq.0, "media uploaded");
+        }
+        Ok(media)
+    }
+
+    async fn blob_present(&self, ds: &media_ledger_events::DatastoreId, loc: &media_ledger_events::BlobLocation) -> bool {
+        match self.datastores.get(ds) {
+            Some(store) => match store.exists(loc).await {
+                Ok(true) => true,
+                Ok(false) => {
+                    tracing::error!(datastore = %ds, location = %loc, "deduplicated blob is missing; storing the new copy");
+                    false
+                }
+                Err(e) => {
+                    tracing::error!(datastore = %ds, error = %e, "cannot check a deduplicated blob; storing the new copy");
+                    false
+                }
+            },
+            None => false,
+        }
+    }
+
+    /// Streams `body` into `path`, hashing it and enforcing the size limit; fsyncs the file.
+    async fn spool<S>(&self, path: &PathBuf, mut body: S) -> Result<(Sha256, u64), ApiError>
+    where
+        S: Stream<Item = Result<Bytes, axum::Error>> + Unpin,
+    {
+        let limit = self.config.uploads.max_bytes;
+        let file = tokio::fs::File::create(path).await.map_err(ApiError::internal)?;
+        let mut out = tokio::io::BufWriter::with_capacity(1 << 20, file);
+        let mut hasher = sha2::Sha256::new();
+        let mut size: u64 = 0;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| ApiError::InvalidParam(format!("reading the request body: {e}")))?;
+            size = size.saturating_add(chunk.len() as u64);
+            if size > limit {
+                return Err(ApiError::TooLarge { limit_bytes: limit });
+            }
+            hasher.update(&chunk);
+            out.write_all(&chunk).await.map_err(ApiError::internal)?;
+        }
+        out.flush().await.map_err(ApiError::internal)?;
+        let file = out.into_inner();
+        file.sync_all().await.map_err(ApiError::internal)?;
+        Ok((Sha256(hasher.finalize().into()), size))
+    }
+}
+
+fn map_conflict(e: LedgerError) -> ApiError {
+    match e {
+        LedgerError::Conflict(Conflict::AlreadyUploaded) => ApiError::CannotOverwrite,
+        LedgerError::Conflict(Conflict::NotPending) => ApiError::NotFound("no pending upload for this media id".into()),
+        LedgerError::Conflict(Conflict::NotOwner) => ApiError::Forbidden("media id reserved by another user".into()),
+        LedgerError::Conflict(Conflict::MediaExists) => ApiError::Internal("generated media id collided".into()),
+        LedgerError::Conflict(Conflict::UnknownMedia) => ApiError::NotFound("unknown media".into()),
+        other => ApiError::internal(other),
+    }
+}

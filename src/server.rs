@@ -1,0 +1,138 @@
+//! Start and stop: open the ledger, sweep orphans, build the state, serve until asked to stop.
+
+use crate::auth::Auth;
+use crate::config::Config;
+use crate::datastore::Datastores;
+use crate::http::{self, AppState};
+use crate::ledger::Ledger;
+use crate::media::MediaService;
+use anyhow::Context;
+use media_ledger_projections::hash_refs;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A running server.
+pub struct Server {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The ledger (for tests and tools that inspect state in-process).
+    pub ledger: Arc<Ledger>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+/// Opens everything and starts serving on `config.server.bind`.
+pub async fn start(config: Config) -> anyhow::Result<Server> {
+    let config = Arc::new(config);
+    let db_path = config.database.path.clone();
+    let ledger = tokio::task::spawn_blocking(move || {
+        let mut last = 0u64;
+        Ledger::open(&db_path, &mut |done, total| {
+            if done >= last + 100_000 || done == total {
+                last = done;
+                tracing::info!(done, total, "rebuilding projections");
+            }
+        })
+    })
+    .await?
+    .context("opening the ledger")?;
+    let ledger = Arc::new(ledger);
+    let datastores = Arc::new(Datastores::from_config(&config.datastores).context("opening datastores")?);
+    sweep_orphans(&ledger, &datastores).await;
+
+    let state = Arc::new(AppState {
+        auth: Auth::new(config.clone()),
+        media: MediaService::new(ledger.clone(), datastores.clone(), config.clone()),
+        config: config.clone(),
+        ledger: ledger.clone(),
+        datastores,
+    });
+    let listener = tokio::net::TcpListener::bind(config.server.bind)
+        .await
+        .with_context(|| format!("binding {}", config.server.bind))?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let app = http::router(state);
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    tracing::info!(%addr, head = ledger.head().0, "media-ledger listening");
+    Ok(Server { addr, ledger, stop: Some(stop), task })
+}
+
+impl Server {
+    /// Stops accepting, lets in-flight requests finish, then closes the ledger.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        (&mut self.task).await??;
+        let ledger = self.ledger.clone();
+        tokio::task::spawn_blocking(move || ledger.shutdown()).await?;
+        Ok(())
+    }
+
+    /// Waits until the server stops by itself (it does not, unless serving fails).
+    pub async fn wait(&mut self) -> anyhow::Result<()> {
+        (&mut self.task).await??;
+        Ok(())
+    }
+}
+
+/// Deletes leftover spool files and blobs that no hash record points at (a crash between
+/// committing a blob and appending its event, or the loser of a concurrent identical upload).
+/// Runs before the server accepts requests, so no upload is in flight. Read-only datastores
+/// are left alone.
+async fn sweep_orphans(ledger: &Ledger, datastores: &Datastores) {
+    for c in datastores.all() {
+        if c.config.kinds.is_empty() {
+            continue;
+        }
+        let listing = match c.store.list().await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(datastore = %c.store.id(), error = %e, "cannot list datastore for the orphan sweep");
+                continue;
+            }
+        };
+        for tmp in listing.temp_files {
+            tracing::info!(datastore = %c.store.id(), path = %tmp.display(), "removing leftover spool file");
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        let view = match ledger.view("hash_refs") {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read hash_refs for the orphan sweep");
+                return;
+            }
+        };
+        let mut swept = 0u64;
+        for (loc, sha) in listing.blobs {
+            let referenced = match hash_refs::get(&view, &sha) {
+                Ok(Some(h)) => &h.datastore == c.store.id() && h.location == loc,
+                Ok(None) => false,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read hash_refs; stopping the sweep");
+                    return;
+                }
+            };
+            if !referenced {
+                tracing::warn!(datastore = %c.store.id(), location = %loc, "removing orphan blob (no event refers to it)");
+                if let Err(e) = c.store.delete(&loc).await {
+                    tracing::warn!(error = %e, "cannot remove orphan blob");
+                } else {
+                    swept += 1;
+                }
+            }
+        }
+        if swept > 0 {
+            tracing::info!(datastore = %c.store.id(), swept, "orphan sweep done");
+        }
+    }
+}
