@@ -7,6 +7,8 @@
 
 mod overlay;
 mod projector;
+#[doc(hidden)]
+pub mod raw;
 mod store;
 mod writer;
 
