@@ -1,1 +1,405 @@
-fn main(){}
+//! Throughput figures of the real paths, printed beside this machine's own ceilings.
+//!
+//! `cargo bench --bench ledger [-- fsync append replay upload http]` (default: all).
+//! The HTTP parts start the release `media-ledger` binary as a child process and drive it
+//! over loopback; client and server share the machine's cores.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use media_ledger::ledger::{raw, Command, Ledger};
+use media_ledger_events::{
+    Actor, AsyncUploadCreated, Envelope, Event, MediaAccessed, MediaRef, MediaUploaded, RequestId,
+    Seq, Sha256,
+};
+use sha2::Digest;
+use std::io::Write;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let want = |name: &str| args.is_empty() || args.iter().any(|a| a == name);
+    println!("machine: {} cores, {}", num_cpus(), cpu_model());
+    if want("fsync") {
+        bench_fsync();
+    }
+    if want("append") {
+        bench_append();
+    }
+    if want("replay") {
+        bench_replay();
+    }
+    if want("upload") {
+        bench_upload();
+    }
+    if want("http") {
+        bench_http();
+    }
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default()
+}
+
+fn tempdir() -> tempfile::TempDir {
+    // Under the target dir: same filesystem as the project, not tmpfs.
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-tmp");
+    std::fs::create_dir_all(&base).unwrap();
+    tempfile::tempdir_in(base).unwrap()
+}
+
+fn fdatasync_rate(dir: &Path, secs: f64) -> f64 {
+    let mut f = std::fs::File::create(dir.join("fsync-probe")).unwrap();
+    let buf = [7u8; 256];
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed().as_secs_f64() < secs {
+        f.write_all(&buf).unwrap();
+        f.sync_data().unwrap();
+        n += 1;
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+fn bench_fsync() {
+    let dir = tempdir();
+    let rate = fdatasync_rate(dir.path(), 2.0);
+    println!(
+        "fsync: 256 B append + fdatasync: {rate:.0}/s ({:.0} µs each)",
+        1e6 / rate
+    );
+}
+
+fn sha(i: u64) -> Sha256 {
+    Sha256(sha2::Sha256::digest(i.to_le_bytes()).into())
+}
+
+fn media(i: u64) -> MediaRef {
+    MediaRef::new(
+        "bench.example".parse().unwrap(),
+        format!("m{i:024}").parse().unwrap(),
+    )
+}
+
+fn bench_append() {
+    let dir = tempdir();
+    let machine = fdatasync_rate(dir.path(), 1.0);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let ledger = Arc::new(Ledger::open(&dir.path().join("db"), &mut |_, _| {}).unwrap());
+    let next = Arc::new(AtomicU64::new(0));
+    let mut rates = Vec::new();
+    for writers in [1usize, 32] {
+        let done = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let start = Instant::now();
+        rt.block_on(async {
+            let mut tasks = Vec::new();
+            for _ in 0..writers {
+                let (ledger, next, done, stop) =
+                    (ledger.clone(), next.clone(), done.clone(), stop.clone());
+                tasks.push(tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let event = AsyncUploadCreated {
+                            media: media(i),
+                            owner: "@bench:bench.example".parse().unwrap(),
+                            expires_at_ms: u64::MAX,
+                        };
+                        ledger
+                            .submit(
+                                Actor::System,
+                                RequestId("bench".into()),
+                                Command::CreateAsync(event),
+                            )
+                            .await
+                            .unwrap();
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                }));
+            }
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            stop.store(true, Ordering::Relaxed);
+            for t in tasks {
+                t.await.unwrap();
+            }
+        });
+        let rate = done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64();
+        println!("append: {writers:>2} concurrent writer(s): {rate:.0} durable appends/s ({:.2}× the machine's fdatasync rate of {machine:.0}/s)", rate / machine);
+        rates.push(rate);
+    }
+    if let [one, many] = rates[..] {
+        println!(
+            "append: group commit gain, 32 writers / 1 writer = {:.1}×",
+            many / one
+        );
+    }
+    ledger.shutdown();
+}
+
+fn bench_replay() {
+    const N: u64 = 1_000_000;
+    let dir = tempdir();
+    let db = dir.path().join("db");
+    let build = Instant::now();
+    let mut seq = 0u64;
+    while seq < N {
+        let chunk: Vec<Envelope> = (seq..(seq + 100_000).min(N))
+            .map(|i| {
+                // 3 of 4 events are uploads (hashes from a pool of 200k: dedup happens), 1 of 4 an access.
+                let event = if i % 4 == 3 {
+                    let m = i - 1;
+                    Event::MediaAccessedV1(MediaAccessed {
+                        media: media(m),
+                        sha256: sha(m % 200_000),
+                    })
+                } else {
+                    Event::MediaUploadedV1(MediaUploaded {
+                        media: media(i),
+                        sha256: sha(i % 200_000),
+                        size_bytes: 65_536 + i % 1000,
+                        content_type: Some("image/png".parse().unwrap()),
+                        upload_name: Some("cat.png".into()),
+                        uploader: Actor::User("@alice:bench.example".parse().unwrap()),
+                        datastore: if i % 2 == 0 { "a" } else { "b" }.parse().unwrap(),
+                        location: format!("ab/cd/{}", sha(i % 200_000)).parse().unwrap(),
+                    })
+                };
+                Envelope {
+                    seq: Seq(0),
+                    recorded_at_ms: 1_700_000_000_000 + i,
+                    actor: Actor::System,
+                    request_id: RequestId("bench".into()),
+                    event,
+                }
+            })
+            .collect();
+        seq += chunk.len() as u64;
+        raw::append_unprojected(&db, &chunk).unwrap();
+    }
+    println!(
+        "replay: wrote a {N}-event log in {:.1} s",
+        build.elapsed().as_secs_f64()
+    );
+    let (ledger, report) = Ledger::open_rebuilt(&db, &mut |_, _| {}).unwrap();
+    ledger.shutdown();
+    drop(ledger);
+    println!("replay: rebuilt 4 projections from {} events in {:.2} s = {:.0} events/s (target ≥ 250k/s)", report.events, report.seconds, report.events as f64 / report.seconds);
+    let t = Instant::now();
+    let (head, div) = Ledger::verify_path(&db).unwrap();
+    println!("replay: verify (chain + full in-memory replay + compare) of {} events: {:.2} s, divergence: {div:?}", head.seq, t.elapsed().as_secs_f64());
+}
+
+/// A child `media-ledger serve` on a free port with its data in `dir`.
+struct Child {
+    proc: std::process::Child,
+    base: String,
+}
+
+impl Child {
+    fn start(dir: &Path, max_bytes: u64) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = format!(
+            r#"[server]
+bind = "127.0.0.1:{port}"
+[database]
+path = "{d}/db"
+[uploads]
+max_bytes = {max_bytes}
+[auth]
+shared_secret = "bench-admin"
+[[auth.static_tokens]]
+token = "bench-user"
+user_id = "@bench:localhost"
+[[homeservers]]
+name = "localhost"
+[[datastores]]
+id = "files"
+type = "file"
+path = "{d}/media"
+kinds = ["all"]
+"#,
+            d = dir.display()
+        );
+        let cfg = dir.join("config.toml");
+        std::fs::write(&cfg, config).unwrap();
+        let proc = std::process::Command::new(env!("CARGO_BIN_EXE_media-ledger"))
+            .args(["serve", "--config"])
+            .arg(&cfg)
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        Child { proc, base }
+    }
+
+    fn peak_rss_mib(&self) -> f64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.proc.id())).unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.proc.kill();
+        let _ = self.proc.wait();
+    }
+}
+
+fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn bench_upload() {
+    const TOTAL: usize = 1 << 30;
+    const CHUNK: usize = 1 << 20;
+    let dir = tempdir();
+    let chunk = bytes::Bytes::from(pseudo_random(CHUNK, 1));
+
+    // The machine's own figure for the same work: hash, write and fsync 1 GiB.
+    let t = Instant::now();
+    {
+        let mut f = std::fs::File::create(dir.path().join("baseline")).unwrap();
+        let mut h = sha2::Sha256::new();
+        for _ in 0..TOTAL / CHUNK {
+            h.update(&chunk);
+            f.write_all(&chunk).unwrap();
+        }
+        f.sync_all().unwrap();
+        let _ = h.finalize();
+    }
+    let baseline = TOTAL as f64 / 1e6 / t.elapsed().as_secs_f64();
+    std::fs::remove_file(dir.path().join("baseline")).unwrap();
+    println!("upload: machine baseline, sha256 + write + fsync of 1 GiB in one thread: {baseline:.0} MB/s");
+
+    let child = Child::start(dir.path(), 2 << 30);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let rss_before = child.peak_rss_mib();
+    let (secs, status) = rt.block_on(async {
+        let client = reqwest::Client::new();
+        let stream = futures_util::stream::iter(
+            (0..TOTAL / CHUNK).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
+        );
+        let t = Instant::now();
+        let resp = client
+            .post(format!(
+                "{}/_matrix/media/v3/upload?filename=big.bin",
+                child.base
+            ))
+            .bearer_auth("bench-user")
+            .header("content-type", "application/octet-stream")
+            .header("content-length", TOTAL.to_string())
+            .body(reqwest::Body::wrap_stream(stream))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        let _ = resp.text().await;
+        (t.elapsed().as_secs_f64(), status)
+    });
+    let rate = TOTAL as f64 / 1e6 / secs;
+    println!(
+        "upload: 1 GiB single stream over HTTP: {rate:.0} MB/s ({:.0}% of the machine baseline; status {status}); server peak RSS {:.1} MiB (idle {rss_before:.1} MiB)",
+        rate * 100.0 / baseline,
+        child.peak_rss_mib()
+    );
+}
+
+fn bench_http() {
+    const SIZE: usize = 64 * 1024;
+    const CLIENTS: usize = 32;
+    let dir = tempdir();
+    let child = Child::start(dir.path(), 1 << 20);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = reqwest::Client::builder().pool_max_idle_per_host(CLIENTS).build().unwrap();
+        let counter = Arc::new(AtomicU64::new(0));
+        let uris = Arc::new(parking_lot::Mutex::new(Vec::<String>::new()));
+        for phase in ["upload", "download"] {
+            let done = Arc::new(AtomicU64::new(0));
+            let stop = Arc::new(AtomicBool::new(false));
+            let start = Instant::now();
+            let mut tasks = Vec::new();
+            let targets: Arc<Vec<String>> = Arc::new(uris.lock().clone());
+            for c in 0..CLIENTS {
+                let (client, base, done, stop, counter, uris, targets) = (client.clone(), child.base.clone(), done.clone(), stop.clone(), counter.clone(), uris.clone(), targets.clone());
+                tasks.push(tokio::spawn(async move {
+                    let mut k = c;
+                    while !stop.load(Ordering::Relaxed) {
+                        if phase == "upload" {
+                            let body = pseudo_random(SIZE, counter.fetch_add(1, Ordering::Relaxed) + 10);
+                            let resp = client.post(format!("{base}/_matrix/media/v3/upload")).bearer_auth("bench-user").body(body).send().await.unwrap();
+                            assert!(resp.status().is_success(), "{}", resp.status());
+                            let v: serde_json::Value = resp.json().await.unwrap();
+                            let uri = v["content_uri"].as_str().unwrap().trim_start_matches("mxc://").to_owned();
+                            uris.lock().push(uri);
+                        } else {
+                            let uri = &targets[k % targets.len()];
+                            k += 7;
+                            let resp = client.get(format!("{base}/_matrix/media/v3/download/{uri}")).send().await.unwrap();
+                            assert!(resp.status().is_success(), "{}", resp.status());
+                            let b = resp.bytes().await.unwrap();
+                            assert_eq!(b.len(), SIZE);
+                        }
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                }));
+            }
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            stop.store(true, Ordering::Relaxed);
+            for t in tasks {
+                t.await.unwrap();
+            }
+            let rate = done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64();
+            let peer = if phase == "upload" { 160.0 } else { 420.0 };
+            println!("http: 64 KiB {phase}s, {CLIENTS} concurrent clients: {rate:.0} req/s ({:.1}× Synapse's ~{peer:.0}/s; nginx ceiling ~12k/s)", rate / peer);
+        }
+    });
+}

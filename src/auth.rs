@@ -62,7 +62,11 @@ impl Auth {
             .timeout(Duration::from_secs(10))
             .build()
             .unwrap_or_default();
-        Self { config, client, cache: Mutex::new(HashMap::new()) }
+        Self {
+            config,
+            client,
+            cache: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The principal of `token` on homeserver `hs`.
@@ -90,20 +94,24 @@ impl Auth {
                 return Ok(Principal::User(user.clone()));
             }
         }
-        let url = format!("{}/_matrix/client/v3/account/whoami", cs_api.trim_end_matches('/'));
+        let url = format!(
+            "{}/_matrix/client/v3/account/whoami",
+            cs_api.trim_end_matches('/')
+        );
         let resp = self
             .client
             .get(&url)
             .bearer_auth(token)
             .send()
             .await
-            .map_err(|e| ApiError::Unavailable(format!("homeserver {} unreachable: {e}", hs.name)))?;
+            .map_err(|e| {
+                ApiError::Unavailable(format!("homeserver {} unreachable: {e}", hs.name))
+            })?;
         match resp.status().as_u16() {
             200 => {
-                let who: WhoAmI = resp
-                    .json()
-                    .await
-                    .map_err(|e| ApiError::Unavailable(format!("homeserver {} whoami: {e}", hs.name)))?;
+                let who: WhoAmI = resp.json().await.map_err(|e| {
+                    ApiError::Unavailable(format!("homeserver {} whoami: {e}", hs.name))
+                })?;
                 let mut cache = self.cache.lock();
                 if cache.len() > 100_000 {
                     cache.retain(|_, (_, at)| at.elapsed() < ttl);
@@ -112,7 +120,10 @@ impl Auth {
                 Ok(Principal::User(who.user_id))
             }
             401 | 403 => Err(ApiError::UnknownToken),
-            s => Err(ApiError::Unavailable(format!("homeserver {} whoami answered {s}", hs.name))),
+            s => Err(ApiError::Unavailable(format!(
+                "homeserver {} whoami answered {s}",
+                hs.name
+            ))),
         }
     }
 

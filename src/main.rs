@@ -24,7 +24,13 @@ struct Args {
 }
 
 fn parse_args() -> anyhow::Result<Args> {
-    let mut args = Args { command: "serve".into(), config: "config.toml".into(), from: 1, to: u64::MAX, media: None };
+    let mut args = Args {
+        command: "serve".into(),
+        config: "config.toml".into(),
+        from: 1,
+        to: u64::MAX,
+        media: None,
+    };
     let mut it = std::env::args().skip(1);
     let mut first = true;
     while let Some(a) = it.next() {
@@ -48,7 +54,9 @@ fn parse_args() -> anyhow::Result<Args> {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     match run() {
@@ -73,7 +81,9 @@ fn run() -> anyhow::Result<ExitCode> {
 }
 
 fn serve(config: Config) -> anyhow::Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         let server = media_ledger::server::start(config).await?;
         shutdown_signal().await?;
@@ -96,24 +106,41 @@ async fn shutdown_signal() -> anyhow::Result<()> {
 fn replay(config: &Config) -> anyhow::Result<ExitCode> {
     let mut err = std::io::stderr();
     let (ledger, report) = Ledger::open_rebuilt(&config.database.path, &mut |done, total| {
-        let pct = if total == 0 { 100.0 } else { done as f64 * 100.0 / total as f64 };
+        let pct = if total == 0 {
+            100.0
+        } else {
+            done as f64 * 100.0 / total as f64
+        };
         let bar = "#".repeat((pct / 5.0) as usize);
         let _ = write!(err, "\r[{bar:<20}] {done}/{total} events ({pct:.0}%)");
     })?;
     ledger.shutdown();
-    let rate = if report.seconds > 0.0 { report.events as f64 / report.seconds } else { 0.0 };
-    eprintln!("\nreplayed {} events in {:.2} s ({:.0} events/s)", report.events, report.seconds, rate);
+    let rate = if report.seconds > 0.0 {
+        report.events as f64 / report.seconds
+    } else {
+        0.0
+    };
+    eprintln!(
+        "\nreplayed {} events in {:.2} s ({:.0} events/s)",
+        report.events, report.seconds, rate
+    );
     Ok(ExitCode::SUCCESS)
 }
 
 fn verify(config: &Config) -> anyhow::Result<ExitCode> {
     match Ledger::verify_path(&config.database.path) {
         Ok((head, None)) => {
-            println!("ok: {} events, chain intact, projections equal a fresh replay", head.seq);
+            println!(
+                "ok: {} events, chain intact, projections equal a fresh replay",
+                head.seq
+            );
             Ok(ExitCode::SUCCESS)
         }
         Ok((head, Some(d))) => {
-            println!("FAIL: log intact to {}, but projection {} differs from replay: {}", head.seq, d.projection, d.detail);
+            println!(
+                "FAIL: log intact to {}, but projection {} differs from replay: {}",
+                head.seq, d.projection, d.detail
+            );
             Ok(ExitCode::from(2))
         }
         Err(media_ledger::ledger::LedgerError::Corrupt { seq, reason }) => {
@@ -125,11 +152,10 @@ fn verify(config: &Config) -> anyhow::Result<ExitCode> {
 }
 
 fn events(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
-    let ledger = Ledger::open(&config.database.path, &mut |_, _| {})?;
     let out = std::io::stdout();
     let mut out = out.lock();
     let mut failed = None;
-    ledger.events(Seq(args.from), Seq(args.to), |env| {
+    Ledger::events_at(&config.database.path, Seq(args.from), Seq(args.to), |env| {
         if args.media.as_ref().is_some_and(|m| m != env.event.media()) {
             return true;
         }
@@ -149,7 +175,6 @@ fn events(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
             }
         }
     })?;
-    ledger.shutdown();
     match failed {
         Some(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
         Some(e) => Err(e.into()),

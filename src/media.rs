@@ -68,11 +68,22 @@ fn now_ms() -> u64 {
 impl MediaService {
     /// Builds the service.
     pub fn new(ledger: Arc<Ledger>, datastores: Arc<Datastores>, config: Arc<Config>) -> Self {
-        Self { ledger, datastores, config }
+        Self {
+            ledger,
+            datastores,
+            config,
+        }
     }
 
     /// `POST /upload`: stores the body under a new media id of `origin`.
-    pub async fn upload<S>(&self, actor: Actor, request_id: RequestId, origin: ServerName, meta: UploadMeta, body: S) -> Result<MediaRef, ApiError>
+    pub async fn upload<S>(
+        &self,
+        actor: Actor,
+        request_id: RequestId,
+        origin: ServerName,
+        meta: UploadMeta,
+        body: S,
+    ) -> Result<MediaRef, ApiError>
     where
         S: Stream<Item = Result<Bytes, axum::Error>> + Unpin,
     {
@@ -81,29 +92,62 @@ impl MediaService {
     }
 
     /// `PUT /upload/{server}/{id}`: fills a reserved media id.
-    pub async fn upload_async<S>(&self, actor: Actor, owner: UserId, request_id: RequestId, media: MediaRef, meta: UploadMeta, body: S) -> Result<MediaRef, ApiError>
+    pub async fn upload_async<S>(
+        &self,
+        actor: Actor,
+        owner: UserId,
+        request_id: RequestId,
+        media: MediaRef,
+        meta: UploadMeta,
+        body: S,
+    ) -> Result<MediaRef, ApiError>
     where
         S: Stream<Item = Result<Bytes, axum::Error>> + Unpin,
     {
         // Refuse early, before reading a byte; the writer checks again at commit.
-        if media_ledger_projections::media_index::get(&self.ledger.view("media_index")?, &media)?.is_some() {
+        if media_ledger_projections::media_index::get(&self.ledger.view("media_index")?, &media)?
+            .is_some()
+        {
             return Err(ApiError::CannotOverwrite);
         }
-        let pending = media_ledger_projections::pending_uploads::get(&self.ledger.view("pending_uploads")?, &media)?;
+        let pending = media_ledger_projections::pending_uploads::get(
+            &self.ledger.view("pending_uploads")?,
+            &media,
+        )?;
         match pending {
-            Some(p) if p.expires_at_ms <= now_ms() => return Err(ApiError::NotFound("media id reservation expired".into())),
-            Some(p) if p.owner != owner => return Err(ApiError::Forbidden("media id reserved by another user".into())),
+            Some(p) if p.expires_at_ms <= now_ms() => {
+                return Err(ApiError::NotFound("media id reservation expired".into()))
+            }
+            Some(p) if p.owner != owner => {
+                return Err(ApiError::Forbidden(
+                    "media id reserved by another user".into(),
+                ))
+            }
             Some(_) => {}
-            None => return Err(ApiError::NotFound("no pending upload for this media id".into())),
+            None => {
+                return Err(ApiError::NotFound(
+                    "no pending upload for this media id".into(),
+                ))
+            }
         }
-        self.store(actor, request_id, media, Some(owner), meta, body).await
+        self.store(actor, request_id, media, Some(owner), meta, body)
+            .await
     }
 
     /// `POST /v1/create`: reserves a media id for `owner`.
-    pub async fn create(&self, owner: UserId, request_id: RequestId, origin: ServerName) -> Result<(MediaRef, u64), ApiError> {
+    pub async fn create(
+        &self,
+        owner: UserId,
+        request_id: RequestId,
+        origin: ServerName,
+    ) -> Result<(MediaRef, u64), ApiError> {
         let media = MediaRef::new(origin, new_media_id()?);
         let expires_at_ms = now_ms().saturating_add(self.config.uploads.async_expiry_ms);
-        let event = AsyncUploadCreated { media: media.clone(), owner: owner.clone(), expires_at_ms };
+        let event = AsyncUploadCreated {
+            media: media.clone(),
+            owner: owner.clone(),
+            expires_at_ms,
+        };
         self.ledger
             .submit(Actor::User(owner), request_id, Command::CreateAsync(event))
             .await
@@ -114,11 +158,21 @@ impl MediaService {
     fn pick_datastore(&self) -> Result<&Arc<dyn Datastore>, ApiError> {
         let sizes = self.ledger.view("datastore_sizes")?;
         self.datastores
-            .pick(DatastoreKind::LocalMedia, |id| datastore_sizes::totals(&sizes, id).map(|t| t.total_bytes))?
+            .pick(DatastoreKind::LocalMedia, |id| {
+                datastore_sizes::totals(&sizes, id).map(|t| t.total_bytes)
+            })?
             .ok_or_else(|| ApiError::Unavailable("no datastore accepts local media".into()))
     }
 
-    async fn store<S>(&self, actor: Actor, request_id: RequestId, media: MediaRef, completes_async: Option<UserId>, meta: UploadMeta, body: S) -> Result<MediaRef, ApiError>
+    async fn store<S>(
+        &self,
+        actor: Actor,
+        request_id: RequestId,
+        media: MediaRef,
+        completes_async: Option<UserId>,
+        meta: UploadMeta,
+        body: S,
+    ) -> Result<MediaRef, ApiError>
     where
         S: Stream<Item = Result<Bytes, axum::Error>> + Unpin,
     {
@@ -129,7 +183,9 @@ impl MediaService {
 
         let existing = hash_refs::get(&self.ledger.view("hash_refs")?, &sha)?;
         let (datastore, location) = match existing {
-            Some(h) if self.blob_present(&h.datastore, &h.location).await => (h.datastore, h.location),
+            Some(h) if self.blob_present(&h.datastore, &h.location).await => {
+                (h.datastore, h.location)
+            }
             _ => {
                 let location = ds.commit(&spool_path, &sha).await?;
                 guard.0 = None;
@@ -150,7 +206,14 @@ impl MediaService {
         };
         let committed = self
             .ledger
-            .submit(actor, request_id, Command::Upload { event, completes_async })
+            .submit(
+                actor,
+                request_id,
+                Command::Upload {
+                    event,
+                    completes_async,
+                },
+            )
             .await
             .map_err(map_conflict)?;
         if let Event::MediaUploadedV1(e) = &committed.event {
@@ -159,7 +222,11 @@ impl MediaService {
         Ok(media)
     }
 
-    async fn blob_present(&self, ds: &media_ledger_events::DatastoreId, loc: &media_ledger_events::BlobLocation) -> bool {
+    async fn blob_present(
+        &self,
+        ds: &media_ledger_events::DatastoreId,
+        loc: &media_ledger_events::BlobLocation,
+    ) -> bool {
         match self.datastores.get(ds) {
             Some(store) => match store.exists(loc).await {
                 Ok(true) => true,
@@ -182,12 +249,15 @@ impl MediaService {
         S: Stream<Item = Result<Bytes, axum::Error>> + Unpin,
     {
         let limit = self.config.uploads.max_bytes;
-        let file = tokio::fs::File::create(path).await.map_err(ApiError::internal)?;
+        let file = tokio::fs::File::create(path)
+            .await
+            .map_err(ApiError::internal)?;
         let mut out = tokio::io::BufWriter::with_capacity(1 << 20, file);
         let mut hasher = sha2::Sha256::new();
         let mut size: u64 = 0;
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| ApiError::InvalidParam(format!("reading the request body: {e}")))?;
+            let chunk = chunk
+                .map_err(|e| ApiError::InvalidParam(format!("reading the request body: {e}")))?;
             size = size.saturating_add(chunk.len() as u64);
             if size > limit {
                 return Err(ApiError::TooLarge { limit_bytes: limit });
@@ -205,9 +275,15 @@ impl MediaService {
 fn map_conflict(e: LedgerError) -> ApiError {
     match e {
         LedgerError::Conflict(Conflict::AlreadyUploaded) => ApiError::CannotOverwrite,
-        LedgerError::Conflict(Conflict::NotPending) => ApiError::NotFound("no pending upload for this media id".into()),
-        LedgerError::Conflict(Conflict::NotOwner) => ApiError::Forbidden("media id reserved by another user".into()),
-        LedgerError::Conflict(Conflict::MediaExists) => ApiError::Internal("generated media id collided".into()),
+        LedgerError::Conflict(Conflict::NotPending) => {
+            ApiError::NotFound("no pending upload for this media id".into())
+        }
+        LedgerError::Conflict(Conflict::NotOwner) => {
+            ApiError::Forbidden("media id reserved by another user".into())
+        }
+        LedgerError::Conflict(Conflict::MediaExists) => {
+            ApiError::Internal("generated media id collided".into())
+        }
         LedgerError::Conflict(Conflict::UnknownMedia) => ApiError::NotFound("unknown media".into()),
         other => ApiError::internal(other),
     }

@@ -39,7 +39,8 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     .await?
     .context("opening the ledger")?;
     let ledger = Arc::new(ledger);
-    let datastores = Arc::new(Datastores::from_config(&config.datastores).context("opening datastores")?);
+    let datastores =
+        Arc::new(Datastores::from_config(&config.datastores).context("opening datastores")?);
     sweep_orphans(&ledger, &datastores).await;
 
     let state = Arc::new(AppState {
@@ -63,7 +64,12 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             .await
     });
     tracing::info!(%addr, head = ledger.head().0, "media-ledger listening");
-    Ok(Server { addr, ledger, stop: Some(stop), task })
+    Ok(Server {
+        addr,
+        ledger,
+        stop: Some(stop),
+        task,
+    })
 }
 
 impl Server {

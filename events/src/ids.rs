@@ -134,7 +134,9 @@ fn is_server_name(s: &str) -> bool {
         };
         return !v6.is_empty()
             && v6.len() <= 45
-            && v6.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+            && v6
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
     }
     !host.is_empty()
         && host
@@ -160,8 +162,7 @@ fn split_port(s: &str) -> (&str, Option<&str>) {
 fn is_media_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 255
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
@@ -174,15 +175,16 @@ fn is_user_id(s: &str) -> bool {
     };
     s.len() <= 255
         && !local.is_empty()
-        && local.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b':')
+        && local
+            .bytes()
+            .all(|b| (0x21..=0x7e).contains(&b) && b != b':')
         && is_server_name(server)
 }
 
 fn is_datastore_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
 }
 

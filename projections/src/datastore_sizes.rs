@@ -5,8 +5,8 @@
 //! counted with duplicates, bytes once per distinct hash. Thumbnail figures stay zero until
 //! thumbnails exist.
 
-use crate::{get_value, put_value, KvRead, KvTx, Projection, ProjectionError};
 use crate::size_estimate::SizeEstimate;
+use crate::{get_value, put_value, KvRead, KvTx, Projection, ProjectionError};
 use media_ledger_events::{DatastoreId, Envelope, Event, Sha256};
 use serde::{Deserialize, Serialize};
 
@@ -74,6 +74,9 @@ impl Projection for DatastoreSizes {
 }
 
 /// The running figures of `ds` (all zero for a datastore that never held anything).
-pub fn totals(kv: &(impl KvRead + ?Sized), ds: &DatastoreId) -> Result<DatastoreTotals, ProjectionError> {
+pub fn totals(
+    kv: &(impl KvRead + ?Sized),
+    ds: &DatastoreId,
+) -> Result<DatastoreTotals, ProjectionError> {
     Ok(get_value(NAME, kv, &totals_key(ds))?.unwrap_or_default())
 }

@@ -4,7 +4,9 @@
 //! referring media. Invariant: `ref_count` equals the number of `r` keys of that hash, and a
 //! blob may be deleted only once it reaches zero.
 
-use crate::{get_value, invariant, media_key, put_value, KvRead, KvTx, Projection, ProjectionError};
+use crate::{
+    get_value, invariant, media_key, put_value, KvRead, KvTx, Projection, ProjectionError,
+};
 use media_ledger_events::{BlobLocation, DatastoreId, Envelope, Event, Sha256};
 use serde::{Deserialize, Serialize};
 
@@ -77,8 +79,9 @@ impl Projection for HashRefs {
             }
             Event::MediaAccessedV1(e) => {
                 let hk = hash_key(&e.sha256);
-                let mut r: HashRecord = get_value(NAME, tx, &hk)?
-                    .ok_or_else(|| invariant(NAME, format!("access to unknown hash {}", e.sha256)))?;
+                let mut r: HashRecord = get_value(NAME, tx, &hk)?.ok_or_else(|| {
+                    invariant(NAME, format!("access to unknown hash {}", e.sha256))
+                })?;
                 r.last_access_ms = r.last_access_ms.max(env.recorded_at_ms);
                 put_value(NAME, tx, &hk, &r)
             }
@@ -88,6 +91,9 @@ impl Projection for HashRefs {
 }
 
 /// The record of a hash, if any media points at it.
-pub fn get(kv: &(impl KvRead + ?Sized), sha: &Sha256) -> Result<Option<HashRecord>, ProjectionError> {
+pub fn get(
+    kv: &(impl KvRead + ?Sized),
+    sha: &Sha256,
+) -> Result<Option<HashRecord>, ProjectionError> {
     get_value(NAME, kv, &hash_key(sha))
 }

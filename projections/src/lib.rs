@@ -93,7 +93,10 @@ pub fn media_key(media: &MediaRef) -> Vec<u8> {
 pub fn parse_media_key(key: &[u8]) -> Option<MediaRef> {
     let nul = key.iter().position(|&b| b == 0)?;
     let origin = std::str::from_utf8(key.get(..nul)?).ok()?.parse().ok()?;
-    let id = std::str::from_utf8(key.get(nul + 1..)?).ok()?.parse().ok()?;
+    let id = std::str::from_utf8(key.get(nul + 1..)?)
+        .ok()?
+        .parse()
+        .ok()?;
     Some(MediaRef::new(origin, id))
 }
 

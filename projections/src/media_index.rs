@@ -3,7 +3,9 @@
 //! Invariant: a key exists exactly for the media that were uploaded and not removed; its
 //! `last_access_ms` is the time of the latest upload or recorded access.
 
-use crate::{get_value, invariant, media_key, put_value, KvRead, KvTx, Projection, ProjectionError};
+use crate::{
+    get_value, invariant, media_key, put_value, KvRead, KvTx, Projection, ProjectionError,
+};
 use media_ledger_events::{
     Actor, BlobLocation, ContentType, DatastoreId, Envelope, Event, MediaRef, Sha256,
 };
@@ -92,7 +94,10 @@ impl Projection for MediaIndex {
 }
 
 /// The record of `media`, if it exists.
-pub fn get(kv: &(impl KvRead + ?Sized), media: &MediaRef) -> Result<Option<MediaRecord>, ProjectionError> {
+pub fn get(
+    kv: &(impl KvRead + ?Sized),
+    media: &MediaRef,
+) -> Result<Option<MediaRecord>, ProjectionError> {
     get_value(NAME, kv, &media_key(media))
 }
 

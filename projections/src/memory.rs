@@ -34,7 +34,10 @@ pub struct MemoryState {
 impl Default for MemoryState {
     fn default() -> Self {
         Self {
-            spaces: ALL.iter().map(|p| (p.name(), MemoryKv::default())).collect(),
+            spaces: ALL
+                .iter()
+                .map(|p| (p.name(), MemoryKv::default()))
+                .collect(),
         }
     }
 }

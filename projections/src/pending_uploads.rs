@@ -3,7 +3,9 @@
 //! Key: media key → [`PendingUpload`]. Expiry is not folded here (a projection has no clock):
 //! readers compare `expires_at_ms` with their own time.
 
-use crate::{get_value, invariant, media_key, put_value, KvRead, KvTx, Projection, ProjectionError};
+use crate::{
+    get_value, invariant, media_key, put_value, KvRead, KvTx, Projection, ProjectionError,
+};
 use media_ledger_events::{Envelope, Event, MediaRef, UserId};
 use serde::{Deserialize, Serialize};
 
@@ -54,6 +56,9 @@ impl Projection for PendingUploads {
 }
 
 /// The reservation of `media`, if it is pending (expired or not).
-pub fn get(kv: &(impl KvRead + ?Sized), media: &MediaRef) -> Result<Option<PendingUpload>, ProjectionError> {
+pub fn get(
+    kv: &(impl KvRead + ?Sized),
+    media: &MediaRef,
+) -> Result<Option<PendingUpload>, ProjectionError> {
     get_value(NAME, kv, &media_key(media))
 }

@@ -26,8 +26,13 @@ impl FileDatastore {
     /// Opens (creating) the directory.
     pub fn open(id: DatastoreId, root: &Path) -> Result<Self, DatastoreError> {
         let spool = root.join(SPOOL);
-        std::fs::create_dir_all(&spool).map_err(DatastoreError::io(format!("creating {}", spool.display())))?;
-        Ok(Self { id, root: root.to_owned(), spool })
+        std::fs::create_dir_all(&spool)
+            .map_err(DatastoreError::io(format!("creating {}", spool.display())))?;
+        Ok(Self {
+            id,
+            root: root.to_owned(),
+            spool,
+        })
     }
 
     fn location_of(sha: &Sha256) -> Result<BlobLocation, DatastoreError> {
@@ -73,7 +78,9 @@ impl Datastore for FileDatastore {
         let spooled = spooled.to_owned();
         let spool = self.spool.clone();
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            let dir = target.parent().ok_or_else(|| std::io::Error::other("blob path has no parent"))?;
+            let dir = target
+                .parent()
+                .ok_or_else(|| std::io::Error::other("blob path has no parent"))?;
             let created = !dir.exists();
             std::fs::create_dir_all(dir)?;
             std::fs::rename(&spooled, &target)?;
@@ -89,7 +96,10 @@ impl Datastore for FileDatastore {
             sync_dir(&spool)
         })
         .await
-        .map_err(|e| DatastoreError::Io { context: "commit task".into(), source: std::io::Error::other(e) })?
+        .map_err(|e| DatastoreError::Io {
+            context: "commit task".into(),
+            source: std::io::Error::other(e),
+        })?
         .map_err(DatastoreError::io(format!("committing blob {sha}")))?;
         Ok(location)
     }
@@ -100,15 +110,24 @@ impl Datastore for FileDatastore {
             .map_err(DatastoreError::io(format!("checking {location}")))
     }
 
-    async fn open(&self, location: &BlobLocation, offset: u64, len: u64) -> Result<BlobStream, DatastoreError> {
+    async fn open(
+        &self,
+        location: &BlobLocation,
+        offset: u64,
+        len: u64,
+    ) -> Result<BlobStream, DatastoreError> {
         let path = self.path_of(location);
         let mut file = match tokio::fs::File::open(&path).await {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(DatastoreError::Missing(location.clone())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(DatastoreError::Missing(location.clone()))
+            }
             Err(e) => return Err(DatastoreError::io(format!("opening {location}"))(e)),
         };
         if offset > 0 {
-            file.seek(SeekFrom::Start(offset)).await.map_err(DatastoreError::io(format!("seeking {location}")))?;
+            file.seek(SeekFrom::Start(offset))
+                .await
+                .map_err(DatastoreError::io(format!("seeking {location}")))?;
         }
         Ok(ReaderStream::with_capacity(file.take(len), 256 * 1024).boxed())
     }
@@ -118,7 +137,10 @@ impl Datastore for FileDatastore {
         let spool = self.spool.clone();
         tokio::task::spawn_blocking(move || list_dir(&root, &spool))
             .await
-            .map_err(|e| DatastoreError::Io { context: "list task".into(), source: std::io::Error::other(e) })?
+            .map_err(|e| DatastoreError::Io {
+                context: "list task".into(),
+                source: std::io::Error::other(e),
+            })?
             .map_err(DatastoreError::io("listing the datastore"))
     }
 
@@ -132,7 +154,10 @@ impl Datastore for FileDatastore {
 }
 
 fn is_hex2(name: &str) -> bool {
-    name.len() == 2 && name.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    name.len() == 2
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
 /// Lists blobs in our two-level layout (anything else in the directory is left alone).
@@ -156,7 +181,9 @@ fn list_dir(root: &Path, spool: &Path) -> std::io::Result<Listing> {
             for f in std::fs::read_dir(l2.path())? {
                 let f = f?;
                 let name = f.file_name().to_string_lossy().into_owned();
-                let Ok(sha) = name.parse::<Sha256>() else { continue };
+                let Ok(sha) = name.parse::<Sha256>() else {
+                    continue;
+                };
                 if !name.starts_with(&format!("{n1}{n2}")) {
                     continue;
                 }

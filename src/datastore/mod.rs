@@ -60,7 +60,12 @@ pub trait Datastore: Send + Sync {
     /// Whether the blob exists.
     async fn exists(&self, location: &BlobLocation) -> Result<bool, DatastoreError>;
     /// Streams `len` bytes of the blob from `offset`.
-    async fn open(&self, location: &BlobLocation, offset: u64, len: u64) -> Result<BlobStream, DatastoreError>;
+    async fn open(
+        &self,
+        location: &BlobLocation,
+        offset: u64,
+        len: u64,
+    ) -> Result<BlobStream, DatastoreError>;
     /// Lists every blob and leftover temp file, for the start-up orphan sweep.
     async fn list(&self) -> Result<Listing, DatastoreError>;
     /// Deletes a blob (only ever called for blobs nothing refers to).
@@ -95,7 +100,10 @@ impl Datastores {
         let mut all = Vec::new();
         for c in configs {
             let store: Arc<dyn Datastore> = Arc::new(FileDatastore::open(c.id.clone(), &c.path)?);
-            all.push(Configured { store, config: c.clone() });
+            all.push(Configured {
+                store,
+                config: c.clone(),
+            });
         }
         Ok(Self { all })
     }
@@ -107,12 +115,19 @@ impl Datastores {
 
     /// The datastore with this id.
     pub fn get(&self, id: &DatastoreId) -> Option<&Arc<dyn Datastore>> {
-        self.all.iter().find(|c| c.store.id() == id).map(|c| &c.store)
+        self.all
+            .iter()
+            .find(|c| c.store.id() == id)
+            .map(|c| &c.store)
     }
 
     /// Among the datastores accepting `kind`, the one holding the fewest bytes (ties: the
     /// first in config order). `bytes_of` reads the running figures.
-    pub fn pick<E>(&self, kind: DatastoreKind, mut bytes_of: impl FnMut(&DatastoreId) -> Result<u64, E>) -> Result<Option<&Arc<dyn Datastore>>, E> {
+    pub fn pick<E>(
+        &self,
+        kind: DatastoreKind,
+        mut bytes_of: impl FnMut(&DatastoreId) -> Result<u64, E>,
+    ) -> Result<Option<&Arc<dyn Datastore>>, E> {
         let mut best: Option<(u64, &Arc<dyn Datastore>)> = None;
         for c in self.all.iter().filter(|c| c.config.accepts(kind)) {
             let bytes = bytes_of(c.store.id())?;

@@ -17,7 +17,10 @@ use serde_json::{json, Map, Value};
 pub async fn datastores(S(state): S<State>, _admin: Admin) -> Json<Value> {
     let mut out = Map::new();
     for c in state.datastores.all() {
-        out.insert(c.store.id().to_string(), json!({ "type": c.store.type_name(), "uri": c.store.uri() }));
+        out.insert(
+            c.store.id().to_string(),
+            json!({ "type": c.store.type_name(), "uri": c.store.uri() }),
+        );
     }
     Json(Value::Object(out))
 }
@@ -29,8 +32,15 @@ pub struct EstimateQuery {
 }
 
 /// `GET /_matrix/media/unstable/admin/datastores/{id}/size_estimate[?before_ts=]`.
-pub async fn size_estimate(S(state): S<State>, _admin: Admin, MPath(id): MPath<String>, MQuery(q): MQuery<EstimateQuery>) -> Result<Json<SizeEstimate>, ApiError> {
-    let id: DatastoreId = id.parse().map_err(|_| ApiError::NotFound("unknown datastore".into()))?;
+pub async fn size_estimate(
+    S(state): S<State>,
+    _admin: Admin,
+    MPath(id): MPath<String>,
+    MQuery(q): MQuery<EstimateQuery>,
+) -> Result<Json<SizeEstimate>, ApiError> {
+    let id: DatastoreId = id
+        .parse()
+        .map_err(|_| ApiError::NotFound("unknown datastore".into()))?;
     if state.datastores.get(&id).is_none() {
         return Err(ApiError::NotFound(format!("unknown datastore {id}")));
     }
@@ -47,13 +57,18 @@ pub async fn size_estimate(S(state): S<State>, _admin: Admin, MPath(id): MPath<S
 }
 
 /// Scans the media index: media of `ds` whose hash was last accessed before `before_ms`.
-fn estimate_before(state: &State, ds: &DatastoreId, before_ms: u64) -> Result<SizeEstimate, ApiError> {
+fn estimate_before(
+    state: &State,
+    ds: &DatastoreId,
+    before_ms: u64,
+) -> Result<SizeEstimate, ApiError> {
     let hashes = state.ledger.view("hash_refs")?;
     let mut est = SizeEstimator::default();
     state.ledger.scan("media_index", b"", |_, v| {
         let r = media_index::decode_record(v)?;
         if &r.datastore == ds {
-            let last = hash_refs::get(&hashes, &r.sha256)?.map_or(r.last_access_ms, |h| h.last_access_ms);
+            let last =
+                hash_refs::get(&hashes, &r.sha256)?.map_or(r.last_access_ms, |h| h.last_access_ms);
             if last < before_ms {
                 est.add_media(r.sha256, r.size_bytes);
             }

@@ -23,29 +23,73 @@ pub struct DownloadQuery {
 }
 
 /// `GET /_matrix/media/{r0,v3}/download/{server}/{id}`.
-pub async fn legacy(S(state): S<State>, MPath((server, id)): MPath<(String, String)>, MQuery(q): MQuery<DownloadQuery>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn legacy(
+    S(state): S<State>,
+    MPath((server, id)): MPath<(String, String)>,
+    MQuery(q): MQuery<DownloadQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     if !state.config.downloads.allow_unauthenticated {
-        return Err(ApiError::NotFound("use the authenticated media endpoints".into()));
+        return Err(ApiError::NotFound(
+            "use the authenticated media endpoints".into(),
+        ));
     }
     serve(&state, None, &server, &id, None, q, &headers).await
 }
 
 /// `GET /_matrix/media/{r0,v3}/download/{server}/{id}/{filename}`.
-pub async fn legacy_named(S(state): S<State>, MPath((server, id, name)): MPath<(String, String, String)>, MQuery(q): MQuery<DownloadQuery>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn legacy_named(
+    S(state): S<State>,
+    MPath((server, id, name)): MPath<(String, String, String)>,
+    MQuery(q): MQuery<DownloadQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     if !state.config.downloads.allow_unauthenticated {
-        return Err(ApiError::NotFound("use the authenticated media endpoints".into()));
+        return Err(ApiError::NotFound(
+            "use the authenticated media endpoints".into(),
+        ));
     }
     serve(&state, None, &server, &id, Some(name), q, &headers).await
 }
 
 /// `GET /_matrix/client/v1/media/download/{server}/{id}`.
-pub async fn authed(S(state): S<State>, auth: Authed, MPath((server, id)): MPath<(String, String)>, MQuery(q): MQuery<DownloadQuery>, headers: HeaderMap) -> Result<Response, ApiError> {
-    serve(&state, Some(auth.principal), &server, &id, None, q, &headers).await
+pub async fn authed(
+    S(state): S<State>,
+    auth: Authed,
+    MPath((server, id)): MPath<(String, String)>,
+    MQuery(q): MQuery<DownloadQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    serve(
+        &state,
+        Some(auth.principal),
+        &server,
+        &id,
+        None,
+        q,
+        &headers,
+    )
+    .await
 }
 
 /// `GET /_matrix/client/v1/media/download/{server}/{id}/{filename}`.
-pub async fn authed_named(S(state): S<State>, auth: Authed, MPath((server, id, name)): MPath<(String, String, String)>, MQuery(q): MQuery<DownloadQuery>, headers: HeaderMap) -> Result<Response, ApiError> {
-    serve(&state, Some(auth.principal), &server, &id, Some(name), q, &headers).await
+pub async fn authed_named(
+    S(state): S<State>,
+    auth: Authed,
+    MPath((server, id, name)): MPath<(String, String, String)>,
+    MQuery(q): MQuery<DownloadQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    serve(
+        &state,
+        Some(auth.principal),
+        &server,
+        &id,
+        Some(name),
+        q,
+        &headers,
+    )
+    .await
 }
 
 fn now_ms() -> u64 {
@@ -101,13 +145,20 @@ pub fn parse_range(value: Option<&str>, size: u64) -> ByteRange {
     };
     let (a, b) = (a.trim(), b.trim());
     if a.is_empty() {
-        let Ok(n) = b.parse::<u64>() else { return ByteRange::Full };
+        let Ok(n) = b.parse::<u64>() else {
+            return ByteRange::Full;
+        };
         if n == 0 || size == 0 {
             return ByteRange::Unsatisfiable;
         }
-        return ByteRange::Part { start: size - n.min(size), end: size - 1 };
+        return ByteRange::Part {
+            start: size - n.min(size),
+            end: size - 1,
+        };
     }
-    let Ok(start) = a.parse::<u64>() else { return ByteRange::Full };
+    let Ok(start) = a.parse::<u64>() else {
+        return ByteRange::Full;
+    };
     let end = if b.is_empty() {
         u64::MAX
     } else {
@@ -119,29 +170,49 @@ pub fn parse_range(value: Option<&str>, size: u64) -> ByteRange {
     if start >= size {
         return ByteRange::Unsatisfiable;
     }
-    ByteRange::Part { start, end: end.min(size - 1) }
+    ByteRange::Part {
+        start,
+        end: end.min(size - 1),
+    }
 }
 
 fn header_value(s: &str) -> Result<HeaderValue, ApiError> {
     HeaderValue::from_str(s).map_err(ApiError::internal)
 }
 
-async fn serve(state: &State, principal: Option<Principal>, server: &str, id: &str, filename: Option<String>, q: DownloadQuery, req_headers: &HeaderMap) -> Result<Response, ApiError> {
+async fn serve(
+    state: &State,
+    principal: Option<Principal>,
+    server: &str,
+    id: &str,
+    filename: Option<String>,
+    q: DownloadQuery,
+    req_headers: &HeaderMap,
+) -> Result<Response, ApiError> {
     let media = media_ref(server, id)?;
     let dl = &state.config.downloads;
-    let timeout = Duration::from_millis(q.timeout_ms.unwrap_or(dl.default_timeout_ms).min(dl.max_timeout_ms));
+    let timeout = Duration::from_millis(
+        q.timeout_ms
+            .unwrap_or(dl.default_timeout_ms)
+            .min(dl.max_timeout_ms),
+    );
     let record = find(state, &media, timeout).await?;
     if record.quarantined {
         return Err(ApiError::NotFound("media not found".into()));
     }
     let blob = hash_refs::get(&state.ledger.view("hash_refs")?, &record.sha256)?
         .ok_or_else(|| ApiError::Internal(format!("no hash record for {media}")))?;
-    let store = state
-        .datastores
-        .get(&blob.datastore)
-        .ok_or_else(|| ApiError::Internal(format!("datastore {} of {media} is not configured", blob.datastore)))?;
+    let store = state.datastores.get(&blob.datastore).ok_or_else(|| {
+        ApiError::Internal(format!(
+            "datastore {} of {media} is not configured",
+            blob.datastore
+        ))
+    })?;
     let size = record.size_bytes;
-    let range = parse_range(req_headers.get(header::RANGE).and_then(|v| v.to_str().ok()), size);
+    let range = parse_range(
+        req_headers.get(header::RANGE).and_then(|v| v.to_str().ok()),
+        size,
+    );
     let (status, start, len) = match range {
         ByteRange::Full => (StatusCode::OK, 0, size),
         ByteRange::Part { start, end } => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
@@ -151,23 +222,46 @@ async fn serve(state: &State, principal: Option<Principal>, server: &str, id: &s
 
     if now_ms().saturating_sub(record.last_access_ms) >= dl.access_record_interval_ms {
         let actor = principal.as_ref().map_or(Actor::System, Principal::actor);
-        state.ledger.record_access(actor, request_id(), MediaAccessed { media: media.clone(), sha256: record.sha256 });
+        state.ledger.record_access(
+            actor,
+            request_id(),
+            MediaAccessed {
+                media: media.clone(),
+                sha256: record.sha256,
+            },
+        );
     }
 
-    let essence = record.content_type.as_ref().map(|c| c.essence()).unwrap_or_else(|| "application/octet-stream".into());
-    let content_type = record.content_type.as_ref().map_or("application/octet-stream", |c| c.as_str());
+    let essence = record
+        .content_type
+        .as_ref()
+        .map(|c| c.essence())
+        .unwrap_or_else(|| "application/octet-stream".into());
+    let content_type = record
+        .content_type
+        .as_ref()
+        .map_or("application/octet-stream", |c| c.as_str());
     let name = filename.or(record.upload_name);
     let mut resp = Body::from_stream(stream).into_response();
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, header_value(content_type)?);
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    h.insert(header::CONTENT_DISPOSITION, header_value(&content_disposition(&essence, name.as_deref()))?);
+    h.insert(
+        header::CONTENT_DISPOSITION,
+        header_value(&content_disposition(&essence, name.as_deref()))?,
+    );
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     if status == StatusCode::PARTIAL_CONTENT {
-        h.insert(header::CONTENT_RANGE, header_value(&format!("bytes {start}-{}/{size}", start + len - 1))?);
+        h.insert(
+            header::CONTENT_RANGE,
+            header_value(&format!("bytes {start}-{}/{size}", start + len - 1))?,
+        );
     }
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=86400"));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=86400"),
+    );
     add_security_headers(h);
     Ok(resp)
 }
@@ -179,11 +273,26 @@ mod tests {
     #[test]
     fn ranges() {
         assert_eq!(parse_range(None, 10), ByteRange::Full);
-        assert_eq!(parse_range(Some("bytes=0-4"), 10), ByteRange::Part { start: 0, end: 4 });
-        assert_eq!(parse_range(Some("bytes=5-"), 10), ByteRange::Part { start: 5, end: 9 });
-        assert_eq!(parse_range(Some("bytes=-3"), 10), ByteRange::Part { start: 7, end: 9 });
-        assert_eq!(parse_range(Some("bytes=-30"), 10), ByteRange::Part { start: 0, end: 9 });
-        assert_eq!(parse_range(Some("bytes=8-100"), 10), ByteRange::Part { start: 8, end: 9 });
+        assert_eq!(
+            parse_range(Some("bytes=0-4"), 10),
+            ByteRange::Part { start: 0, end: 4 }
+        );
+        assert_eq!(
+            parse_range(Some("bytes=5-"), 10),
+            ByteRange::Part { start: 5, end: 9 }
+        );
+        assert_eq!(
+            parse_range(Some("bytes=-3"), 10),
+            ByteRange::Part { start: 7, end: 9 }
+        );
+        assert_eq!(
+            parse_range(Some("bytes=-30"), 10),
+            ByteRange::Part { start: 0, end: 9 }
+        );
+        assert_eq!(
+            parse_range(Some("bytes=8-100"), 10),
+            ByteRange::Part { start: 8, end: 9 }
+        );
         assert_eq!(parse_range(Some("bytes=10-"), 10), ByteRange::Unsatisfiable);
         assert_eq!(parse_range(Some("bytes=-0"), 10), ByteRange::Unsatisfiable);
         assert_eq!(parse_range(Some("bytes=0-"), 0), ByteRange::Unsatisfiable);

@@ -6,8 +6,8 @@ use crate::auth::Principal;
 use crate::config::HomeserverConfig;
 use crate::error::ApiError;
 use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
 use axum::http::header;
+use axum::http::request::Parts;
 use media_ledger_events::{MediaId, MediaRef, RequestId, ServerName};
 use rand::distr::{Alphanumeric, SampleString};
 use serde::de::DeserializeOwned;
@@ -63,9 +63,7 @@ pub fn homeserver<'a>(state: &'a State, parts_host: Option<&str>) -> &'a Homeser
 /// The request's access token, from `Authorization: Bearer` or `access_token=`.
 pub fn token(parts: &Parts) -> Result<Option<String>, ApiError> {
     if let Some(v) = parts.headers.get(header::AUTHORIZATION) {
-        let v = v
-            .to_str()
-            .map_err(|_| ApiError::UnknownToken)?;
+        let v = v.to_str().map_err(|_| ApiError::UnknownToken)?;
         return match v.strip_prefix("Bearer ") {
             Some(t) if !t.trim().is_empty() => Ok(Some(t.trim().to_owned())),
             _ => Err(ApiError::UnknownToken),
@@ -98,7 +96,10 @@ impl FromRequestParts<State> for Authed {
         let hs = state.config.homeserver_for(host(parts).as_deref()).clone();
         let token = token(parts)?.ok_or(ApiError::MissingToken)?;
         let principal = state.auth.resolve(&hs, &token).await?;
-        Ok(Authed { principal, homeserver: hs })
+        Ok(Authed {
+            principal,
+            homeserver: hs,
+        })
     }
 }
 
@@ -112,7 +113,9 @@ impl FromRequestParts<State> for Admin {
         if state.auth.is_admin(&a.principal) {
             Ok(Admin(a.principal))
         } else {
-            Err(ApiError::Forbidden("only repository admins may use this endpoint".into()))
+            Err(ApiError::Forbidden(
+                "only repository admins may use this endpoint".into(),
+            ))
         }
     }
 }
@@ -123,6 +126,8 @@ pub struct Homeserver(pub HomeserverConfig);
 impl FromRequestParts<State> for Homeserver {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &State) -> Result<Self, ApiError> {
-        Ok(Homeserver(state.config.homeserver_for(host(parts).as_deref()).clone()))
+        Ok(Homeserver(
+            state.config.homeserver_for(host(parts).as_deref()).clone(),
+        ))
     }
 }

@@ -47,17 +47,44 @@ pub fn router(state: State) -> Router {
     for v in ["r0", "v3"] {
         r = r
             .route(&format!("/_matrix/media/{v}/upload"), post(upload::upload))
-            .route(&format!("/_matrix/media/{v}/upload/{{server}}/{{media_id}}"), put(upload::upload_async))
-            .route(&format!("/_matrix/media/{v}/download/{{server}}/{{media_id}}"), get(download::legacy))
-            .route(&format!("/_matrix/media/{v}/download/{{server}}/{{media_id}}/{{filename}}"), get(download::legacy_named))
-            .route(&format!("/_matrix/media/{v}/config"), get(upload::config_legacy));
+            .route(
+                &format!("/_matrix/media/{v}/upload/{{server}}/{{media_id}}"),
+                put(upload::upload_async),
+            )
+            .route(
+                &format!("/_matrix/media/{v}/download/{{server}}/{{media_id}}"),
+                get(download::legacy),
+            )
+            .route(
+                &format!("/_matrix/media/{v}/download/{{server}}/{{media_id}}/{{filename}}"),
+                get(download::legacy_named),
+            )
+            .route(
+                &format!("/_matrix/media/{v}/config"),
+                get(upload::config_legacy),
+            );
     }
     r.route("/_matrix/media/v1/create", post(upload::create))
-        .route("/_matrix/client/v1/media/download/{server}/{media_id}", get(download::authed))
-        .route("/_matrix/client/v1/media/download/{server}/{media_id}/{filename}", get(download::authed_named))
-        .route("/_matrix/client/v1/media/config", get(upload::config_authed))
-        .route("/_matrix/media/unstable/admin/datastores", get(admin::datastores))
-        .route("/_matrix/media/unstable/admin/datastores/{id}/size_estimate", get(admin::size_estimate))
+        .route(
+            "/_matrix/client/v1/media/download/{server}/{media_id}",
+            get(download::authed),
+        )
+        .route(
+            "/_matrix/client/v1/media/download/{server}/{media_id}/{filename}",
+            get(download::authed_named),
+        )
+        .route(
+            "/_matrix/client/v1/media/config",
+            get(upload::config_authed),
+        )
+        .route(
+            "/_matrix/media/unstable/admin/datastores",
+            get(admin::datastores),
+        )
+        .route(
+            "/_matrix/media/unstable/admin/datastores/{id}/size_estimate",
+            get(admin::size_estimate),
+        )
         .fallback(|| async { ApiError::Unrecognized })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::middleware::from_fn(cors))
@@ -72,7 +99,10 @@ async fn cors(req: Request, next: Next) -> Response {
         next.run(req).await
     };
     let h = resp.headers_mut();
-    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
     h.insert(
         header::ACCESS_CONTROL_ALLOW_METHODS,
         HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, OPTIONS"),

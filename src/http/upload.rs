@@ -4,12 +4,12 @@
 use super::extract::{media_ref, request_id, Authed, MPath, MQuery};
 use super::State;
 use crate::error::ApiError;
+use crate::media::UploadMeta;
 use axum::body::Body;
 use axum::extract::State as S;
 use axum::http::{header, HeaderMap};
 use axum::Json;
 use media_ledger_events::ContentType;
-use crate::media::UploadMeta;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -44,15 +44,30 @@ fn meta(headers: &HeaderMap, filename: Option<String>, limit: u64) -> Result<Upl
             return Err(ApiError::InvalidParam("invalid filename".into()));
         }
     }
-    Ok(UploadMeta { content_type, upload_name: filename.filter(|f| !f.is_empty()) })
+    Ok(UploadMeta {
+        content_type,
+        upload_name: filename.filter(|f| !f.is_empty()),
+    })
 }
 
 /// `POST /_matrix/media/{r0,v3}/upload`.
-pub async fn upload(S(state): S<State>, auth: Authed, MQuery(q): MQuery<UploadQuery>, headers: HeaderMap, body: Body) -> Result<Json<Value>, ApiError> {
+pub async fn upload(
+    S(state): S<State>,
+    auth: Authed,
+    MQuery(q): MQuery<UploadQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
     let meta = meta(&headers, q.filename, state.config.uploads.max_bytes)?;
     let media = state
         .media
-        .upload(auth.principal.actor(), request_id(), auth.homeserver.name.clone(), meta, body.into_data_stream())
+        .upload(
+            auth.principal.actor(),
+            request_id(),
+            auth.homeserver.name.clone(),
+            meta,
+            body.into_data_stream(),
+        )
         .await?;
     Ok(Json(json!({ "content_uri": media.to_string() })))
 }
@@ -75,7 +90,14 @@ pub async fn upload_async(
     let meta = meta(&headers, q.filename, state.config.uploads.max_bytes)?;
     state
         .media
-        .upload_async(auth.principal.actor(), owner, request_id(), media, meta, body.into_data_stream())
+        .upload_async(
+            auth.principal.actor(),
+            owner,
+            request_id(),
+            media,
+            meta,
+            body.into_data_stream(),
+        )
         .await?;
     Ok(Json(json!({})))
 }
@@ -87,8 +109,13 @@ pub async fn create(S(state): S<State>, auth: Authed) -> Result<Json<Value>, Api
         .user()
         .cloned()
         .ok_or_else(|| ApiError::Forbidden("async uploads belong to users".into()))?;
-    let (media, expires) = state.media.create(owner, request_id(), auth.homeserver.name.clone()).await?;
-    Ok(Json(json!({ "content_uri": media.to_string(), "unused_expires_at": expires })))
+    let (media, expires) = state
+        .media
+        .create(owner, request_id(), auth.homeserver.name.clone())
+        .await?;
+    Ok(Json(
+        json!({ "content_uri": media.to_string(), "unused_expires_at": expires }),
+    ))
 }
 
 fn config_body(state: &State) -> Json<Value> {

@@ -17,8 +17,8 @@ pub use projector::{Divergence, Progress, ReplayReport};
 pub use store::{Checkpoint, Head};
 pub use writer::{Command, Committed, Conflict, MAX_GROUP};
 
-use media_ledger_events::{codec, Actor, Envelope, MediaAccessed, RequestId, Seq};
 use media_ledger_events::codec::CodecError;
+use media_ledger_events::{codec, Actor, Envelope, MediaAccessed, RequestId, Seq};
 use media_ledger_projections::ALL;
 use parking_lot::Mutex;
 use rocksdb::{Direction, IteratorMode, DB};
@@ -75,28 +75,37 @@ pub struct Ledger {
 impl Ledger {
     /// Opens the ledger: verifies the log, catches projections up, starts the writer.
     pub fn open(path: &Path, progress: Progress<'_>) -> Result<Self, LedgerError> {
-        std::fs::create_dir_all(path).map_err(|e| LedgerError::Storage(format!("{}: {e}", path.display())))?;
+        std::fs::create_dir_all(path)
+            .map_err(|e| LedgerError::Storage(format!("{}: {e}", path.display())))?;
         let mut db = store::open_db(path)?;
         let head = store::verify_log(&db, |_| Ok(()))?;
         let report = projector::catch_up(&mut db, head, progress)?;
         if report.events > 0 {
-            tracing::info!(events = report.events, seconds = report.seconds, "projections caught up");
+            tracing::info!(
+                events = report.events,
+                seconds = report.seconds,
+                "projections caught up"
+            );
         }
         Ok(Self::start(db, head))
     }
 
     /// Opens the ledger and rebuilds every projection from sequence 0 before starting.
-    pub fn open_rebuilt(path: &Path, progress: Progress<'_>) -> Result<(Self, ReplayReport), LedgerError> {
+    pub fn open_rebuilt(
+        path: &Path,
+        progress: Progress<'_>,
+    ) -> Result<(Self, ReplayReport), LedgerError> {
         let mut db = store::open_db(path)?;
         let head = store::verify_log(&db, |_| Ok(()))?;
         let report = projector::rebuild_all(&mut db, head, progress)?;
         Ok((Self::start(db, head), report))
     }
 
-    /// Opens a ledger for inspection: checks the chain, never writes. Returns the head or the
-    /// first bad sequence.
+    /// Opens a ledger read-only for inspection (a running server may hold it): checks the
+    /// chain and compares the projections with a fresh replay. Returns the head and the first
+    /// divergence, or the first bad sequence as [`LedgerError::Corrupt`].
     pub fn verify_path(path: &Path) -> Result<(Head, Option<Divergence>), LedgerError> {
-        let db = store::open_db(path)?;
+        let db = store::open_db_read_only(path)?;
         let head = store::verify_log(&db, |_| Ok(()))?;
         let divergence = projector::compare_with_replay(&db, head)?;
         Ok((head, divergence))
@@ -138,10 +147,23 @@ impl Ledger {
     }
 
     /// Validates and durably records a command; returns once it is synced.
-    pub async fn submit(&self, actor: Actor, request_id: RequestId, cmd: Command) -> Result<Committed, LedgerError> {
+    pub async fn submit(
+        &self,
+        actor: Actor,
+        request_id: RequestId,
+        cmd: Command,
+    ) -> Result<Committed, LedgerError> {
         let (reply, rx) = oneshot::channel();
-        let req = writer::Request { cmd, actor, request_id, reply: Some(reply) };
-        self.sender()?.send(req).await.map_err(|_| LedgerError::Closed)?;
+        let req = writer::Request {
+            cmd,
+            actor,
+            request_id,
+            reply: Some(reply),
+        };
+        self.sender()?
+            .send(req)
+            .await
+            .map_err(|_| LedgerError::Closed)?;
         rx.await.map_err(|_| LedgerError::Closed)?
     }
 
@@ -149,7 +171,12 @@ impl Ledger {
     /// debug log) when the writer's queue is full; an access figure is not worth back-pressure
     /// on downloads.
     pub fn record_access(&self, actor: Actor, request_id: RequestId, event: MediaAccessed) {
-        let req = writer::Request { cmd: Command::Access(event), actor, request_id, reply: None };
+        let req = writer::Request {
+            cmd: Command::Access(event),
+            actor,
+            request_id,
+            reply: None,
+        };
         if let Ok(s) = self.sender() {
             if s.try_send(req).is_err() {
                 tracing::debug!("access event dropped: writer queue full");
@@ -169,13 +196,24 @@ impl Ledger {
 
     /// Read access to a projection's committed state.
     pub fn view(&self, projection: &str) -> Result<DbRead<'_>, LedgerError> {
-        Ok(DbRead { db: &self.db, cf: store::cf(&self.db, projection)? })
+        Ok(DbRead {
+            db: &self.db,
+            cf: store::cf(&self.db, projection)?,
+        })
     }
 
     /// Visits every `(key, value)` of a projection whose key starts with `prefix`.
-    pub fn scan(&self, projection: &str, prefix: &[u8], mut visit: impl FnMut(&[u8], &[u8]) -> Result<(), LedgerError>) -> Result<(), LedgerError> {
+    pub fn scan(
+        &self,
+        projection: &str,
+        prefix: &[u8],
+        mut visit: impl FnMut(&[u8], &[u8]) -> Result<(), LedgerError>,
+    ) -> Result<(), LedgerError> {
         let cf = store::cf(&self.db, projection)?;
-        for item in self.db.iterator_cf(cf, IteratorMode::From(prefix, Direction::Forward)) {
+        for item in self
+            .db
+            .iterator_cf(cf, IteratorMode::From(prefix, Direction::Forward))
+        {
             let (k, v) = item?;
             if !k.starts_with(prefix) {
                 break;
@@ -195,21 +233,23 @@ impl Ledger {
     }
 
     /// Reads committed envelopes in `[from, to]`, in order (no chain check: see `verify`).
-    pub fn events(&self, from: Seq, to: Seq, mut visit: impl FnMut(Envelope) -> bool) -> Result<(), LedgerError> {
-        let log = store::cf(&self.db, store::CF_LOG)?;
-        let start = store::seq_key(from);
-        for item in self.db.iterator_cf(log, IteratorMode::From(&start, Direction::Forward)) {
-            let (k, v) = item?;
-            let seq = k.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(u64::MAX);
-            if seq > to.0 {
-                break;
-            }
-            let env = codec::decode_record_unchecked(&v).map_err(|e| LedgerError::Corrupt { seq: Seq(seq), reason: e.to_string() })?;
-            if !visit(env) {
-                break;
-            }
-        }
-        Ok(())
+    pub fn events(
+        &self,
+        from: Seq,
+        to: Seq,
+        visit: impl FnMut(Envelope) -> bool,
+    ) -> Result<(), LedgerError> {
+        read_events(&self.db, from, to, visit)
+    }
+
+    /// Reads envelopes of the ledger at `path` read-only (beside a running server).
+    pub fn events_at(
+        path: &Path,
+        from: Seq,
+        to: Seq,
+        visit: impl FnMut(Envelope) -> bool,
+    ) -> Result<(), LedgerError> {
+        read_events(&store::open_db_read_only(path)?, from, to, visit)
     }
 
     /// Halts a projection as if it had failed: later events skip it and its checkpoint stays
@@ -232,6 +272,35 @@ impl Ledger {
             }
         }
     }
+}
+
+fn read_events(
+    db: &DB,
+    from: Seq,
+    to: Seq,
+    mut visit: impl FnMut(Envelope) -> bool,
+) -> Result<(), LedgerError> {
+    let log = store::cf(db, store::CF_LOG)?;
+    let start = store::seq_key(from);
+    for item in db.iterator_cf(log, IteratorMode::From(&start, Direction::Forward)) {
+        let (k, v) = item?;
+        let seq = k
+            .as_ref()
+            .try_into()
+            .map(u64::from_be_bytes)
+            .unwrap_or(u64::MAX);
+        if seq > to.0 {
+            break;
+        }
+        let env = codec::decode_record_unchecked(&v).map_err(|e| LedgerError::Corrupt {
+            seq: Seq(seq),
+            reason: e.to_string(),
+        })?;
+        if !visit(env) {
+            break;
+        }
+    }
+    Ok(())
 }
 
 impl Drop for Ledger {

@@ -25,7 +25,11 @@ impl Overlay {
     }
 
     /// A transaction over projection `index`.
-    pub(crate) fn tx<'a>(&'a mut self, db: &'a DB, index: usize) -> Result<ScopedTx<'a>, LedgerError> {
+    pub(crate) fn tx<'a>(
+        &'a mut self,
+        db: &'a DB,
+        index: usize,
+    ) -> Result<ScopedTx<'a>, LedgerError> {
         let name = ALL
             .get(index)
             .map(|p| p.name())
@@ -39,7 +43,11 @@ impl Overlay {
     }
 
     /// A read-only view of projection `name`, overlay first.
-    pub(crate) fn read<'a>(&'a self, db: &'a DB, name: &str) -> Result<ScopedRead<'a>, LedgerError> {
+    pub(crate) fn read<'a>(
+        &'a self,
+        db: &'a DB,
+        name: &str,
+    ) -> Result<ScopedRead<'a>, LedgerError> {
         let index = ALL
             .iter()
             .position(|p| p.name() == name)
@@ -63,7 +71,11 @@ impl Overlay {
     }
 
     /// Moves every pending write into `batch`.
-    pub(crate) fn drain_into(&mut self, db: &DB, batch: &mut WriteBatch) -> Result<(), LedgerError> {
+    pub(crate) fn drain_into(
+        &mut self,
+        db: &DB,
+        batch: &mut WriteBatch,
+    ) -> Result<(), LedgerError> {
         for (p, space) in ALL.iter().zip(self.spaces.iter_mut()) {
             let cf = cf(db, p.name())?;
             for (k, v) in space.drain() {
@@ -77,7 +89,11 @@ impl Overlay {
     }
 }
 
-fn db_get(db: &DB, cf: &rocksdb::ColumnFamily, key: &[u8]) -> Result<Option<Vec<u8>>, ProjectionError> {
+fn db_get(
+    db: &DB,
+    cf: &rocksdb::ColumnFamily,
+    key: &[u8],
+) -> Result<Option<Vec<u8>>, ProjectionError> {
     db.get_cf(cf, key)
         .map_err(|e| ProjectionError::Store(e.to_string()))
 }

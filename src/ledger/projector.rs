@@ -29,13 +29,22 @@ pub struct ReplayReport {
 }
 
 /// Brings every projection up to `head`: resumes from checkpoints, rebuilds changed versions.
-pub(crate) fn catch_up(db: &mut DB, head: Head, progress: Progress<'_>) -> Result<ReplayReport, LedgerError> {
+pub(crate) fn catch_up(
+    db: &mut DB,
+    head: Head,
+    progress: Progress<'_>,
+) -> Result<ReplayReport, LedgerError> {
     let mut starts = Vec::new();
     for (i, p) in ALL.iter().enumerate() {
         let from = match read_checkpoint(db, p.name())? {
             Some(cp) if cp.version == p.version() => cp.seq,
             Some(cp) => {
-                tracing::info!(projection = p.name(), stored = cp.version, current = p.version(), "projection version changed: rebuilding from sequence 0");
+                tracing::info!(
+                    projection = p.name(),
+                    stored = cp.version,
+                    current = p.version(),
+                    "projection version changed: rebuilding from sequence 0"
+                );
                 reset(db, p.name())?;
                 Seq(0)
             }
@@ -47,7 +56,10 @@ pub(crate) fn catch_up(db: &mut DB, head: Head, progress: Progress<'_>) -> Resul
         if from > head.seq {
             return Err(LedgerError::Corrupt {
                 seq: Seq(head.seq.0 + 1),
-                reason: format!("projection {} is at {from}, past the end of the log", p.name()),
+                reason: format!(
+                    "projection {} is at {from}, past the end of the log",
+                    p.name()
+                ),
             });
         }
         if from < head.seq {
@@ -58,7 +70,11 @@ pub(crate) fn catch_up(db: &mut DB, head: Head, progress: Progress<'_>) -> Resul
 }
 
 /// Drops and rebuilds every projection from sequence 0.
-pub(crate) fn rebuild_all(db: &mut DB, head: Head, progress: Progress<'_>) -> Result<ReplayReport, LedgerError> {
+pub(crate) fn rebuild_all(
+    db: &mut DB,
+    head: Head,
+    progress: Progress<'_>,
+) -> Result<ReplayReport, LedgerError> {
     for p in ALL {
         reset(db, p.name())?;
     }
@@ -78,10 +94,18 @@ fn reset(db: &mut DB, name: &str) -> Result<(), LedgerError> {
 }
 
 /// Folds `(projection index, resume after)` pairs up to `head` in one pass over the log.
-fn run_from(db: &DB, head: Head, starts: &[(usize, Seq)], progress: Progress<'_>) -> Result<ReplayReport, LedgerError> {
+fn run_from(
+    db: &DB,
+    head: Head,
+    starts: &[(usize, Seq)],
+    progress: Progress<'_>,
+) -> Result<ReplayReport, LedgerError> {
     let started = Instant::now();
     let Some(from) = starts.iter().map(|(_, s)| *s).min() else {
-        return Ok(ReplayReport { events: 0, seconds: 0.0 });
+        return Ok(ReplayReport {
+            events: 0,
+            seconds: 0.0,
+        });
     };
     let total = head.seq.0 - from.0;
     let mut overlay = Overlay::new();
@@ -91,7 +115,9 @@ fn run_from(db: &DB, head: Head, starts: &[(usize, Seq)], progress: Progress<'_>
     store::walk_log(db, Seq(from.0 + 1), prev, |env| {
         for &(i, after) in starts {
             if env.seq > after {
-                let p = ALL.get(i).ok_or_else(|| LedgerError::Storage("projection index".into()))?;
+                let p = ALL
+                    .get(i)
+                    .ok_or_else(|| LedgerError::Storage("projection index".into()))?;
                 let mut tx = overlay.tx(db, i)?;
                 p.apply(&env, &mut tx).map_err(|e| LedgerError::Corrupt {
                     seq: env.seq,
@@ -117,7 +143,12 @@ fn run_from(db: &DB, head: Head, starts: &[(usize, Seq)], progress: Progress<'_>
     })
 }
 
-fn flush(db: &DB, overlay: &mut Overlay, starts: &[(usize, Seq)], seq: Seq) -> Result<(), LedgerError> {
+fn flush(
+    db: &DB,
+    overlay: &mut Overlay,
+    starts: &[(usize, Seq)],
+    seq: Seq,
+) -> Result<(), LedgerError> {
     let mut batch = WriteBatch::default();
     overlay.drain_into(db, &mut batch)?;
     let checkpoints = cf(db, CF_CHECKPOINTS)?;
@@ -169,18 +200,30 @@ pub(crate) fn compare_with_replay(db: &DB, head: Head) -> Result<Option<Divergen
             match expected_iter.next() {
                 Some((ek, ev)) if ek.as_slice() == &*k && ev.as_slice() == &*v => {}
                 Some((ek, _)) if ek.as_slice() == &*k => {
-                    return Ok(Some(Divergence { projection: p.name(), detail: format!("value of key {} differs", hex(&k)) }))
+                    return Ok(Some(Divergence {
+                        projection: p.name(),
+                        detail: format!("value of key {} differs", hex(&k)),
+                    }))
                 }
                 Some((ek, _)) => {
-                    return Ok(Some(Divergence { projection: p.name(), detail: format!("stored key {} where replay has {}", hex(&k), hex(ek)) }))
+                    return Ok(Some(Divergence {
+                        projection: p.name(),
+                        detail: format!("stored key {} where replay has {}", hex(&k), hex(ek)),
+                    }))
                 }
                 None => {
-                    return Ok(Some(Divergence { projection: p.name(), detail: format!("extra stored key {}", hex(&k)) }))
+                    return Ok(Some(Divergence {
+                        projection: p.name(),
+                        detail: format!("extra stored key {}", hex(&k)),
+                    }))
                 }
             }
         }
         if let Some((ek, _)) = expected_iter.next() {
-            return Ok(Some(Divergence { projection: p.name(), detail: format!("stored state lacks key {}", hex(ek)) }));
+            return Ok(Some(Divergence {
+                projection: p.name(),
+                detail: format!("stored state lacks key {}", hex(ek)),
+            }));
         }
     }
     Ok(None)

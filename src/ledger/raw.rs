@@ -20,7 +20,10 @@ pub fn append_unprojected(path: &Path, envelopes: &[Envelope]) -> Result<Head, L
         env.seq = Seq(head.seq.0 + 1);
         let (record, chain) = codec::encode_record(&head.chain, &env)?;
         batch.put_cf(cf(&db, CF_LOG)?, seq_key(env.seq), record);
-        head = Head { seq: env.seq, chain };
+        head = Head {
+            seq: env.seq,
+            chain,
+        };
     }
     let (k, v) = head_entry(&head)?;
     batch.put_cf(cf(&db, CF_META)?, k, v);

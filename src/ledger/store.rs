@@ -65,6 +65,21 @@ pub(crate) fn open_db(path: &Path) -> Result<DB, LedgerError> {
     Ok(DB::open_cf_descriptors(&opts, path, cfs)?)
 }
 
+/// Opens the database read-only (no lock: works beside a running server, seeing the state
+/// as of opening).
+pub(crate) fn open_db_read_only(path: &Path) -> Result<DB, LedgerError> {
+    let names: Vec<&str> = [CF_LOG, CF_META, CF_CHECKPOINTS]
+        .into_iter()
+        .chain(ALL.iter().map(|p| p.name()))
+        .collect();
+    Ok(DB::open_cf_for_read_only(
+        &Options::default(),
+        path,
+        names,
+        false,
+    )?)
+}
+
 pub(crate) fn cf<'a>(db: &'a DB, name: &str) -> Result<&'a rocksdb::ColumnFamily, LedgerError> {
     db.cf_handle(name)
         .ok_or_else(|| LedgerError::Storage(format!("column family {name} missing")))
@@ -173,7 +188,10 @@ pub(crate) fn verify_log(
     if stored.seq > last.seq {
         return Err(LedgerError::Corrupt {
             seq: Seq(last.seq.0 + 1),
-            reason: format!("record missing (the head says the log ends at {})", stored.seq),
+            reason: format!(
+                "record missing (the head says the log ends at {})",
+                stored.seq
+            ),
         });
     }
     if stored != last {

@@ -111,7 +111,15 @@ impl Writer {
         let mut outcomes: Vec<(Option<Reply>, Result<Committed, LedgerError>)> = Vec::new();
         let time = now_ms().max(self.last_ms);
         for req in group.drain(..) {
-            let result = self.append_one(req.cmd, req.actor, req.request_id, time, &mut head, &mut overlay, &mut batch);
+            let result = self.append_one(
+                req.cmd,
+                req.actor,
+                req.request_id,
+                time,
+                &mut head,
+                &mut overlay,
+                &mut batch,
+            );
             if let Err(LedgerError::Storage(_) | LedgerError::Codec(_)) = &result {
                 // Fail the whole group: nothing of it is committed.
                 for (reply, _) in outcomes.drain(..) {
@@ -249,7 +257,12 @@ impl Writer {
         }
     }
 
-    fn finish_batch(&self, overlay: &mut Overlay, batch: &mut WriteBatch, head: Head) -> Result<(), LedgerError> {
+    fn finish_batch(
+        &self,
+        overlay: &mut Overlay,
+        batch: &mut WriteBatch,
+        head: Head,
+    ) -> Result<(), LedgerError> {
         let db = &self.db;
         overlay.drain_into(db, batch)?;
         let checkpoints = cf(db, CF_CHECKPOINTS)?;
