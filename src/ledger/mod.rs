@@ -122,6 +122,7 @@ impl Ledger {
             last_ms: 0,
             failed: failed.clone(),
             head_tx,
+            poisoned: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         };
         let handle = std::thread::Builder::new()
             .name("ledger-writer".into())

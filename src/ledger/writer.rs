@@ -2,8 +2,9 @@
 //! group into every projection and commits log, state and checkpoints in one synced batch.
 //!
 //! Group commit: the writer takes one request, then every request already queued (up to
-//! [`MAX_GROUP`]), and pays one WAL sync for all of them. Nobody waits for a sync they do not
-//! share, and there is no per-request fsync queue.
+//! [`MAX_GROUP`]), writes them in one batch, and a syncer thread pays one WAL fsync for every
+//! batch written since its last sync. Nobody waits for a sync they do not share, there is no
+//! per-request fsync queue, and the CPU work of the next group overlaps the current fsync.
 
 use super::overlay::Overlay;
 use super::store::{cf, head_entry, seq_key, Checkpoint, Head, CF_CHECKPOINTS, CF_LOG, CF_META};
@@ -15,6 +16,7 @@ use media_ledger_events::{
 use media_ledger_projections::{hash_refs, media_index, pending_uploads, ALL};
 use parking_lot::Mutex;
 use rocksdb::{WriteBatch, WriteOptions, DB};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -82,14 +84,41 @@ pub(crate) struct Writer {
     pub(crate) last_ms: u64,
     pub(crate) failed: Arc<Mutex<Vec<Option<String>>>>,
     pub(crate) head_tx: watch::Sender<Seq>,
+    pub(crate) poisoned: Arc<AtomicBool>,
 }
 
 fn now_ms() -> u64 {
     u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0)
 }
 
+/// A written but not yet synced group, handed to the syncer.
+struct Written {
+    head: Seq,
+    outcomes: Vec<(Option<Reply>, Result<Committed, LedgerError>)>,
+}
+
 impl Writer {
+    /// The writer loop. Group N+1 is validated, folded and written (unsynced) while the
+    /// syncer thread fsyncs the WAL for group N; replies go out only after the sync that
+    /// covers them. The WAL is a sequential file, so a sync covers every earlier write, and a
+    /// crash loses at most an unacknowledged tail (the head record is in the same batch).
     pub(crate) fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+        let (sync_tx, sync_rx) = std::sync::mpsc::channel::<Written>();
+        let syncer = {
+            let db = self.db.clone();
+            let head_tx = self.head_tx.clone();
+            let poisoned = self.poisoned.clone();
+            std::thread::Builder::new()
+                .name("ledger-sync".into())
+                .spawn(move || sync_loop(&db, &sync_rx, &head_tx, &poisoned))
+        };
+        let syncer = match syncer {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the ledger syncer");
+                return;
+            }
+        };
         let mut group = Vec::with_capacity(MAX_GROUP);
         while let Some(first) = rx.blocking_recv() {
             group.push(first);
@@ -99,18 +128,36 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.commit_group(&mut group);
+            if let Some(written) = self.commit_group(&mut group) {
+                if let Err(std::sync::mpsc::SendError(w)) = sync_tx.send(written) {
+                    fail_all(w.outcomes, "ledger syncer stopped");
+                }
+            }
+        }
+        drop(sync_tx);
+        if syncer.join().is_err() {
+            tracing::error!("ledger syncer panicked");
         }
         tracing::debug!("ledger writer stopped");
     }
 
-    fn commit_group(&mut self, group: &mut Vec<Request>) {
+    /// Validates, folds and writes one group (unsynced). Returns what the syncer must
+    /// acknowledge, or `None` when every reply was already sent.
+    fn commit_group(&mut self, group: &mut Vec<Request>) -> Option<Written> {
+        if self.poisoned.load(Ordering::SeqCst) {
+            for req in group.drain(..) {
+                send(req.reply, Err(LedgerError::Storage(POISONED.into())));
+            }
+            return None;
+        }
         let mut overlay = Overlay::new();
         let mut batch = WriteBatch::default();
         let mut head = self.head;
-        let mut outcomes: Vec<(Option<Reply>, Result<Committed, LedgerError>)> = Vec::new();
+        let mut outcomes: Vec<(Option<Reply>, Result<Committed, LedgerError>)> =
+            Vec::with_capacity(group.len());
         let time = now_ms().max(self.last_ms);
-        for req in group.drain(..) {
+        let mut requests = group.drain(..);
+        while let Some(req) = requests.next() {
             let result = self.append_one(
                 req.cmd,
                 req.actor,
@@ -121,35 +168,40 @@ impl Writer {
                 &mut batch,
             );
             if let Err(LedgerError::Storage(_) | LedgerError::Codec(_)) = &result {
-                // Fail the whole group: nothing of it is committed.
-                for (reply, _) in outcomes.drain(..) {
-                    send(reply, Err(LedgerError::Storage("group aborted".into())));
-                }
+                // Nothing of this group is written: fail it whole.
+                tracing::error!(error = ?result.as_ref().err(), "ledger group aborted");
                 send(req.reply, result);
-                return;
+                fail_all(outcomes, "group aborted");
+                for rest in requests {
+                    send(
+                        rest.reply,
+                        Err(LedgerError::Storage("group aborted".into())),
+                    );
+                }
+                return None;
             }
             outcomes.push((req.reply, result));
         }
+        drop(requests);
         if head.seq == self.head.seq {
             for (reply, r) in outcomes {
                 send(reply, r);
             }
-            return;
+            return None;
         }
         match self.finish_batch(&mut overlay, &mut batch, head) {
             Ok(()) => {
                 self.head = head;
                 self.last_ms = time;
-                self.head_tx.send_replace(head.seq);
-                for (reply, r) in outcomes {
-                    send(reply, r);
-                }
+                Some(Written {
+                    head: head.seq,
+                    outcomes,
+                })
             }
             Err(e) => {
-                tracing::error!(error = %e, "ledger commit failed");
-                for (reply, r) in outcomes {
-                    send(reply, r.and(Err(LedgerError::Storage(e.to_string()))));
-                }
+                tracing::error!(error = %e, "ledger write failed");
+                fail_all(outcomes, &e.to_string());
+                None
             }
         }
     }
@@ -280,10 +332,62 @@ impl Writer {
         drop(failed);
         let (k, v) = head_entry(&head)?;
         batch.put_cf(cf(db, CF_META)?, k, v);
+        // Unsynced here; the syncer fsyncs the WAL before anyone is answered.
         let mut opts = WriteOptions::default();
-        opts.set_sync(true);
+        opts.set_sync(false);
         db.write_opt(std::mem::take(batch), &opts)?;
         Ok(())
+    }
+}
+
+const POISONED: &str =
+    "the ledger stopped accepting writes after a failed WAL sync; restart the server";
+
+/// Fsyncs the WAL for every written group queued, then answers them and publishes the head.
+/// A failed sync poisons the ledger: what the kernel did with the unsynced pages is unknown,
+/// so no later write is acknowledged until a restart re-reads the log.
+fn sync_loop(
+    db: &DB,
+    rx: &std::sync::mpsc::Receiver<Written>,
+    head_tx: &watch::Sender<Seq>,
+    poisoned: &AtomicBool,
+) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            batch.push(more);
+        }
+        let synced = if poisoned.load(Ordering::SeqCst) {
+            Err(POISONED.to_owned())
+        } else {
+            db.flush_wal(true).map_err(|e| e.into_string())
+        };
+        match synced {
+            Ok(()) => {
+                if let Some(last) = batch.last() {
+                    head_tx.send_replace(last.head);
+                }
+                for w in batch {
+                    for (reply, r) in w.outcomes {
+                        send(reply, r);
+                    }
+                }
+            }
+            Err(e) => {
+                if !poisoned.swap(true, Ordering::SeqCst) {
+                    tracing::error!(error = %e, "WAL sync failed: the ledger refuses further writes");
+                }
+                for w in batch {
+                    fail_all(w.outcomes, &e);
+                }
+            }
+        }
+    }
+}
+
+fn fail_all(outcomes: Vec<(Option<Reply>, Result<Committed, LedgerError>)>, why: &str) {
+    for (reply, r) in outcomes {
+        send(reply, r.and(Err(LedgerError::Storage(why.to_owned()))));
     }
 }
 
