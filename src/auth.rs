@@ -112,6 +112,14 @@ impl Auth {
                 let who: WhoAmI = resp.json().await.map_err(|e| {
                     ApiError::Unavailable(format!("homeserver {} whoami: {e}", hs.name))
                 })?;
+                if !who
+                    .user_id
+                    .server_name()
+                    .eq_ignore_ascii_case(hs.name.as_str())
+                {
+                    tracing::warn!(homeserver = %hs.name, user_id = %who.user_id, "whoami named a user of another server; token refused");
+                    return Err(ApiError::UnknownToken);
+                }
                 let mut cache = self.cache.lock();
                 if cache.len() > 100_000 {
                     cache.retain(|_, (_, at)| at.elapsed() < ttl);

@@ -9,6 +9,26 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+/// Longest a download may wait for an async upload (one hour).
+pub const MAX_TIMEOUT_MS: u64 = 3_600_000;
+
+/// `path` made absolute and lexically normalised (`.` and `..` folded), for comparing paths
+/// that may not exist yet.
+fn absolute(path: &Path) -> PathBuf {
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    let mut out = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 /// Why the configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -249,6 +269,23 @@ impl Config {
         {
             return invalid("no datastore accepts local_media".into());
         }
+        for (i, a) in self.datastores.iter().enumerate() {
+            for b in self.datastores.iter().skip(i + 1) {
+                let (pa, pb) = (absolute(&a.path), absolute(&b.path));
+                if pa.starts_with(&pb) || pb.starts_with(&pa) {
+                    return invalid(format!(
+                        "datastores {} and {} share a directory ({} and {}): each needs its own",
+                        a.id,
+                        b.id,
+                        a.path.display(),
+                        b.path.display()
+                    ));
+                }
+            }
+        }
+        if self.downloads.max_timeout_ms > MAX_TIMEOUT_MS {
+            return invalid(format!("downloads.max_timeout_ms above {MAX_TIMEOUT_MS}"));
+        }
         if self.downloads.max_timeout_ms < self.downloads.default_timeout_ms {
             return invalid("downloads.max_timeout_ms < default_timeout_ms".into());
         }
@@ -257,7 +294,12 @@ impl Config {
 
     /// The homeserver that a request with this `Host` header is for.
     pub fn homeserver_for(&self, host: Option<&str>) -> &HomeserverConfig {
-        let by_name = |n: &str| self.homeservers.iter().find(|h| h.name.as_str() == n);
+        // Host names are case-insensitive (RFC 9110 §4.2.3).
+        let by_name = |n: &str| {
+            self.homeservers
+                .iter()
+                .find(|h| h.name.as_str().eq_ignore_ascii_case(n))
+        };
         host.and_then(|h| {
             by_name(h).or_else(|| by_name(h.rsplit_once(':').map_or(h, |(name, _)| name)))
         })

@@ -186,7 +186,21 @@ impl MediaService {
             Some(h) if self.blob_present(&h.datastore, &h.location).await => {
                 (h.datastore, h.location)
             }
-            _ => {
+            Some(h) => {
+                // The recorded blob is gone: put the bytes back where the record says they are
+                // (the record, and every media sharing it, keep pointing there).
+                let target = self.datastores.get(&h.datastore).cloned().ok_or_else(|| {
+                    ApiError::Internal(format!(
+                        "datastore {} of hash {sha} is not configured",
+                        h.datastore
+                    ))
+                })?;
+                let location = target.commit(&spool_path, &sha).await?;
+                guard.0 = None;
+                tracing::warn!(datastore = %h.datastore, %location, "restored a missing blob from a new upload");
+                (h.datastore, location)
+            }
+            None => {
                 let location = ds.commit(&spool_path, &sha).await?;
                 guard.0 = None;
                 (ds.id().clone(), location)
@@ -285,6 +299,9 @@ fn map_conflict(e: LedgerError) -> ApiError {
             ApiError::Internal("generated media id collided".into())
         }
         LedgerError::Conflict(Conflict::UnknownMedia) => ApiError::NotFound("unknown media".into()),
+        LedgerError::Conflict(Conflict::TooManyPending) => ApiError::LimitExceeded(
+            "too many pending uploads; fill or let some expire first".into(),
+        ),
         other => ApiError::internal(other),
     }
 }

@@ -20,6 +20,7 @@ pub struct Server {
     /// The ledger (for tests and tools that inspect state in-process).
     pub ledger: Arc<Ledger>,
     stop: Option<oneshot::Sender<()>>,
+    shutdown: tokio::sync::watch::Sender<bool>,
     task: JoinHandle<std::io::Result<()>>,
 }
 
@@ -39,11 +40,14 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     .await?
     .context("opening the ledger")?;
     let ledger = Arc::new(ledger);
+    ledger.set_max_pending_per_user(config.uploads.max_pending_per_user);
     let datastores =
         Arc::new(Datastores::from_config(&config.datastores).context("opening datastores")?);
     sweep_orphans(&ledger, &datastores).await;
 
+    let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
     let state = Arc::new(AppState {
+        shutdown,
         auth: Auth::new(config.clone()),
         media: MediaService::new(ledger.clone(), datastores.clone(), config.clone()),
         config: config.clone(),
@@ -68,6 +72,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         addr,
         ledger,
         stop: Some(stop),
+        shutdown: shutdown_tx,
         task,
     })
 }
@@ -75,6 +80,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
 impl Server {
     /// Stops accepting, lets in-flight requests finish, then closes the ledger.
     pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.shutdown.send_replace(true);
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
@@ -115,7 +121,7 @@ async fn sweep_orphans(ledger: &Ledger, datastores: &Datastores) {
             Ok(v) => v,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read hash_refs for the orphan sweep");
-                return;
+                continue;
             }
         };
         let mut swept = 0u64;
@@ -124,8 +130,8 @@ async fn sweep_orphans(ledger: &Ledger, datastores: &Datastores) {
                 Ok(Some(h)) => &h.datastore == c.store.id() && h.location == loc,
                 Ok(None) => false,
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot read hash_refs; stopping the sweep");
-                    return;
+                    tracing::warn!(error = %e, "cannot read hash_refs; skipping the rest of this datastore");
+                    break;
                 }
             };
             if !referenced {

@@ -56,8 +56,18 @@ pub enum CodecError {
     },
 }
 
-fn config() -> bincode::config::Configuration {
-    bincode::config::standard()
+/// Largest value the decoder accepts. A limit does not change encoded bytes; it stops a
+/// corrupt length prefix from making the decoder reserve terabytes (and abort the process).
+pub const DECODE_LIMIT_BYTES: usize = 16 << 20;
+
+type Config = bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Varint,
+    bincode::config::Limit<DECODE_LIMIT_BYTES>,
+>;
+
+fn config() -> Config {
+    bincode::config::standard().with_limit::<DECODE_LIMIT_BYTES>()
 }
 
 /// Encodes any serde value with the crate's one bincode configuration.

@@ -217,6 +217,13 @@ impl ServerName {
     }
 }
 
+impl UserId {
+    /// The server part, after the first `:`.
+    pub fn server_name(&self) -> &str {
+        self.0.split_once(':').map_or("", |(_, s)| s)
+    }
+}
+
 impl ContentType {
     /// The lowercase `type/subtype`, without parameters.
     pub fn essence(&self) -> String {

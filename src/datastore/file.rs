@@ -83,7 +83,20 @@ impl Datastore for FileDatastore {
                 .ok_or_else(|| std::io::Error::other("blob path has no parent"))?;
             let created = !dir.exists();
             std::fs::create_dir_all(dir)?;
-            std::fs::rename(&spooled, &target)?;
+            if spooled.parent() == Some(spool.as_path()) {
+                std::fs::rename(&spooled, &target)?;
+            } else {
+                // Spooled by another datastore (maybe another filesystem): copy into our own
+                // spool first, so the final step is still an atomic rename of synced bytes.
+                let name = spooled
+                    .file_name()
+                    .ok_or_else(|| std::io::Error::other("spool file has no name"))?;
+                let local = spool.join(name).with_extension("copy");
+                std::fs::copy(&spooled, &local)?;
+                std::fs::File::open(&local)?.sync_all()?;
+                std::fs::rename(&local, &target)?;
+                std::fs::remove_file(&spooled)?;
+            }
             sync_dir(dir)?;
             if created {
                 if let Some(parent) = dir.parent() {

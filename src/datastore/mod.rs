@@ -55,7 +55,8 @@ pub trait Datastore: Send + Sync {
     /// Directory for the temp files of uploads headed here.
     fn spool_dir(&self) -> &Path;
     /// Makes the spooled, already fsynced file `spooled` durable as the blob of `sha`;
-    /// returns its location. After this returns, a crash cannot lose the bytes.
+    /// returns its location. After this returns, a crash cannot lose the bytes, and
+    /// `spooled` is gone. `spooled` may live in another datastore's spool directory.
     async fn commit(&self, spooled: &Path, sha: &Sha256) -> Result<BlobLocation, DatastoreError>;
     /// Whether the blob exists.
     async fn exists(&self, location: &BlobLocation) -> Result<bool, DatastoreError>;

@@ -98,20 +98,34 @@ fn now_ms() -> u64 {
 
 /// The media record, waiting up to `timeout` for a pending async upload to be filled.
 async fn find(state: &State, media: &MediaRef, timeout: Duration) -> Result<MediaRecord, ApiError> {
-    let deadline = tokio::time::Instant::now() + timeout;
+    let now = tokio::time::Instant::now();
+    let deadline = now.checked_add(timeout).unwrap_or(now);
     let mut changes = state.ledger.subscribe();
+    let mut stopping = state.shutdown.clone();
     loop {
         if let Some(r) = media_index::get(&state.ledger.view("media_index")?, media)? {
             return Ok(r);
         }
-        match pending_uploads::get(&state.ledger.view("pending_uploads")?, media)? {
-            Some(p) if p.expires_at_ms > now_ms() => {}
-            _ => return Err(ApiError::NotFound("media not found".into())),
-        }
-        match tokio::time::timeout_at(deadline, changes.changed()).await {
-            Ok(Ok(())) => continue,
-            Ok(Err(_)) => return Err(ApiError::Unavailable("shutting down".into())),
-            Err(_) => return Err(ApiError::NotYetUploaded),
+        let expires_at_ms =
+            match pending_uploads::get(&state.ledger.view("pending_uploads")?, media)? {
+                Some(p) if p.expires_at_ms > now_ms() => p.expires_at_ms,
+                _ => return Err(ApiError::NotFound("media not found".into())),
+            };
+        // Wake at the deadline, or when the reservation lapses (then it is a 404, not a 504).
+        let now = tokio::time::Instant::now();
+        let lapse = now
+            .checked_add(Duration::from_millis(
+                expires_at_ms.saturating_sub(now_ms()),
+            ))
+            .unwrap_or(deadline);
+        tokio::select! {
+            r = tokio::time::timeout_at(deadline.min(lapse), changes.changed()) => match r {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) => return Err(ApiError::Unavailable("shutting down".into())),
+                Err(_) if tokio::time::Instant::now() >= deadline => return Err(ApiError::NotYetUploaded),
+                Err(_) => continue,
+            },
+            _ = stopping.wait_for(|s| *s) => return Err(ApiError::Unavailable("shutting down".into())),
         }
     }
 }

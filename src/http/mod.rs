@@ -36,6 +36,8 @@ pub struct AppState {
     pub auth: Auth,
     /// Upload commands.
     pub media: MediaService,
+    /// Turns `true` when the server starts shutting down: long waits end early.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 /// The shared state handle.

@@ -70,6 +70,7 @@ pub struct Ledger {
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     head_rx: watch::Receiver<Seq>,
     failed: Arc<Mutex<Vec<Option<String>>>>,
+    max_pending: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Ledger {
@@ -116,6 +117,7 @@ impl Ledger {
         let (tx, rx) = mpsc::channel(QUEUE);
         let (head_tx, head_rx) = watch::channel(head.seq);
         let failed = Arc::new(Mutex::new(vec![None; ALL.len()]));
+        let max_pending = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let w = writer::Writer {
             db: db.clone(),
             head,
@@ -123,6 +125,7 @@ impl Ledger {
             failed: failed.clone(),
             head_tx,
             poisoned: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            max_pending_per_user: max_pending.clone(),
         };
         let handle = std::thread::Builder::new()
             .name("ledger-writer".into())
@@ -140,7 +143,15 @@ impl Ledger {
             writer: Mutex::new(writer),
             head_rx,
             failed,
+            max_pending,
         }
+    }
+
+    /// Caps the unexpired async reservations one user may hold (0 = no cap); checked by the
+    /// writer, so concurrent `create`s cannot overshoot it.
+    pub fn set_max_pending_per_user(&self, limit: u64) {
+        self.max_pending
+            .store(limit, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn sender(&self) -> Result<mpsc::Sender<writer::Request>, LedgerError> {

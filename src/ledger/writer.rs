@@ -16,7 +16,7 @@ use media_ledger_events::{
 use media_ledger_projections::{hash_refs, media_index, pending_uploads, ALL};
 use parking_lot::Mutex;
 use rocksdb::{WriteBatch, WriteOptions, DB};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -58,6 +58,9 @@ pub enum Conflict {
     /// The media does not exist.
     #[error("unknown media")]
     UnknownMedia,
+    /// The owner holds as many unexpired reservations as allowed.
+    #[error("too many pending uploads")]
+    TooManyPending,
 }
 
 /// What a committed command became.
@@ -85,6 +88,7 @@ pub(crate) struct Writer {
     pub(crate) failed: Arc<Mutex<Vec<Option<String>>>>,
     pub(crate) head_tx: watch::Sender<Seq>,
     pub(crate) poisoned: Arc<AtomicBool>,
+    pub(crate) max_pending_per_user: Arc<AtomicU64>,
 }
 
 fn now_ms() -> u64 {
@@ -296,6 +300,13 @@ impl Writer {
                     || pending_uploads::get(&pending, &event.media)?.is_some()
                 {
                     return Err(LedgerError::Conflict(Conflict::MediaExists));
+                }
+                let limit = self.max_pending_per_user.load(Ordering::Relaxed);
+                if limit > 0 {
+                    let live = pending_uploads::owner(&pending, &event.owner)?.live_at(time);
+                    if u64::try_from(live).unwrap_or(u64::MAX) >= limit {
+                        return Err(LedgerError::Conflict(Conflict::TooManyPending));
+                    }
                 }
                 Ok(Event::AsyncUploadCreatedV1(event))
             }

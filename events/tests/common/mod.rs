@@ -1,0 +1,229 @@
+//! Shared helpers of the `events` integration tests: fixed values, proptest strategies for
+//! valid ids and envelopes, hex, and hand-made records with a valid chain.
+#![allow(dead_code)]
+
+use media_ledger_events::codec::{self, Chain, CHAIN_LEN};
+use media_ledger_events::{
+    Actor, AsyncUploadCreated, BlobLocation, ContentType, DatastoreId, Envelope, Event,
+    MediaAccessed, MediaId, MediaRef, MediaUploaded, RequestId, Seq, ServerName, Sha256, UserId,
+};
+use proptest::prelude::*;
+use sha2::Digest;
+
+/// Parses a valid id of any type (panics on an invalid one: these are test constants).
+pub fn id<T>(s: &str) -> T
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Debug,
+{
+    s.parse().unwrap()
+}
+
+pub fn mxc(s: &str) -> MediaRef {
+    id(s)
+}
+
+/// Lowercase hex of any bytes.
+pub fn to_hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::new(), |mut s, b| {
+        write!(s, "{b:02x}").unwrap();
+        s
+    })
+}
+
+/// Parses hex written by [`to_hex`], ignoring surrounding whitespace.
+pub fn from_hex(s: &str) -> Vec<u8> {
+    let s = s.trim();
+    assert_eq!(s.len() % 2, 0, "odd hex length");
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// The chain value the codec documents: SHA-256(prev ‖ seq big-endian ‖ body).
+pub fn expected_chain(prev: &Chain, seq: u64, body: &[u8]) -> Chain {
+    let mut h = sha2::Sha256::new();
+    h.update(prev);
+    h.update(seq.to_be_bytes());
+    h.update(body);
+    h.finalize().into()
+}
+
+/// A record made of arbitrary `body` bytes followed by the *correct* chain value, so that
+/// `decode_record` gets past the checksum and has to judge the body itself.
+pub fn record_with_valid_chain(prev: &Chain, seq: u64, body: &[u8]) -> Vec<u8> {
+    let mut r = body.to_vec();
+    r.extend_from_slice(&expected_chain(prev, seq, body));
+    r
+}
+
+/// The body (everything before the chain) of a record.
+pub fn body_of(record: &[u8]) -> &[u8] {
+    &record[..record.len() - CHAIN_LEN]
+}
+
+/// A simple valid envelope of each variant, for the non-property tests.
+pub fn sample_envelopes() -> Vec<Envelope> {
+    vec![
+        Envelope {
+            seq: Seq(1),
+            recorded_at_ms: 1_700_000_000_000,
+            actor: Actor::User(id("@alice:example.org")),
+            request_id: RequestId("req-1".into()),
+            event: Event::MediaUploadedV1(MediaUploaded {
+                media: mxc("mxc://example.org/abcDEF123"),
+                sha256: Sha256([7; 32]),
+                size_bytes: 12_345,
+                content_type: Some(id("image/png")),
+                upload_name: Some("cat.png".into()),
+                uploader: Actor::User(id("@alice:example.org")),
+                datastore: id("local"),
+                location: id("07/07/0707"),
+            }),
+        },
+        Envelope {
+            seq: Seq(2),
+            recorded_at_ms: 1_700_000_000_500,
+            actor: Actor::SharedSecretAdmin,
+            request_id: RequestId("req-2".into()),
+            event: Event::AsyncUploadCreatedV1(AsyncUploadCreated {
+                media: mxc("mxc://example.org/pending1"),
+                owner: id("@bob:example.org"),
+                expires_at_ms: 1_700_000_060_000,
+            }),
+        },
+        Envelope {
+            seq: Seq(3),
+            recorded_at_ms: 1_700_000_001_000,
+            actor: Actor::System,
+            request_id: RequestId("access-flush".into()),
+            event: Event::MediaAccessedV1(MediaAccessed {
+                media: mxc("mxc://example.org/abcDEF123"),
+                sha256: Sha256([7; 32]),
+            }),
+        },
+    ]
+}
+
+// ---- proptest strategies: every value they produce is valid by the ids' grammar ----
+
+pub fn server_name() -> impl Strategy<Value = ServerName> {
+    prop_oneof![
+        6 => "[a-z]{1,10}(\\.[a-z]{2,5})?(:[0-9]{1,4})?",
+        1 => "[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}(:[0-9]{1,5})?",
+        1 => "\\[[0-9a-f]{1,4}(:[0-9a-f]{0,4}){1,7}\\](:[0-9]{1,5})?",
+    ]
+    .prop_map(|s| s.parse().unwrap())
+}
+
+pub fn media_id() -> impl Strategy<Value = MediaId> {
+    "[A-Za-z0-9_-]{1,32}".prop_map(|s| s.parse().unwrap())
+}
+
+pub fn media_ref() -> impl Strategy<Value = MediaRef> {
+    (server_name(), media_id()).prop_map(|(o, m)| MediaRef::new(o, m))
+}
+
+pub fn user_id() -> impl Strategy<Value = UserId> {
+    // Localpart: printable ASCII except ':' (the historical grammar the ids accept).
+    ("[!-9;-~]{1,16}", server_name()).prop_map(|(l, s)| format!("@{l}:{s}").parse().unwrap())
+}
+
+pub fn datastore_id() -> impl Strategy<Value = DatastoreId> {
+    "[A-Za-z0-9_.-]{1,64}".prop_map(|s| s.parse().unwrap())
+}
+
+pub fn blob_location() -> impl Strategy<Value = BlobLocation> {
+    // A segment never starts with '.', so it is never "." or "..".
+    "[A-Za-z0-9_-][A-Za-z0-9_.-]{0,10}(/[A-Za-z0-9_-][A-Za-z0-9_.-]{0,10}){0,4}"
+        .prop_map(|s| s.parse().unwrap())
+}
+
+pub fn content_type() -> impl Strategy<Value = ContentType> {
+    "[a-z]{1,12}/[a-z0-9.+-]{1,16}(; ?[a-z]{1,8}=[a-z0-9-]{1,8})?".prop_map(|s| s.parse().unwrap())
+}
+
+pub fn sha256() -> impl Strategy<Value = Sha256> {
+    any::<[u8; 32]>().prop_map(Sha256)
+}
+
+pub fn actor() -> impl Strategy<Value = Actor> {
+    prop_oneof![
+        user_id().prop_map(Actor::User),
+        Just(Actor::SharedSecretAdmin),
+        Just(Actor::System),
+    ]
+}
+
+pub fn request_id() -> impl Strategy<Value = RequestId> {
+    "[ -~]{0,64}".prop_map(RequestId)
+}
+
+pub fn media_uploaded() -> impl Strategy<Value = MediaUploaded> {
+    (
+        media_ref(),
+        sha256(),
+        any::<u64>(),
+        proptest::option::of(content_type()),
+        proptest::option::of(any::<String>()),
+        actor(),
+        datastore_id(),
+        blob_location(),
+    )
+        .prop_map(
+            |(
+                media,
+                sha256,
+                size_bytes,
+                content_type,
+                upload_name,
+                uploader,
+                datastore,
+                location,
+            )| {
+                MediaUploaded {
+                    media,
+                    sha256,
+                    size_bytes,
+                    content_type,
+                    upload_name,
+                    uploader,
+                    datastore,
+                    location,
+                }
+            },
+        )
+}
+
+pub fn event() -> impl Strategy<Value = Event> {
+    prop_oneof![
+        media_uploaded().prop_map(Event::MediaUploadedV1),
+        (media_ref(), user_id(), any::<u64>()).prop_map(|(media, owner, expires_at_ms)| {
+            Event::AsyncUploadCreatedV1(AsyncUploadCreated {
+                media,
+                owner,
+                expires_at_ms,
+            })
+        }),
+        (media_ref(), sha256())
+            .prop_map(|(media, sha256)| Event::MediaAccessedV1(MediaAccessed { media, sha256 })),
+    ]
+}
+
+pub fn envelope() -> impl Strategy<Value = Envelope> {
+    (any::<u64>(), any::<u64>(), actor(), request_id(), event()).prop_map(
+        |(seq, recorded_at_ms, actor, request_id, event)| Envelope {
+            seq: Seq(seq),
+            recorded_at_ms,
+            actor,
+            request_id,
+            event,
+        },
+    )
+}
+
+pub fn chain() -> impl Strategy<Value = Chain> {
+    prop_oneof![Just(codec::GENESIS_CHAIN), any::<[u8; 32]>()]
+}

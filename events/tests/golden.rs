@@ -1,0 +1,312 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Golden fixtures: the frozen bytes of one record of every event variant.
+//!
+//! Each file `tests/fixtures/v1/<type_name>.hex` holds the hex of the full record
+//! (`[format version][bincode][chain]`) that `codec::encode_record` writes for the fixed
+//! envelope below. Encoding must reproduce the bytes exactly and decoding them must give the
+//! envelope back, so a change of bincode, of serde attributes or of a released event's fields
+//! fails here instead of silently forking the log format.
+//!
+//! To generate the file of a newly *added* variant: `UPDATE_GOLDEN=1 cargo test -p
+//! media-ledger-events --test golden`. That only writes missing files; the file of a released
+//! variant is never regenerated.
+
+mod common;
+
+use common::{from_hex, id, mxc, to_hex};
+use media_ledger_events::codec::{self, Chain, CHAIN_LEN, GENESIS_CHAIN, RECORD_FORMAT_V1};
+use media_ledger_events::{
+    Actor, AsyncUploadCreated, Envelope, Event, MediaAccessed, MediaUploaded, RequestId, Seq,
+    Sha256,
+};
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+/// One frozen record: the chain it follows and the envelope it holds.
+struct Golden {
+    prev: Chain,
+    env: Envelope,
+}
+
+fn fixture_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1")
+}
+
+fn fixture_path(env: &Envelope) -> PathBuf {
+    fixture_dir().join(format!("{}.hex", env.event.type_name()))
+}
+
+/// The fixture of the variant of `event`. The match has no wildcard arm: a new variant does
+/// not compile until it is given a fixture here.
+fn golden_for(event: &Event) -> Golden {
+    match event {
+        Event::MediaUploadedV1(_) => golden_media_uploaded(),
+        Event::AsyncUploadCreatedV1(_) => golden_async_created(),
+        Event::MediaAccessedV1(_) => golden_media_accessed(),
+    }
+}
+
+/// The serde name of the variant of `event` (exhaustive, like [`golden_for`]).
+fn variant_name(event: &Event) -> &'static str {
+    match event {
+        Event::MediaUploadedV1(_) => "MediaUploadedV1",
+        Event::AsyncUploadCreatedV1(_) => "AsyncUploadCreatedV1",
+        Event::MediaAccessedV1(_) => "MediaAccessedV1",
+    }
+}
+
+/// Every fixture; one per variant of `Event`.
+fn all_golden() -> Vec<Golden> {
+    vec![
+        golden_media_uploaded(),
+        golden_async_created(),
+        golden_media_accessed(),
+    ]
+}
+
+/// The first record of a log: genesis chain, a Matrix user as actor, one option set and one
+/// unset.
+fn golden_media_uploaded() -> Golden {
+    let alice = id("@alice:example.org");
+    Golden {
+        prev: GENESIS_CHAIN,
+        env: Envelope {
+            seq: Seq(1),
+            recorded_at_ms: 1_700_000_000_123,
+            actor: Actor::User(alice),
+            request_id: RequestId("req-0001".into()),
+            event: Event::MediaUploadedV1(MediaUploaded {
+                media: mxc("mxc://example.org/AbCdEf123_-"),
+                sha256: Sha256(std::array::from_fn(|i| i as u8)),
+                size_bytes: 1_048_576,
+                content_type: Some(id("image/png")),
+                upload_name: None,
+                uploader: Actor::User(id("@bob:other.example:8448")),
+                datastore: id("ds-main"),
+                location: id("00/01/000102030405"),
+            }),
+        },
+    }
+}
+
+/// A record in the middle of a log (fixed previous chain), by the shared-secret admin, with
+/// an empty request id and a port in the server name.
+fn golden_async_created() -> Golden {
+    Golden {
+        prev: [0x5a; CHAIN_LEN],
+        env: Envelope {
+            seq: Seq(42),
+            recorded_at_ms: 1_700_000_000_456,
+            actor: Actor::SharedSecretAdmin,
+            request_id: RequestId(String::new()),
+            event: Event::AsyncUploadCreatedV1(AsyncUploadCreated {
+                media: mxc("mxc://matrix.example.com:8448/async-0001"),
+                owner: id("@bob:matrix.example.com"),
+                expires_at_ms: 1_700_000_060_456,
+            }),
+        },
+    }
+}
+
+/// A record by the server itself, with a sequence past the one-byte varint range and an
+/// IPv6 origin.
+fn golden_media_accessed() -> Golden {
+    Golden {
+        prev: std::array::from_fn(|i| 0xff - i as u8),
+        env: Envelope {
+            seq: Seq(70_000),
+            recorded_at_ms: 1_700_000_999_999,
+            actor: Actor::System,
+            request_id: RequestId("task-access-flush".into()),
+            event: Event::MediaAccessedV1(MediaAccessed {
+                media: mxc("mxc://[::1]:8448/xyz"),
+                sha256: Sha256([0xab; 32]),
+            }),
+        },
+    }
+}
+
+fn update_requested() -> bool {
+    std::env::var("UPDATE_GOLDEN").is_ok_and(|v| v == "1")
+}
+
+fn read_fixture(g: &Golden) -> Vec<u8> {
+    let path = fixture_path(&g.env);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "missing fixture {} ({e}); generate it once with UPDATE_GOLDEN=1",
+            path.display()
+        )
+    });
+    from_hex(&text)
+}
+
+#[test]
+fn encoding_gives_exactly_the_fixture_bytes() {
+    for g in all_golden() {
+        let (bytes, chain) = codec::encode_record(&g.prev, &g.env).unwrap();
+        let path = fixture_path(&g.env);
+        // UPDATE_GOLDEN only creates missing fixtures: a frozen one is never rewritten (delete
+        // it by hand while a new variant is still unreleased).
+        if update_requested() && !path.exists() {
+            std::fs::create_dir_all(fixture_dir()).unwrap();
+            std::fs::write(&path, format!("{}\n", to_hex(&bytes))).unwrap();
+        }
+        let fixture = read_fixture(&g);
+        assert_eq!(
+            to_hex(&bytes),
+            to_hex(&fixture),
+            "encoding of {} changed: released events are frozen, add a new variant instead",
+            g.env.event.type_name()
+        );
+        assert_eq!(fixture.first(), Some(&RECORD_FORMAT_V1));
+        assert_eq!(chain.as_slice(), &fixture[fixture.len() - CHAIN_LEN..]);
+    }
+}
+
+#[test]
+fn fixture_bytes_decode_to_the_value() {
+    for g in all_golden() {
+        let fixture = read_fixture(&g);
+        let (env, chain) = codec::decode_record(&g.prev, g.env.seq, &fixture).unwrap();
+        assert_eq!(env, g.env);
+        assert_eq!(chain.as_slice(), &fixture[fixture.len() - CHAIN_LEN..]);
+        assert_eq!(codec::decode_record_unchecked(&fixture).unwrap(), g.env);
+    }
+}
+
+#[test]
+fn fixture_chain_follows_the_documented_formula() {
+    for g in all_golden() {
+        let fixture = read_fixture(&g);
+        let body = common::body_of(&fixture);
+        assert_eq!(
+            common::expected_chain(&g.prev, g.env.seq.0, body).as_slice(),
+            &fixture[body.len()..]
+        );
+    }
+}
+
+#[test]
+fn fixtures_are_not_accepted_at_another_position() {
+    for g in all_golden() {
+        let fixture = read_fixture(&g);
+        let next = Seq(g.env.seq.0 + 1);
+        assert!(matches!(
+            codec::decode_record(&g.prev, next, &fixture),
+            Err(codec::CodecError::ChainMismatch)
+        ));
+        let mut other_prev = g.prev;
+        other_prev[0] ^= 1;
+        assert!(matches!(
+            codec::decode_record(&other_prev, g.env.seq, &fixture),
+            Err(codec::CodecError::ChainMismatch)
+        ));
+    }
+}
+
+/// A minimal serde `Deserializer` that only records the variant names an enum asks for, so
+/// the test knows every variant of `Event` without an instance of each.
+mod introspect {
+    use serde::de::{self, Visitor};
+    use std::fmt;
+
+    #[derive(Debug)]
+    pub struct Stop;
+    impl fmt::Display for Stop {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("introspection stop")
+        }
+    }
+    impl std::error::Error for Stop {}
+    impl de::Error for Stop {
+        fn custom<T: fmt::Display>(_: T) -> Self {
+            Stop
+        }
+    }
+
+    struct Probe<'a>(&'a mut Option<&'static [&'static str]>);
+
+    impl<'de> de::Deserializer<'de> for Probe<'_> {
+        type Error = Stop;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
+            Err(Stop)
+        }
+        fn deserialize_enum<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            variants: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Stop> {
+            *self.0 = Some(variants);
+            Err(Stop)
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map struct
+            identifier ignored_any
+        }
+    }
+
+    /// The variant names of enum `T`, in declaration order.
+    pub fn variants<T: de::DeserializeOwned>() -> &'static [&'static str] {
+        let mut out = None;
+        let _ = T::deserialize(Probe(&mut out));
+        out.expect("not an enum")
+    }
+}
+
+#[test]
+fn every_event_variant_has_a_fixture() {
+    let declared: Vec<&str> = introspect::variants::<Event>().to_vec();
+    let goldens = all_golden();
+    let covered: Vec<&str> = goldens.iter().map(|g| variant_name(&g.env.event)).collect();
+    assert_eq!(
+        covered, declared,
+        "all_golden() must hold exactly one fixture per Event variant, in declaration order"
+    );
+    for g in &goldens {
+        // golden_for is the exhaustive match: it must hand out this very fixture.
+        let again = golden_for(&g.env.event);
+        assert_eq!(again.env, g.env);
+        assert_eq!(again.prev, g.prev);
+        assert!(
+            fixture_path(&g.env).is_file() || update_requested(),
+            "missing fixture {}",
+            fixture_path(&g.env).display()
+        );
+    }
+    // The variant's position is its encoding: the fixture's byte after the format version and
+    // the StoredEnvelope tag is not enough to find it (varints come first), so check instead
+    // that bincode's index of each variant equals its declaration index.
+    for (index, g) in goldens.iter().enumerate() {
+        let bytes = codec::encode(&g.env.event).unwrap();
+        assert_eq!(usize::from(bytes[0]), index, "{}", g.env.event.type_name());
+    }
+}
+
+#[test]
+fn actors_of_every_kind_are_frozen() {
+    let actors: BTreeSet<&str> = all_golden()
+        .iter()
+        .map(|g| match g.env.actor {
+            Actor::User(_) => "user",
+            Actor::SharedSecretAdmin => "admin",
+            Actor::System => "system",
+        })
+        .collect();
+    assert_eq!(actors, BTreeSet::from(["admin", "system", "user"]));
+}
+
+#[test]
+fn no_stray_fixture_files() {
+    if update_requested() {
+        return;
+    }
+    let expected: BTreeSet<PathBuf> = all_golden().iter().map(|g| fixture_path(&g.env)).collect();
+    let present: BTreeSet<PathBuf> = std::fs::read_dir(fixture_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(present, expected);
+}
