@@ -55,6 +55,9 @@ pub enum ApiError {
         /// The content length, for `Content-Range: bytes */len`.
         size_bytes: u64,
     },
+    /// A backend answered badly or not at all (S3).
+    #[error("{0}")]
+    BadGateway(String),
     /// A dependency (homeserver, datastore) cannot be reached right now.
     #[error("{0}")]
     Unavailable(String),
@@ -84,7 +87,9 @@ impl ApiError {
             ApiError::LimitExceeded(_) => "M_LIMIT_EXCEEDED",
             ApiError::Unrecognized | ApiError::MethodNotAllowed => "M_UNRECOGNIZED",
             ApiError::RangeNotSatisfiable { .. } => "M_INVALID_PARAM",
-            ApiError::Unavailable(_) | ApiError::Internal(_) => "M_UNKNOWN",
+            ApiError::Unavailable(_) | ApiError::BadGateway(_) | ApiError::Internal(_) => {
+                "M_UNKNOWN"
+            }
         }
     }
 
@@ -102,6 +107,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -115,7 +121,7 @@ impl IntoResponse for ApiError {
                 tracing::error!(%cause, "internal error");
                 "internal error".to_owned()
             }
-            ApiError::Unavailable(cause) => {
+            ApiError::Unavailable(cause) | ApiError::BadGateway(cause) => {
                 tracing::warn!(%cause, "dependency unavailable");
                 self.to_string()
             }
@@ -152,6 +158,9 @@ impl From<crate::datastore::DatastoreError> for ApiError {
         match e {
             crate::datastore::DatastoreError::Missing(loc) => {
                 ApiError::Internal(format!("blob missing from its datastore: {loc}"))
+            }
+            crate::datastore::DatastoreError::Backend { context, message } => {
+                ApiError::BadGateway(format!("storage backend failed while {context}: {message}"))
             }
             other => ApiError::internal(other),
         }

@@ -302,6 +302,9 @@ fn map_conflict(e: LedgerError) -> ApiError {
         LedgerError::Conflict(Conflict::TooManyPending) => ApiError::LimitExceeded(
             "too many pending uploads; fill or let some expire first".into(),
         ),
+        LedgerError::Halted(name) => ApiError::Unavailable(format!(
+            "writes are suspended: projection {name} has halted"
+        )),
         other => ApiError::internal(other),
     }
 }

@@ -71,7 +71,8 @@ impl Projection for PendingUploads {
         NAME
     }
     fn version(&self) -> u32 {
-        1
+        // 2: per-owner reservation lists.
+        2
     }
     fn apply(&self, env: &Envelope, tx: &mut dyn KvTx) -> Result<(), ProjectionError> {
         match &env.event {

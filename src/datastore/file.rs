@@ -35,15 +35,6 @@ impl FileDatastore {
         })
     }
 
-    fn location_of(sha: &Sha256) -> Result<BlobLocation, DatastoreError> {
-        let hex = sha.to_hex();
-        let loc = format!("{}/{}/{}", &hex[0..2], &hex[2..4], hex);
-        loc.parse().map_err(|e| DatastoreError::Io {
-            context: "building a location".into(),
-            source: std::io::Error::other(e),
-        })
-    }
-
     fn path_of(&self, location: &BlobLocation) -> PathBuf {
         // `BlobLocation` admits only relative `[A-Za-z0-9_.-]` segments, never `..`.
         self.root.join(location.as_str())
@@ -73,7 +64,7 @@ impl Datastore for FileDatastore {
     }
 
     async fn commit(&self, spooled: &Path, sha: &Sha256) -> Result<BlobLocation, DatastoreError> {
-        let location = Self::location_of(sha)?;
+        let location = super::content_location(sha)?;
         let target = self.path_of(&location);
         let spooled = spooled.to_owned();
         let spool = self.spool.clone();

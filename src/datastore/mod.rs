@@ -6,10 +6,12 @@
 //! any event refers to it.
 
 mod file;
+mod s3;
 
 pub use file::FileDatastore;
+pub use s3::S3Datastore;
 
-use crate::config::{DatastoreConfig, DatastoreKind};
+use crate::config::{Backend, DatastoreConfig, DatastoreKind};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
@@ -23,6 +25,14 @@ pub enum DatastoreError {
     /// The blob is not where the projections say it is.
     #[error("blob {0} missing")]
     Missing(BlobLocation),
+    /// A remote backend (S3) failed or cannot be reached.
+    #[error("{context}: {message}")]
+    Backend {
+        /// What was being done.
+        context: String,
+        /// What the backend said.
+        message: String,
+    },
     /// The backend failed.
     #[error("{context}: {source}")]
     Io {
@@ -82,6 +92,34 @@ pub struct Listing {
     pub temp_files: Vec<PathBuf>,
 }
 
+/// Where the blob of `sha` lives in every datastore: `<hh>/<hh>/<sha256 hex>`.
+pub fn content_location(sha: &Sha256) -> Result<BlobLocation, DatastoreError> {
+    let hex = sha.to_hex();
+    let (a, rest) = hex.split_at(2);
+    let b = rest.get(..2).unwrap_or_default();
+    format!("{a}/{b}/{hex}")
+        .parse()
+        .map_err(|e| DatastoreError::Io {
+            context: "building a location".into(),
+            source: std::io::Error::other(e),
+        })
+}
+
+/// The inverse of [`content_location`]: `None` for anything not in that layout.
+pub fn parse_content_location(s: &str) -> Option<(BlobLocation, Sha256)> {
+    let mut parts = s.split('/');
+    let (a, b, name) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    let sha: Sha256 = name.parse().ok()?;
+    let hex = sha.to_hex();
+    if hex.get(0..2) != Some(a) || hex.get(2..4) != Some(b) {
+        return None;
+    }
+    Some((s.parse().ok()?, sha))
+}
+
 /// A configured datastore and what it accepts.
 pub struct Configured {
     /// The backend.
@@ -100,7 +138,18 @@ impl Datastores {
     pub fn from_config(configs: &[DatastoreConfig]) -> Result<Self, DatastoreError> {
         let mut all = Vec::new();
         for c in configs {
-            let store: Arc<dyn Datastore> = Arc::new(FileDatastore::open(c.id.clone(), &c.path)?);
+            let store: Arc<dyn Datastore> = match &c.backend {
+                Some(Backend::File { path }) => Arc::new(FileDatastore::open(c.id.clone(), path)?),
+                Some(Backend::S3(s3)) => {
+                    Arc::new(S3Datastore::open(c.id.clone(), s3, &s3.spool_path)?)
+                }
+                None => {
+                    return Err(DatastoreError::Backend {
+                        context: format!("datastore {}", c.id),
+                        message: "configuration was not validated".into(),
+                    })
+                }
+            };
             all.push(Configured {
                 store,
                 config: c.clone(),

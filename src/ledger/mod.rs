@@ -52,6 +52,10 @@ pub enum LedgerError {
     /// The command contradicts the current state.
     #[error("conflict: {0}")]
     Conflict(Conflict),
+    /// A projection this command is validated against has halted; the ledger refuses such
+    /// commands until a restart resumes (or `replay` rebuilds) it.
+    #[error("projection {0} has halted; see the server log, then `media-ledger verify`")]
+    Halted(&'static str),
     /// The ledger is shutting down.
     #[error("ledger closed")]
     Closed,

@@ -68,6 +68,12 @@ pub(crate) fn open_db(path: &Path) -> Result<DB, LedgerError> {
 /// Opens the database read-only (no lock: works beside a running server, seeing the state
 /// as of opening).
 pub(crate) fn open_db_read_only(path: &Path) -> Result<DB, LedgerError> {
+    if !path.join("CURRENT").is_file() {
+        return Err(LedgerError::Storage(format!(
+            "no ledger at {}",
+            path.display()
+        )));
+    }
     let names: Vec<&str> = [CF_LOG, CF_META, CF_CHECKPOINTS]
         .into_iter()
         .chain(ALL.iter().map(|p| p.name()))

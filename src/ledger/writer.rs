@@ -257,6 +257,20 @@ impl Writer {
     /// into the event to record.
     fn validate(&self, cmd: Command, time: u64, overlay: &Overlay) -> Result<Event, LedgerError> {
         let db = &self.db;
+        // Validation must read the true state: a halted projection's state is stale.
+        let needs: &[&str] = match &cmd {
+            Command::Upload { .. } => &["media_index", "pending_uploads", "hash_refs"],
+            Command::CreateAsync(_) => &["media_index", "pending_uploads"],
+            Command::Access(_) => &["media_index"],
+        };
+        {
+            let failed = self.failed.lock();
+            for (p, f) in ALL.iter().zip(failed.iter()) {
+                if f.is_some() && needs.contains(&p.name()) {
+                    return Err(LedgerError::Halted(p.name()));
+                }
+            }
+        }
         match cmd {
             Command::Upload {
                 mut event,

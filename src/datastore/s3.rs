@@ -1,0 +1,349 @@
+//! The `s3` datastore: an S3-compatible bucket (AWS, Garage, MinIO, Ceph, s3s-fs).
+//!
+//! Keys: `<prefix><hh>/<hh>/<sha256 hex>`. Uploads are spooled to a local directory first (to
+//! be hashed), then sent with one `PutObject` below the multipart threshold, or as a multipart
+//! upload read part by part from the spool file, so memory never holds the whole blob.
+//! `commit` returns only after S3 acknowledged the object, and skips the upload when an object
+//! of the same key and size is already there (idempotent re-commits during transfers).
+
+use super::{BlobStream, Datastore, DatastoreError, Listing};
+use crate::config::{ChecksumMode, S3Config};
+use async_trait::async_trait;
+use aws_sdk_s3::config::{
+    timeout::TimeoutConfig, BehaviorVersion, Builder, Credentials, Region,
+    RequestChecksumCalculation, ResponseChecksumValidation,
+};
+use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
+use aws_sdk_s3::primitives::{ByteStream, Length};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::Client;
+use futures_util::StreamExt;
+use media_ledger_events::{BlobLocation, DatastoreId, Sha256};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio_util::io::ReaderStream;
+
+/// A datastore in an S3 bucket.
+pub struct S3Datastore {
+    id: DatastoreId,
+    client: Client,
+    bucket: String,
+    prefix: String,
+    uri: String,
+    spool: PathBuf,
+    multipart_threshold_bytes: u64,
+    part_size_bytes: u64,
+}
+
+fn backend(context: &str, e: impl std::fmt::Display) -> DatastoreError {
+    DatastoreError::Backend {
+        context: context.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+fn sdk<E: std::error::Error + 'static, R: std::fmt::Debug>(
+    context: &str,
+) -> impl FnOnce(SdkError<E, R>) -> DatastoreError + '_ {
+    move |e| backend(context, DisplayErrorContext(&e))
+}
+
+impl S3Datastore {
+    /// Builds the client (no request is made until first use).
+    pub fn open(id: DatastoreId, c: &S3Config, spool: &Path) -> Result<Self, DatastoreError> {
+        std::fs::create_dir_all(spool)
+            .map_err(DatastoreError::io(format!("creating {}", spool.display())))?;
+        let checksum_req = match c.request_checksum_calculation {
+            ChecksumMode::WhenRequired => RequestChecksumCalculation::WhenRequired,
+            ChecksumMode::WhenSupported => RequestChecksumCalculation::WhenSupported,
+        };
+        let checksum_resp = match c.response_checksum_validation {
+            ChecksumMode::WhenRequired => ResponseChecksumValidation::WhenRequired,
+            ChecksumMode::WhenSupported => ResponseChecksumValidation::WhenSupported,
+        };
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(Duration::from_millis(c.connect_timeout_ms))
+            .read_timeout(Duration::from_millis(c.read_timeout_ms))
+            .build();
+        let conf = Builder::new()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(c.region.clone()))
+            .endpoint_url(&c.endpoint)
+            .force_path_style(c.path_style)
+            .credentials_provider(Credentials::new(
+                c.access_key_id.clone(),
+                c.secret_access_key.clone(),
+                None,
+                None,
+                "media-ledger-config",
+            ))
+            .request_checksum_calculation(checksum_req)
+            .response_checksum_validation(checksum_resp)
+            .timeout_config(timeouts)
+            .build();
+        let host = c
+            .endpoint
+            .split("://")
+            .nth(1)
+            .unwrap_or(&c.endpoint)
+            .trim_end_matches('/');
+        Ok(Self {
+            id,
+            client: Client::from_conf(conf),
+            bucket: c.bucket.clone(),
+            prefix: c.prefix.clone(),
+            uri: format!("s3://{host}/{}", c.bucket),
+            spool: spool.to_owned(),
+            multipart_threshold_bytes: c.multipart_threshold_bytes,
+            part_size_bytes: c.part_size_bytes.max(5 << 20),
+        })
+    }
+
+    fn key(&self, location: &BlobLocation) -> String {
+        format!("{}{}", self.prefix, location.as_str())
+    }
+
+    async fn size_of(&self, key: &str) -> Result<Option<u64>, DatastoreError> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(h) => Ok(Some(
+                h.content_length()
+                    .and_then(|l| u64::try_from(l).ok())
+                    .unwrap_or(0),
+            )),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
+            Err(e) => Err(backend("checking an object", DisplayErrorContext(&e))),
+        }
+    }
+
+    async fn put_multipart(&self, key: &str, path: &Path, size: u64) -> Result<(), DatastoreError> {
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(sdk("starting a multipart upload"))?;
+        let upload_id = created
+            .upload_id()
+            .ok_or_else(|| backend("starting a multipart upload", "no upload id"))?
+            .to_owned();
+        let result = self.upload_parts(key, &upload_id, path, size).await;
+        match result {
+            Ok(parts) => {
+                self.client
+                    .complete_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .upload_id(&upload_id)
+                    .multipart_upload(
+                        CompletedMultipartUpload::builder()
+                            .set_parts(Some(parts))
+                            .build(),
+                    )
+                    .send()
+                    .await
+                    .map_err(sdk("completing a multipart upload"))?;
+                Ok(())
+            }
+            Err(e) => {
+                if let Err(abort) = self
+                    .client
+                    .abort_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .upload_id(&upload_id)
+                    .send()
+                    .await
+                {
+                    tracing::warn!(error = %DisplayErrorContext(&abort), "cannot abort a multipart upload");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn upload_parts(
+        &self,
+        key: &str,
+        upload_id: &str,
+        path: &Path,
+        size: u64,
+    ) -> Result<Vec<CompletedPart>, DatastoreError> {
+        let mut parts = Vec::new();
+        let mut offset = 0u64;
+        let mut number = 1i32;
+        while offset < size {
+            let len = self.part_size_bytes.min(size - offset);
+            let body = ByteStream::read_from()
+                .path(path)
+                .offset(offset)
+                .length(Length::Exact(len))
+                .build()
+                .await
+                .map_err(|e| backend("reading a spool file", e))?;
+            let out = self
+                .client
+                .upload_part()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .part_number(number)
+                .content_length(i64::try_from(len).unwrap_or(i64::MAX))
+                .body(body)
+                .send()
+                .await
+                .map_err(sdk("uploading a part"))?;
+            parts.push(
+                CompletedPart::builder()
+                    .part_number(number)
+                    .set_e_tag(out.e_tag().map(str::to_owned))
+                    .build(),
+            );
+            offset += len;
+            number += 1;
+        }
+        Ok(parts)
+    }
+}
+
+#[async_trait]
+impl Datastore for S3Datastore {
+    fn id(&self) -> &DatastoreId {
+        &self.id
+    }
+
+    fn type_name(&self) -> &'static str {
+        "s3"
+    }
+
+    fn uri(&self) -> String {
+        self.uri.clone()
+    }
+
+    fn spool_dir(&self) -> &Path {
+        &self.spool
+    }
+
+    async fn commit(&self, spooled: &Path, sha: &Sha256) -> Result<BlobLocation, DatastoreError> {
+        let location = super::content_location(sha)?;
+        let key = self.key(&location);
+        let size = tokio::fs::metadata(spooled)
+            .await
+            .map_err(DatastoreError::io("reading a spool file"))?
+            .len();
+        if self.size_of(&key).await? != Some(size) {
+            if size >= self.multipart_threshold_bytes {
+                self.put_multipart(&key, spooled, size).await?;
+            } else {
+                let body = ByteStream::from_path(spooled)
+                    .await
+                    .map_err(|e| backend("reading a spool file", e))?;
+                self.client
+                    .put_object()
+                    .bucket(&self.bucket)
+                    .key(&key)
+                    .content_length(i64::try_from(size).unwrap_or(i64::MAX))
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(sdk("storing an object"))?;
+            }
+        }
+        if let Err(e) = tokio::fs::remove_file(spooled).await {
+            tracing::warn!(path = %spooled.display(), error = %e, "cannot remove a spool file");
+        }
+        Ok(location)
+    }
+
+    async fn exists(&self, location: &BlobLocation) -> Result<bool, DatastoreError> {
+        Ok(self.size_of(&self.key(location)).await?.is_some())
+    }
+
+    async fn open(
+        &self,
+        location: &BlobLocation,
+        offset: u64,
+        len: u64,
+    ) -> Result<BlobStream, DatastoreError> {
+        if len == 0 {
+            if !self.exists(location).await? {
+                return Err(DatastoreError::Missing(location.clone()));
+            }
+            return Ok(futures_util::stream::empty().boxed());
+        }
+        let range = format!("bytes={offset}-{}", offset + len - 1);
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.key(location))
+            .range(range)
+            .send()
+            .await;
+        match out {
+            Ok(o) => Ok(ReaderStream::with_capacity(o.body.into_async_read(), 256 * 1024).boxed()),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
+                Err(DatastoreError::Missing(location.clone()))
+            }
+            Err(e) => Err(backend("reading an object", DisplayErrorContext(&e))),
+        }
+    }
+
+    async fn list(&self) -> Result<Listing, DatastoreError> {
+        let mut listing = Listing::default();
+        let mut spool = tokio::fs::read_dir(&self.spool)
+            .await
+            .map_err(DatastoreError::io("listing the spool"))?;
+        while let Some(e) = spool
+            .next_entry()
+            .await
+            .map_err(DatastoreError::io("listing the spool"))?
+        {
+            listing.temp_files.push(e.path());
+        }
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(&self.prefix)
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(sdk("listing objects"))?;
+            for obj in page.contents() {
+                let Some(rest) = obj.key().and_then(|k| k.strip_prefix(&self.prefix)) else {
+                    continue;
+                };
+                if let Some((loc, sha)) = super::parse_content_location(rest) {
+                    listing.blobs.push((loc, sha));
+                }
+            }
+            match page.next_continuation_token() {
+                Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_owned()),
+                _ => break,
+            }
+        }
+        Ok(listing)
+    }
+
+    async fn delete(&self, location: &BlobLocation) -> Result<(), DatastoreError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(self.key(location))
+            .send()
+            .await
+            .map_err(sdk("deleting an object"))?;
+        Ok(())
+    }
+}
