@@ -118,9 +118,10 @@ fn bench_append() {
                 tasks.push(tokio::spawn(async move {
                     while !stop.load(Ordering::Relaxed) {
                         let i = next.fetch_add(1, Ordering::Relaxed);
+                        // One owner per reservation: the per-user cap is not measured here.
                         let event = AsyncUploadCreated {
                             media: media(i),
-                            owner: "@bench:bench.example".parse().unwrap(),
+                            owner: format!("@bench{i}:bench.example").parse().unwrap(),
                             expires_at_ms: u64::MAX,
                         };
                         ledger

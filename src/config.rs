@@ -65,6 +65,9 @@ pub struct Config {
     /// Tokens and admins.
     #[serde(default)]
     pub auth: AuthConfig,
+    /// Datastore transfers.
+    #[serde(default)]
+    pub transfers: TransfersConfig,
     /// The homeservers whose media this repository serves.
     pub homeservers: Vec<HomeserverConfig>,
     /// Where blobs are kept.
@@ -130,6 +133,28 @@ impl Default for DownloadsConfig {
             max_timeout_ms: 60_000,
             access_record_interval_ms: 60_000,
             allow_unauthenticated: true,
+        }
+    }
+}
+
+/// `[transfers]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransfersConfig {
+    /// Blobs copied at the same time by one transfer.
+    pub parallel: usize,
+    /// Attempts per blob before the transfer gives up on it.
+    pub max_attempts: u32,
+    /// Wait before the second attempt; doubled after each failure.
+    pub retry_base_ms: u64,
+}
+
+impl Default for TransfersConfig {
+    fn default() -> Self {
+        Self {
+            parallel: 4,
+            max_attempts: 5,
+            retry_base_ms: 500,
         }
     }
 }
@@ -489,6 +514,9 @@ impl Config {
                     ));
                 }
             }
+        }
+        if !(1..=10_000).contains(&self.uploads.max_pending_per_user) {
+            return invalid("uploads.max_pending_per_user must be between 1 and 10000".into());
         }
         if self.downloads.max_timeout_ms > MAX_TIMEOUT_MS {
             return invalid(format!("downloads.max_timeout_ms above {MAX_TIMEOUT_MS}"));

@@ -4,7 +4,8 @@
 //! - [`http`]: axum routes, extractors and response headers; the only code that speaks HTTP.
 //! - [`auth`]: access token → user, admin checks.
 //! - [`media`]: the command side: stream an upload into a datastore, then record it.
-//! - [`datastore`]: where blobs live (`file` for now), behind the [`datastore::Datastore`] trait.
+//! - [`datastore`]: where blobs live (`file`, `s3`), behind the [`datastore::Datastore`] trait.
+//! - [`transfer`]: resumable moves of blobs between datastores, as task events.
 //! - [`ledger`]: the RocksDB event log, its single writer and the projection state.
 //! - [`config`], [`error`], [`server`]: configuration, the Matrix error mapping, start/stop.
 //!
@@ -18,3 +19,4 @@ pub mod http;
 pub mod ledger;
 pub mod media;
 pub mod server;
+pub mod transfer;

@@ -156,7 +156,11 @@ fn events(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
     let mut out = out.lock();
     let mut failed = None;
     Ledger::events_at(&config.database.path, Seq(args.from), Seq(args.to), |env| {
-        if args.media.as_ref().is_some_and(|m| m != env.event.media()) {
+        if args
+            .media
+            .as_ref()
+            .is_some_and(|m| Some(m) != env.event.media())
+        {
             return true;
         }
         let line = serde_json::json!({

@@ -299,6 +299,9 @@ fn map_conflict(e: LedgerError) -> ApiError {
             ApiError::Internal("generated media id collided".into())
         }
         LedgerError::Conflict(Conflict::UnknownMedia) => ApiError::NotFound("unknown media".into()),
+        LedgerError::Conflict(
+            c @ (Conflict::BlobElsewhere | Conflict::NoSuchTask | Conflict::WrongEvent),
+        ) => ApiError::Internal(format!("unexpected conflict: {c}")),
         LedgerError::Conflict(Conflict::TooManyPending) => ApiError::LimitExceeded(
             "too many pending uploads; fill or let some expire first".into(),
         ),

@@ -45,9 +45,13 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         Arc::new(Datastores::from_config(&config.datastores).context("opening datastores")?);
     sweep_orphans(&ledger, &datastores).await;
 
+    let transfers =
+        crate::transfer::Transfers::new(ledger.clone(), datastores.clone(), config.clone());
+    transfers.resume_all().context("resuming transfers")?;
     let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
     let state = Arc::new(AppState {
         shutdown,
+        transfers,
         auth: Auth::new(config.clone()),
         media: MediaService::new(ledger.clone(), datastores.clone(), config.clone()),
         config: config.clone(),

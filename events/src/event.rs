@@ -6,7 +6,7 @@
 //! and consumers handle both.
 
 use crate::envelope::Actor;
-use crate::ids::{BlobLocation, ContentType, DatastoreId, MediaRef, Sha256, UserId};
+use crate::ids::{BlobLocation, ContentType, DatastoreId, MediaRef, Seq, Sha256, UserId};
 use serde::{Deserialize, Serialize};
 
 /// One fact in the log.
@@ -19,6 +19,18 @@ pub enum Event {
     /// A media was served; drives last-access figures. Recorded without making the download
     /// wait, at most once per media per configured interval.
     MediaAccessedV1(MediaAccessed),
+    /// An admin started moving blobs from one datastore to another. The task's id is this
+    /// event's sequence.
+    TransferStartedV1(TransferStarted),
+    /// A blob was copied to the target, read back and verified; every media sharing it now
+    /// points at the copy. The source copy still exists.
+    BlobMovedV1(BlobMoved),
+    /// The source copy of a moved blob was deleted.
+    BlobSourceDeletedV1(BlobSourceDeleted),
+    /// One attempt to move a blob failed; the blob stays where it was.
+    BlobTransferFailedV1(BlobTransferFailed),
+    /// A transfer ended (with `error_message` when some blobs could not be moved).
+    TransferFinishedV1(TransferFinished),
 }
 
 impl Event {
@@ -28,15 +40,39 @@ impl Event {
             Event::MediaUploadedV1(_) => "media.uploaded.v1",
             Event::AsyncUploadCreatedV1(_) => "media.async_created.v1",
             Event::MediaAccessedV1(_) => "media.accessed.v1",
+            Event::TransferStartedV1(_) => "transfer.started.v1",
+            Event::BlobMovedV1(_) => "blob.moved.v1",
+            Event::BlobSourceDeletedV1(_) => "blob.source_deleted.v1",
+            Event::BlobTransferFailedV1(_) => "blob.transfer_failed.v1",
+            Event::TransferFinishedV1(_) => "transfer.finished.v1",
         }
     }
 
-    /// The media the event is about.
-    pub fn media(&self) -> &MediaRef {
+    /// The media the event is about, if it is about one.
+    pub fn media(&self) -> Option<&MediaRef> {
         match self {
-            Event::MediaUploadedV1(e) => &e.media,
-            Event::AsyncUploadCreatedV1(e) => &e.media,
-            Event::MediaAccessedV1(e) => &e.media,
+            Event::MediaUploadedV1(e) => Some(&e.media),
+            Event::AsyncUploadCreatedV1(e) => Some(&e.media),
+            Event::MediaAccessedV1(e) => Some(&e.media),
+            Event::TransferStartedV1(_)
+            | Event::BlobMovedV1(_)
+            | Event::BlobSourceDeletedV1(_)
+            | Event::BlobTransferFailedV1(_)
+            | Event::TransferFinishedV1(_) => None,
+        }
+    }
+
+    /// The content hash the event is about, if it is about one.
+    pub fn sha256(&self) -> Option<&Sha256> {
+        match self {
+            Event::MediaUploadedV1(e) => Some(&e.sha256),
+            Event::MediaAccessedV1(e) => Some(&e.sha256),
+            Event::BlobMovedV1(e) => Some(&e.sha256),
+            Event::BlobSourceDeletedV1(e) => Some(&e.sha256),
+            Event::BlobTransferFailedV1(e) => Some(&e.sha256),
+            Event::AsyncUploadCreatedV1(_)
+            | Event::TransferStartedV1(_)
+            | Event::TransferFinishedV1(_) => None,
         }
     }
 }
@@ -80,4 +116,75 @@ pub struct MediaAccessed {
     pub media: MediaRef,
     /// Its content digest (last access is tracked per hash as well).
     pub sha256: Sha256,
+}
+
+/// A transfer between datastores began.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferStarted {
+    /// Where the blobs are.
+    pub source: DatastoreId,
+    /// Where they go.
+    pub target: DatastoreId,
+    /// Only blobs last accessed before this time (ms), as matrix-media-repo's `before_ts`.
+    pub before_ts_ms: Option<u64>,
+    /// Blobs selected when the task started.
+    pub blobs_total: u64,
+    /// Their bytes.
+    pub bytes_total: u64,
+}
+
+/// A blob was copied, verified and switched to its new datastore.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobMoved {
+    /// The transfer (sequence of its `TransferStartedV1`).
+    pub task: Seq,
+    /// The blob.
+    pub sha256: Sha256,
+    /// Its length.
+    pub size_bytes: u64,
+    /// Where it was.
+    pub from_datastore: DatastoreId,
+    /// Where in that datastore.
+    pub from_location: BlobLocation,
+    /// Where it is now.
+    pub to_datastore: DatastoreId,
+    /// Where in that datastore.
+    pub to_location: BlobLocation,
+}
+
+/// The old copy of a moved blob is gone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobSourceDeleted {
+    /// The transfer.
+    pub task: Seq,
+    /// The blob.
+    pub sha256: Sha256,
+    /// The datastore it was deleted from.
+    pub datastore: DatastoreId,
+    /// Where in it.
+    pub location: BlobLocation,
+}
+
+/// One attempt to move a blob failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobTransferFailed {
+    /// The transfer.
+    pub task: Seq,
+    /// The blob.
+    pub sha256: Sha256,
+    /// Which attempt (1-based).
+    pub attempt: u32,
+    /// Whether the transfer gave up on this blob.
+    pub final_attempt: bool,
+    /// What went wrong.
+    pub error: String,
+}
+
+/// A transfer ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferFinished {
+    /// The transfer.
+    pub task: Seq,
+    /// `None` when every selected blob moved; else why not.
+    pub error_message: Option<String>,
 }

@@ -16,7 +16,10 @@ pub mod ids;
 
 pub use codec::CodecError;
 pub use envelope::{Actor, Envelope, RequestId};
-pub use event::{AsyncUploadCreated, Event, MediaAccessed, MediaUploaded};
+pub use event::{
+    AsyncUploadCreated, BlobMoved, BlobSourceDeleted, BlobTransferFailed, Event, MediaAccessed,
+    MediaUploaded, TransferFinished, TransferStarted,
+};
 pub use ids::{
     BlobLocation, ContentType, DatastoreId, IdError, MediaId, MediaRef, Seq, ServerName, Sha256,
     UserId,

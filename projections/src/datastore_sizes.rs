@@ -6,7 +6,7 @@
 //! thumbnails exist.
 
 use crate::size_estimate::SizeEstimate;
-use crate::{get_value, put_value, KvRead, KvTx, Projection, ProjectionError};
+use crate::{get_value, invariant, put_value, KvRead, KvTx, Projection, ProjectionError};
 use media_ledger_events::{DatastoreId, Envelope, Event, Sha256};
 use serde::{Deserialize, Serialize};
 
@@ -46,7 +46,8 @@ impl Projection for DatastoreSizes {
         NAME
     }
     fn version(&self) -> u32 {
-        1
+        // 2: blob moves.
+        2
     }
     fn apply(&self, env: &Envelope, tx: &mut dyn KvTx) -> Result<(), ProjectionError> {
         match &env.event {
@@ -68,7 +69,92 @@ impl Projection for DatastoreSizes {
                 put_value(NAME, tx, &hk, &count)?;
                 put_value(NAME, tx, &tk, &t)
             }
-            Event::AsyncUploadCreatedV1(_) | Event::MediaAccessedV1(_) => Ok(()),
+            Event::BlobMovedV1(e) => {
+                let from_hk = hash_key(&e.from_datastore, &e.sha256);
+                let count: HashCount = get_value(NAME, tx, &from_hk)?.unwrap_or_default();
+                tx.delete(&from_hk);
+                let from_tk = totals_key(&e.from_datastore);
+                let mut from: DatastoreTotals = get_value(NAME, tx, &from_tk)?.unwrap_or_default();
+                let under = || {
+                    invariant(
+                        NAME,
+                        format!("move of {} underflows {}", e.sha256, e.from_datastore),
+                    )
+                };
+                from.media_affected = from
+                    .media_affected
+                    .checked_sub(count.media)
+                    .ok_or_else(under)?;
+                from.thumbnails_affected = from
+                    .thumbnails_affected
+                    .checked_sub(count.thumbnails)
+                    .ok_or_else(under)?;
+                if count.media > 0 {
+                    from.media_hashes_affected = from
+                        .media_hashes_affected
+                        .checked_sub(1)
+                        .ok_or_else(under)?;
+                    from.media_bytes = from
+                        .media_bytes
+                        .checked_sub(e.size_bytes)
+                        .ok_or_else(under)?;
+                }
+                if count.thumbnails > 0 {
+                    from.thumbnail_hashes_affected = from
+                        .thumbnail_hashes_affected
+                        .checked_sub(1)
+                        .ok_or_else(under)?;
+                    from.thumbnail_bytes = from
+                        .thumbnail_bytes
+                        .checked_sub(e.size_bytes)
+                        .ok_or_else(under)?;
+                }
+                if count.media > 0 || count.thumbnails > 0 {
+                    from.total_hashes_affected = from
+                        .total_hashes_affected
+                        .checked_sub(1)
+                        .ok_or_else(under)?;
+                    from.total_bytes = from
+                        .total_bytes
+                        .checked_sub(e.size_bytes)
+                        .ok_or_else(under)?;
+                }
+                put_value(NAME, tx, &from_tk, &from)?;
+
+                let to_hk = hash_key(&e.to_datastore, &e.sha256);
+                let before: HashCount = get_value(NAME, tx, &to_hk)?.unwrap_or_default();
+                let to_tk = totals_key(&e.to_datastore);
+                let mut to: DatastoreTotals = get_value(NAME, tx, &to_tk)?.unwrap_or_default();
+                to.media_affected += count.media;
+                to.thumbnails_affected += count.thumbnails;
+                if before.media == 0 && count.media > 0 {
+                    to.media_hashes_affected += 1;
+                    to.media_bytes += e.size_bytes;
+                }
+                if before.thumbnails == 0 && count.thumbnails > 0 {
+                    to.thumbnail_hashes_affected += 1;
+                    to.thumbnail_bytes += e.size_bytes;
+                }
+                if before.media == 0
+                    && before.thumbnails == 0
+                    && (count.media > 0 || count.thumbnails > 0)
+                {
+                    to.total_hashes_affected += 1;
+                    to.total_bytes += e.size_bytes;
+                }
+                let after = HashCount {
+                    media: before.media + count.media,
+                    thumbnails: before.thumbnails + count.thumbnails,
+                };
+                put_value(NAME, tx, &to_hk, &after)?;
+                put_value(NAME, tx, &to_tk, &to)
+            }
+            Event::AsyncUploadCreatedV1(_)
+            | Event::MediaAccessedV1(_)
+            | Event::TransferStartedV1(_)
+            | Event::BlobSourceDeletedV1(_)
+            | Event::BlobTransferFailedV1(_)
+            | Event::TransferFinishedV1(_) => Ok(()),
         }
     }
 }

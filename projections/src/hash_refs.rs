@@ -7,7 +7,7 @@
 use crate::{
     get_value, invariant, media_key, put_value, KvRead, KvTx, Projection, ProjectionError,
 };
-use media_ledger_events::{BlobLocation, DatastoreId, Envelope, Event, Sha256};
+use media_ledger_events::{BlobLocation, DatastoreId, Envelope, Event, Seq, Sha256};
 use serde::{Deserialize, Serialize};
 
 const NAME: &str = "hash_refs";
@@ -26,6 +26,9 @@ pub struct HashRecord {
     /// Latest upload or recorded access of any media with this hash (envelope time); the
     /// `before_ts` filter of `size_estimate` reads it, as matrix-media-repo does.
     pub last_access_ms: u64,
+    /// The sequence of the event that first stored these bytes: a transfer moves only blobs
+    /// that existed when it started.
+    pub created_seq: Seq,
 }
 
 /// The hash references projection.
@@ -50,7 +53,8 @@ impl Projection for HashRefs {
         NAME
     }
     fn version(&self) -> u32 {
-        1
+        // 2: created_seq, blob moves.
+        2
     }
     fn apply(&self, env: &Envelope, tx: &mut dyn KvTx) -> Result<(), ProjectionError> {
         match &env.event {
@@ -73,6 +77,7 @@ impl Projection for HashRefs {
                         size_bytes: e.size_bytes,
                         ref_count: 1,
                         last_access_ms: env.recorded_at_ms,
+                        created_seq: env.seq,
                     },
                 };
                 put_value(NAME, tx, &hk, &record)
@@ -85,10 +90,48 @@ impl Projection for HashRefs {
                 r.last_access_ms = r.last_access_ms.max(env.recorded_at_ms);
                 put_value(NAME, tx, &hk, &r)
             }
-            Event::AsyncUploadCreatedV1(_) => Ok(()),
+            Event::BlobMovedV1(e) => {
+                let hk = hash_key(&e.sha256);
+                let mut r: HashRecord = get_value(NAME, tx, &hk)?
+                    .ok_or_else(|| invariant(NAME, format!("move of unknown hash {}", e.sha256)))?;
+                if r.datastore != e.from_datastore || r.location != e.from_location {
+                    return Err(invariant(
+                        NAME,
+                        format!(
+                            "move of {} from {}, but it is in {}",
+                            e.sha256, e.from_datastore, r.datastore
+                        ),
+                    ));
+                }
+                r.datastore = e.to_datastore.clone();
+                r.location = e.to_location.clone();
+                put_value(NAME, tx, &hk, &r)
+            }
+            Event::AsyncUploadCreatedV1(_)
+            | Event::TransferStartedV1(_)
+            | Event::BlobSourceDeletedV1(_)
+            | Event::BlobTransferFailedV1(_)
+            | Event::TransferFinishedV1(_) => Ok(()),
         }
     }
 }
+
+/// Visits every hash record (`h` keys) of a scan done by the caller: decodes one value.
+pub fn decode_hash_entry(
+    key: &[u8],
+    value: &[u8],
+) -> Option<Result<(Sha256, HashRecord), ProjectionError>> {
+    let rest = key.strip_prefix(b"h")?;
+    let sha: [u8; 32] = rest.try_into().ok()?;
+    Some(
+        media_ledger_events::codec::decode(value)
+            .map(|r| (Sha256(sha), r))
+            .map_err(|source| ProjectionError::Corrupt { name: NAME, source }),
+    )
+}
+
+/// The key prefix of hash records, for scans.
+pub const HASH_PREFIX: &[u8] = b"h";
 
 /// The record of a hash, if any media points at it.
 pub fn get(

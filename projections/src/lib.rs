@@ -16,6 +16,7 @@ pub mod media_index;
 pub mod memory;
 pub mod pending_uploads;
 pub mod size_estimate;
+pub mod tasks;
 
 use media_ledger_events::{codec, Envelope, MediaRef};
 use serde::{de::DeserializeOwned, Serialize};
@@ -77,6 +78,7 @@ pub static ALL: &[&dyn Projection] = &[
     &hash_refs::HashRefs,
     &datastore_sizes::DatastoreSizes,
     &pending_uploads::PendingUploads,
+    &tasks::Tasks,
 ];
 
 /// The key of a media in every projection keyed by media: `origin 0x00 media_id`

@@ -57,7 +57,8 @@ impl Projection for MediaIndex {
         NAME
     }
     fn version(&self) -> u32 {
-        1
+        // 2: the hash → media index, blob moves.
+        2
     }
     fn apply(&self, env: &Envelope, tx: &mut dyn KvTx) -> Result<(), ProjectionError> {
         match &env.event {
@@ -79,7 +80,11 @@ impl Projection for MediaIndex {
                     quarantined: false,
                     last_access_ms: env.recorded_at_ms,
                 };
-                put_value(NAME, tx, &key, &record)
+                put_value(NAME, tx, &key, &record)?;
+                let sk = sha_key(&e.sha256);
+                let mut list: Vec<Vec<u8>> = get_value(NAME, tx, &sk)?.unwrap_or_default();
+                list.push(key);
+                put_value(NAME, tx, &sk, &list)
             }
             Event::MediaAccessedV1(e) => {
                 let key = media_key(&e.media);
@@ -88,9 +93,53 @@ impl Projection for MediaIndex {
                 record.last_access_ms = record.last_access_ms.max(env.recorded_at_ms);
                 put_value(NAME, tx, &key, &record)
             }
-            Event::AsyncUploadCreatedV1(_) => Ok(()),
+            Event::BlobMovedV1(e) => {
+                let list: Vec<Vec<u8>> =
+                    get_value(NAME, tx, &sha_key(&e.sha256))?.unwrap_or_default();
+                for key in list {
+                    let mut record: MediaRecord = get_value(NAME, tx, &key)?
+                        .ok_or_else(|| invariant(NAME, "hash index names a missing media"))?;
+                    record.datastore = e.to_datastore.clone();
+                    record.location = e.to_location.clone();
+                    put_value(NAME, tx, &key, &record)?;
+                }
+                Ok(())
+            }
+            Event::AsyncUploadCreatedV1(_)
+            | Event::TransferStartedV1(_)
+            | Event::BlobSourceDeletedV1(_)
+            | Event::BlobTransferFailedV1(_)
+            | Event::TransferFinishedV1(_) => Ok(()),
         }
     }
+}
+
+/// First byte of the hash → media index keys (`0x02 ‖ sha256` → media keys); a media key
+/// never starts with it.
+pub const SHA_INDEX_TAG: u8 = 2;
+
+fn sha_key(sha: &Sha256) -> Vec<u8> {
+    let mut k = Vec::with_capacity(33);
+    k.push(SHA_INDEX_TAG);
+    k.extend_from_slice(&sha.0);
+    k
+}
+
+/// The media whose content is `sha` (as media keys).
+pub fn media_with_hash(
+    kv: &(impl KvRead + ?Sized),
+    sha: &Sha256,
+) -> Result<Vec<MediaRef>, ProjectionError> {
+    let list: Vec<Vec<u8>> = get_value(NAME, kv, &sha_key(sha))?.unwrap_or_default();
+    Ok(list
+        .iter()
+        .filter_map(|k| crate::parse_media_key(k))
+        .collect())
+}
+
+/// Whether a key of this projection is a media record (not an index entry).
+pub fn is_record_key(key: &[u8]) -> bool {
+    key.first().is_some_and(|&b| b != SHA_INDEX_TAG)
 }
 
 /// The record of `media`, if it exists.

@@ -101,7 +101,12 @@ impl Projection for PendingUploads {
                 }
                 Ok(())
             }
-            Event::MediaAccessedV1(_) => Ok(()),
+            Event::MediaAccessedV1(_)
+            | Event::TransferStartedV1(_)
+            | Event::BlobMovedV1(_)
+            | Event::BlobSourceDeletedV1(_)
+            | Event::BlobTransferFailedV1(_)
+            | Event::TransferFinishedV1(_) => Ok(()),
         }
     }
 }

@@ -108,10 +108,12 @@ impl Datastore for FileDatastore {
         Ok(location)
     }
 
-    async fn exists(&self, location: &BlobLocation) -> Result<bool, DatastoreError> {
-        tokio::fs::try_exists(self.path_of(location))
-            .await
-            .map_err(DatastoreError::io(format!("checking {location}")))
+    async fn size_of(&self, location: &BlobLocation) -> Result<Option<u64>, DatastoreError> {
+        match tokio::fs::metadata(self.path_of(location)).await {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(DatastoreError::io(format!("checking {location}"))(e)),
+        }
     }
 
     async fn open(

@@ -68,8 +68,12 @@ pub trait Datastore: Send + Sync {
     /// returns its location. After this returns, a crash cannot lose the bytes, and
     /// `spooled` is gone. `spooled` may live in another datastore's spool directory.
     async fn commit(&self, spooled: &Path, sha: &Sha256) -> Result<BlobLocation, DatastoreError>;
+    /// The blob's length, or `None` when it does not exist.
+    async fn size_of(&self, location: &BlobLocation) -> Result<Option<u64>, DatastoreError>;
     /// Whether the blob exists.
-    async fn exists(&self, location: &BlobLocation) -> Result<bool, DatastoreError>;
+    async fn exists(&self, location: &BlobLocation) -> Result<bool, DatastoreError> {
+        Ok(self.size_of(location).await?.is_some())
+    }
     /// Streams `len` bytes of the blob from `offset`.
     async fn open(
         &self,

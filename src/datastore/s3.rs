@@ -103,7 +103,7 @@ impl S3Datastore {
         format!("{}{}", self.prefix, location.as_str())
     }
 
-    async fn size_of(&self, key: &str) -> Result<Option<u64>, DatastoreError> {
+    async fn key_size(&self, key: &str) -> Result<Option<u64>, DatastoreError> {
         match self
             .client
             .head_object()
@@ -239,7 +239,7 @@ impl Datastore for S3Datastore {
             .await
             .map_err(DatastoreError::io("reading a spool file"))?
             .len();
-        if self.size_of(&key).await? != Some(size) {
+        if self.key_size(&key).await? != Some(size) {
             if size >= self.multipart_threshold_bytes {
                 self.put_multipart(&key, spooled, size).await?;
             } else {
@@ -263,8 +263,8 @@ impl Datastore for S3Datastore {
         Ok(location)
     }
 
-    async fn exists(&self, location: &BlobLocation) -> Result<bool, DatastoreError> {
-        Ok(self.size_of(&self.key(location)).await?.is_some())
+    async fn size_of(&self, location: &BlobLocation) -> Result<Option<u64>, DatastoreError> {
+        self.key_size(&self.key(location)).await
     }
 
     async fn open(

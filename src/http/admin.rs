@@ -1,14 +1,15 @@
-//! Admin routes (repository admins and the shared secret only): datastores and their size
-//! estimates.
+//! Admin routes (repository admins and the shared secret only): datastores, their size
+//! estimates, transfers between them and the tasks that run those.
 
-use super::extract::{Admin, MPath, MQuery};
+use super::extract::{request_id, Admin, MPath, MQuery};
 use super::State;
 use crate::error::ApiError;
 use crate::ledger::LedgerError;
 use axum::extract::State as S;
 use axum::Json;
-use media_ledger_events::DatastoreId;
+use media_ledger_events::{DatastoreId, Seq};
 use media_ledger_projections::size_estimate::{SizeEstimate, SizeEstimator};
+use media_ledger_projections::tasks::{self, TaskRecord};
 use media_ledger_projections::{datastore_sizes, hash_refs, media_index};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -64,7 +65,10 @@ fn estimate_before(
 ) -> Result<SizeEstimate, ApiError> {
     let hashes = state.ledger.view("hash_refs")?;
     let mut est = SizeEstimator::default();
-    state.ledger.scan("media_index", b"", |_, v| {
+    state.ledger.scan("media_index", b"", |k, v| {
+        if !media_index::is_record_key(k) {
+            return Ok(());
+        }
         let r = media_index::decode_record(v)?;
         if &r.datastore == ds {
             let last =
@@ -76,4 +80,121 @@ fn estimate_before(
         Ok::<(), LedgerError>(())
     })?;
     Ok(est.finish())
+}
+
+/// Query of `transfer_to`.
+#[derive(Deserialize)]
+pub struct TransferQuery {
+    before_ts: Option<u64>,
+}
+
+/// `POST /_matrix/media/unstable/admin/datastores/{src}/transfer_to/{dst}[?before_ts=]`:
+/// the source's size estimate with the same `before_ts`, plus the new `task_id`.
+pub async fn transfer_to(
+    S(state): S<State>,
+    Admin(admin): Admin,
+    MPath((src, dst)): MPath<(String, String)>,
+    MQuery(q): MQuery<TransferQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let parse = |s: &str| -> Result<DatastoreId, ApiError> {
+        s.parse()
+            .map_err(|_| ApiError::NotFound(format!("unknown datastore {s}")))
+    };
+    let (src, dst) = (parse(&src)?, parse(&dst)?);
+    for id in [&src, &dst] {
+        if state.datastores.get(id).is_none() {
+            return Err(ApiError::NotFound(format!("unknown datastore {id}")));
+        }
+    }
+    let estimate = estimate_of(&state, &src, q.before_ts).await?;
+    let task = state
+        .transfers
+        .start(admin.actor(), request_id(), src, dst, q.before_ts, estimate)
+        .await?;
+    let mut body = serde_json::to_value(estimate).map_err(ApiError::internal)?;
+    if let Value::Object(m) = &mut body {
+        m.insert("task_id".into(), json!(task.0));
+    }
+    Ok(Json(body))
+}
+
+async fn estimate_of(
+    state: &State,
+    id: &DatastoreId,
+    before_ts: Option<u64>,
+) -> Result<SizeEstimate, ApiError> {
+    match before_ts {
+        None => Ok(datastore_sizes::totals(
+            &state.ledger.view("datastore_sizes")?,
+            id,
+        )?),
+        Some(before) => {
+            let (s, id) = (state.clone(), id.clone());
+            tokio::task::spawn_blocking(move || estimate_before(&s, &id, before))
+                .await
+                .map_err(ApiError::internal)?
+        }
+    }
+}
+
+fn task_json(seq: Seq, t: &TaskRecord) -> Value {
+    json!({
+        "task_id": seq.0,
+        "task_name": "storage_migration",
+        "params": {
+            "source_datastore_id": t.source,
+            "target_datastore_id": t.target,
+            "before_ts": t.before_ts_ms,
+        },
+        "start_ts": t.started_at_ms,
+        "end_ts": t.ended_at_ms.unwrap_or(0),
+        "is_finished": t.is_finished(),
+        "error_message": t.error_message.clone().unwrap_or_default(),
+        "blobs_done": t.blobs_done,
+        "blobs_total": t.blobs_total,
+        "bytes_done": t.bytes_done,
+        "bytes_total": t.bytes_total,
+        "blobs_failed": t.blobs_failed,
+        "attempts_failed": t.attempts_failed,
+        "last_error": t.last_error,
+    })
+}
+
+fn all_tasks(state: &State, unfinished_only: bool) -> Result<Vec<Value>, ApiError> {
+    let mut out = Vec::new();
+    state.ledger.scan("tasks", b"t", |k, v| {
+        if let Some(entry) = tasks::decode_task_entry(k, v) {
+            let (seq, t) = entry?;
+            if !unfinished_only || !t.is_finished() {
+                out.push(task_json(seq, &t));
+            }
+        }
+        Ok::<(), LedgerError>(())
+    })?;
+    Ok(out)
+}
+
+/// `GET /_matrix/media/unstable/admin/tasks/all`.
+pub async fn tasks_all(S(state): S<State>, _admin: Admin) -> Result<Json<Value>, ApiError> {
+    Ok(Json(Value::Array(all_tasks(&state, false)?)))
+}
+
+/// `GET /_matrix/media/unstable/admin/tasks/unfinished`.
+pub async fn tasks_unfinished(S(state): S<State>, _admin: Admin) -> Result<Json<Value>, ApiError> {
+    Ok(Json(Value::Array(all_tasks(&state, true)?)))
+}
+
+/// `GET /_matrix/media/unstable/admin/tasks/{id}`.
+pub async fn task(
+    S(state): S<State>,
+    _admin: Admin,
+    MPath(id): MPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    let seq = id
+        .parse::<u64>()
+        .map(Seq)
+        .map_err(|_| ApiError::InvalidParam(format!("invalid task id {id:?}")))?;
+    let t = tasks::get(&state.ledger.view("tasks")?, seq)?
+        .ok_or_else(|| ApiError::NotFound(format!("no task {id}")))?;
+    Ok(Json(task_json(seq, &t)))
 }

@@ -190,6 +190,39 @@ pub fn parse_range(value: Option<&str>, size: u64) -> ByteRange {
     }
 }
 
+/// Opens the blob of `sha`. A transfer may switch the blob to another datastore and delete
+/// the old copy between our look-up and the open: on a missing blob, look again once.
+async fn open_blob(
+    state: &State,
+    sha: &media_ledger_events::Sha256,
+    start: u64,
+    len: u64,
+) -> Result<crate::datastore::BlobStream, ApiError> {
+    let mut last = None;
+    for _ in 0..2 {
+        let blob = hash_refs::get(&state.ledger.view("hash_refs")?, sha)?
+            .ok_or_else(|| ApiError::Internal(format!("no hash record for {sha}")))?;
+        if last.as_ref() == Some(&(blob.datastore.clone(), blob.location.clone())) {
+            break;
+        }
+        let store = state.datastores.get(&blob.datastore).ok_or_else(|| {
+            ApiError::Internal(format!(
+                "datastore {} of {sha} is not configured",
+                blob.datastore
+            ))
+        })?;
+        match store.open(&blob.location, start, len).await {
+            Err(crate::datastore::DatastoreError::Missing(_)) => {
+                last = Some((blob.datastore, blob.location));
+            }
+            other => return Ok(other?),
+        }
+    }
+    Err(ApiError::Internal(format!(
+        "blob {sha} is missing from its datastore"
+    )))
+}
+
 fn header_value(s: &str) -> Result<HeaderValue, ApiError> {
     HeaderValue::from_str(s).map_err(ApiError::internal)
 }
@@ -214,14 +247,6 @@ async fn serve(
     if record.quarantined {
         return Err(ApiError::NotFound("media not found".into()));
     }
-    let blob = hash_refs::get(&state.ledger.view("hash_refs")?, &record.sha256)?
-        .ok_or_else(|| ApiError::Internal(format!("no hash record for {media}")))?;
-    let store = state.datastores.get(&blob.datastore).ok_or_else(|| {
-        ApiError::Internal(format!(
-            "datastore {} of {media} is not configured",
-            blob.datastore
-        ))
-    })?;
     let size = record.size_bytes;
     let range = parse_range(
         req_headers.get(header::RANGE).and_then(|v| v.to_str().ok()),
@@ -232,7 +257,7 @@ async fn serve(
         ByteRange::Part { start, end } => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
         ByteRange::Unsatisfiable => return Err(ApiError::RangeNotSatisfiable { size_bytes: size }),
     };
-    let stream = store.open(&blob.location, start, len).await?;
+    let stream = open_blob(state, &record.sha256, start, len).await?;
 
     if now_ms().saturating_sub(record.last_access_ms) >= dl.access_record_interval_ms {
         let actor = principal.as_ref().map_or(Actor::System, Principal::actor);

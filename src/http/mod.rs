@@ -36,6 +36,8 @@ pub struct AppState {
     pub auth: Auth,
     /// Upload commands.
     pub media: MediaService,
+    /// Datastore transfers.
+    pub transfers: Arc<crate::transfer::Transfers>,
     /// Turns `true` when the server starts shutting down: long waits end early.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
@@ -87,6 +89,19 @@ pub fn router(state: State) -> Router {
             "/_matrix/media/unstable/admin/datastores/{id}/size_estimate",
             get(admin::size_estimate),
         )
+        .route(
+            "/_matrix/media/unstable/admin/datastores/{src}/transfer_to/{dst}",
+            post(admin::transfer_to),
+        )
+        .route(
+            "/_matrix/media/unstable/admin/tasks/all",
+            get(admin::tasks_all),
+        )
+        .route(
+            "/_matrix/media/unstable/admin/tasks/unfinished",
+            get(admin::tasks_unfinished),
+        )
+        .route("/_matrix/media/unstable/admin/tasks/{id}", get(admin::task))
         .fallback(|| async { ApiError::Unrecognized })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::middleware::from_fn(cors))

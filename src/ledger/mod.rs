@@ -26,6 +26,9 @@ use std::path::Path;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
 
+/// Unexpired async reservations one user may hold unless configured otherwise.
+pub const DEFAULT_MAX_PENDING: u64 = 32;
+
 /// Requests queued for the writer before senders wait.
 const QUEUE: usize = 8192;
 
@@ -121,7 +124,7 @@ impl Ledger {
         let (tx, rx) = mpsc::channel(QUEUE);
         let (head_tx, head_rx) = watch::channel(head.seq);
         let failed = Arc::new(Mutex::new(vec![None; ALL.len()]));
-        let max_pending = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let max_pending = Arc::new(std::sync::atomic::AtomicU64::new(DEFAULT_MAX_PENDING));
         let w = writer::Writer {
             db: db.clone(),
             head,
@@ -151,11 +154,12 @@ impl Ledger {
         }
     }
 
-    /// Caps the unexpired async reservations one user may hold (0 = no cap); checked by the
-    /// writer, so concurrent `create`s cannot overshoot it.
+    /// Caps the unexpired async reservations one user may hold (at least 1); checked by the
+    /// writer, so concurrent `create`s cannot overshoot it. The cap also bounds the owner
+    /// lists of the `pending_uploads` projection.
     pub fn set_max_pending_per_user(&self, limit: u64) {
         self.max_pending
-            .store(limit, std::sync::atomic::Ordering::Relaxed);
+            .store(limit.max(1), std::sync::atomic::Ordering::Relaxed);
     }
 
     fn sender(&self) -> Result<mpsc::Sender<writer::Request>, LedgerError> {

@@ -10,10 +10,10 @@ use super::overlay::Overlay;
 use super::store::{cf, head_entry, seq_key, Checkpoint, Head, CF_CHECKPOINTS, CF_LOG, CF_META};
 use super::LedgerError;
 use media_ledger_events::{
-    codec, Actor, AsyncUploadCreated, Envelope, Event, MediaAccessed, MediaUploaded, RequestId,
-    Seq, UserId,
+    codec, Actor, AsyncUploadCreated, BlobMoved, Envelope, Event, MediaAccessed, MediaUploaded,
+    RequestId, Seq, TransferStarted, UserId,
 };
-use media_ledger_projections::{hash_refs, media_index, pending_uploads, ALL};
+use media_ledger_projections::{hash_refs, media_index, pending_uploads, tasks, ALL};
 use parking_lot::Mutex;
 use rocksdb::{WriteBatch, WriteOptions, DB};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -38,6 +38,13 @@ pub enum Command {
     CreateAsync(AsyncUploadCreated),
     /// Record a download.
     Access(MediaAccessed),
+    /// Start a transfer; its task id is the sequence it gets.
+    StartTransfer(TransferStarted),
+    /// Switch a verified copy in; refused unless the hash is still where `from_*` says.
+    MoveBlob(BlobMoved),
+    /// Record progress of an unfinished task: `BlobSourceDeletedV1`, `BlobTransferFailedV1`
+    /// or `TransferFinishedV1`.
+    TaskProgress(Event),
 }
 
 /// Why a command was refused by the state it met.
@@ -61,6 +68,15 @@ pub enum Conflict {
     /// The owner holds as many unexpired reservations as allowed.
     #[error("too many pending uploads")]
     TooManyPending,
+    /// The blob is not (or no longer) where the command says.
+    #[error("blob is not where the command expects it")]
+    BlobElsewhere,
+    /// No such task, or it already finished.
+    #[error("no unfinished task with this id")]
+    NoSuchTask,
+    /// Not an event this command may carry.
+    #[error("event not allowed here")]
+    WrongEvent,
 }
 
 /// What a committed command became.
@@ -262,6 +278,8 @@ impl Writer {
             Command::Upload { .. } => &["media_index", "pending_uploads", "hash_refs"],
             Command::CreateAsync(_) => &["media_index", "pending_uploads"],
             Command::Access(_) => &["media_index"],
+            Command::StartTransfer(_) | Command::TaskProgress(_) => &["tasks"],
+            Command::MoveBlob(_) => &["hash_refs", "tasks"],
         };
         {
             let failed = self.failed.lock();
@@ -331,6 +349,38 @@ impl Writer {
                     _ => Err(LedgerError::Conflict(Conflict::UnknownMedia)),
                 }
             }
+            Command::StartTransfer(event) => Ok(Event::TransferStartedV1(event)),
+            Command::MoveBlob(event) => {
+                self.require_unfinished(overlay, event.task)?;
+                let hashes = overlay.read(db, "hash_refs")?;
+                match hash_refs::get(&hashes, &event.sha256)? {
+                    Some(h)
+                        if h.datastore == event.from_datastore
+                            && h.location == event.from_location =>
+                    {
+                        Ok(Event::BlobMovedV1(event))
+                    }
+                    _ => Err(LedgerError::Conflict(Conflict::BlobElsewhere)),
+                }
+            }
+            Command::TaskProgress(event) => {
+                let task = match &event {
+                    Event::BlobSourceDeletedV1(e) => e.task,
+                    Event::BlobTransferFailedV1(e) => e.task,
+                    Event::TransferFinishedV1(e) => e.task,
+                    _ => return Err(LedgerError::Conflict(Conflict::WrongEvent)),
+                };
+                self.require_unfinished(overlay, task)?;
+                Ok(event)
+            }
+        }
+    }
+
+    fn require_unfinished(&self, overlay: &Overlay, task: Seq) -> Result<(), LedgerError> {
+        let view = overlay.read(&self.db, "tasks")?;
+        match tasks::get(&view, task)? {
+            Some(t) if !t.is_finished() => Ok(()),
+            _ => Err(LedgerError::Conflict(Conflict::NoSuchTask)),
         }
     }
 

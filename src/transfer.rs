@@ -1,0 +1,447 @@
+//! Online, resumable transfers of blobs between datastores (`POST …/transfer_to/…`).
+//!
+//! A transfer is a task made of events. Per blob: copy it to the target (streamed through the
+//! target's spool while hashing), read the copy back and check SHA-256 and size, then record
+//! `BlobMovedV1` (every media sharing the blob now points at the copy), then delete the source
+//! copy and record `BlobSourceDeletedV1`. The source is never deleted before the copy is
+//! verified and the switch is durable, so at every moment at least one recorded copy exists.
+//!
+//! Resuming needs no saved cursor: the blobs still to move are the hash records that still
+//! sit in the source and existed when the task started; the moved-but-not-deleted ones are in
+//! the tasks projection. A restart resumes every unfinished task, whatever its age. Failed
+//! attempts are recorded and retried with back-off a bounded number of times; a task with
+//! blobs it gave up on ends with an `error_message`, those blobs intact in the source.
+
+use crate::config::Config;
+use crate::datastore::{content_location, Datastore, Datastores};
+use crate::error::ApiError;
+use crate::ledger::{Command, Conflict, Ledger, LedgerError};
+use futures_util::StreamExt;
+use media_ledger_events::{
+    Actor, BlobMoved, BlobSourceDeleted, BlobTransferFailed, DatastoreId, Event, RequestId, Seq,
+    Sha256, TransferFinished, TransferStarted,
+};
+use media_ledger_projections::hash_refs::{self, HashRecord};
+use media_ledger_projections::size_estimate::SizeEstimate;
+use media_ledger_projections::tasks::{self, TaskRecord};
+use sha2::Digest;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+
+/// Runs transfer tasks.
+pub struct Transfers {
+    ledger: Arc<Ledger>,
+    datastores: Arc<Datastores>,
+    config: Arc<Config>,
+    running: parking_lot::Mutex<HashSet<Seq>>,
+}
+
+fn request_id(task: Seq) -> RequestId {
+    RequestId(format!("task-{task}"))
+}
+
+impl Transfers {
+    /// Builds the runner.
+    pub fn new(ledger: Arc<Ledger>, datastores: Arc<Datastores>, config: Arc<Config>) -> Arc<Self> {
+        Arc::new(Self {
+            ledger,
+            datastores,
+            config,
+            running: parking_lot::Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// Validates and records a new transfer, then starts it in the background. Returns the
+    /// task id and the source's size estimate with the same `before_ts`.
+    pub async fn start(
+        self: &Arc<Self>,
+        actor: Actor,
+        request_id: RequestId,
+        source: DatastoreId,
+        target: DatastoreId,
+        before_ts_ms: Option<u64>,
+        estimate: SizeEstimate,
+    ) -> Result<Seq, ApiError> {
+        if source == target {
+            return Err(ApiError::InvalidParam(
+                "source and target are the same datastore".into(),
+            ));
+        }
+        let writable = self
+            .config
+            .datastores
+            .iter()
+            .find(|d| d.id == target)
+            .ok_or_else(|| ApiError::NotFound(format!("unknown datastore {target}")))?;
+        if writable.kinds.is_empty() {
+            return Err(ApiError::InvalidParam(format!(
+                "datastore {target} is read-only"
+            )));
+        }
+        if self.datastores.get(&source).is_none() {
+            return Err(ApiError::NotFound(format!("unknown datastore {source}")));
+        }
+        // Selection counts as of now (the task itself re-selects by `created_seq`).
+        let head = Seq(self.ledger.head().0 + 1);
+        let ledger = self.ledger.clone();
+        let src = source.clone();
+        let selected =
+            tokio::task::spawn_blocking(move || select(&ledger, &src, head, before_ts_ms))
+                .await
+                .map_err(ApiError::internal)??;
+        let event = TransferStarted {
+            source,
+            target,
+            before_ts_ms,
+            blobs_total: selected.len() as u64,
+            bytes_total: selected.iter().map(|(_, h)| h.size_bytes).sum(),
+        };
+        let committed = self
+            .ledger
+            .submit(actor, request_id, Command::StartTransfer(event))
+            .await?;
+        tracing::info!(
+            task = committed.seq.0,
+            blobs = selected.len(),
+            ?estimate,
+            "transfer started"
+        );
+        self.spawn(committed.seq);
+        Ok(committed.seq)
+    }
+
+    /// Resumes every unfinished task (at start-up).
+    pub fn resume_all(self: &Arc<Self>) -> Result<(), LedgerError> {
+        let mut unfinished = Vec::new();
+        self.ledger.scan("tasks", b"t", |k, v| {
+            if let Some(entry) = tasks::decode_task_entry(k, v) {
+                let (seq, t) = entry?;
+                if !t.is_finished() {
+                    unfinished.push(seq);
+                }
+            }
+            Ok(())
+        })?;
+        for task in unfinished {
+            tracing::info!(task = task.0, "resuming transfer");
+            self.spawn(task);
+        }
+        Ok(())
+    }
+
+    fn spawn(self: &Arc<Self>, task: Seq) {
+        if !self.running.lock().insert(task) {
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = me.clone().run(task).await {
+                tracing::error!(task = task.0, error = %e, "transfer stopped; it resumes at the next start");
+            }
+            me.running.lock().remove(&task);
+        });
+    }
+
+    fn record(&self) -> Actor {
+        Actor::System
+    }
+
+    async fn progress(&self, task: Seq, event: Event) -> Result<(), LedgerError> {
+        self.ledger
+            .submit(
+                self.record(),
+                request_id(task),
+                Command::TaskProgress(event),
+            )
+            .await
+            .map(|_| ())
+    }
+
+    async fn run(self: Arc<Self>, task: Seq) -> Result<(), LedgerError> {
+        let Some(t) = tasks::get(&self.ledger.view("tasks")?, task)? else {
+            return Ok(());
+        };
+        if t.is_finished() {
+            return Ok(());
+        }
+        let (Some(source), Some(target)) = (
+            self.datastores.get(&t.source).cloned(),
+            self.datastores.get(&t.target).cloned(),
+        ) else {
+            let why = format!(
+                "datastore {} or {} is no longer configured",
+                t.source, t.target
+            );
+            return self
+                .progress(
+                    task,
+                    Event::TransferFinishedV1(TransferFinished {
+                        task,
+                        error_message: Some(why),
+                    }),
+                )
+                .await;
+        };
+
+        // 1. Source copies of blobs already moved (a crash came between switch and delete).
+        let mut pending = Vec::new();
+        self.ledger
+            .scan("tasks", &tasks::deletion_prefix(task), |k, v| {
+                if let Some(entry) = tasks::decode_deletion_entry(k, v) {
+                    pending.push(entry?);
+                }
+                Ok(())
+            })?;
+        for (sha, d) in pending {
+            self.delete_source(task, &source, sha, &d.datastore, &d.location)
+                .await?;
+        }
+
+        // 2. Every blob still in the source that existed when the task started.
+        let ledger = self.ledger.clone();
+        let src_id = t.source.clone();
+        let before = t.before_ts_ms;
+        let todo = tokio::task::spawn_blocking(move || select(&ledger, &src_id, task, before))
+            .await
+            .map_err(|e| LedgerError::Storage(e.to_string()))?
+            .map_err(|e| LedgerError::Storage(e.to_string()))?;
+        let parallel = self.config.transfers.parallel.max(1);
+        let failures: Vec<String> = futures_util::stream::iter(todo)
+            .map(|(sha, rec)| {
+                let me = self.clone();
+                let (source, target, t) = (source.clone(), target.clone(), t.clone());
+                async move {
+                    me.move_with_retries(task, &t, &source, &target, sha, rec)
+                        .await
+                }
+            })
+            .buffer_unordered(parallel)
+            .filter_map(|r| async move { r.err() })
+            .collect()
+            .await;
+
+        let error_message = match failures.as_slice() {
+            [] => None,
+            [first, ..] => Some(format!(
+                "{} blob(s) could not be moved; first error: {first}",
+                failures.len()
+            )),
+        };
+        tracing::info!(task = task.0, failed = failures.len(), "transfer finished");
+        self.progress(
+            task,
+            Event::TransferFinishedV1(TransferFinished {
+                task,
+                error_message,
+            }),
+        )
+        .await
+    }
+
+    /// Moves one blob, retrying with back-off; `Err` = gave up (already recorded).
+    async fn move_with_retries(
+        &self,
+        task: Seq,
+        t: &TaskRecord,
+        source: &Arc<dyn Datastore>,
+        target: &Arc<dyn Datastore>,
+        sha: Sha256,
+        rec: HashRecord,
+    ) -> Result<(), String> {
+        let max = self.config.transfers.max_attempts.max(1);
+        let mut delay = Duration::from_millis(self.config.transfers.retry_base_ms);
+        for attempt in 1..=max {
+            match self.move_blob(task, t, source, target, sha, &rec).await {
+                Ok(()) => return Ok(()),
+                // Someone else moved it, or it is gone from the source: nothing to do.
+                Err(MoveError::Ledger(LedgerError::Conflict(Conflict::BlobElsewhere))) => {
+                    return Ok(())
+                }
+                Err(MoveError::Ledger(e)) => return Err(e.to_string()),
+                Err(MoveError::Blob(e)) => {
+                    let final_attempt = attempt == max;
+                    tracing::warn!(task = task.0, %sha, attempt, error = %e, "blob transfer attempt failed");
+                    let ev = BlobTransferFailed {
+                        task,
+                        sha256: sha,
+                        attempt,
+                        final_attempt,
+                        error: e.clone(),
+                    };
+                    if let Err(le) = self.progress(task, Event::BlobTransferFailedV1(ev)).await {
+                        return Err(le.to_string());
+                    }
+                    if final_attempt {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = delay.saturating_mul(2);
+                }
+            }
+        }
+        Err("no attempt made".into())
+    }
+
+    async fn move_blob(
+        &self,
+        task: Seq,
+        t: &TaskRecord,
+        source: &Arc<dyn Datastore>,
+        target: &Arc<dyn Datastore>,
+        sha: Sha256,
+        rec: &HashRecord,
+    ) -> Result<(), MoveError> {
+        let location = content_location(&sha).map_err(|e| MoveError::Blob(e.to_string()))?;
+        // Idempotent: a verified copy already at the target is not copied again.
+        if !verify(target, &location, &sha, rec.size_bytes)
+            .await
+            .unwrap_or(false)
+        {
+            copy(source, target, &rec.location, &sha, rec.size_bytes)
+                .await
+                .map_err(MoveError::Blob)?;
+            match verify(target, &location, &sha, rec.size_bytes).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(MoveError::Blob("the copy read back does not match".into()))
+                }
+                Err(e) => return Err(MoveError::Blob(format!("reading the copy back: {e}"))),
+            }
+        }
+        let moved = BlobMoved {
+            task,
+            sha256: sha,
+            size_bytes: rec.size_bytes,
+            from_datastore: t.source.clone(),
+            from_location: rec.location.clone(),
+            to_datastore: t.target.clone(),
+            to_location: location,
+        };
+        self.ledger
+            .submit(self.record(), request_id(task), Command::MoveBlob(moved))
+            .await
+            .map_err(MoveError::Ledger)?;
+        self.delete_source(task, source, sha, &t.source, &rec.location)
+            .await
+            .map_err(MoveError::Ledger)
+    }
+
+    async fn delete_source(
+        &self,
+        task: Seq,
+        source: &Arc<dyn Datastore>,
+        sha: Sha256,
+        ds: &DatastoreId,
+        location: &media_ledger_events::BlobLocation,
+    ) -> Result<(), LedgerError> {
+        if let Err(e) = source.delete(location).await {
+            // The copy is switched in; the old one is an orphan the start-up sweep removes.
+            tracing::warn!(task = task.0, %sha, error = %e, "cannot delete the source copy; left for the sweep");
+            return Ok(());
+        }
+        let ev = BlobSourceDeleted {
+            task,
+            sha256: sha,
+            datastore: ds.clone(),
+            location: location.clone(),
+        };
+        self.progress(task, Event::BlobSourceDeletedV1(ev)).await
+    }
+}
+
+enum MoveError {
+    Blob(String),
+    Ledger(LedgerError),
+}
+
+/// Hash records in `source` created before `task` (and, with `before_ts`, last accessed
+/// before it), in key order.
+fn select(
+    ledger: &Ledger,
+    source: &DatastoreId,
+    task: Seq,
+    before_ts_ms: Option<u64>,
+) -> Result<Vec<(Sha256, HashRecord)>, LedgerError> {
+    let mut out = Vec::new();
+    ledger.scan("hash_refs", hash_refs::HASH_PREFIX, |k, v| {
+        if let Some(entry) = hash_refs::decode_hash_entry(k, v) {
+            let (sha, h) = entry?;
+            let accessed_before = before_ts_ms.is_none_or(|b| h.last_access_ms < b);
+            if &h.datastore == source && h.created_seq < task && accessed_before {
+                out.push((sha, h));
+            }
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Streams the source blob into the target's spool while hashing, checks it, commits it.
+async fn copy(
+    source: &Arc<dyn Datastore>,
+    target: &Arc<dyn Datastore>,
+    from: &media_ledger_events::BlobLocation,
+    sha: &Sha256,
+    size: u64,
+) -> Result<(), String> {
+    let mut stream = source
+        .open(from, 0, size)
+        .await
+        .map_err(|e| format!("reading the source: {e}"))?;
+    let spool = target
+        .spool_dir()
+        .join(format!("transfer-{}.part", sha.to_hex()));
+    let result = async {
+        let file = tokio::fs::File::create(&spool).await.map_err(|e| format!("spool: {e}"))?;
+        let mut out = tokio::io::BufWriter::with_capacity(1 << 20, file);
+        let mut hasher = sha2::Sha256::new();
+        let mut n = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| format!("reading the source: {e}"))?;
+            n += chunk.len() as u64;
+            hasher.update(&chunk);
+            out.write_all(&chunk).await.map_err(|e| format!("spool: {e}"))?;
+        }
+        out.flush().await.map_err(|e| format!("spool: {e}"))?;
+        out.into_inner().sync_all().await.map_err(|e| format!("spool: {e}"))?;
+        let got = Sha256(hasher.finalize().into());
+        if n != size || &got != sha {
+            return Err(format!("the source copy is damaged: {n} bytes hashing to {got}, expected {size} bytes of {sha}"));
+        }
+        target.commit(&spool, sha).await.map_err(|e| format!("writing the target: {e}"))?;
+        Ok(())
+    }
+    .await;
+    if result.is_err() {
+        let _ = tokio::fs::remove_file(&spool).await;
+    }
+    result
+}
+
+/// Reads a blob back and checks its hash and size.
+async fn verify(
+    store: &Arc<dyn Datastore>,
+    location: &media_ledger_events::BlobLocation,
+    sha: &Sha256,
+    size: u64,
+) -> Result<bool, String> {
+    match store.size_of(location).await {
+        Ok(Some(n)) if n == size => {}
+        Ok(_) => return Ok(false),
+        Err(e) => return Err(e.to_string()),
+    }
+    let mut stream = store
+        .open(location, 0, size)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut hasher = sha2::Sha256::new();
+    let mut n = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| e.to_string())?;
+        n += chunk.len() as u64;
+        hasher.update(&chunk);
+    }
+    Ok(n == size && Sha256(hasher.finalize().into()) == *sha)
+}
