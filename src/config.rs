@@ -515,6 +515,23 @@ impl Config {
                 }
             }
         }
+        for (i, a) in self.datastores.iter().enumerate() {
+            for b in self.datastores.iter().skip(i + 1) {
+                if let (Some(Backend::S3(x)), Some(Backend::S3(y))) = (&a.backend, &b.backend) {
+                    let same_bucket = x.endpoint.trim_end_matches('/')
+                        == y.endpoint.trim_end_matches('/')
+                        && x.bucket == y.bucket;
+                    if same_bucket
+                        && (x.prefix.starts_with(&y.prefix) || y.prefix.starts_with(&x.prefix))
+                    {
+                        return invalid(format!(
+                            "datastores {} and {} share bucket {} (prefixes {:?} and {:?}): give each its own bucket or a prefix the other's does not contain",
+                            a.id, b.id, x.bucket, x.prefix, y.prefix
+                        ));
+                    }
+                }
+            }
+        }
         if !(1..=10_000).contains(&self.uploads.max_pending_per_user) {
             return invalid("uploads.max_pending_per_user must be between 1 and 10000".into());
         }

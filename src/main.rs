@@ -13,7 +13,8 @@ const USAGE: &str = "usage: media-ledger [serve|replay|verify|events] [--config 
   replay                rebuild every projection from sequence 0
   verify                check sequence gaps, the checksum chain and projections == replay
   events [--from N] [--to N] [--media mxc://server/id]
-                        print the log as JSON lines";
+                        print the log as JSON lines
+  tasks [--follow ID]   list transfer tasks, or follow one with a progress bar";
 
 struct Args {
     command: String,
@@ -21,6 +22,7 @@ struct Args {
     from: u64,
     to: u64,
     media: Option<MediaRef>,
+    follow: Option<u64>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -30,6 +32,7 @@ fn parse_args() -> anyhow::Result<Args> {
         from: 1,
         to: u64::MAX,
         media: None,
+        follow: None,
     };
     let mut it = std::env::args().skip(1);
     let mut first = true;
@@ -40,6 +43,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--from" => args.from = value("--from")?.parse().context("--from")?,
             "--to" => args.to = value("--to")?.parse().context("--to")?,
             "--media" => args.media = Some(value("--media")?.parse().context("--media")?),
+            "--follow" => args.follow = Some(value("--follow")?.parse().context("--follow")?),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -76,6 +80,7 @@ fn run() -> anyhow::Result<ExitCode> {
         "replay" => replay(&config),
         "verify" => verify(&config),
         "events" => events(&config, &args),
+        "tasks" => tasks(&config, args.follow),
         other => bail!("unknown command {other:?}\n{USAGE}"),
     }
 }
@@ -148,6 +153,73 @@ fn verify(config: &Config) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(3))
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+fn tasks(config: &Config, follow: Option<u64>) -> anyhow::Result<ExitCode> {
+    use media_ledger_projections::tasks;
+    let Some(id) = follow else {
+        let ledger = Ledger::open_read_only(&config.database.path)?;
+        ledger.scan("tasks", b"t", |k, v| {
+            if let Some(entry) = tasks::decode_task_entry(k, v) {
+                let (seq, t) = entry?;
+                let state = match (&t.ended_at_ms, &t.error_message) {
+                    (None, _) => "running",
+                    (Some(_), None) => "finished",
+                    (Some(_), Some(_)) => "failed",
+                };
+                println!(
+                    "{seq}\t{} -> {}\t{state}\t{}/{} blobs\t{}/{} bytes{}",
+                    t.source,
+                    t.target,
+                    t.blobs_done,
+                    t.blobs_total,
+                    t.bytes_done,
+                    t.bytes_total,
+                    t.error_message
+                        .map(|e| format!("\t{e}"))
+                        .unwrap_or_default()
+                );
+            }
+            Ok(())
+        })?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    let mut err = std::io::stderr();
+    loop {
+        // Re-open each time: a read-only open sees the server's writes as of opening.
+        let ledger = Ledger::open_read_only(&config.database.path)?;
+        let t = tasks::get(&ledger.view("tasks")?, Seq(id))?
+            .with_context(|| format!("no task {id}"))?;
+        drop(ledger);
+        let pct = if t.bytes_total == 0 {
+            100.0
+        } else {
+            t.bytes_done as f64 * 100.0 / t.bytes_total as f64
+        };
+        let bar = "#".repeat((pct / 5.0) as usize);
+        let _ = write!(
+            err,
+            "\r[{bar:<20}] {}/{} blobs, {:.1}/{:.1} MB ({pct:.0}%), {} failed attempts",
+            t.blobs_done,
+            t.blobs_total,
+            t.bytes_done as f64 / 1e6,
+            t.bytes_total as f64 / 1e6,
+            t.attempts_failed
+        );
+        if t.is_finished() {
+            match t.error_message {
+                None => {
+                    eprintln!("\ntask {id} finished");
+                    return Ok(ExitCode::SUCCESS);
+                }
+                Some(e) => {
+                    eprintln!("\ntask {id} failed: {e}");
+                    return Ok(ExitCode::from(4));
+                }
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
     }
 }
 

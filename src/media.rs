@@ -300,7 +300,10 @@ fn map_conflict(e: LedgerError) -> ApiError {
         }
         LedgerError::Conflict(Conflict::UnknownMedia) => ApiError::NotFound("unknown media".into()),
         LedgerError::Conflict(
-            c @ (Conflict::BlobElsewhere | Conflict::NoSuchTask | Conflict::WrongEvent),
+            c @ (Conflict::BlobElsewhere
+            | Conflict::NoSuchTask
+            | Conflict::WrongEvent
+            | Conflict::TransferRunning),
         ) => ApiError::Internal(format!("unexpected conflict: {c}")),
         LedgerError::Conflict(Conflict::TooManyPending) => ApiError::LimitExceeded(
             "too many pending uploads; fill or let some expire first".into(),

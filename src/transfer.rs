@@ -83,6 +83,26 @@ impl Transfers {
         if self.datastores.get(&source).is_none() {
             return Err(ApiError::NotFound(format!("unknown datastore {source}")));
         }
+        // Blob locations are content-addressed, so a transfer into a datastore that another
+        // unfinished transfer is draining could land a live copy where that one is about to
+        // delete an old copy. One direction at a time: refuse overlapping transfers.
+        let mut clash = None;
+        self.ledger.scan("tasks", b"t", |k, v| {
+            if let Some(entry) = tasks::decode_task_entry(k, v) {
+                let (seq, t) = entry?;
+                if !t.is_finished()
+                    && (t.source == target || t.target == source || t.source == source)
+                {
+                    clash = Some(seq);
+                }
+            }
+            Ok(())
+        })?;
+        if let Some(seq) = clash {
+            return Err(ApiError::InvalidParam(format!(
+                "transfer {seq} between these datastores is still running; wait for it to finish"
+            )));
+        }
         // Selection counts as of now (the task itself re-selects by `created_seq`).
         let head = Seq(self.ledger.head().0 + 1);
         let ledger = self.ledger.clone();
@@ -101,7 +121,13 @@ impl Transfers {
         let committed = self
             .ledger
             .submit(actor, request_id, Command::StartTransfer(event))
-            .await?;
+            .await
+            .map_err(|e| match e {
+                LedgerError::Conflict(Conflict::TransferRunning | Conflict::WrongEvent) => {
+                    ApiError::InvalidParam(format!("cannot start this transfer: {e}"))
+                }
+                other => other.into(),
+            })?;
         tracing::info!(
             task = committed.seq.0,
             blobs = selected.len(),
@@ -336,6 +362,13 @@ impl Transfers {
         ds: &DatastoreId,
         location: &media_ledger_events::BlobLocation,
     ) -> Result<(), LedgerError> {
+        // Locations are content-addressed: after A → B → A the "old copy" of one task can be
+        // the live copy of another. Never delete where the blob lives now.
+        let live = hash_refs::get(&self.ledger.view("hash_refs")?, &sha)?;
+        if live.is_some_and(|h| &h.datastore == ds && &h.location == location) {
+            tracing::info!(task = task.0, %sha, "source copy is the live copy again; kept");
+            return Ok(());
+        }
         if let Err(e) = source.delete(location).await {
             // The copy is switched in; the old one is an orphan the start-up sweep removes.
             tracing::warn!(task = task.0, %sha, error = %e, "cannot delete the source copy; left for the sweep");
@@ -390,9 +423,11 @@ async fn copy(
         .open(from, 0, size)
         .await
         .map_err(|e| format!("reading the source: {e}"))?;
-    let spool = target
-        .spool_dir()
-        .join(format!("transfer-{}.part", sha.to_hex()));
+    let spool = target.spool_dir().join(format!(
+        "transfer-{}-{}.part",
+        sha.to_hex(),
+        crate::media::new_media_id().map_err(|e| e.to_string())?
+    ));
     let result = async {
         let file = tokio::fs::File::create(&spool).await.map_err(|e| format!("spool: {e}"))?;
         let mut out = tokio::io::BufWriter::with_capacity(1 << 20, file);

@@ -189,16 +189,27 @@ fn is_datastore_id(s: &str) -> bool {
 }
 
 fn is_blob_location(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 512
-        && s.split('/').all(|seg| {
-            !seg.is_empty()
-                && seg != "."
-                && seg != ".."
-                && seg
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
-        })
+    // One pass over the bytes (this runs on every decode of a record that holds a location).
+    let b = s.as_bytes();
+    if b.is_empty() || b.len() > 512 {
+        return false;
+    }
+    let mut seg_start = 0;
+    for (i, &c) in b.iter().enumerate() {
+        if c == b'/' {
+            if !is_segment(&b[seg_start..i]) {
+                return false;
+            }
+            seg_start = i + 1;
+        } else if !(c.is_ascii_alphanumeric() || c == b'_' || c == b'-' || c == b'.') {
+            return false;
+        }
+    }
+    is_segment(&b[seg_start..])
+}
+
+fn is_segment(seg: &[u8]) -> bool {
+    !seg.is_empty() && seg != b"." && seg != b".."
 }
 
 fn is_content_type(s: &str) -> bool {
@@ -272,8 +283,7 @@ impl FromStr for MediaRef {
 }
 
 /// A SHA-256 digest; text form is 64 lowercase hex digits.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Sha256(pub [u8; 32]);
 
 impl Sha256 {
@@ -299,6 +309,28 @@ impl fmt::Display for Sha256 {
         f.write_str(&self.to_hex())
     }
 }
+/// Hex in human-readable formats (JSON), the 32 raw bytes in binary ones (the log).
+impl Serialize for Sha256 {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.serialize_str(&self.to_hex())
+        } else {
+            self.0.serialize(s)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Sha256 {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if d.is_human_readable() {
+            let s = String::deserialize(d)?;
+            s.parse().map_err(serde::de::Error::custom)
+        } else {
+            <[u8; 32]>::deserialize(d).map(Sha256)
+        }
+    }
+}
+
 impl TryFrom<String> for Sha256 {
     type Error = IdError;
     fn try_from(s: String) -> Result<Self, IdError> {

@@ -16,8 +16,8 @@ mod common;
 use common::{from_hex, id, mxc, to_hex};
 use media_ledger_events::codec::{self, Chain, CHAIN_LEN, GENESIS_CHAIN, RECORD_FORMAT_V1};
 use media_ledger_events::{
-    Actor, AsyncUploadCreated, Envelope, Event, MediaAccessed, MediaUploaded, RequestId, Seq,
-    Sha256,
+    Actor, AsyncUploadCreated, BlobMoved, BlobSourceDeleted, BlobTransferFailed, Envelope, Event,
+    MediaAccessed, MediaUploaded, RequestId, Seq, Sha256, TransferFinished, TransferStarted,
 };
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -43,6 +43,11 @@ fn golden_for(event: &Event) -> Golden {
         Event::MediaUploadedV1(_) => golden_media_uploaded(),
         Event::AsyncUploadCreatedV1(_) => golden_async_created(),
         Event::MediaAccessedV1(_) => golden_media_accessed(),
+        Event::TransferStartedV1(_) => golden_transfer_started(),
+        Event::BlobMovedV1(_) => golden_blob_moved(),
+        Event::BlobSourceDeletedV1(_) => golden_blob_source_deleted(),
+        Event::BlobTransferFailedV1(_) => golden_blob_transfer_failed(),
+        Event::TransferFinishedV1(_) => golden_transfer_finished(),
     }
 }
 
@@ -52,6 +57,11 @@ fn variant_name(event: &Event) -> &'static str {
         Event::MediaUploadedV1(_) => "MediaUploadedV1",
         Event::AsyncUploadCreatedV1(_) => "AsyncUploadCreatedV1",
         Event::MediaAccessedV1(_) => "MediaAccessedV1",
+        Event::TransferStartedV1(_) => "TransferStartedV1",
+        Event::BlobMovedV1(_) => "BlobMovedV1",
+        Event::BlobSourceDeletedV1(_) => "BlobSourceDeletedV1",
+        Event::BlobTransferFailedV1(_) => "BlobTransferFailedV1",
+        Event::TransferFinishedV1(_) => "TransferFinishedV1",
     }
 }
 
@@ -61,6 +71,11 @@ fn all_golden() -> Vec<Golden> {
         golden_media_uploaded(),
         golden_async_created(),
         golden_media_accessed(),
+        golden_transfer_started(),
+        golden_blob_moved(),
+        golden_blob_source_deleted(),
+        golden_blob_transfer_failed(),
+        golden_transfer_finished(),
     ]
 }
 
@@ -126,11 +141,138 @@ fn golden_media_accessed() -> Golden {
     }
 }
 
+/// The sequence of the transfer the task fixtures below belong to (past the two-byte varint
+/// range, so a task id's encoding is pinned for more than small numbers).
+const GOLDEN_TASK: Seq = Seq(100_000);
+
+/// An admin starting a transfer with a `before_ts`, as the task's first record.
+fn golden_transfer_started() -> Golden {
+    Golden {
+        prev: [0x11; CHAIN_LEN],
+        env: Envelope {
+            seq: GOLDEN_TASK,
+            recorded_at_ms: 1_700_001_000_000,
+            actor: Actor::SharedSecretAdmin,
+            request_id: RequestId("req-transfer".into()),
+            event: Event::TransferStartedV1(TransferStarted {
+                source: id("ds-main"),
+                target: id("s3.eu_1"),
+                before_ts_ms: Some(1_690_000_000_000),
+                blobs_total: 3,
+                bytes_total: 5_242_880,
+            }),
+        },
+    }
+}
+
+/// A blob switched to its copy by the server's transfer task.
+fn golden_blob_moved() -> Golden {
+    Golden {
+        prev: [0x22; CHAIN_LEN],
+        env: Envelope {
+            seq: Seq(100_001),
+            recorded_at_ms: 1_700_001_000_500,
+            actor: Actor::System,
+            request_id: RequestId("task-100000".into()),
+            event: Event::BlobMovedV1(BlobMoved {
+                task: GOLDEN_TASK,
+                sha256: Sha256(std::array::from_fn(|i| 0x80 | i as u8)),
+                size_bytes: 4_194_304,
+                from_datastore: id("ds-main"),
+                from_location: id("80/81/808182838485"),
+                to_datastore: id("s3.eu_1"),
+                to_location: id("media/80/81/808182838485"),
+            }),
+        },
+    }
+}
+
+/// The source copy of that blob deleted afterwards.
+fn golden_blob_source_deleted() -> Golden {
+    Golden {
+        prev: [0x33; CHAIN_LEN],
+        env: Envelope {
+            seq: Seq(100_002),
+            recorded_at_ms: 1_700_001_000_600,
+            actor: Actor::System,
+            request_id: RequestId("task-100000".into()),
+            event: Event::BlobSourceDeletedV1(BlobSourceDeleted {
+                task: GOLDEN_TASK,
+                sha256: Sha256(std::array::from_fn(|i| 0x80 | i as u8)),
+                datastore: id("ds-main"),
+                location: id("80/81/808182838485"),
+            }),
+        },
+    }
+}
+
+/// A final failed attempt, with a non-ASCII error text.
+fn golden_blob_transfer_failed() -> Golden {
+    Golden {
+        prev: [0x44; CHAIN_LEN],
+        env: Envelope {
+            seq: Seq(100_003),
+            recorded_at_ms: 1_700_001_001_000,
+            actor: Actor::System,
+            request_id: RequestId("task-100000".into()),
+            event: Event::BlobTransferFailedV1(BlobTransferFailed {
+                task: GOLDEN_TASK,
+                sha256: Sha256([0xcd; 32]),
+                attempt: 3,
+                final_attempt: true,
+                error: "read-back digest mismatch — copy discarded".into(),
+            }),
+        },
+    }
+}
+
+/// The end of the transfer, with an error message (one blob could not be moved).
+fn golden_transfer_finished() -> Golden {
+    Golden {
+        prev: [0x55; CHAIN_LEN],
+        env: Envelope {
+            seq: Seq(100_004),
+            recorded_at_ms: 1_700_001_002_000,
+            actor: Actor::System,
+            request_id: RequestId("task-100000".into()),
+            event: Event::TransferFinishedV1(TransferFinished {
+                task: GOLDEN_TASK,
+                error_message: Some("1 of 3 blobs could not be moved".into()),
+            }),
+        },
+    }
+}
+
 fn update_requested() -> bool {
     std::env::var("UPDATE_GOLDEN").is_ok_and(|v| v == "1")
 }
 
+/// With `UPDATE_GOLDEN=1`, writes the fixture of `g` if (and only if) it is missing. The file
+/// appears atomically and is never replaced (a hard link fails on an existing name), so tests
+/// running in parallel neither read a half-written file nor overwrite a frozen one.
+fn create_if_missing(g: &Golden) {
+    let path = fixture_path(&g.env);
+    if !update_requested() || path.exists() {
+        return;
+    }
+    let (bytes, _) = codec::encode_record(&g.prev, &g.env).unwrap();
+    std::fs::create_dir_all(fixture_dir()).unwrap();
+    let tmp = fixture_dir().join(format!(
+        ".{}.{:?}.tmp",
+        g.env.event.type_name(),
+        std::thread::current().id()
+    ));
+    std::fs::write(&tmp, format!("{}\n", to_hex(&bytes))).unwrap();
+    match std::fs::hard_link(&tmp, &path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => panic!("{}: {e}", path.display()),
+    }
+    std::fs::remove_file(&tmp).unwrap();
+}
+
 fn read_fixture(g: &Golden) -> Vec<u8> {
+    create_if_missing(g);
     let path = fixture_path(&g.env);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
         panic!(
@@ -145,13 +287,8 @@ fn read_fixture(g: &Golden) -> Vec<u8> {
 fn encoding_gives_exactly_the_fixture_bytes() {
     for g in all_golden() {
         let (bytes, chain) = codec::encode_record(&g.prev, &g.env).unwrap();
-        let path = fixture_path(&g.env);
-        // UPDATE_GOLDEN only creates missing fixtures: a frozen one is never rewritten (delete
-        // it by hand while a new variant is still unreleased).
-        if update_requested() && !path.exists() {
-            std::fs::create_dir_all(fixture_dir()).unwrap();
-            std::fs::write(&path, format!("{}\n", to_hex(&bytes))).unwrap();
-        }
+        // UPDATE_GOLDEN only creates missing fixtures (in `read_fixture`): a frozen one is
+        // never rewritten (delete it by hand while a new variant is still unreleased).
         let fixture = read_fixture(&g);
         assert_eq!(
             to_hex(&bytes),

@@ -45,6 +45,57 @@ fn envelope_json_shape() {
 }
 
 #[test]
+fn transfer_events_json_shape() {
+    let envs = common::sample_envelopes();
+    let event = |i: usize| serde_json::to_value(&envs[i]).unwrap()["event"].clone();
+    assert_eq!(
+        event(3),
+        json!({"TransferStartedV1": {
+            "source": "local",
+            "target": "remote",
+            "before_ts_ms": null,
+            "blobs_total": 1,
+            "bytes_total": 12_345,
+        }})
+    );
+    assert_eq!(
+        event(4),
+        json!({"BlobTransferFailedV1": {
+            "task": 4,
+            "sha256": "07".repeat(32),
+            "attempt": 1,
+            "final_attempt": false,
+            "error": "timeout",
+        }})
+    );
+    assert_eq!(
+        event(5),
+        json!({"BlobMovedV1": {
+            "task": 4,
+            "sha256": "07".repeat(32),
+            "size_bytes": 12_345,
+            "from_datastore": "local",
+            "from_location": "07/07/0707",
+            "to_datastore": "remote",
+            "to_location": "07/07/0707",
+        }})
+    );
+    assert_eq!(
+        event(6),
+        json!({"BlobSourceDeletedV1": {
+            "task": 4,
+            "sha256": "07".repeat(32),
+            "datastore": "local",
+            "location": "07/07/0707",
+        }})
+    );
+    assert_eq!(
+        event(7),
+        json!({"TransferFinishedV1": {"task": 4, "error_message": null}})
+    );
+}
+
+#[test]
 fn large_u64_survive_json() {
     let mut env = common::sample_envelopes().remove(0);
     env.seq.0 = u64::MAX;
@@ -135,15 +186,31 @@ fn content_types_refuse_invalid_strings() {
 
 #[test]
 fn sha256_refuses_invalid_strings() {
-    refused::<Sha256>(&[
+    // Text (JSON) form: 64 lowercase hex digits.
+    for s in [
         "",
         "ab",
         &"AB".repeat(32),
         &"ab".repeat(33),
         &"g".repeat(64),
         &format!("{}é", "a".repeat(62)),
-    ]);
-    accepted::<Sha256>(&[&"0123456789abcdef".repeat(4)]);
+    ] {
+        refused_json::<Sha256>(s);
+    }
+    let hex = "0123456789abcdef".repeat(4);
+    let v: Sha256 = serde_json::from_value(json!(hex)).unwrap();
+    assert_eq!(serde_json::to_value(v).unwrap(), json!(hex));
+}
+
+#[test]
+fn sha256_is_32_raw_bytes_in_the_log() {
+    let h: Sha256 = "0123456789abcdef".repeat(4).parse().unwrap();
+    let bytes = codec::encode(&h).unwrap();
+    assert_eq!(bytes, h.0.to_vec());
+    assert_eq!(codec::decode::<Sha256>(&bytes).unwrap(), h);
+    // A hex string where the raw bytes belong is refused (or decodes to trailing garbage).
+    assert!(codec::decode::<Sha256>(&codec::encode(&h.to_hex()).unwrap()).is_err());
+    assert!(codec::decode::<Sha256>(&bytes[..31]).is_err());
 }
 
 #[test]
@@ -153,4 +220,19 @@ fn media_ref_and_envelope_refuse_a_bad_id_inside() {
     let mut v = serde_json::to_value(&common::sample_envelopes()[0]).unwrap();
     v["event"]["MediaUploadedV1"]["location"] = json!("../../etc/passwd");
     assert!(serde_json::from_value::<Envelope>(v).is_err());
+    // The locations and datastores of a transfer go through the same grammar.
+    let moved = serde_json::to_value(&common::sample_envelopes()[5]).unwrap();
+    for (field, bad) in [
+        ("to_location", "/etc/passwd"),
+        ("from_location", "a/../../b"),
+        ("to_datastore", "a/b"),
+        ("sha256", "XYZ"),
+    ] {
+        let mut v = moved.clone();
+        v["event"]["BlobMovedV1"][field] = json!(bad);
+        assert!(
+            serde_json::from_value::<Envelope>(v).is_err(),
+            "{field}: {bad:?} accepted"
+        );
+    }
 }

@@ -6,9 +6,7 @@
 use crate::{
     get_value, invariant, media_key, put_value, KvRead, KvTx, Projection, ProjectionError,
 };
-use media_ledger_events::{
-    Actor, BlobLocation, ContentType, DatastoreId, Envelope, Event, MediaRef, Sha256,
-};
+use media_ledger_events::{Actor, ContentType, DatastoreId, Envelope, Event, MediaRef, Sha256};
 use serde::{Deserialize, Serialize};
 
 const NAME: &str = "media_index";
@@ -41,8 +39,6 @@ pub struct MediaRecord {
     pub kind: MediaKind,
     /// The datastore holding its blob.
     pub datastore: DatastoreId,
-    /// Where the blob is inside that datastore.
-    pub location: BlobLocation,
     /// Whether downloads are refused.
     pub quarantined: bool,
     /// Latest upload or recorded access (envelope time).
@@ -57,7 +53,7 @@ impl Projection for MediaIndex {
         NAME
     }
     fn version(&self) -> u32 {
-        // 2: the hash → media index, blob moves.
+        // 2: the hash → media index, blob moves; the location lives in hash_refs only.
         2
     }
     fn apply(&self, env: &Envelope, tx: &mut dyn KvTx) -> Result<(), ProjectionError> {
@@ -76,7 +72,6 @@ impl Projection for MediaIndex {
                     created_at_ms: env.recorded_at_ms,
                     kind: MediaKind::Local,
                     datastore: e.datastore.clone(),
-                    location: e.location.clone(),
                     quarantined: false,
                     last_access_ms: env.recorded_at_ms,
                 };
@@ -100,7 +95,6 @@ impl Projection for MediaIndex {
                     let mut record: MediaRecord = get_value(NAME, tx, &key)?
                         .ok_or_else(|| invariant(NAME, "hash index names a missing media"))?;
                     record.datastore = e.to_datastore.clone();
-                    record.location = e.to_location.clone();
                     put_value(NAME, tx, &key, &record)?;
                 }
                 Ok(())

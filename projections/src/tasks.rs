@@ -131,6 +131,9 @@ impl Projection for Tasks {
                 put_value(NAME, tx, &deletion_key(e.task, &e.sha256), &d)
             }
             Event::BlobSourceDeletedV1(e) => {
+                if get_value::<TaskRecord>(NAME, tx, &task_key(e.task))?.is_none() {
+                    return Err(invariant(NAME, format!("unknown task {}", e.task)));
+                }
                 tx.delete(&deletion_key(e.task, &e.sha256));
                 Ok(())
             }

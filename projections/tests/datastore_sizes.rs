@@ -3,9 +3,14 @@
 
 mod common;
 
-use common::{access, create_async, ds, space, state_of, upload};
+use common::{
+    access, create_async, ds, moved, sha, source_deleted, space, start_transfer, state_of,
+    transfer_failed, transfer_finished, upload, upload_at,
+};
 use media_ledger_events::{Envelope, Event};
+use media_ledger_projections::datastore_sizes::HashCount;
 use media_ledger_projections::datastore_sizes::{self, DatastoreTotals};
+use media_ledger_projections::media_index;
 use media_ledger_projections::memory::MemoryState;
 use media_ledger_projections::size_estimate::{SizeEstimate, SizeEstimator};
 use proptest::prelude::*;
@@ -135,7 +140,208 @@ fn scenario_matches_the_size_estimator() {
     }
 }
 
+// ---- blob moves ----
+
+/// The `HashCount` row of `sha(n)` in datastore `id` (`b'h' ‖ id ‖ 0x00 ‖ sha256`).
+fn hash_count(state: &MemoryState, id: &str, n: u8) -> Option<HashCount> {
+    let mut k = vec![b'h'];
+    k.extend_from_slice(id.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&sha(n).0);
+    space(state, NAME)
+        .0
+        .get(&k)
+        .map(|v| media_ledger_events::codec::decode(v).unwrap())
+}
+
+fn media_figures(rows: u64, hashes: u64, bytes: u64) -> SizeEstimate {
+    SizeEstimate {
+        media_affected: rows,
+        media_hashes_affected: hashes,
+        media_bytes: bytes,
+        total_hashes_affected: hashes,
+        total_bytes: bytes,
+        ..SizeEstimate::default()
+    }
+}
+
+/// A: m1(h1,100), m2(h1,100), m3(h2,50); B: m5(h3,70); then a transfer A → B (task 5) moves
+/// h1, the hash shared by two media.
+fn move_scenario() -> Vec<Envelope> {
+    vec![
+        upload(1, 1_000, "m1", 1, 100, "A"),
+        upload(2, 1_001, "m2", 1, 100, "A"),
+        upload(3, 1_002, "m3", 2, 50, "A"),
+        upload(4, 1_003, "m5", 3, 70, "B"),
+        start_transfer(5, 2_000, "A", "B", 2, 150),
+        moved(6, 2_001, 5, 1, 100, "A", "B"),
+    ]
+}
+
+#[test]
+fn a_move_takes_the_rows_and_bytes_of_the_hash_along() {
+    let events = move_scenario();
+    let before = state_of(&events[..5]);
+    // Hand-computed: A has 3 rows over 2 hashes (100 + 50 bytes), B 1 row of 70 bytes.
+    assert_eq!(totals(&before, "A"), media_figures(3, 2, 150));
+    assert_eq!(totals(&before, "B"), media_figures(1, 1, 70));
+
+    let after = state_of(&events);
+    // A loses both rows of h1, the hash and its 100 bytes; B gains them.
+    assert_eq!(totals(&after, "A"), media_figures(1, 1, 50));
+    assert_eq!(totals(&after, "B"), media_figures(3, 2, 170));
+    assert_eq!(
+        hash_count(&after, "A", 1),
+        None,
+        "the source's row of h1 is gone"
+    );
+    assert_eq!(
+        hash_count(&after, "B", 1),
+        Some(HashCount {
+            media: 2,
+            thumbnails: 0
+        })
+    );
+    assert_eq!(hash_count(&after, "A", 2), hash_count(&before, "A", 2));
+    assert_eq!(hash_count(&after, "B", 3), hash_count(&before, "B", 3));
+    // Nothing is created or lost overall.
+    let sum = |s: &MemoryState| {
+        let (a, b) = (totals(s, "A"), totals(s, "B"));
+        (
+            a.media_affected + b.media_affected,
+            a.media_bytes + b.media_bytes,
+        )
+    };
+    assert_eq!(sum(&after), sum(&before));
+}
+
+#[test]
+fn moving_the_last_hash_leaves_the_source_at_zero() {
+    let mut events = move_scenario();
+    events.push(moved(7, 2_002, 5, 2, 50, "A", "B"));
+    let s = state_of(&events);
+    assert_eq!(totals(&s, "A"), SizeEstimate::default());
+    assert_eq!(totals(&s, "B"), media_figures(4, 3, 220));
+}
+
+#[test]
+fn moving_back_restores_the_figures() {
+    let mut events = move_scenario();
+    events.extend([
+        transfer_finished(7, 3_000, 5, None),
+        start_transfer(8, 3_001, "B", "A", 1, 100),
+        moved(9, 3_002, 8, 1, 100, "B", "A"),
+    ]);
+    let s = state_of(&events);
+    let before = state_of(&move_scenario()[..5]);
+    assert_eq!(totals(&s, "A"), totals(&before, "A"));
+    assert_eq!(totals(&s, "B"), totals(&before, "B"));
+}
+
+#[test]
+fn a_duplicate_upload_after_a_move_is_a_row_of_the_target() {
+    let mut events = move_scenario();
+    // The writer records a duplicate at the hash's current place.
+    events.push(upload_at(
+        7,
+        2_500,
+        "m6",
+        1,
+        100,
+        "B",
+        common::default_location(1, "B"),
+    ));
+    let s = state_of(&events);
+    assert_eq!(totals(&s, "A"), media_figures(1, 1, 50));
+    assert_eq!(totals(&s, "B"), media_figures(4, 2, 170), "a row, no bytes");
+}
+
+#[test]
+fn the_other_transfer_events_change_nothing() {
+    let mut events = move_scenario();
+    let base = state_of(&events);
+    events.extend([
+        source_deleted(7, 2_002, 5, 1, "A"),
+        transfer_failed(8, 2_003, 5, 2, 1, true, "nope"),
+        transfer_finished(9, 2_004, 5, Some("1 blob failed")),
+    ]);
+    assert_eq!(space(&state_of(&events), NAME), space(&base, NAME));
+    // Nor does starting one.
+    assert_eq!(
+        space(&state_of(&move_scenario()[..5]), NAME),
+        space(&state_of(&move_scenario()[..4]), NAME)
+    );
+}
+
+/// The counting rule after moves: per datastore, the totals are what `SizeEstimator` gives
+/// over the media rows that the media index places there.
+fn estimate_from_index(state: &MemoryState, id: &str) -> SizeEstimate {
+    let mut est = SizeEstimator::default();
+    for (k, v) in &space(state, "media_index").0 {
+        if media_index::is_record_key(k) {
+            let r = media_index::decode_record(v).unwrap();
+            if r.datastore == ds(id) {
+                est.add_media(r.sha256, r.size_bytes);
+            }
+        }
+    }
+    est.finish()
+}
+
+#[test]
+fn move_scenario_matches_the_size_estimator_over_the_index() {
+    let events = move_scenario();
+    for k in 0..=events.len() {
+        let s = state_of(&events[..k]);
+        for id in ["A", "B"] {
+            assert_eq!(
+                totals(&s, id),
+                estimate_from_index(&s, id),
+                "{id} after {k}"
+            );
+        }
+    }
+}
+
 proptest! {
+    /// Random uploads and moves across three datastores, logged as the writer would (a
+    /// duplicate goes to its hash's current place, a move starts where the hash is): the
+    /// totals always equal the counting rule over where the media index says each row is.
+    #[test]
+    fn totals_follow_the_counting_rule_through_moves(
+        steps in proptest::collection::vec((any::<bool>(), 0u8..6, 0usize..3), 0..50)
+    ) {
+        let dss = ["A", "B", "C"];
+        let mut place: std::collections::BTreeMap<u8, usize> = Default::default();
+        let mut events = Vec::new();
+        let task = 1;
+        events.push(start_transfer(1, 1, "A", "B", 0, 0));
+        for (i, &(is_move, h, d)) in steps.iter().enumerate() {
+            let seq = events.len() as u64 + 1;
+            let size = 1_000 + u64::from(h) * 7;
+            match place.get(&h).copied() {
+                Some(from) if is_move => {
+                    if from == d {
+                        continue;
+                    }
+                    events.push(moved(seq, seq * 10, task, h, size, dss[from], dss[d]));
+                    place.insert(h, d);
+                }
+                Some(at) => {
+                    events.push(upload(seq, seq * 10, &format!("m{i}"), h, size, dss[at]));
+                }
+                None => {
+                    events.push(upload(seq, seq * 10, &format!("m{i}"), h, size, dss[d]));
+                    place.insert(h, d);
+                }
+            }
+        }
+        let s = state_of(&events);
+        for id in dss {
+            prop_assert_eq!(totals(&s, id), estimate_from_index(&s, id));
+        }
+    }
+
     /// Random uploads (distinct media, a small pool of hashes whose size is fixed per hash,
     /// three datastores): the running totals always equal the counting rule.
     #[test]

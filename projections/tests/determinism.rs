@@ -4,10 +4,14 @@
 
 mod common;
 
-use common::{access, create_async, ds, media, sha, space, state_of, upload, upload_at};
-use media_ledger_events::{BlobLocation, Envelope, Event};
+use common::{
+    access, create_async, ds, envelope, media, moved, moved_at, sha, source_deleted, space,
+    start_transfer, state_of, transfer_failed, transfer_finished, upload, upload_at,
+};
+use media_ledger_events::{Actor, BlobLocation, BlobSourceDeleted, Envelope, Event, Seq};
 use media_ledger_projections::memory::MemoryState;
 use media_ledger_projections::size_estimate::SizeEstimator;
+use media_ledger_projections::tasks::{self, PendingDeletion, TaskRecord};
 use media_ledger_projections::{datastore_sizes, hash_refs, media_index, pending_uploads, ALL};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
@@ -23,6 +27,15 @@ fn fixed_log() -> Vec<Envelope> {
         upload(7, 2_500, "p1", 3, 7, "B"),
         access(8, 3_000, "p1", 3),
         create_async(9, 3_100, "p2", "@carol:example.org", 63_100),
+        start_transfer(10, 3_200, "A", "B", 2, 150),
+        moved(11, 3_300, 10, 1, 100, "A", "B"),
+        transfer_failed(12, 3_400, 10, 2, 1, false, "timeout"),
+        source_deleted(13, 3_500, 10, 1, "A"),
+        transfer_failed(14, 3_600, 10, 2, 2, true, "timeout again"),
+        transfer_finished(15, 3_700, 10, Some("1 blob could not be moved")),
+        access(16, 3_800, "m4", 1),
+        start_transfer(17, 3_900, "B", "A", 2, 107),
+        moved(18, 4_000, 17, 3, 7, "B", "A"),
     ]
 }
 
@@ -81,7 +94,8 @@ fn every_projection_has_a_space_and_a_unique_name() {
             "datastore_sizes",
             "hash_refs",
             "media_index",
-            "pending_uploads"
+            "pending_uploads",
+            "tasks"
         ])
     );
     for p in ALL {
@@ -93,9 +107,44 @@ fn every_projection_has_a_space_and_a_unique_name() {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Upload { m: u8, h: u8, d: u8, loc: u8 },
-    Access { m: u8 },
-    Create { m: u8 },
+    Upload {
+        m: u8,
+        h: u8,
+        d: u8,
+        loc: u8,
+    },
+    Access {
+        m: u8,
+    },
+    Create {
+        m: u8,
+    },
+    /// A transfer from `DSS[src]` to the other datastore.
+    Start {
+        src: u8,
+    },
+    /// The `h`-th hash in the source of the `t`-th unfinished task moves to its target.
+    Move {
+        t: usize,
+        h: usize,
+        loc: u8,
+    },
+    /// The `p`-th pending deletion of the `t`-th unfinished task is done.
+    Delete {
+        t: usize,
+        p: usize,
+    },
+    /// An attempt of the `t`-th unfinished task on hash `h` fails.
+    Fail {
+        t: usize,
+        h: u8,
+        last: bool,
+    },
+    /// The `t`-th unfinished task ends.
+    Finish {
+        t: usize,
+        err: bool,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -103,6 +152,11 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0u8..10, 0u8..5, 0u8..2, 0u8..3).prop_map(|(m, h, d, loc)| Op::Upload { m, h, d, loc }),
         3 => (0u8..10).prop_map(|m| Op::Access { m }),
         1 => (0u8..10).prop_map(|m| Op::Create { m }),
+        1 => (0u8..2).prop_map(|src| Op::Start { src }),
+        2 => (any::<usize>(), any::<usize>(), 0u8..3).prop_map(|(t, h, loc)| Op::Move { t, h, loc }),
+        1 => (any::<usize>(), any::<usize>()).prop_map(|(t, p)| Op::Delete { t, p }),
+        1 => (any::<usize>(), 0u8..5, any::<bool>()).prop_map(|(t, h, last)| Op::Fail { t, h, last }),
+        1 => (any::<usize>(), any::<bool>()).prop_map(|(t, err)| Op::Finish { t, err }),
     ]
 }
 
@@ -110,20 +164,51 @@ fn size_of_hash(h: u8) -> u64 {
     10 + u64::from(h) * 100
 }
 
+#[derive(Debug)]
+struct TaskModel {
+    record: TaskRecord,
+    src: u8,
+    /// hash → where its old copy is.
+    deletions: BTreeMap<u8, (u8, BlobLocation)>,
+}
+
 #[derive(Default)]
 struct Model {
     /// media → (hash, datastore, location, created, last access)
     media: BTreeMap<u8, (u8, u8, BlobLocation, u64, u64)>,
-    /// hash → (first datastore, first location, last access)
-    hashes: BTreeMap<u8, (u8, BlobLocation, u64)>,
+    /// hash → (datastore, location, last access, created seq)
+    hashes: BTreeMap<u8, (u8, BlobLocation, u64, u64)>,
+    /// hash → its media, in upload order
+    by_hash: BTreeMap<u8, Vec<u8>>,
     /// media → (created, expires)
     pending: BTreeMap<u8, (u64, u64)>,
+    /// task seq → task
+    tasks: BTreeMap<u64, TaskModel>,
+}
+
+impl Model {
+    /// The sequence of the `t`-th unfinished task (modulo their number).
+    fn unfinished(&self, t: usize) -> Option<u64> {
+        let open: Vec<u64> = self
+            .tasks
+            .iter()
+            .filter(|(_, task)| !task.record.is_finished())
+            .map(|(&seq, _)| seq)
+            .collect();
+        open.get(t % open.len().max(1)).copied()
+    }
 }
 
 const DSS: [&str; 2] = ["A", "B"];
 
+fn ds_name(d: u8) -> &'static str {
+    DSS[usize::from(d)]
+}
+
 /// Turns random ops into a log the writer could have written (invalid ops are skipped),
-/// and the model's expectation of it.
+/// and the model's expectation of it. Duplicate bytes may be logged in either datastore (the
+/// projections take the event's word for it); a move starts where `hash_refs` has the blob,
+/// and with two datastores that takes every row of the hash to the target.
 fn valid_log(ops: &[(Op, u64)]) -> (Vec<Envelope>, Model) {
     let mut model = Model::default();
     let mut log = Vec::new();
@@ -136,9 +221,7 @@ fn valid_log(ops: &[(Op, u64)]) -> (Vec<Envelope>, Model) {
                 if model.media.contains_key(&m) {
                     continue;
                 }
-                let l: BlobLocation = format!("{}/{h}/{loc}", DSS[usize::from(d)])
-                    .parse()
-                    .unwrap();
+                let l: BlobLocation = format!("{}/{h}/{loc}", ds_name(d)).parse().unwrap();
                 let id = format!("m{m}");
                 log.push(upload_at(
                     seq,
@@ -146,11 +229,12 @@ fn valid_log(ops: &[(Op, u64)]) -> (Vec<Envelope>, Model) {
                     &id,
                     h,
                     size_of_hash(h),
-                    DSS[usize::from(d)],
+                    ds_name(d),
                     l.clone(),
                 ));
                 model.media.insert(m, (h, d, l.clone(), time, time));
-                let e = model.hashes.entry(h).or_insert((d, l, time));
+                model.by_hash.entry(h).or_default().push(m);
+                let e = model.hashes.entry(h).or_insert((d, l, time, seq));
                 e.2 = e.2.max(time);
                 model.pending.remove(&m);
             }
@@ -176,34 +260,173 @@ fn valid_log(ops: &[(Op, u64)]) -> (Vec<Envelope>, Model) {
                 ));
                 model.pending.insert(m, (time, time + 60_000));
             }
+            Op::Start { src } => {
+                let selected: Vec<u8> = model
+                    .hashes
+                    .iter()
+                    .filter(|(_, v)| v.0 == src)
+                    .map(|(&h, _)| h)
+                    .collect();
+                let blobs = selected.len() as u64;
+                let bytes = selected.iter().map(|&h| size_of_hash(h)).sum();
+                log.push(start_transfer(
+                    seq,
+                    time,
+                    ds_name(src),
+                    ds_name(1 - src),
+                    blobs,
+                    bytes,
+                ));
+                model.tasks.insert(
+                    seq,
+                    TaskModel {
+                        record: TaskRecord {
+                            source: ds(ds_name(src)),
+                            target: ds(ds_name(1 - src)),
+                            before_ts_ms: None,
+                            started_at_ms: time,
+                            ended_at_ms: None,
+                            blobs_total: blobs,
+                            bytes_total: bytes,
+                            blobs_done: 0,
+                            bytes_done: 0,
+                            attempts_failed: 0,
+                            blobs_failed: 0,
+                            last_error: None,
+                            error_message: None,
+                        },
+                        src,
+                        deletions: BTreeMap::new(),
+                    },
+                );
+            }
+            Op::Move { t, h, loc } => {
+                let Some(task) = model.unfinished(t) else {
+                    continue;
+                };
+                let src = model.tasks[&task].src;
+                let in_source: Vec<u8> = model
+                    .hashes
+                    .iter()
+                    .filter(|(_, v)| v.0 == src)
+                    .map(|(&h, _)| h)
+                    .collect();
+                let Some(&hash) = in_source.get(h % in_source.len().max(1)) else {
+                    continue;
+                };
+                let to = 1 - src;
+                let from_loc = model.hashes[&hash].1.clone();
+                let to_loc: BlobLocation = format!("{}/{hash}/moved{loc}", ds_name(to))
+                    .parse()
+                    .unwrap();
+                log.push(moved_at(
+                    seq,
+                    time,
+                    task,
+                    hash,
+                    size_of_hash(hash),
+                    ds_name(src),
+                    from_loc.clone(),
+                    ds_name(to),
+                    to_loc.clone(),
+                ));
+                let hr = model.hashes.get_mut(&hash).unwrap();
+                (hr.0, hr.1) = (to, to_loc.clone());
+                for m in &model.by_hash[&hash] {
+                    let rec = model.media.get_mut(m).unwrap();
+                    (rec.1, rec.2) = (to, to_loc.clone());
+                }
+                let tm = model.tasks.get_mut(&task).unwrap();
+                tm.record.blobs_done += 1;
+                tm.record.bytes_done += size_of_hash(hash);
+                tm.deletions.insert(hash, (src, from_loc));
+            }
+            Op::Delete { t, p } => {
+                let Some(task) = model.unfinished(t) else {
+                    continue;
+                };
+                let tm = model.tasks.get_mut(&task).unwrap();
+                let Some(&hash) = tm.deletions.keys().nth(p % tm.deletions.len().max(1)) else {
+                    continue;
+                };
+                let (d, loc) = tm.deletions.remove(&hash).unwrap();
+                log.push(envelope(
+                    seq,
+                    time,
+                    Actor::System,
+                    Event::BlobSourceDeletedV1(BlobSourceDeleted {
+                        task: Seq(task),
+                        sha256: sha(hash),
+                        datastore: ds(ds_name(d)),
+                        location: loc,
+                    }),
+                ));
+            }
+            Op::Fail { t, h, last } => {
+                let Some(task) = model.unfinished(t) else {
+                    continue;
+                };
+                let tm = model.tasks.get_mut(&task).unwrap();
+                let error = format!("failure at {seq}");
+                let attempt = u32::try_from(tm.record.attempts_failed + 1).unwrap();
+                log.push(transfer_failed(seq, time, task, h, attempt, last, &error));
+                tm.record.attempts_failed += 1;
+                tm.record.blobs_failed += u64::from(last);
+                tm.record.last_error = Some(error);
+            }
+            Op::Finish { t, err } => {
+                let Some(task) = model.unfinished(t) else {
+                    continue;
+                };
+                let tm = model.tasks.get_mut(&task).unwrap();
+                let message = err.then(|| format!("{} blobs failed", tm.record.blobs_failed));
+                log.push(transfer_finished(seq, time, task, message.as_deref()));
+                tm.record.ended_at_ms = Some(time);
+                tm.record.error_message = message;
+            }
         }
     }
     (log, model)
 }
 
-fn check_against_model(s: &MemoryState, log: &[Envelope], model: &Model) {
+fn check_against_model(s: &MemoryState, model: &Model) {
     let mi = space(s, "media_index");
-    assert_eq!(mi.0.len(), model.media.len());
+    let records =
+        mi.0.keys()
+            .filter(|k| media_index::is_record_key(k))
+            .count();
+    assert_eq!(records, model.media.len());
     for (m, (h, d, loc, created, last)) in &model.media {
         let r = media_index::get(mi, &media(&format!("m{m}")))
             .unwrap()
             .unwrap();
         assert_eq!(r.sha256, sha(*h));
         assert_eq!(r.size_bytes, size_of_hash(*h));
-        assert_eq!(r.datastore, ds(DSS[usize::from(*d)]));
-        assert_eq!(&r.location, loc);
+        assert_eq!(r.datastore, ds(ds_name(*d)));
+        let _ = loc; // the location lives in hash_refs only
         assert_eq!((r.created_at_ms, r.last_access_ms), (*created, *last));
+    }
+    // The hash → media index: one key per hash, listing its media in upload order.
+    assert_eq!(mi.0.len() - records, model.by_hash.len());
+    for h in 0u8..5 {
+        let want: Vec<_> = model
+            .by_hash
+            .get(&h)
+            .map(|ms| ms.iter().map(|m| media(&format!("m{m}"))).collect())
+            .unwrap_or_default();
+        assert_eq!(media_index::media_with_hash(mi, &sha(h)).unwrap(), want);
     }
 
     let hr = space(s, "hash_refs");
-    for (h, (d, loc, last)) in &model.hashes {
+    for (h, (d, loc, last, created)) in &model.hashes {
         let r = hash_refs::get(hr, &sha(*h)).unwrap().unwrap();
         let refs = model.media.values().filter(|v| v.0 == *h).count() as u64;
         assert_eq!(r.ref_count, refs);
-        assert_eq!(r.datastore, ds(DSS[usize::from(*d)]));
+        assert_eq!(r.datastore, ds(ds_name(*d)));
         assert_eq!(&r.location, loc);
         assert_eq!(r.size_bytes, size_of_hash(*h));
         assert_eq!(r.last_access_ms, *last);
+        assert_eq!(r.created_seq, Seq(*created));
         let mut prefix = vec![b'r'];
         prefix.extend_from_slice(&sha(*h).0);
         let keys = hr.0.keys().filter(|k| k.starts_with(&prefix)).count() as u64;
@@ -215,20 +438,19 @@ fn check_against_model(s: &MemoryState, log: &[Envelope], model: &Model) {
         }
     }
 
+    // Per datastore, the counting rule over the media rows where the model has them now.
     let dsz = space(s, "datastore_sizes");
     for (i, name) in DSS.iter().enumerate() {
         let mut est = SizeEstimator::default();
-        for e in log {
-            if let Event::MediaUploadedV1(u) = &e.event {
-                if u.datastore == ds(name) {
-                    est.add_media(u.sha256, u.size_bytes);
-                }
+        for (h, d, ..) in model.media.values() {
+            if usize::from(*d) == i {
+                est.add_media(sha(*h), size_of_hash(*h));
             }
         }
         assert_eq!(
             datastore_sizes::totals(dsz, &ds(name)).unwrap(),
             est.finish(),
-            "datastore {i}"
+            "datastore {name}"
         );
     }
 
@@ -246,17 +468,75 @@ fn check_against_model(s: &MemoryState, log: &[Envelope], model: &Model) {
             None => assert_eq!(got, None),
         }
     }
+
+    let ts = space(s, "tasks");
+    let mut keys = 0;
+    for (&seq, tm) in &model.tasks {
+        assert_eq!(tasks::get(ts, Seq(seq)).unwrap().as_ref(), Some(&tm.record));
+        let prefix = tasks::deletion_prefix(Seq(seq));
+        let got: Vec<_> =
+            ts.0.iter()
+                .filter(|(k, _)| k.starts_with(&prefix))
+                .map(|(k, v)| tasks::decode_deletion_entry(k, v).unwrap().unwrap())
+                .collect();
+        let want: Vec<_> = tm
+            .deletions
+            .iter()
+            .map(|(h, (d, loc))| {
+                let pd = PendingDeletion {
+                    datastore: ds(ds_name(*d)),
+                    location: loc.clone(),
+                };
+                (sha(*h), pd)
+            })
+            .collect();
+        assert_eq!(got, want, "pending deletions of task {seq}");
+        keys += 1 + want.len();
+    }
+    assert_eq!(ts.0.len(), keys, "no other keys in tasks");
+}
+
+#[test]
+fn the_fixed_log_matches_hand_computed_figures() {
+    let s = fold(&fixed_log());
+    // h1 (100 bytes, m1 m2 in A, m4 in B) moved A → B by task 10; h3 (7 bytes, p1 in B)
+    // moved back B → A by task 17; h2 (50 bytes, m3) failed and stayed in A.
+    let a = datastore_sizes::totals(space(&s, "datastore_sizes"), &ds("A")).unwrap();
+    let b = datastore_sizes::totals(space(&s, "datastore_sizes"), &ds("B")).unwrap();
+    assert_eq!(
+        (a.media_affected, a.media_hashes_affected, a.media_bytes),
+        (2, 2, 57)
+    );
+    assert_eq!(
+        (b.media_affected, b.media_hashes_affected, b.media_bytes),
+        (3, 1, 100)
+    );
+    let t10 = tasks::get(space(&s, "tasks"), Seq(10)).unwrap().unwrap();
+    assert_eq!(
+        (
+            t10.blobs_done,
+            t10.attempts_failed,
+            t10.blobs_failed,
+            t10.ended_at_ms
+        ),
+        (1, 2, 1, Some(3_700))
+    );
+    let t17 = tasks::get(space(&s, "tasks"), Seq(17)).unwrap().unwrap();
+    assert_eq!(
+        (t17.blobs_done, t17.bytes_done, t17.ended_at_ms),
+        (1, 7, None)
+    );
 }
 
 proptest! {
     #[test]
     fn random_valid_logs_match_the_model_and_replay_deterministically(
-        ops in proptest::collection::vec((op(), 0u64..500), 0..60),
+        ops in proptest::collection::vec((op(), 0u64..500), 0..80),
         split in any::<proptest::sample::Index>(),
     ) {
         let (log, model) = valid_log(&ops);
         let full = fold(&log);
-        check_against_model(&full, &log, &model);
+        check_against_model(&full, &model);
 
         prop_assert_eq!(&fold(&log), &full);
 
@@ -266,5 +546,37 @@ proptest! {
             resumed.apply(e).unwrap();
         }
         prop_assert_eq!(&resumed, &full);
+    }
+}
+
+/// The generator of the property above does produce transfers with every kind of progress.
+#[test]
+fn random_logs_contain_transfers() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::{RngAlgorithm, TestRng, TestRunner};
+    let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &[5; 32]);
+    let mut runner = TestRunner::new_with_rng(ProptestConfig::default(), rng);
+    let strategy = proptest::collection::vec((op(), 0u64..500), 0..80);
+    let mut seen = BTreeMap::<&str, usize>::new();
+    for _ in 0..100 {
+        let (log, _) = valid_log(&strategy.new_tree(&mut runner).unwrap().current());
+        for e in &log {
+            *seen.entry(e.event.type_name()).or_default() += 1;
+        }
+    }
+    for name in [
+        "media.uploaded.v1",
+        "media.accessed.v1",
+        "media.async_created.v1",
+        "transfer.started.v1",
+        "blob.moved.v1",
+        "blob.source_deleted.v1",
+        "blob.transfer_failed.v1",
+        "transfer.finished.v1",
+    ] {
+        assert!(
+            seen.get(name).copied().unwrap_or(0) >= 20,
+            "{name}: {seen:?}"
+        );
     }
 }

@@ -4,9 +4,11 @@
 mod common;
 
 use common::{
-    access, assert_invariant, create_async, ds, location, sha, space, state_of, upload, upload_at,
+    access, assert_invariant, create_async, default_location, ds, location, moved, moved_at, sha,
+    source_deleted, space, start_transfer, state_of, transfer_failed, transfer_finished, upload,
+    upload_at,
 };
-use media_ledger_events::Sha256;
+use media_ledger_events::{Seq, Sha256};
 use media_ledger_projections::hash_refs::{self, HashRecord, HashRefs};
 use media_ledger_projections::memory::{MemoryKv, MemoryState};
 use media_ledger_projections::{KvTx, Projection, ProjectionError};
@@ -39,6 +41,7 @@ fn first_upload_creates_the_record() {
             size_bytes: 100,
             ref_count: 1,
             last_access_ms: 1_000,
+            created_seq: Seq(1),
         })
     );
     assert_eq!(get(&s, 2), None);
@@ -148,5 +151,180 @@ fn corrupt_record_is_a_corrupt_error() {
     assert!(matches!(
         hash_refs::get(&kv, &sha(1)),
         Err(ProjectionError::Corrupt { name: NAME, .. })
+    ));
+}
+
+// ---- blob moves ----
+
+/// h1 (100 bytes) shared by m1 and m2 in A, h2 (50 bytes) in A, a transfer A → B as task 4.
+fn before_move() -> Vec<media_ledger_events::Envelope> {
+    vec![
+        upload(1, 1_000, "m1", 1, 100, "A"),
+        upload(2, 2_000, "m2", 1, 100, "A"),
+        upload(3, 3_000, "m3", 2, 50, "A"),
+        start_transfer(4, 4_000, "A", "B", 2, 150),
+    ]
+}
+
+#[test]
+fn blob_moved_switches_datastore_and_location_only() {
+    let mut s = state_of(&before_move());
+    let before = get(&s, 1).unwrap();
+    let refs_before = referrers(&s, &sha(1));
+    s.apply(&moved_at(
+        5,
+        5_000,
+        4,
+        1,
+        100,
+        "A",
+        default_location(1, "A"),
+        "B",
+        location("moved/h1"),
+    ))
+    .unwrap();
+    assert_eq!(
+        get(&s, 1).unwrap(),
+        HashRecord {
+            datastore: ds("B"),
+            location: location("moved/h1"),
+            ..before
+        },
+        "ref_count, size, last access and created_seq are kept"
+    );
+    assert_eq!(referrers(&s, &sha(1)), refs_before);
+    assert_eq!(get(&s, 1).unwrap().created_seq, Seq(1));
+    // The other hash of the source stays where it is.
+    assert_eq!(get(&s, 2).unwrap().datastore, ds("A"));
+    // A move is not an access: it leaves last_access_ms at the latest upload.
+    assert_eq!(get(&s, 1).unwrap().last_access_ms, 2_000);
+}
+
+#[test]
+fn a_moved_blob_can_move_back_and_gains_new_referrers_at_its_new_place() {
+    let mut events = before_move();
+    events.extend([
+        moved(5, 5_000, 4, 1, 100, "A", "B"),
+        transfer_finished(6, 6_000, 4, None),
+        // The writer records a duplicate upload at the hash's current place.
+        upload(7, 7_000, "m4", 1, 100, "B"),
+        start_transfer(8, 8_000, "B", "A", 1, 100),
+        moved(9, 9_000, 8, 1, 100, "B", "A"),
+    ]);
+    let s = state_of(&events);
+    let r = get(&s, 1).unwrap();
+    assert_eq!(
+        (r.datastore, r.location, r.ref_count, r.created_seq),
+        (ds("A"), default_location(1, "A"), 3, Seq(1))
+    );
+    assert_eq!(referrers(&s, &sha(1)), 3);
+}
+
+#[test]
+fn a_move_from_the_wrong_datastore_is_an_invariant_error() {
+    let mut kv = MemoryKv::default();
+    for e in before_move() {
+        HashRefs.apply(&e, &mut kv).unwrap();
+    }
+    let before = kv.clone();
+    // The blob is in A, not in B.
+    assert_invariant(
+        HashRefs.apply(&moved(5, 5_000, 4, 1, 100, "B", "C"), &mut kv),
+        NAME,
+    );
+    assert_eq!(kv, before, "a refused move changes nothing");
+}
+
+#[test]
+fn a_move_from_the_wrong_location_is_an_invariant_error() {
+    let mut kv = MemoryKv::default();
+    for e in before_move() {
+        HashRefs.apply(&e, &mut kv).unwrap();
+    }
+    let before = kv.clone();
+    // Right datastore, other location.
+    let e = moved_at(
+        5,
+        5_000,
+        4,
+        1,
+        100,
+        "A",
+        location("A/somewhere/else"),
+        "B",
+        default_location(1, "B"),
+    );
+    assert_invariant(HashRefs.apply(&e, &mut kv), NAME);
+    assert_eq!(kv, before);
+}
+
+#[test]
+fn moving_twice_from_the_old_place_is_an_invariant_error() {
+    let mut kv = MemoryKv::default();
+    for e in before_move() {
+        HashRefs.apply(&e, &mut kv).unwrap();
+    }
+    HashRefs
+        .apply(&moved(5, 5_000, 4, 1, 100, "A", "B"), &mut kv)
+        .unwrap();
+    let before = kv.clone();
+    assert_invariant(
+        HashRefs.apply(&moved(6, 6_000, 4, 1, 100, "A", "B"), &mut kv),
+        NAME,
+    );
+    assert_eq!(kv, before);
+}
+
+#[test]
+fn a_move_of_an_unknown_hash_is_an_invariant_error() {
+    let mut kv = MemoryKv::default();
+    for e in before_move() {
+        HashRefs.apply(&e, &mut kv).unwrap();
+    }
+    let before = kv.clone();
+    assert_invariant(
+        HashRefs.apply(&moved(5, 5_000, 4, 9, 100, "A", "B"), &mut kv),
+        NAME,
+    );
+    assert_eq!(kv, before);
+}
+
+#[test]
+fn other_transfer_events_are_ignored() {
+    let mut events = before_move();
+    let base = state_of(&events);
+    events.extend([
+        transfer_failed(5, 5_000, 4, 1, 1, false, "timeout"),
+        transfer_failed(6, 5_001, 4, 2, 1, true, "gone"),
+        source_deleted(7, 5_002, 4, 1, "A"),
+        transfer_finished(8, 6_000, 4, Some("1 blob failed")),
+    ]);
+    let s = state_of(&events);
+    assert_eq!(space(&s, NAME), space(&base, NAME));
+}
+
+#[test]
+fn hash_entries_decode_from_a_scan() {
+    let s = state_of(&before_move());
+    let kv = space(&s, NAME);
+    let mut found = Vec::new();
+    for (k, v) in &kv.0 {
+        match hash_refs::decode_hash_entry(k, v) {
+            Some(entry) => {
+                assert!(k.starts_with(hash_refs::HASH_PREFIX));
+                found.push(entry.unwrap());
+            }
+            None => assert_eq!(k.first(), Some(&b'r'), "only referrer keys are skipped"),
+        }
+    }
+    assert_eq!(
+        found,
+        vec![(sha(1), get(&s, 1).unwrap()), (sha(2), get(&s, 2).unwrap())]
+    );
+    let mut key = hash_refs::HASH_PREFIX.to_vec();
+    key.extend_from_slice(&sha(1).0);
+    assert!(matches!(
+        hash_refs::decode_hash_entry(&key, &[0xff]),
+        Some(Err(ProjectionError::Corrupt { name: NAME, .. }))
     ));
 }

@@ -4,8 +4,9 @@
 mod common;
 
 use common::{
-    access, assert_invariant, create_async, ds, media, media_on, sha, space, state_of, upload,
-    upload_at,
+    access, assert_invariant, create_async, default_location, ds, location, media, media_on, moved,
+    moved_at, sha, source_deleted, space, start_transfer, state_of, transfer_failed,
+    transfer_finished, upload, upload_at,
 };
 use media_ledger_events::{Actor, Event, MediaUploaded};
 use media_ledger_projections::media_index::{self, MediaIndex, MediaKind, MediaRecord};
@@ -16,6 +17,30 @@ const NAME: &str = "media_index";
 
 fn get(state: &MemoryState, id: &str) -> Option<MediaRecord> {
     media_index::get(space(state, NAME), &media(id)).unwrap()
+}
+
+/// The keys of media records (not of the hash index).
+fn record_keys(state: &MemoryState) -> Vec<Vec<u8>> {
+    space(state, NAME)
+        .0
+        .keys()
+        .filter(|k| media_index::is_record_key(k))
+        .cloned()
+        .collect()
+}
+
+/// The keys of the hash → media index (`0x02 ‖ sha256`).
+fn index_keys(state: &MemoryState) -> Vec<Vec<u8>> {
+    space(state, NAME)
+        .0
+        .keys()
+        .filter(|k| !media_index::is_record_key(k))
+        .cloned()
+        .collect()
+}
+
+fn with_hash(state: &MemoryState, n: u8) -> Vec<media_ledger_events::MediaRef> {
+    media_index::media_with_hash(space(state, NAME), &sha(n)).unwrap()
 }
 
 #[test]
@@ -33,7 +58,6 @@ fn upload_records_every_field() {
             created_at_ms: 1_000,
             kind: MediaKind::Local,
             datastore: ds("A"),
-            location: common::default_location(1, "A"),
             quarantined: false,
             last_access_ms: 1_000,
         })
@@ -149,7 +173,7 @@ fn same_media_id_on_two_origins_are_two_media() {
     assert_eq!(get(&s, "m1").unwrap().sha256, sha(1));
     let r = media_index::get(kv, &media_on("other.example:8448", "m1")).unwrap();
     assert_eq!(r.unwrap().sha256, sha(2));
-    assert_eq!(kv.0.len(), 2);
+    assert_eq!(record_keys(&s).len(), 2);
 }
 
 #[test]
@@ -175,7 +199,7 @@ fn stored_values_decode_and_scan() {
         upload(2, 2_000, "m2", 2, 20, "A"),
     ]);
     let kv = space(&s, NAME);
-    for (k, v) in &kv.0 {
+    for (k, v) in kv.0.iter().filter(|(k, _)| media_index::is_record_key(k)) {
         let m = parse_media_key(k).unwrap();
         assert_eq!(
             media_index::decode_record(v).unwrap(),
@@ -218,4 +242,177 @@ fn media_keys_round_trip_and_sort_by_origin() {
     assert_eq!(parse_media_key(b"no-nul"), None);
     assert_eq!(parse_media_key(b"bad/origin\0id"), None);
     assert_eq!(parse_media_key(b"origin\0bad/id"), None);
+}
+
+// ---- the hash → media index and blob moves ----
+
+#[test]
+fn the_hash_index_lists_the_media_of_each_hash_in_upload_order() {
+    let mut other = upload(4, 4_000, "m1", 1, 10, "A");
+    if let Event::MediaUploadedV1(e) = &mut other.event {
+        e.media = media_on("other.example", "m1");
+    }
+    let s = state_of(&[
+        upload(1, 1_000, "m2", 1, 10, "A"),
+        upload(2, 2_000, "m3", 2, 20, "A"),
+        upload(3, 3_000, "m1", 1, 10, "A"),
+        other,
+        access(5, 5_000, "m1", 1),
+    ]);
+    assert_eq!(
+        with_hash(&s, 1),
+        [media("m2"), media("m1"), media_on("other.example", "m1")]
+    );
+    assert_eq!(with_hash(&s, 2), [media("m3")]);
+    assert!(with_hash(&s, 9).is_empty());
+    // One index key per hash, `0x02 ‖ sha256`; media keys are never index keys.
+    let mut want = Vec::new();
+    for n in [1u8, 2] {
+        let mut k = vec![media_index::SHA_INDEX_TAG];
+        k.extend_from_slice(&sha(n).0);
+        want.push(k);
+    }
+    assert_eq!(index_keys(&s), want);
+    assert_eq!(record_keys(&s).len(), 4);
+    for k in record_keys(&s) {
+        assert!(parse_media_key(&k).is_some());
+    }
+}
+
+#[test]
+fn is_record_key_tells_media_keys_from_index_keys() {
+    for origin in ["example.org", "1.2.3.4", "[::1]:8448", "a"] {
+        assert!(media_index::is_record_key(&media_key(&media_on(
+            origin, "x"
+        ))));
+    }
+    let mut k = vec![media_index::SHA_INDEX_TAG];
+    k.extend_from_slice(&sha(1).0);
+    assert!(!media_index::is_record_key(&k));
+    assert!(!media_index::is_record_key(&[]));
+}
+
+/// m1, m2 share h1 (in A), m3 has h2 (in A); task 4 moves h1 to B.
+fn moved_log() -> Vec<media_ledger_events::Envelope> {
+    vec![
+        upload(1, 1_000, "m1", 1, 100, "A"),
+        upload(2, 2_000, "m2", 1, 100, "A"),
+        upload(3, 3_000, "m3", 2, 50, "A"),
+        access(4, 3_500, "m1", 1),
+        start_transfer(5, 4_000, "A", "B", 2, 150),
+        moved_at(
+            6,
+            5_000,
+            5,
+            1,
+            100,
+            "A",
+            default_location(1, "A"),
+            "B",
+            location("b/h1"),
+        ),
+    ]
+}
+
+#[test]
+fn a_move_points_every_media_of_the_hash_at_the_copy() {
+    let before = state_of(&moved_log()[..5]);
+    let s = state_of(&moved_log());
+    for id in ["m1", "m2"] {
+        let was = get(&before, id).unwrap();
+        let now = get(&s, id).unwrap();
+        assert_eq!(&now.datastore, &ds("B"));
+        assert_eq!(
+            MediaRecord {
+                datastore: was.datastore.clone(),
+                ..now
+            },
+            was,
+            "{id}: a move changes nothing but datastore and location"
+        );
+    }
+    assert_eq!(get(&s, "m3"), get(&before, "m3"), "other hashes stay");
+    // The index itself does not change with a move.
+    assert_eq!(with_hash(&s, 1), [media("m1"), media("m2")]);
+    assert_eq!(index_keys(&s), index_keys(&before));
+}
+
+#[test]
+fn uploads_after_a_move_join_the_index_and_move_with_it_next_time() {
+    let mut events = moved_log();
+    events.extend([
+        transfer_finished(7, 6_000, 5, None),
+        upload_at(8, 7_000, "m4", 1, 100, "B", location("b/h1")),
+        start_transfer(9, 8_000, "B", "A", 1, 100),
+        moved_at(
+            10,
+            9_000,
+            9,
+            1,
+            100,
+            "B",
+            location("b/h1"),
+            "A",
+            location("a/h1"),
+        ),
+    ]);
+    let s = state_of(&events);
+    assert_eq!(with_hash(&s, 1), [media("m1"), media("m2"), media("m4")]);
+    for id in ["m1", "m2", "m4"] {
+        let r = get(&s, id).unwrap();
+        assert_eq!(r.datastore, ds("A"), "{id}");
+    }
+}
+
+#[test]
+fn other_transfer_events_change_nothing() {
+    let mut events = moved_log();
+    let base = state_of(&events);
+    events.extend([
+        source_deleted(7, 6_000, 5, 1, "A"),
+        transfer_failed(8, 6_001, 5, 2, 1, true, "boom"),
+        transfer_finished(9, 6_002, 5, Some("1 failed")),
+    ]);
+    assert_eq!(space(&state_of(&events), NAME), space(&base, NAME));
+    // A start alone does not touch the index either.
+    let s = state_of(&[
+        upload(1, 1, "m1", 1, 1, "A"),
+        start_transfer(2, 2, "A", "B", 1, 1),
+    ]);
+    assert_eq!(
+        space(&s, NAME),
+        space(&state_of(&[upload(1, 1, "m1", 1, 1, "A")]), NAME)
+    );
+}
+
+#[test]
+fn a_corrupt_hash_index_is_a_corrupt_error() {
+    let mut kv = MemoryKv::default();
+    MediaIndex
+        .apply(&upload(1, 1, "m1", 1, 10, "A"), &mut kv)
+        .unwrap();
+    let mut k = vec![media_index::SHA_INDEX_TAG];
+    k.extend_from_slice(&sha(1).0);
+    kv.put(&k, vec![0xff, 0xff]);
+    assert!(matches!(
+        media_index::media_with_hash(&kv, &sha(1)),
+        Err(ProjectionError::Corrupt { name: NAME, .. })
+    ));
+    assert!(matches!(
+        MediaIndex.apply(&moved(2, 2, 1, 1, 10, "A", "B"), &mut kv),
+        Err(ProjectionError::Corrupt { name: NAME, .. })
+    ));
+}
+
+#[test]
+fn an_index_naming_a_missing_media_is_an_invariant_error() {
+    let mut kv = MemoryKv::default();
+    MediaIndex
+        .apply(&upload(1, 1, "m1", 1, 10, "A"), &mut kv)
+        .unwrap();
+    kv.delete(&media_key(&media("m1")));
+    assert_invariant(
+        MediaIndex.apply(&moved(2, 2, 1, 1, 10, "A", "B"), &mut kv),
+        NAME,
+    );
 }

@@ -3,7 +3,10 @@
 
 mod common;
 
-use common::{access, assert_invariant, create_async, media, space, state_of, upload, user};
+use common::{
+    access, assert_invariant, create_async, media, moved, source_deleted, space, start_transfer,
+    state_of, transfer_failed, transfer_finished, upload, user,
+};
 use media_ledger_projections::memory::{MemoryKv, MemoryState};
 use media_ledger_projections::pending_uploads::{self, PendingUpload, PendingUploads};
 use media_ledger_projections::Projection;
@@ -103,4 +106,23 @@ fn accesses_are_ignored() {
         .apply(&access(2, 2, "p1", 1), &mut kv)
         .unwrap();
     assert_eq!(kv, before);
+}
+
+#[test]
+fn transfer_events_are_ignored() {
+    let mut events = vec![
+        create_async(1, 1_000, "p1", "@bob:example.org", 61_000),
+        upload(2, 1_500, "m1", 1, 10, "A"),
+    ];
+    let base = state_of(&events);
+    events.extend([
+        start_transfer(3, 2_000, "A", "B", 1, 10),
+        moved(4, 2_001, 3, 1, 10, "A", "B"),
+        source_deleted(5, 2_002, 3, 1, "A"),
+        transfer_failed(6, 2_003, 3, 2, 1, true, "x"),
+        transfer_finished(7, 2_004, 3, None),
+    ]);
+    let s = state_of(&events);
+    assert_eq!(space(&s, NAME), space(&base, NAME));
+    assert!(get(&s, "p1").is_some());
 }

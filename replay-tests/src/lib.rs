@@ -6,20 +6,26 @@
 //!   reservations (some filled later by their owner, some left to expire) and accesses of
 //!   existing media. Each step also carries the event the writer is expected to record (with
 //!   the blob location of the first upload of a digest), so a plan can be submitted to a real
-//!   [`Ledger`] or written as raw envelopes.
+//!   [`Ledger`] or written as raw envelopes. Transfers between the two datastores run through
+//!   the same plans: an admin starts one (its task id is the sequence the step gets), blobs
+//!   that sit in its source move to its target (from where the model has them, as the writer
+//!   demands; the ledger never touches a real datastore, so locations are only names), and
+//!   the task records source deletions, failed attempts and its end.
 //! - [`submit_all`] submits steps to a ledger (in groups, so group commit and the writer's
 //!   overlay are exercised) on a runtime of its own.
 //! - [`state_of`], [`replay`] and [`snapshot`] read, recompute and render projection state.
 
 use media_ledger::ledger::{Command, Committed, Ledger, LedgerError};
 use media_ledger_events::{
-    codec, Actor, AsyncUploadCreated, BlobLocation, ContentType, DatastoreId, Envelope, Event,
-    MediaAccessed, MediaId, MediaRef, MediaUploaded, RequestId, Seq, ServerName, Sha256, UserId,
+    codec, Actor, AsyncUploadCreated, BlobLocation, BlobMoved, BlobSourceDeleted,
+    BlobTransferFailed, ContentType, DatastoreId, Envelope, Event, MediaAccessed, MediaId,
+    MediaRef, MediaUploaded, RequestId, Seq, ServerName, Sha256, TransferFinished, TransferStarted,
+    UserId,
 };
 use media_ledger_projections::datastore_sizes::{self, HashCount};
 use media_ledger_projections::memory::{MemoryKv, MemoryState};
 use media_ledger_projections::{
-    hash_refs, media_index, parse_media_key, pending_uploads, ProjectionError, ALL,
+    hash_refs, media_index, parse_media_key, pending_uploads, tasks, ProjectionError, ALL,
 };
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
@@ -91,6 +97,45 @@ pub enum Op {
         /// Who downloads it: a user, the admin or the server.
         actor: usize,
     },
+    /// The admin starts a transfer from one datastore to the other.
+    StartTransfer {
+        /// Index into [`DATASTORES`] of the source; the target is the other one.
+        source: usize,
+        /// Whether a `before_ts` is given.
+        before_ts: bool,
+    },
+    /// An open transfer moves one of the blobs in its source (skipped when no transfer is
+    /// open or its source holds nothing).
+    MoveBlob {
+        /// Which open transfer (modulo their number).
+        task: usize,
+        /// Which blob of the source (modulo their number).
+        pick: usize,
+    },
+    /// An open transfer deletes the old copy of a blob it moved (skipped when none is
+    /// pending).
+    SourceDeleted {
+        /// Which open transfer (modulo their number).
+        task: usize,
+        /// Which pending deletion (modulo their number).
+        pick: usize,
+    },
+    /// An attempt of an open transfer to move a blob fails.
+    TransferFailed {
+        /// Which open transfer (modulo their number).
+        task: usize,
+        /// Index into the digest pool.
+        sha: usize,
+        /// Whether the transfer gives up on the blob.
+        final_attempt: bool,
+    },
+    /// An open transfer ends.
+    FinishTransfer {
+        /// Which open transfer (modulo their number).
+        task: usize,
+        /// Whether it ends with an error message.
+        error: bool,
+    },
 }
 
 fn media_id_strategy() -> impl Strategy<Value = String> {
@@ -117,6 +162,14 @@ pub fn op() -> impl Strategy<Value = Op> {
         2 => (any::<usize>(), 0..SHA_POOL, 0..DATASTORES.len())
             .prop_map(|(pick, sha, datastore)| Op::CompleteAsync { pick, sha, datastore }),
         3 => (any::<usize>(), 0..USERS.len() + 2).prop_map(|(pick, actor)| Op::Access { pick, actor }),
+        1 => (0..DATASTORES.len(), any::<bool>())
+            .prop_map(|(source, before_ts)| Op::StartTransfer { source, before_ts }),
+        3 => (any::<usize>(), any::<usize>()).prop_map(|(task, pick)| Op::MoveBlob { task, pick }),
+        2 => (any::<usize>(), any::<usize>())
+            .prop_map(|(task, pick)| Op::SourceDeleted { task, pick }),
+        1 => (any::<usize>(), 0..SHA_POOL, proptest::bool::weighted(0.3))
+            .prop_map(|(task, sha, final_attempt)| Op::TransferFailed { task, sha, final_attempt }),
+        3 => (any::<usize>(), any::<bool>()).prop_map(|(task, error)| Op::FinishTransfer { task, error }),
     ]
 }
 
@@ -182,15 +235,45 @@ pub struct Plan {
     pub steps: Vec<Step>,
 }
 
+/// An unfinished transfer of the model.
+struct OpenTask {
+    source: DatastoreId,
+    target: DatastoreId,
+    /// Blobs moved whose old copy is not deleted yet: where that copy is.
+    pending: BTreeMap<Sha256, (DatastoreId, BlobLocation)>,
+    /// Failed attempts per blob.
+    attempts: BTreeMap<Sha256, u32>,
+}
+
 #[derive(Default)]
 struct Model {
     taken: BTreeSet<MediaRef>,
     uploaded: Vec<(MediaRef, Sha256)>,
     open: Vec<(MediaRef, UserId)>,
+    /// Where each stored digest is now (moves included).
     blobs: BTreeMap<Sha256, (DatastoreId, BlobLocation)>,
+    /// Unfinished transfers by task id.
+    tasks: BTreeMap<Seq, OpenTask>,
 }
 
 impl Model {
+    /// The id of the `pick`-th unfinished transfer, if any.
+    fn open_task(&self, pick: usize) -> Option<Seq> {
+        self.tasks
+            .keys()
+            .nth(pick % self.tasks.len().max(1))
+            .copied()
+    }
+
+    /// The digests stored in `ds`, in order, with their location.
+    fn blobs_in(&self, ds: &DatastoreId) -> Vec<(Sha256, BlobLocation)> {
+        self.blobs
+            .iter()
+            .filter(|(_, (d, _))| d == ds)
+            .map(|(sha, (_, loc))| (*sha, loc.clone()))
+            .collect()
+    }
+
     fn fresh(&mut self, origin: usize, wanted: &str, step: usize) -> Result<MediaRef, BoxError> {
         let origin: ServerName = ORIGINS
             .get(origin)
@@ -247,6 +330,21 @@ impl Model {
     }
 }
 
+fn datastore(i: usize) -> Result<DatastoreId, BoxError> {
+    Ok(DATASTORES
+        .get(i % DATASTORES.len())
+        .copied()
+        .unwrap_or("ds-alpha")
+        .parse()?)
+}
+
+/// The size of a digest of the pool.
+fn size_of_sha(sha: &Sha256) -> u64 {
+    (0..SHA_POOL)
+        .find(|&i| pool_sha(i) == *sha)
+        .map_or(0, pool_size)
+}
+
 fn user(i: usize) -> Result<UserId, BoxError> {
     Ok(USERS
         .get(i % USERS.len())
@@ -266,12 +364,15 @@ fn content_type(i: usize) -> Result<ContentType, BoxError> {
 
 impl Plan {
     /// Resolves abstract steps in order, skipping those that have no valid form (an access
-    /// before any upload, a completion without an open reservation).
+    /// before any upload, a completion without an open reservation, transfer progress
+    /// without an open transfer). A transfer's task id is the sequence its start gets when
+    /// the plan is submitted to an empty ledger.
     pub fn new(ops: &[Op]) -> Result<Self, BoxError> {
         let mut model = Model::default();
         let mut steps = Vec::new();
         for (i, op) in ops.iter().enumerate() {
             let request_id = RequestId(format!("req-{i:03}"));
+            let seq = Seq(u64::try_from(steps.len())? + 1);
             let step = match op {
                 Op::Upload {
                     origin,
@@ -369,6 +470,146 @@ impl Plan {
                         request_id,
                         command: Command::Access(event.clone()),
                         expected: Event::MediaAccessedV1(event),
+                    }
+                }
+                Op::StartTransfer { source, before_ts } => {
+                    // The writer runs one transfer at a time between two datastores (blob
+                    // locations are content-addressed); with two datastores, any open task
+                    // overlaps a new one.
+                    if !model.tasks.is_empty() {
+                        continue;
+                    }
+                    let source_ds = datastore(*source)?;
+                    let target = datastore(*source + 1)?;
+                    let selected = model.blobs_in(&source_ds);
+                    let event = TransferStarted {
+                        source: source_ds.clone(),
+                        target: target.clone(),
+                        before_ts_ms: before_ts.then_some(FAR_FUTURE_MS),
+                        blobs_total: u64::try_from(selected.len())?,
+                        bytes_total: selected.iter().map(|(sha, _)| size_of_sha(sha)).sum(),
+                    };
+                    model.tasks.insert(
+                        seq,
+                        OpenTask {
+                            source: source_ds,
+                            target,
+                            pending: BTreeMap::new(),
+                            attempts: BTreeMap::new(),
+                        },
+                    );
+                    Step {
+                        actor: Actor::SharedSecretAdmin,
+                        request_id,
+                        command: Command::StartTransfer(event.clone()),
+                        expected: Event::TransferStartedV1(event),
+                    }
+                }
+                Op::MoveBlob { task, pick } => {
+                    let Some(task) = model.open_task(*task) else {
+                        continue;
+                    };
+                    let Some(t) = model.tasks.get(&task) else {
+                        continue;
+                    };
+                    let in_source = model.blobs_in(&t.source);
+                    let Some((sha, from_location)) =
+                        in_source.get(pick % in_source.len().max(1)).cloned()
+                    else {
+                        continue;
+                    };
+                    let event = BlobMoved {
+                        task,
+                        sha256: sha,
+                        size_bytes: size_of_sha(&sha),
+                        from_datastore: t.source.clone(),
+                        from_location: from_location.clone(),
+                        to_datastore: t.target.clone(),
+                        to_location: location_of(&sha)?,
+                    };
+                    model
+                        .blobs
+                        .insert(sha, (event.to_datastore.clone(), event.to_location.clone()));
+                    if let Some(t) = model.tasks.get_mut(&task) {
+                        t.pending
+                            .insert(sha, (event.from_datastore.clone(), from_location));
+                    }
+                    Step {
+                        actor: Actor::System,
+                        request_id,
+                        command: Command::MoveBlob(event.clone()),
+                        expected: Event::BlobMovedV1(event),
+                    }
+                }
+                Op::SourceDeleted { task, pick } => {
+                    let Some(task) = model.open_task(*task) else {
+                        continue;
+                    };
+                    let Some(t) = model.tasks.get_mut(&task) else {
+                        continue;
+                    };
+                    let Some(sha) = t.pending.keys().nth(pick % t.pending.len().max(1)).copied()
+                    else {
+                        continue;
+                    };
+                    let Some((datastore, location)) = t.pending.remove(&sha) else {
+                        continue;
+                    };
+                    let event = Event::BlobSourceDeletedV1(BlobSourceDeleted {
+                        task,
+                        sha256: sha,
+                        datastore,
+                        location,
+                    });
+                    Step {
+                        actor: Actor::System,
+                        request_id,
+                        command: Command::TaskProgress(event.clone()),
+                        expected: event,
+                    }
+                }
+                Op::TransferFailed {
+                    task,
+                    sha,
+                    final_attempt,
+                } => {
+                    let Some(task) = model.open_task(*task) else {
+                        continue;
+                    };
+                    let Some(t) = model.tasks.get_mut(&task) else {
+                        continue;
+                    };
+                    let sha = pool_sha(*sha);
+                    let attempt = t.attempts.entry(sha).or_insert(0);
+                    *attempt += 1;
+                    let event = Event::BlobTransferFailedV1(BlobTransferFailed {
+                        task,
+                        sha256: sha,
+                        attempt: *attempt,
+                        final_attempt: *final_attempt,
+                        error: format!("attempt {attempt} at step {i} failed"),
+                    });
+                    Step {
+                        actor: Actor::System,
+                        request_id,
+                        command: Command::TaskProgress(event.clone()),
+                        expected: event,
+                    }
+                }
+                Op::FinishTransfer { task, error } => {
+                    let Some(task) = model.open_task(*task) else {
+                        continue;
+                    };
+                    model.tasks.remove(&task);
+                    let event = Event::TransferFinishedV1(TransferFinished {
+                        task,
+                        error_message: error.then(|| format!("gave up at step {i}")),
+                    });
+                    Step {
+                        actor: Actor::System,
+                        request_id,
+                        command: Command::TaskProgress(event.clone()),
+                        expected: event,
                     }
                 }
             };
@@ -472,7 +713,20 @@ fn unparsed(out: &mut Map<String, Value>, k: &[u8], v: &[u8]) {
 
 fn render_media_index(kv: &MemoryKv) -> Value {
     let mut out = Map::new();
+    let mut by_hash = Map::new();
     for (k, v) in &kv.0 {
+        if !media_index::is_record_key(k) {
+            // `0x02 ‖ sha256` → the media with that content, in upload order.
+            match k.split_first().and_then(|(_, rest)| sha_at(rest)) {
+                Some(sha) => {
+                    let list = media_index::media_with_hash(kv, &sha)
+                        .map(|ms| Some(ms.iter().map(ToString::to_string).collect::<Vec<_>>()));
+                    by_hash.insert(sha.to_hex(), json_of(list, v));
+                }
+                None => unparsed(&mut out, k, v),
+            }
+            continue;
+        }
         match parse_media_key(k) {
             Some(media) => {
                 let record = media_index::decode_record(v).map(Some);
@@ -480,6 +734,51 @@ fn render_media_index(kv: &MemoryKv) -> Value {
             }
             None => unparsed(&mut out, k, v),
         }
+    }
+    if !by_hash.is_empty() {
+        out.insert("by_hash".into(), Value::Object(by_hash));
+    }
+    Value::Object(out)
+}
+
+fn render_tasks(kv: &MemoryKv) -> Value {
+    let mut found: BTreeMap<u64, (Value, Map<String, Value>)> = BTreeMap::new();
+    let mut out = Map::new();
+    for (k, v) in &kv.0 {
+        if let Some(entry) = tasks::decode_task_entry(k, v) {
+            let seq = k
+                .get(1..9)
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, u64::from_be_bytes);
+            let record = json_of(entry.map(|(_, t)| Some(t)), v);
+            found.entry(seq).or_insert((Value::Null, Map::new())).0 = record;
+            continue;
+        }
+        let task = k
+            .strip_prefix(b"d")
+            .and_then(|rest| rest.get(..8))
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_be_bytes);
+        match (task, tasks::decode_deletion_entry(k, v)) {
+            (Some(seq), Some(entry)) => {
+                let (sha, value) = match entry {
+                    Ok((sha, d)) => (sha.to_hex(), json_of(Ok(Some(d)), v)),
+                    Err(_) => (hex(k), json!({ "undecoded": hex(v) })),
+                };
+                found
+                    .entry(seq)
+                    .or_insert((Value::Null, Map::new()))
+                    .1
+                    .insert(sha, value);
+            }
+            _ => unparsed(&mut out, k, v),
+        }
+    }
+    for (seq, (record, deletions)) in found {
+        out.insert(
+            format!("task-{seq}"),
+            json!({ "record": record, "pending_deletions": deletions }),
+        );
     }
     Value::Object(out)
 }
@@ -603,9 +902,11 @@ fn render_hex(kv: &MemoryKv) -> Value {
     )
 }
 
-/// Renders every projection's state readably: media by MXC URI, hashes and datastores by
-/// name, values decoded with the projections' own helpers. A key no decoder understands (or
-/// a projection this function does not know) appears as hex, so nothing is hidden.
+/// Renders every projection's state readably: media by MXC URI (and the hash → media index
+/// under `media_index.by_hash`), hashes and datastores by name, transfers as `task-<seq>`
+/// with their pending source deletions by hash, values decoded with the projections' own
+/// helpers. A key no decoder understands (or a projection this function does not know)
+/// appears as hex, so nothing is hidden.
 pub fn snapshot(state: &MemoryState) -> Value {
     let mut out = Map::new();
     for (name, kv) in &state.spaces {
@@ -614,6 +915,7 @@ pub fn snapshot(state: &MemoryState) -> Value {
             "hash_refs" => render_hash_refs(kv),
             "datastore_sizes" => render_datastore_sizes(kv),
             "pending_uploads" => render_pending_uploads(kv),
+            "tasks" => render_tasks(kv),
             _ => render_hex(kv),
         };
         out.insert((*name).to_owned(), rendered);

@@ -13,11 +13,12 @@ use std::path::Path;
 use tempfile::TempDir;
 
 /// Records in the fixture ledger.
-const N: u64 = 9;
+const N: u64 = 15;
 /// The record damaged in the middle.
 const MID: u64 = 5;
 
-/// A closed ledger of `N` committed commands of every kind, dedup included.
+/// A closed ledger of `N` committed commands of every kind, dedup and a transfer included (so
+/// that every projection, `tasks` too, holds state; one source deletion stays pending).
 fn fixture() -> TempDir {
     let upload = |media_id: &str, sha, datastore| Op::Upload {
         origin: 0,
@@ -55,6 +56,23 @@ fn fixture() -> TempDir {
             actor: 0,
         },
         upload("f", 2, 1),
+        // Task 10: beta → alpha over the contents 1 and 2.
+        Op::StartTransfer {
+            source: 1,
+            before_ts: false,
+        },
+        Op::MoveBlob { task: 0, pick: 0 },
+        Op::TransferFailed {
+            task: 0,
+            sha: 2,
+            final_attempt: false,
+        },
+        Op::MoveBlob { task: 0, pick: 0 },
+        Op::SourceDeleted { task: 0, pick: 0 },
+        Op::FinishTransfer {
+            task: 0,
+            error: true,
+        },
     ])
     .unwrap();
     assert_eq!(plan.steps.len() as u64, N);

@@ -3,8 +3,7 @@
 //! Keys: `<prefix><hh>/<hh>/<sha256 hex>`. Uploads are spooled to a local directory first (to
 //! be hashed), then sent with one `PutObject` below the multipart threshold, or as a multipart
 //! upload read part by part from the spool file, so memory never holds the whole blob.
-//! `commit` returns only after S3 acknowledged the object, and skips the upload when an object
-//! of the same key and size is already there (idempotent re-commits during transfers).
+//! `commit` returns only after S3 acknowledged the object.
 
 use super::{BlobStream, Datastore, DatastoreError, Listing};
 use crate::config::{ChecksumMode, S3Config};
@@ -239,23 +238,23 @@ impl Datastore for S3Datastore {
             .await
             .map_err(DatastoreError::io("reading a spool file"))?
             .len();
-        if self.key_size(&key).await? != Some(size) {
-            if size >= self.multipart_threshold_bytes {
-                self.put_multipart(&key, spooled, size).await?;
-            } else {
-                let body = ByteStream::from_path(spooled)
-                    .await
-                    .map_err(|e| backend("reading a spool file", e))?;
-                self.client
-                    .put_object()
-                    .bucket(&self.bucket)
-                    .key(&key)
-                    .content_length(i64::try_from(size).unwrap_or(i64::MAX))
-                    .body(body)
-                    .send()
-                    .await
-                    .map_err(sdk("storing an object"))?;
-            }
+        // Always PUT: keys are content-addressed, so overwriting is safe, and an object of
+        // the right size is not proof of the right bytes.
+        if size >= self.multipart_threshold_bytes {
+            self.put_multipart(&key, spooled, size).await?;
+        } else {
+            let body = ByteStream::from_path(spooled)
+                .await
+                .map_err(|e| backend("reading a spool file", e))?;
+            self.client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(&key)
+                .content_length(i64::try_from(size).unwrap_or(i64::MAX))
+                .body(body)
+                .send()
+                .await
+                .map_err(sdk("storing an object"))?;
         }
         if let Err(e) = tokio::fs::remove_file(spooled).await {
             tracing::warn!(path = %spooled.display(), error = %e, "cannot remove a spool file");

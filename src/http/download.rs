@@ -8,8 +8,9 @@ use crate::auth::Principal;
 use crate::error::ApiError;
 use axum::body::Body;
 use axum::extract::State as S;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
 use media_ledger_events::{Actor, MediaAccessed, MediaRef};
 use media_ledger_projections::media_index::MediaRecord;
 use media_ledger_projections::{hash_refs, media_index, pending_uploads};
@@ -27,6 +28,7 @@ pub async fn legacy(
     S(state): S<State>,
     MPath((server, id)): MPath<(String, String)>,
     MQuery(q): MQuery<DownloadQuery>,
+    method: Method,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     if !state.config.downloads.allow_unauthenticated {
@@ -34,7 +36,19 @@ pub async fn legacy(
             "use the authenticated media endpoints".into(),
         ));
     }
-    serve(&state, None, &server, &id, None, q, &headers).await
+    serve(
+        &state,
+        None,
+        Wanted {
+            server: &server,
+            id: &id,
+            filename: None,
+            head: method == Method::HEAD,
+        },
+        q,
+        &headers,
+    )
+    .await
 }
 
 /// `GET /_matrix/media/{r0,v3}/download/{server}/{id}/{filename}`.
@@ -42,6 +56,7 @@ pub async fn legacy_named(
     S(state): S<State>,
     MPath((server, id, name)): MPath<(String, String, String)>,
     MQuery(q): MQuery<DownloadQuery>,
+    method: Method,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     if !state.config.downloads.allow_unauthenticated {
@@ -49,7 +64,19 @@ pub async fn legacy_named(
             "use the authenticated media endpoints".into(),
         ));
     }
-    serve(&state, None, &server, &id, Some(name), q, &headers).await
+    serve(
+        &state,
+        None,
+        Wanted {
+            server: &server,
+            id: &id,
+            filename: Some(name),
+            head: method == Method::HEAD,
+        },
+        q,
+        &headers,
+    )
+    .await
 }
 
 /// `GET /_matrix/client/v1/media/download/{server}/{id}`.
@@ -58,14 +85,18 @@ pub async fn authed(
     auth: Authed,
     MPath((server, id)): MPath<(String, String)>,
     MQuery(q): MQuery<DownloadQuery>,
+    method: Method,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     serve(
         &state,
         Some(auth.principal),
-        &server,
-        &id,
-        None,
+        Wanted {
+            server: &server,
+            id: &id,
+            filename: None,
+            head: method == Method::HEAD,
+        },
         q,
         &headers,
     )
@@ -78,14 +109,18 @@ pub async fn authed_named(
     auth: Authed,
     MPath((server, id, name)): MPath<(String, String, String)>,
     MQuery(q): MQuery<DownloadQuery>,
+    method: Method,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     serve(
         &state,
         Some(auth.principal),
-        &server,
-        &id,
-        Some(name),
+        Wanted {
+            server: &server,
+            id: &id,
+            filename: Some(name),
+            head: method == Method::HEAD,
+        },
         q,
         &headers,
     )
@@ -223,19 +258,51 @@ async fn open_blob(
     )))
 }
 
+/// Checks that the blob of `sha` exists where its record says (for `HEAD`).
+async fn check_blob(state: &State, sha: &media_ledger_events::Sha256) -> Result<(), ApiError> {
+    let blob = hash_refs::get(&state.ledger.view("hash_refs")?, sha)?
+        .ok_or_else(|| ApiError::Internal(format!("no hash record for {sha}")))?;
+    let store = state.datastores.get(&blob.datastore).ok_or_else(|| {
+        ApiError::Internal(format!(
+            "datastore {} of {sha} is not configured",
+            blob.datastore
+        ))
+    })?;
+    match store.size_of(&blob.location).await? {
+        Some(_) => Ok(()),
+        None => Err(ApiError::Internal(format!(
+            "blob {sha} is missing from its datastore"
+        ))),
+    }
+}
+
 fn header_value(s: &str) -> Result<HeaderValue, ApiError> {
     HeaderValue::from_str(s).map_err(ApiError::internal)
+}
+
+/// What a download asks for.
+struct Wanted<'a> {
+    server: &'a str,
+    id: &'a str,
+    /// The `/{filename}` path variant, overriding the upload's name.
+    filename: Option<String>,
+    /// A `HEAD` request: headers only.
+    head: bool,
 }
 
 async fn serve(
     state: &State,
     principal: Option<Principal>,
-    server: &str,
-    id: &str,
-    filename: Option<String>,
+    wanted: Wanted<'_>,
     q: DownloadQuery,
     req_headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
+    let Wanted {
+        server,
+        id,
+        filename,
+        head,
+    } = wanted;
     let media = media_ref(server, id)?;
     let dl = &state.config.downloads;
     let timeout = Duration::from_millis(
@@ -257,7 +324,13 @@ async fn serve(
         ByteRange::Part { start, end } => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
         ByteRange::Unsatisfiable => return Err(ApiError::RangeNotSatisfiable { size_bytes: size }),
     };
-    let stream = open_blob(state, &record.sha256, start, len).await?;
+    // HEAD checks the blob is there (a HeadObject on S3) without reading it.
+    let stream = if head {
+        check_blob(state, &record.sha256).await?;
+        futures_util::stream::empty().boxed()
+    } else {
+        open_blob(state, &record.sha256, start, len).await?
+    };
 
     if now_ms().saturating_sub(record.last_access_ms) >= dl.access_record_interval_ms {
         let actor = principal.as_ref().map_or(Actor::System, Principal::actor);

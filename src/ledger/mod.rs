@@ -119,6 +119,22 @@ impl Ledger {
         Ok((head, divergence))
     }
 
+    /// Opens a ledger read-only, beside a running server, as of now: reads work, every
+    /// write answers [`LedgerError::Closed`]. No chain check (use `verify`).
+    pub fn open_read_only(path: &Path) -> Result<Self, LedgerError> {
+        let db = store::open_db_read_only(path)?;
+        let head = store::read_head(&db)?.unwrap_or(Head::EMPTY);
+        let (_, head_rx) = watch::channel(head.seq);
+        Ok(Self {
+            db: Arc::new(db),
+            sender: Mutex::new(None),
+            writer: Mutex::new(None),
+            head_rx,
+            failed: Arc::new(Mutex::new(vec![None; ALL.len()])),
+            max_pending: Arc::new(std::sync::atomic::AtomicU64::new(DEFAULT_MAX_PENDING)),
+        })
+    }
+
     fn start(db: DB, head: Head) -> Self {
         let db = Arc::new(db);
         let (tx, rx) = mpsc::channel(QUEUE);

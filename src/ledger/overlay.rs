@@ -63,6 +63,23 @@ impl Overlay {
         })
     }
 
+    /// This group's pending writes of projection `name` (`None` = deleted).
+    pub(crate) fn entries<'a>(
+        &'a self,
+        _db: &DB,
+        name: &str,
+    ) -> Result<impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)> + 'a, LedgerError> {
+        let index = ALL
+            .iter()
+            .position(|p| p.name() == name)
+            .ok_or_else(|| LedgerError::Storage(format!("no projection {name}")))?;
+        let space = self
+            .spaces
+            .get(index)
+            .ok_or_else(|| LedgerError::Storage(format!("no projection {name}")))?;
+        Ok(space.iter().map(|(k, v)| (k.as_slice(), v.as_deref())))
+    }
+
     /// Drops the pending writes of one projection (after it failed).
     pub(crate) fn discard(&mut self, index: usize) {
         if let Some(s) = self.spaces.get_mut(index) {

@@ -77,6 +77,9 @@ pub enum Conflict {
     /// Not an event this command may carry.
     #[error("event not allowed here")]
     WrongEvent,
+    /// Another unfinished transfer involves these datastores.
+    #[error("another transfer between these datastores is still running")]
+    TransferRunning,
 }
 
 /// What a committed command became.
@@ -349,7 +352,22 @@ impl Writer {
                     _ => Err(LedgerError::Conflict(Conflict::UnknownMedia)),
                 }
             }
-            Command::StartTransfer(event) => Ok(Event::TransferStartedV1(event)),
+            Command::StartTransfer(event) if event.source == event.target => {
+                Err(LedgerError::Conflict(Conflict::WrongEvent))
+            }
+            Command::StartTransfer(event) => {
+                // One direction at a time (content-addressed locations): no unfinished task
+                // may drain the new target, fill the new source, or drain the same source.
+                for t in self.unfinished_tasks(overlay)? {
+                    if t.source == event.target
+                        || t.target == event.source
+                        || t.source == event.source
+                    {
+                        return Err(LedgerError::Conflict(Conflict::TransferRunning));
+                    }
+                }
+                Ok(Event::TransferStartedV1(event))
+            }
             Command::MoveBlob(event) => {
                 self.require_unfinished(overlay, event.task)?;
                 let hashes = overlay.read(db, "hash_refs")?;
@@ -374,6 +392,33 @@ impl Writer {
                 Ok(event)
             }
         }
+    }
+
+    /// Every unfinished task: committed ones from the database, with this group's own
+    /// changes (the overlay) on top.
+    fn unfinished_tasks(&self, overlay: &Overlay) -> Result<Vec<tasks::TaskRecord>, LedgerError> {
+        let mut all = std::collections::BTreeMap::new();
+        let cf = super::store::cf(&self.db, "tasks")?;
+        for item in self.db.iterator_cf(
+            cf,
+            rocksdb::IteratorMode::From(b"t", rocksdb::Direction::Forward),
+        ) {
+            let (k, v) = item?;
+            if !k.starts_with(b"t") {
+                break;
+            }
+            if let Some(entry) = tasks::decode_task_entry(&k, &v) {
+                let (seq, t) = entry?;
+                all.insert(seq, t);
+            }
+        }
+        for (k, v) in overlay.entries(&self.db, "tasks")? {
+            if let Some(entry) = v.and_then(|v| tasks::decode_task_entry(k, v)) {
+                let (seq, t) = entry?;
+                all.insert(seq, t);
+            }
+        }
+        Ok(all.into_values().filter(|t| !t.is_finished()).collect())
     }
 
     fn require_unfinished(&self, overlay: &Overlay, task: Seq) -> Result<(), LedgerError> {

@@ -2,6 +2,8 @@
 //! started in-process on 127.0.0.1:0, and small request/assertion helpers.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod s3;
+
 use media_ledger::config::Config;
 use media_ledger::server::Server;
 use reqwest::{Response, StatusCode};

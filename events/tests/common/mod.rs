@@ -4,8 +4,9 @@
 
 use media_ledger_events::codec::{self, Chain, CHAIN_LEN};
 use media_ledger_events::{
-    Actor, AsyncUploadCreated, BlobLocation, ContentType, DatastoreId, Envelope, Event,
-    MediaAccessed, MediaId, MediaRef, MediaUploaded, RequestId, Seq, ServerName, Sha256, UserId,
+    Actor, AsyncUploadCreated, BlobLocation, BlobMoved, BlobSourceDeleted, BlobTransferFailed,
+    ContentType, DatastoreId, Envelope, Event, MediaAccessed, MediaId, MediaRef, MediaUploaded,
+    RequestId, Seq, ServerName, Sha256, TransferFinished, TransferStarted, UserId,
 };
 use proptest::prelude::*;
 use sha2::Digest;
@@ -64,7 +65,27 @@ pub fn body_of(record: &[u8]) -> &[u8] {
     &record[..record.len() - CHAIN_LEN]
 }
 
-/// A simple valid envelope of each variant, for the non-property tests.
+/// How many variants `Event` has; [`variant_index`] does not compile until it is told of a new
+/// one, and then this must follow.
+pub const VARIANTS: usize = 8;
+
+/// The declaration index of the variant of `event` (no wildcard arm: a new variant must be
+/// added here, and then to [`event`] and [`sample_envelopes`]).
+pub fn variant_index(event: &Event) -> usize {
+    match event {
+        Event::MediaUploadedV1(_) => 0,
+        Event::AsyncUploadCreatedV1(_) => 1,
+        Event::MediaAccessedV1(_) => 2,
+        Event::TransferStartedV1(_) => 3,
+        Event::BlobMovedV1(_) => 4,
+        Event::BlobSourceDeletedV1(_) => 5,
+        Event::BlobTransferFailedV1(_) => 6,
+        Event::TransferFinishedV1(_) => 7,
+    }
+}
+
+/// A simple valid envelope of each variant, for the non-property tests: a log whose last
+/// five records are a transfer (started, one failed attempt, moved, source deleted, finished).
 pub fn sample_envelopes() -> Vec<Envelope> {
     vec![
         Envelope {
@@ -102,6 +123,69 @@ pub fn sample_envelopes() -> Vec<Envelope> {
             event: Event::MediaAccessedV1(MediaAccessed {
                 media: mxc("mxc://example.org/abcDEF123"),
                 sha256: Sha256([7; 32]),
+            }),
+        },
+        Envelope {
+            seq: Seq(4),
+            recorded_at_ms: 1_700_000_002_000,
+            actor: Actor::SharedSecretAdmin,
+            request_id: RequestId("req-4".into()),
+            event: Event::TransferStartedV1(TransferStarted {
+                source: id("local"),
+                target: id("remote"),
+                before_ts_ms: None,
+                blobs_total: 1,
+                bytes_total: 12_345,
+            }),
+        },
+        Envelope {
+            seq: Seq(5),
+            recorded_at_ms: 1_700_000_002_100,
+            actor: Actor::System,
+            request_id: RequestId("task-4".into()),
+            event: Event::BlobTransferFailedV1(BlobTransferFailed {
+                task: Seq(4),
+                sha256: Sha256([7; 32]),
+                attempt: 1,
+                final_attempt: false,
+                error: "timeout".into(),
+            }),
+        },
+        Envelope {
+            seq: Seq(6),
+            recorded_at_ms: 1_700_000_002_200,
+            actor: Actor::System,
+            request_id: RequestId("task-4".into()),
+            event: Event::BlobMovedV1(BlobMoved {
+                task: Seq(4),
+                sha256: Sha256([7; 32]),
+                size_bytes: 12_345,
+                from_datastore: id("local"),
+                from_location: id("07/07/0707"),
+                to_datastore: id("remote"),
+                to_location: id("07/07/0707"),
+            }),
+        },
+        Envelope {
+            seq: Seq(7),
+            recorded_at_ms: 1_700_000_002_300,
+            actor: Actor::System,
+            request_id: RequestId("task-4".into()),
+            event: Event::BlobSourceDeletedV1(BlobSourceDeleted {
+                task: Seq(4),
+                sha256: Sha256([7; 32]),
+                datastore: id("local"),
+                location: id("07/07/0707"),
+            }),
+        },
+        Envelope {
+            seq: Seq(8),
+            recorded_at_ms: 1_700_000_002_400,
+            actor: Actor::System,
+            request_id: RequestId("task-4".into()),
+            event: Event::TransferFinishedV1(TransferFinished {
+                task: Seq(4),
+                error_message: None,
             }),
         },
     ]
@@ -197,8 +281,109 @@ pub fn media_uploaded() -> impl Strategy<Value = MediaUploaded> {
         )
 }
 
+pub fn seq() -> impl Strategy<Value = Seq> {
+    any::<u64>().prop_map(Seq)
+}
+
+pub fn transfer_started() -> impl Strategy<Value = TransferStarted> {
+    (
+        datastore_id(),
+        datastore_id(),
+        proptest::option::of(any::<u64>()),
+        any::<u64>(),
+        any::<u64>(),
+    )
+        .prop_map(
+            |(source, target, before_ts_ms, blobs_total, bytes_total)| TransferStarted {
+                source,
+                target,
+                before_ts_ms,
+                blobs_total,
+                bytes_total,
+            },
+        )
+}
+
+pub fn blob_moved() -> impl Strategy<Value = BlobMoved> {
+    (
+        seq(),
+        sha256(),
+        any::<u64>(),
+        datastore_id(),
+        blob_location(),
+        datastore_id(),
+        blob_location(),
+    )
+        .prop_map(
+            |(
+                task,
+                sha256,
+                size_bytes,
+                from_datastore,
+                from_location,
+                to_datastore,
+                to_location,
+            )| {
+                BlobMoved {
+                    task,
+                    sha256,
+                    size_bytes,
+                    from_datastore,
+                    from_location,
+                    to_datastore,
+                    to_location,
+                }
+            },
+        )
+}
+
+pub fn blob_source_deleted() -> impl Strategy<Value = BlobSourceDeleted> {
+    (seq(), sha256(), datastore_id(), blob_location()).prop_map(
+        |(task, sha256, datastore, location)| BlobSourceDeleted {
+            task,
+            sha256,
+            datastore,
+            location,
+        },
+    )
+}
+
+pub fn blob_transfer_failed() -> impl Strategy<Value = BlobTransferFailed> {
+    (
+        seq(),
+        sha256(),
+        any::<u32>(),
+        any::<bool>(),
+        any::<String>(),
+    )
+        .prop_map(
+            |(task, sha256, attempt, final_attempt, error)| BlobTransferFailed {
+                task,
+                sha256,
+                attempt,
+                final_attempt,
+                error,
+            },
+        )
+}
+
+pub fn transfer_finished() -> impl Strategy<Value = TransferFinished> {
+    (seq(), proptest::option::of(any::<String>())).prop_map(|(task, error_message)| {
+        TransferFinished {
+            task,
+            error_message,
+        }
+    })
+}
+
+/// Any event, every variant equally likely.
 pub fn event() -> impl Strategy<Value = Event> {
     prop_oneof![
+        transfer_started().prop_map(Event::TransferStartedV1),
+        blob_moved().prop_map(Event::BlobMovedV1),
+        blob_source_deleted().prop_map(Event::BlobSourceDeletedV1),
+        blob_transfer_failed().prop_map(Event::BlobTransferFailedV1),
+        transfer_finished().prop_map(Event::TransferFinishedV1),
         media_uploaded().prop_map(Event::MediaUploadedV1),
         (media_ref(), user_id(), any::<u64>()).prop_map(|(media, owner, expires_at_ms)| {
             Event::AsyncUploadCreatedV1(AsyncUploadCreated {

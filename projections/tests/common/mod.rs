@@ -2,8 +2,9 @@
 #![allow(dead_code)]
 
 use media_ledger_events::{
-    Actor, AsyncUploadCreated, BlobLocation, DatastoreId, Envelope, Event, MediaAccessed, MediaRef,
-    MediaUploaded, RequestId, Seq, Sha256, UserId,
+    Actor, AsyncUploadCreated, BlobLocation, BlobMoved, BlobSourceDeleted, BlobTransferFailed,
+    DatastoreId, Envelope, Event, MediaAccessed, MediaRef, MediaUploaded, RequestId, Seq, Sha256,
+    TransferFinished, TransferStarted, UserId,
 };
 use media_ledger_projections::memory::{MemoryKv, MemoryState};
 use media_ledger_projections::ProjectionError;
@@ -122,6 +123,134 @@ pub fn create_async(
             media: media(media_id),
             owner: user(owner),
             expires_at_ms,
+        }),
+    )
+}
+
+/// An admin starts a transfer from `source` to `target`; its task id is `seq`.
+pub fn start_transfer(
+    seq: u64,
+    time: u64,
+    source: &str,
+    target: &str,
+    blobs_total: u64,
+    bytes_total: u64,
+) -> Envelope {
+    envelope(
+        seq,
+        time,
+        Actor::SharedSecretAdmin,
+        Event::TransferStartedV1(TransferStarted {
+            source: ds(source),
+            target: ds(target),
+            before_ts_ms: None,
+            blobs_total,
+            bytes_total,
+        }),
+    )
+}
+
+/// Task `task` moved `sha(sha_n)` (of `size` bytes) from `from` at `from_loc` to `to` at
+/// `to_loc`.
+#[allow(clippy::too_many_arguments)]
+pub fn moved_at(
+    seq: u64,
+    time: u64,
+    task: u64,
+    sha_n: u8,
+    size: u64,
+    from: &str,
+    from_loc: BlobLocation,
+    to: &str,
+    to_loc: BlobLocation,
+) -> Envelope {
+    envelope(
+        seq,
+        time,
+        Actor::System,
+        Event::BlobMovedV1(BlobMoved {
+            task: Seq(task),
+            sha256: sha(sha_n),
+            size_bytes: size,
+            from_datastore: ds(from),
+            from_location: from_loc,
+            to_datastore: ds(to),
+            to_location: to_loc,
+        }),
+    )
+}
+
+/// Like [`moved_at`], between the default locations of both datastores.
+pub fn moved(
+    seq: u64,
+    time: u64,
+    task: u64,
+    sha_n: u8,
+    size: u64,
+    from: &str,
+    to: &str,
+) -> Envelope {
+    moved_at(
+        seq,
+        time,
+        task,
+        sha_n,
+        size,
+        from,
+        default_location(sha_n, from),
+        to,
+        default_location(sha_n, to),
+    )
+}
+
+/// Task `task` deleted the old copy of `sha(sha_n)` at the default location in `from`.
+pub fn source_deleted(seq: u64, time: u64, task: u64, sha_n: u8, from: &str) -> Envelope {
+    envelope(
+        seq,
+        time,
+        Actor::System,
+        Event::BlobSourceDeletedV1(BlobSourceDeleted {
+            task: Seq(task),
+            sha256: sha(sha_n),
+            datastore: ds(from),
+            location: default_location(sha_n, from),
+        }),
+    )
+}
+
+/// Attempt `attempt` of task `task` to move `sha(sha_n)` failed with `error`.
+pub fn transfer_failed(
+    seq: u64,
+    time: u64,
+    task: u64,
+    sha_n: u8,
+    attempt: u32,
+    final_attempt: bool,
+    error: &str,
+) -> Envelope {
+    envelope(
+        seq,
+        time,
+        Actor::System,
+        Event::BlobTransferFailedV1(BlobTransferFailed {
+            task: Seq(task),
+            sha256: sha(sha_n),
+            attempt,
+            final_attempt,
+            error: error.into(),
+        }),
+    )
+}
+
+/// Task `task` ended, with `error_message` if some blobs could not be moved.
+pub fn transfer_finished(seq: u64, time: u64, task: u64, error_message: Option<&str>) -> Envelope {
+    envelope(
+        seq,
+        time,
+        Actor::System,
+        Event::TransferFinishedV1(TransferFinished {
+            task: Seq(task),
+            error_message: error_message.map(str::to_owned),
         }),
     )
 }
