@@ -5,6 +5,7 @@
 //! over loopback; client and server share the machine's cores.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use futures_util::StreamExt;
 use media_ledger::ledger::{raw, Command, Ledger};
 use media_ledger_events::{
     Actor, AsyncUploadCreated, Envelope, Event, MediaAccessed, MediaRef, MediaUploaded, RequestId,
@@ -41,6 +42,9 @@ fn main() {
     }
     if want("http") {
         bench_http();
+    }
+    if want("transfer") {
+        bench_transfer();
     }
 }
 
@@ -264,6 +268,11 @@ struct Child {
 
 impl Child {
     fn start(dir: &Path, max_bytes: u64) -> Self {
+        Self::start_with(dir, max_bytes, "")
+    }
+
+    /// With extra TOML appended (more datastores).
+    fn start_with(dir: &Path, max_bytes: u64, extra: &str) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -288,6 +297,7 @@ id = "files"
 type = "file"
 path = "{d}/media"
 kinds = ["all"]
+{extra}
 "#,
             d = dir.display()
         );
@@ -451,4 +461,178 @@ fn bench_http() {
             println!("http: 64 KiB {phase}s, {CLIENTS} concurrent clients: {rate:.0} req/s ({:.1}× Synapse's ~{peer:.0}/s; nginx ceiling ~12k/s)", rate / peer);
         }
     });
+}
+
+/// s3s-fs on a free port (the test server; see `.ci/deps`).
+struct S3s {
+    proc: std::process::Child,
+    endpoint: String,
+}
+
+impl S3s {
+    fn start(root: &Path, bucket: &str) -> Self {
+        let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/tools/bin/s3s-fs");
+        assert!(bin.exists(), "s3s-fs not found: run .ci/deps");
+        std::fs::create_dir_all(root.join(bucket)).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let proc = std::process::Command::new(bin)
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--access-key",
+                "benchak",
+                "--secret-key",
+                "benchsk",
+            ])
+            .arg(root)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        S3s {
+            proc,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        }
+    }
+}
+
+impl Drop for S3s {
+    fn drop(&mut self) {
+        let _ = self.proc.kill();
+        let _ = self.proc.wait();
+    }
+}
+
+/// A file → S3 transfer of 64 blobs of 4 MiB, beside raw PUTs of the same sizes to the same
+/// server with the same parallelism (4).
+fn bench_transfer() {
+    const BLOBS: usize = 64;
+    const SIZE: usize = 4 << 20;
+    let dir = tempdir();
+    let s3 = S3s::start(&dir.path().join("s3"), "bench");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+
+    // Raw PUT throughput of this server, 4 at a time.
+    let raw = rt.block_on(async {
+        use aws_sdk_s3::config::{
+            BehaviorVersion, Builder, Credentials, Region, RequestChecksumCalculation,
+            ResponseChecksumValidation,
+        };
+        let conf = Builder::new()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(&s3.endpoint)
+            .force_path_style(true)
+            .credentials_provider(Credentials::new("benchak", "benchsk", None, None, "bench"))
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .build();
+        let client = aws_sdk_s3::Client::from_conf(conf);
+        let bodies: Vec<bytes::Bytes> = (0..BLOBS)
+            .map(|i| bytes::Bytes::from(pseudo_random(SIZE, 1000 + i as u64)))
+            .collect();
+        let t = Instant::now();
+        futures_util::stream::iter(bodies.into_iter().enumerate())
+            .map(|(i, b)| {
+                let client = client.clone();
+                async move {
+                    client
+                        .put_object()
+                        .bucket("bench")
+                        .key(format!("raw/{i}"))
+                        .body(b.into())
+                        .send()
+                        .await
+                        .unwrap();
+                }
+            })
+            .buffer_unordered(4)
+            .collect::<Vec<_>>()
+            .await;
+        (BLOBS * SIZE) as f64 / 1e6 / t.elapsed().as_secs_f64()
+    });
+    println!("transfer: raw PutObject to s3s-fs, {BLOBS} × 4 MiB, 4 in parallel: {raw:.0} MB/s");
+
+    let extra = format!(
+        r#"[[datastores]]
+id = "s3"
+type = "s3"
+endpoint = "{}"
+bucket = "bench"
+access_key_id = "benchak"
+secret_access_key = "benchsk"
+kinds = ["remote_media"]
+[transfers]
+parallel = 8
+"#,
+        s3.endpoint
+    );
+    let child = Child::start_with(dir.path(), 1 << 30, &extra);
+    let (secs, status) = rt.block_on(async {
+        let client = reqwest::Client::new();
+        for i in 0..BLOBS {
+            let resp = client
+                .post(format!("{}/_matrix/media/v3/upload", child.base))
+                .bearer_auth("bench-user")
+                .body(pseudo_random(SIZE, 5000 + i as u64))
+                .send()
+                .await
+                .unwrap();
+            assert!(resp.status().is_success());
+        }
+        let t = Instant::now();
+        let v: serde_json::Value = client
+            .post(format!(
+                "{}/_matrix/media/unstable/admin/datastores/files/transfer_to/s3",
+                child.base
+            ))
+            .bearer_auth("bench-admin")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let task = v["task_id"].as_u64().expect("task id");
+        loop {
+            let t2: serde_json::Value = client
+                .get(format!(
+                    "{}/_matrix/media/unstable/admin/tasks/{task}",
+                    child.base
+                ))
+                .bearer_auth("bench-admin")
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if t2["is_finished"].as_bool() == Some(true) {
+                return (t.elapsed().as_secs_f64(), t2);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let rate = (BLOBS * SIZE) as f64 / 1e6 / secs;
+    println!(
+        "transfer: file → S3 of {BLOBS} × 4 MiB (copy, read back, verify, switch, delete): {rate:.0} MB/s = {:.0}% of raw PUT (target ≥ 70%); blobs_done {}, error {:?}",
+        rate * 100.0 / raw,
+        status["blobs_done"],
+        status["error_message"]
+    );
 }

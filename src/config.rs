@@ -152,7 +152,7 @@ pub struct TransfersConfig {
 impl Default for TransfersConfig {
     fn default() -> Self {
         Self {
-            parallel: 4,
+            parallel: 8,
             max_attempts: 5,
             retry_base_ms: 500,
         }

@@ -179,7 +179,7 @@ impl MediaService {
         let ds = self.pick_datastore()?.clone();
         let spool_path = ds.spool_dir().join(format!("{}.part", new_media_id()?));
         let mut guard = SpoolGuard(Some(spool_path.clone()));
-        let (sha, size_bytes) = self.spool(&spool_path, body).await?;
+        let (sha, size_bytes) = self.spool(&spool_path, body, ds.spool_needs_sync()).await?;
 
         let existing = hash_refs::get(&self.ledger.view("hash_refs")?, &sha)?;
         let (datastore, location) = match existing {
@@ -257,8 +257,14 @@ impl MediaService {
         }
     }
 
-    /// Streams `body` into `path`, hashing it and enforcing the size limit; fsyncs the file.
-    async fn spool<S>(&self, path: &PathBuf, mut body: S) -> Result<(Sha256, u64), ApiError>
+    /// Streams `body` into `path`, hashing it and enforcing the size limit; fsyncs the file
+    /// when `sync` (the datastore will rename it into place).
+    async fn spool<S>(
+        &self,
+        path: &PathBuf,
+        mut body: S,
+        sync: bool,
+    ) -> Result<(Sha256, u64), ApiError>
     where
         S: Stream<Item = Result<Bytes, axum::Error>> + Unpin,
     {
@@ -281,7 +287,9 @@ impl MediaService {
         }
         out.flush().await.map_err(ApiError::internal)?;
         let file = out.into_inner();
-        file.sync_all().await.map_err(ApiError::internal)?;
+        if sync {
+            file.sync_all().await.map_err(ApiError::internal)?;
+        }
         Ok((Sha256(hasher.finalize().into()), size))
     }
 }

@@ -440,7 +440,10 @@ async fn copy(
             out.write_all(&chunk).await.map_err(|e| format!("spool: {e}"))?;
         }
         out.flush().await.map_err(|e| format!("spool: {e}"))?;
-        out.into_inner().sync_all().await.map_err(|e| format!("spool: {e}"))?;
+        let file = out.into_inner();
+        if target.spool_needs_sync() {
+            file.sync_all().await.map_err(|e| format!("spool: {e}"))?;
+        }
         let got = Sha256(hasher.finalize().into());
         if n != size || &got != sha {
             return Err(format!("the source copy is damaged: {n} bytes hashing to {got}, expected {size} bytes of {sha}"));

@@ -64,6 +64,12 @@ pub trait Datastore: Send + Sync {
     fn uri(&self) -> String;
     /// Directory for the temp files of uploads headed here.
     fn spool_dir(&self) -> &Path;
+    /// Whether a spool file must be fsynced before [`Datastore::commit`]: true when commit
+    /// renames it into place (its bytes become the blob), false when commit copies it
+    /// elsewhere and durability comes from that copy (S3 acknowledges a stored object).
+    fn spool_needs_sync(&self) -> bool {
+        true
+    }
     /// Makes the spooled, already fsynced file `spooled` durable as the blob of `sha`;
     /// returns its location. After this returns, a crash cannot lose the bytes, and
     /// `spooled` is gone. `spooled` may live in another datastore's spool directory.

@@ -231,6 +231,10 @@ impl Datastore for S3Datastore {
         &self.spool
     }
 
+    fn spool_needs_sync(&self) -> bool {
+        false
+    }
+
     async fn commit(&self, spooled: &Path, sha: &Sha256) -> Result<BlobLocation, DatastoreError> {
         let location = super::content_location(sha)?;
         let key = self.key(&location);
