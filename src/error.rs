@@ -55,6 +55,9 @@ pub enum ApiError {
         /// The content length, for `Content-Range: bytes */len`.
         size_bytes: u64,
     },
+    /// The media cannot be thumbnailed (not an image, too large, undecodable).
+    #[error("{0}")]
+    CannotThumbnail(String),
     /// A backend answered badly or not at all (S3).
     #[error("{0}")]
     BadGateway(String),
@@ -87,9 +90,10 @@ impl ApiError {
             ApiError::LimitExceeded(_) => "M_LIMIT_EXCEEDED",
             ApiError::Unrecognized | ApiError::MethodNotAllowed => "M_UNRECOGNIZED",
             ApiError::RangeNotSatisfiable { .. } => "M_INVALID_PARAM",
-            ApiError::Unavailable(_) | ApiError::BadGateway(_) | ApiError::Internal(_) => {
-                "M_UNKNOWN"
-            }
+            ApiError::Unavailable(_)
+            | ApiError::BadGateway(_)
+            | ApiError::Internal(_)
+            | ApiError::CannotThumbnail(_) => "M_UNKNOWN",
         }
     }
 
@@ -102,7 +106,9 @@ impl ApiError {
             ApiError::CannotOverwrite => StatusCode::CONFLICT,
             ApiError::MissingToken | ApiError::UnknownToken => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::InvalidParam(_) | ApiError::MissingParam(_) => StatusCode::BAD_REQUEST,
+            ApiError::InvalidParam(_)
+            | ApiError::MissingParam(_)
+            | ApiError::CannotThumbnail(_) => StatusCode::BAD_REQUEST,
             ApiError::LimitExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,

@@ -19,4 +19,5 @@ pub mod http;
 pub mod ledger;
 pub mod media;
 pub mod server;
+pub mod thumbnail;
 pub mod transfer;

@@ -311,7 +311,8 @@ fn map_conflict(e: LedgerError) -> ApiError {
             c @ (Conflict::BlobElsewhere
             | Conflict::NoSuchTask
             | Conflict::WrongEvent
-            | Conflict::TransferRunning),
+            | Conflict::TransferRunning
+            | Conflict::ThumbnailExists),
         ) => ApiError::Internal(format!("unexpected conflict: {c}")),
         LedgerError::Conflict(Conflict::TooManyPending) => ApiError::LimitExceeded(
             "too many pending uploads; fill or let some expire first".into(),

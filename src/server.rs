@@ -44,6 +44,14 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let datastores =
         Arc::new(Datastores::from_config(&config.datastores).context("opening datastores")?);
     sweep_orphans(&ledger, &datastores).await;
+    if config.thumbnails.enabled
+        && !config
+            .datastores
+            .iter()
+            .any(|d| d.accepts(crate::config::DatastoreKind::Thumbnails))
+    {
+        tracing::warn!("no datastore accepts thumbnails: thumbnail requests will answer 503");
+    }
 
     let transfers =
         crate::transfer::Transfers::new(ledger.clone(), datastores.clone(), config.clone());
@@ -52,6 +60,11 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let state = Arc::new(AppState {
         shutdown,
         transfers,
+        thumbnails: crate::thumbnail::Thumbnailer::new(
+            ledger.clone(),
+            datastores.clone(),
+            config.clone(),
+        ),
         auth: Auth::new(config.clone()),
         media: MediaService::new(ledger.clone(), datastores.clone(), config.clone()),
         config: config.clone(),

@@ -31,6 +31,8 @@ pub enum Event {
     BlobTransferFailedV1(BlobTransferFailed),
     /// A transfer ended (with `error_message` when some blobs could not be moved).
     TransferFinishedV1(TransferFinished),
+    /// A thumbnail of a media was generated and stored (blob durable before this).
+    ThumbnailGeneratedV1(ThumbnailGenerated),
 }
 
 impl Event {
@@ -45,6 +47,7 @@ impl Event {
             Event::BlobSourceDeletedV1(_) => "blob.source_deleted.v1",
             Event::BlobTransferFailedV1(_) => "blob.transfer_failed.v1",
             Event::TransferFinishedV1(_) => "transfer.finished.v1",
+            Event::ThumbnailGeneratedV1(_) => "thumbnail.generated.v1",
         }
     }
 
@@ -54,6 +57,7 @@ impl Event {
             Event::MediaUploadedV1(e) => Some(&e.media),
             Event::AsyncUploadCreatedV1(e) => Some(&e.media),
             Event::MediaAccessedV1(e) => Some(&e.media),
+            Event::ThumbnailGeneratedV1(e) => Some(&e.media),
             Event::TransferStartedV1(_)
             | Event::BlobMovedV1(_)
             | Event::BlobSourceDeletedV1(_)
@@ -70,6 +74,7 @@ impl Event {
             Event::BlobMovedV1(e) => Some(&e.sha256),
             Event::BlobSourceDeletedV1(e) => Some(&e.sha256),
             Event::BlobTransferFailedV1(e) => Some(&e.sha256),
+            Event::ThumbnailGeneratedV1(e) => Some(&e.sha256),
             Event::AsyncUploadCreatedV1(_)
             | Event::TransferStartedV1(_)
             | Event::TransferFinishedV1(_) => None,
@@ -187,4 +192,48 @@ pub struct TransferFinished {
     pub task: Seq,
     /// `None` when every selected blob moved; else why not.
     pub error_message: Option<String>,
+}
+
+/// How a thumbnail was fitted to its size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ThumbnailMethod {
+    /// Filled and cropped to exactly the size.
+    Crop,
+    /// Scaled to fit inside the size, aspect kept.
+    Scale,
+}
+
+impl ThumbnailMethod {
+    /// The spec's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ThumbnailMethod::Crop => "crop",
+            ThumbnailMethod::Scale => "scale",
+        }
+    }
+}
+
+/// A thumbnail of `media` at one size.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThumbnailGenerated {
+    /// The media it shows.
+    pub media: MediaRef,
+    /// The configured width it was made for.
+    pub width: u32,
+    /// The configured height it was made for.
+    pub height: u32,
+    /// Crop or scale.
+    pub method: ThumbnailMethod,
+    /// Whether it was made for an `animated=true` request.
+    pub animated: bool,
+    /// Digest of the thumbnail bytes.
+    pub sha256: Sha256,
+    /// Their length.
+    pub size_bytes: u64,
+    /// Their type (`image/png` or `image/jpeg`).
+    pub content_type: ContentType,
+    /// The datastore holding the blob.
+    pub datastore: DatastoreId,
+    /// Where in it.
+    pub location: BlobLocation,
 }

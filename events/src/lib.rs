@@ -18,7 +18,7 @@ pub use codec::CodecError;
 pub use envelope::{Actor, Envelope, RequestId};
 pub use event::{
     AsyncUploadCreated, BlobMoved, BlobSourceDeleted, BlobTransferFailed, Event, MediaAccessed,
-    MediaUploaded, TransferFinished, TransferStarted,
+    MediaUploaded, ThumbnailGenerated, ThumbnailMethod, TransferFinished, TransferStarted,
 };
 pub use ids::{
     BlobLocation, ContentType, DatastoreId, IdError, MediaId, MediaRef, Seq, ServerName, Sha256,

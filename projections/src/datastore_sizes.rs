@@ -2,8 +2,8 @@
 //!
 //! Keys: `b't' ‖ datastore id` → [`DatastoreTotals`]; `b'h' ‖ datastore id ‖ 0x00 ‖ sha256` →
 //! [`HashCount`]. The totals follow matrix-media-repo's `size_estimate` counting: rows are
-//! counted with duplicates, bytes once per distinct hash. Thumbnail figures stay zero until
-//! thumbnails exist.
+//! counted with duplicates, bytes once per distinct hash; thumbnails are counted apart from
+//! media, and a hash used by both counts once in the totals.
 
 use crate::size_estimate::SizeEstimate;
 use crate::{get_value, invariant, put_value, KvRead, KvTx, Projection, ProjectionError};
@@ -46,28 +46,16 @@ impl Projection for DatastoreSizes {
         NAME
     }
     fn version(&self) -> u32 {
-        // 2: blob moves.
-        2
+        // 3: thumbnails.
+        3
     }
     fn apply(&self, env: &Envelope, tx: &mut dyn KvTx) -> Result<(), ProjectionError> {
         match &env.event {
             Event::MediaUploadedV1(e) => {
-                let hk = hash_key(&e.datastore, &e.sha256);
-                let tk = totals_key(&e.datastore);
-                let mut count: HashCount = get_value(NAME, tx, &hk)?.unwrap_or_default();
-                let mut t: DatastoreTotals = get_value(NAME, tx, &tk)?.unwrap_or_default();
-                t.media_affected += 1;
-                if count.media == 0 {
-                    t.media_hashes_affected += 1;
-                    t.media_bytes += e.size_bytes;
-                }
-                if count.media == 0 && count.thumbnails == 0 {
-                    t.total_hashes_affected += 1;
-                    t.total_bytes += e.size_bytes;
-                }
-                count.media += 1;
-                put_value(NAME, tx, &hk, &count)?;
-                put_value(NAME, tx, &tk, &t)
+                add_row(tx, &e.datastore, &e.sha256, e.size_bytes, Row::Media)
+            }
+            Event::ThumbnailGeneratedV1(e) => {
+                add_row(tx, &e.datastore, &e.sha256, e.size_bytes, Row::Thumbnail)
             }
             Event::BlobMovedV1(e) => {
                 let from_hk = hash_key(&e.from_datastore, &e.sha256);
@@ -157,6 +145,54 @@ impl Projection for DatastoreSizes {
             | Event::TransferFinishedV1(_) => Ok(()),
         }
     }
+}
+
+/// Which figures a new row counts in.
+enum Row {
+    Media,
+    Thumbnail,
+}
+
+/// Counts one media or thumbnail row of `sha` in `ds`: rows always, the hash and its bytes
+/// once per kind, and once in the totals whichever kind came first.
+fn add_row(
+    tx: &mut dyn KvTx,
+    ds: &DatastoreId,
+    sha: &Sha256,
+    size_bytes: u64,
+    row: Row,
+) -> Result<(), ProjectionError> {
+    let hk = hash_key(ds, sha);
+    let tk = totals_key(ds);
+    let mut count: HashCount = get_value(NAME, tx, &hk)?.unwrap_or_default();
+    let mut t: DatastoreTotals = get_value(NAME, tx, &tk)?.unwrap_or_default();
+    let new_hash = count.media == 0 && count.thumbnails == 0;
+    let (rows, hashes, bytes, seen) = match row {
+        Row::Media => (
+            &mut t.media_affected,
+            &mut t.media_hashes_affected,
+            &mut t.media_bytes,
+            &mut count.media,
+        ),
+        Row::Thumbnail => (
+            &mut t.thumbnails_affected,
+            &mut t.thumbnail_hashes_affected,
+            &mut t.thumbnail_bytes,
+            &mut count.thumbnails,
+        ),
+    };
+    *rows += 1;
+    if *seen == 0 {
+        *hashes += 1;
+        *bytes += size_bytes;
+    }
+    *seen += 1;
+    if new_hash {
+        t.total_hashes_affected += 1;
+        t.total_bytes += size_bytes;
+    }
+    put_value(NAME, tx, &hk, &count)?;
+    put_value(NAME, tx, &tk, &t)
 }
 
 /// The running figures of `ds` (all zero for a datastore that never held anything).

@@ -1,8 +1,9 @@
 //! Hash references: SHA-256 → where the blob is and which media point at it.
 //!
 //! Keys: `b'h' ‖ sha256` → [`HashRecord`]; `b'r' ‖ sha256 ‖ media key` → empty, one per
-//! referring media. Invariant: `ref_count` equals the number of `r` keys of that hash, and a
-//! blob may be deleted only once it reaches zero.
+//! referring media; `b't' ‖ sha256 ‖ thumbnail key` → empty, one per referring thumbnail.
+//! Invariant: `ref_count` equals the number of `r` and `t` keys of that hash, and a blob may
+//! be deleted only once it reaches zero.
 
 use crate::{
     get_value, invariant, media_key, put_value, KvRead, KvTx, Projection, ProjectionError,
@@ -41,6 +42,14 @@ fn hash_key(sha: &Sha256) -> Vec<u8> {
     k
 }
 
+/// `b't' ‖ sha256 ‖ thumbnail key`: one per thumbnail referring to the blob.
+fn thumb_ref_key(sha: &Sha256, thumb: &[u8]) -> Vec<u8> {
+    let mut k = vec![b't'];
+    k.extend_from_slice(&sha.0);
+    k.extend_from_slice(thumb);
+    k
+}
+
 fn ref_key(sha: &Sha256, media: &media_ledger_events::MediaRef) -> Vec<u8> {
     let mut k = vec![b'r'];
     k.extend_from_slice(&sha.0);
@@ -53,8 +62,8 @@ impl Projection for HashRefs {
         NAME
     }
     fn version(&self) -> u32 {
-        // 2: created_seq, blob moves.
-        2
+        // 3: thumbnails refer to blobs too.
+        3
     }
     fn apply(&self, env: &Envelope, tx: &mut dyn KvTx) -> Result<(), ProjectionError> {
         match &env.event {
@@ -69,6 +78,37 @@ impl Projection for HashRefs {
                     Some(mut r) => {
                         r.ref_count += 1;
                         r.last_access_ms = r.last_access_ms.max(env.recorded_at_ms);
+                        r
+                    }
+                    None => HashRecord {
+                        datastore: e.datastore.clone(),
+                        location: e.location.clone(),
+                        size_bytes: e.size_bytes,
+                        ref_count: 1,
+                        last_access_ms: env.recorded_at_ms,
+                        created_seq: env.seq,
+                    },
+                };
+                put_value(NAME, tx, &hk, &record)
+            }
+            Event::ThumbnailGeneratedV1(e) => {
+                let rk = thumb_ref_key(
+                    &e.sha256,
+                    &crate::thumbnails::thumb_key(
+                        &e.media, e.width, e.height, e.method, e.animated,
+                    ),
+                );
+                if tx.get(&rk)?.is_some() {
+                    return Err(invariant(
+                        NAME,
+                        format!("thumbnail of {} recorded twice", e.media),
+                    ));
+                }
+                tx.put(&rk, Vec::new());
+                let hk = hash_key(&e.sha256);
+                let record = match get_value::<HashRecord>(NAME, tx, &hk)? {
+                    Some(mut r) => {
+                        r.ref_count += 1;
                         r
                     }
                     None => HashRecord {

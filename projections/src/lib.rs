@@ -17,6 +17,7 @@ pub mod memory;
 pub mod pending_uploads;
 pub mod size_estimate;
 pub mod tasks;
+pub mod thumbnails;
 
 use media_ledger_events::{codec, Envelope, MediaRef};
 use serde::{de::DeserializeOwned, Serialize};
@@ -79,6 +80,7 @@ pub static ALL: &[&dyn Projection] = &[
     &datastore_sizes::DatastoreSizes,
     &pending_uploads::PendingUploads,
     &tasks::Tasks,
+    &thumbnails::Thumbnails,
 ];
 
 /// The key of a media in every projection keyed by media: `origin 0x00 media_id`

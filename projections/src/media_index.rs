@@ -103,7 +103,10 @@ impl Projection for MediaIndex {
             | Event::TransferStartedV1(_)
             | Event::BlobSourceDeletedV1(_)
             | Event::BlobTransferFailedV1(_)
-            | Event::TransferFinishedV1(_) => Ok(()),
+            | Event::TransferFinishedV1(_)
+            // Thumbnails are not media rows (matrix-media-repo's are, which hides their bytes
+            // from purge); they live in the `thumbnails` projection.
+            | Event::ThumbnailGeneratedV1(_) => Ok(()),
         }
     }
 }

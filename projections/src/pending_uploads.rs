@@ -106,7 +106,8 @@ impl Projection for PendingUploads {
             | Event::BlobMovedV1(_)
             | Event::BlobSourceDeletedV1(_)
             | Event::BlobTransferFailedV1(_)
-            | Event::TransferFinishedV1(_) => Ok(()),
+            | Event::TransferFinishedV1(_)
+            | Event::ThumbnailGeneratedV1(_) => Ok(()),
         }
     }
 }

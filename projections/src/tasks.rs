@@ -150,7 +150,8 @@ impl Projection for Tasks {
             }),
             Event::MediaUploadedV1(_)
             | Event::AsyncUploadCreatedV1(_)
-            | Event::MediaAccessedV1(_) => Ok(()),
+            | Event::MediaAccessedV1(_)
+            | Event::ThumbnailGeneratedV1(_) => Ok(()),
         }
     }
 }

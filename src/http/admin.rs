@@ -79,6 +79,16 @@ fn estimate_before(
         }
         Ok::<(), LedgerError>(())
     })?;
+    // Thumbnail rows: their blob's datastore and last access come from the hash record.
+    state.ledger.scan("thumbnails", b"", |_, v| {
+        let t = media_ledger_projections::thumbnails::decode_record(v)?;
+        if let Some(h) = hash_refs::get(&hashes, &t.sha256)? {
+            if &h.datastore == ds && h.last_access_ms < before_ms {
+                est.add_thumbnail(t.sha256, t.size_bytes);
+            }
+        }
+        Ok::<(), LedgerError>(())
+    })?;
     Ok(est.finish())
 }
 

@@ -3,6 +3,7 @@
 
 use super::extract::{media_ref, request_id, Authed, MPath, MQuery};
 use super::headers::{add_security_headers, content_disposition};
+use super::range::{parse_range, ByteRange};
 use super::State;
 use crate::auth::Principal;
 use crate::error::ApiError;
@@ -132,7 +133,11 @@ fn now_ms() -> u64 {
 }
 
 /// The media record, waiting up to `timeout` for a pending async upload to be filled.
-async fn find(state: &State, media: &MediaRef, timeout: Duration) -> Result<MediaRecord, ApiError> {
+pub(crate) async fn find(
+    state: &State,
+    media: &MediaRef,
+    timeout: Duration,
+) -> Result<MediaRecord, ApiError> {
     let now = tokio::time::Instant::now();
     let deadline = now.checked_add(timeout).unwrap_or(now);
     let mut changes = state.ledger.subscribe();
@@ -165,69 +170,9 @@ async fn find(state: &State, media: &MediaRef, timeout: Duration) -> Result<Medi
     }
 }
 
-/// A parsed `Range` header against a content length.
-#[derive(Debug, PartialEq, Eq)]
-pub enum ByteRange {
-    /// Serve everything (no range, or one we ignore, such as several ranges).
-    Full,
-    /// Serve `start..=end`.
-    Part {
-        /// First byte.
-        start: u64,
-        /// Last byte, inclusive.
-        end: u64,
-    },
-    /// The range lies outside the content: 416.
-    Unsatisfiable,
-}
-
-/// Parses a single-range `bytes=` header (RFC 9110 §14.1.2).
-pub fn parse_range(value: Option<&str>, size: u64) -> ByteRange {
-    let Some(spec) = value.and_then(|v| v.trim().strip_prefix("bytes=")) else {
-        return ByteRange::Full;
-    };
-    if spec.contains(',') {
-        return ByteRange::Full;
-    }
-    let Some((a, b)) = spec.trim().split_once('-') else {
-        return ByteRange::Full;
-    };
-    let (a, b) = (a.trim(), b.trim());
-    if a.is_empty() {
-        let Ok(n) = b.parse::<u64>() else {
-            return ByteRange::Full;
-        };
-        if n == 0 || size == 0 {
-            return ByteRange::Unsatisfiable;
-        }
-        return ByteRange::Part {
-            start: size - n.min(size),
-            end: size - 1,
-        };
-    }
-    let Ok(start) = a.parse::<u64>() else {
-        return ByteRange::Full;
-    };
-    let end = if b.is_empty() {
-        u64::MAX
-    } else {
-        match b.parse::<u64>() {
-            Ok(e) if e >= start => e,
-            _ => return ByteRange::Full,
-        }
-    };
-    if start >= size {
-        return ByteRange::Unsatisfiable;
-    }
-    ByteRange::Part {
-        start,
-        end: end.min(size - 1),
-    }
-}
-
 /// Opens the blob of `sha`. A transfer may switch the blob to another datastore and delete
 /// the old copy between our look-up and the open: on a missing blob, look again once.
-async fn open_blob(
+pub(crate) async fn open_blob(
     state: &State,
     sha: &media_ledger_events::Sha256,
     start: u64,
@@ -276,7 +221,7 @@ async fn check_blob(state: &State, sha: &media_ledger_events::Sha256) -> Result<
     }
 }
 
-fn header_value(s: &str) -> Result<HeaderValue, ApiError> {
+pub(crate) fn header_value(s: &str) -> Result<HeaderValue, ApiError> {
     HeaderValue::from_str(s).map_err(ApiError::internal)
 }
 
@@ -376,40 +321,4 @@ async fn serve(
     );
     add_security_headers(h);
     Ok(resp)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ranges() {
-        assert_eq!(parse_range(None, 10), ByteRange::Full);
-        assert_eq!(
-            parse_range(Some("bytes=0-4"), 10),
-            ByteRange::Part { start: 0, end: 4 }
-        );
-        assert_eq!(
-            parse_range(Some("bytes=5-"), 10),
-            ByteRange::Part { start: 5, end: 9 }
-        );
-        assert_eq!(
-            parse_range(Some("bytes=-3"), 10),
-            ByteRange::Part { start: 7, end: 9 }
-        );
-        assert_eq!(
-            parse_range(Some("bytes=-30"), 10),
-            ByteRange::Part { start: 0, end: 9 }
-        );
-        assert_eq!(
-            parse_range(Some("bytes=8-100"), 10),
-            ByteRange::Part { start: 8, end: 9 }
-        );
-        assert_eq!(parse_range(Some("bytes=10-"), 10), ByteRange::Unsatisfiable);
-        assert_eq!(parse_range(Some("bytes=-0"), 10), ByteRange::Unsatisfiable);
-        assert_eq!(parse_range(Some("bytes=0-"), 0), ByteRange::Unsatisfiable);
-        assert_eq!(parse_range(Some("bytes=0-1,3-4"), 10), ByteRange::Full);
-        assert_eq!(parse_range(Some("bytes=5-2"), 10), ByteRange::Full);
-        assert_eq!(parse_range(Some("items=0-1"), 10), ByteRange::Full);
-    }
 }

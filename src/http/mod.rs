@@ -8,6 +8,8 @@ pub mod admin;
 pub mod download;
 pub mod extract;
 pub mod headers;
+pub mod range;
+pub mod thumbnail;
 pub mod upload;
 
 use crate::auth::Auth;
@@ -38,6 +40,8 @@ pub struct AppState {
     pub media: MediaService,
     /// Datastore transfers.
     pub transfers: Arc<crate::transfer::Transfers>,
+    /// Thumbnails.
+    pub thumbnails: crate::thumbnail::Thumbnailer,
     /// Turns `true` when the server starts shutting down: long waits end early.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
@@ -66,6 +70,10 @@ pub fn router(state: State) -> Router {
             .route(
                 &format!("/_matrix/media/{v}/config"),
                 get(upload::config_legacy),
+            )
+            .route(
+                &format!("/_matrix/media/{v}/thumbnail/{{server}}/{{media_id}}"),
+                get(thumbnail::legacy),
             );
     }
     r.route("/_matrix/media/v1/create", post(upload::create))
@@ -80,6 +88,10 @@ pub fn router(state: State) -> Router {
         .route(
             "/_matrix/client/v1/media/config",
             get(upload::config_authed),
+        )
+        .route(
+            "/_matrix/client/v1/media/thumbnail/{server}/{media_id}",
+            get(thumbnail::authed),
         )
         .route(
             "/_matrix/media/unstable/admin/datastores",

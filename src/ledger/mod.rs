@@ -5,15 +5,20 @@
 //! is durable and visible to every later read (read-your-writes). Start-up verifies the whole
 //! hash chain, then brings every projection up to the head ([`projector`]).
 
+mod command;
+mod compare;
 mod overlay;
 mod projector;
 #[doc(hidden)]
 pub mod raw;
+mod rebuild_cache;
 mod store;
+mod validate;
 mod writer;
 
+pub use compare::Divergence;
 pub use overlay::DbRead;
-pub use projector::{Divergence, Progress, ReplayReport};
+pub use projector::{Progress, ReplayReport};
 pub use store::{Checkpoint, Head};
 pub use writer::{Command, Committed, Conflict, MAX_GROUP};
 
@@ -115,7 +120,7 @@ impl Ledger {
     pub fn verify_path(path: &Path) -> Result<(Head, Option<Divergence>), LedgerError> {
         let db = store::open_db_read_only(path)?;
         let head = store::verify_log(&db, |_| Ok(()))?;
-        let divergence = projector::compare_with_replay(&db, head)?;
+        let divergence = compare::compare_with_replay(&db, head)?;
         Ok((head, divergence))
     }
 

@@ -15,13 +15,12 @@
 //! rebuild it again from 0. A projection resumed from a real checkpoint writes its state and
 //! checkpoint together in every batch (a crash resumes from the last batch).
 
+use super::rebuild_cache::{CachedTx, RebuildCache};
 use super::store::{self, cf, chain_at, read_checkpoint, Checkpoint, Head, CF_CHECKPOINTS};
 use super::LedgerError;
 use media_ledger_events::{codec, Seq};
-use media_ledger_projections::memory::MemoryState;
-use media_ledger_projections::{KvRead, KvTx, ProjectionError, ALL};
-use rocksdb::{IteratorMode, Options, WriteBatch, DB};
-use rustc_hash::FxHashMap as HashMap;
+use media_ledger_projections::ALL;
+use rocksdb::{Options, WriteBatch, DB};
 use std::path::Path;
 use std::time::Instant;
 
@@ -110,7 +109,7 @@ pub(crate) fn rebuild_all(
 
 /// Where a projection's fold begins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Start {
+pub(crate) enum Start {
     /// From sequence 0 into an empty column family.
     Fresh,
     /// After this sequence, over stored state.
@@ -126,7 +125,7 @@ impl Start {
     }
 }
 
-fn cf_options() -> Options {
+pub(crate) fn cf_options() -> Options {
     let mut opts = Options::default();
     let mut block = rocksdb::BlockBasedOptions::default();
     block.set_bloom_filter(10.0, false);
@@ -147,173 +146,6 @@ fn reset(db: &mut DB, name: &str) -> Result<(), LedgerError> {
         codec::encode(&cp)?,
     )?;
     Ok(())
-}
-
-/// One cached key: its value (`None` = deleted) and whether the database lacks it.
-struct Entry {
-    value: Option<Vec<u8>>,
-    dirty: bool,
-}
-
-/// The maps in front of the database during a replay (see the module docs).
-struct RebuildCache {
-    spaces: Vec<HashMap<Vec<u8>, Entry>>,
-    /// Per projection: the map holds the whole state (fresh and never spilled).
-    complete: Vec<bool>,
-    entries: usize,
-}
-
-impl RebuildCache {
-    fn new(starts: &[(usize, Start)]) -> Self {
-        let mut complete = vec![false; ALL.len()];
-        for &(i, s) in starts {
-            if let Some(c) = complete.get_mut(i) {
-                *c = s == Start::Fresh;
-            }
-        }
-        Self {
-            spaces: ALL.iter().map(|_| HashMap::default()).collect(),
-            complete,
-            entries: 0,
-        }
-    }
-
-    /// Writes every dirty entry into batches; with `evict`, empties the maps and marks them
-    /// incomplete.
-    fn spill(&mut self, db: &DB, evict: bool) -> Result<(), LedgerError> {
-        for (i, p) in ALL.iter().enumerate() {
-            let cf = cf(db, p.name())?;
-            let Some(space) = self.spaces.get_mut(i) else {
-                continue;
-            };
-            let mut batch = WriteBatch::default();
-            for (k, e) in space.iter_mut().filter(|(_, e)| e.dirty) {
-                match &e.value {
-                    Some(v) => batch.put_cf(cf, k, v),
-                    None => batch.delete_cf(cf, k),
-                }
-                e.dirty = false;
-                if batch.len() >= 100_000 {
-                    db.write(std::mem::take(&mut batch))?;
-                }
-            }
-            db.write(batch)?;
-            if evict {
-                space.clear();
-                if let Some(c) = self.complete.get_mut(i) {
-                    *c = false;
-                }
-            }
-        }
-        if evict {
-            self.entries = 0;
-        }
-        Ok(())
-    }
-
-    /// Writes the final state of projection `i`: a complete map as one sorted SST file
-    /// ingested into its (empty) column family, otherwise its dirty entries.
-    fn finish(&mut self, db: &DB, i: usize, dir: &Path) -> Result<(), LedgerError> {
-        let Some(p) = ALL.get(i) else { return Ok(()) };
-        let cf = cf(db, p.name())?;
-        let complete = self.complete.get(i).copied().unwrap_or(false);
-        let Some(space) = self.spaces.get_mut(i) else {
-            return Ok(());
-        };
-        if !complete {
-            let mut batch = WriteBatch::default();
-            for (k, e) in space.iter().filter(|(_, e)| e.dirty) {
-                match &e.value {
-                    Some(v) => batch.put_cf(cf, k, v),
-                    None => batch.delete_cf(cf, k),
-                }
-            }
-            db.write(batch)?;
-            space.clear();
-            return Ok(());
-        }
-        let mut live: Vec<(Vec<u8>, Vec<u8>)> = space
-            .drain()
-            .filter_map(|(k, e)| e.value.map(|v| (k, v)))
-            .collect();
-        if live.is_empty() {
-            return Ok(());
-        }
-        live.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let path = dir.join(format!("rebuild-{}.sst", p.name()));
-        // Uncompressed: the rebuild is bound by CPU, and compaction recompresses later.
-        let mut opts = cf_options();
-        opts.set_compression_type(rocksdb::DBCompressionType::None);
-        let mut writer = rocksdb::SstFileWriter::create(&opts);
-        writer.open(&path)?;
-        for (k, v) in &live {
-            writer.put(k, v)?;
-        }
-        writer.finish()?;
-        drop(live);
-        db.ingest_external_file_cf(cf, vec![&path])?;
-        if let Err(e) = std::fs::remove_file(&path) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(path = %path.display(), error = %e, "cannot remove a rebuild file");
-            }
-        }
-        Ok(())
-    }
-}
-
-/// One projection's view of the cache.
-struct CachedTx<'a> {
-    db: &'a DB,
-    cf: &'a rocksdb::ColumnFamily,
-    space: &'a mut HashMap<Vec<u8>, Entry>,
-    complete: bool,
-    entries: &'a mut usize,
-}
-
-impl KvRead for CachedTx<'_> {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ProjectionError> {
-        match self.space.get(key) {
-            Some(e) => Ok(e.value.clone()),
-            None if self.complete => Ok(None),
-            None => self
-                .db
-                .get_cf(self.cf, key)
-                .map_err(|e| ProjectionError::Store(e.to_string())),
-        }
-    }
-}
-
-impl KvTx for CachedTx<'_> {
-    fn put(&mut self, key: &[u8], value: Vec<u8>) {
-        if let Some(e) = self.space.get_mut(key) {
-            e.value = Some(value);
-            e.dirty = true;
-        } else {
-            self.space.insert(
-                key.to_vec(),
-                Entry {
-                    value: Some(value),
-                    dirty: true,
-                },
-            );
-            *self.entries += 1;
-        }
-    }
-    fn delete(&mut self, key: &[u8]) {
-        if let Some(e) = self.space.get_mut(key) {
-            e.value = None;
-            e.dirty = true;
-        } else {
-            self.space.insert(
-                key.to_vec(),
-                Entry {
-                    value: None,
-                    dirty: true,
-                },
-            );
-            *self.entries += 1;
-        }
-    }
 }
 
 /// Which fold thread a projection runs on: the log is decoded once, on its own thread, and
@@ -534,72 +366,4 @@ fn write_resumed(
     }
     db.write(batch)?;
     Ok(())
-}
-
-/// The first difference between a stored projection and a fresh replay, if any.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Divergence {
-    /// The projection.
-    pub projection: &'static str,
-    /// What differs.
-    pub detail: String,
-}
-
-/// Replays the log into memory and compares every stored projection and checkpoint with it.
-pub(crate) fn compare_with_replay(db: &DB, head: Head) -> Result<Option<Divergence>, LedgerError> {
-    let mut fresh = MemoryState::default();
-    store::verify_log(db, |env| {
-        fresh.apply(&env).map_err(|e| LedgerError::Corrupt {
-            seq: env.seq,
-            reason: format!("replay cannot apply it: {e}"),
-        })
-    })?;
-    for p in ALL {
-        match read_checkpoint(db, p.name())? {
-            Some(cp) if cp.seq == head.seq && cp.version == p.version() => {}
-            other => {
-                return Ok(Some(Divergence {
-                    projection: p.name(),
-                    detail: format!("checkpoint {other:?}, log head {}", head.seq),
-                }))
-            }
-        }
-        let expected = fresh.space(p.name()).map(|kv| &kv.0);
-        let mut expected_iter = expected.into_iter().flatten();
-        for item in db.iterator_cf(cf(db, p.name())?, IteratorMode::Start) {
-            let (k, v) = item?;
-            match expected_iter.next() {
-                Some((ek, ev)) if ek.as_slice() == &*k && ev.as_slice() == &*v => {}
-                Some((ek, _)) if ek.as_slice() == &*k => {
-                    return Ok(Some(Divergence {
-                        projection: p.name(),
-                        detail: format!("value of key {} differs", hex(&k)),
-                    }))
-                }
-                Some((ek, _)) => {
-                    return Ok(Some(Divergence {
-                        projection: p.name(),
-                        detail: format!("stored key {} where replay has {}", hex(&k), hex(ek)),
-                    }))
-                }
-                None => {
-                    return Ok(Some(Divergence {
-                        projection: p.name(),
-                        detail: format!("extra stored key {}", hex(&k)),
-                    }))
-                }
-            }
-        }
-        if let Some((ek, _)) = expected_iter.next() {
-            return Ok(Some(Divergence {
-                projection: p.name(),
-                detail: format!("stored state lacks key {}", hex(ek)),
-            }));
-        }
-    }
-    Ok(None)
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }

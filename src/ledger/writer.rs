@@ -9,11 +9,8 @@
 use super::overlay::Overlay;
 use super::store::{cf, head_entry, seq_key, Checkpoint, Head, CF_CHECKPOINTS, CF_LOG, CF_META};
 use super::LedgerError;
-use media_ledger_events::{
-    codec, Actor, AsyncUploadCreated, BlobMoved, Envelope, Event, MediaAccessed, MediaUploaded,
-    RequestId, Seq, TransferStarted, UserId,
-};
-use media_ledger_projections::{hash_refs, media_index, pending_uploads, tasks, ALL};
+use media_ledger_events::{codec, Actor, Envelope, Event, RequestId, Seq};
+use media_ledger_projections::ALL;
 use parking_lot::Mutex;
 use rocksdb::{WriteBatch, WriteOptions, DB};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,65 +20,6 @@ use tokio::sync::{mpsc, oneshot, watch};
 /// Most requests folded into one synced batch.
 pub const MAX_GROUP: usize = 1024;
 
-/// A state change to validate and record.
-#[derive(Debug, Clone)]
-pub enum Command {
-    /// Record an upload whose blob is already durable. `completes_async` names the user
-    /// who must own the pending reservation of that media id.
-    Upload {
-        /// The event to record (its blob location may be replaced by an existing one).
-        event: MediaUploaded,
-        /// Owner check for `PUT /upload/{server}/{id}`.
-        completes_async: Option<UserId>,
-    },
-    /// Reserve a media id.
-    CreateAsync(AsyncUploadCreated),
-    /// Record a download.
-    Access(MediaAccessed),
-    /// Start a transfer; its task id is the sequence it gets.
-    StartTransfer(TransferStarted),
-    /// Switch a verified copy in; refused unless the hash is still where `from_*` says.
-    MoveBlob(BlobMoved),
-    /// Record progress of an unfinished task: `BlobSourceDeletedV1`, `BlobTransferFailedV1`
-    /// or `TransferFinishedV1`.
-    TaskProgress(Event),
-}
-
-/// Why a command was refused by the state it met.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Conflict {
-    /// The media id is taken.
-    #[error("media id already in use")]
-    MediaExists,
-    /// The async media was already filled.
-    #[error("media already uploaded")]
-    AlreadyUploaded,
-    /// No such reservation, or it expired.
-    #[error("no pending upload for this media id")]
-    NotPending,
-    /// Reserved by someone else.
-    #[error("media reserved by another user")]
-    NotOwner,
-    /// The media does not exist.
-    #[error("unknown media")]
-    UnknownMedia,
-    /// The owner holds as many unexpired reservations as allowed.
-    #[error("too many pending uploads")]
-    TooManyPending,
-    /// The blob is not (or no longer) where the command says.
-    #[error("blob is not where the command expects it")]
-    BlobElsewhere,
-    /// No such task, or it already finished.
-    #[error("no unfinished task with this id")]
-    NoSuchTask,
-    /// Not an event this command may carry.
-    #[error("event not allowed here")]
-    WrongEvent,
-    /// Another unfinished transfer involves these datastores.
-    #[error("another transfer between these datastores is still running")]
-    TransferRunning,
-}
-
 /// What a committed command became.
 #[derive(Debug, Clone)]
 pub struct Committed {
@@ -90,6 +28,8 @@ pub struct Committed {
     /// The event as recorded.
     pub event: Event,
 }
+
+pub use super::command::{Command, Conflict};
 
 pub(crate) type Reply = oneshot::Sender<Result<Committed, LedgerError>>;
 
@@ -270,163 +210,6 @@ impl Writer {
             seq,
             event: env.event,
         })
-    }
-
-    /// Checks a command against the state (committed plus this group's overlay) and turns it
-    /// into the event to record.
-    fn validate(&self, cmd: Command, time: u64, overlay: &Overlay) -> Result<Event, LedgerError> {
-        let db = &self.db;
-        // Validation must read the true state: a halted projection's state is stale.
-        let needs: &[&str] = match &cmd {
-            Command::Upload { .. } => &["media_index", "pending_uploads", "hash_refs"],
-            Command::CreateAsync(_) => &["media_index", "pending_uploads"],
-            Command::Access(_) => &["media_index"],
-            Command::StartTransfer(_) | Command::TaskProgress(_) => &["tasks"],
-            Command::MoveBlob(_) => &["hash_refs", "tasks"],
-        };
-        {
-            let failed = self.failed.lock();
-            for (p, f) in ALL.iter().zip(failed.iter()) {
-                if f.is_some() && needs.contains(&p.name()) {
-                    return Err(LedgerError::Halted(p.name()));
-                }
-            }
-        }
-        match cmd {
-            Command::Upload {
-                mut event,
-                completes_async,
-            } => {
-                let index = overlay.read(db, "media_index")?;
-                let pending = overlay.read(db, "pending_uploads")?;
-                let reservation = pending_uploads::get(&pending, &event.media)?;
-                if media_index::get(&index, &event.media)?.is_some() {
-                    return Err(LedgerError::Conflict(match completes_async {
-                        Some(_) => Conflict::AlreadyUploaded,
-                        None => Conflict::MediaExists,
-                    }));
-                }
-                match (completes_async, reservation) {
-                    (None, Some(_)) => return Err(LedgerError::Conflict(Conflict::MediaExists)),
-                    (None, None) => {}
-                    (Some(_), None) => return Err(LedgerError::Conflict(Conflict::NotPending)),
-                    (Some(user), Some(r)) => {
-                        if r.owner != user {
-                            return Err(LedgerError::Conflict(Conflict::NotOwner));
-                        }
-                        if r.expires_at_ms <= time {
-                            return Err(LedgerError::Conflict(Conflict::NotPending));
-                        }
-                    }
-                }
-                // Two concurrent uploads of the same new bytes may have stored two blobs; the
-                // first recorded wins and the other becomes an orphan for the start-up sweep.
-                let hashes = overlay.read(db, "hash_refs")?;
-                if let Some(existing) = hash_refs::get(&hashes, &event.sha256)? {
-                    event.datastore = existing.datastore;
-                    event.location = existing.location;
-                }
-                Ok(Event::MediaUploadedV1(event))
-            }
-            Command::CreateAsync(event) => {
-                let index = overlay.read(db, "media_index")?;
-                let pending = overlay.read(db, "pending_uploads")?;
-                if media_index::get(&index, &event.media)?.is_some()
-                    || pending_uploads::get(&pending, &event.media)?.is_some()
-                {
-                    return Err(LedgerError::Conflict(Conflict::MediaExists));
-                }
-                let limit = self.max_pending_per_user.load(Ordering::Relaxed);
-                if limit > 0 {
-                    let live = pending_uploads::owner(&pending, &event.owner)?.live_at(time);
-                    if u64::try_from(live).unwrap_or(u64::MAX) >= limit {
-                        return Err(LedgerError::Conflict(Conflict::TooManyPending));
-                    }
-                }
-                Ok(Event::AsyncUploadCreatedV1(event))
-            }
-            Command::Access(event) => {
-                let index = overlay.read(db, "media_index")?;
-                match media_index::get(&index, &event.media)? {
-                    Some(r) if r.sha256 == event.sha256 => Ok(Event::MediaAccessedV1(event)),
-                    _ => Err(LedgerError::Conflict(Conflict::UnknownMedia)),
-                }
-            }
-            Command::StartTransfer(event) if event.source == event.target => {
-                Err(LedgerError::Conflict(Conflict::WrongEvent))
-            }
-            Command::StartTransfer(event) => {
-                // One direction at a time (content-addressed locations): no unfinished task
-                // may drain the new target, fill the new source, or drain the same source.
-                for t in self.unfinished_tasks(overlay)? {
-                    if t.source == event.target
-                        || t.target == event.source
-                        || t.source == event.source
-                    {
-                        return Err(LedgerError::Conflict(Conflict::TransferRunning));
-                    }
-                }
-                Ok(Event::TransferStartedV1(event))
-            }
-            Command::MoveBlob(event) => {
-                self.require_unfinished(overlay, event.task)?;
-                let hashes = overlay.read(db, "hash_refs")?;
-                match hash_refs::get(&hashes, &event.sha256)? {
-                    Some(h)
-                        if h.datastore == event.from_datastore
-                            && h.location == event.from_location =>
-                    {
-                        Ok(Event::BlobMovedV1(event))
-                    }
-                    _ => Err(LedgerError::Conflict(Conflict::BlobElsewhere)),
-                }
-            }
-            Command::TaskProgress(event) => {
-                let task = match &event {
-                    Event::BlobSourceDeletedV1(e) => e.task,
-                    Event::BlobTransferFailedV1(e) => e.task,
-                    Event::TransferFinishedV1(e) => e.task,
-                    _ => return Err(LedgerError::Conflict(Conflict::WrongEvent)),
-                };
-                self.require_unfinished(overlay, task)?;
-                Ok(event)
-            }
-        }
-    }
-
-    /// Every unfinished task: committed ones from the database, with this group's own
-    /// changes (the overlay) on top.
-    fn unfinished_tasks(&self, overlay: &Overlay) -> Result<Vec<tasks::TaskRecord>, LedgerError> {
-        let mut all = std::collections::BTreeMap::new();
-        let cf = super::store::cf(&self.db, "tasks")?;
-        for item in self.db.iterator_cf(
-            cf,
-            rocksdb::IteratorMode::From(b"t", rocksdb::Direction::Forward),
-        ) {
-            let (k, v) = item?;
-            if !k.starts_with(b"t") {
-                break;
-            }
-            if let Some(entry) = tasks::decode_task_entry(&k, &v) {
-                let (seq, t) = entry?;
-                all.insert(seq, t);
-            }
-        }
-        for (k, v) in overlay.entries(&self.db, "tasks")? {
-            if let Some(entry) = v.and_then(|v| tasks::decode_task_entry(k, v)) {
-                let (seq, t) = entry?;
-                all.insert(seq, t);
-            }
-        }
-        Ok(all.into_values().filter(|t| !t.is_finished()).collect())
-    }
-
-    fn require_unfinished(&self, overlay: &Overlay, task: Seq) -> Result<(), LedgerError> {
-        let view = overlay.read(&self.db, "tasks")?;
-        match tasks::get(&view, task)? {
-            Some(t) if !t.is_finished() => Ok(()),
-            _ => Err(LedgerError::Conflict(Conflict::NoSuchTask)),
-        }
     }
 
     fn finish_batch(

@@ -24,11 +24,13 @@ use media_ledger_events::{
 use media_ledger_projections::hash_refs::{self, HashRecord};
 use media_ledger_projections::size_estimate::SizeEstimate;
 use media_ledger_projections::tasks::{self, TaskRecord};
-use sha2::Digest;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
+
+mod blob;
+
+use blob::{copy, select, verify};
 
 /// Runs transfer tasks.
 pub struct Transfers {
@@ -387,99 +389,4 @@ impl Transfers {
 enum MoveError {
     Blob(String),
     Ledger(LedgerError),
-}
-
-/// Hash records in `source` created before `task` (and, with `before_ts`, last accessed
-/// before it), in key order.
-fn select(
-    ledger: &Ledger,
-    source: &DatastoreId,
-    task: Seq,
-    before_ts_ms: Option<u64>,
-) -> Result<Vec<(Sha256, HashRecord)>, LedgerError> {
-    let mut out = Vec::new();
-    ledger.scan("hash_refs", hash_refs::HASH_PREFIX, |k, v| {
-        if let Some(entry) = hash_refs::decode_hash_entry(k, v) {
-            let (sha, h) = entry?;
-            let accessed_before = before_ts_ms.is_none_or(|b| h.last_access_ms < b);
-            if &h.datastore == source && h.created_seq < task && accessed_before {
-                out.push((sha, h));
-            }
-        }
-        Ok(())
-    })?;
-    Ok(out)
-}
-
-/// Streams the source blob into the target's spool while hashing, checks it, commits it.
-async fn copy(
-    source: &Arc<dyn Datastore>,
-    target: &Arc<dyn Datastore>,
-    from: &media_ledger_events::BlobLocation,
-    sha: &Sha256,
-    size: u64,
-) -> Result<(), String> {
-    let mut stream = source
-        .open(from, 0, size)
-        .await
-        .map_err(|e| format!("reading the source: {e}"))?;
-    let spool = target.spool_dir().join(format!(
-        "transfer-{}-{}.part",
-        sha.to_hex(),
-        crate::media::new_media_id().map_err(|e| e.to_string())?
-    ));
-    let result = async {
-        let file = tokio::fs::File::create(&spool).await.map_err(|e| format!("spool: {e}"))?;
-        let mut out = tokio::io::BufWriter::with_capacity(1 << 20, file);
-        let mut hasher = sha2::Sha256::new();
-        let mut n = 0u64;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| format!("reading the source: {e}"))?;
-            n += chunk.len() as u64;
-            hasher.update(&chunk);
-            out.write_all(&chunk).await.map_err(|e| format!("spool: {e}"))?;
-        }
-        out.flush().await.map_err(|e| format!("spool: {e}"))?;
-        let file = out.into_inner();
-        if target.spool_needs_sync() {
-            file.sync_all().await.map_err(|e| format!("spool: {e}"))?;
-        }
-        let got = Sha256(hasher.finalize().into());
-        if n != size || &got != sha {
-            return Err(format!("the source copy is damaged: {n} bytes hashing to {got}, expected {size} bytes of {sha}"));
-        }
-        target.commit(&spool, sha).await.map_err(|e| format!("writing the target: {e}"))?;
-        Ok(())
-    }
-    .await;
-    if result.is_err() {
-        let _ = tokio::fs::remove_file(&spool).await;
-    }
-    result
-}
-
-/// Reads a blob back and checks its hash and size.
-async fn verify(
-    store: &Arc<dyn Datastore>,
-    location: &media_ledger_events::BlobLocation,
-    sha: &Sha256,
-    size: u64,
-) -> Result<bool, String> {
-    match store.size_of(location).await {
-        Ok(Some(n)) if n == size => {}
-        Ok(_) => return Ok(false),
-        Err(e) => return Err(e.to_string()),
-    }
-    let mut stream = store
-        .open(location, 0, size)
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut hasher = sha2::Sha256::new();
-    let mut n = 0u64;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| e.to_string())?;
-        n += chunk.len() as u64;
-        hasher.update(&chunk);
-    }
-    Ok(n == size && Sha256(hasher.finalize().into()) == *sha)
 }

@@ -1,0 +1,93 @@
+//! `[transfers]` and `[thumbnails]`: the background work the server does with blobs.
+
+use serde::Deserialize;
+
+/// `[transfers]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransfersConfig {
+    /// Blobs copied at the same time by one transfer.
+    pub parallel: usize,
+    /// Attempts per blob before the transfer gives up on it.
+    pub max_attempts: u32,
+    /// Wait before the second attempt; doubled after each failure.
+    pub retry_base_ms: u64,
+}
+
+impl Default for TransfersConfig {
+    fn default() -> Self {
+        Self {
+            parallel: 8,
+            max_attempts: 5,
+            retry_base_ms: 500,
+        }
+    }
+}
+
+/// One configured thumbnail size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThumbnailSize {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// `crop` or `scale`.
+    pub method: ThumbnailMethodConfig,
+}
+
+/// `crop` or `scale` in config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ThumbnailMethodConfig {
+    /// Fill and crop.
+    Crop,
+    /// Fit inside.
+    Scale,
+}
+
+/// `[thumbnails]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ThumbnailsConfig {
+    /// Serve thumbnails at all.
+    pub enabled: bool,
+    /// The sizes generated; a request gets the smallest one at least as large as it asks
+    /// (of its method), or the largest.
+    pub sizes: Vec<ThumbnailSize>,
+    /// Media larger than this are not thumbnailed.
+    pub max_source_bytes: u64,
+    /// Images with more pixels than this are not decoded (decompression bombs).
+    pub max_pixels: u64,
+    /// Decoder allocation limit.
+    pub max_alloc_bytes: u64,
+    /// Thumbnails generated at the same time (a bounded pool off the async runtime).
+    pub workers: usize,
+    /// Longest a generation may take.
+    pub timeout_ms: u64,
+}
+
+impl Default for ThumbnailsConfig {
+    fn default() -> Self {
+        let size = |width, height, method| ThumbnailSize {
+            width,
+            height,
+            method,
+        };
+        Self {
+            enabled: true,
+            sizes: vec![
+                size(32, 32, ThumbnailMethodConfig::Crop),
+                size(96, 96, ThumbnailMethodConfig::Crop),
+                size(320, 240, ThumbnailMethodConfig::Scale),
+                size(640, 480, ThumbnailMethodConfig::Scale),
+                size(800, 600, ThumbnailMethodConfig::Scale),
+            ],
+            max_source_bytes: 20 * 1024 * 1024,
+            max_pixels: 32_000_000,
+            max_alloc_bytes: 512 * 1024 * 1024,
+            workers: 1,
+            timeout_ms: 15_000,
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! Thumbnail routes: legacy `/_matrix/media/{r0,v3}/thumbnail` and authenticated
+//! `/_matrix/client/v1/media/thumbnail`.
+
+use super::download::{find, header_value, open_blob};
+use super::extract::{media_ref, Authed, MPath, MQuery};
+use super::headers::add_security_headers;
+use super::State;
+use crate::auth::Principal;
+use crate::error::ApiError;
+use crate::thumbnail::{Thumb, ThumbRequest};
+use axum::body::Body;
+use axum::extract::State as S;
+use axum::http::{header, HeaderValue, Method};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use media_ledger_events::{Actor, ThumbnailMethod};
+use serde::Deserialize;
+use std::time::Duration;
+
+/// Largest width or height a request may ask for.
+const MAX_DIMENSION: u32 = 10_000;
+
+/// Query of a thumbnail request (kept as text so a bad value is `M_INVALID_PARAM`).
+#[derive(Deserialize, Default)]
+pub struct ThumbQuery {
+    width: Option<String>,
+    height: Option<String>,
+    method: Option<String>,
+    animated: Option<String>,
+    timeout_ms: Option<u64>,
+}
+
+fn dimension(name: &str, v: Option<&str>) -> Result<u32, ApiError> {
+    let v = v.ok_or_else(|| ApiError::MissingParam(format!("{name} is required")))?;
+    match v.parse::<u32>() {
+        Ok(n) if (1..=MAX_DIMENSION).contains(&n) => Ok(n),
+        _ => Err(ApiError::InvalidParam(format!(
+            "{name} must be an integer from 1 to {MAX_DIMENSION}"
+        ))),
+    }
+}
+
+fn parse(q: &ThumbQuery) -> Result<ThumbRequest, ApiError> {
+    let method = match q.method.as_deref() {
+        None | Some("scale") => ThumbnailMethod::Scale,
+        Some("crop") => ThumbnailMethod::Crop,
+        Some(_) => {
+            return Err(ApiError::InvalidParam(
+                "method must be crop or scale".into(),
+            ))
+        }
+    };
+    let animated = match q.animated.as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => {
+            return Err(ApiError::InvalidParam(
+                "animated must be true or false".into(),
+            ))
+        }
+    };
+    Ok(ThumbRequest {
+        width: dimension("width", q.width.as_deref())?,
+        height: dimension("height", q.height.as_deref())?,
+        method,
+        animated,
+    })
+}
+
+/// `GET /_matrix/media/{r0,v3}/thumbnail/{server}/{id}`.
+pub async fn legacy(
+    S(state): S<State>,
+    MPath((server, id)): MPath<(String, String)>,
+    MQuery(q): MQuery<ThumbQuery>,
+    method: Method,
+) -> Result<Response, ApiError> {
+    if !state.config.downloads.allow_unauthenticated {
+        return Err(ApiError::NotFound(
+            "use the authenticated media endpoints".into(),
+        ));
+    }
+    serve(&state, None, &server, &id, q, method == Method::HEAD).await
+}
+
+/// `GET /_matrix/client/v1/media/thumbnail/{server}/{id}`.
+pub async fn authed(
+    S(state): S<State>,
+    auth: Authed,
+    MPath((server, id)): MPath<(String, String)>,
+    MQuery(q): MQuery<ThumbQuery>,
+    method: Method,
+) -> Result<Response, ApiError> {
+    serve(
+        &state,
+        Some(auth.principal),
+        &server,
+        &id,
+        q,
+        method == Method::HEAD,
+    )
+    .await
+}
+
+async fn serve(
+    state: &State,
+    principal: Option<Principal>,
+    server: &str,
+    id: &str,
+    q: ThumbQuery,
+    head: bool,
+) -> Result<Response, ApiError> {
+    let media = media_ref(server, id)?;
+    let req = parse(&q)?;
+    let dl = &state.config.downloads;
+    let timeout = Duration::from_millis(
+        q.timeout_ms
+            .unwrap_or(dl.default_timeout_ms)
+            .min(dl.max_timeout_ms),
+    );
+    let record = find(state, &media, timeout).await?;
+    if record.quarantined {
+        return Err(ApiError::NotFound("media not found".into()));
+    }
+    let actor = principal.as_ref().map_or(Actor::System, Principal::actor);
+    let (thumb, _size) = state.thumbnails.get(actor, &media, &record, req).await?;
+    let (sha, len, content_type) = match &thumb {
+        Thumb::Stored(t) => (t.sha256, t.size_bytes, t.content_type.as_str().to_owned()),
+        Thumb::Original => (
+            record.sha256,
+            record.size_bytes,
+            record
+                .content_type
+                .as_ref()
+                .map_or("application/octet-stream".to_owned(), |c| {
+                    c.as_str().to_owned()
+                }),
+        ),
+    };
+    let stream = if head {
+        futures_util::stream::empty().boxed()
+    } else {
+        open_blob(state, &sha, 0, len).await?
+    };
+    let ext = if content_type.contains("jpeg") {
+        "jpg"
+    } else {
+        content_type.rsplit('/').next().unwrap_or("bin")
+    };
+    let mut resp = Body::from_stream(stream).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, header_value(&content_type)?);
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(
+        header::CONTENT_DISPOSITION,
+        header_value(&format!("inline; filename=\"thumbnail.{ext}\""))?,
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=86400"),
+    );
+    add_security_headers(h);
+    Ok(resp)
+}

@@ -1,0 +1,200 @@
+//! Command validation: the writer checks each command against the current state (committed
+//! plus its group's overlay) and turns it into the event to record.
+
+use super::command::{Command, Conflict};
+use super::overlay::Overlay;
+use super::writer::Writer;
+use super::LedgerError;
+use media_ledger_events::{Event, Seq};
+use media_ledger_projections::{hash_refs, media_index, pending_uploads, tasks, thumbnails, ALL};
+use std::sync::atomic::Ordering;
+
+impl Writer {
+    /// Checks a command against the state (committed plus this group's overlay) and turns it
+    /// into the event to record.
+    pub(crate) fn validate(
+        &self,
+        cmd: Command,
+        time: u64,
+        overlay: &Overlay,
+    ) -> Result<Event, LedgerError> {
+        let db = &self.db;
+        // Validation must read the true state: a halted projection's state is stale.
+        let needs: &[&str] = match &cmd {
+            Command::Upload { .. } => &["media_index", "pending_uploads", "hash_refs"],
+            Command::CreateAsync(_) => &["media_index", "pending_uploads"],
+            Command::Access(_) => &["media_index"],
+            Command::StartTransfer(_) | Command::TaskProgress(_) => &["tasks"],
+            Command::MoveBlob(_) => &["hash_refs", "tasks"],
+            Command::RecordThumbnail(_) => &["media_index", "hash_refs", "thumbnails"],
+        };
+        {
+            let failed = self.failed.lock();
+            for (p, f) in ALL.iter().zip(failed.iter()) {
+                if f.is_some() && needs.contains(&p.name()) {
+                    return Err(LedgerError::Halted(p.name()));
+                }
+            }
+        }
+        match cmd {
+            Command::Upload {
+                mut event,
+                completes_async,
+            } => {
+                let index = overlay.read(db, "media_index")?;
+                let pending = overlay.read(db, "pending_uploads")?;
+                let reservation = pending_uploads::get(&pending, &event.media)?;
+                if media_index::get(&index, &event.media)?.is_some() {
+                    return Err(LedgerError::Conflict(match completes_async {
+                        Some(_) => Conflict::AlreadyUploaded,
+                        None => Conflict::MediaExists,
+                    }));
+                }
+                match (completes_async, reservation) {
+                    (None, Some(_)) => return Err(LedgerError::Conflict(Conflict::MediaExists)),
+                    (None, None) => {}
+                    (Some(_), None) => return Err(LedgerError::Conflict(Conflict::NotPending)),
+                    (Some(user), Some(r)) => {
+                        if r.owner != user {
+                            return Err(LedgerError::Conflict(Conflict::NotOwner));
+                        }
+                        if r.expires_at_ms <= time {
+                            return Err(LedgerError::Conflict(Conflict::NotPending));
+                        }
+                    }
+                }
+                // Two concurrent uploads of the same new bytes may have stored two blobs; the
+                // first recorded wins and the other becomes an orphan for the start-up sweep.
+                let hashes = overlay.read(db, "hash_refs")?;
+                if let Some(existing) = hash_refs::get(&hashes, &event.sha256)? {
+                    event.datastore = existing.datastore;
+                    event.location = existing.location;
+                }
+                Ok(Event::MediaUploadedV1(event))
+            }
+            Command::CreateAsync(event) => {
+                let index = overlay.read(db, "media_index")?;
+                let pending = overlay.read(db, "pending_uploads")?;
+                if media_index::get(&index, &event.media)?.is_some()
+                    || pending_uploads::get(&pending, &event.media)?.is_some()
+                {
+                    return Err(LedgerError::Conflict(Conflict::MediaExists));
+                }
+                let limit = self.max_pending_per_user.load(Ordering::Relaxed);
+                if limit > 0 {
+                    let live = pending_uploads::owner(&pending, &event.owner)?.live_at(time);
+                    if u64::try_from(live).unwrap_or(u64::MAX) >= limit {
+                        return Err(LedgerError::Conflict(Conflict::TooManyPending));
+                    }
+                }
+                Ok(Event::AsyncUploadCreatedV1(event))
+            }
+            Command::Access(event) => {
+                let index = overlay.read(db, "media_index")?;
+                match media_index::get(&index, &event.media)? {
+                    Some(r) if r.sha256 == event.sha256 => Ok(Event::MediaAccessedV1(event)),
+                    _ => Err(LedgerError::Conflict(Conflict::UnknownMedia)),
+                }
+            }
+            Command::RecordThumbnail(mut event) => {
+                if media_index::get(&overlay.read(db, "media_index")?, &event.media)?.is_none() {
+                    return Err(LedgerError::Conflict(Conflict::UnknownMedia));
+                }
+                let thumbs = overlay.read(db, "thumbnails")?;
+                if thumbnails::get(
+                    &thumbs,
+                    &event.media,
+                    event.width,
+                    event.height,
+                    event.method,
+                    event.animated,
+                )?
+                .is_some()
+                {
+                    return Err(LedgerError::Conflict(Conflict::ThumbnailExists));
+                }
+                if let Some(existing) =
+                    hash_refs::get(&overlay.read(db, "hash_refs")?, &event.sha256)?
+                {
+                    event.datastore = existing.datastore;
+                    event.location = existing.location;
+                }
+                Ok(Event::ThumbnailGeneratedV1(event))
+            }
+            Command::StartTransfer(event) if event.source == event.target => {
+                Err(LedgerError::Conflict(Conflict::WrongEvent))
+            }
+            Command::StartTransfer(event) => {
+                // One direction at a time (content-addressed locations): no unfinished task
+                // may drain the new target, fill the new source, or drain the same source.
+                for t in self.unfinished_tasks(overlay)? {
+                    if t.source == event.target
+                        || t.target == event.source
+                        || t.source == event.source
+                    {
+                        return Err(LedgerError::Conflict(Conflict::TransferRunning));
+                    }
+                }
+                Ok(Event::TransferStartedV1(event))
+            }
+            Command::MoveBlob(event) => {
+                self.require_unfinished(overlay, event.task)?;
+                let hashes = overlay.read(db, "hash_refs")?;
+                match hash_refs::get(&hashes, &event.sha256)? {
+                    Some(h)
+                        if h.datastore == event.from_datastore
+                            && h.location == event.from_location =>
+                    {
+                        Ok(Event::BlobMovedV1(event))
+                    }
+                    _ => Err(LedgerError::Conflict(Conflict::BlobElsewhere)),
+                }
+            }
+            Command::TaskProgress(event) => {
+                let task = match &event {
+                    Event::BlobSourceDeletedV1(e) => e.task,
+                    Event::BlobTransferFailedV1(e) => e.task,
+                    Event::TransferFinishedV1(e) => e.task,
+                    _ => return Err(LedgerError::Conflict(Conflict::WrongEvent)),
+                };
+                self.require_unfinished(overlay, task)?;
+                Ok(event)
+            }
+        }
+    }
+
+    /// Every unfinished task: committed ones from the database, with this group's own
+    /// changes (the overlay) on top.
+    fn unfinished_tasks(&self, overlay: &Overlay) -> Result<Vec<tasks::TaskRecord>, LedgerError> {
+        let mut all = std::collections::BTreeMap::new();
+        let cf = super::store::cf(&self.db, "tasks")?;
+        for item in self.db.iterator_cf(
+            cf,
+            rocksdb::IteratorMode::From(b"t", rocksdb::Direction::Forward),
+        ) {
+            let (k, v) = item?;
+            if !k.starts_with(b"t") {
+                break;
+            }
+            if let Some(entry) = tasks::decode_task_entry(&k, &v) {
+                let (seq, t) = entry?;
+                all.insert(seq, t);
+            }
+        }
+        for (k, v) in overlay.entries(&self.db, "tasks")? {
+            if let Some(entry) = v.and_then(|v| tasks::decode_task_entry(k, v)) {
+                let (seq, t) = entry?;
+                all.insert(seq, t);
+            }
+        }
+        Ok(all.into_values().filter(|t| !t.is_finished()).collect())
+    }
+
+    fn require_unfinished(&self, overlay: &Overlay, task: Seq) -> Result<(), LedgerError> {
+        let view = overlay.read(&self.db, "tasks")?;
+        match tasks::get(&view, task)? {
+            Some(t) if !t.is_finished() => Ok(()),
+            _ => Err(LedgerError::Conflict(Conflict::NoSuchTask)),
+        }
+    }
+}
