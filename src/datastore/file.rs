@@ -63,6 +63,10 @@ impl Datastore for FileDatastore {
         &self.spool
     }
 
+    fn local_path(&self, location: &BlobLocation) -> Option<PathBuf> {
+        Some(self.path_of(location))
+    }
+
     async fn commit(&self, spooled: &Path, sha: &Sha256) -> Result<BlobLocation, DatastoreError> {
         let location = super::content_location(sha)?;
         let target = self.path_of(&location);

@@ -74,6 +74,42 @@ pub trait Datastore: Send + Sync {
     /// returns its location. After this returns, a crash cannot lose the bytes, and
     /// `spooled` is gone. `spooled` may live in another datastore's spool directory.
     async fn commit(&self, spooled: &Path, sha: &Sha256) -> Result<BlobLocation, DatastoreError>;
+    /// Stores the bytes of the local file `path` (left in place) as the blob of `sha`.
+    /// The default copies it into this datastore's spool and commits the copy.
+    async fn put_from(&self, path: &Path, sha: &Sha256) -> Result<BlobLocation, DatastoreError> {
+        let unique = crate::media::new_media_id().map_err(|e| DatastoreError::Backend {
+            context: "naming a spool file".into(),
+            message: e.to_string(),
+        })?;
+        let spool = self
+            .spool_dir()
+            .join(format!("copy-{}-{unique}.part", sha.to_hex()));
+        let src = path.to_owned();
+        let dst = spool.clone();
+        let sync = self.spool_needs_sync();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            std::fs::copy(&src, &dst)?;
+            if sync {
+                std::fs::File::open(&dst)?.sync_all()?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| DatastoreError::Io {
+            context: "copy task".into(),
+            source: std::io::Error::other(e),
+        })?
+        .map_err(DatastoreError::io("copying into the spool"))?;
+        let result = self.commit(&spool, sha).await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&spool).await;
+        }
+        result
+    }
+    /// The local file of a blob, when the datastore is a local directory.
+    fn local_path(&self, _location: &BlobLocation) -> Option<PathBuf> {
+        None
+    }
     /// The blob's length, or `None` when it does not exist.
     async fn size_of(&self, location: &BlobLocation) -> Result<Option<u64>, DatastoreError>;
     /// Whether the blob exists.

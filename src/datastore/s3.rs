@@ -236,20 +236,28 @@ impl Datastore for S3Datastore {
     }
 
     async fn commit(&self, spooled: &Path, sha: &Sha256) -> Result<BlobLocation, DatastoreError> {
+        let location = self.put_from(spooled, sha).await?;
+        if let Err(e) = tokio::fs::remove_file(spooled).await {
+            tracing::warn!(path = %spooled.display(), error = %e, "cannot remove a spool file");
+        }
+        Ok(location)
+    }
+
+    async fn put_from(&self, path: &Path, sha: &Sha256) -> Result<BlobLocation, DatastoreError> {
         let location = super::content_location(sha)?;
         let key = self.key(&location);
-        let size = tokio::fs::metadata(spooled)
+        let size = tokio::fs::metadata(path)
             .await
-            .map_err(DatastoreError::io("reading a spool file"))?
+            .map_err(DatastoreError::io("reading a file to store"))?
             .len();
         // Always PUT: keys are content-addressed, so overwriting is safe, and an object of
         // the right size is not proof of the right bytes.
         if size >= self.multipart_threshold_bytes {
-            self.put_multipart(&key, spooled, size).await?;
+            self.put_multipart(&key, path, size).await?;
         } else {
-            let body = ByteStream::from_path(spooled)
+            let body = ByteStream::from_path(path)
                 .await
-                .map_err(|e| backend("reading a spool file", e))?;
+                .map_err(|e| backend("reading a file to store", e))?;
             self.client
                 .put_object()
                 .bucket(&self.bucket)
@@ -259,9 +267,6 @@ impl Datastore for S3Datastore {
                 .send()
                 .await
                 .map_err(sdk("storing an object"))?;
-        }
-        if let Err(e) = tokio::fs::remove_file(spooled).await {
-            tracing::warn!(path = %spooled.display(), error = %e, "cannot remove a spool file");
         }
         Ok(location)
     }
