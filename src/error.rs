@@ -31,6 +31,9 @@ pub enum ApiError {
     /// The token is not known.
     #[error("unknown access token")]
     UnknownToken,
+    /// A server-to-server request whose signature does not check out.
+    #[error("{0}")]
+    Unauthorized(String),
     /// Authenticated but not allowed.
     #[error("{0}")]
     Forbidden(String),
@@ -85,6 +88,7 @@ impl ApiError {
             ApiError::MissingToken => "M_MISSING_TOKEN",
             ApiError::UnknownToken => "M_UNKNOWN_TOKEN",
             ApiError::Forbidden(_) => "M_FORBIDDEN",
+            ApiError::Unauthorized(_) => "M_UNAUTHORIZED",
             ApiError::InvalidParam(_) => "M_INVALID_PARAM",
             ApiError::MissingParam(_) => "M_MISSING_PARAM",
             ApiError::LimitExceeded(_) => "M_LIMIT_EXCEEDED",
@@ -104,7 +108,9 @@ impl ApiError {
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotYetUploaded => StatusCode::GATEWAY_TIMEOUT,
             ApiError::CannotOverwrite => StatusCode::CONFLICT,
-            ApiError::MissingToken | ApiError::UnknownToken => StatusCode::UNAUTHORIZED,
+            ApiError::MissingToken | ApiError::UnknownToken | ApiError::Unauthorized(_) => {
+                StatusCode::UNAUTHORIZED
+            }
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::InvalidParam(_)
             | ApiError::MissingParam(_)

@@ -56,10 +56,26 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let transfers =
         crate::transfer::Transfers::new(ledger.clone(), datastores.clone(), config.clone());
     transfers.resume_all().context("resuming transfers")?;
+    let key_path = config.federation.signing_key_path.clone();
+    let key = tokio::task::spawn_blocking(move || {
+        crate::federation::keys::SigningKey::load_or_generate(&key_path)
+    })
+    .await?
+    .context("loading the federation signing key")?;
+    let client = Arc::new(crate::federation::client::Client::new(
+        config.federation.clone(),
+        Arc::new(key),
+    ));
     let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
     let state = Arc::new(AppState {
         shutdown,
         transfers,
+        remote: crate::remote::RemoteMedia::new(
+            client,
+            ledger.clone(),
+            datastores.clone(),
+            config.clone(),
+        ),
         thumbnails: crate::thumbnail::Thumbnailer::new(
             ledger.clone(),
             datastores.clone(),

@@ -33,6 +33,9 @@ pub enum Event {
     TransferFinishedV1(TransferFinished),
     /// A thumbnail of a media was generated and stored (blob durable before this).
     ThumbnailGeneratedV1(ThumbnailGenerated),
+    /// Media of another server was fetched over federation and cached (blob durable before
+    /// this); the envelope's actor is who asked for it.
+    RemoteMediaCachedV1(RemoteMediaCached),
 }
 
 impl Event {
@@ -48,6 +51,7 @@ impl Event {
             Event::BlobTransferFailedV1(_) => "blob.transfer_failed.v1",
             Event::TransferFinishedV1(_) => "transfer.finished.v1",
             Event::ThumbnailGeneratedV1(_) => "thumbnail.generated.v1",
+            Event::RemoteMediaCachedV1(_) => "media.remote_cached.v1",
         }
     }
 
@@ -58,6 +62,7 @@ impl Event {
             Event::AsyncUploadCreatedV1(e) => Some(&e.media),
             Event::MediaAccessedV1(e) => Some(&e.media),
             Event::ThumbnailGeneratedV1(e) => Some(&e.media),
+            Event::RemoteMediaCachedV1(e) => Some(&e.media),
             Event::TransferStartedV1(_)
             | Event::BlobMovedV1(_)
             | Event::BlobSourceDeletedV1(_)
@@ -75,6 +80,7 @@ impl Event {
             Event::BlobSourceDeletedV1(e) => Some(&e.sha256),
             Event::BlobTransferFailedV1(e) => Some(&e.sha256),
             Event::ThumbnailGeneratedV1(e) => Some(&e.sha256),
+            Event::RemoteMediaCachedV1(e) => Some(&e.sha256),
             Event::AsyncUploadCreatedV1(_)
             | Event::TransferStartedV1(_)
             | Event::TransferFinishedV1(_) => None,
@@ -232,6 +238,27 @@ pub struct ThumbnailGenerated {
     pub size_bytes: u64,
     /// Their type (`image/png` or `image/jpeg`).
     pub content_type: ContentType,
+    /// The datastore holding the blob.
+    pub datastore: DatastoreId,
+    /// Where in it.
+    pub location: BlobLocation,
+}
+
+/// A remote media now cached here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteMediaCached {
+    /// The remote media (its origin is not one of ours).
+    pub media: MediaRef,
+    /// Digest of the bytes.
+    pub sha256: Sha256,
+    /// Their length.
+    pub size_bytes: u64,
+    /// As the remote declared it.
+    pub content_type: Option<ContentType>,
+    /// The remote's file name.
+    pub upload_name: Option<String>,
+    /// Where it was fetched from (the resolved base URL).
+    pub fetched_from: String,
     /// The datastore holding the blob.
     pub datastore: DatastoreId,
     /// Where in it.

@@ -18,7 +18,8 @@ pub use codec::CodecError;
 pub use envelope::{Actor, Envelope, RequestId};
 pub use event::{
     AsyncUploadCreated, BlobMoved, BlobSourceDeleted, BlobTransferFailed, Event, MediaAccessed,
-    MediaUploaded, ThumbnailGenerated, ThumbnailMethod, TransferFinished, TransferStarted,
+    MediaUploaded, RemoteMediaCached, ThumbnailGenerated, ThumbnailMethod, TransferFinished,
+    TransferStarted,
 };
 pub use ids::{
     BlobLocation, ContentType, DatastoreId, IdError, MediaId, MediaRef, Seq, ServerName, Sha256,

@@ -46,12 +46,15 @@ impl Projection for DatastoreSizes {
         NAME
     }
     fn version(&self) -> u32 {
-        // 3: thumbnails.
-        3
+        // 4: thumbnails, remote media.
+        4
     }
     fn apply(&self, env: &Envelope, tx: &mut dyn KvTx) -> Result<(), ProjectionError> {
         match &env.event {
             Event::MediaUploadedV1(e) => {
+                add_row(tx, &e.datastore, &e.sha256, e.size_bytes, Row::Media)
+            }
+            Event::RemoteMediaCachedV1(e) => {
                 add_row(tx, &e.datastore, &e.sha256, e.size_bytes, Row::Media)
             }
             Event::ThumbnailGeneratedV1(e) => {

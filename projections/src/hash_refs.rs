@@ -42,6 +42,40 @@ fn hash_key(sha: &Sha256) -> Vec<u8> {
     k
 }
 
+/// A media (uploaded or cached) now refers to `sha`.
+fn add_media_ref(
+    tx: &mut dyn KvTx,
+    env: &Envelope,
+    media: &media_ledger_events::MediaRef,
+    sha: &Sha256,
+    datastore: &DatastoreId,
+    location: &BlobLocation,
+    size_bytes: u64,
+) -> Result<(), ProjectionError> {
+    let rk = ref_key(sha, media);
+    if tx.get(&rk)?.is_some() {
+        return Err(invariant(NAME, format!("{media} referenced twice")));
+    }
+    tx.put(&rk, Vec::new());
+    let hk = hash_key(sha);
+    let record = match get_value::<HashRecord>(NAME, tx, &hk)? {
+        Some(mut r) => {
+            r.ref_count += 1;
+            r.last_access_ms = r.last_access_ms.max(env.recorded_at_ms);
+            r
+        }
+        None => HashRecord {
+            datastore: datastore.clone(),
+            location: location.clone(),
+            size_bytes,
+            ref_count: 1,
+            last_access_ms: env.recorded_at_ms,
+            created_seq: env.seq,
+        },
+    };
+    put_value(NAME, tx, &hk, &record)
+}
+
 /// `b't' ‖ sha256 ‖ thumbnail key`: one per thumbnail referring to the blob.
 fn thumb_ref_key(sha: &Sha256, thumb: &[u8]) -> Vec<u8> {
     let mut k = vec![b't'];
@@ -62,35 +96,29 @@ impl Projection for HashRefs {
         NAME
     }
     fn version(&self) -> u32 {
-        // 3: thumbnails refer to blobs too.
-        3
+        // 4: thumbnails and remote media refer to blobs too.
+        4
     }
     fn apply(&self, env: &Envelope, tx: &mut dyn KvTx) -> Result<(), ProjectionError> {
         match &env.event {
-            Event::MediaUploadedV1(e) => {
-                let rk = ref_key(&e.sha256, &e.media);
-                if tx.get(&rk)?.is_some() {
-                    return Err(invariant(NAME, format!("{} referenced twice", e.media)));
-                }
-                tx.put(&rk, Vec::new());
-                let hk = hash_key(&e.sha256);
-                let record = match get_value::<HashRecord>(NAME, tx, &hk)? {
-                    Some(mut r) => {
-                        r.ref_count += 1;
-                        r.last_access_ms = r.last_access_ms.max(env.recorded_at_ms);
-                        r
-                    }
-                    None => HashRecord {
-                        datastore: e.datastore.clone(),
-                        location: e.location.clone(),
-                        size_bytes: e.size_bytes,
-                        ref_count: 1,
-                        last_access_ms: env.recorded_at_ms,
-                        created_seq: env.seq,
-                    },
-                };
-                put_value(NAME, tx, &hk, &record)
-            }
+            Event::MediaUploadedV1(e) => add_media_ref(
+                tx,
+                env,
+                &e.media,
+                &e.sha256,
+                &e.datastore,
+                &e.location,
+                e.size_bytes,
+            ),
+            Event::RemoteMediaCachedV1(e) => add_media_ref(
+                tx,
+                env,
+                &e.media,
+                &e.sha256,
+                &e.datastore,
+                &e.location,
+                e.size_bytes,
+            ),
             Event::ThumbnailGeneratedV1(e) => {
                 let rk = thumb_ref_key(
                     &e.sha256,

@@ -53,17 +53,16 @@ impl Projection for MediaIndex {
         NAME
     }
     fn version(&self) -> u32 {
-        // 2: the hash → media index, blob moves; the location lives in hash_refs only.
-        2
+        // 3: remote media.
+        3
     }
     fn apply(&self, env: &Envelope, tx: &mut dyn KvTx) -> Result<(), ProjectionError> {
         match &env.event {
-            Event::MediaUploadedV1(e) => {
-                let key = media_key(&e.media);
-                if tx.get(&key)?.is_some() {
-                    return Err(invariant(NAME, format!("{} uploaded twice", e.media)));
-                }
-                let record = MediaRecord {
+            Event::MediaUploadedV1(e) => insert(
+                tx,
+                env,
+                &e.media,
+                MediaRecord {
                     sha256: e.sha256,
                     size_bytes: e.size_bytes,
                     content_type: e.content_type.clone(),
@@ -74,13 +73,25 @@ impl Projection for MediaIndex {
                     datastore: e.datastore.clone(),
                     quarantined: false,
                     last_access_ms: env.recorded_at_ms,
-                };
-                put_value(NAME, tx, &key, &record)?;
-                let sk = sha_key(&e.sha256);
-                let mut list: Vec<Vec<u8>> = get_value(NAME, tx, &sk)?.unwrap_or_default();
-                list.push(key);
-                put_value(NAME, tx, &sk, &list)
-            }
+                },
+            ),
+            Event::RemoteMediaCachedV1(e) => insert(
+                tx,
+                env,
+                &e.media,
+                MediaRecord {
+                    sha256: e.sha256,
+                    size_bytes: e.size_bytes,
+                    content_type: e.content_type.clone(),
+                    upload_name: e.upload_name.clone(),
+                    uploader: Actor::System,
+                    created_at_ms: env.recorded_at_ms,
+                    kind: MediaKind::Remote,
+                    datastore: e.datastore.clone(),
+                    quarantined: false,
+                    last_access_ms: env.recorded_at_ms,
+                },
+            ),
             Event::MediaAccessedV1(e) => {
                 let key = media_key(&e.media);
                 let mut record: MediaRecord = get_value(NAME, tx, &key)?
@@ -109,6 +120,28 @@ impl Projection for MediaIndex {
             | Event::ThumbnailGeneratedV1(_) => Ok(()),
         }
     }
+}
+
+/// Adds a new media record and lists it under its hash.
+fn insert(
+    tx: &mut dyn KvTx,
+    env: &Envelope,
+    media: &MediaRef,
+    record: MediaRecord,
+) -> Result<(), ProjectionError> {
+    let key = media_key(media);
+    if tx.get(&key)?.is_some() {
+        return Err(invariant(
+            NAME,
+            format!("{media} recorded twice (at {})", env.seq),
+        ));
+    }
+    let sha = record.sha256;
+    put_value(NAME, tx, &key, &record)?;
+    let sk = sha_key(&sha);
+    let mut list: Vec<Vec<u8>> = get_value(NAME, tx, &sk)?.unwrap_or_default();
+    list.push(key);
+    put_value(NAME, tx, &sk, &list)
 }
 
 /// First byte of the hash → media index keys (`0x02 ‖ sha256` → media keys); a media key

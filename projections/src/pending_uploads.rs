@@ -107,7 +107,8 @@ impl Projection for PendingUploads {
             | Event::BlobSourceDeletedV1(_)
             | Event::BlobTransferFailedV1(_)
             | Event::TransferFinishedV1(_)
-            | Event::ThumbnailGeneratedV1(_) => Ok(()),
+            | Event::ThumbnailGeneratedV1(_)
+            | Event::RemoteMediaCachedV1(_) => Ok(()),
         }
     }
 }

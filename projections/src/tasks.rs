@@ -151,7 +151,8 @@ impl Projection for Tasks {
             Event::MediaUploadedV1(_)
             | Event::AsyncUploadCreatedV1(_)
             | Event::MediaAccessedV1(_)
-            | Event::ThumbnailGeneratedV1(_) => Ok(()),
+            | Event::ThumbnailGeneratedV1(_)
+            | Event::RemoteMediaCachedV1(_) => Ok(()),
         }
     }
 }

@@ -87,7 +87,8 @@ impl Projection for Thumbnails {
             | Event::BlobMovedV1(_)
             | Event::BlobSourceDeletedV1(_)
             | Event::BlobTransferFailedV1(_)
-            | Event::TransferFinishedV1(_) => Ok(()),
+            | Event::TransferFinishedV1(_)
+            | Event::RemoteMediaCachedV1(_) => Ok(()),
         }
     }
 }

@@ -9,7 +9,9 @@ mod tasks;
 pub use datastore::{
     Backend, ChecksumMode, DatastoreConfig, DatastoreKind, DatastoreType, S3Config,
 };
-pub use tasks::{ThumbnailMethodConfig, ThumbnailSize, ThumbnailsConfig, TransfersConfig};
+pub use tasks::{
+    FederationConfig, ThumbnailMethodConfig, ThumbnailSize, ThumbnailsConfig, TransfersConfig,
+};
 
 use media_ledger_events::{ServerName, UserId};
 use serde::Deserialize;
@@ -79,6 +81,9 @@ pub struct Config {
     /// Thumbnail generation.
     #[serde(default)]
     pub thumbnails: ThumbnailsConfig,
+    /// Remote media over federation.
+    #[serde(default)]
+    pub federation: FederationConfig,
     /// The homeservers whose media this repository serves.
     pub homeservers: Vec<HomeserverConfig>,
     /// Where blobs are kept.
@@ -135,6 +140,8 @@ pub struct DownloadsConfig {
     pub access_record_interval_ms: u64,
     /// Serve the deprecated unauthenticated `/_matrix/media/{r0,v3}/download` endpoints.
     pub allow_unauthenticated: bool,
+    /// Largest remote media fetched, enforced while streaming.
+    pub max_bytes: u64,
 }
 
 impl Default for DownloadsConfig {
@@ -144,6 +151,7 @@ impl Default for DownloadsConfig {
             max_timeout_ms: 60_000,
             access_record_interval_ms: 60_000,
             allow_unauthenticated: true,
+            max_bytes: 100 * 1024 * 1024,
         }
     }
 }

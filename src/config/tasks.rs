@@ -1,6 +1,44 @@
-//! `[transfers]` and `[thumbnails]`: the background work the server does with blobs.
+//! `[transfers]`, `[thumbnails]` and `[federation]`: the work the server does with blobs
+//! beyond plain uploads and downloads.
 
 use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// `[federation]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FederationConfig {
+    /// Fetch media of other servers, and serve ours to them.
+    pub enabled: bool,
+    /// Our ed25519 signing key, in Synapse's key file format; generated at first start.
+    pub signing_key_path: PathBuf,
+    /// Server name → base URL, bypassing discovery and the private-address rule (for
+    /// private deployments and tests; plain `http://` is allowed only here).
+    pub pins: BTreeMap<String, String>,
+    /// Servers whose media is never fetched.
+    pub blocked_servers: Vec<String>,
+    /// Connect timeout of a fetch.
+    pub connect_timeout_ms: u64,
+    /// Whole-request timeout of a fetch.
+    pub timeout_ms: u64,
+    /// First back-off after a failing host; doubled up to 10 minutes.
+    pub backoff_base_ms: u64,
+}
+
+impl Default for FederationConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            signing_key_path: PathBuf::from("./data/signing.key"),
+            pins: BTreeMap::new(),
+            blocked_servers: Vec::new(),
+            connect_timeout_ms: 5_000,
+            timeout_ms: 60_000,
+            backoff_base_ms: 5_000,
+        }
+    }
+}
 
 /// `[transfers]`.
 #[derive(Debug, Clone, Deserialize)]

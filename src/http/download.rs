@@ -1,7 +1,7 @@
 //! Download routes: legacy `/_matrix/media/{r0,v3}/download` and authenticated
 //! `/_matrix/client/v1/media/download`, with HEAD, single ranges and the security headers.
 
-use super::extract::{media_ref, request_id, Authed, MPath, MQuery};
+use super::extract::{media_ref, request_id, Authed, Homeserver, MPath, MQuery};
 use super::headers::{add_security_headers, content_disposition};
 use super::range::{parse_range, ByteRange};
 use super::State;
@@ -22,62 +22,57 @@ use std::time::Duration;
 #[derive(Deserialize, Default)]
 pub struct DownloadQuery {
     timeout_ms: Option<u64>,
+    allow_remote: Option<String>,
+}
+
+fn legacy_allowed(state: &State) -> Result<(), ApiError> {
+    if state.config.downloads.allow_unauthenticated {
+        Ok(())
+    } else {
+        Err(ApiError::NotFound(
+            "use the authenticated media endpoints".into(),
+        ))
+    }
 }
 
 /// `GET /_matrix/media/{r0,v3}/download/{server}/{id}`.
 pub async fn legacy(
     S(state): S<State>,
+    Homeserver(hs): Homeserver,
     MPath((server, id)): MPath<(String, String)>,
     MQuery(q): MQuery<DownloadQuery>,
     method: Method,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    if !state.config.downloads.allow_unauthenticated {
-        return Err(ApiError::NotFound(
-            "use the authenticated media endpoints".into(),
-        ));
-    }
-    serve(
-        &state,
-        None,
-        Wanted {
-            server: &server,
-            id: &id,
-            filename: None,
-            head: method == Method::HEAD,
-        },
-        q,
-        &headers,
-    )
-    .await
+    legacy_allowed(&state)?;
+    let wanted = Wanted {
+        server: &server,
+        id: &id,
+        filename: None,
+        head: method == Method::HEAD,
+        ours: hs.name,
+    };
+    serve(&state, None, wanted, q, &headers).await
 }
 
 /// `GET /_matrix/media/{r0,v3}/download/{server}/{id}/{filename}`.
 pub async fn legacy_named(
     S(state): S<State>,
+    Homeserver(hs): Homeserver,
     MPath((server, id, name)): MPath<(String, String, String)>,
     MQuery(q): MQuery<DownloadQuery>,
     method: Method,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    if !state.config.downloads.allow_unauthenticated {
-        return Err(ApiError::NotFound(
-            "use the authenticated media endpoints".into(),
-        ));
-    }
-    serve(
-        &state,
-        None,
-        Wanted {
-            server: &server,
-            id: &id,
-            filename: Some(name),
-            head: method == Method::HEAD,
-        },
-        q,
-        &headers,
-    )
-    .await
+    legacy_allowed(&state)?;
+    let wanted = Wanted {
+        server: &server,
+        id: &id,
+        filename: Some(name),
+        head: method == Method::HEAD,
+        ours: hs.name,
+    };
+    serve(&state, None, wanted, q, &headers).await
 }
 
 /// `GET /_matrix/client/v1/media/download/{server}/{id}`.
@@ -89,19 +84,14 @@ pub async fn authed(
     method: Method,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    serve(
-        &state,
-        Some(auth.principal),
-        Wanted {
-            server: &server,
-            id: &id,
-            filename: None,
-            head: method == Method::HEAD,
-        },
-        q,
-        &headers,
-    )
-    .await
+    let wanted = Wanted {
+        server: &server,
+        id: &id,
+        filename: None,
+        head: method == Method::HEAD,
+        ours: auth.homeserver.name,
+    };
+    serve(&state, Some(auth.principal), wanted, q, &headers).await
 }
 
 /// `GET /_matrix/client/v1/media/download/{server}/{id}/{filename}`.
@@ -113,19 +103,32 @@ pub async fn authed_named(
     method: Method,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    serve(
-        &state,
-        Some(auth.principal),
-        Wanted {
-            server: &server,
-            id: &id,
-            filename: Some(name),
-            head: method == Method::HEAD,
-        },
-        q,
-        &headers,
-    )
-    .await
+    let wanted = Wanted {
+        server: &server,
+        id: &id,
+        filename: Some(name),
+        head: method == Method::HEAD,
+        ours: auth.homeserver.name,
+    };
+    serve(&state, Some(auth.principal), wanted, q, &headers).await
+}
+
+/// The media record: local (waiting for a pending async upload), else fetched from its
+/// origin over federation unless `allow_remote` is false.
+pub(crate) async fn resolve_media(
+    state: &State,
+    media: &MediaRef,
+    timeout: Duration,
+    allow_remote: bool,
+    actor: Actor,
+    ours: &media_ledger_events::ServerName,
+) -> Result<MediaRecord, ApiError> {
+    match find(state, media, timeout).await {
+        Err(ApiError::NotFound(_)) if allow_remote && !state.config.is_local(&media.origin) => {
+            state.remote.get(actor, ours, media).await
+        }
+        other => other,
+    }
 }
 
 fn now_ms() -> u64 {
@@ -233,6 +236,8 @@ struct Wanted<'a> {
     filename: Option<String>,
     /// A `HEAD` request: headers only.
     head: bool,
+    /// The homeserver the request is for (remote fetches are made on its behalf).
+    ours: media_ledger_events::ServerName,
 }
 
 async fn serve(
@@ -247,6 +252,7 @@ async fn serve(
         id,
         filename,
         head,
+        ours,
     } = wanted;
     let media = media_ref(server, id)?;
     let dl = &state.config.downloads;
@@ -255,7 +261,9 @@ async fn serve(
             .unwrap_or(dl.default_timeout_ms)
             .min(dl.max_timeout_ms),
     );
-    let record = find(state, &media, timeout).await?;
+    let allow_remote = q.allow_remote.as_deref() != Some("false");
+    let actor = principal.as_ref().map_or(Actor::System, Principal::actor);
+    let record = resolve_media(state, &media, timeout, allow_remote, actor, &ours).await?;
     if record.quarantined {
         return Err(ApiError::NotFound("media not found".into()));
     }

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod download;
 pub mod extract;
+pub mod federation;
 pub mod headers;
 pub mod range;
 pub mod thumbnail;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub transfers: Arc<crate::transfer::Transfers>,
     /// Thumbnails.
     pub thumbnails: crate::thumbnail::Thumbnailer,
+    /// Remote media over federation.
+    pub remote: crate::remote::RemoteMedia,
     /// Turns `true` when the server starts shutting down: long waits end early.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
@@ -92,6 +95,15 @@ pub fn router(state: State) -> Router {
         .route(
             "/_matrix/client/v1/media/thumbnail/{server}/{media_id}",
             get(thumbnail::authed),
+        )
+        .route("/_matrix/key/v2/server", get(federation::server_keys))
+        .route(
+            "/_matrix/federation/v1/media/download/{media_id}",
+            get(federation::download),
+        )
+        .route(
+            "/_matrix/federation/v1/media/thumbnail/{media_id}",
+            get(federation::thumbnail),
         )
         .route(
             "/_matrix/media/unstable/admin/datastores",

@@ -1,8 +1,8 @@
 //! Thumbnail routes: legacy `/_matrix/media/{r0,v3}/thumbnail` and authenticated
 //! `/_matrix/client/v1/media/thumbnail`.
 
-use super::download::{find, header_value, open_blob};
-use super::extract::{media_ref, Authed, MPath, MQuery};
+use super::download::{header_value, open_blob, resolve_media};
+use super::extract::{media_ref, Authed, Homeserver, MPath, MQuery};
 use super::headers::add_security_headers;
 use super::State;
 use crate::auth::Principal;
@@ -40,7 +40,8 @@ fn dimension(name: &str, v: Option<&str>) -> Result<u32, ApiError> {
     }
 }
 
-fn parse(q: &ThumbQuery) -> Result<ThumbRequest, ApiError> {
+/// The thumbnail request of a query (shared with the federation endpoint).
+pub fn parse_query(q: &ThumbQuery) -> Result<ThumbRequest, ApiError> {
     let method = match q.method.as_deref() {
         None | Some("scale") => ThumbnailMethod::Scale,
         Some("crop") => ThumbnailMethod::Crop,
@@ -70,6 +71,7 @@ fn parse(q: &ThumbQuery) -> Result<ThumbRequest, ApiError> {
 /// `GET /_matrix/media/{r0,v3}/thumbnail/{server}/{id}`.
 pub async fn legacy(
     S(state): S<State>,
+    Homeserver(hs): Homeserver,
     MPath((server, id)): MPath<(String, String)>,
     MQuery(q): MQuery<ThumbQuery>,
     method: Method,
@@ -79,7 +81,15 @@ pub async fn legacy(
             "use the authenticated media endpoints".into(),
         ));
     }
-    serve(&state, None, &server, &id, q, method == Method::HEAD).await
+    serve(
+        &state,
+        None,
+        &hs.name,
+        (&server, &id),
+        q,
+        method == Method::HEAD,
+    )
+    .await
 }
 
 /// `GET /_matrix/client/v1/media/thumbnail/{server}/{id}`.
@@ -93,8 +103,8 @@ pub async fn authed(
     serve(
         &state,
         Some(auth.principal),
-        &server,
-        &id,
+        &auth.homeserver.name,
+        (&server, &id),
         q,
         method == Method::HEAD,
     )
@@ -104,24 +114,24 @@ pub async fn authed(
 async fn serve(
     state: &State,
     principal: Option<Principal>,
-    server: &str,
-    id: &str,
+    ours: &media_ledger_events::ServerName,
+    (server, id): (&str, &str),
     q: ThumbQuery,
     head: bool,
 ) -> Result<Response, ApiError> {
     let media = media_ref(server, id)?;
-    let req = parse(&q)?;
+    let req = parse_query(&q)?;
     let dl = &state.config.downloads;
     let timeout = Duration::from_millis(
         q.timeout_ms
             .unwrap_or(dl.default_timeout_ms)
             .min(dl.max_timeout_ms),
     );
-    let record = find(state, &media, timeout).await?;
+    let actor = principal.as_ref().map_or(Actor::System, Principal::actor);
+    let record = resolve_media(state, &media, timeout, true, actor.clone(), ours).await?;
     if record.quarantined {
         return Err(ApiError::NotFound("media not found".into()));
     }
-    let actor = principal.as_ref().map_or(Actor::System, Principal::actor);
     let (thumb, _size) = state.thumbnails.get(actor, &media, &record, req).await?;
     let (sha, len, content_type) = match &thumb {
         Thumb::Stored(t) => (t.sha256, t.size_bytes, t.content_type.as_str().to_owned()),

@@ -1,8 +1,8 @@
 //! The commands the writer accepts and why it may refuse them.
 
 use media_ledger_events::{
-    AsyncUploadCreated, BlobMoved, Event, MediaAccessed, MediaUploaded, ThumbnailGenerated,
-    TransferStarted, UserId,
+    AsyncUploadCreated, BlobMoved, Event, MediaAccessed, MediaUploaded, RemoteMediaCached,
+    ThumbnailGenerated, TransferStarted, UserId,
 };
 
 /// A state change to validate and record.
@@ -30,6 +30,9 @@ pub enum Command {
     /// Record a generated thumbnail whose blob is durable (its location may be replaced by
     /// an existing blob of the same bytes).
     RecordThumbnail(ThumbnailGenerated),
+    /// Record a fetched remote media whose blob is durable (location may be replaced by an
+    /// existing blob of the same bytes).
+    CacheRemote(RemoteMediaCached),
 }
 
 /// Why a command was refused by the state it met.

@@ -27,6 +27,7 @@ impl Writer {
             Command::StartTransfer(_) | Command::TaskProgress(_) => &["tasks"],
             Command::MoveBlob(_) => &["hash_refs", "tasks"],
             Command::RecordThumbnail(_) => &["media_index", "hash_refs", "thumbnails"],
+            Command::CacheRemote(_) => &["media_index", "hash_refs"],
         };
         {
             let failed = self.failed.lock();
@@ -95,6 +96,18 @@ impl Writer {
                     Some(r) if r.sha256 == event.sha256 => Ok(Event::MediaAccessedV1(event)),
                     _ => Err(LedgerError::Conflict(Conflict::UnknownMedia)),
                 }
+            }
+            Command::CacheRemote(mut event) => {
+                if media_index::get(&overlay.read(db, "media_index")?, &event.media)?.is_some() {
+                    return Err(LedgerError::Conflict(Conflict::MediaExists));
+                }
+                if let Some(existing) =
+                    hash_refs::get(&overlay.read(db, "hash_refs")?, &event.sha256)?
+                {
+                    event.datastore = existing.datastore;
+                    event.location = existing.location;
+                }
+                Ok(Event::RemoteMediaCachedV1(event))
             }
             Command::RecordThumbnail(mut event) => {
                 if media_index::get(&overlay.read(db, "media_index")?, &event.media)?.is_none() {

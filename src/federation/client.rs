@@ -1,0 +1,387 @@
+//! Outgoing federation: where a server is, whether we may talk to it, and fetching a media.
+//!
+//! Discovery (spec "Resolving server names"), cached: a pin from config (any scheme, for
+//! private deployments and loopback tests); an IP literal or explicit port (HTTPS to it); the
+//! `/.well-known/matrix/server` delegation; else port 8448. SRV records are not looked up
+//! (not built yet: a server that relies on SRV alone needs a pin). A server that is not pinned
+//! must resolve only to public addresses: loopback, private, link-local, unique-local,
+//! IPv4-mapped and 6to4 forms of those are refused. Failing hosts are backed off.
+
+use super::keys::SigningKey;
+use super::multipart;
+use super::xmatrix;
+use crate::config::FederationConfig;
+use bytes::Bytes;
+use media_ledger_events::{MediaId, ServerName};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Why a remote fetch failed, as the client will be told.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    /// The remote says the media does not exist.
+    #[error("remote media not found")]
+    NotFound,
+    /// Larger than `downloads.max_bytes`.
+    #[error("remote media exceeds {0} bytes")]
+    TooLarge(u64),
+    /// Blocked by config or refused by the address rules.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The remote failed, answered badly, or timed out.
+    #[error("{0}")]
+    Failed(String),
+    /// We are backing off this host after failures.
+    #[error("remote server {0} is failing; retry later")]
+    BackedOff(String),
+}
+
+/// A server's verify keys: key id → unpadded base64 public key.
+pub type VerifyKeys = std::collections::BTreeMap<String, String>;
+
+/// Where to reach a server.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// `scheme://host[:port]`.
+    pub base: String,
+    /// Pinned in config (address rules do not apply).
+    pub pinned: bool,
+}
+
+/// Metadata of a fetched media.
+#[derive(Debug, Clone, Default)]
+pub struct Fetched {
+    /// As the remote sent it.
+    pub content_type: Option<String>,
+    /// From its `Content-Disposition`.
+    pub filename: Option<String>,
+}
+
+/// The federation client.
+pub struct Client {
+    pub(super) http: reqwest::Client,
+    pub(super) config: FederationConfig,
+    pub(super) key: Arc<SigningKey>,
+    pub(super) cache: parking_lot::Mutex<HashMap<ServerName, (Resolved, Instant)>>,
+    pub(super) keys: parking_lot::Mutex<HashMap<ServerName, (VerifyKeys, Instant)>>,
+    pub(super) backoff: parking_lot::Mutex<HashMap<String, (Instant, Duration)>>,
+}
+
+impl Client {
+    /// Builds the client (no redirects are followed: a `Location` is checked like any host).
+    pub fn new(config: FederationConfig, key: Arc<SigningKey>) -> Self {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
+            .timeout(Duration::from_millis(config.timeout_ms))
+            .build()
+            .unwrap_or_default();
+        Self {
+            http,
+            config,
+            key,
+            cache: parking_lot::Mutex::new(HashMap::new()),
+            keys: parking_lot::Mutex::new(HashMap::new()),
+            backoff: parking_lot::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Our signing key.
+    pub fn key(&self) -> &SigningKey {
+        &self.key
+    }
+
+    /// The verify keys of `server` (key id → public key), from its `/_matrix/key/v2/server`,
+    /// checked and cached for an hour.
+    pub async fn server_keys(
+        &self,
+        server: &ServerName,
+    ) -> Result<std::collections::BTreeMap<String, String>, RemoteError> {
+        if let Some((k, at)) = self.keys.lock().get(server) {
+            if at.elapsed() < Duration::from_secs(3600) {
+                return Ok(k.clone());
+            }
+        }
+        let r = self.resolve(server).await?;
+        let url = format!("{}/_matrix/key/v2/server", r.base);
+        if !r.pinned {
+            self.check_url(&url).await?;
+        }
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| RemoteError::Failed(format!("keys of {server}: {e}")))?;
+        if !resp.status().is_success() {
+            return Err(RemoteError::Failed(format!(
+                "keys of {server}: {}",
+                resp.status()
+            )));
+        }
+        let v: serde_json::Value = resp
+            .json()
+            .await
+            .map_err(|e| RemoteError::Failed(format!("keys of {server}: {e}")))?;
+        let now = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
+        let keys = super::keys::parse_server_keys(&v, server.as_str(), now)
+            .map_err(|e| RemoteError::Failed(format!("keys of {server}: {e}")))?;
+        self.keys
+            .lock()
+            .insert(server.clone(), (keys.clone(), Instant::now()));
+        Ok(keys)
+    }
+
+    fn check_backoff(&self, host: &str) -> Result<(), RemoteError> {
+        match self.backoff.lock().get(host) {
+            Some((until, _)) if Instant::now() < *until => {
+                Err(RemoteError::BackedOff(host.to_owned()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn record(&self, host: &str, ok: bool) {
+        let mut b = self.backoff.lock();
+        if ok {
+            b.remove(host);
+        } else {
+            let next = b.get(host).map_or(
+                Duration::from_millis(self.config.backoff_base_ms),
+                |(_, d)| (*d * 2).min(Duration::from_secs(600)),
+            );
+            b.insert(host.to_owned(), (Instant::now() + next, next));
+        }
+    }
+
+    /// Fetches `mxc://origin/id` on behalf of our server `our_name`, feeding the bytes to
+    /// `sink` as they arrive (at most `max_bytes`).
+    pub async fn download<F, Fut>(
+        &self,
+        our_name: &ServerName,
+        origin: &ServerName,
+        id: &MediaId,
+        max_bytes: u64,
+        mut sink: F,
+    ) -> Result<Fetched, RemoteError>
+    where
+        F: FnMut(Bytes) -> Fut,
+        Fut: std::future::Future<Output = Result<(), String>>,
+    {
+        if self.config.blocked_servers.iter().any(|b| {
+            b.eq_ignore_ascii_case(origin.as_str()) || b.eq_ignore_ascii_case(origin.host())
+        }) {
+            return Err(RemoteError::Forbidden(format!(
+                "media from {origin} is blocked on this server"
+            )));
+        }
+        self.check_backoff(origin.as_str())?;
+        let result = self
+            .download_inner(our_name, origin, id, max_bytes, &mut sink)
+            .await;
+        let failed_remote = matches!(result, Err(RemoteError::Failed(_)));
+        self.record(origin.as_str(), !failed_remote);
+        result
+    }
+
+    async fn download_inner<F, Fut>(
+        &self,
+        our_name: &ServerName,
+        origin: &ServerName,
+        id: &MediaId,
+        max_bytes: u64,
+        sink: &mut F,
+    ) -> Result<Fetched, RemoteError>
+    where
+        F: FnMut(Bytes) -> Fut,
+        Fut: std::future::Future<Output = Result<(), String>>,
+    {
+        let r = self.resolve(origin).await?;
+        let path = format!("/_matrix/federation/v1/media/download/{id}");
+        let url = format!("{}{path}", r.base);
+        if !r.pinned {
+            self.check_url(&url).await?;
+        }
+        let auth = xmatrix::authorization(
+            &self.key,
+            our_name.as_str(),
+            origin.as_str(),
+            "GET",
+            &path,
+            None,
+        )
+        .map_err(|e| RemoteError::Failed(e.to_string()))?;
+        let resp = self
+            .http
+            .get(&url)
+            .header("Authorization", auth)
+            .send()
+            .await
+            .map_err(|e| RemoteError::Failed(format!("{origin}: {e}")))?;
+        let status = resp.status().as_u16();
+        if status == 404 || status == 400 || status == 405 {
+            let body: serde_json::Value = resp.json().await.unwrap_or_default();
+            if status == 404 && body.get("errcode").and_then(|e| e.as_str()) == Some("M_NOT_FOUND")
+            {
+                return Err(RemoteError::NotFound);
+            }
+            // M_UNRECOGNIZED (or an old server without the endpoint): the legacy endpoint.
+            return self.legacy(&r, origin, id, max_bytes, sink).await;
+        }
+        if status != 200 {
+            return Err(RemoteError::Failed(format!("{origin} answered {status}")));
+        }
+        if resp
+            .content_length()
+            .is_some_and(|l| l > max_bytes + 64 * 1024)
+        {
+            return Err(RemoteError::TooLarge(max_bytes));
+        }
+        let ct = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let boundary = multipart::boundary(&ct).ok_or_else(|| {
+            RemoteError::Failed(format!("{origin} did not answer multipart/mixed"))
+        })?;
+        let mut total = 0u64;
+        let (_, headers) = multipart::read(resp.bytes_stream(), &boundary, |b: Bytes| {
+            total += b.len() as u64;
+            let over = total > max_bytes;
+            let fut = sink(b);
+            async move {
+                if over {
+                    return Err(format!("remote media exceeds {max_bytes} bytes"));
+                }
+                fut.await
+            }
+        })
+        .await
+        .map_err(|e| match e {
+            multipart::MultipartError::Sink(m) if m.starts_with("remote media exceeds") => {
+                RemoteError::TooLarge(max_bytes)
+            }
+            other => RemoteError::Failed(format!("{origin}: {other}")),
+        })?;
+        if let Some(location) = headers.get("location") {
+            return self.follow(location, max_bytes, sink).await;
+        }
+        Ok(Fetched {
+            content_type: headers.get("content-type").cloned(),
+            filename: headers
+                .get("content-disposition")
+                .and_then(|d| filename_of(d)),
+        })
+    }
+
+    async fn legacy<F, Fut>(
+        &self,
+        r: &Resolved,
+        origin: &ServerName,
+        id: &MediaId,
+        max_bytes: u64,
+        sink: &mut F,
+    ) -> Result<Fetched, RemoteError>
+    where
+        F: FnMut(Bytes) -> Fut,
+        Fut: std::future::Future<Output = Result<(), String>>,
+    {
+        let url = format!(
+            "{}/_matrix/media/v3/download/{origin}/{id}?allow_remote=false",
+            r.base
+        );
+        if !r.pinned {
+            self.check_url(&url).await?;
+        }
+        self.stream_plain(&url, max_bytes, sink).await
+    }
+
+    async fn follow<F, Fut>(
+        &self,
+        location: &str,
+        max_bytes: u64,
+        sink: &mut F,
+    ) -> Result<Fetched, RemoteError>
+    where
+        F: FnMut(Bytes) -> Fut,
+        Fut: std::future::Future<Output = Result<(), String>>,
+    {
+        if !(location.starts_with("https://") || location.starts_with("http://")) {
+            return Err(RemoteError::Failed(
+                "Location is not an absolute http(s) URL".into(),
+            ));
+        }
+        self.check_url(location).await?;
+        self.stream_plain(location, max_bytes, sink).await
+    }
+
+    async fn stream_plain<F, Fut>(
+        &self,
+        url: &str,
+        max_bytes: u64,
+        sink: &mut F,
+    ) -> Result<Fetched, RemoteError>
+    where
+        F: FnMut(Bytes) -> Fut,
+        Fut: std::future::Future<Output = Result<(), String>>,
+    {
+        use futures_util::StreamExt;
+        let resp = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| RemoteError::Failed(e.to_string()))?;
+        match resp.status().as_u16() {
+            200 => {}
+            404 => return Err(RemoteError::NotFound),
+            s => return Err(RemoteError::Failed(format!("{url} answered {s}"))),
+        }
+        if resp.content_length().is_some_and(|l| l > max_bytes) {
+            return Err(RemoteError::TooLarge(max_bytes));
+        }
+        let fetched = Fetched {
+            content_type: resp
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            filename: resp
+                .headers()
+                .get("content-disposition")
+                .and_then(|v| v.to_str().ok())
+                .and_then(filename_of),
+        };
+        let mut total = 0u64;
+        let mut body = resp.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| RemoteError::Failed(e.to_string()))?;
+            total += chunk.len() as u64;
+            if total > max_bytes {
+                return Err(RemoteError::TooLarge(max_bytes));
+            }
+            sink(chunk).await.map_err(RemoteError::Failed)?;
+        }
+        Ok(fetched)
+    }
+}
+
+/// The file name of a `Content-Disposition` value (`filename*=utf-8''…` or `filename="…"`).
+pub fn filename_of(disposition: &str) -> Option<String> {
+    let mut plain = None;
+    for p in disposition.split(';').map(str::trim) {
+        if let Some(v) = p.strip_prefix("filename*=") {
+            let v = v.trim_matches('"');
+            let enc = v.split_once("''").map_or(v, |(_, rest)| rest);
+            if let Ok(d) = percent_encoding::percent_decode_str(enc).decode_utf8() {
+                return Some(d.into_owned()).filter(|n| !n.is_empty() && n.len() <= 255);
+            }
+        } else if let Some(v) = p.strip_prefix("filename=") {
+            plain = Some(v.trim_matches('"').to_owned());
+        }
+    }
+    plain.filter(|n| !n.is_empty() && n.len() <= 255 && !n.chars().any(char::is_control))
+}

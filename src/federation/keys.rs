@@ -1,0 +1,1039 @@
+//! Our ed25519 server signing key, Matrix canonical JSON, and signing and verifying JSON
+//! objects (Matrix server-server API, "Signing JSON" and "Publishing Keys").
+//!
+//! - [`SigningKey`]: the key, loaded from (or first written to) a file in Synapse's format,
+//!   one line `ed25519 <version> <unpadded base64 of the 32-byte seed>`.
+//! - [`canonical_json`]: sorted keys, no whitespace, UTF-8, integers only.
+//! - [`SigningKey::sign_json`] / [`verify_json`]: the `signatures` block of a JSON object.
+//! - [`SigningKey::server_keys`] / [`parse_server_keys`]: the `/_matrix/key/v2/server` answer,
+//!   ours and another server's.
+//!
+//! Base64 is written as unpadded standard base64; it is read with or without padding, as the
+//! spec asks ("implementations SHOULD accept input with or without padding characters").
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Write as _;
+use std::path::Path;
+
+use base64::alphabet;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::DecodePaddingMode;
+use base64::Engine as _;
+use ed25519_dalek::{Signer as _, VerifyingKey};
+use rand::Rng as _;
+use serde_json::{Map, Value};
+
+use super::FederationError;
+
+/// Unpadded standard base64 out; padded or unpadded in, unused trailing bits tolerated (the
+/// spec's own test seed `YJDBA9…XA1` has some).
+const B64: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new()
+        .with_encode_padding(false)
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+        .with_decode_allow_trailing_bits(true),
+);
+
+/// The largest integer canonical JSON allows, 2^53 - 1 (the smallest is its negation).
+const MAX_SAFE_INTEGER: i64 = (1 << 53) - 1;
+
+/// The only signing algorithm Matrix defines.
+const ED25519: &str = "ed25519";
+
+/// Our server's ed25519 signing key and its key id `ed25519:<version>`.
+///
+/// The secret half never leaves this struct (its `Debug` shows the key id and the public key
+/// only, and the underlying key is zeroed on drop).
+pub struct SigningKey {
+    key: ed25519_dalek::SigningKey,
+    key_id: String,
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("key_id", &self.key_id)
+            .field("public_key", &self.public_key_base64())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SigningKey {
+    /// Loads the key from `path` (Synapse's signing key file format), or, when there is no
+    /// file there, generates a new key with a random version `a_XXXX` and writes it there,
+    /// creating the parent directories, with permissions 0600 on Unix.
+    ///
+    /// A file that exists but is not exactly one well-formed `ed25519 <version> <seed>` line
+    /// (blank lines aside) is refused, never overwritten.
+    pub fn load_or_generate(path: &Path) -> Result<Self, FederationError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse_key_file(path, &text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::generate_into(path),
+            Err(e) => Err(FederationError::Key(format!(
+                "cannot read signing key file {}: {e}",
+                path.display()
+            ))),
+        }
+    }
+
+    /// The key of version `version` (key id `ed25519:<version>`) whose 32-byte seed is `seed`.
+    ///
+    /// The version must match `[A-Za-z0-9_]+`.
+    pub fn from_seed(version: &str, seed: [u8; 32]) -> Result<Self, FederationError> {
+        if !is_valid_version(version) {
+            return Err(FederationError::Key(format!(
+                "key version {version:?} must be made of [A-Za-z0-9_] and not be empty"
+            )));
+        }
+        Ok(Self {
+            key: ed25519_dalek::SigningKey::from_bytes(&seed),
+            key_id: format!("{ED25519}:{version}"),
+        })
+    }
+
+    /// The key id, `ed25519:<version>`.
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    /// The public key, unpadded standard base64 of its 32 bytes.
+    pub fn public_key_base64(&self) -> String {
+        B64.encode(self.key.verifying_key().as_bytes())
+    }
+
+    /// The ed25519 signature of `bytes`, unpadded standard base64 of its 64 bytes.
+    pub fn sign_bytes(&self, bytes: &[u8]) -> String {
+        B64.encode(self.key.sign(bytes).to_bytes())
+    }
+
+    /// Signs the JSON object `value` as `server_name`: the canonical JSON of the object without
+    /// its `signatures` and `unsigned` members is signed, and the signature is added as
+    /// `signatures.<server_name>.<key_id>`, keeping every other signature already there
+    /// (one of ours under the same key id is replaced). `unsigned` is kept as it was.
+    ///
+    /// Fails, leaving `value` as it was, when `value` is not an object, when its `signatures`
+    /// member (or `signatures.<server_name>`) is not an object, or when it cannot be made
+    /// canonical (see [`canonical_json`]).
+    pub fn sign_json(&self, server_name: &str, value: &mut Value) -> Result<(), FederationError> {
+        let Some(object) = value.as_object_mut() else {
+            return Err(FederationError::Json(
+                "only a JSON object can be signed".to_owned(),
+            ));
+        };
+        match object.get("signatures") {
+            None => {}
+            Some(Value::Object(servers)) => match servers.get(server_name) {
+                None | Some(Value::Object(_)) => {}
+                Some(_) => {
+                    return Err(FederationError::Json(format!(
+                        "signatures.{server_name} is not an object"
+                    )))
+                }
+            },
+            Some(_) => {
+                return Err(FederationError::Json(
+                    "signatures is not an object".to_owned(),
+                ))
+            }
+        }
+        let signatures = object.remove("signatures");
+        let unsigned = object.remove("unsigned");
+        let canonical = canonical_json(value);
+        // Put back what was taken out before anything else can fail.
+        let object = match value.as_object_mut() {
+            Some(object) => object,
+            None => return Err(FederationError::Json("not an object".to_owned())),
+        };
+        if let Some(unsigned) = unsigned {
+            object.insert("unsigned".to_owned(), unsigned);
+        }
+        let had_signatures = signatures.is_some();
+        let mut signatures = match signatures {
+            Some(Value::Object(signatures)) => signatures,
+            _ => Map::new(),
+        };
+        let canonical = match canonical {
+            Ok(canonical) => canonical,
+            Err(e) => {
+                if had_signatures {
+                    object.insert("signatures".to_owned(), Value::Object(signatures));
+                }
+                return Err(e);
+            }
+        };
+        let signature = self.sign_bytes(canonical.as_bytes());
+        let ours = signatures
+            .entry(server_name.to_owned())
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(ours) = ours {
+            ours.insert(self.key_id.clone(), Value::String(signature));
+        }
+        object.insert("signatures".to_owned(), Value::Object(signatures));
+        Ok(())
+    }
+
+    /// Our `/_matrix/key/v2/server` answer: `server_name`, `valid_until_ts`, this key in
+    /// `verify_keys`, an empty `old_verify_keys`, signed by this key as `server_name`.
+    ///
+    /// Fails only when `valid_until_ts_ms` is above 2^53 - 1, which canonical JSON cannot hold.
+    pub fn server_keys(
+        &self,
+        server_name: &str,
+        valid_until_ts_ms: u64,
+    ) -> Result<Value, FederationError> {
+        let mut verify_keys = Map::new();
+        verify_keys.insert(
+            self.key_id.clone(),
+            serde_json::json!({ "key": self.public_key_base64() }),
+        );
+        let mut answer = serde_json::json!({
+            "server_name": server_name,
+            "valid_until_ts": valid_until_ts_ms,
+            "verify_keys": verify_keys,
+            "old_verify_keys": {},
+        });
+        self.sign_json(server_name, &mut answer)?;
+        Ok(answer)
+    }
+
+    /// Parses the content of a key file read from `path` (named in the error messages).
+    fn parse_key_file(path: &Path, text: &str) -> Result<Self, FederationError> {
+        let refuse = |why: String| {
+            FederationError::Key(format!(
+                "signing key file {} is malformed: {why} (expected one line \
+                 `ed25519 <version> <unpadded base64 of the 32-byte seed>`, as Synapse writes)",
+                path.display()
+            ))
+        };
+        let lines: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty())
+            .collect();
+        let line = match lines.as_slice() {
+            [] => return Err(refuse("it is empty".to_owned())),
+            [line] => *line,
+            more => {
+                return Err(refuse(format!(
+                    "it holds {} keys; media-ledger signs with exactly one",
+                    more.len()
+                )))
+            }
+        };
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [algorithm, version, seed] = fields.as_slice() else {
+            return Err(refuse(format!(
+                "its line has {} fields, not 3",
+                fields.len()
+            )));
+        };
+        if *algorithm != ED25519 {
+            return Err(refuse(format!(
+                "algorithm {algorithm:?} is not \"{ED25519}\""
+            )));
+        }
+        if !is_valid_version(version) {
+            return Err(refuse(format!(
+                "version {version:?} is not made of [A-Za-z0-9_]"
+            )));
+        }
+        let seed = B64
+            .decode(seed)
+            .map_err(|e| refuse(format!("the seed is not base64: {e}")))?;
+        let seed: [u8; 32] = seed
+            .try_into()
+            .map_err(|seed: Vec<u8>| refuse(format!("the seed is {} bytes, not 32", seed.len())))?;
+        Self::from_seed(version, seed)
+    }
+
+    /// Generates a new key and writes it to `path`, which did not exist.
+    fn generate_into(path: &Path) -> Result<Self, FederationError> {
+        let io_error = |what: &str, e: std::io::Error| {
+            FederationError::Key(format!("cannot {what} {}: {e}", path.display()))
+        };
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| io_error("create the directory of signing key file", e))?;
+        }
+        let mut rng = rand::rng();
+        // Synapse's style of version: `a_` and four random letters or digits.
+        let mut version = String::from("a_");
+        version.extend(
+            (&mut rng)
+                .sample_iter(rand::distr::Alphanumeric)
+                .take(4)
+                .map(char::from),
+        );
+        let seed: [u8; 32] = rng.random();
+        let key = Self::from_seed(&version, seed)?;
+        let line = format!("{ED25519} {version} {}\n", B64.encode(seed));
+
+        // Write a temporary file beside it, then link it into place: no reader ever sees a
+        // half-written key, and a key file that appeared meanwhile is never overwritten.
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "signing.key".to_owned());
+        let tmp = path.with_file_name(format!(".{file_name}.{:016x}.tmp", rng.random::<u64>()));
+        let written = write_new_private_file(&tmp, line.as_bytes());
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(io_error("write signing key file", e));
+        }
+        let linked = match std::fs::hard_link(&tmp, path) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                // A file system without hard links: rename instead.
+                std::fs::rename(&tmp, path)
+            }
+            other => other,
+        };
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                // Someone else wrote one first: theirs is the key.
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| io_error("read signing key file", e))?;
+                return Self::parse_key_file(path, &text);
+            }
+            Err(e) => return Err(io_error("write signing key file", e)),
+        }
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            // Make the new directory entry durable; not every platform can open a directory.
+            if let Ok(dir) = std::fs::File::open(parent) {
+                let _ = dir.sync_all();
+            }
+        }
+        tracing::info!(
+            path = %path.display(),
+            key_id = key.key_id(),
+            "generated a new server signing key"
+        );
+        Ok(key)
+    }
+}
+
+/// Creates `path` (which must not exist) readable and writable by its owner only, writes
+/// `bytes` and flushes them to disk.
+fn write_new_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+/// A key version as the spec allows it: `[A-Za-z0-9_]+`.
+fn is_valid_version(version: &str) -> bool {
+    !version.is_empty()
+        && version
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Matrix canonical JSON of `value`: object keys sorted by code point, no whitespace, UTF-8
+/// strings escaped only where JSON requires it, numbers as integers.
+///
+/// Refuses numbers that are not integers in [-(2^53)+1, 2^53-1]. A number that JSON wrote with
+/// a fraction or an exponent but whose value is such an integer is written as that integer,
+/// as in the spec's example `{"a": -0, "b": 1e10}` → `{"a":0,"b":10000000000}`.
+pub fn canonical_json(value: &Value) -> Result<String, FederationError> {
+    let mut out = String::new();
+    write_canonical(&mut out, value)?;
+    Ok(out)
+}
+
+fn write_canonical(out: &mut String, value: &Value) -> Result<(), FederationError> {
+    match value {
+        Value::Null => out.push_str("null"),
+        Value::Bool(true) => out.push_str("true"),
+        Value::Bool(false) => out.push_str("false"),
+        Value::Number(n) => out.push_str(&canonical_integer(n)?.to_string()),
+        Value::String(s) => write_string(out, s)?,
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(out, item)?;
+            }
+            out.push(']');
+        }
+        Value::Object(members) => {
+            // Sorted here rather than trusting the map's order (serde_json's `preserve_order`
+            // feature would make it insertion order). `str` order is UTF-8 byte order, which
+            // is code point order.
+            let mut members: Vec<(&String, &Value)> = members.iter().collect();
+            members.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            out.push('{');
+            for (i, (key, item)) in members.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_string(out, key)?;
+                out.push(':');
+                write_canonical(out, item)?;
+            }
+            out.push('}');
+        }
+    }
+    Ok(())
+}
+
+/// A JSON string: serde_json escapes `"`, `\` and the control characters (as `\b`, `\f`,
+/// `\n`, `\r`, `\t` or `\u00xx`) and nothing else, as canonical JSON wants.
+fn write_string(out: &mut String, s: &str) -> Result<(), FederationError> {
+    let encoded = serde_json::to_string(s).map_err(|e| FederationError::Json(e.to_string()))?;
+    out.push_str(&encoded);
+    Ok(())
+}
+
+/// The integer value of `n`, when canonical JSON can hold it.
+fn canonical_integer(n: &serde_json::Number) -> Result<i64, FederationError> {
+    let out_of_range =
+        || FederationError::Json(format!("{n} is outside canonical JSON's integer range"));
+    if let Some(i) = n.as_i64() {
+        return if (-MAX_SAFE_INTEGER..=MAX_SAFE_INTEGER).contains(&i) {
+            Ok(i)
+        } else {
+            Err(out_of_range())
+        };
+    }
+    if n.as_u64().is_some() {
+        // Above i64::MAX, so above 2^53 - 1.
+        return Err(out_of_range());
+    }
+    match n.as_f64() {
+        Some(f) if f.is_finite() && f.fract() == 0.0 => {
+            if f.abs() <= MAX_SAFE_INTEGER as f64 {
+                // Exact: f is an integer and |f| < 2^53.
+                Ok(f as i64)
+            } else {
+                Err(out_of_range())
+            }
+        }
+        _ => Err(FederationError::Json(format!(
+            "{n} is not an integer; canonical JSON allows integers only"
+        ))),
+    }
+}
+
+/// Decodes base64 (padded or not) into exactly `N` bytes; `what` names it in the error.
+fn decode_fixed<const N: usize>(encoded: &str, what: &str) -> Result<[u8; N], FederationError> {
+    let bytes = B64
+        .decode(encoded)
+        .map_err(|e| FederationError::Signature(format!("{what} is not base64: {e}")))?;
+    bytes.try_into().map_err(|bytes: Vec<u8>| {
+        FederationError::Signature(format!("{what} is {} bytes, not {N}", bytes.len()))
+    })
+}
+
+/// Checks the signature `signatures.<server_name>.<key_id>` of the JSON object `value` with the
+/// ed25519 public key `public_key_base64`: it must sign the canonical JSON of `value` without
+/// its `signatures` and `unsigned` members.
+///
+/// `key_id` must be an `ed25519:<version>` id (any non-empty version is taken here, as other
+/// servers' versions are theirs to choose). Verification is strict (RFC 8032 plus the refusal of
+/// weak public keys and non-canonical signatures, as libsodium does for Synapse).
+pub fn verify_json(
+    value: &Value,
+    server_name: &str,
+    key_id: &str,
+    public_key_base64: &str,
+) -> Result<(), FederationError> {
+    match key_id.split_once(':') {
+        Some((ED25519, version)) if !version.is_empty() => {}
+        _ => {
+            return Err(FederationError::Signature(format!(
+                "key id {key_id:?} is not an ed25519:<version> id"
+            )))
+        }
+    }
+    let Some(object) = value.as_object() else {
+        return Err(FederationError::Json(
+            "only a JSON object can be verified".to_owned(),
+        ));
+    };
+    let signature = object
+        .get("signatures")
+        .and_then(|s| s.get(server_name))
+        .and_then(|s| s.get(key_id))
+        .ok_or_else(|| {
+            FederationError::Signature(format!("no signature by {server_name} with {key_id}"))
+        })?;
+    let Some(signature) = signature.as_str() else {
+        return Err(FederationError::Signature(format!(
+            "the signature by {server_name} with {key_id} is not a string"
+        )));
+    };
+    let signature =
+        ed25519_dalek::Signature::from_bytes(&decode_fixed::<64>(signature, "the signature")?);
+    let public_key =
+        VerifyingKey::from_bytes(&decode_fixed::<32>(public_key_base64, "the public key")?)
+            .map_err(|e| FederationError::Signature(format!("the public key is not valid: {e}")))?;
+
+    let mut signed = object.clone();
+    signed.remove("signatures");
+    signed.remove("unsigned");
+    let canonical = canonical_json(&Value::Object(signed))?;
+    public_key
+        .verify_strict(canonical.as_bytes(), &signature)
+        .map_err(|_| {
+            FederationError::Signature(format!(
+                "the signature by {server_name} with {key_id} does not match"
+            ))
+        })
+}
+
+/// Reads another server's `/_matrix/key/v2/server` answer `value`: its `server_name` must be
+/// `expected_server`, its `valid_until_ts` must be after `now_ms`, and it must be signed by
+/// `expected_server` with at least one of its own `verify_keys` (and every such signature must
+/// match). Returns the `verify_keys`, key id → unpadded base64 public key; `old_verify_keys` are
+/// not returned, and keys of algorithms other than ed25519 are left out.
+pub fn parse_server_keys(
+    value: &Value,
+    expected_server: &str,
+    now_ms: u64,
+) -> Result<BTreeMap<String, String>, FederationError> {
+    let Some(object) = value.as_object() else {
+        return Err(FederationError::Json(
+            "the server keys are not a JSON object".to_owned(),
+        ));
+    };
+    match object.get("server_name").and_then(Value::as_str) {
+        Some(name) if name == expected_server => {}
+        Some(name) => {
+            return Err(FederationError::Json(format!(
+                "the server keys are for {name:?}, not {expected_server:?}"
+            )))
+        }
+        None => {
+            return Err(FederationError::Json(
+                "the server keys have no server_name string".to_owned(),
+            ))
+        }
+    }
+    match object.get("valid_until_ts").and_then(Value::as_u64) {
+        Some(valid_until) if valid_until > now_ms => {}
+        Some(valid_until) => {
+            return Err(FederationError::Json(format!(
+                "the server keys of {expected_server} expired at {valid_until} (now {now_ms})"
+            )))
+        }
+        None => {
+            return Err(FederationError::Json(format!(
+                "the server keys of {expected_server} have no valid_until_ts integer"
+            )))
+        }
+    }
+    let Some(verify_keys) = object.get("verify_keys").and_then(Value::as_object) else {
+        return Err(FederationError::Json(format!(
+            "the server keys of {expected_server} have no verify_keys object"
+        )));
+    };
+    let mut keys = BTreeMap::new();
+    for (key_id, key) in verify_keys {
+        if key_id.split_once(':').map(|(algorithm, _)| algorithm) != Some(ED25519) {
+            continue;
+        }
+        let Some(public_key) = key.get("key").and_then(Value::as_str) else {
+            return Err(FederationError::Json(format!(
+                "verify key {key_id} of {expected_server} has no key string"
+            )));
+        };
+        decode_fixed::<32>(public_key, "a verify key")?;
+        keys.insert(key_id.clone(), public_key.to_owned());
+    }
+    let mut signed_by_own_key = false;
+    if let Some(signatures) = object
+        .get("signatures")
+        .and_then(|s| s.get(expected_server))
+        .and_then(Value::as_object)
+    {
+        for key_id in signatures.keys() {
+            if let Some(public_key) = keys.get(key_id) {
+                verify_json(value, expected_server, key_id, public_key)?;
+                signed_by_own_key = true;
+            }
+        }
+    }
+    if !signed_by_own_key {
+        return Err(FederationError::Signature(format!(
+            "the server keys of {expected_server} are not signed by any of their verify_keys"
+        )));
+    }
+    Ok(keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn key() -> SigningKey {
+        SigningKey::from_seed("test", [7; 32]).unwrap()
+    }
+
+    fn canonical_of(text: &str) -> Result<String, FederationError> {
+        canonical_json(&serde_json::from_str(text).unwrap())
+    }
+
+    #[test]
+    fn canonical_json_spec_examples() {
+        let cases = [
+            ("{}", "{}"),
+            (r#"{"one": 1, "two": "Two"}"#, r#"{"one":1,"two":"Two"}"#),
+            (r#"{"b": "2", "a": "1"}"#, r#"{"a":"1","b":"2"}"#),
+            (r#"{"b":"2","a":"1"}"#, r#"{"a":"1","b":"2"}"#),
+            (
+                r#"{
+                    "auth": {
+                        "success": true,
+                        "mxid": "@john.doe:example.com",
+                        "profile": {
+                            "display_name": "John Doe",
+                            "three_pids": [
+                                {"medium": "email", "address": "john.doe@example.org"},
+                                {"medium": "msisdn", "address": "123456789"}
+                            ]
+                        }
+                    }
+                }"#,
+                r#"{"auth":{"mxid":"@john.doe:example.com","profile":{"display_name":"John Doe","three_pids":[{"address":"john.doe@example.org","medium":"email"},{"address":"123456789","medium":"msisdn"}]},"success":true}}"#,
+            ),
+            (r#"{"a": "日本語"}"#, r#"{"a":"日本語"}"#),
+            (r#"{"本": 2, "日": 1}"#, r#"{"日":1,"本":2}"#),
+            (r#"{"a": "\u65E5"}"#, r#"{"a":"日"}"#),
+            (r#"{"a": null}"#, r#"{"a":null}"#),
+            (r#"{"a": -0, "b": 1e10}"#, r#"{"a":0,"b":10000000000}"#),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(canonical_of(input).unwrap(), expected, "input {input}");
+        }
+    }
+
+    #[test]
+    fn canonical_json_escapes_only_what_json_requires() {
+        let value = json!({"s": "q\"b\\n\nt\tc\u{1f}d\u{7f}é/😀"});
+        assert_eq!(
+            canonical_json(&value).unwrap(),
+            "{\"s\":\"q\\\"b\\\\n\\nt\\tc\\u001fd\u{7f}é/😀\"}"
+        );
+    }
+
+    #[test]
+    fn canonical_json_refuses_fractions_and_big_integers() {
+        assert!(matches!(
+            canonical_of(r#"{"a": 1.5}"#),
+            Err(FederationError::Json(_))
+        ));
+        assert!(canonical_of(r#"[0.1]"#).is_err());
+        assert!(canonical_of(r#"{"a": {"b": [1, 2.25]}}"#).is_err());
+        assert_eq!(
+            canonical_of("[9007199254740991, -9007199254740991]").unwrap(),
+            "[9007199254740991,-9007199254740991]"
+        );
+        assert!(canonical_of("[9007199254740992]").is_err());
+        assert!(canonical_of("[-9007199254740992]").is_err());
+        assert!(canonical_of("[18446744073709551615]").is_err());
+        assert!(canonical_of("[1e300]").is_err());
+    }
+
+    #[test]
+    fn canonical_json_sorts_by_code_point_at_every_depth() {
+        let value = json!({"b": [{"z": 1, "a": 2}], "a": {"é": 1, "z": 2, "A": 3}, "": 0});
+        assert_eq!(
+            canonical_json(&value).unwrap(),
+            r#"{"":0,"a":{"A":3,"z":2,"é":1},"b":[{"a":2,"z":1}]}"#
+        );
+    }
+
+    /// The "Signing JSON" test vectors of the spec's appendix (Cryptographic test vectors):
+    /// seed `YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1`, server `domain`, key `ed25519:1`.
+    #[test]
+    fn spec_signing_test_vectors() {
+        let seed =
+            decode_fixed::<32>("YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1", "seed").unwrap();
+        let key = SigningKey::from_seed("1", seed).unwrap();
+        assert_eq!(key.key_id(), "ed25519:1");
+
+        let mut empty = json!({});
+        key.sign_json("domain", &mut empty).unwrap();
+        assert_eq!(
+            empty,
+            json!({"signatures": {"domain": {"ed25519:1":
+                "K8280/U9SSy9IVtjBuVeLr+HpOB4BQFWbg+UZaADMtTdGYI7Geitb76LTrr5QV/7Xg4ahLwYGYZzuHGZKM5ZAQ"}}})
+        );
+
+        let mut two = json!({"one": 1, "two": "Two"});
+        key.sign_json("domain", &mut two).unwrap();
+        assert_eq!(
+            two,
+            json!({"one": 1, "two": "Two", "signatures": {"domain": {"ed25519:1":
+                "KqmLSbO39/Bzb0QIYE82zqLwsA+PDzYIpIRA2sRQ4sL53+sN6/fpNSoqE7BP7vBZhG6kYdD13EIMJpvhJI+6Bw"}}})
+        );
+        verify_json(&two, "domain", "ed25519:1", &key.public_key_base64()).unwrap();
+    }
+
+    #[test]
+    fn sign_verify_round_trip_keeps_other_signatures_and_unsigned() {
+        let key = key();
+        let mut value = json!({
+            "content": {"n": 1, "s": "x"},
+            "unsigned": {"age": 5},
+            "signatures": {"other.example": {"ed25519:o": "c2ln"}},
+        });
+        key.sign_json("us.example", &mut value).unwrap();
+        assert_eq!(value["unsigned"], json!({"age": 5}));
+        assert_eq!(
+            value["signatures"]["other.example"],
+            json!({"ed25519:o": "c2ln"})
+        );
+        assert_eq!(key.key_id(), "ed25519:test");
+        verify_json(
+            &value,
+            "us.example",
+            "ed25519:test",
+            &key.public_key_base64(),
+        )
+        .unwrap();
+
+        // `unsigned` and other signatures are outside the signed bytes.
+        value["unsigned"] = json!({"age": 99});
+        value["signatures"]["third.example"] = json!({"ed25519:t": "eA"});
+        verify_json(
+            &value,
+            "us.example",
+            "ed25519:test",
+            &key.public_key_base64(),
+        )
+        .unwrap();
+
+        // Signing again with the same key replaces our signature, which stays valid.
+        key.sign_json("us.example", &mut value).unwrap();
+        assert_eq!(
+            value["signatures"]["us.example"].as_object().unwrap().len(),
+            1
+        );
+        assert_eq!(value["signatures"].as_object().unwrap().len(), 3);
+        verify_json(
+            &value,
+            "us.example",
+            "ed25519:test",
+            &key.public_key_base64(),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn sign_bytes_matches_sign_json() {
+        let key = key();
+        let mut value = json!({"b": 2, "a": 1});
+        key.sign_json("s", &mut value).unwrap();
+        assert_eq!(
+            value["signatures"]["s"]["ed25519:test"],
+            json!(key.sign_bytes(br#"{"a":1,"b":2}"#))
+        );
+    }
+
+    #[test]
+    fn tampered_content_or_signature_fails() {
+        let key = key();
+        let public = key.public_key_base64();
+        let mut value = json!({"content": "hello", "n": 42});
+        key.sign_json("us", &mut value).unwrap();
+
+        let mut changed = value.clone();
+        changed["content"] = json!("hellp");
+        assert!(matches!(
+            verify_json(&changed, "us", "ed25519:test", &public),
+            Err(FederationError::Signature(_))
+        ));
+        let mut added = value.clone();
+        added["extra"] = json!(true);
+        assert!(verify_json(&added, "us", "ed25519:test", &public).is_err());
+
+        let sig = value["signatures"]["us"]["ed25519:test"].as_str().unwrap();
+        let mut bytes = B64.decode(sig).unwrap();
+        for bit in [0, 7, 100, 511] {
+            bytes[bit / 8] ^= 1 << (bit % 8);
+            let mut flipped = value.clone();
+            flipped["signatures"]["us"]["ed25519:test"] = json!(B64.encode(&bytes));
+            assert!(
+                verify_json(&flipped, "us", "ed25519:test", &public).is_err(),
+                "bit {bit}"
+            );
+            bytes[bit / 8] ^= 1 << (bit % 8);
+        }
+
+        // Wrong key, wrong server, wrong key id, garbage.
+        let other = SigningKey::from_seed("test", [8; 32]).unwrap();
+        assert!(verify_json(&value, "us", "ed25519:test", &other.public_key_base64()).is_err());
+        assert!(verify_json(&value, "them", "ed25519:test", &public).is_err());
+        assert!(verify_json(&value, "us", "ed25519:other", &public).is_err());
+        assert!(verify_json(&value, "us", "curve25519:test", &public).is_err());
+        assert!(verify_json(&value, "us", "ed25519:test", "not base64!").is_err());
+        assert!(verify_json(&value, "us", "ed25519:test", "AAAA").is_err());
+        assert!(verify_json(&json!([1]), "us", "ed25519:test", &public).is_err());
+    }
+
+    #[test]
+    fn padded_base64_is_accepted_on_input() {
+        let key = key();
+        let mut value = json!({"a": 1});
+        key.sign_json("us", &mut value).unwrap();
+        let sig = value["signatures"]["us"]["ed25519:test"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(!sig.ends_with('='));
+        value["signatures"]["us"]["ed25519:test"] = json!(format!("{sig}=="));
+        let padded_public = format!("{}=", key.public_key_base64());
+        verify_json(&value, "us", "ed25519:test", &padded_public).unwrap();
+    }
+
+    #[test]
+    fn sign_json_refuses_non_objects_and_floats_leaving_value_alone() {
+        let key = key();
+        let mut array = json!([1]);
+        assert!(key.sign_json("us", &mut array).is_err());
+        assert_eq!(array, json!([1]));
+
+        let mut float = json!({"a": 1.5, "unsigned": {"x": 1}, "signatures": {"o": {"k": "v"}}});
+        let before = float.clone();
+        assert!(matches!(
+            key.sign_json("us", &mut float),
+            Err(FederationError::Json(_))
+        ));
+        assert_eq!(float, before);
+
+        let mut empty_signatures = json!({"a": 0.5, "signatures": {}});
+        assert!(key.sign_json("us", &mut empty_signatures).is_err());
+        assert_eq!(empty_signatures, json!({"a": 0.5, "signatures": {}}));
+
+        let mut bad = json!({"signatures": "nope"});
+        assert!(key.sign_json("us", &mut bad).is_err());
+        assert_eq!(bad, json!({"signatures": "nope"}));
+        let mut bad = json!({"signatures": {"us": 3}});
+        assert!(key.sign_json("us", &mut bad).is_err());
+    }
+
+    #[test]
+    fn from_seed_checks_the_version() {
+        for bad in ["", "a-b", "a:b", "a b", "é"] {
+            assert!(SigningKey::from_seed(bad, [0; 32]).is_err(), "{bad:?}");
+        }
+        for good in ["1", "a_AbCd", "auto", "_", "Z9"] {
+            assert_eq!(
+                SigningKey::from_seed(good, [0; 32]).unwrap().key_id(),
+                format!("ed25519:{good}")
+            );
+        }
+        // The public key of the all-zero seed is RFC 8032's derivation, 32 bytes.
+        let zero = SigningKey::from_seed("0", [0; 32]).unwrap();
+        assert_eq!(B64.decode(zero.public_key_base64()).unwrap().len(), 32);
+        assert!(!format!("{zero:?}").contains(&B64.encode([0u8; 32])));
+    }
+
+    #[test]
+    fn key_file_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/deeper/signing.key");
+        let first = SigningKey::load_or_generate(&path).unwrap();
+        let version = first.key_id().strip_prefix("ed25519:").unwrap();
+        assert!(version.starts_with("a_") && version.len() == 6, "{version}");
+
+        let text = std::fs::read_to_string(&path).unwrap();
+        let fields: Vec<&str> = text.trim_end().split(' ').collect();
+        assert_eq!(fields.len(), 3, "{text:?}");
+        assert_eq!(fields[0], "ed25519");
+        assert_eq!(fields[1], version);
+        assert_eq!(fields[2].len(), 43);
+        assert!(text.ends_with('\n') && !text.contains('='));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        // No temporary file left behind.
+        assert_eq!(
+            std::fs::read_dir(path.parent().unwrap()).unwrap().count(),
+            1
+        );
+
+        let again = SigningKey::load_or_generate(&path).unwrap();
+        assert_eq!(again.key_id(), first.key_id());
+        assert_eq!(again.public_key_base64(), first.public_key_base64());
+        assert_eq!(again.sign_bytes(b"x"), first.sign_bytes(b"x"));
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+    }
+
+    #[test]
+    fn key_file_written_by_synapse_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("homeserver.signing.key");
+        // Synapse writes no trailing newline at times, and padding is tolerated on input.
+        std::fs::write(&path, format!("ed25519 a_AbCd {}", B64.encode([9u8; 32]))).unwrap();
+        let key = SigningKey::load_or_generate(&path).unwrap();
+        assert_eq!(key.key_id(), "ed25519:a_AbCd");
+        let expected = SigningKey::from_seed("a_AbCd", [9; 32]).unwrap();
+        assert_eq!(key.public_key_base64(), expected.public_key_base64());
+
+        std::fs::write(
+            &path,
+            "\ned25519 1 YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1=\n\n",
+        )
+        .unwrap();
+        let key = SigningKey::load_or_generate(&path).unwrap();
+        let mut empty = json!({});
+        key.sign_json("domain", &mut empty).unwrap();
+        assert_eq!(
+            empty["signatures"]["domain"]["ed25519:1"],
+            json!("K8280/U9SSy9IVtjBuVeLr+HpOB4BQFWbg+UZaADMtTdGYI7Geitb76LTrr5QV/7Xg4ahLwYGYZzuHGZKM5ZAQ")
+        );
+    }
+
+    #[test]
+    fn malformed_key_file_is_refused_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("signing.key");
+        let seed = B64.encode([1u8; 32]);
+        let bad = [
+            String::new(),
+            "\n \n".to_owned(),
+            "garbage".to_owned(),
+            format!("ed25519 {seed}"),
+            format!("ed448 a_x {seed}"),
+            format!("ed25519 a-x {seed}"),
+            format!("ed25519 a_x {seed} extra"),
+            "ed25519 a_x !!!notbase64!!!".to_owned(),
+            format!("ed25519 a_x {}", B64.encode([1u8; 31])),
+            format!("ed25519 a_x {}", B64.encode([1u8; 64])),
+            format!("ed25519 a_x {seed}\ned25519 a_y {seed}\n"),
+        ];
+        for content in bad {
+            std::fs::write(&path, &content).unwrap();
+            let err = SigningKey::load_or_generate(&path).unwrap_err();
+            let message = err.to_string();
+            assert!(matches!(err, FederationError::Key(_)), "{content:?}");
+            assert!(message.contains("malformed"), "{message}");
+            assert!(message.contains("signing.key"), "{message}");
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), content);
+        }
+    }
+
+    #[test]
+    fn unreadable_key_path_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        // A directory where the file should be.
+        assert!(matches!(
+            SigningKey::load_or_generate(dir.path()),
+            Err(FederationError::Key(_))
+        ));
+    }
+
+    #[test]
+    fn server_keys_parse_back() {
+        let key = key();
+        let answer = key.server_keys("us.example", 2_000).unwrap();
+        assert_eq!(answer["server_name"], json!("us.example"));
+        assert_eq!(answer["valid_until_ts"], json!(2_000));
+        assert_eq!(answer["old_verify_keys"], json!({}));
+        assert_eq!(
+            answer["verify_keys"],
+            json!({"ed25519:test": {"key": key.public_key_base64()}})
+        );
+        let keys = parse_server_keys(&answer, "us.example", 1_999).unwrap();
+        assert_eq!(
+            keys,
+            BTreeMap::from([("ed25519:test".to_owned(), key.public_key_base64())])
+        );
+        // Through text, as it would come over the wire.
+        let text = serde_json::to_string(&answer).unwrap();
+        let parsed: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(parse_server_keys(&parsed, "us.example", 0).unwrap(), keys);
+
+        assert!(key.server_keys("us.example", u64::MAX).is_err());
+    }
+
+    #[test]
+    fn server_keys_expired_wrong_server_or_unsigned_are_refused() {
+        let key = key();
+        let answer = key.server_keys("us.example", 2_000).unwrap();
+        assert!(parse_server_keys(&answer, "us.example", 2_000).is_err());
+        assert!(parse_server_keys(&answer, "us.example", 5_000).is_err());
+        assert!(parse_server_keys(&answer, "them.example", 0).is_err());
+
+        let mut unsigned = answer.clone();
+        unsigned.as_object_mut().unwrap().remove("signatures");
+        assert!(matches!(
+            parse_server_keys(&unsigned, "us.example", 0),
+            Err(FederationError::Signature(_))
+        ));
+
+        // Signed, but by a key it does not list.
+        let other = SigningKey::from_seed("other", [8; 32]).unwrap();
+        let mut foreign = unsigned.clone();
+        other.sign_json("us.example", &mut foreign).unwrap();
+        assert!(parse_server_keys(&foreign, "us.example", 0).is_err());
+
+        // Signed by its key, but as another server.
+        let mut elsewhere = unsigned.clone();
+        key.sign_json("them.example", &mut elsewhere).unwrap();
+        assert!(parse_server_keys(&elsewhere, "us.example", 0).is_err());
+
+        // Changed after signing.
+        let mut changed = answer.clone();
+        changed["valid_until_ts"] = json!(9_000);
+        assert!(parse_server_keys(&changed, "us.example", 0).is_err());
+
+        // A bad signature by a listed key beside a good one.
+        let mut mixed = answer.clone();
+        mixed["verify_keys"]["ed25519:other"] = json!({"key": other.public_key_base64()});
+        key.sign_json("us.example", &mut mixed).unwrap();
+        mixed["signatures"]["us.example"]["ed25519:other"] = json!(key.sign_bytes(b"nope"));
+        assert!(parse_server_keys(&mixed, "us.example", 0).is_err());
+
+        // Malformed shapes.
+        assert!(parse_server_keys(&json!("x"), "us.example", 0).is_err());
+        let mut no_ts = answer.clone();
+        no_ts.as_object_mut().unwrap().remove("valid_until_ts");
+        assert!(parse_server_keys(&no_ts, "us.example", 0).is_err());
+    }
+
+    #[test]
+    fn server_keys_with_two_signing_keys_and_foreign_algorithms() {
+        let key = key();
+        let other = SigningKey::from_seed("other", [8; 32]).unwrap();
+        let mut answer = json!({
+            "server_name": "us.example",
+            "valid_until_ts": 10,
+            "verify_keys": {
+                "ed25519:test": {"key": key.public_key_base64()},
+                "ed25519:other": {"key": other.public_key_base64()},
+                "future:x": {"key": "whatever"},
+            },
+            "old_verify_keys": {"ed25519:old": {"key": other.public_key_base64(), "expired_ts": 1}},
+        });
+        other.sign_json("us.example", &mut answer).unwrap();
+        // A notary's signature is no concern here.
+        SigningKey::from_seed("n", [3; 32])
+            .unwrap()
+            .sign_json("notary.example", &mut answer)
+            .unwrap();
+        let keys = parse_server_keys(&answer, "us.example", 0).unwrap();
+        assert_eq!(
+            keys.keys().cloned().collect::<Vec<_>>(),
+            vec!["ed25519:other".to_owned(), "ed25519:test".to_owned()]
+        );
+    }
+}

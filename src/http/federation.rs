@@ -1,0 +1,193 @@
+//! Federation routes: our signing key (`/_matrix/key/v2/server`) and our media for other
+//! servers (`/_matrix/federation/v1/media/{download,thumbnail}/{id}`, X-Matrix signed
+//! requests only, answered as `multipart/mixed`).
+
+use super::download::{find, header_value, open_blob};
+use super::extract::Homeserver;
+use super::headers::content_disposition;
+use super::thumbnail::{parse_query, ThumbQuery};
+use super::State;
+use crate::error::ApiError;
+use crate::federation::xmatrix;
+use crate::thumbnail::Thumb;
+use axum::body::Body;
+use axum::extract::State as S;
+use axum::http::{header, HeaderMap, HeaderValue, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use media_ledger_events::{Actor, MediaId, MediaRef, ServerName};
+use serde_json::Value;
+use std::time::Duration;
+
+/// `GET /_matrix/key/v2/server`.
+pub async fn server_keys(
+    S(state): S<State>,
+    Homeserver(hs): Homeserver,
+) -> Result<Json<Value>, ApiError> {
+    let now = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
+    let keys = state
+        .remote
+        .client()
+        .key()
+        .server_keys(hs.name.as_str(), now + 24 * 3600 * 1000)
+        .map_err(ApiError::internal)?;
+    Ok(Json(keys))
+}
+
+/// Checks the request's X-Matrix signature; returns the calling server.
+async fn authenticate(
+    state: &State,
+    headers: &HeaderMap,
+    uri: &Uri,
+    ours: &ServerName,
+) -> Result<ServerName, ApiError> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or(ApiError::MissingToken)?;
+    let x = xmatrix::parse(value).map_err(|e| ApiError::Unauthorized(e.to_string()))?;
+    let origin: ServerName = x
+        .origin
+        .parse()
+        .map_err(|_| ApiError::Unauthorized("bad origin".into()))?;
+    let keys = state
+        .remote
+        .client()
+        .server_keys(&origin)
+        .await
+        .map_err(|e| ApiError::Unauthorized(format!("cannot get the keys of {origin}: {e}")))?;
+    let key = keys
+        .get(&x.key_id)
+        .ok_or_else(|| ApiError::Unauthorized(format!("unknown key {}", x.key_id)))?;
+    let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    xmatrix::verify(&x, key, "GET", path, ours.as_str(), None)
+        .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
+    Ok(origin)
+}
+
+fn multipart(
+    content_type: &str,
+    disposition: &str,
+    len: u64,
+    body: crate::datastore::BlobStream,
+) -> Result<Response, ApiError> {
+    let boundary = crate::media::new_media_id()?.to_string();
+    let head = format!(
+        "--{boundary}\r\nContent-Type: application/json\r\n\r\n{{}}\r\n--{boundary}\r\nContent-Type: {content_type}\r\nContent-Disposition: {disposition}\r\nContent-Length: {len}\r\n\r\n"
+    );
+    let tail = format!("\r\n--{boundary}--\r\n");
+    let stream =
+        futures_util::stream::once(async move { Ok::<Bytes, std::io::Error>(Bytes::from(head)) })
+            .chain(body)
+            .chain(futures_util::stream::once(
+                async move { Ok(Bytes::from(tail)) },
+            ));
+    let mut resp = Body::from_stream(stream).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header_value(&format!("multipart/mixed; boundary={boundary}"))?,
+    );
+    Ok(resp)
+}
+
+fn local_media(ours: &ServerName, id: &str) -> Result<MediaRef, ApiError> {
+    let id: MediaId = id
+        .parse()
+        .map_err(|_| ApiError::InvalidParam(format!("invalid media id {id:?}")))?;
+    Ok(MediaRef::new(ours.clone(), id))
+}
+
+/// `GET /_matrix/federation/v1/media/download/{id}`.
+pub async fn download(
+    S(state): S<State>,
+    Homeserver(hs): Homeserver,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    authenticate(&state, &headers, &uri, &hs.name).await?;
+    let media = local_media(&hs.name, &id)?;
+    let record = find(
+        &state,
+        &media,
+        Duration::from_millis(state.config.downloads.default_timeout_ms),
+    )
+    .await?;
+    if record.quarantined {
+        return Err(ApiError::NotFound("media not found".into()));
+    }
+    let ct = record
+        .content_type
+        .as_ref()
+        .map_or("application/octet-stream", |c| c.as_str())
+        .to_owned();
+    let essence = record
+        .content_type
+        .as_ref()
+        .map(|c| c.essence())
+        .unwrap_or_default();
+    let disposition = content_disposition(&essence, record.upload_name.as_deref());
+    let body = open_blob(&state, &record.sha256, 0, record.size_bytes).await?;
+    multipart(&ct, &disposition, record.size_bytes, body)
+}
+
+/// `GET /_matrix/federation/v1/media/thumbnail/{id}`.
+pub async fn thumbnail(
+    S(state): S<State>,
+    Homeserver(hs): Homeserver,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    super::extract::MQuery(q): super::extract::MQuery<ThumbQuery>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    authenticate(&state, &headers, &uri, &hs.name).await?;
+    let media = local_media(&hs.name, &id)?;
+    let req = parse_query(&q)?;
+    let record = find(
+        &state,
+        &media,
+        Duration::from_millis(state.config.downloads.default_timeout_ms),
+    )
+    .await?;
+    if record.quarantined {
+        return Err(ApiError::NotFound("media not found".into()));
+    }
+    let (thumb, _) = state
+        .thumbnails
+        .get(Actor::System, &media, &record, req)
+        .await?;
+    let (sha, len, ct) = match thumb {
+        Thumb::Stored(t) => (t.sha256, t.size_bytes, t.content_type.as_str().to_owned()),
+        Thumb::Original => (
+            record.sha256,
+            record.size_bytes,
+            record
+                .content_type
+                .as_ref()
+                .map_or("application/octet-stream".to_owned(), |c| {
+                    c.as_str().to_owned()
+                }),
+        ),
+    };
+    let body = open_blob(&state, &sha, 0, len).await?;
+    let ext = if ct.contains("jpeg") {
+        "jpg"
+    } else {
+        ct.rsplit('/').next().unwrap_or("bin")
+    };
+    multipart(
+        &ct,
+        &format!("inline; filename=\"thumbnail.{ext}\""),
+        len,
+        body,
+    )
+    .map(|mut r| {
+        r.headers_mut().insert(
+            "x-content-type-options",
+            HeaderValue::from_static("nosniff"),
+        );
+        r
+    })
+}

@@ -1,0 +1,212 @@
+//! Remote media: fetch once over federation, store as a blob, record, serve from the cache.
+//!
+//! Concurrent requests for the same uncached media share one fetch: the first takes a
+//! per-media lock and fetches; the others wait for it and then find the media recorded. The
+//! bytes are streamed into the spool of a datastore accepting `remote_media` while hashed and
+//! counted (the limit is `downloads.max_bytes`, whatever the remote claims), committed, and
+//! only then is `media.remote_cached.v1` appended.
+
+use crate::config::{Config, DatastoreKind};
+use crate::datastore::{Datastore, Datastores};
+use crate::error::ApiError;
+use crate::federation::client::{Client, RemoteError};
+use crate::ledger::{Command, Conflict, Ledger, LedgerError};
+use bytes::Bytes;
+use media_ledger_events::{Actor, MediaRef, RemoteMediaCached, RequestId, ServerName, Sha256};
+use media_ledger_projections::media_index::{self, MediaRecord};
+use media_ledger_projections::{datastore_sizes, hash_refs};
+use sha2::Digest;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
+
+/// The remote media cache.
+pub struct RemoteMedia {
+    client: Arc<Client>,
+    ledger: Arc<Ledger>,
+    datastores: Arc<Datastores>,
+    config: Arc<Config>,
+    inflight: parking_lot::Mutex<HashMap<MediaRef, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl From<RemoteError> for ApiError {
+    fn from(e: RemoteError) -> Self {
+        match e {
+            RemoteError::NotFound => ApiError::NotFound("remote media not found".into()),
+            RemoteError::TooLarge(limit) => ApiError::TooLarge { limit_bytes: limit },
+            RemoteError::Forbidden(m) => ApiError::Forbidden(m),
+            RemoteError::Failed(m) => {
+                ApiError::BadGateway(format!("fetching remote media failed: {m}"))
+            }
+            e @ RemoteError::BackedOff(_) => ApiError::BadGateway(e.to_string()),
+        }
+    }
+}
+
+impl RemoteMedia {
+    /// Builds the cache.
+    pub fn new(
+        client: Arc<Client>,
+        ledger: Arc<Ledger>,
+        datastores: Arc<Datastores>,
+        config: Arc<Config>,
+    ) -> Self {
+        Self {
+            client,
+            ledger,
+            datastores,
+            config,
+            inflight: parking_lot::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The federation client.
+    pub fn client(&self) -> &Arc<Client> {
+        &self.client
+    }
+
+    /// The record of remote `media`, fetching it first if it is not cached. `our_name` is the
+    /// homeserver we fetch on behalf of.
+    pub async fn get(
+        &self,
+        actor: Actor,
+        our_name: &ServerName,
+        media: &MediaRef,
+    ) -> Result<MediaRecord, ApiError> {
+        if !self.config.federation.enabled {
+            return Err(ApiError::NotFound(
+                "media not found (federation is disabled)".into(),
+            ));
+        }
+        let lock = self
+            .inflight
+            .lock()
+            .entry(media.clone())
+            .or_default()
+            .clone();
+        let result = async {
+            let _held = lock.lock().await;
+            if let Some(r) = media_index::get(&self.ledger.view("media_index")?, media)? {
+                return Ok(r);
+            }
+            self.fetch(actor, our_name, media).await
+        }
+        .await;
+        self.inflight.lock().remove(media);
+        result
+    }
+
+    fn pick_datastore(&self) -> Result<Arc<dyn Datastore>, ApiError> {
+        let sizes = self.ledger.view("datastore_sizes")?;
+        self.datastores
+            .pick(DatastoreKind::RemoteMedia, |id| {
+                datastore_sizes::totals(&sizes, id).map(|t| t.total_bytes)
+            })?
+            .cloned()
+            .ok_or_else(|| ApiError::Unavailable("no datastore accepts remote media".into()))
+    }
+
+    async fn fetch(
+        &self,
+        actor: Actor,
+        our_name: &ServerName,
+        media: &MediaRef,
+    ) -> Result<MediaRecord, ApiError> {
+        let ds = self.pick_datastore()?;
+        let spool = ds
+            .spool_dir()
+            .join(format!("remote-{}.part", crate::media::new_media_id()?));
+        let result = self.fetch_into(&ds, &spool, actor, our_name, media).await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&spool).await;
+        }
+        result
+    }
+
+    async fn fetch_into(
+        &self,
+        ds: &Arc<dyn Datastore>,
+        spool: &std::path::Path,
+        actor: Actor,
+        our_name: &ServerName,
+        media: &MediaRef,
+    ) -> Result<MediaRecord, ApiError> {
+        let file = tokio::fs::File::create(spool)
+            .await
+            .map_err(ApiError::internal)?;
+        let out = Arc::new(tokio::sync::Mutex::new((
+            tokio::io::BufWriter::with_capacity(1 << 20, file),
+            sha2::Sha256::new(),
+            0u64,
+        )));
+        let sink_out = out.clone();
+        let fetched = self
+            .client
+            .download(
+                our_name,
+                &media.origin,
+                &media.media_id,
+                self.config.downloads.max_bytes,
+                move |chunk: Bytes| {
+                    let out = sink_out.clone();
+                    async move {
+                        let mut g = out.lock().await;
+                        g.1.update(&chunk);
+                        g.2 += chunk.len() as u64;
+                        g.0.write_all(&chunk).await.map_err(|e| e.to_string())
+                    }
+                },
+            )
+            .await?;
+        // The sink (and its clone of `out`) is gone with the download: the state is ours.
+        let (mut writer, hasher, size) = Arc::try_unwrap(out)
+            .map_err(|_| ApiError::Internal("remote fetch sink still shared".into()))?
+            .into_inner();
+        writer.flush().await.map_err(ApiError::internal)?;
+        let file = writer.into_inner();
+        if ds.spool_needs_sync() {
+            file.sync_all().await.map_err(ApiError::internal)?;
+        }
+        drop(file);
+        let sha = Sha256(hasher.finalize().into());
+        let existing = hash_refs::get(&self.ledger.view("hash_refs")?, &sha)?;
+        let location = match existing {
+            Some(h) => {
+                let _ = tokio::fs::remove_file(spool).await;
+                h.location
+            }
+            None => ds.commit(spool, &sha).await?,
+        };
+        let resolved = self
+            .client
+            .resolve(&media.origin)
+            .await
+            .map(|r| r.base)
+            .unwrap_or_default();
+        let event = RemoteMediaCached {
+            media: media.clone(),
+            sha256: sha,
+            size_bytes: size,
+            content_type: fetched.content_type.and_then(|c| c.parse().ok()),
+            upload_name: fetched.filename,
+            fetched_from: resolved,
+            datastore: ds.id().clone(),
+            location,
+        };
+        match self
+            .ledger
+            .submit(
+                actor,
+                RequestId(format!("remote-{}", media.media_id)),
+                Command::CacheRemote(event),
+            )
+            .await
+        {
+            Ok(_) | Err(LedgerError::Conflict(Conflict::MediaExists)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        tracing::info!(%media, sha256 = %sha, size_bytes = size, "remote media cached");
+        media_index::get(&self.ledger.view("media_index")?, media)?
+            .ok_or_else(|| ApiError::Internal("remote media vanished after recording".into()))
+    }
+}
