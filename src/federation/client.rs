@@ -105,11 +105,9 @@ impl Client {
         }
         let r = self.resolve(server).await?;
         let url = format!("{}/_matrix/key/v2/server", r.base);
-        if !r.pinned {
-            self.check_url(&url).await?;
-        }
         let resp = self
-            .http
+            .http_for(&url, r.pinned)
+            .await?
             .get(&url)
             .send()
             .await
@@ -200,9 +198,7 @@ impl Client {
         let r = self.resolve(origin).await?;
         let path = format!("/_matrix/federation/v1/media/download/{id}");
         let url = format!("{}{path}", r.base);
-        if !r.pinned {
-            self.check_url(&url).await?;
-        }
+        let http = self.http_for(&url, r.pinned).await?;
         let auth = xmatrix::authorization(
             &self.key,
             our_name.as_str(),
@@ -212,8 +208,7 @@ impl Client {
             None,
         )
         .map_err(|e| RemoteError::Failed(e.to_string()))?;
-        let resp = self
-            .http
+        let resp = http
             .get(&url)
             .header("Authorization", auth)
             .send()
@@ -293,10 +288,8 @@ impl Client {
             "{}/_matrix/media/v3/download/{origin}/{id}?allow_remote=false",
             r.base
         );
-        if !r.pinned {
-            self.check_url(&url).await?;
-        }
-        self.stream_plain(&url, max_bytes, sink).await
+        let http = self.http_for(&url, r.pinned).await?;
+        self.stream_plain(&http, &url, max_bytes, sink).await
     }
 
     async fn follow<F, Fut>(
@@ -314,12 +307,13 @@ impl Client {
                 "Location is not an absolute http(s) URL".into(),
             ));
         }
-        self.check_url(location).await?;
-        self.stream_plain(location, max_bytes, sink).await
+        let http = self.http_for(location, false).await?;
+        self.stream_plain(&http, location, max_bytes, sink).await
     }
 
     async fn stream_plain<F, Fut>(
         &self,
+        http: &reqwest::Client,
         url: &str,
         max_bytes: u64,
         sink: &mut F,
@@ -329,8 +323,7 @@ impl Client {
         Fut: std::future::Future<Output = Result<(), String>>,
     {
         use futures_util::StreamExt;
-        let resp = self
-            .http
+        let resp = http
             .get(url)
             .send()
             .await

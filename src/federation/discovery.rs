@@ -103,8 +103,8 @@ impl Client {
 
     pub(super) async fn well_known(&self, host: &str) -> Option<String> {
         let url = format!("https://{host}/.well-known/matrix/server");
-        self.check_url(&url).await.ok()?;
-        let resp = self.http.get(&url).send().await.ok()?;
+        let http = self.http_for(&url, false).await.ok()?;
+        let resp = http.get(&url).send().await.ok()?;
         if !resp.status().is_success() {
             return None;
         }
@@ -117,8 +117,33 @@ impl Client {
         })
     }
 
-    /// Refuses a URL whose host resolves to a non-public address.
-    pub(super) async fn check_url(&self, url: &str) -> Result<(), RemoteError> {
+    /// The HTTP client for `url`: the shared one for a pinned server; otherwise one that
+    /// connects only to the addresses just checked (so a DNS answer that changes after the
+    /// check cannot point the request at a private address).
+    pub(super) async fn http_for(
+        &self,
+        url: &str,
+        pinned: bool,
+    ) -> Result<reqwest::Client, RemoteError> {
+        if pinned {
+            return Ok(self.http.clone());
+        }
+        let (host, addrs) = self.check_url(url).await?;
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_millis(self.config.connect_timeout_ms))
+            .timeout(Duration::from_millis(self.config.timeout_ms))
+            .resolve_to_addrs(&host, &addrs)
+            .build()
+            .map_err(|e| RemoteError::Failed(format!("building a client: {e}")))
+    }
+
+    /// Refuses a URL whose host resolves to a non-public address; returns the host and the
+    /// checked socket addresses.
+    pub(super) async fn check_url(
+        &self,
+        url: &str,
+    ) -> Result<(String, Vec<std::net::SocketAddr>), RemoteError> {
         let parsed = reqwest::Url::parse(url)
             .map_err(|e| RemoteError::Failed(format!("bad URL {url}: {e}")))?;
         let host = parsed
@@ -139,7 +164,13 @@ impl Client {
                 "{bare} resolves to a private or reserved address"
             )));
         }
-        Ok(())
+        Ok((
+            bare.to_owned(),
+            addrs
+                .into_iter()
+                .map(|ip| std::net::SocketAddr::new(ip, port))
+                .collect(),
+        ))
     }
 }
 

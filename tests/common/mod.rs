@@ -42,6 +42,12 @@ pub struct Opts {
     /// what follows up to the next `}`: write `path = {dir:media-a}`. `None` = one file
     /// datastore `files` at `<dir>/media`, kinds = ["all"].
     pub datastores: Option<String>,
+    /// `server.bind`; `None` = `127.0.0.1:0`.
+    pub bind: Option<String>,
+    /// Raw lines appended to the `[downloads]` table (`max_bytes = 1000`).
+    pub downloads_extra: String,
+    /// Raw TOML appended at the end of the config (`[federation]` …), `{dir:NAME}` expanded.
+    pub extra_toml: String,
 }
 
 impl Default for Opts {
@@ -54,6 +60,9 @@ impl Default for Opts {
             whoami_cache_ttl_ms: 300_000,
             homeservers: None,
             datastores: None,
+            bind: None,
+            downloads_extra: String::new(),
+            extra_toml: String::new(),
         }
     }
 }
@@ -89,7 +98,7 @@ pub fn config_text(dir: &Path, opts: &Opts) -> String {
     let text = format!(
         r#"
 [server]
-bind = "127.0.0.1:0"
+bind = "{bind}"
 
 [database]
 path = {{dir:ledger}}
@@ -101,6 +110,7 @@ async_expiry_ms = {async_expiry_ms}
 [downloads]
 default_timeout_ms = {default_timeout_ms}
 max_timeout_ms = {max_timeout_ms}
+{downloads_extra}
 
 [auth]
 shared_secret = "{SECRET}"
@@ -121,12 +131,16 @@ user_id = "@admin:localhost"
 
 {homeservers}
 {datastores}
+{extra_toml}
 "#,
         max_bytes = opts.max_bytes,
         async_expiry_ms = opts.async_expiry_ms,
         default_timeout_ms = opts.default_timeout_ms,
         max_timeout_ms = opts.max_timeout_ms,
         ttl = opts.whoami_cache_ttl_ms,
+        bind = opts.bind.as_deref().unwrap_or("127.0.0.1:0"),
+        downloads_extra = opts.downloads_extra,
+        extra_toml = opts.extra_toml,
     );
     expand_dirs(&text, dir)
 }
