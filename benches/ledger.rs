@@ -1,6 +1,7 @@
 //! Throughput figures of the real paths, printed beside this machine's own ceilings.
 //!
-//! `cargo bench --bench ledger [-- fsync append replay upload http]` (default: all).
+//! `cargo bench --bench ledger [-- fsync append replay upload http transfer thumbnail]`
+//! (default: all).
 //! The HTTP parts start the release `media-ledger` binary as a child process and drive it
 //! over loopback; client and server share the machine's cores.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -45,6 +46,9 @@ fn main() {
     }
     if want("transfer") {
         bench_transfer();
+    }
+    if want("thumbnail") {
+        bench_thumbnail();
     }
 }
 
@@ -635,4 +639,177 @@ parallel = 8
         status["blobs_done"],
         status["error_message"]
     );
+}
+
+/// A 1920×1080 (2 MP) JPEG of a gradient with some noise; `seed` makes each one distinct.
+fn jpeg_2mp(seed: u64) -> Vec<u8> {
+    let noise = pseudo_random(1920 * 1080, seed);
+    let img = image::RgbImage::from_fn(1920, 1080, |x, y| {
+        let n = noise[(y * 1920 + x) as usize] >> 4;
+        image::Rgb([
+            (x * 255 / 1920) as u8 ^ n,
+            (y * 255 / 1080) as u8,
+            ((x + y) as u8).wrapping_add(seed as u8),
+        ])
+    });
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 85)
+        .encode_image(&img)
+        .unwrap();
+    out
+}
+
+/// Thumbnail generation of distinct 2 MP JPEGs (each request generates: 320×240 scale, 4
+/// concurrent clients), with the default single worker and with one worker per core; then
+/// cached thumbnails, 32 concurrent clients for 5 s.
+fn bench_thumbnail() {
+    const IMAGES: usize = 40;
+    const GEN_CLIENTS: usize = 4;
+    const CLIENTS: usize = 32;
+    const QUERY: &str = "width=320&height=240&method=scale";
+    let t = Instant::now();
+    let jpegs: Vec<Vec<u8>> = (0..IMAGES as u64).map(|i| jpeg_2mp(100 + i)).collect();
+    let avg = jpegs.iter().map(Vec::len).sum::<usize>() / IMAGES;
+    println!(
+        "thumbnail: made {IMAGES} distinct 1920×1080 JPEGs in memory ({} KiB each on average) in {:.1} s",
+        avg / 1024,
+        t.elapsed().as_secs_f64()
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut worker_counts = vec![1usize];
+    if num_cpus() > 1 {
+        worker_counts.push(num_cpus());
+    }
+    for workers in worker_counts {
+        let dir = tempdir();
+        let extra = format!("[thumbnails]\nworkers = {workers}\n");
+        let child = Child::start_with(dir.path(), 16 << 20, &extra);
+        rt.block_on(async {
+            let client = reqwest::Client::builder()
+                .pool_max_idle_per_host(CLIENTS)
+                .build()
+                .unwrap();
+            let mut uris = Vec::new();
+            for j in &jpegs {
+                let resp = client
+                    .post(format!("{}/_matrix/media/v3/upload", child.base))
+                    .bearer_auth("bench-user")
+                    .header("content-type", "image/jpeg")
+                    .body(j.clone())
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(resp.status().is_success(), "{}", resp.status());
+                let v: serde_json::Value = resp.json().await.unwrap();
+                uris.push(
+                    v["content_uri"]
+                        .as_str()
+                        .unwrap()
+                        .trim_start_matches("mxc://")
+                        .to_owned(),
+                );
+            }
+            let url = |uri: &str| format!("{}/_matrix/media/v3/thumbnail/{uri}?{QUERY}", child.base);
+
+            // Generation: every request is for a different media.
+            let t = Instant::now();
+            let sizes: Vec<usize> = futures_util::stream::iter(uris.iter().map(|u| url(u)))
+                .map(|u| {
+                    let client = client.clone();
+                    async move {
+                        let resp = client.get(u).send().await.unwrap();
+                        assert!(resp.status().is_success(), "{}", resp.status());
+                        assert_eq!(resp.headers()["content-type"], "image/jpeg");
+                        resp.bytes().await.unwrap().len()
+                    }
+                })
+                .buffer_unordered(GEN_CLIENTS)
+                .collect()
+                .await;
+            let secs = t.elapsed().as_secs_f64();
+            println!(
+                "thumbnail: generation of 320×240 scale from distinct 2 MP JPEGs, {GEN_CLIENTS} concurrent clients, workers = {workers}: {:.1} generations/s ({:.0} ms each on average, {} KiB thumbnails); server peak RSS {:.1} MiB",
+                IMAGES as f64 / secs,
+                secs * 1000.0 * GEN_CLIENTS.min(workers) as f64 / IMAGES as f64,
+                sizes.iter().sum::<usize>() / IMAGES / 1024,
+                child.peak_rss_mib()
+            );
+
+            // Cached: the same thumbnails again, served from the store; beside downloads of
+            // the originals from the same server.
+            let thumbs: Vec<String> = uris.iter().map(|u| url(u)).collect();
+            let originals: Vec<String> = uris
+                .iter()
+                .map(|u| format!("{}/_matrix/media/v3/download/{u}", child.base))
+                .collect();
+            let rate = requests_for(&client, thumbs, CLIENTS, Duration::from_secs(5)).await;
+            println!(
+                "thumbnail: cached 320×240 thumbnails, {CLIENTS} concurrent clients, workers = {workers}: {rate:.0} req/s ({:.0}× the generation rate)",
+                rate * secs / IMAGES as f64
+            );
+            let base = requests_for(&client, originals, CLIENTS, Duration::from_secs(5)).await;
+            println!(
+                "thumbnail: baseline, downloads of the {} KiB originals from the same server, {CLIENTS} concurrent clients: {base:.0} req/s (cached thumbnails at {:.0}% of it)",
+                avg / 1024,
+                rate * 100.0 / base
+            );
+            // Media of the thumbnails' size: whether small answers are slow in general.
+            let mut small = Vec::new();
+            for (i, len) in sizes.iter().enumerate() {
+                let resp = client
+                    .post(format!("{}/_matrix/media/v3/upload", child.base))
+                    .bearer_auth("bench-user")
+                    .body(pseudo_random(*len, 9000 + i as u64))
+                    .send()
+                    .await
+                    .unwrap();
+                let v: serde_json::Value = resp.json().await.unwrap();
+                let uri = v["content_uri"].as_str().unwrap().trim_start_matches("mxc://");
+                small.push(format!("{}/_matrix/media/v3/download/{uri}", child.base));
+            }
+            let small_rate = requests_for(&client, small, CLIENTS, Duration::from_secs(5)).await;
+            println!(
+                "thumbnail: baseline, downloads of media of the thumbnails' sizes ({} KiB), {CLIENTS} concurrent clients: {small_rate:.0} req/s",
+                sizes.iter().sum::<usize>() / IMAGES / 1024
+            );
+        });
+    }
+}
+
+/// `clients` concurrent loops GETting `urls` (each client walking them from its own offset)
+/// for `length`; returns the rate of 2xx answers fully read.
+async fn requests_for(
+    client: &reqwest::Client,
+    urls: Vec<String>,
+    clients: usize,
+    length: Duration,
+) -> f64 {
+    let urls = Arc::new(urls);
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let (client, done, stop, urls) = (client.clone(), done.clone(), stop.clone(), urls.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut k = c;
+            while !stop.load(Ordering::Relaxed) {
+                let resp = client.get(&urls[k % urls.len()]).send().await.unwrap();
+                k += 7;
+                assert!(resp.status().is_success(), "{}", resp.status());
+                let b = resp.bytes().await.unwrap();
+                assert!(!b.is_empty());
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    tokio::time::sleep(length).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
 }

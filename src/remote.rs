@@ -29,6 +29,18 @@ pub struct RemoteMedia {
     inflight: parking_lot::Mutex<HashMap<MediaRef, Arc<tokio::sync::Mutex<()>>>>,
 }
 
+/// Drops the in-flight entry of a media when its fetch ends or the request goes away.
+struct Inflight<'a> {
+    map: &'a parking_lot::Mutex<HashMap<MediaRef, Arc<tokio::sync::Mutex<()>>>>,
+    key: MediaRef,
+}
+
+impl Drop for Inflight<'_> {
+    fn drop(&mut self) {
+        self.map.lock().remove(&self.key);
+    }
+}
+
 impl From<RemoteError> for ApiError {
     fn from(e: RemoteError) -> Self {
         match e {
@@ -84,6 +96,10 @@ impl RemoteMedia {
             .entry(media.clone())
             .or_default()
             .clone();
+        let _entry = Inflight {
+            map: &self.inflight,
+            key: media.clone(),
+        };
         let result = async {
             let _held = lock.lock().await;
             if let Some(r) = media_index::get(&self.ledger.view("media_index")?, media)? {
@@ -92,7 +108,6 @@ impl RemoteMedia {
             self.fetch(actor, our_name, media).await
         }
         .await;
-        self.inflight.lock().remove(media);
         result
     }
 

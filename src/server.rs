@@ -56,7 +56,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let transfers =
         crate::transfer::Transfers::new(ledger.clone(), datastores.clone(), config.clone());
     transfers.resume_all().context("resuming transfers")?;
-    let key_path = config.federation.signing_key_path.clone();
+    let key_path = config.signing_key_path();
     let key = tokio::task::spawn_blocking(move || {
         crate::federation::keys::SigningKey::load_or_generate(&key_path)
     })
@@ -94,6 +94,12 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let (stop, stopped) = oneshot::channel::<()>();
     let app = http::router(state);
     let task = tokio::spawn(async move {
+        // TCP_NODELAY: a small answer must not wait for the client's delayed ACK.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
         axum::serve(listener, app)
             .with_graceful_shutdown(async {
                 let _ = stopped.await;

@@ -150,6 +150,11 @@ impl Thumbnailer {
         // One generation per thumbnail: later requests wait, then find it recorded.
         let key = thumbnails::thumb_key(media, size.width, size.height, m, animated);
         let lock = self.inflight.lock().entry(key.clone()).or_default().clone();
+        // Removes the entry even when the request is dropped mid-generation.
+        let _entry = InflightEntry {
+            map: &self.inflight,
+            key: key.clone(),
+        };
         let result = async {
             let _held = lock.lock().await;
             if let Some(t) = thumbnails::get(
@@ -165,7 +170,6 @@ impl Thumbnailer {
             self.generate(actor, media, record, size, m, animated).await
         }
         .await;
-        self.inflight.lock().remove(&key);
         result.map(|t| (t, size))
     }
 
@@ -210,6 +214,8 @@ impl Thumbnailer {
                 .await
                 .map_err(ApiError::internal)?;
             f.write_all(&bytes).await.map_err(ApiError::internal)?;
+            // tokio writes in the background: flush before anyone reads the file.
+            f.flush().await.map_err(ApiError::internal)?;
             if ds.spool_needs_sync() {
                 f.sync_all().await.map_err(ApiError::internal)?;
             }
@@ -288,6 +294,18 @@ impl Thumbnailer {
     }
 }
 
+/// Drops an in-flight entry when the generation ends or its request goes away.
+struct InflightEntry<'a, K: std::hash::Hash + Eq> {
+    map: &'a parking_lot::Mutex<HashMap<K, Arc<tokio::sync::Mutex<()>>>>,
+    key: K,
+}
+
+impl<K: std::hash::Hash + Eq> Drop for InflightEntry<'_, K> {
+    fn drop(&mut self) {
+        self.map.lock().remove(&self.key);
+    }
+}
+
 fn cannot(why: &str) -> ApiError {
     ApiError::CannotThumbnail(why.to_owned())
 }
@@ -306,6 +324,16 @@ fn render(
     let format = reader
         .format()
         .ok_or_else(|| cannot("unknown image format"))?;
+    // The JPEG decoder fills in missing data: refuse a file cut short (no end-of-image
+    // marker near its end) rather than store a thumbnail of a damaged image.
+    if format == image::ImageFormat::Jpeg {
+        let tail = source
+            .get(source.len().saturating_sub(1024)..)
+            .unwrap_or_default();
+        if !tail.windows(2).any(|w| w == [0xFF, 0xD9]) {
+            return Err(cannot("the JPEG is truncated"));
+        }
+    }
     let (w, h) = reader
         .into_dimensions()
         .map_err(|_| cannot("cannot read the image header"))?;

@@ -248,7 +248,8 @@ async fn unknown_media_is_404() {
         "/_matrix/media/v3/download/localhost/NoSuchMediaNoSuchMediaNoSuchMe",
         "/_matrix/media/r0/download/localhost/NoSuchMediaNoSuchMediaNoSuchMe/f.txt",
         "/_matrix/client/v1/media/download/localhost/NoSuchMediaNoSuchMediaNoSuchMe",
-        "/_matrix/media/v3/download/elsewhere.example/NoSuchMediaNoSuchMediaNoSuchMe",
+        // Remote media is fetched over federation unless the request says not to.
+        "/_matrix/media/v3/download/elsewhere.example/NoSuchMediaNoSuchMediaNoSuchMe?allow_remote=false",
     ] {
         let resp = srv
             .client
@@ -264,7 +265,9 @@ async fn unknown_media_is_404() {
     let (_, id) = parse_mxc(&mxc);
     let resp = srv
         .client
-        .get(srv.url(&format!("/_matrix/media/v3/download/other.example/{id}")))
+        .get(srv.url(&format!(
+            "/_matrix/media/v3/download/other.example/{id}?allow_remote=false"
+        )))
         .send()
         .await
         .unwrap();

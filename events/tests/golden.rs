@@ -17,7 +17,8 @@ use common::{from_hex, id, mxc, to_hex};
 use media_ledger_events::codec::{self, Chain, CHAIN_LEN, GENESIS_CHAIN, RECORD_FORMAT_V1};
 use media_ledger_events::{
     Actor, AsyncUploadCreated, BlobMoved, BlobSourceDeleted, BlobTransferFailed, Envelope, Event,
-    MediaAccessed, MediaUploaded, RequestId, Seq, Sha256, TransferFinished, TransferStarted,
+    MediaAccessed, MediaUploaded, RemoteMediaCached, RequestId, Seq, Sha256, ThumbnailGenerated,
+    ThumbnailMethod, TransferFinished, TransferStarted,
 };
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -48,6 +49,8 @@ fn golden_for(event: &Event) -> Golden {
         Event::BlobSourceDeletedV1(_) => golden_blob_source_deleted(),
         Event::BlobTransferFailedV1(_) => golden_blob_transfer_failed(),
         Event::TransferFinishedV1(_) => golden_transfer_finished(),
+        Event::ThumbnailGeneratedV1(_) => golden_thumbnail_generated(),
+        Event::RemoteMediaCachedV1(_) => golden_remote_media_cached(),
     }
 }
 
@@ -62,6 +65,8 @@ fn variant_name(event: &Event) -> &'static str {
         Event::BlobSourceDeletedV1(_) => "BlobSourceDeletedV1",
         Event::BlobTransferFailedV1(_) => "BlobTransferFailedV1",
         Event::TransferFinishedV1(_) => "TransferFinishedV1",
+        Event::ThumbnailGeneratedV1(_) => "ThumbnailGeneratedV1",
+        Event::RemoteMediaCachedV1(_) => "RemoteMediaCachedV1",
     }
 }
 
@@ -76,6 +81,8 @@ fn all_golden() -> Vec<Golden> {
         golden_blob_source_deleted(),
         golden_blob_transfer_failed(),
         golden_transfer_finished(),
+        golden_thumbnail_generated(),
+        golden_remote_media_cached(),
     ]
 }
 
@@ -238,6 +245,57 @@ fn golden_transfer_finished() -> Golden {
             event: Event::TransferFinishedV1(TransferFinished {
                 task: GOLDEN_TASK,
                 error_message: Some("1 of 3 blobs could not be moved".into()),
+            }),
+        },
+    }
+}
+
+/// A thumbnail generated for a user's request: sizes past the one-byte varint range, the
+/// second `ThumbnailMethod` variant with `animated` set, and a blob in another datastore than
+/// the media's (the writer points it at an existing blob of the same bytes).
+fn golden_thumbnail_generated() -> Golden {
+    Golden {
+        prev: [0x66; CHAIN_LEN],
+        env: Envelope {
+            seq: Seq(200_000),
+            recorded_at_ms: 1_700_002_000_000,
+            actor: Actor::User(id("@alice:example.org")),
+            request_id: RequestId("req-thumb".into()),
+            event: Event::ThumbnailGeneratedV1(ThumbnailGenerated {
+                media: mxc("mxc://example.org/AbCdEf123_-"),
+                width: 800,
+                height: 600,
+                method: ThumbnailMethod::Scale,
+                animated: true,
+                sha256: Sha256(std::array::from_fn(|i| 0x40 + i as u8)),
+                size_bytes: 65_536,
+                content_type: id("image/jpeg"),
+                datastore: id("s3.eu_1"),
+                location: id("media/40/41/404142434445"),
+            }),
+        },
+    }
+}
+
+/// A remote media cached for a user's download: both options set, a port in the origin and
+/// in the base URL it came from.
+fn golden_remote_media_cached() -> Golden {
+    Golden {
+        prev: [0x77; CHAIN_LEN],
+        env: Envelope {
+            seq: Seq(200_001),
+            recorded_at_ms: 1_700_002_000_500,
+            actor: Actor::User(id("@alice:example.org")),
+            request_id: RequestId("req-remote".into()),
+            event: Event::RemoteMediaCachedV1(RemoteMediaCached {
+                media: mxc("mxc://remote.example:8448/RemoteId_01"),
+                sha256: Sha256(std::array::from_fn(|i| 0xc0 | i as u8)),
+                size_bytes: 300_000,
+                content_type: Some(id("image/webp")),
+                upload_name: Some("holiday.webp".into()),
+                fetched_from: "https://matrix.remote.example:8448".into(),
+                datastore: id("ds-main"),
+                location: id("c0/c1/c0c1c2c3c4c5"),
             }),
         },
     }

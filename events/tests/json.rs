@@ -7,7 +7,8 @@ mod common;
 use common::envelope;
 use media_ledger_events::codec;
 use media_ledger_events::{
-    BlobLocation, ContentType, DatastoreId, Envelope, MediaId, MediaRef, ServerName, Sha256, UserId,
+    BlobLocation, ContentType, DatastoreId, Envelope, Event, MediaId, MediaRef, ServerName, Sha256,
+    ThumbnailMethod, UserId,
 };
 use proptest::prelude::*;
 use serde::de::DeserializeOwned;
@@ -93,6 +94,105 @@ fn transfer_events_json_shape() {
         event(7),
         json!({"TransferFinishedV1": {"task": 4, "error_message": null}})
     );
+}
+
+#[test]
+fn thumbnail_event_json_shape() {
+    let envs = common::sample_envelopes();
+    let v = serde_json::to_value(&envs[8]).unwrap();
+    assert_eq!(v["actor"], json!({"User": "@alice:example.org"}));
+    assert_eq!(
+        v["event"],
+        json!({"ThumbnailGeneratedV1": {
+            "media": {"origin": "example.org", "media_id": "abcDEF123"},
+            "width": 320,
+            "height": 240,
+            "method": "Scale",
+            "animated": false,
+            "sha256": "09".repeat(32),
+            "size_bytes": 2_048,
+            "content_type": "image/png",
+            "datastore": "remote",
+            "location": "09/09/0909",
+        }})
+    );
+    let text = serde_json::to_string(&envs[8]).unwrap();
+    assert_eq!(serde_json::from_str::<Envelope>(&text).unwrap(), envs[8]);
+}
+
+#[test]
+fn thumbnail_event_accessors() {
+    let env = common::sample_envelopes().remove(8);
+    assert_eq!(env.event.type_name(), "thumbnail.generated.v1");
+    assert_eq!(
+        env.event.media(),
+        Some(&common::mxc("mxc://example.org/abcDEF123"))
+    );
+    assert_eq!(env.event.sha256(), Some(&Sha256([9; 32])));
+}
+
+#[test]
+fn thumbnail_methods_in_json_in_bincode_and_by_name() {
+    // serde uses the variant names; `as_str` gives the spec's lowercase names.
+    for (m, serde_name, spec, index) in [
+        (ThumbnailMethod::Crop, "Crop", "crop", 0u8),
+        (ThumbnailMethod::Scale, "Scale", "scale", 1),
+    ] {
+        assert_eq!(serde_json::to_value(m).unwrap(), json!(serde_name));
+        assert_eq!(
+            serde_json::from_value::<ThumbnailMethod>(json!(serde_name)).unwrap(),
+            m
+        );
+        assert_eq!(m.as_str(), spec);
+        // The position is the encoding: Crop stays 0 and Scale 1.
+        assert_eq!(codec::encode(&m).unwrap(), [index]);
+        assert_eq!(codec::decode::<ThumbnailMethod>(&[index]).unwrap(), m);
+    }
+    for bad in ["crop", "scale", "Fit", ""] {
+        assert!(serde_json::from_value::<ThumbnailMethod>(json!(bad)).is_err());
+    }
+    assert!(codec::decode::<ThumbnailMethod>(&[2]).is_err());
+    assert!(ThumbnailMethod::Crop < ThumbnailMethod::Scale);
+}
+
+#[test]
+fn thumbnail_event_refuses_bad_fields() {
+    let v = serde_json::to_value(&common::sample_envelopes()[8]).unwrap();
+    for (field, bad) in [
+        ("location", json!("../../etc/passwd")),
+        ("location", json!("/abs")),
+        ("datastore", json!("a/b")),
+        ("content_type", json!("png")),
+        ("content_type", json!(null)),
+        ("sha256", json!("XYZ")),
+        ("method", json!("crop")),
+        ("width", json!(-1)),
+        ("height", json!(u64::from(u32::MAX) + 1)),
+        ("animated", json!("yes")),
+        ("media", json!({"origin": "example.org", "media_id": "a/b"})),
+    ] {
+        let mut v = v.clone();
+        v["event"]["ThumbnailGeneratedV1"][field] = bad.clone();
+        assert!(
+            serde_json::from_value::<Envelope>(v).is_err(),
+            "{field}: {bad} accepted"
+        );
+    }
+    for field in ["width", "method", "animated", "content_type"] {
+        let mut v = v.clone();
+        v["event"]["ThumbnailGeneratedV1"]
+            .as_object_mut()
+            .unwrap()
+            .remove(field);
+        assert!(
+            serde_json::from_value::<Envelope>(v).is_err(),
+            "{field} missing accepted"
+        );
+    }
+    assert!(matches!(
+        serde_json::from_value::<Envelope>(v).unwrap().event,
+        Event::ThumbnailGeneratedV1(_)
+    ));
 }
 
 #[test]

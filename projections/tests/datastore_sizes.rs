@@ -5,14 +5,15 @@ mod common;
 
 use common::{
     access, create_async, ds, moved, sha, source_deleted, space, start_transfer, state_of,
-    transfer_failed, transfer_finished, upload, upload_at,
+    thumbnail, transfer_failed, transfer_finished, upload, upload_at, ThumbSize, CROP_32, CROP_96,
+    SCALE_320,
 };
 use media_ledger_events::{Envelope, Event};
 use media_ledger_projections::datastore_sizes::HashCount;
 use media_ledger_projections::datastore_sizes::{self, DatastoreTotals};
-use media_ledger_projections::media_index;
 use media_ledger_projections::memory::MemoryState;
 use media_ledger_projections::size_estimate::{SizeEstimate, SizeEstimator};
+use media_ledger_projections::{hash_refs, media_index, thumbnails};
 use proptest::prelude::*;
 
 const NAME: &str = "datastore_sizes";
@@ -118,14 +119,18 @@ fn datastore_ids_that_prefix_each_other_are_separate() {
 }
 
 /// The documented rule: per datastore, the totals are what `SizeEstimator` gives over that
-/// datastore's media rows.
+/// datastore's media and thumbnail rows (valid for logs without moves).
 fn estimate_by_hand(events: &[Envelope], id: &str) -> SizeEstimate {
     let mut est = SizeEstimator::default();
     for e in events {
-        if let Event::MediaUploadedV1(u) = &e.event {
-            if u.datastore == ds(id) {
+        match &e.event {
+            Event::MediaUploadedV1(u) if u.datastore == ds(id) => {
                 est.add_media(u.sha256, u.size_bytes);
             }
+            Event::ThumbnailGeneratedV1(t) if t.datastore == ds(id) => {
+                est.add_thumbnail(t.sha256, t.size_bytes);
+            }
+            _ => {}
         }
     }
     est.finish()
@@ -274,7 +279,8 @@ fn the_other_transfer_events_change_nothing() {
 }
 
 /// The counting rule after moves: per datastore, the totals are what `SizeEstimator` gives
-/// over the media rows that the media index places there.
+/// over the media rows that the media index places there and the thumbnail rows whose blob
+/// `hash_refs` places there (as the admin API's `before_ts` scan counts them).
 fn estimate_from_index(state: &MemoryState, id: &str) -> SizeEstimate {
     let mut est = SizeEstimator::default();
     for (k, v) in &space(state, "media_index").0 {
@@ -283,6 +289,15 @@ fn estimate_from_index(state: &MemoryState, id: &str) -> SizeEstimate {
             if r.datastore == ds(id) {
                 est.add_media(r.sha256, r.size_bytes);
             }
+        }
+    }
+    for v in space(state, "thumbnails").0.values() {
+        let t = thumbnails::decode_record(v).unwrap();
+        let h = hash_refs::get(space(state, "hash_refs"), &t.sha256)
+            .unwrap()
+            .unwrap();
+        if h.datastore == ds(id) {
+            est.add_thumbnail(t.sha256, t.size_bytes);
         }
     }
     est.finish()
@@ -303,7 +318,294 @@ fn move_scenario_matches_the_size_estimator_over_the_index() {
     }
 }
 
+// ---- thumbnails ----
+
+/// ds A: media m1 (h1, 100 B); thumbnails t1 of m1 (h2, 10 B), t2 of m1 (h3, 20 B), and t3 of
+/// m2 (a media of B, h9, 500 B) whose bytes equal m1's content (h1): the writer points t3 at
+/// m1's blob in A.
+fn thumbnail_scenario() -> Vec<Envelope> {
+    vec![
+        upload(1, 1_000, "m1", 1, 100, "A"),
+        upload(2, 1_001, "m2", 9, 500, "B"),
+        thumbnail(3, 2_000, "m1", CROP_32, 2, 10, "A"),
+        thumbnail(4, 2_001, "m1", CROP_96, 3, 20, "A"),
+        thumbnail(5, 2_002, "m2", SCALE_320, 1, 100, "A"),
+    ]
+}
+
+#[test]
+fn thumbnail_figures_by_hand() {
+    let s = state_of(&thumbnail_scenario());
+    // Media: one row of h1. Thumbnails: three rows over three distinct hashes (h2, h3, h1),
+    // 10 + 20 + 100 bytes. Total: the union {h1, h2, h3}, h1 counted once: 100 + 10 + 20.
+    assert_eq!(
+        totals(&s, "A"),
+        SizeEstimate {
+            media_affected: 1,
+            media_hashes_affected: 1,
+            media_bytes: 100,
+            thumbnails_affected: 3,
+            thumbnail_hashes_affected: 3,
+            thumbnail_bytes: 130,
+            total_hashes_affected: 3,
+            total_bytes: 130,
+        }
+    );
+    // B holds m2 only; the thumbnail of m2 is counted where its blob is.
+    assert_eq!(totals(&s, "B"), media_figures(1, 1, 500));
+    assert_eq!(
+        hash_count(&s, "A", 1),
+        Some(HashCount {
+            media: 1,
+            thumbnails: 1
+        })
+    );
+    assert_eq!(hash_count(&s, "B", 1), None);
+    for id in ["A", "B"] {
+        assert_eq!(
+            totals(&s, id),
+            estimate_by_hand(&thumbnail_scenario(), id),
+            "{id}"
+        );
+    }
+}
+
+#[test]
+fn thumbnail_figures_grow_event_by_event() {
+    let events = thumbnail_scenario();
+    // (thumbnail rows, hashes, bytes, total hashes, total bytes) of A after each event.
+    let expected = [
+        (0, 0, 0, 1, 100),
+        (0, 0, 0, 1, 100),
+        (1, 1, 10, 2, 110),
+        (2, 2, 30, 3, 130),
+        // Bytes new to thumbnails but not to A: the thumbnail figures grow, the totals not.
+        (3, 3, 130, 3, 130),
+    ];
+    let mut s = MemoryState::default();
+    for (e, want) in events.iter().zip(expected) {
+        s.apply(e).unwrap();
+        let t = totals(&s, "A");
+        assert_eq!(
+            (
+                t.thumbnails_affected,
+                t.thumbnail_hashes_affected,
+                t.thumbnail_bytes,
+                t.total_hashes_affected,
+                t.total_bytes
+            ),
+            want,
+            "after seq {}",
+            e.seq
+        );
+        assert_eq!(
+            (t.media_affected, t.media_hashes_affected, t.media_bytes),
+            (1, 1, 100),
+            "thumbnails never change the media figures"
+        );
+    }
+}
+
+#[test]
+fn thumbnails_sharing_bytes_count_rows_not_bytes() {
+    let mut events = thumbnail_scenario();
+    // Another thumbnail of h2, then a media upload of h3 (bytes only a thumbnail had).
+    events.push(thumbnail(6, 3_000, "m2", CROP_32, 2, 10, "A"));
+    events.push(upload(7, 3_001, "m3", 3, 20, "A"));
+    let s = state_of(&events);
+    assert_eq!(
+        totals(&s, "A"),
+        SizeEstimate {
+            media_affected: 2,
+            media_hashes_affected: 2,
+            media_bytes: 120,
+            thumbnails_affected: 4,
+            thumbnail_hashes_affected: 3,
+            thumbnail_bytes: 130,
+            total_hashes_affected: 3,
+            total_bytes: 130,
+        }
+    );
+    assert_eq!(
+        hash_count(&s, "A", 3),
+        Some(HashCount {
+            media: 1,
+            thumbnails: 1
+        })
+    );
+    assert_eq!(totals(&s, "A"), estimate_by_hand(&events, "A"));
+}
+
+#[test]
+fn a_move_of_a_thumbnail_hash_moves_the_thumbnail_figures() {
+    let mut events = thumbnail_scenario();
+    events.push(start_transfer(6, 4_000, "A", "B", 3, 130));
+    // h2: one thumbnail row, no media.
+    events.push(moved(7, 4_001, 6, 2, 10, "A", "B"));
+    let s = state_of(&events);
+    assert_eq!(
+        totals(&s, "A"),
+        SizeEstimate {
+            media_affected: 1,
+            media_hashes_affected: 1,
+            media_bytes: 100,
+            thumbnails_affected: 2,
+            thumbnail_hashes_affected: 2,
+            thumbnail_bytes: 120,
+            total_hashes_affected: 2,
+            total_bytes: 120,
+        }
+    );
+    assert_eq!(
+        totals(&s, "B"),
+        SizeEstimate {
+            media_affected: 1,
+            media_hashes_affected: 1,
+            media_bytes: 500,
+            thumbnails_affected: 1,
+            thumbnail_hashes_affected: 1,
+            thumbnail_bytes: 10,
+            total_hashes_affected: 2,
+            total_bytes: 510,
+        }
+    );
+    assert_eq!(hash_count(&s, "A", 2), None);
+    assert_eq!(
+        hash_count(&s, "B", 2),
+        Some(HashCount {
+            media: 0,
+            thumbnails: 1
+        })
+    );
+
+    // h1: one media row and one thumbnail row go together; A keeps h3 only.
+    events.push(moved(8, 4_002, 6, 1, 100, "A", "B"));
+    let s = state_of(&events);
+    assert_eq!(
+        totals(&s, "A"),
+        SizeEstimate {
+            thumbnails_affected: 1,
+            thumbnail_hashes_affected: 1,
+            thumbnail_bytes: 20,
+            total_hashes_affected: 1,
+            total_bytes: 20,
+            ..SizeEstimate::default()
+        }
+    );
+    assert_eq!(
+        totals(&s, "B"),
+        SizeEstimate {
+            media_affected: 2,
+            media_hashes_affected: 2,
+            media_bytes: 600,
+            thumbnails_affected: 2,
+            thumbnail_hashes_affected: 2,
+            thumbnail_bytes: 110,
+            total_hashes_affected: 3,
+            total_bytes: 610,
+        }
+    );
+    for id in ["A", "B"] {
+        assert_eq!(totals(&s, id), estimate_from_index(&s, id), "{id}");
+    }
+}
+
+#[test]
+fn a_thumbnail_hash_moved_onto_a_media_of_the_same_bytes_counts_once_in_the_totals() {
+    // h1 is a media of B and a thumbnail of A (the writer would have put the thumbnail in B,
+    // and hash_refs refuses the move below; this projection takes the event's word and must
+    // still add up): moving A's copy to B adds a thumbnail hash to B, not a total one.
+    let mut s = MemoryState::default();
+    for e in [
+        upload(1, 1_000, "m1", 1, 100, "B"),
+        thumbnail(2, 2_000, "m1", CROP_32, 1, 100, "A"),
+        start_transfer(3, 3_000, "A", "B", 1, 100),
+        moved(4, 4_000, 3, 1, 100, "A", "B"),
+    ] {
+        s.apply_one(&datastore_sizes::DatastoreSizes, &e).unwrap();
+    }
+    assert_eq!(totals(&s, "A"), SizeEstimate::default());
+    assert_eq!(
+        totals(&s, "B"),
+        SizeEstimate {
+            media_affected: 1,
+            media_hashes_affected: 1,
+            media_bytes: 100,
+            thumbnails_affected: 1,
+            thumbnail_hashes_affected: 1,
+            thumbnail_bytes: 100,
+            total_hashes_affected: 1,
+            total_bytes: 100,
+        }
+    );
+}
+
 proptest! {
+    /// Random uploads, thumbnails and moves across three datastores, logged as the writer
+    /// would (bytes already stored go to their hash's current place, a thumbnail is of an
+    /// uploaded media and recorded once per size, a move starts where the hash is): the
+    /// totals always equal the counting rule over where the index and `hash_refs` put rows.
+    #[test]
+    fn totals_follow_the_counting_rule_with_thumbnails(
+        steps in proptest::collection::vec((0u8..3, 0u8..8, 0usize..3, 0usize..4), 0..60)
+    ) {
+        let dss = ["A", "B", "C"];
+        let sizes: [ThumbSize; 4] = [
+            CROP_32,
+            CROP_96,
+            SCALE_320,
+            (320, 240, media_ledger_events::ThumbnailMethod::Scale, true),
+        ];
+        // hash → the datastore its blob is in, once stored.
+        let mut place: std::collections::BTreeMap<u8, usize> = Default::default();
+        let mut uploaded: Vec<String> = Vec::new();
+        let mut thumbs: std::collections::BTreeSet<(usize, usize)> = Default::default();
+        let mut events = vec![start_transfer(1, 1, "A", "B", 0, 0)];
+        for (i, &(kind, h, d, pick)) in steps.iter().enumerate() {
+            let seq = events.len() as u64 + 1;
+            let size = 1_000 + u64::from(h) * 7;
+            let at = place.get(&h).copied().unwrap_or(d);
+            match kind {
+                0 => {
+                    let id = format!("m{i}");
+                    events.push(upload(seq, seq * 10, &id, h, size, dss[at]));
+                    uploaded.push(id);
+                    place.insert(h, at);
+                }
+                1 => {
+                    if uploaded.is_empty() {
+                        continue;
+                    }
+                    let m = (i * 7 + pick) % uploaded.len();
+                    if !thumbs.insert((m, pick)) {
+                        continue;
+                    }
+                    events.push(thumbnail(
+                        seq,
+                        seq * 10,
+                        &uploaded[m],
+                        sizes[pick],
+                        h,
+                        size,
+                        dss[at],
+                    ));
+                    place.insert(h, at);
+                }
+                _ => {
+                    if !place.contains_key(&h) || at == d {
+                        continue;
+                    }
+                    events.push(moved(seq, seq * 10, 1, h, size, dss[at], dss[d]));
+                    place.insert(h, d);
+                }
+            }
+        }
+        let s = state_of(&events);
+        for id in dss {
+            prop_assert_eq!(totals(&s, id), estimate_from_index(&s, id));
+        }
+    }
+
     /// Random uploads and moves across three datastores, logged as the writer would (a
     /// duplicate goes to its hash's current place, a move starts where the hash is): the
     /// totals always equal the counting rule over where the media index says each row is.

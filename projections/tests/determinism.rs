@@ -6,13 +6,16 @@ mod common;
 
 use common::{
     access, create_async, ds, envelope, media, moved, moved_at, sha, source_deleted, space,
-    start_transfer, state_of, transfer_failed, transfer_finished, upload, upload_at,
+    start_transfer, state_of, thumbnail, thumbnail_at, transfer_failed, transfer_finished, upload,
+    upload_at, ThumbSize, CROP_32, CROP_96, SCALE_320,
 };
 use media_ledger_events::{Actor, BlobLocation, BlobSourceDeleted, Envelope, Event, Seq};
 use media_ledger_projections::memory::MemoryState;
 use media_ledger_projections::size_estimate::SizeEstimator;
 use media_ledger_projections::tasks::{self, PendingDeletion, TaskRecord};
-use media_ledger_projections::{datastore_sizes, hash_refs, media_index, pending_uploads, ALL};
+use media_ledger_projections::{
+    datastore_sizes, hash_refs, media_index, pending_uploads, thumbnails, ALL,
+};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -36,6 +39,14 @@ fn fixed_log() -> Vec<Envelope> {
         access(16, 3_800, "m4", 1),
         start_transfer(17, 3_900, "B", "A", 2, 107),
         moved(18, 4_000, 17, 3, 7, "B", "A"),
+        // Thumbnails: of new bytes (h4, into B), of m3's bytes (h2, where that blob is: A),
+        // and of h4 again for another media; then h4 (only thumbnails) moves B → A.
+        thumbnail(19, 4_100, "m1", CROP_32, 4, 5, "B"),
+        thumbnail(20, 4_200, "m1", SCALE_320, 2, 50, "A"),
+        thumbnail(21, 4_300, "p1", CROP_32, 4, 5, "B"),
+        transfer_finished(22, 4_400, 17, None),
+        start_transfer(23, 4_500, "B", "A", 2, 105),
+        moved(24, 4_600, 23, 4, 5, "B", "A"),
     ]
 }
 
@@ -95,7 +106,8 @@ fn every_projection_has_a_space_and_a_unique_name() {
             "hash_refs",
             "media_index",
             "pending_uploads",
-            "tasks"
+            "tasks",
+            "thumbnails"
         ])
     );
     for p in ALL {
@@ -145,7 +157,26 @@ enum Op {
         t: usize,
         err: bool,
     },
+    /// A thumbnail of media `m` at `THUMB_SIZES[size]` with bytes `h` (hashes 0..5 are also
+    /// media bytes, 5..8 only ever thumbnails), new bytes stored in `DSS[d]`.
+    Thumb {
+        m: u8,
+        size: u8,
+        h: u8,
+        d: u8,
+        loc: u8,
+    },
 }
+
+const THUMB_SIZES: [ThumbSize; 4] = [
+    CROP_32,
+    CROP_96,
+    SCALE_320,
+    (320, 240, media_ledger_events::ThumbnailMethod::Scale, true),
+];
+
+/// Every hash any op uses.
+const HASHES: std::ops::Range<u8> = 0..8;
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
@@ -157,6 +188,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (any::<usize>(), any::<usize>()).prop_map(|(t, p)| Op::Delete { t, p }),
         1 => (any::<usize>(), 0u8..5, any::<bool>()).prop_map(|(t, h, last)| Op::Fail { t, h, last }),
         1 => (any::<usize>(), any::<bool>()).prop_map(|(t, err)| Op::Finish { t, err }),
+        3 => (0u8..10, 0u8..4, 0u8..8, 0u8..2, 0u8..3)
+            .prop_map(|(m, size, h, d, loc)| Op::Thumb { m, size, h, d, loc }),
     ]
 }
 
@@ -184,6 +217,8 @@ struct Model {
     pending: BTreeMap<u8, (u64, u64)>,
     /// task seq → task
     tasks: BTreeMap<u64, TaskModel>,
+    /// (media, size index) → (hash, datastore, created)
+    thumbs: BTreeMap<(u8, u8), (u8, u8, u64)>,
 }
 
 impl Model {
@@ -332,9 +367,12 @@ fn valid_log(ops: &[(Op, u64)]) -> (Vec<Envelope>, Model) {
                 ));
                 let hr = model.hashes.get_mut(&hash).unwrap();
                 (hr.0, hr.1) = (to, to_loc.clone());
-                for m in &model.by_hash[&hash] {
+                for m in model.by_hash.get(&hash).into_iter().flatten() {
                     let rec = model.media.get_mut(m).unwrap();
                     (rec.1, rec.2) = (to, to_loc.clone());
+                }
+                for t in model.thumbs.values_mut().filter(|t| t.0 == hash) {
+                    t.1 = to;
                 }
                 let tm = model.tasks.get_mut(&task).unwrap();
                 tm.record.blobs_done += 1;
@@ -384,6 +422,29 @@ fn valid_log(ops: &[(Op, u64)]) -> (Vec<Envelope>, Model) {
                 tm.record.ended_at_ms = Some(time);
                 tm.record.error_message = message;
             }
+            Op::Thumb { m, size, h, d, loc } => {
+                // The writer: refused for a media not uploaded (UnknownMedia) or a thumbnail
+                // already recorded (ThumbnailExists); bytes already stored go where they are.
+                if !model.media.contains_key(&m) || model.thumbs.contains_key(&(m, size)) {
+                    continue;
+                }
+                let (d, l) = match model.hashes.get(&h) {
+                    Some((hd, hl, ..)) => (*hd, hl.clone()),
+                    None => (d, format!("{}/t{h}/{loc}", ds_name(d)).parse().unwrap()),
+                };
+                log.push(thumbnail_at(
+                    seq,
+                    time,
+                    &format!("m{m}"),
+                    THUMB_SIZES[usize::from(size)],
+                    h,
+                    size_of_hash(h),
+                    ds_name(d),
+                    l.clone(),
+                ));
+                model.hashes.entry(h).or_insert((d, l, time, seq));
+                model.thumbs.insert((m, size), (h, d, time));
+            }
         }
     }
     (log, model)
@@ -408,7 +469,7 @@ fn check_against_model(s: &MemoryState, model: &Model) {
     }
     // The hash → media index: one key per hash, listing its media in upload order.
     assert_eq!(mi.0.len() - records, model.by_hash.len());
-    for h in 0u8..5 {
+    for h in HASHES {
         let want: Vec<_> = model
             .by_hash
             .get(&h)
@@ -420,7 +481,9 @@ fn check_against_model(s: &MemoryState, model: &Model) {
     let hr = space(s, "hash_refs");
     for (h, (d, loc, last, created)) in &model.hashes {
         let r = hash_refs::get(hr, &sha(*h)).unwrap().unwrap();
-        let refs = model.media.values().filter(|v| v.0 == *h).count() as u64;
+        let media_refs = model.media.values().filter(|v| v.0 == *h).count() as u64;
+        let thumb_refs = model.thumbs.values().filter(|v| v.0 == *h).count() as u64;
+        let refs = media_refs + thumb_refs;
         assert_eq!(r.ref_count, refs);
         assert_eq!(r.datastore, ds(ds_name(*d)));
         assert_eq!(&r.location, loc);
@@ -430,9 +493,15 @@ fn check_against_model(s: &MemoryState, model: &Model) {
         let mut prefix = vec![b'r'];
         prefix.extend_from_slice(&sha(*h).0);
         let keys = hr.0.keys().filter(|k| k.starts_with(&prefix)).count() as u64;
-        assert_eq!(keys, refs, "ref_count equals the referrer keys");
+        assert_eq!(keys, media_refs, "one media referrer key per media");
+        prefix[0] = b't';
+        let keys = hr.0.keys().filter(|k| k.starts_with(&prefix)).count() as u64;
+        assert_eq!(keys, thumb_refs, "one thumbnail referrer key per thumbnail");
     }
-    for h in 0u8..5 {
+    // Nothing else: hash records, media and thumbnail referrers only.
+    let all_refs: usize = model.media.len() + model.thumbs.len();
+    assert_eq!(hr.0.len(), model.hashes.len() + all_refs);
+    for h in HASHES {
         if !model.hashes.contains_key(&h) {
             assert_eq!(hash_refs::get(hr, &sha(h)).unwrap(), None);
         }
@@ -445,6 +514,11 @@ fn check_against_model(s: &MemoryState, model: &Model) {
         for (h, d, ..) in model.media.values() {
             if usize::from(*d) == i {
                 est.add_media(sha(*h), size_of_hash(*h));
+            }
+        }
+        for (h, d, _) in model.thumbs.values() {
+            if usize::from(*d) == i {
+                est.add_thumbnail(sha(*h), size_of_hash(*h));
             }
         }
         assert_eq!(
@@ -494,6 +568,25 @@ fn check_against_model(s: &MemoryState, model: &Model) {
         keys += 1 + want.len();
     }
     assert_eq!(ts.0.len(), keys, "no other keys in tasks");
+
+    let th = space(s, "thumbnails");
+    assert_eq!(th.0.len(), model.thumbs.len(), "one key per thumbnail");
+    for m in 0u8..10 {
+        for (i, &(w, ht, method, animated)) in THUMB_SIZES.iter().enumerate() {
+            let got =
+                thumbnails::get(th, &media(&format!("m{m}")), w, ht, method, animated).unwrap();
+            let size = u8::try_from(i).unwrap();
+            match model.thumbs.get(&(m, size)) {
+                Some(&(h, _, created)) => {
+                    let r = got.unwrap();
+                    assert_eq!(r.sha256, sha(h));
+                    assert_eq!(r.size_bytes, size_of_hash(h));
+                    assert_eq!(r.created_at_ms, created);
+                }
+                None => assert_eq!(got, None),
+            }
+        }
+    }
 }
 
 #[test]
@@ -524,7 +617,51 @@ fn the_fixed_log_matches_hand_computed_figures() {
     let t17 = tasks::get(space(&s, "tasks"), Seq(17)).unwrap().unwrap();
     assert_eq!(
         (t17.blobs_done, t17.bytes_done, t17.ended_at_ms),
-        (1, 7, None)
+        (1, 7, Some(4_400))
+    );
+    // Thumbnails: h2 (50 bytes, also m3's) and h4 (5 bytes, twice) all end in A; h4 brings
+    // one hash and 5 bytes to A's totals, h2 none (m3 counts it already).
+    assert_eq!(
+        (
+            a.thumbnails_affected,
+            a.thumbnail_hashes_affected,
+            a.thumbnail_bytes,
+            a.total_hashes_affected,
+            a.total_bytes
+        ),
+        (3, 2, 55, 3, 62)
+    );
+    assert_eq!(
+        (
+            b.thumbnails_affected,
+            b.thumbnail_hashes_affected,
+            b.thumbnail_bytes,
+            b.total_hashes_affected,
+            b.total_bytes
+        ),
+        (0, 0, 0, 1, 100)
+    );
+    let hr = space(&s, "hash_refs");
+    let h4 = hash_refs::get(hr, &sha(4)).unwrap().unwrap();
+    assert_eq!(
+        (
+            h4.datastore,
+            h4.ref_count,
+            h4.created_seq,
+            h4.last_access_ms
+        ),
+        (ds("A"), 2, Seq(19), 4_100)
+    );
+    assert_eq!(hash_refs::get(hr, &sha(2)).unwrap().unwrap().ref_count, 2);
+    let th = space(&s, "thumbnails");
+    assert_eq!(th.0.len(), 3);
+    let (w, h, m, an) = CROP_32;
+    let t = thumbnails::get(th, &media("p1"), w, h, m, an)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (t.sha256, t.size_bytes, t.created_at_ms),
+        (sha(4), 5, 4_300)
     );
 }
 
@@ -573,6 +710,7 @@ fn random_logs_contain_transfers() {
         "blob.source_deleted.v1",
         "blob.transfer_failed.v1",
         "transfer.finished.v1",
+        "thumbnail.generated.v1",
     ] {
         assert!(
             seen.get(name).copied().unwrap_or(0) >= 20,

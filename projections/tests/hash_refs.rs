@@ -5,13 +5,13 @@ mod common;
 
 use common::{
     access, assert_invariant, create_async, default_location, ds, location, moved, moved_at, sha,
-    source_deleted, space, start_transfer, state_of, transfer_failed, transfer_finished, upload,
-    upload_at,
+    source_deleted, space, start_transfer, state_of, thumbnail, thumbnail_at, transfer_failed,
+    transfer_finished, upload, upload_at, ThumbSize, CROP_32, CROP_96, SCALE_320,
 };
 use media_ledger_events::{Seq, Sha256};
 use media_ledger_projections::hash_refs::{self, HashRecord, HashRefs};
 use media_ledger_projections::memory::{MemoryKv, MemoryState};
-use media_ledger_projections::{KvTx, Projection, ProjectionError};
+use media_ledger_projections::{thumbnails, KvTx, Projection, ProjectionError};
 
 const NAME: &str = "hash_refs";
 
@@ -22,6 +22,17 @@ fn get(state: &MemoryState, n: u8) -> Option<HashRecord> {
 /// The referrer keys of `sha` (`b'r' ‖ sha256 ‖ media key`), as the module documents.
 fn referrers(state: &MemoryState, sha: &Sha256) -> usize {
     let mut prefix = vec![b'r'];
+    prefix.extend_from_slice(&sha.0);
+    space(state, NAME)
+        .0
+        .keys()
+        .filter(|k| k.starts_with(&prefix))
+        .count()
+}
+
+/// The thumbnail referrer keys of `sha` (`b't' ‖ sha256 ‖ thumbnail key`).
+fn thumb_referrers(state: &MemoryState, sha: &Sha256) -> usize {
+    let mut prefix = vec![b't'];
     prefix.extend_from_slice(&sha.0);
     space(state, NAME)
         .0
@@ -327,4 +338,218 @@ fn hash_entries_decode_from_a_scan() {
         hash_refs::decode_hash_entry(&key, &[0xff]),
         Some(Err(ProjectionError::Corrupt { name: NAME, .. }))
     ));
+}
+
+// ---- thumbnails ----
+
+#[test]
+fn a_thumbnail_of_new_bytes_creates_the_hash_record() {
+    let s = state_of(&[
+        upload(1, 1_000, "m1", 1, 100, "A"),
+        thumbnail_at(2, 2_000, "m1", CROP_32, 2, 10, "B", location("B/thumbs/h2")),
+    ]);
+    assert_eq!(
+        get(&s, 2),
+        Some(HashRecord {
+            datastore: ds("B"),
+            location: location("B/thumbs/h2"),
+            size_bytes: 10,
+            ref_count: 1,
+            last_access_ms: 2_000,
+            created_seq: Seq(2),
+        })
+    );
+    // The media's hash is untouched.
+    assert_eq!(get(&s, 1).unwrap().ref_count, 1);
+    // One thumbnail referrer key, exactly the documented one.
+    assert_eq!(
+        (referrers(&s, &sha(2)), thumb_referrers(&s, &sha(2))),
+        (0, 1)
+    );
+    let mut want = vec![b't'];
+    want.extend_from_slice(&sha(2).0);
+    want.extend(thumbnails::thumb_key(
+        &common::media("m1"),
+        32,
+        32,
+        media_ledger_events::ThumbnailMethod::Crop,
+        false,
+    ));
+    assert_eq!(space(&s, NAME).0.get(&want), Some(&Vec::new()));
+}
+
+#[test]
+fn a_thumbnail_of_bytes_equal_to_a_media_adds_a_reference() {
+    let base = [
+        upload(1, 1_000, "m1", 1, 100, "A"),
+        upload(2, 3_000, "m2", 2, 50, "A"),
+    ];
+    let mut events = base.to_vec();
+    // Bytes equal to m1's content, of a thumbnail of m2 (the writer points it at m1's blob).
+    events.push(thumbnail(3, 2_000, "m2", CROP_96, 1, 100, "A"));
+    let before = get(&state_of(&base), 1).unwrap();
+    let s = state_of(&events);
+    assert_eq!(
+        get(&s, 1).unwrap(),
+        HashRecord {
+            ref_count: 2,
+            ..before
+        },
+        "one more reference; place, size, last access and created_seq kept"
+    );
+    assert_eq!(
+        (referrers(&s, &sha(1)), thumb_referrers(&s, &sha(1))),
+        (1, 1)
+    );
+    assert_eq!(get(&s, 2).unwrap().ref_count, 1);
+}
+
+#[test]
+fn the_first_place_wins_for_a_thumbnail_as_for_a_media() {
+    // Logged elsewhere (which the writer would not do), the record keeps the first place.
+    let s = state_of(&[
+        upload_at(1, 1_000, "m1", 1, 100, "A", location("first/blob")),
+        thumbnail_at(
+            2,
+            2_000,
+            "m1",
+            CROP_32,
+            1,
+            100,
+            "B",
+            location("second/blob"),
+        ),
+    ]);
+    let r = get(&s, 1).unwrap();
+    assert_eq!(
+        (r.datastore, r.location, r.ref_count),
+        (ds("A"), location("first/blob"), 2)
+    );
+}
+
+#[test]
+fn a_thumbnail_is_not_an_access() {
+    // last_access_ms is the latest upload or recorded access of a *media* with the hash; a
+    // thumbnail sharing the bytes later does not move it, one of new bytes starts it.
+    let s = state_of(&[
+        upload(1, 1_000, "m1", 1, 100, "A"),
+        thumbnail(2, 5_000, "m1", CROP_32, 1, 100, "A"),
+        thumbnail(3, 6_000, "m1", CROP_96, 2, 10, "A"),
+        thumbnail(4, 7_000, "m1", SCALE_320, 2, 10, "A"),
+    ]);
+    assert_eq!(get(&s, 1).unwrap().last_access_ms, 1_000);
+    let h2 = get(&s, 2).unwrap();
+    assert_eq!(
+        (h2.last_access_ms, h2.created_seq, h2.ref_count),
+        (6_000, Seq(3), 2)
+    );
+}
+
+#[test]
+fn ref_count_counts_media_and_thumbnails() {
+    let sizes: [ThumbSize; 3] = [CROP_32, CROP_96, SCALE_320];
+    let mut events = vec![
+        upload(1, 1_000, "m1", 1, 100, "A"),
+        upload(2, 1_001, "m2", 1, 100, "A"),
+        upload(3, 1_002, "m3", 2, 50, "A"),
+    ];
+    // m1 and m3: thumbnails of h3 at every size; m2: one of h1 (its own content), one of h2.
+    for m in ["m1", "m3"] {
+        for &size in &sizes {
+            let seq = events.len() as u64 + 1;
+            events.push(thumbnail(seq, 2_000 + seq, m, size, 3, 7, "A"));
+        }
+    }
+    events.push(thumbnail(10, 3_000, "m2", CROP_32, 1, 100, "A"));
+    events.push(thumbnail(11, 3_001, "m2", CROP_96, 2, 50, "A"));
+    // A media uploaded later with bytes only thumbnails had so far.
+    events.push(upload(12, 4_000, "m4", 3, 7, "A"));
+    let s = state_of(&events);
+    for (n, media_refs, thumb_refs) in [(1u8, 2usize, 1usize), (2, 1, 1), (3, 1, 6)] {
+        let r = get(&s, n).unwrap();
+        assert_eq!(
+            (referrers(&s, &sha(n)), thumb_referrers(&s, &sha(n))),
+            (media_refs, thumb_refs),
+            "h{n}"
+        );
+        assert_eq!(r.ref_count, (media_refs + thumb_refs) as u64, "h{n}");
+    }
+    let h3 = get(&s, 3).unwrap();
+    assert_eq!(h3.created_seq, Seq(4), "first stored by a thumbnail");
+    assert_eq!(h3.last_access_ms, 4_000, "the media upload is an access");
+}
+
+#[test]
+fn recording_a_thumbnail_twice_is_an_invariant_error() {
+    let mut kv = MemoryKv::default();
+    HashRefs
+        .apply(&upload(1, 1, "m1", 1, 10, "A"), &mut kv)
+        .unwrap();
+    HashRefs
+        .apply(&thumbnail(2, 2, "m1", CROP_32, 2, 5, "A"), &mut kv)
+        .unwrap();
+    let before = kv.clone();
+    assert_invariant(
+        HashRefs.apply(&thumbnail(3, 3, "m1", CROP_32, 2, 5, "A"), &mut kv),
+        NAME,
+    );
+    assert_eq!(kv, before, "ref_count not incremented by the refused event");
+    // Bytes equal to the media's: the thumbnail key differs from the media key, so a
+    // thumbnail of m1 with m1's own bytes is a second reference, not a duplicate.
+    HashRefs
+        .apply(&thumbnail(4, 4, "m1", CROP_96, 1, 10, "A"), &mut kv)
+        .unwrap();
+    let before = kv.clone();
+    assert_invariant(
+        HashRefs.apply(&thumbnail(5, 5, "m1", CROP_96, 1, 10, "A"), &mut kv),
+        NAME,
+    );
+    assert_eq!(kv, before);
+    assert_eq!(hash_refs::get(&kv, &sha(1)).unwrap().unwrap().ref_count, 2);
+}
+
+#[test]
+fn a_moved_thumbnail_blob_keeps_its_references() {
+    let mut s = state_of(&[
+        upload(1, 1_000, "m1", 1, 100, "A"),
+        thumbnail(2, 2_000, "m1", CROP_32, 2, 10, "A"),
+        thumbnail(3, 2_001, "m1", CROP_96, 2, 10, "A"),
+        start_transfer(4, 3_000, "A", "B", 2, 110),
+    ]);
+    let before = get(&s, 2).unwrap();
+    s.apply(&moved(5, 4_000, 4, 2, 10, "A", "B")).unwrap();
+    assert_eq!(
+        get(&s, 2).unwrap(),
+        HashRecord {
+            datastore: ds("B"),
+            location: default_location(2, "B"),
+            ..before
+        }
+    );
+    assert_eq!(thumb_referrers(&s, &sha(2)), 2);
+    assert_eq!(get(&s, 1).unwrap().datastore, ds("A"));
+}
+
+#[test]
+fn thumbnail_referrer_keys_are_skipped_by_hash_scans() {
+    let s = state_of(&[
+        upload(1, 1_000, "m1", 1, 100, "A"),
+        thumbnail(2, 2_000, "m1", CROP_32, 2, 10, "A"),
+        thumbnail(3, 2_001, "m1", CROP_96, 1, 100, "A"),
+    ]);
+    let kv = space(&s, NAME);
+    let mut found = Vec::new();
+    let mut skipped = Vec::new();
+    for (k, v) in &kv.0 {
+        match hash_refs::decode_hash_entry(k, v) {
+            Some(entry) => found.push(entry.unwrap()),
+            None => skipped.push(k[0]),
+        }
+    }
+    assert_eq!(
+        found,
+        vec![(sha(1), get(&s, 1).unwrap()), (sha(2), get(&s, 2).unwrap())]
+    );
+    skipped.sort_unstable();
+    assert_eq!(skipped, vec![b'r', b't', b't']);
 }

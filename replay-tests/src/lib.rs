@@ -10,7 +10,11 @@
 //!   the same plans: an admin starts one (its task id is the sequence the step gets), blobs
 //!   that sit in its source move to its target (from where the model has them, as the writer
 //!   demands; the ledger never touches a real datastore, so locations are only names), and
-//!   the task records source deletions, failed attempts and its end.
+//!   the task records source deletions, failed attempts and its end. Thumbnails of uploaded
+//!   media are recorded at a few sizes; their bytes come from the media pool (equal to some
+//!   media's content) or from a small pool of their own (shared between thumbnails), and, like
+//!   an upload, a thumbnail of bytes already stored is expected at that blob's place. A
+//!   thumbnail already recorded is never generated again (the writer would refuse it).
 //! - [`submit_all`] submits steps to a ledger (in groups, so group commit and the writer's
 //!   overlay are exercised) on a runtime of its own.
 //! - [`state_of`], [`replay`] and [`snapshot`] read, recompute and render projection state.
@@ -19,13 +23,14 @@ use media_ledger::ledger::{Command, Committed, Ledger, LedgerError};
 use media_ledger_events::{
     codec, Actor, AsyncUploadCreated, BlobLocation, BlobMoved, BlobSourceDeleted,
     BlobTransferFailed, ContentType, DatastoreId, Envelope, Event, MediaAccessed, MediaId,
-    MediaRef, MediaUploaded, RequestId, Seq, ServerName, Sha256, TransferFinished, TransferStarted,
-    UserId,
+    MediaRef, MediaUploaded, RequestId, Seq, ServerName, Sha256, ThumbnailGenerated,
+    ThumbnailMethod, TransferFinished, TransferStarted, UserId,
 };
 use media_ledger_projections::datastore_sizes::{self, HashCount};
 use media_ledger_projections::memory::{MemoryKv, MemoryState};
 use media_ledger_projections::{
-    hash_refs, media_index, parse_media_key, pending_uploads, tasks, ProjectionError, ALL,
+    hash_refs, media_index, parse_media_key, pending_uploads, tasks, thumbnails, ProjectionError,
+    ALL,
 };
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
@@ -43,6 +48,15 @@ pub const DATASTORES: [&str; 2] = ["ds-alpha", "ds-beta"];
 pub const USERS: [&str; 3] = ["@alice:localhost", "@bob:localhost", "@carol:example.org"];
 /// How many distinct contents there are; small, so that digests repeat.
 pub const SHA_POOL: usize = 5;
+/// How many contents only thumbnails have: pool entries `SHA_POOL..SHA_POOL + THUMB_POOL`.
+pub const THUMB_POOL: usize = 3;
+/// The sizes thumbnails are generated at: width, height, method, animated.
+pub const THUMB_SIZES: [(u32, u32, ThumbnailMethod, bool); 4] = [
+    (32, 32, ThumbnailMethod::Crop, false),
+    (96, 96, ThumbnailMethod::Crop, false),
+    (320, 240, ThumbnailMethod::Scale, false),
+    (320, 240, ThumbnailMethod::Scale, true),
+];
 /// Expiry of reservations that are meant to be filled (2100-01-01).
 pub const FAR_FUTURE_MS: u64 = 4_102_444_800_000;
 /// Time of the first envelope of [`Plan::envelopes`] (2023-11-14).
@@ -136,6 +150,21 @@ pub enum Op {
         /// Whether it ends with an error message.
         error: bool,
     },
+    /// A thumbnail of an uploaded media is recorded (skipped when there is no media, or
+    /// when that thumbnail exists already).
+    Thumbnail {
+        /// Which uploaded media (modulo their number).
+        pick: usize,
+        /// Index into [`THUMB_SIZES`].
+        size: usize,
+        /// Index into the digest pool, `0..SHA_POOL + THUMB_POOL`: below `SHA_POOL` the bytes
+        /// equal some media's content.
+        sha: usize,
+        /// Index into [`DATASTORES`] (ignored when the digest is already stored).
+        datastore: usize,
+        /// Who asked for it: a user, or the server for an anonymous request.
+        actor: usize,
+    },
 }
 
 fn media_id_strategy() -> impl Strategy<Value = String> {
@@ -170,6 +199,16 @@ pub fn op() -> impl Strategy<Value = Op> {
         1 => (any::<usize>(), 0..SHA_POOL, proptest::bool::weighted(0.3))
             .prop_map(|(task, sha, final_attempt)| Op::TransferFailed { task, sha, final_attempt }),
         3 => (any::<usize>(), any::<bool>()).prop_map(|(task, error)| Op::FinishTransfer { task, error }),
+        2 => (
+            any::<usize>(),
+            0..THUMB_SIZES.len(),
+            0..SHA_POOL + THUMB_POOL,
+            0..DATASTORES.len(),
+            0..=USERS.len(),
+        )
+            .prop_map(|(pick, size, sha, datastore, actor)| {
+                Op::Thumbnail { pick, size, sha, datastore, actor }
+            }),
     ]
 }
 
@@ -254,6 +293,8 @@ struct Model {
     blobs: BTreeMap<Sha256, (DatastoreId, BlobLocation)>,
     /// Unfinished transfers by task id.
     tasks: BTreeMap<Seq, OpenTask>,
+    /// Recorded thumbnails: media and index into [`THUMB_SIZES`].
+    thumbnails: BTreeSet<(MediaRef, usize)>,
 }
 
 impl Model {
@@ -338,9 +379,9 @@ fn datastore(i: usize) -> Result<DatastoreId, BoxError> {
         .parse()?)
 }
 
-/// The size of a digest of the pool.
+/// The size of a digest of the pool (media and thumbnail contents alike).
 fn size_of_sha(sha: &Sha256) -> u64 {
-    (0..SHA_POOL)
+    (0..SHA_POOL + THUMB_POOL)
         .find(|&i| pool_sha(i) == *sha)
         .map_or(0, pool_size)
 }
@@ -364,9 +405,9 @@ fn content_type(i: usize) -> Result<ContentType, BoxError> {
 
 impl Plan {
     /// Resolves abstract steps in order, skipping those that have no valid form (an access
-    /// before any upload, a completion without an open reservation, transfer progress
-    /// without an open transfer). A transfer's task id is the sequence its start gets when
-    /// the plan is submitted to an empty ledger.
+    /// or a thumbnail before any upload, a thumbnail already recorded, a completion without
+    /// an open reservation, transfer progress without an open transfer). A transfer's task id
+    /// is the sequence its start gets when the plan is submitted to an empty ledger.
     pub fn new(ops: &[Op]) -> Result<Self, BoxError> {
         let mut model = Model::default();
         let mut steps = Vec::new();
@@ -596,6 +637,66 @@ impl Plan {
                         expected: event,
                     }
                 }
+                Op::Thumbnail {
+                    pick,
+                    size,
+                    sha,
+                    datastore: d,
+                    actor,
+                } => {
+                    let Some((media, _)) = model
+                        .uploaded
+                        .get(pick % model.uploaded.len().max(1))
+                        .cloned()
+                    else {
+                        continue;
+                    };
+                    let size = size % THUMB_SIZES.len();
+                    if !model.thumbnails.insert((media.clone(), size)) {
+                        continue;
+                    }
+                    let (width, height, method, animated) = THUMB_SIZES[size];
+                    let sha_index = sha % (SHA_POOL + THUMB_POOL);
+                    let sha = pool_sha(sha_index);
+                    let submitted = ThumbnailGenerated {
+                        media: media.clone(),
+                        width,
+                        height,
+                        method,
+                        animated,
+                        sha256: sha,
+                        size_bytes: pool_size(sha_index),
+                        content_type: if method == ThumbnailMethod::Crop {
+                            "image/png".parse()?
+                        } else {
+                            "image/jpeg".parse()?
+                        },
+                        datastore: datastore(*d)?,
+                        location: location_of(&sha)?,
+                    };
+                    let (ds, loc) = model
+                        .blobs
+                        .entry(sha)
+                        .or_insert_with(|| {
+                            (submitted.datastore.clone(), submitted.location.clone())
+                        })
+                        .clone();
+                    let recorded = ThumbnailGenerated {
+                        datastore: ds,
+                        location: loc,
+                        ..submitted.clone()
+                    };
+                    let actor = match actor.checked_sub(USERS.len()) {
+                        None => Actor::User(user(*actor)?),
+                        Some(_) => Actor::System,
+                    };
+                    Step {
+                        actor,
+                        request_id: RequestId(format!("thumb-{}", media.media_id)),
+                        command: Command::RecordThumbnail(submitted),
+                        expected: Event::ThumbnailGeneratedV1(recorded),
+                    }
+                }
                 Op::FinishTransfer { task, error } => {
                     let Some(task) = model.open_task(*task) else {
                         continue;
@@ -783,17 +884,48 @@ fn render_tasks(kv: &MemoryKv) -> Value {
     Value::Object(out)
 }
 
+/// The parts of a key made by [`thumbnails::thumb_key`] (`None` for any other bytes).
+pub fn parse_thumb_key(key: &[u8]) -> Option<(MediaRef, u32, u32, ThumbnailMethod, bool)> {
+    let (media, size) = key.split_at(key.len().checked_sub(10)?);
+    let media = parse_media_key(media.strip_suffix(&[0])?)?;
+    let width = u32::from_be_bytes(size.get(..4)?.try_into().ok()?);
+    let height = u32::from_be_bytes(size.get(4..8)?.try_into().ok()?);
+    let method = match size.get(8)? {
+        0 => ThumbnailMethod::Crop,
+        1 => ThumbnailMethod::Scale,
+        _ => return None,
+    };
+    let animated = match size.get(9)? {
+        0 => false,
+        1 => true,
+        _ => return None,
+    };
+    // Only a key the projection itself would write (one encoding per thumbnail).
+    (thumbnails::thumb_key(&media, width, height, method, animated) == key)
+        .then_some((media, width, height, method, animated))
+}
+
+/// A thumbnail size as the snapshot names it: `320x240-scale`, `320x240-scale-animated`.
+pub fn thumb_label(width: u32, height: u32, method: ThumbnailMethod, animated: bool) -> String {
+    let animated = if animated { "-animated" } else { "" };
+    format!("{width}x{height}-{}{animated}", method.as_str())
+}
+
 fn render_hash_refs(kv: &MemoryKv) -> Value {
-    let mut hashes: BTreeMap<String, (Value, Vec<Value>)> = BTreeMap::new();
+    #[derive(Default)]
+    struct Hash {
+        record: Value,
+        refs: Vec<Value>,
+        thumbnail_refs: Vec<Value>,
+    }
+    let mut hashes: BTreeMap<String, Hash> = BTreeMap::new();
     let mut out = Map::new();
     for (k, v) in &kv.0 {
         match k.split_first() {
             Some((b'h', rest)) => match sha_at(rest) {
                 Some(sha) => {
-                    let entry = hashes
-                        .entry(sha.to_hex())
-                        .or_insert((Value::Null, Vec::new()));
-                    entry.0 = json_of(hash_refs::get(kv, &sha), v);
+                    hashes.entry(sha.to_hex()).or_default().record =
+                        json_of(hash_refs::get(kv, &sha), v);
                 }
                 None => unparsed(&mut out, k, v),
             },
@@ -801,8 +933,19 @@ fn render_hash_refs(kv: &MemoryKv) -> Value {
                 let (sha, media) = rest.split_at(32);
                 match parse_media_key(media) {
                     Some(media) => {
-                        let entry = hashes.entry(hex(sha)).or_insert((Value::Null, Vec::new()));
-                        entry.1.push(Value::String(media.to_string()));
+                        let entry = hashes.entry(hex(sha)).or_default();
+                        entry.refs.push(Value::String(media.to_string()));
+                    }
+                    None => unparsed(&mut out, k, v),
+                }
+            }
+            Some((b't', rest)) if rest.len() > 32 => {
+                let (sha, thumb) = rest.split_at(32);
+                match parse_thumb_key(thumb) {
+                    Some((media, w, h, m, a)) => {
+                        let entry = hashes.entry(hex(sha)).or_default();
+                        let name = format!("{media} {}", thumb_label(w, h, m, a));
+                        entry.thumbnail_refs.push(Value::String(name));
                     }
                     None => unparsed(&mut out, k, v),
                 }
@@ -810,8 +953,31 @@ fn render_hash_refs(kv: &MemoryKv) -> Value {
             _ => unparsed(&mut out, k, v),
         }
     }
-    for (sha, (record, refs)) in hashes {
-        out.insert(sha, json!({ "record": record, "refs": refs }));
+    for (sha, h) in hashes {
+        let mut entry = json!({ "record": h.record, "refs": h.refs });
+        if !h.thumbnail_refs.is_empty() {
+            entry["thumbnail_refs"] = Value::Array(h.thumbnail_refs);
+        }
+        out.insert(sha, entry);
+    }
+    Value::Object(out)
+}
+
+fn render_thumbnails(kv: &MemoryKv) -> Value {
+    let mut out = Map::new();
+    for (k, v) in &kv.0 {
+        match parse_thumb_key(k) {
+            Some((media, w, h, m, a)) => {
+                let record = thumbnails::decode_record(v).map(Some);
+                let sizes = out
+                    .entry(media.to_string())
+                    .or_insert_with(|| Value::Object(Map::new()));
+                if let Value::Object(sizes) = sizes {
+                    sizes.insert(thumb_label(w, h, m, a), json_of(record, v));
+                }
+            }
+            None => unparsed(&mut out, k, v),
+        }
     }
     Value::Object(out)
 }
@@ -903,10 +1069,12 @@ fn render_hex(kv: &MemoryKv) -> Value {
 }
 
 /// Renders every projection's state readably: media by MXC URI (and the hash → media index
-/// under `media_index.by_hash`), hashes and datastores by name, transfers as `task-<seq>`
-/// with their pending source deletions by hash, values decoded with the projections' own
-/// helpers. A key no decoder understands (or a projection this function does not know)
-/// appears as hex, so nothing is hidden.
+/// under `media_index.by_hash`), hashes and datastores by name (a hash lists the media and,
+/// under `thumbnail_refs` when there are any, the thumbnails referring to it), transfers as
+/// `task-<seq>` with their pending source deletions by hash, thumbnails by MXC URI and then
+/// by [`thumb_label`], values decoded with the projections' own helpers. A key no decoder
+/// understands (or a projection this function does not know) appears as hex, so nothing is
+/// hidden.
 pub fn snapshot(state: &MemoryState) -> Value {
     let mut out = Map::new();
     for (name, kv) in &state.spaces {
@@ -916,6 +1084,7 @@ pub fn snapshot(state: &MemoryState) -> Value {
             "datastore_sizes" => render_datastore_sizes(kv),
             "pending_uploads" => render_pending_uploads(kv),
             "tasks" => render_tasks(kv),
+            "thumbnails" => render_thumbnails(kv),
             _ => render_hex(kv),
         };
         out.insert((*name).to_owned(), rendered);

@@ -1,18 +1,22 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! A checked-in log and the state it must fold into.
 //!
-//! `fixtures/golden.jsonl` holds 26 envelopes: every event type, duplicate bytes (recorded, as
+//! `fixtures/golden.jsonl` holds 29 envelopes: every event type, duplicate bytes (recorded, as
 //! the writer does, with the first upload's datastore and location), two datastores, filled,
 //! pending and lapsed async reservations, accesses by users, the admin and the server, and
 //! (from sequence 21) a transfer from `alpha` to `beta` of the content shared by cat1 and cat2:
 //! one failed attempt, the move, the deletion of the source copy and the end, followed by a
-//! duplicate upload of that content, recorded (as the writer does) at its new place.
+//! duplicate upload of that content, recorded (as the writer does) at its new place. Then
+//! (from sequence 27) three thumbnails: cat1 at 32x32 crop, new bytes stored in `alpha`; cat3
+//! at the same size, the same bytes (the cats share their content), recorded at that blob;
+//! and cat2 at 96x96 crop, whose bytes are the cat content itself (a 96x96 picture encodes
+//! to the same file), recorded at the cat blob's new place in `beta`.
 //! `fixtures/golden.expected.json` is its snapshot. A change of a projection's fold shows as a
 //! diff of that file; after checking the diff by eye, regenerate it with
 //! `UPDATE_GOLDEN=1 cargo test -p media-ledger-replay-tests --test golden`.
 
-use media_ledger::ledger::{raw, Ledger};
-use media_ledger_events::{Event, Seq};
+use media_ledger::ledger::{raw, Command, Ledger};
+use media_ledger_events::{Event, Seq, ThumbnailGenerated};
 use media_ledger_replay_tests::{
     fixtures_dir, ledger_envelopes, load_jsonl, replay, snapshot, state_of,
 };
@@ -49,7 +53,7 @@ fn golden_log_folds_into_the_expected_snapshot() {
 #[test]
 fn golden_log_is_well_formed() {
     let envs = golden();
-    assert_eq!(envs.len(), 26);
+    assert_eq!(envs.len(), 29);
     for (i, env) in (1u64..).zip(&envs) {
         assert_eq!(env.seq, Seq(i), "sequences run from 1 without gaps");
     }
@@ -65,6 +69,12 @@ fn golden_log_is_well_formed() {
     assert_eq!(count(|e| matches!(e, Event::BlobSourceDeletedV1(_))), 1);
     assert_eq!(count(|e| matches!(e, Event::BlobTransferFailedV1(_))), 1);
     assert_eq!(count(|e| matches!(e, Event::TransferFinishedV1(_))), 1);
+    assert_eq!(count(|e| matches!(e, Event::ThumbnailGeneratedV1(_))), 3);
+    // Every variant of the log's format appears (a new one must be added to this log).
+    let mut types: Vec<&str> = envs.iter().map(|e| e.event.type_name()).collect();
+    types.sort_unstable();
+    types.dedup();
+    assert_eq!(types.len(), 9, "{types:?}");
     // Every event after the start names the task by the start's sequence.
     for env in &envs[21..25] {
         let task = match &env.event {
@@ -78,11 +88,19 @@ fn golden_log_is_well_formed() {
     }
 }
 
+/// The content of the 32x32 thumbnails of the cats (600 bytes).
+const THUMB: &str = "53b12bb9b2109875683b8603d8769e9e4685db50f7258fe66999ee341ad3a764";
+/// The content shared by cat1, cat2 and cat3 (1 000 bytes).
+const CAT: &str = "ec0b794d57e49e213bc9f47e3e2221123eda3c073d7dc11cf767f9530d804388";
+
 /// Figures checked by hand against the log: the contents of cat1 and dog1 (1 000 and 2 500
 /// bytes) were first stored in `alpha`, those of doc1, vid1, async1 and import1 (40 000,
 /// 5 000 000, 777 and 123 bytes) in `beta`; every later upload of the same bytes is counted as
 /// a row of that datastore but adds no bytes. Then task 21 moves the cat content (rows cat1
-/// and cat2) from `alpha` to `beta`, and cat3 adds a third row of it in `beta`.
+/// and cat2) from `alpha` to `beta`, and cat3 adds a third row of it in `beta`. Last, two
+/// thumbnail rows of one 600-byte content in `alpha` (new to alpha: a thumbnail hash and a
+/// total hash), and one thumbnail row in `beta` of the cat content (a thumbnail hash and its
+/// bytes, but no total hash: beta's media have it already).
 #[test]
 fn golden_figures_make_sense() {
     let snap = expected();
@@ -93,15 +111,25 @@ fn golden_figures_make_sense() {
     );
     assert_eq!(alpha["media_hashes_affected"], 1);
     assert_eq!(alpha["media_bytes"], 2_500);
-    assert_eq!(alpha["total_hashes_affected"], 1);
-    assert_eq!(alpha["total_bytes"], 2_500);
+    assert_eq!(alpha["thumbnails_affected"], 2, "of cat1 and cat3");
+    assert_eq!(alpha["thumbnail_hashes_affected"], 1);
+    assert_eq!(alpha["thumbnail_bytes"], 600);
+    assert_eq!(alpha["total_hashes_affected"], 2);
+    assert_eq!(alpha["total_bytes"], 2_500 + 600);
     let alpha_hashes = snap["datastore_sizes"]["alpha"]["hashes"]
         .as_object()
         .unwrap();
     assert_eq!(
-        alpha_hashes.len(),
-        1,
-        "the cat row count left alpha with it"
+        alpha_hashes.keys().collect::<Vec<_>>(),
+        [
+            "048656df1192ba1fec4e5e9cf0beacf09b180d044478cd3b9a639ac762d17ee1",
+            THUMB
+        ],
+        "dog and the thumbnail content; the cat row count left alpha with the cat blob"
+    );
+    assert_eq!(
+        alpha_hashes[THUMB],
+        serde_json::json!({ "media": 0, "thumbnails": 2 })
     );
     let beta = &snap["datastore_sizes"]["beta"]["totals"];
     assert_eq!(
@@ -110,10 +138,16 @@ fn golden_figures_make_sense() {
     );
     assert_eq!(beta["media_hashes_affected"], 5);
     assert_eq!(beta["media_bytes"], 40_000 + 5_000_000 + 777 + 123 + 1_000);
+    assert_eq!(beta["thumbnails_affected"], 1, "of cat2");
+    assert_eq!(beta["thumbnail_hashes_affected"], 1);
+    assert_eq!(beta["thumbnail_bytes"], 1_000);
     assert_eq!(beta["total_hashes_affected"], 5);
     assert_eq!(beta["total_bytes"], 40_000 + 5_000_000 + 777 + 123 + 1_000);
-    let cat = "ec0b794d57e49e213bc9f47e3e2221123eda3c073d7dc11cf767f9530d804388";
-    assert_eq!(snap["datastore_sizes"]["beta"]["hashes"][cat]["media"], 3);
+    let cat = CAT;
+    assert_eq!(
+        snap["datastore_sizes"]["beta"]["hashes"][cat],
+        serde_json::json!({ "media": 3, "thumbnails": 1 })
+    );
 
     let media = snap["media_index"].as_object().unwrap();
     assert_eq!(media.keys().filter(|k| k.starts_with("mxc://")).count(), 11);
@@ -156,15 +190,70 @@ fn golden_figures_make_sense() {
         .values()
         .map(|h| h["record"]["ref_count"].as_u64().unwrap())
         .collect();
-    assert_eq!(refs.iter().sum::<u64>(), 11);
+    assert_eq!(refs.iter().sum::<u64>(), 11 + 3, "11 media, 3 thumbnails");
     let cat_record = &snap["hash_refs"][cat]["record"];
     assert_eq!(cat_record["datastore"], "beta");
-    assert_eq!(cat_record["ref_count"], 3);
+    assert_eq!(cat_record["ref_count"], 4, "three media and a thumbnail");
+    assert_eq!(
+        snap["hash_refs"][cat]["thumbnail_refs"],
+        serde_json::json!(["mxc://example.org/cat2 96x96-crop"])
+    );
     assert_eq!(cat_record["created_seq"], 1, "first stored by cat1");
     assert_eq!(
         cat_record["last_access_ms"],
         1_700_000_000_000u64 + 25 * 60_000,
-        "the upload of cat3 at seq 26"
+        "the upload of cat3 at seq 26 (a thumbnail is not an access)"
+    );
+    let thumb_record = &snap["hash_refs"][THUMB];
+    assert_eq!(
+        thumb_record["record"],
+        serde_json::json!({
+            "datastore": "alpha",
+            "location": format!("53/b1/{THUMB}"),
+            "size_bytes": 600,
+            "ref_count": 2,
+            "last_access_ms": 1_700_000_000_000u64 + 26 * 60_000,
+            "created_seq": 27,
+        })
+    );
+    assert_eq!(thumb_record["refs"], serde_json::json!([]), "no media");
+    assert_eq!(
+        thumb_record["thumbnail_refs"],
+        serde_json::json!([
+            "mxc://localhost/cat1 32x32-crop",
+            "mxc://localhost/cat3 32x32-crop"
+        ])
+    );
+    let thumbs = snap["thumbnails"].as_object().unwrap();
+    assert_eq!(
+        thumbs.keys().collect::<Vec<_>>(),
+        [
+            "mxc://example.org/cat2",
+            "mxc://localhost/cat1",
+            "mxc://localhost/cat3"
+        ]
+    );
+    assert_eq!(
+        thumbs["mxc://localhost/cat1"],
+        serde_json::json!({ "32x32-crop": {
+            "sha256": THUMB,
+            "size_bytes": 600,
+            "content_type": "image/png",
+            "created_at_ms": 1_700_000_000_000u64 + 26 * 60_000,
+        }})
+    );
+    assert_eq!(
+        thumbs["mxc://localhost/cat3"]["32x32-crop"]["sha256"],
+        THUMB
+    );
+    assert_eq!(
+        thumbs["mxc://example.org/cat2"]["96x96-crop"]["sha256"],
+        cat
+    );
+    assert_eq!(
+        snap["media_index"].get("mxc://localhost/thumb"),
+        None,
+        "thumbnails are not media rows"
     );
     let cat1 = &snap["media_index"]["mxc://localhost/cat1"];
     assert_eq!(
@@ -271,7 +360,7 @@ fn golden_log_in_a_real_ledger() {
     let envs = golden();
     let dir = tempfile::tempdir().unwrap();
     let head = raw::append_unprojected(dir.path(), &envs).unwrap();
-    assert_eq!(head.seq, Seq(26));
+    assert_eq!(head.seq, Seq(29));
 
     let ledger = Ledger::open(dir.path(), &mut |_, _| {}).unwrap();
     assert_eq!(ledger_envelopes(&ledger).unwrap(), envs);
@@ -281,6 +370,120 @@ fn golden_log_in_a_real_ledger() {
     drop(ledger);
 
     let (head, divergence) = Ledger::verify_path(dir.path()).unwrap();
-    assert_eq!(head.seq, Seq(26));
+    assert_eq!(head.seq, Seq(29));
     assert_eq!(divergence, None);
+}
+
+/// The thumbnails of the golden log, one event at a time.
+#[test]
+fn golden_thumbnails_step_by_step() {
+    let envs = golden();
+    let at = |n: usize| snapshot(&replay(&envs[..n]).unwrap());
+    let before = at(26);
+    assert_eq!(before["thumbnails"], serde_json::json!({}));
+
+    let s = at(27);
+    let alpha = &s["datastore_sizes"]["alpha"]["totals"];
+    assert_eq!(
+        (
+            &alpha["thumbnails_affected"],
+            &alpha["thumbnail_bytes"],
+            &alpha["total_bytes"]
+        ),
+        (
+            &serde_json::json!(1),
+            &serde_json::json!(600),
+            &serde_json::json!(3_100)
+        )
+    );
+    assert_eq!(s["hash_refs"][THUMB]["record"]["ref_count"], 1);
+    assert_eq!(
+        s["datastore_sizes"]["beta"],
+        before["datastore_sizes"]["beta"]
+    );
+    assert_eq!(s["media_index"], before["media_index"], "no media row");
+
+    let s = at(28);
+    let alpha = &s["datastore_sizes"]["alpha"]["totals"];
+    assert_eq!(alpha["thumbnails_affected"], 2, "a row");
+    assert_eq!(alpha["thumbnail_bytes"], 600, "but no bytes");
+    assert_eq!(alpha["total_bytes"], 3_100);
+    assert_eq!(s["hash_refs"][THUMB]["record"]["ref_count"], 2);
+
+    let s = at(29);
+    let beta = &s["datastore_sizes"]["beta"]["totals"];
+    let beta_before = &before["datastore_sizes"]["beta"]["totals"];
+    assert_eq!(beta["thumbnail_bytes"], 1_000);
+    assert_eq!(
+        beta["total_bytes"], beta_before["total_bytes"],
+        "beta had the bytes"
+    );
+    assert_eq!(
+        beta["total_hashes_affected"],
+        beta_before["total_hashes_affected"]
+    );
+    assert_eq!(s["hash_refs"][CAT]["record"]["ref_count"], 4);
+    assert_eq!(
+        s["hash_refs"][CAT]["record"]["last_access_ms"],
+        before["hash_refs"][CAT]["record"]["last_access_ms"]
+    );
+}
+
+/// The thumbnail events of the golden log are what the writer records for thumbnails
+/// generated into any datastore: bytes already stored are pointed at their blob.
+#[test]
+fn golden_thumbnails_are_what_the_writer_records() {
+    let envs = golden();
+    let dir = tempfile::tempdir().unwrap();
+    raw::append_unprojected(dir.path(), &envs[..26]).unwrap();
+    let ledger = Ledger::open(dir.path(), &mut |_, _| {}).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    for (i, env) in envs[26..].iter().enumerate() {
+        let Event::ThumbnailGeneratedV1(golden_event) = &env.event else {
+            panic!("{:?}", env.event)
+        };
+        // The thumbnailer stored its file where it liked: new bytes in alpha, then the two
+        // others in the datastore where their content is not.
+        let (ds, loc) = match i {
+            0 => ("alpha", golden_event.location.clone()),
+            1 => ("beta", golden_event.location.clone()),
+            _ => ("alpha", "spool/cat2-96".parse().unwrap()),
+        };
+        let submitted = ThumbnailGenerated {
+            datastore: ds.parse().unwrap(),
+            location: loc,
+            ..golden_event.clone()
+        };
+        let committed = rt
+            .block_on(ledger.submit(
+                env.actor.clone(),
+                env.request_id.clone(),
+                Command::RecordThumbnail(submitted),
+            ))
+            .unwrap();
+        assert_eq!(committed.seq, env.seq);
+        assert_eq!(committed.event, env.event, "seq {}", env.seq);
+    }
+    // Live state and snapshot: the golden one, but for the times of the writer's clock.
+    let live = snapshot(&state_of(&ledger).unwrap());
+    let expected = expected();
+    assert_eq!(live["datastore_sizes"], expected["datastore_sizes"]);
+    assert_eq!(
+        live["thumbnails"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        expected["thumbnails"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        live["hash_refs"][THUMB]["thumbnail_refs"],
+        expected["hash_refs"][THUMB]["thumbnail_refs"]
+    );
 }

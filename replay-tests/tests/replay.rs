@@ -131,9 +131,10 @@ proptest! {
         for name in &names {
             ledger.halt_projection(name, "halted by the test");
         }
-        let validating = names
-            .iter()
-            .any(|n| ["media_index", "pending_uploads", "hash_refs", "tasks"].contains(n));
+        // The projections some command is validated against.
+        let validating = names.iter().any(|n| {
+            ["media_index", "pending_uploads", "hash_refs", "tasks", "thumbnails"].contains(n)
+        });
         for (step, outcome) in plan.steps[k..].iter().zip(submit_all(&ledger, &plan.steps[k..], group).unwrap()) {
             match outcome {
                 Ok(_) => {}
@@ -370,11 +371,19 @@ fn generator_covers_every_kind_of_command() {
     let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &[7; 32]);
     let mut runner = TestRunner::new_with_rng(ProptestConfig::default(), rng);
     let mut seen = std::collections::BTreeMap::<String, usize>::new();
-    for _ in 0..128 {
+    // 512 plans: a blob moved twice (a transfer back after one has finished) is rare.
+    for _ in 0..512 {
         let plan = Plan::new(&ops(60).new_tree(&mut runner).unwrap().current()).unwrap();
         let mut shas = std::collections::BTreeSet::new();
         let mut moved = std::collections::BTreeSet::new();
+        // Every digest stored so far, and the ones first stored by a thumbnail.
+        let mut stored = std::collections::BTreeSet::new();
+        let mut thumb_only = std::collections::BTreeSet::new();
         for step in &plan.steps {
+            if let Event::MediaUploadedV1(e) = &step.expected {
+                stored.insert(e.sha256);
+                thumb_only.remove(&e.sha256);
+            }
             let kind = match (&step.command, &step.expected) {
                 (
                     Command::Upload {
@@ -419,7 +428,48 @@ fn generator_covers_every_kind_of_command() {
                     if !moved.insert(e.sha256) {
                         *seen.entry("moved again".into()).or_default() += 1;
                     }
+                    if thumb_only.contains(&e.sha256) {
+                        *seen.entry("move of thumbnail bytes".into()).or_default() += 1;
+                    }
                     "move"
+                }
+                (Command::RecordThumbnail(e), Event::ThumbnailGeneratedV1(recorded)) => {
+                    assert_eq!(
+                        (&e.media, e.width, e.height, e.method, e.animated, e.sha256),
+                        (
+                            &recorded.media,
+                            recorded.width,
+                            recorded.height,
+                            recorded.method,
+                            recorded.animated,
+                            recorded.sha256
+                        )
+                    );
+                    let media_bytes = (0..media_ledger_replay_tests::SHA_POOL)
+                        .any(|i| media_ledger_replay_tests::pool_sha(i) == e.sha256);
+                    let kind = match (stored.contains(&e.sha256), thumb_only.contains(&e.sha256)) {
+                        (false, _) => "thumbnail of new bytes",
+                        (true, true) => "thumbnail of another thumbnail's bytes",
+                        (true, false) => "thumbnail of stored media bytes",
+                    };
+                    *seen.entry(kind.into()).or_default() += 1;
+                    if !media_bytes {
+                        *seen.entry("thumbnail-only bytes".into()).or_default() += 1;
+                    }
+                    if e.datastore != recorded.datastore {
+                        *seen.entry("thumbnail redirected".into()).or_default() += 1;
+                    }
+                    if moved.contains(&e.sha256) {
+                        *seen.entry("thumbnail of moved bytes".into()).or_default() += 1;
+                    }
+                    if recorded.animated {
+                        *seen.entry("animated thumbnail".into()).or_default() += 1;
+                    }
+                    if !stored.contains(&e.sha256) {
+                        thumb_only.insert(e.sha256);
+                    }
+                    stored.insert(e.sha256);
+                    "thumbnail"
                 }
                 (Command::TaskProgress(e), recorded) => {
                     assert_eq!(e, recorded);
@@ -460,6 +510,15 @@ fn generator_covers_every_kind_of_command() {
         "final failure",
         "finish",
         "finish with error",
+        "thumbnail",
+        "thumbnail of new bytes",
+        "thumbnail of another thumbnail's bytes",
+        "thumbnail of stored media bytes",
+        "thumbnail-only bytes",
+        "thumbnail redirected",
+        "thumbnail of moved bytes",
+        "animated thumbnail",
+        "move of thumbnail bytes",
     ] {
         assert!(
             seen.get(kind).copied().unwrap_or(0) >= 5,
@@ -664,3 +723,272 @@ fn transfer_commands_are_checked_against_the_state() {
 // state; `src/transfer.rs` prevents it from mattering: a transfer is refused while another
 // unfinished one drains its target or fills its source, and `delete_source` never deletes
 // the copy a hash lives at (tests/transfer.rs covers both over HTTP).
+
+fn thumbnail_op(
+    pick: usize,
+    size: usize,
+    sha: usize,
+    datastore: usize,
+) -> media_ledger_replay_tests::Op {
+    media_ledger_replay_tests::Op::Thumbnail {
+        pick,
+        size,
+        sha,
+        datastore,
+        actor: 0,
+    }
+}
+
+/// Thumbnails as the model predicts them: bytes already stored (by a media or by another
+/// thumbnail) are recorded at that blob's place whatever datastore the command names, a
+/// transfer takes thumbnail blobs along, and later thumbnails of moved bytes go to the copy.
+#[test]
+fn thumbnails_share_blobs_and_move_with_them() {
+    use media_ledger_replay_tests::{location_of, pool_sha, pool_size, Op, SHA_POOL};
+    let t = SHA_POOL; // the first thumbnail-only content
+    let plan = Plan::new(&[
+        upload_op("a1", 0, 0),
+        upload_op("b1", 1, 1),
+        // a1 at 32x32 crop, new bytes, into beta.
+        thumbnail_op(0, 0, t, 1),
+        // b1 at 32x32 crop, the same bytes; asks for alpha, goes where they are (beta).
+        thumbnail_op(1, 0, t, 0),
+        // a1 at 96x96 crop with b1's content; asks for alpha, goes to b1's blob in beta.
+        thumbnail_op(0, 1, 1, 0),
+        // a1 at 32x32 crop again: the model never generates it twice.
+        thumbnail_op(0, 0, 2, 0),
+        Op::StartTransfer {
+            source: 1,
+            before_ts: false,
+        },
+        Op::MoveBlob { task: 0, pick: 0 },
+        Op::MoveBlob { task: 0, pick: 0 },
+        // b1 at 320x240 scale with the moved thumbnail bytes: recorded at the copy.
+        thumbnail_op(1, 2, t, 1),
+        Op::FinishTransfer {
+            task: 0,
+            error: false,
+        },
+    ])
+    .unwrap();
+    assert_eq!(plan.steps.len(), 10, "the repeated thumbnail is skipped");
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = open(dir.path());
+    let recorded = submit_ok(&ledger, &plan.steps[..5], 1);
+    let place = |i: usize| match &recorded[i] {
+        Event::ThumbnailGeneratedV1(e) => (e.datastore.to_string(), e.location.clone()),
+        other => panic!("{other:?}"),
+    };
+    let beta = |sha: usize| ("ds-beta".to_owned(), location_of(&pool_sha(sha)).unwrap());
+    assert_eq!(place(2), beta(t), "new bytes where the command said");
+    assert_eq!(place(3), beta(t), "another thumbnail's blob");
+    assert_eq!(place(4), beta(1), "b1's blob");
+    let Command::RecordThumbnail(asked) = &plan.steps[3].command else {
+        panic!()
+    };
+    assert_eq!(
+        asked.datastore.as_str(),
+        "ds-alpha",
+        "the command asked for alpha"
+    );
+
+    let snap = snapshot(&assert_live_state_is_replay(&ledger));
+    let (p0, p1, pt) = (pool_size(0), pool_size(1), pool_size(t));
+    let sizes = &snap["datastore_sizes"];
+    assert_eq!(
+        sizes["ds-beta"]["totals"],
+        serde_json::json!({
+            "media_affected": 1,
+            "media_hashes_affected": 1,
+            "media_bytes": p1,
+            "thumbnails_affected": 3,
+            "thumbnail_hashes_affected": 2,
+            "thumbnail_bytes": p1 + pt,
+            "total_hashes_affected": 2,
+            "total_bytes": p1 + pt,
+        })
+    );
+    assert_eq!(sizes["ds-alpha"]["totals"]["thumbnails_affected"], 0);
+    assert_eq!(sizes["ds-alpha"]["totals"]["total_bytes"], p0);
+    let sha_t = pool_sha(t).to_hex();
+    let sha1 = pool_sha(1).to_hex();
+    assert_eq!(
+        snap["hash_refs"][&sha_t]["thumbnail_refs"],
+        serde_json::json!([
+            "mxc://localhost/a1 32x32-crop",
+            "mxc://localhost/b1 32x32-crop"
+        ])
+    );
+    assert_eq!(snap["hash_refs"][&sha_t]["refs"], serde_json::json!([]));
+    assert_eq!(snap["hash_refs"][&sha_t]["record"]["ref_count"], 2);
+    assert_eq!(snap["hash_refs"][&sha_t]["record"]["created_seq"], 3);
+    assert_eq!(
+        snap["hash_refs"][&sha1]["record"]["ref_count"], 2,
+        "b1 and a thumbnail"
+    );
+    assert_eq!(
+        snap["thumbnails"]["mxc://localhost/a1"]["96x96-crop"]["sha256"],
+        sha1.as_str()
+    );
+    assert_eq!(
+        snap["thumbnails"]["mxc://localhost/a1"]["32x32-crop"]["content_type"],
+        "image/png"
+    );
+    assert!(snap["thumbnails"].get("unparsed").is_none());
+    assert!(snap["hash_refs"].get("unparsed").is_none());
+
+    let more = submit_ok(&ledger, &plan.steps[5..], 3);
+    let Event::TransferStartedV1(start) = &more[0] else {
+        panic!("{:?}", more[0])
+    };
+    assert_eq!(
+        (start.blobs_total, start.bytes_total),
+        (2, p1 + pt),
+        "the thumbnail blob is a blob of the source like any other"
+    );
+    let Event::ThumbnailGeneratedV1(last) = &more[3] else {
+        panic!("{:?}", more[3])
+    };
+    assert_eq!(
+        (last.datastore.as_str(), &last.location),
+        ("ds-alpha", &location_of(&pool_sha(t)).unwrap()),
+        "moved bytes are recorded at the copy"
+    );
+
+    let snap = snapshot(&assert_live_state_is_replay(&ledger));
+    let sizes = &snap["datastore_sizes"];
+    assert_eq!(
+        sizes["ds-alpha"]["totals"],
+        serde_json::json!({
+            "media_affected": 2,
+            "media_hashes_affected": 2,
+            "media_bytes": p0 + p1,
+            "thumbnails_affected": 4,
+            "thumbnail_hashes_affected": 2,
+            "thumbnail_bytes": p1 + pt,
+            "total_hashes_affected": 3,
+            "total_bytes": p0 + p1 + pt,
+        })
+    );
+    assert_eq!(
+        sizes["ds-beta"]["totals"],
+        serde_json::json!({
+            "media_affected": 0,
+            "media_hashes_affected": 0,
+            "media_bytes": 0,
+            "thumbnails_affected": 0,
+            "thumbnail_hashes_affected": 0,
+            "thumbnail_bytes": 0,
+            "total_hashes_affected": 0,
+            "total_bytes": 0,
+        })
+    );
+    assert_eq!(snap["hash_refs"][&sha_t]["record"]["datastore"], "ds-alpha");
+    assert_eq!(snap["hash_refs"][&sha_t]["record"]["ref_count"], 3);
+    let b1 = snap["thumbnails"]["mxc://localhost/b1"]
+        .as_object()
+        .unwrap();
+    assert_eq!(
+        b1.keys().collect::<Vec<_>>(),
+        ["320x240-scale", "32x32-crop"],
+        "by label, as text sorts"
+    );
+    assert_eq!(b1["320x240-scale"]["content_type"], "image/jpeg");
+    assert_eq!(snap["thumbnails"].as_object().unwrap().len(), 2, "by media");
+    drop(ledger);
+    assert_verifies(dir.path(), 10);
+}
+
+/// The writer refuses a thumbnail of a media it does not know (never uploaded, or only
+/// reserved) and a second record of the same thumbnail (even of other bytes), and records
+/// nothing for them; another size of the same media is fine.
+#[test]
+fn thumbnail_commands_are_checked_against_the_state() {
+    use media_ledger::ledger::Conflict;
+    use media_ledger_events::ThumbnailMethod;
+    use media_ledger_replay_tests::{pool_sha, Op};
+    let plan = Plan::new(&[
+        upload_op("a1", 0, 0),
+        Op::CreateAsync {
+            origin: 0,
+            media_id: "r1".into(),
+            owner: 0,
+            expired: false,
+        },
+        thumbnail_op(0, 0, 1, 1),
+    ])
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = open(dir.path());
+    submit_ok(&ledger, &plan.steps, 1);
+    let step = plan.steps[2].clone();
+    let Command::RecordThumbnail(done) = &step.command else {
+        panic!()
+    };
+    let Command::CreateAsync(reserved) = &plan.steps[1].command else {
+        panic!()
+    };
+    let submit = |event: media_ledger_events::ThumbnailGenerated| {
+        let s = Step {
+            command: Command::RecordThumbnail(event),
+            ..step.clone()
+        };
+        submit_all(&ledger, &[s], 1).unwrap().remove(0)
+    };
+    let conflict = |event, want: Conflict| match submit(event) {
+        Err(LedgerError::Conflict(c)) => assert_eq!(c, want),
+        other => panic!("expected {want:?}, got {other:?}"),
+    };
+    conflict(done.clone(), Conflict::ThumbnailExists);
+    conflict(
+        media_ledger_events::ThumbnailGenerated {
+            sha256: pool_sha(3),
+            datastore: "ds-alpha".parse().unwrap(),
+            ..done.clone()
+        },
+        Conflict::ThumbnailExists,
+    );
+    conflict(
+        media_ledger_events::ThumbnailGenerated {
+            media: "mxc://localhost/never".parse().unwrap(),
+            ..done.clone()
+        },
+        Conflict::UnknownMedia,
+    );
+    conflict(
+        media_ledger_events::ThumbnailGenerated {
+            media: reserved.media.clone(),
+            ..done.clone()
+        },
+        Conflict::UnknownMedia,
+    );
+    assert_eq!(ledger.head(), Seq(3), "refused commands recorded nothing");
+    // Only the method differs, then only `animated`: other thumbnails.
+    for (seq, (method, animated)) in [
+        (4, (ThumbnailMethod::Scale, false)),
+        (5, (ThumbnailMethod::Crop, true)),
+    ] {
+        let c = submit(media_ledger_events::ThumbnailGenerated {
+            method,
+            animated,
+            ..done.clone()
+        })
+        .unwrap();
+        assert_eq!(c.seq, Seq(seq));
+    }
+    assert!(ledger.failed_projections().is_empty());
+    let snap = snapshot(&assert_live_state_is_replay(&ledger));
+    let a1 = snap["thumbnails"]["mxc://localhost/a1"]
+        .as_object()
+        .unwrap();
+    assert_eq!(
+        a1.keys().collect::<Vec<_>>(),
+        ["32x32-crop", "32x32-crop-animated", "32x32-scale"]
+    );
+    assert_eq!(
+        snap["hash_refs"][pool_sha(1).to_hex()]["record"]["ref_count"],
+        3
+    );
+    drop(ledger);
+    assert_verifies(dir.path(), 5);
+}

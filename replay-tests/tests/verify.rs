@@ -13,12 +13,13 @@ use std::path::Path;
 use tempfile::TempDir;
 
 /// Records in the fixture ledger.
-const N: u64 = 15;
+const N: u64 = 17;
 /// The record damaged in the middle.
 const MID: u64 = 5;
 
-/// A closed ledger of `N` committed commands of every kind, dedup and a transfer included (so
-/// that every projection, `tasks` too, holds state; one source deletion stays pending).
+/// A closed ledger of `N` committed commands of every kind, dedup, a transfer and thumbnails
+/// included (so that every projection, `tasks` and `thumbnails` too, holds state; one source
+/// deletion stays pending).
 fn fixture() -> TempDir {
     let upload = |media_id: &str, sha, datastore| Op::Upload {
         origin: 0,
@@ -72,6 +73,21 @@ fn fixture() -> TempDir {
         Op::FinishTransfer {
             task: 0,
             error: true,
+        },
+        // A thumbnail of new bytes by the server, and one of other bytes already stored.
+        Op::Thumbnail {
+            pick: 0,
+            size: 0,
+            sha: media_ledger_replay_tests::SHA_POOL,
+            datastore: 1,
+            actor: 3,
+        },
+        Op::Thumbnail {
+            pick: 1,
+            size: 3,
+            sha: 0,
+            datastore: 0,
+            actor: 0,
         },
     ])
     .unwrap();

@@ -327,6 +327,15 @@ impl Config {
         .unwrap_or(&self.homeservers[0])
     }
 
+    /// Where our federation signing key lives.
+    pub fn signing_key_path(&self) -> PathBuf {
+        self.federation.signing_key_path.clone().unwrap_or_else(|| {
+            let db = &self.database.path;
+            db.parent()
+                .map_or_else(|| PathBuf::from("signing.key"), |p| p.join("signing.key"))
+        })
+    }
+
     /// Whether `server` is one of ours.
     pub fn is_local(&self, server: &ServerName) -> bool {
         self.homeservers.iter().any(|h| &h.name == server)

@@ -12,7 +12,8 @@ pub struct FederationConfig {
     /// Fetch media of other servers, and serve ours to them.
     pub enabled: bool,
     /// Our ed25519 signing key, in Synapse's key file format; generated at first start.
-    pub signing_key_path: PathBuf,
+    /// Default: `signing.key` beside the database directory.
+    pub signing_key_path: Option<PathBuf>,
     /// Server name → base URL, bypassing discovery and the private-address rule (for
     /// private deployments and tests; plain `http://` is allowed only here).
     pub pins: BTreeMap<String, String>,
@@ -30,7 +31,7 @@ impl Default for FederationConfig {
     fn default() -> Self {
         Self {
             enabled: true,
-            signing_key_path: PathBuf::from("./data/signing.key"),
+            signing_key_path: None,
             pins: BTreeMap::new(),
             blocked_servers: Vec::new(),
             connect_timeout_ms: 5_000,

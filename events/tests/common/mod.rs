@@ -6,7 +6,8 @@ use media_ledger_events::codec::{self, Chain, CHAIN_LEN};
 use media_ledger_events::{
     Actor, AsyncUploadCreated, BlobLocation, BlobMoved, BlobSourceDeleted, BlobTransferFailed,
     ContentType, DatastoreId, Envelope, Event, MediaAccessed, MediaId, MediaRef, MediaUploaded,
-    RequestId, Seq, ServerName, Sha256, TransferFinished, TransferStarted, UserId,
+    RemoteMediaCached, RequestId, Seq, ServerName, Sha256, ThumbnailGenerated, ThumbnailMethod,
+    TransferFinished, TransferStarted, UserId,
 };
 use proptest::prelude::*;
 use sha2::Digest;
@@ -67,7 +68,7 @@ pub fn body_of(record: &[u8]) -> &[u8] {
 
 /// How many variants `Event` has; [`variant_index`] does not compile until it is told of a new
 /// one, and then this must follow.
-pub const VARIANTS: usize = 8;
+pub const VARIANTS: usize = 10;
 
 /// The declaration index of the variant of `event` (no wildcard arm: a new variant must be
 /// added here, and then to [`event`] and [`sample_envelopes`]).
@@ -81,11 +82,14 @@ pub fn variant_index(event: &Event) -> usize {
         Event::BlobSourceDeletedV1(_) => 5,
         Event::BlobTransferFailedV1(_) => 6,
         Event::TransferFinishedV1(_) => 7,
+        Event::ThumbnailGeneratedV1(_) => 8,
+        Event::RemoteMediaCachedV1(_) => 9,
     }
 }
 
-/// A simple valid envelope of each variant, for the non-property tests: a log whose last
-/// five records are a transfer (started, one failed attempt, moved, source deleted, finished).
+/// A simple valid envelope of each variant, for the non-property tests: a log whose records
+/// 4 to 8 are a transfer (started, one failed attempt, moved, source deleted, finished),
+/// whose 9th is a thumbnail of the first media and whose 10th caches a remote media.
 pub fn sample_envelopes() -> Vec<Envelope> {
     vec![
         Envelope {
@@ -186,6 +190,40 @@ pub fn sample_envelopes() -> Vec<Envelope> {
             event: Event::TransferFinishedV1(TransferFinished {
                 task: Seq(4),
                 error_message: None,
+            }),
+        },
+        Envelope {
+            seq: Seq(9),
+            recorded_at_ms: 1_700_000_003_000,
+            actor: Actor::User(id("@alice:example.org")),
+            request_id: RequestId("req-9".into()),
+            event: Event::ThumbnailGeneratedV1(ThumbnailGenerated {
+                media: mxc("mxc://example.org/abcDEF123"),
+                width: 320,
+                height: 240,
+                method: ThumbnailMethod::Scale,
+                animated: false,
+                sha256: Sha256([9; 32]),
+                size_bytes: 2_048,
+                content_type: id("image/png"),
+                datastore: id("remote"),
+                location: id("09/09/0909"),
+            }),
+        },
+        Envelope {
+            seq: Seq(10),
+            recorded_at_ms: 1_700_000_004_000,
+            actor: Actor::User(id("@alice:example.org")),
+            request_id: RequestId("req-10".into()),
+            event: Event::RemoteMediaCachedV1(RemoteMediaCached {
+                media: mxc("mxc://remote.example/xyz789"),
+                sha256: Sha256([10; 32]),
+                size_bytes: 4_096,
+                content_type: Some(id("image/jpeg")),
+                upload_name: None,
+                fetched_from: "https://remote.example:8448".into(),
+                datastore: id("local"),
+                location: id("0a/0a/0a0a"),
             }),
         },
     ]
@@ -376,6 +414,88 @@ pub fn transfer_finished() -> impl Strategy<Value = TransferFinished> {
     })
 }
 
+pub fn thumbnail_method() -> impl Strategy<Value = ThumbnailMethod> {
+    prop_oneof![Just(ThumbnailMethod::Crop), Just(ThumbnailMethod::Scale)]
+}
+
+pub fn thumbnail_generated() -> impl Strategy<Value = ThumbnailGenerated> {
+    (
+        media_ref(),
+        any::<u32>(),
+        any::<u32>(),
+        thumbnail_method(),
+        any::<bool>(),
+        sha256(),
+        any::<u64>(),
+        content_type(),
+        datastore_id(),
+        blob_location(),
+    )
+        .prop_map(
+            |(
+                media,
+                width,
+                height,
+                method,
+                animated,
+                sha256,
+                size_bytes,
+                content_type,
+                datastore,
+                location,
+            )| {
+                ThumbnailGenerated {
+                    media,
+                    width,
+                    height,
+                    method,
+                    animated,
+                    sha256,
+                    size_bytes,
+                    content_type,
+                    datastore,
+                    location,
+                }
+            },
+        )
+}
+
+pub fn remote_media_cached() -> impl Strategy<Value = RemoteMediaCached> {
+    (
+        media_ref(),
+        sha256(),
+        any::<u64>(),
+        proptest::option::of(content_type()),
+        proptest::option::of(any::<String>()),
+        any::<String>(),
+        datastore_id(),
+        blob_location(),
+    )
+        .prop_map(
+            |(
+                media,
+                sha256,
+                size_bytes,
+                content_type,
+                upload_name,
+                fetched_from,
+                datastore,
+                location,
+            )| {
+                RemoteMediaCached {
+                    media,
+                    sha256,
+                    size_bytes,
+                    content_type,
+                    upload_name,
+                    fetched_from,
+                    datastore,
+                    location,
+                }
+            },
+        )
+}
+
 /// Any event, every variant equally likely.
 pub fn event() -> impl Strategy<Value = Event> {
     prop_oneof![
@@ -394,6 +514,8 @@ pub fn event() -> impl Strategy<Value = Event> {
         }),
         (media_ref(), sha256())
             .prop_map(|(media, sha256)| Event::MediaAccessedV1(MediaAccessed { media, sha256 })),
+        thumbnail_generated().prop_map(Event::ThumbnailGeneratedV1),
+        remote_media_cached().prop_map(Event::RemoteMediaCachedV1),
     ]
 }
 

@@ -4,7 +4,7 @@
 use media_ledger_events::{
     Actor, AsyncUploadCreated, BlobLocation, BlobMoved, BlobSourceDeleted, BlobTransferFailed,
     DatastoreId, Envelope, Event, MediaAccessed, MediaRef, MediaUploaded, RequestId, Seq, Sha256,
-    TransferFinished, TransferStarted, UserId,
+    ThumbnailGenerated, ThumbnailMethod, TransferFinished, TransferStarted, UserId,
 };
 use media_ledger_projections::memory::{MemoryKv, MemoryState};
 use media_ledger_projections::ProjectionError;
@@ -251,6 +251,70 @@ pub fn transfer_finished(seq: u64, time: u64, task: u64, error_message: Option<&
         Event::TransferFinishedV1(TransferFinished {
             task: Seq(task),
             error_message: error_message.map(str::to_owned),
+        }),
+    )
+}
+
+/// A thumbnail size as the events carry it: width, height, method, animated.
+pub type ThumbSize = (u32, u32, ThumbnailMethod, bool);
+
+/// 32×32 crop, not animated.
+pub const CROP_32: ThumbSize = (32, 32, ThumbnailMethod::Crop, false);
+/// 96×96 crop, not animated.
+pub const CROP_96: ThumbSize = (96, 96, ThumbnailMethod::Crop, false);
+/// 320×240 scale, not animated.
+pub const SCALE_320: ThumbSize = (320, 240, ThumbnailMethod::Scale, false);
+
+/// A thumbnail of `media_id` at `size` with bytes `sha(sha_n)` of `bytes` length, stored in
+/// `ds_id` at the default location, by the server.
+pub fn thumbnail(
+    seq: u64,
+    time: u64,
+    media_id: &str,
+    size: ThumbSize,
+    sha_n: u8,
+    bytes: u64,
+    ds_id: &str,
+) -> Envelope {
+    thumbnail_at(
+        seq,
+        time,
+        media_id,
+        size,
+        sha_n,
+        bytes,
+        ds_id,
+        default_location(sha_n, ds_id),
+    )
+}
+
+/// Like [`thumbnail`], at an explicit location.
+#[allow(clippy::too_many_arguments)]
+pub fn thumbnail_at(
+    seq: u64,
+    time: u64,
+    media_id: &str,
+    (width, height, method, animated): ThumbSize,
+    sha_n: u8,
+    bytes: u64,
+    ds_id: &str,
+    loc: BlobLocation,
+) -> Envelope {
+    envelope(
+        seq,
+        time,
+        Actor::System,
+        Event::ThumbnailGeneratedV1(ThumbnailGenerated {
+            media: media(media_id),
+            width,
+            height,
+            method,
+            animated,
+            sha256: sha(sha_n),
+            size_bytes: bytes,
+            content_type: "image/png".parse().unwrap(),
+            datastore: ds(ds_id),
+            location: loc,
         }),
     )
 }
