@@ -1,11 +1,8 @@
 //! Outgoing federation: where a server is, whether we may talk to it, and fetching a media.
 //!
-//! Discovery (spec "Resolving server names"), cached: a pin from config (any scheme, for
-//! private deployments and loopback tests); an IP literal or explicit port (HTTPS to it); the
-//! `/.well-known/matrix/server` delegation; else port 8448. SRV records are not looked up
-//! (not built yet: a server that relies on SRV alone needs a pin). A server that is not pinned
-//! must resolve only to public addresses: loopback, private, link-local, unique-local,
-//! IPv4-mapped and 6to4 forms of those are refused. Failing hosts are backed off.
+//! Discovery is in [`super::discovery`]; a server that is not pinned must resolve only to
+//! public addresses, and connections go to the checked addresses. Failing hosts are backed
+//! off.
 
 use super::keys::SigningKey;
 use super::multipart;
@@ -47,6 +44,9 @@ pub struct Resolved {
     pub base: String,
     /// Pinned in config (address rules do not apply).
     pub pinned: bool,
+    /// An SRV target to connect to instead of the URL's host (which stays the Host header
+    /// and the name the certificate must have).
+    pub connect_host: Option<String>,
 }
 
 /// Metadata of a fetched media.
@@ -65,6 +65,7 @@ pub struct Client {
     pub(super) key: Arc<SigningKey>,
     pub(super) cache: parking_lot::Mutex<HashMap<ServerName, (Resolved, Instant)>>,
     pub(super) keys: parking_lot::Mutex<HashMap<ServerName, (VerifyKeys, Instant)>>,
+    pub(super) dns: Box<dyn super::srv::SrvLookup>,
     pub(super) backoff: parking_lot::Mutex<HashMap<String, (Instant, Duration)>>,
 }
 
@@ -83,8 +84,15 @@ impl Client {
             key,
             cache: parking_lot::Mutex::new(HashMap::new()),
             keys: parking_lot::Mutex::new(HashMap::new()),
+            dns: Box::new(super::srv::SystemDns::new()),
             backoff: parking_lot::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Replaces the SRV resolver (tests, or a resolver of the operator's choice).
+    pub fn with_dns(mut self, dns: Box<dyn super::srv::SrvLookup>) -> Self {
+        self.dns = dns;
+        self
     }
 
     /// Our signing key.
@@ -106,7 +114,7 @@ impl Client {
         let r = self.resolve(server).await?;
         let url = format!("{}/_matrix/key/v2/server", r.base);
         let resp = self
-            .http_for(&url, r.pinned)
+            .http_for(&url, r.pinned, r.connect_host.as_deref())
             .await?
             .get(&url)
             .send()
@@ -198,7 +206,9 @@ impl Client {
         let r = self.resolve(origin).await?;
         let path = format!("/_matrix/federation/v1/media/download/{id}");
         let url = format!("{}{path}", r.base);
-        let http = self.http_for(&url, r.pinned).await?;
+        let http = self
+            .http_for(&url, r.pinned, r.connect_host.as_deref())
+            .await?;
         let auth = xmatrix::authorization(
             &self.key,
             our_name.as_str(),
@@ -288,7 +298,9 @@ impl Client {
             "{}/_matrix/media/v3/download/{origin}/{id}?allow_remote=false",
             r.base
         );
-        let http = self.http_for(&url, r.pinned).await?;
+        let http = self
+            .http_for(&url, r.pinned, r.connect_host.as_deref())
+            .await?;
         self.stream_plain(&http, &url, max_bytes, sink).await
     }
 
@@ -307,7 +319,7 @@ impl Client {
                 "Location is not an absolute http(s) URL".into(),
             ));
         }
-        let http = self.http_for(location, false).await?;
+        let http = self.http_for(location, false, None).await?;
         self.stream_plain(&http, location, max_bytes, sink).await
     }
 

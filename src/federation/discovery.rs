@@ -1,8 +1,9 @@
 //! Where a server is and whether we may talk to it: pins, IP literals and explicit ports,
-//! `/.well-known/matrix/server`, port 8448; and the rule that a server that is not pinned must
-//! resolve only to public addresses.
+//! `/.well-known/matrix/server`, SRV (`_matrix-fed._tcp`, then `_matrix._tcp`), port 8448;
+//! and the rule that a server that is not pinned must resolve only to public addresses.
 
 use super::client::{Client, RemoteError, Resolved};
+use super::srv::pick_srv;
 use media_ledger_events::ServerName;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -58,13 +59,29 @@ pub(super) fn host_port(server: &ServerName) -> (String, Option<u16>) {
     (host, port)
 }
 
+fn is_literal(host: &str) -> bool {
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+        .is_ok()
+}
+
+fn direct(host: &str, port: Option<u16>) -> Resolved {
+    Resolved {
+        base: format!("https://{host}:{}", port.unwrap_or(8448)),
+        pinned: false,
+        connect_host: None,
+    }
+}
+
 impl Client {
-    /// Where `server` is.
+    /// Where `server` is (spec "Resolving server names"), cached for an hour.
     pub async fn resolve(&self, server: &ServerName) -> Result<Resolved, RemoteError> {
         if let Some(base) = self.config.pins.get(server.as_str()) {
             return Ok(Resolved {
                 base: base.trim_end_matches('/').to_owned(),
                 pinned: true,
+                connect_host: None,
             });
         }
         if let Some((r, at)) = self.cache.lock().get(server) {
@@ -73,26 +90,19 @@ impl Client {
             }
         }
         let (host, port) = host_port(server);
-        let literal = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<IpAddr>()
-            .is_ok();
-        let resolved = if literal || port.is_some() {
-            Resolved {
-                base: format!("https://{}", server.as_str()),
-                pinned: false,
-            }
+        let resolved = if is_literal(&host) || port.is_some() {
+            direct(&host, port)
         } else {
             match self.well_known(&host).await {
-                Some(delegated) => Resolved {
-                    base: delegated,
-                    pinned: false,
-                },
-                None => Resolved {
-                    base: format!("https://{host}:8448"),
-                    pinned: false,
-                },
+                Some(delegated) => {
+                    let (dh, dport) = host_port(&delegated);
+                    if is_literal(&dh) || dport.is_some() {
+                        direct(&dh, dport)
+                    } else {
+                        self.srv_or_default(&dh).await
+                    }
+                }
+                None => self.srv_or_default(&host).await,
             }
         };
         self.cache
@@ -101,20 +111,33 @@ impl Client {
         Ok(resolved)
     }
 
-    pub(super) async fn well_known(&self, host: &str) -> Option<String> {
+    /// `_matrix-fed._tcp.<host>`, then the deprecated `_matrix._tcp.<host>`, else port 8448.
+    /// An SRV answer keeps `host` in the URL (Host header and certificate) and connects to
+    /// the record's target.
+    async fn srv_or_default(&self, host: &str) -> Resolved {
+        for service in ["_matrix-fed._tcp", "_matrix._tcp"] {
+            let records = self.dns.srv(&format!("{service}.{host}.")).await;
+            if let Some(best) = pick_srv(&records) {
+                return Resolved {
+                    base: format!("https://{host}:{}", best.port),
+                    pinned: false,
+                    connect_host: Some(best.target.trim_end_matches('.').to_owned()),
+                };
+            }
+        }
+        direct(host, None)
+    }
+
+    /// The `m.server` of `host`'s `/.well-known/matrix/server`, if it answers one.
+    pub(super) async fn well_known(&self, host: &str) -> Option<ServerName> {
         let url = format!("https://{host}/.well-known/matrix/server");
-        let http = self.http_for(&url, false).await.ok()?;
+        let http = self.http_for(&url, false, None).await.ok()?;
         let resp = http.get(&url).send().await.ok()?;
         if !resp.status().is_success() {
             return None;
         }
         let v: serde_json::Value = resp.json().await.ok()?;
-        let target: ServerName = v.get("m.server")?.as_str()?.parse().ok()?;
-        let (h, port) = host_port(&target);
-        Some(match port {
-            Some(p) => format!("https://{h}:{p}"),
-            None => format!("https://{h}:8448"),
-        })
+        v.get("m.server")?.as_str()?.parse().ok()
     }
 
     /// The HTTP client for `url`: the shared one for a pinned server; otherwise one that
@@ -124,11 +147,12 @@ impl Client {
         &self,
         url: &str,
         pinned: bool,
+        connect_host: Option<&str>,
     ) -> Result<reqwest::Client, RemoteError> {
         if pinned {
             return Ok(self.http.clone());
         }
-        let (host, addrs) = self.check_url(url).await?;
+        let (host, addrs) = self.check_url(url, connect_host).await?;
         reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_millis(self.config.connect_timeout_ms))
@@ -143,6 +167,7 @@ impl Client {
     pub(super) async fn check_url(
         &self,
         url: &str,
+        connect_host: Option<&str>,
     ) -> Result<(String, Vec<std::net::SocketAddr>), RemoteError> {
         let parsed = reqwest::Url::parse(url)
             .map_err(|e| RemoteError::Failed(format!("bad URL {url}: {e}")))?;
@@ -151,9 +176,11 @@ impl Client {
             .ok_or_else(|| RemoteError::Failed(format!("URL without host: {url}")))?;
         let port = parsed.port_or_known_default().unwrap_or(443);
         let bare = host.trim_start_matches('[').trim_end_matches(']');
-        let addrs: Vec<IpAddr> = match bare.parse::<IpAddr>() {
+        // An SRV target: connect there, keep the URL's host for Host and TLS.
+        let lookup = connect_host.unwrap_or(bare);
+        let addrs: Vec<IpAddr> = match lookup.parse::<IpAddr>() {
             Ok(ip) => vec![ip],
-            Err(_) => tokio::net::lookup_host((bare, port))
+            Err(_) => tokio::net::lookup_host((lookup, port))
                 .await
                 .map_err(|e| RemoteError::Failed(format!("cannot resolve {bare}: {e}")))?
                 .map(|a| a.ip())
@@ -177,7 +204,84 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::super::client::filename_of;
+    use super::super::srv::{SrvLookup, SrvRecord};
     use super::*;
+    use std::collections::HashMap;
+
+    /// Answers from a table; records every query.
+    struct FakeDns(
+        HashMap<String, Vec<SrvRecord>>,
+        parking_lot::Mutex<Vec<String>>,
+    );
+
+    #[async_trait::async_trait]
+    impl SrvLookup for FakeDns {
+        async fn srv(&self, name: &str) -> Vec<SrvRecord> {
+            self.1.lock().push(name.to_owned());
+            self.0.get(name).cloned().unwrap_or_default()
+        }
+    }
+
+    fn client(answers: &[(&str, u16, &str)]) -> Client {
+        let mut table: HashMap<String, Vec<SrvRecord>> = HashMap::new();
+        for (name, port, target) in answers {
+            table
+                .entry((*name).to_owned())
+                .or_default()
+                .push(SrvRecord {
+                    priority: 10,
+                    weight: 5,
+                    port: *port,
+                    target: (*target).to_owned(),
+                });
+        }
+        let key = super::super::keys::SigningKey::from_seed("t", [7; 32]).unwrap();
+        let config = crate::config::FederationConfig {
+            connect_timeout_ms: 200,
+            timeout_ms: 500,
+            ..Default::default()
+        };
+        Client::new(config, std::sync::Arc::new(key)).with_dns(Box::new(FakeDns(
+            table,
+            parking_lot::Mutex::new(Vec::new()),
+        )))
+    }
+
+    // `.invalid` never resolves, so the well-known step finds nothing (RFC 6761).
+    #[tokio::test]
+    async fn discovery_steps() {
+        let c = client(&[
+            ("_matrix-fed._tcp.fed.invalid.", 8449, "target.invalid."),
+            ("_matrix._tcp.old.invalid.", 9000, "legacy.invalid."),
+        ]);
+        let r = c.resolve(&"fed.invalid".parse().unwrap()).await.unwrap();
+        assert_eq!(
+            (r.base.as_str(), r.connect_host.as_deref()),
+            ("https://fed.invalid:8449", Some("target.invalid"))
+        );
+        let r = c.resolve(&"old.invalid".parse().unwrap()).await.unwrap();
+        assert_eq!(
+            (r.base.as_str(), r.connect_host.as_deref()),
+            ("https://old.invalid:9000", Some("legacy.invalid"))
+        );
+        let r = c.resolve(&"plain.invalid".parse().unwrap()).await.unwrap();
+        assert_eq!(
+            (r.base.as_str(), r.connect_host),
+            ("https://plain.invalid:8448", None)
+        );
+        // An explicit port or an IP literal skips well-known and SRV.
+        let r = c
+            .resolve(&"fed.invalid:1234".parse().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            (r.base.as_str(), r.connect_host),
+            ("https://fed.invalid:1234", None)
+        );
+        let r = c.resolve(&"[2001:db8::1]".parse().unwrap()).await.unwrap();
+        assert_eq!(r.base, "https://[2001:db8::1]:8448");
+        assert!(!r.pinned);
+    }
 
     #[test]
     fn address_rules() {

@@ -9,6 +9,7 @@ pub mod client;
 pub mod discovery;
 pub mod keys;
 pub mod multipart;
+pub mod srv;
 pub mod xmatrix;
 
 /// Why a federation operation failed.
