@@ -336,3 +336,98 @@ fn media_ref_and_envelope_refuse_a_bad_id_inside() {
         );
     }
 }
+
+#[test]
+fn remote_media_event_json_shape() {
+    let envs = common::sample_envelopes();
+    let v = serde_json::to_value(&envs[9]).unwrap();
+    assert_eq!(v["actor"], json!({"User": "@alice:example.org"}));
+    assert_eq!(
+        v["event"],
+        json!({"RemoteMediaCachedV1": {
+            "media": {"origin": "remote.example", "media_id": "xyz789"},
+            "sha256": "0a".repeat(32),
+            "size_bytes": 4_096,
+            "content_type": "image/jpeg",
+            "upload_name": null,
+            "fetched_from": "https://remote.example:8448",
+            "datastore": "local",
+            "location": "0a/0a/0a0a",
+        }})
+    );
+    let text = serde_json::to_string(&envs[9]).unwrap();
+    assert_eq!(serde_json::from_str::<Envelope>(&text).unwrap(), envs[9]);
+    // The optional fields are optional values, not optional keys: both forms round-trip.
+    let mut named = v.clone();
+    named["event"]["RemoteMediaCachedV1"]["upload_name"] = json!("cat.png");
+    named["event"]["RemoteMediaCachedV1"]["content_type"] = json!(null);
+    let env = serde_json::from_value::<Envelope>(named.clone()).unwrap();
+    let Event::RemoteMediaCachedV1(e) = &env.event else {
+        panic!("{:?}", env.event)
+    };
+    assert_eq!(e.upload_name.as_deref(), Some("cat.png"));
+    assert_eq!(e.content_type, None);
+    assert_eq!(serde_json::to_value(&env).unwrap(), named);
+}
+
+#[test]
+fn remote_media_event_accessors() {
+    let env = common::sample_envelopes().remove(9);
+    assert_eq!(env.event.type_name(), "media.remote_cached.v1");
+    assert_eq!(
+        env.event.media(),
+        Some(&common::mxc("mxc://remote.example/xyz789"))
+    );
+    assert_eq!(env.event.sha256(), Some(&Sha256([10; 32])));
+}
+
+#[test]
+fn remote_media_event_refuses_bad_fields() {
+    let v = serde_json::to_value(&common::sample_envelopes()[9]).unwrap();
+    for (field, bad) in [
+        ("location", json!("../../etc/passwd")),
+        ("location", json!("/abs")),
+        ("datastore", json!("a/b")),
+        ("content_type", json!("png")),
+        ("sha256", json!("XYZ")),
+        ("sha256", json!("0A".repeat(32))),
+        ("size_bytes", json!(-1)),
+        ("fetched_from", json!(null)),
+        ("fetched_from", json!(42)),
+        ("upload_name", json!(7)),
+        (
+            "media",
+            json!({"origin": "remote.example", "media_id": "a/b"}),
+        ),
+        ("media", json!({"origin": "exa mple", "media_id": "x"})),
+    ] {
+        let mut v = v.clone();
+        v["event"]["RemoteMediaCachedV1"][field] = bad.clone();
+        assert!(
+            serde_json::from_value::<Envelope>(v).is_err(),
+            "{field}: {bad} accepted"
+        );
+    }
+    for field in [
+        "media",
+        "sha256",
+        "size_bytes",
+        "fetched_from",
+        "datastore",
+        "location",
+    ] {
+        let mut v = v.clone();
+        v["event"]["RemoteMediaCachedV1"]
+            .as_object_mut()
+            .unwrap()
+            .remove(field);
+        assert!(
+            serde_json::from_value::<Envelope>(v).is_err(),
+            "{field} missing accepted"
+        );
+    }
+    assert!(matches!(
+        serde_json::from_value::<Envelope>(v).unwrap().event,
+        Event::RemoteMediaCachedV1(_)
+    ));
+}

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{
-    access, create_async, ds, moved, sha, source_deleted, space, start_transfer, state_of,
+    access, create_async, ds, moved, remote, sha, source_deleted, space, start_transfer, state_of,
     thumbnail, transfer_failed, transfer_finished, upload, upload_at, ThumbSize, CROP_32, CROP_96,
     SCALE_320,
 };
@@ -540,14 +540,138 @@ fn a_thumbnail_hash_moved_onto_a_media_of_the_same_bytes_counts_once_in_the_tota
     );
 }
 
+// ---- remote media cached over federation ----
+
+/// ds A: m1 (h1, 100 B), then r1, a remote media of the same bytes (recorded at m1's blob),
+/// and r2, a remote of new bytes (h2, 40 B); ds B: r3 (h3, 7 B), then m3, a local upload of
+/// r3's bytes.
+fn remote_scenario() -> Vec<Envelope> {
+    vec![
+        upload(1, 1_000, "m1", 1, 100, "A"),
+        remote(2, 2_000, "r1", 1, 100, "A"),
+        remote(3, 3_000, "r2", 2, 40, "A"),
+        remote(4, 4_000, "r3", 3, 7, "B"),
+        upload(5, 5_000, "m3", 3, 7, "B"),
+    ]
+}
+
+#[test]
+fn a_remote_of_bytes_held_by_a_local_media_adds_a_row_but_no_bytes() {
+    let events = remote_scenario();
+    let one = state_of(&events[..1]);
+    let two = state_of(&events[..2]);
+    assert_eq!(totals(&one, "A"), media_figures(1, 1, 100));
+    // One more row; the hash and its 100 bytes were counted already.
+    assert_eq!(totals(&two, "A"), media_figures(2, 1, 100));
+    assert_eq!(
+        hash_count(&two, "A", 1),
+        Some(HashCount {
+            media: 2,
+            thumbnails: 0
+        })
+    );
+}
+
+#[test]
+fn remote_figures_by_hand() {
+    let s = state_of(&remote_scenario());
+    // A: rows m1, r1, r2; hashes h1, h2; bytes 100 + 40.
+    assert_eq!(totals(&s, "A"), media_figures(3, 2, 140));
+    // B: rows r3, m3; one hash h3 of 7 bytes, whichever kind of media came first.
+    assert_eq!(totals(&s, "B"), media_figures(2, 1, 7));
+    assert_eq!(
+        hash_count(&s, "B", 3),
+        Some(HashCount {
+            media: 2,
+            thumbnails: 0
+        })
+    );
+    for id in ["A", "B"] {
+        assert_eq!(totals(&s, id), estimate_from_index(&s, id), "{id}");
+    }
+}
+
+#[test]
+fn remote_figures_grow_event_by_event() {
+    let events = remote_scenario();
+    let mut s = MemoryState::default();
+    // (A rows, hashes, bytes), (B rows, hashes, bytes) after each event.
+    let want = [
+        ((1, 1, 100), (0, 0, 0)),
+        ((2, 1, 100), (0, 0, 0)),
+        ((3, 2, 140), (0, 0, 0)),
+        ((3, 2, 140), (1, 1, 7)),
+        ((3, 2, 140), (2, 1, 7)),
+    ];
+    for (e, (a, b)) in events.iter().zip(want) {
+        s.apply(e).unwrap();
+        for (id, (rows, hashes, bytes)) in [("A", a), ("B", b)] {
+            assert_eq!(
+                totals(&s, id),
+                media_figures(rows, hashes, bytes),
+                "{id} after seq {}",
+                e.seq
+            );
+        }
+    }
+}
+
+#[test]
+fn a_move_takes_remote_rows_along() {
+    let mut events = remote_scenario();
+    events.extend([
+        start_transfer(6, 6_000, "A", "B", 2, 140),
+        moved(7, 7_000, 6, 1, 100, "A", "B"),
+    ]);
+    let s = state_of(&events);
+    // h1 (m1 and r1, 100 B) leaves A for B; r2 stays.
+    assert_eq!(totals(&s, "A"), media_figures(1, 1, 40));
+    assert_eq!(totals(&s, "B"), media_figures(4, 2, 107));
+    assert_eq!(hash_count(&s, "A", 1), None);
+    assert_eq!(
+        hash_count(&s, "B", 1),
+        Some(HashCount {
+            media: 2,
+            thumbnails: 0
+        })
+    );
+    for id in ["A", "B"] {
+        assert_eq!(totals(&s, id), estimate_from_index(&s, id), "{id}");
+    }
+}
+
+#[test]
+fn a_thumbnail_of_remote_bytes_counts_as_for_a_local_media() {
+    let s = state_of(&[
+        remote(1, 1_000, "r1", 1, 100, "A"),
+        // A thumbnail (of a local media m1 of other bytes) whose bytes equal r1's.
+        upload(2, 2_000, "m1", 2, 30, "A"),
+        thumbnail(3, 3_000, "m1", CROP_32, 1, 100, "A"),
+    ]);
+    let t = totals(&s, "A");
+    assert_eq!(
+        (
+            t.media_affected,
+            t.media_hashes_affected,
+            t.media_bytes,
+            t.thumbnails_affected,
+            t.thumbnail_hashes_affected,
+            t.thumbnail_bytes,
+            t.total_hashes_affected,
+            t.total_bytes
+        ),
+        (2, 2, 130, 1, 1, 100, 2, 130)
+    );
+}
+
 proptest! {
-    /// Random uploads, thumbnails and moves across three datastores, logged as the writer
+    /// Random uploads, remote media, thumbnails and moves across three datastores, logged as the writer
     /// would (bytes already stored go to their hash's current place, a thumbnail is of an
     /// uploaded media and recorded once per size, a move starts where the hash is): the
     /// totals always equal the counting rule over where the index and `hash_refs` put rows.
     #[test]
     fn totals_follow_the_counting_rule_with_thumbnails(
-        steps in proptest::collection::vec((0u8..3, 0u8..8, 0usize..3, 0usize..4), 0..60)
+        steps in proptest::collection::vec((0u8..4, 0u8..8, 0usize..3, 0usize..4), 0..60)
     ) {
         let dss = ["A", "B", "C"];
         let sizes: [ThumbSize; 4] = [
@@ -591,12 +715,17 @@ proptest! {
                     ));
                     place.insert(h, at);
                 }
-                _ => {
+                2 => {
                     if !place.contains_key(&h) || at == d {
                         continue;
                     }
                     events.push(moved(seq, seq * 10, 1, h, size, dss[at], dss[d]));
                     place.insert(h, d);
+                }
+                // A remote media, recorded like an upload at its hash's current place.
+                _ => {
+                    events.push(remote(seq, seq * 10, &format!("r{i}"), h, size, dss[at]));
+                    place.insert(h, at);
                 }
             }
         }

@@ -5,9 +5,9 @@
 mod common;
 
 use common::{
-    access, create_async, ds, envelope, media, moved, moved_at, sha, source_deleted, space,
-    start_transfer, state_of, thumbnail, thumbnail_at, transfer_failed, transfer_finished, upload,
-    upload_at, ThumbSize, CROP_32, CROP_96, SCALE_320,
+    access, access_of, create_async, ds, envelope, media, media_on, moved, moved_at, remote_at,
+    sha, source_deleted, space, start_transfer, state_of, thumbnail, thumbnail_at, transfer_failed,
+    transfer_finished, upload, upload_at, ThumbSize, CROP_32, CROP_96, SCALE_320,
 };
 use media_ledger_events::{Actor, BlobLocation, BlobSourceDeleted, Envelope, Event, Seq};
 use media_ledger_projections::memory::MemoryState;
@@ -125,8 +125,17 @@ enum Op {
         d: u8,
         loc: u8,
     },
+    /// A download of local media `m` (below 10) or remote media `m - 10`.
     Access {
         m: u8,
+    },
+    /// Remote media `m` (model key `10 + m`) is cached with bytes `h`; bytes already stored
+    /// are recorded at their blob (as the writer does), new ones in `DSS[d]`.
+    Remote {
+        m: u8,
+        h: u8,
+        d: u8,
+        loc: u8,
     },
     Create {
         m: u8,
@@ -158,7 +167,7 @@ enum Op {
         err: bool,
     },
     /// A thumbnail of media `m` at `THUMB_SIZES[size]` with bytes `h` (hashes 0..5 are also
-    /// media bytes, 5..8 only ever thumbnails), new bytes stored in `DSS[d]`.
+    /// upload bytes, 5..8 only ever thumbnails' or remote media's), new bytes stored in `DSS[d]`.
     Thumb {
         m: u8,
         size: u8,
@@ -181,7 +190,8 @@ const HASHES: std::ops::Range<u8> = 0..8;
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         3 => (0u8..10, 0u8..5, 0u8..2, 0u8..3).prop_map(|(m, h, d, loc)| Op::Upload { m, h, d, loc }),
-        3 => (0u8..10).prop_map(|m| Op::Access { m }),
+        3 => (0u8..15).prop_map(|m| Op::Access { m }),
+        2 => (0u8..5, 0u8..8, 0u8..2, 0u8..3).prop_map(|(m, h, d, loc)| Op::Remote { m, h, d, loc }),
         1 => (0u8..10).prop_map(|m| Op::Create { m }),
         1 => (0u8..2).prop_map(|src| Op::Start { src }),
         2 => (any::<usize>(), any::<usize>(), 0u8..3).prop_map(|(t, h, loc)| Op::Move { t, h, loc }),
@@ -191,6 +201,15 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0u8..10, 0u8..4, 0u8..8, 0u8..2, 0u8..3)
             .prop_map(|(m, size, h, d, loc)| Op::Thumb { m, size, h, d, loc }),
     ]
+}
+
+/// Model media key → media: `m<k>` of our origin below 10, `r<k - 10>` of a remote above.
+fn media_of(m: u8) -> media_ledger_events::MediaRef {
+    if m < 10 {
+        media(&format!("m{m}"))
+    } else {
+        media_on(common::REMOTE, &format!("r{}", m - 10))
+    }
 }
 
 fn size_of_hash(h: u8) -> u64 {
@@ -277,10 +296,33 @@ fn valid_log(ops: &[(Op, u64)]) -> (Vec<Envelope>, Model) {
                 let Some(rec) = model.media.get_mut(&m) else {
                     continue;
                 };
-                log.push(access(seq, time, &format!("m{m}"), rec.0));
+                log.push(access_of(seq, time, media_of(m), rec.0));
                 rec.4 = rec.4.max(time);
                 let hr = model.hashes.get_mut(&rec.0).unwrap();
                 hr.2 = hr.2.max(time);
+            }
+            Op::Remote { m, h, d, loc } => {
+                let m = 10 + m;
+                if model.media.contains_key(&m) {
+                    continue;
+                }
+                let (d, l) = match model.hashes.get(&h) {
+                    Some((hd, hl, ..)) => (*hd, hl.clone()),
+                    None => (d, format!("{}/r{h}/{loc}", ds_name(d)).parse().unwrap()),
+                };
+                log.push(remote_at(
+                    seq,
+                    time,
+                    &format!("r{}", m - 10),
+                    h,
+                    size_of_hash(h),
+                    ds_name(d),
+                    l.clone(),
+                ));
+                model.media.insert(m, (h, d, l.clone(), time, time));
+                model.by_hash.entry(h).or_default().push(m);
+                let e = model.hashes.entry(h).or_insert((d, l, time, seq));
+                e.2 = e.2.max(time);
             }
             Op::Create { m } => {
                 if model.media.contains_key(&m) || model.pending.contains_key(&m) {
@@ -458,9 +500,18 @@ fn check_against_model(s: &MemoryState, model: &Model) {
             .count();
     assert_eq!(records, model.media.len());
     for (m, (h, d, loc, created, last)) in &model.media {
-        let r = media_index::get(mi, &media(&format!("m{m}")))
-            .unwrap()
-            .unwrap();
+        let r = media_index::get(mi, &media_of(*m)).unwrap().unwrap();
+        let kind = if *m < 10 {
+            media_index::MediaKind::Local
+        } else {
+            media_index::MediaKind::Remote
+        };
+        assert_eq!(r.kind, kind);
+        assert_eq!(
+            r.uploader == Actor::System,
+            *m >= 10,
+            "remote media have no uploader"
+        );
         assert_eq!(r.sha256, sha(*h));
         assert_eq!(r.size_bytes, size_of_hash(*h));
         assert_eq!(r.datastore, ds(ds_name(*d)));
@@ -473,7 +524,7 @@ fn check_against_model(s: &MemoryState, model: &Model) {
         let want: Vec<_> = model
             .by_hash
             .get(&h)
-            .map(|ms| ms.iter().map(|m| media(&format!("m{m}"))).collect())
+            .map(|ms| ms.iter().map(|&m| media_of(m)).collect())
             .unwrap_or_default();
         assert_eq!(media_index::media_with_hash(mi, &sha(h)).unwrap(), want);
     }
@@ -711,6 +762,7 @@ fn random_logs_contain_transfers() {
         "blob.transfer_failed.v1",
         "transfer.finished.v1",
         "thumbnail.generated.v1",
+        "media.remote_cached.v1",
     ] {
         assert!(
             seen.get(name).copied().unwrap_or(0) >= 20,

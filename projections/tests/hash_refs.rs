@@ -553,3 +553,110 @@ fn thumbnail_referrer_keys_are_skipped_by_hash_scans() {
     skipped.sort_unstable();
     assert_eq!(skipped, vec![b'r', b't', b't']);
 }
+
+// ---- remote media cached over federation ----
+
+#[test]
+fn a_remote_media_of_new_bytes_creates_the_record() {
+    let s = state_of(&[common::remote(1, 1_000, "r1", 1, 100, "A")]);
+    assert_eq!(
+        get(&s, 1),
+        Some(HashRecord {
+            datastore: ds("A"),
+            location: default_location(1, "A"),
+            size_bytes: 100,
+            ref_count: 1,
+            last_access_ms: 1_000,
+            created_seq: Seq(1),
+        })
+    );
+    assert_eq!(
+        referrers(&s, &sha(1)),
+        1,
+        "a media referrer key, as an upload"
+    );
+    assert_eq!(thumb_referrers(&s, &sha(1)), 0);
+}
+
+#[test]
+fn remote_and_local_media_of_the_same_bytes_share_one_count() {
+    let s = state_of(&[
+        upload(1, 1_000, "m1", 1, 100, "A"),
+        // The writer records a remote of stored bytes at that blob, whatever it fetched to.
+        common::remote_at(2, 2_000, "r1", 1, 100, "A", default_location(1, "A")),
+        upload(3, 3_000, "m2", 1, 100, "A"),
+        common::remote(4, 4_000, "r2", 2, 50, "B"),
+        thumbnail(5, 5_000, "m1", CROP_32, 1, 100, "A"),
+    ]);
+    let r = get(&s, 1).unwrap();
+    assert_eq!(
+        (r.ref_count, r.created_seq, r.last_access_ms),
+        (4, Seq(1), 3_000),
+        "m1, r1, m2 and a thumbnail; last access: m2's upload (a thumbnail is not one)"
+    );
+    assert_eq!(referrers(&s, &sha(1)), 3);
+    assert_eq!(thumb_referrers(&s, &sha(1)), 1);
+    let r2 = get(&s, 2).unwrap();
+    assert_eq!(
+        (r2.ref_count, r2.datastore, r2.created_seq),
+        (1, ds("B"), Seq(4))
+    );
+}
+
+#[test]
+fn a_remote_media_keeps_the_first_place_and_counts_as_an_access() {
+    let s = state_of(&[
+        upload_at(1, 1_000, "m1", 1, 100, "A", location("first/blob")),
+        common::remote_at(2, 9_000, "r1", 1, 100, "B", location("second/blob")),
+    ]);
+    let r = get(&s, 1).unwrap();
+    assert_eq!(
+        (&r.datastore, &r.location),
+        (&ds("A"), &location("first/blob"))
+    );
+    assert_eq!(r.last_access_ms, 9_000, "caching it is a use of the bytes");
+    // The other way round: a local upload of bytes first cached from a remote.
+    let s = state_of(&[
+        common::remote_at(1, 1_000, "r1", 1, 100, "B", location("cache/r1")),
+        upload_at(2, 2_000, "m1", 1, 100, "A", location("a/m1")),
+    ]);
+    let r = get(&s, 1).unwrap();
+    assert_eq!(
+        (r.datastore, r.location, r.ref_count, r.created_seq),
+        (ds("B"), location("cache/r1"), 2, Seq(1))
+    );
+}
+
+#[test]
+fn the_same_remote_media_referencing_a_hash_twice_is_an_invariant_error() {
+    let mut s = state_of(&[common::remote(1, 1_000, "r1", 1, 100, "A")]);
+    let before = s.clone();
+    let mut kv = space(&s, NAME).clone();
+    assert_invariant(
+        HashRefs.apply(&common::remote(2, 2_000, "r1", 1, 100, "A"), &mut kv),
+        NAME,
+    );
+    // Through the whole state, the media index refuses it first; nothing changes.
+    assert!(s
+        .apply(&common::remote(2, 2_000, "r1", 1, 100, "A"))
+        .is_err());
+    assert_eq!(s, before);
+}
+
+#[test]
+fn a_moved_blob_takes_its_remote_references_along() {
+    let s = state_of(&[
+        upload(1, 1_000, "m1", 1, 100, "A"),
+        common::remote(2, 2_000, "r1", 1, 100, "A"),
+        start_transfer(3, 3_000, "A", "B", 1, 100),
+        moved(4, 4_000, 3, 1, 100, "A", "B"),
+        // After the move, the writer records a remote of these bytes at the copy.
+        common::remote(5, 5_000, "r2", 1, 100, "B"),
+    ]);
+    let r = get(&s, 1).unwrap();
+    assert_eq!(
+        (r.datastore, r.location, r.ref_count, r.last_access_ms),
+        (ds("B"), default_location(1, "B"), 3, 5_000)
+    );
+    assert_eq!(referrers(&s, &sha(1)), 3);
+}

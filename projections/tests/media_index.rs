@@ -416,3 +416,136 @@ fn an_index_naming_a_missing_media_is_an_invariant_error() {
         NAME,
     );
 }
+
+// ---- remote media cached over federation ----
+
+fn get_remote(state: &MemoryState, id: &str) -> Option<MediaRecord> {
+    media_index::get(space(state, NAME), &media_on(common::REMOTE, id)).unwrap()
+}
+
+#[test]
+fn a_remote_media_records_every_field() {
+    let s = state_of(&[common::remote(1, 1_000, "r1", 1, 100, "A")]);
+    assert_eq!(
+        get_remote(&s, "r1"),
+        Some(MediaRecord {
+            sha256: sha(1),
+            size_bytes: 100,
+            content_type: Some("image/jpeg".parse().unwrap()),
+            upload_name: Some("r1.jpg".into()),
+            // Nobody here uploaded it: the envelope's actor (who asked) is not the uploader.
+            uploader: Actor::System,
+            created_at_ms: 1_000,
+            kind: MediaKind::Remote,
+            datastore: ds("A"),
+            quarantined: false,
+            last_access_ms: 1_000,
+        })
+    );
+    assert_eq!(get(&s, "r1"), None, "not a media of our origin");
+}
+
+#[test]
+fn a_remote_media_without_content_type_or_name_keeps_none() {
+    let mut e = common::remote(1, 5, "r1", 1, 1, "A");
+    if let Event::RemoteMediaCachedV1(r) = &mut e.event {
+        r.content_type = None;
+        r.upload_name = None;
+    }
+    let r = get_remote(&state_of(&[e]), "r1").unwrap();
+    assert_eq!((r.content_type, r.upload_name), (None, None));
+}
+
+#[test]
+fn remote_times_come_from_the_envelope_and_accesses_move_them() {
+    let mut s = state_of(&[common::remote(7, 123_456, "r1", 1, 1, "A")]);
+    let r = get_remote(&s, "r1").unwrap();
+    assert_eq!((r.created_at_ms, r.last_access_ms), (123_456, 123_456));
+    let r1 = media_on(common::REMOTE, "r1");
+    s.apply(&common::access_of(8, 200_000, r1.clone(), 1))
+        .unwrap();
+    s.apply(&common::access_of(9, 150_000, r1, 1)).unwrap();
+    let after = get_remote(&s, "r1").unwrap();
+    assert_eq!(
+        (after.created_at_ms, after.last_access_ms),
+        (123_456, 200_000)
+    );
+    assert_eq!(after.kind, MediaKind::Remote, "an access keeps the kind");
+}
+
+#[test]
+fn a_remote_media_is_listed_under_its_hash_with_local_media() {
+    let s = state_of(&[
+        upload(1, 1_000, "m1", 1, 10, "A"),
+        common::remote(2, 2_000, "r1", 1, 10, "A"),
+        common::remote(3, 3_000, "r2", 2, 20, "B"),
+        upload(4, 4_000, "m2", 1, 10, "A"),
+    ]);
+    let r = |id| media_on(common::REMOTE, id);
+    assert_eq!(with_hash(&s, 1), [media("m1"), r("r1"), media("m2")]);
+    assert_eq!(with_hash(&s, 2), [r("r2")]);
+    let mut want = Vec::new();
+    for n in [1u8, 2] {
+        let mut k = vec![media_index::SHA_INDEX_TAG];
+        k.extend_from_slice(&sha(n).0);
+        want.push(k);
+    }
+    assert_eq!(index_keys(&s), want, "one 0x02 key per hash");
+    assert_eq!(record_keys(&s).len(), 4);
+    let kinds: Vec<MediaKind> = record_keys(&s)
+        .iter()
+        .map(|k| {
+            media_index::decode_record(&space(&s, NAME).0[k])
+                .unwrap()
+                .kind
+        })
+        .collect();
+    // Keys sort by origin: example.org (m1, m2) before remote.example (r1, r2).
+    assert_eq!(
+        kinds,
+        [
+            MediaKind::Local,
+            MediaKind::Local,
+            MediaKind::Remote,
+            MediaKind::Remote
+        ]
+    );
+}
+
+#[test]
+fn a_second_record_of_a_remote_media_is_an_invariant_error() {
+    let mut s = state_of(&[common::remote(1, 1_000, "r1", 1, 100, "A")]);
+    let before = s.clone();
+    // Cached again (same or other bytes), or "uploaded" under the remote's id: all refused.
+    assert_invariant(s.apply(&common::remote(2, 2_000, "r1", 1, 100, "A")), NAME);
+    assert_invariant(s.apply(&common::remote(3, 3_000, "r1", 2, 50, "B")), NAME);
+    let mut upload_over = upload(4, 4_000, "x", 1, 100, "A");
+    if let Event::MediaUploadedV1(e) = &mut upload_over.event {
+        e.media = media_on(common::REMOTE, "r1");
+    }
+    assert_invariant(s.apply(&upload_over), NAME);
+    assert_eq!(s, before, "refused events change nothing");
+    // And a remote record over a local media is refused the same way.
+    let mut kv = MemoryKv::default();
+    MediaIndex
+        .apply(&upload(1, 1, "m1", 1, 10, "A"), &mut kv)
+        .unwrap();
+    let mut over_local = common::remote(2, 2, "m1", 1, 10, "A");
+    if let Event::RemoteMediaCachedV1(e) = &mut over_local.event {
+        e.media = media("m1");
+    }
+    assert_invariant(MediaIndex.apply(&over_local, &mut kv), NAME);
+}
+
+#[test]
+fn a_move_takes_remote_media_of_the_hash_along() {
+    let s = state_of(&[
+        upload(1, 1_000, "m1", 1, 100, "A"),
+        common::remote(2, 2_000, "r1", 1, 100, "A"),
+        start_transfer(3, 3_000, "A", "B", 1, 100),
+        moved(4, 4_000, 3, 1, 100, "A", "B"),
+    ]);
+    assert_eq!(get(&s, "m1").unwrap().datastore, ds("B"));
+    let r = get_remote(&s, "r1").unwrap();
+    assert_eq!((r.datastore, r.kind), (ds("B"), MediaKind::Remote));
+}

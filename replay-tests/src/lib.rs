@@ -15,6 +15,10 @@
 //!   media's content) or from a small pool of their own (shared between thumbnails), and, like
 //!   an upload, a thumbnail of bytes already stored is expected at that blob's place. A
 //!   thumbnail already recorded is never generated again (the writer would refuse it).
+//!   Remote media of other servers ([`REMOTE_ORIGINS`]) are cached with bytes of the media
+//!   pool, so they share blobs with local media; like an upload, a remote of bytes already
+//!   stored is expected at that blob's place. Once cached they are accessed and thumbnailed
+//!   like local media.
 //! - [`submit_all`] submits steps to a ledger (in groups, so group commit and the writer's
 //!   overlay are exercised) on a runtime of its own.
 //! - [`state_of`], [`replay`] and [`snapshot`] read, recompute and render projection state.
@@ -23,8 +27,8 @@ use media_ledger::ledger::{Command, Committed, Ledger, LedgerError};
 use media_ledger_events::{
     codec, Actor, AsyncUploadCreated, BlobLocation, BlobMoved, BlobSourceDeleted,
     BlobTransferFailed, ContentType, DatastoreId, Envelope, Event, MediaAccessed, MediaId,
-    MediaRef, MediaUploaded, RequestId, Seq, ServerName, Sha256, ThumbnailGenerated,
-    ThumbnailMethod, TransferFinished, TransferStarted, UserId,
+    MediaRef, MediaUploaded, RemoteMediaCached, RequestId, Seq, ServerName, Sha256,
+    ThumbnailGenerated, ThumbnailMethod, TransferFinished, TransferStarted, UserId,
 };
 use media_ledger_projections::datastore_sizes::{self, HashCount};
 use media_ledger_projections::memory::{MemoryKv, MemoryState};
@@ -42,6 +46,8 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Origins media are uploaded to.
 pub const ORIGINS: [&str; 2] = ["localhost", "example.org:8448"];
+/// Origins of other servers whose media are cached here.
+pub const REMOTE_ORIGINS: [&str; 2] = ["remote.example", "matrix.remote.example:8448"];
 /// Datastore ids uploads are written to.
 pub const DATASTORES: [&str; 2] = ["ds-alpha", "ds-beta"];
 /// Users who upload, reserve and download.
@@ -165,6 +171,23 @@ pub enum Op {
         /// Who asked for it: a user, or the server for an anonymous request.
         actor: usize,
     },
+    /// A remote media is fetched over federation and cached.
+    CacheRemote {
+        /// Index into [`REMOTE_ORIGINS`].
+        origin: usize,
+        /// The remote's media id (made unique if already cached).
+        media_id: String,
+        /// Index into the digest pool (of media contents, so that local media share them).
+        sha: usize,
+        /// Index into [`DATASTORES`] (ignored when the digest is already stored).
+        datastore: usize,
+        /// Who asked for it: a user, or the server for an anonymous request.
+        actor: usize,
+        /// Whether the remote declared a content type.
+        content_type: bool,
+        /// Whether the remote gave a file name.
+        upload_name: bool,
+    },
 }
 
 fn media_id_strategy() -> impl Strategy<Value = String> {
@@ -208,6 +231,18 @@ pub fn op() -> impl Strategy<Value = Op> {
         )
             .prop_map(|(pick, size, sha, datastore, actor)| {
                 Op::Thumbnail { pick, size, sha, datastore, actor }
+            }),
+        2 => (
+            0..REMOTE_ORIGINS.len(),
+            media_id_strategy(),
+            0..SHA_POOL,
+            0..DATASTORES.len(),
+            0..=USERS.len(),
+            any::<bool>(),
+            any::<bool>(),
+        )
+            .prop_map(|(origin, media_id, sha, datastore, actor, content_type, upload_name)| {
+                Op::CacheRemote { origin, media_id, sha, datastore, actor, content_type, upload_name }
             }),
     ]
 }
@@ -316,11 +351,12 @@ impl Model {
     }
 
     fn fresh(&mut self, origin: usize, wanted: &str, step: usize) -> Result<MediaRef, BoxError> {
-        let origin: ServerName = ORIGINS
-            .get(origin)
-            .copied()
-            .unwrap_or("localhost")
-            .parse()?;
+        let origin = ORIGINS.get(origin).copied().unwrap_or("localhost");
+        self.fresh_on(origin, wanted, step)
+    }
+
+    fn fresh_on(&mut self, origin: &str, wanted: &str, step: usize) -> Result<MediaRef, BoxError> {
+        let origin: ServerName = origin.parse()?;
         let mut id = wanted.to_owned();
         loop {
             let media = MediaRef::new(origin.clone(), id.parse::<MediaId>()?);
@@ -695,6 +731,60 @@ impl Plan {
                         request_id: RequestId(format!("thumb-{}", media.media_id)),
                         command: Command::RecordThumbnail(submitted),
                         expected: Event::ThumbnailGeneratedV1(recorded),
+                    }
+                }
+                Op::CacheRemote {
+                    origin,
+                    media_id,
+                    sha,
+                    datastore: d,
+                    actor,
+                    content_type: ct,
+                    upload_name,
+                } => {
+                    let origin = REMOTE_ORIGINS
+                        .get(origin % REMOTE_ORIGINS.len())
+                        .copied()
+                        .unwrap_or("remote.example");
+                    let media = model.fresh_on(origin, media_id, i)?;
+                    let sha_index = sha % SHA_POOL;
+                    let sha = pool_sha(sha_index);
+                    let submitted = RemoteMediaCached {
+                        media: media.clone(),
+                        sha256: sha,
+                        size_bytes: pool_size(sha_index),
+                        content_type: if *ct {
+                            Some(content_type(sha_index)?)
+                        } else {
+                            None
+                        },
+                        upload_name: upload_name.then(|| format!("remote-{i}.bin")),
+                        fetched_from: format!("https://{}", media.origin),
+                        datastore: datastore(*d)?,
+                        location: location_of(&sha)?,
+                    };
+                    let (ds, loc) = model
+                        .blobs
+                        .entry(sha)
+                        .or_insert_with(|| {
+                            (submitted.datastore.clone(), submitted.location.clone())
+                        })
+                        .clone();
+                    let recorded = RemoteMediaCached {
+                        datastore: ds,
+                        location: loc,
+                        ..submitted.clone()
+                    };
+                    model.uploaded.push((media.clone(), sha));
+                    let actor = match actor.checked_sub(USERS.len()) {
+                        None => Actor::User(user(*actor)?),
+                        Some(_) => Actor::System,
+                    };
+                    Step {
+                        actor,
+                        request_id: RequestId(format!("remote-{i:03}")),
+                        command: Command::CacheRemote(submitted),
+                        expected: Event::RemoteMediaCachedV1(recorded),
                     }
                 }
                 Op::FinishTransfer { task, error } => {

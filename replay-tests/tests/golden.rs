@@ -1,7 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! A checked-in log and the state it must fold into.
 //!
-//! `fixtures/golden.jsonl` holds 29 envelopes: every event type, duplicate bytes (recorded, as
+//! `fixtures/golden.jsonl` holds 31 envelopes: every event type, duplicate bytes (recorded, as
 //! the writer does, with the first upload's datastore and location), two datastores, filled,
 //! pending and lapsed async reservations, accesses by users, the admin and the server, and
 //! (from sequence 21) a transfer from `alpha` to `beta` of the content shared by cat1 and cat2:
@@ -10,13 +10,16 @@
 //! (from sequence 27) three thumbnails: cat1 at 32x32 crop, new bytes stored in `alpha`; cat3
 //! at the same size, the same bytes (the cats share their content), recorded at that blob;
 //! and cat2 at 96x96 crop, whose bytes are the cat content itself (a 96x96 picture encodes
-//! to the same file), recorded at the cat blob's new place in `beta`.
+//! to the same file), recorded at the cat blob's new place in `beta`. Last (sequences 30
+//! and 31) two remote media of `remote.example` cached over federation: `rcat`, whose bytes
+//! are the cat content (recorded, as the writer does, at the cat blob in `beta`), asked for by
+//! alice, and `sunset`, 3 000 new bytes stored in `alpha`, fetched for an anonymous request.
 //! `fixtures/golden.expected.json` is its snapshot. A change of a projection's fold shows as a
 //! diff of that file; after checking the diff by eye, regenerate it with
 //! `UPDATE_GOLDEN=1 cargo test -p media-ledger-replay-tests --test golden`.
 
 use media_ledger::ledger::{raw, Command, Ledger};
-use media_ledger_events::{Event, Seq, ThumbnailGenerated};
+use media_ledger_events::{Event, RemoteMediaCached, Seq, ThumbnailGenerated};
 use media_ledger_replay_tests::{
     fixtures_dir, ledger_envelopes, load_jsonl, replay, snapshot, state_of,
 };
@@ -53,7 +56,7 @@ fn golden_log_folds_into_the_expected_snapshot() {
 #[test]
 fn golden_log_is_well_formed() {
     let envs = golden();
-    assert_eq!(envs.len(), 29);
+    assert_eq!(envs.len(), 31);
     for (i, env) in (1u64..).zip(&envs) {
         assert_eq!(env.seq, Seq(i), "sequences run from 1 without gaps");
     }
@@ -70,11 +73,12 @@ fn golden_log_is_well_formed() {
     assert_eq!(count(|e| matches!(e, Event::BlobTransferFailedV1(_))), 1);
     assert_eq!(count(|e| matches!(e, Event::TransferFinishedV1(_))), 1);
     assert_eq!(count(|e| matches!(e, Event::ThumbnailGeneratedV1(_))), 3);
+    assert_eq!(count(|e| matches!(e, Event::RemoteMediaCachedV1(_))), 2);
     // Every variant of the log's format appears (a new one must be added to this log).
     let mut types: Vec<&str> = envs.iter().map(|e| e.event.type_name()).collect();
     types.sort_unstable();
     types.dedup();
-    assert_eq!(types.len(), 9, "{types:?}");
+    assert_eq!(types.len(), 10, "{types:?}");
     // Every event after the start names the task by the start's sequence.
     for env in &envs[21..25] {
         let task = match &env.event {
@@ -92,6 +96,8 @@ fn golden_log_is_well_formed() {
 const THUMB: &str = "53b12bb9b2109875683b8603d8769e9e4685db50f7258fe66999ee341ad3a764";
 /// The content shared by cat1, cat2 and cat3 (1 000 bytes).
 const CAT: &str = "ec0b794d57e49e213bc9f47e3e2221123eda3c073d7dc11cf767f9530d804388";
+/// The content of the remote media `sunset` (3 000 bytes).
+const SUNSET: &str = "bde577fb816474481ee7614bc136e5520eba781b1ea193c7eef28e3f159763da";
 
 /// Figures checked by hand against the log: the contents of cat1 and dog1 (1 000 and 2 500
 /// bytes) were first stored in `alpha`, those of doc1, vid1, async1 and import1 (40 000,
@@ -100,22 +106,24 @@ const CAT: &str = "ec0b794d57e49e213bc9f47e3e2221123eda3c073d7dc11cf767f9530d804
 /// and cat2) from `alpha` to `beta`, and cat3 adds a third row of it in `beta`. Last, two
 /// thumbnail rows of one 600-byte content in `alpha` (new to alpha: a thumbnail hash and a
 /// total hash), and one thumbnail row in `beta` of the cat content (a thumbnail hash and its
-/// bytes, but no total hash: beta's media have it already).
+/// bytes, but no total hash: beta's media have it already). Then the remote `rcat` adds a
+/// fourth row of the cat content to `beta` (a row, no hash, no bytes), and the remote `sunset`
+/// a row, a hash and 3 000 bytes to `alpha`.
 #[test]
 fn golden_figures_make_sense() {
     let snap = expected();
     let alpha = &snap["datastore_sizes"]["alpha"]["totals"];
     assert_eq!(
-        alpha["media_affected"], 2,
-        "dog1, dog2 (cat1, cat2 moved out)"
+        alpha["media_affected"], 3,
+        "dog1, dog2, sunset (cat1, cat2 moved out)"
     );
-    assert_eq!(alpha["media_hashes_affected"], 1);
-    assert_eq!(alpha["media_bytes"], 2_500);
+    assert_eq!(alpha["media_hashes_affected"], 2);
+    assert_eq!(alpha["media_bytes"], 2_500 + 3_000);
     assert_eq!(alpha["thumbnails_affected"], 2, "of cat1 and cat3");
     assert_eq!(alpha["thumbnail_hashes_affected"], 1);
     assert_eq!(alpha["thumbnail_bytes"], 600);
-    assert_eq!(alpha["total_hashes_affected"], 2);
-    assert_eq!(alpha["total_bytes"], 2_500 + 600);
+    assert_eq!(alpha["total_hashes_affected"], 3);
+    assert_eq!(alpha["total_bytes"], 2_500 + 600 + 3_000);
     let alpha_hashes = snap["datastore_sizes"]["alpha"]["hashes"]
         .as_object()
         .unwrap();
@@ -123,9 +131,14 @@ fn golden_figures_make_sense() {
         alpha_hashes.keys().collect::<Vec<_>>(),
         [
             "048656df1192ba1fec4e5e9cf0beacf09b180d044478cd3b9a639ac762d17ee1",
-            THUMB
+            THUMB,
+            SUNSET
         ],
-        "dog and the thumbnail content; the cat row count left alpha with the cat blob"
+        "dog, the thumbnail content and sunset; the cat row count left alpha with the cat blob"
+    );
+    assert_eq!(
+        alpha_hashes[SUNSET],
+        serde_json::json!({ "media": 1, "thumbnails": 0 })
     );
     assert_eq!(
         alpha_hashes[THUMB],
@@ -133,8 +146,8 @@ fn golden_figures_make_sense() {
     );
     let beta = &snap["datastore_sizes"]["beta"]["totals"];
     assert_eq!(
-        beta["media_affected"], 9,
-        "doc1, vid1, async1, import1, vid2, async4, cat1, cat2, cat3"
+        beta["media_affected"], 10,
+        "doc1, vid1, async1, import1, vid2, async4, cat1, cat2, cat3, rcat"
     );
     assert_eq!(beta["media_hashes_affected"], 5);
     assert_eq!(beta["media_bytes"], 40_000 + 5_000_000 + 777 + 123 + 1_000);
@@ -146,11 +159,12 @@ fn golden_figures_make_sense() {
     let cat = CAT;
     assert_eq!(
         snap["datastore_sizes"]["beta"]["hashes"][cat],
-        serde_json::json!({ "media": 3, "thumbnails": 1 })
+        serde_json::json!({ "media": 4, "thumbnails": 1 }),
+        "cat1, cat2, cat3 and the remote rcat"
     );
 
     let media = snap["media_index"].as_object().unwrap();
-    assert_eq!(media.keys().filter(|k| k.starts_with("mxc://")).count(), 11);
+    assert_eq!(media.keys().filter(|k| k.starts_with("mxc://")).count(), 13);
     for m in [
         "mxc://localhost/cat1",
         "mxc://example.org/cat2",
@@ -168,11 +182,59 @@ fn golden_figures_make_sense() {
         serde_json::json!([
             "mxc://localhost/cat1",
             "mxc://example.org/cat2",
-            "mxc://localhost/cat3"
+            "mxc://localhost/cat3",
+            "mxc://remote.example/rcat"
         ]),
-        "in upload order"
+        "in upload order, the remote one too"
     );
-    assert_eq!(snap["media_index"]["by_hash"].as_object().unwrap().len(), 6);
+    assert_eq!(
+        snap["media_index"]["by_hash"][SUNSET],
+        serde_json::json!(["mxc://remote.example/sunset"])
+    );
+    assert_eq!(snap["media_index"]["by_hash"].as_object().unwrap().len(), 7);
+    let kinds = |kind: &str| {
+        media
+            .iter()
+            .filter(|(k, v)| k.starts_with("mxc://") && v["kind"] == kind)
+            .map(|(k, _)| k.as_str())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        kinds("Remote"),
+        ["mxc://remote.example/rcat", "mxc://remote.example/sunset"]
+    );
+    assert_eq!(kinds("Local").len(), 11, "every upload");
+    assert_eq!(
+        media["mxc://remote.example/rcat"],
+        serde_json::json!({
+            "sha256": CAT,
+            "size_bytes": 1_000,
+            "content_type": "image/png",
+            "upload_name": "cat.png",
+            "uploader": "System",
+            "created_at_ms": 1_700_000_000_000u64 + 29 * 60_000,
+            "kind": "Remote",
+            "datastore": "beta",
+            "quarantined": false,
+            "last_access_ms": 1_700_000_000_000u64 + 29 * 60_000,
+        }),
+        "the envelope's actor (alice asked for it) is not its uploader"
+    );
+    let sunset = &media["mxc://remote.example/sunset"];
+    assert_eq!(
+        (
+            &sunset["content_type"],
+            &sunset["upload_name"],
+            &sunset["datastore"],
+            &sunset["created_at_ms"]
+        ),
+        (
+            &Value::Null,
+            &Value::Null,
+            &serde_json::json!("alpha"),
+            &serde_json::json!(1_700_000_000_000u64 + 30 * 60_000)
+        )
+    );
 
     let pending: Vec<&String> = snap["pending_uploads"]
         .as_object()
@@ -190,10 +252,22 @@ fn golden_figures_make_sense() {
         .values()
         .map(|h| h["record"]["ref_count"].as_u64().unwrap())
         .collect();
-    assert_eq!(refs.iter().sum::<u64>(), 11 + 3, "11 media, 3 thumbnails");
+    assert_eq!(
+        refs.iter().sum::<u64>(),
+        13 + 3,
+        "11 local and 2 remote media, 3 thumbnails"
+    );
     let cat_record = &snap["hash_refs"][cat]["record"];
     assert_eq!(cat_record["datastore"], "beta");
-    assert_eq!(cat_record["ref_count"], 4, "three media and a thumbnail");
+    assert_eq!(
+        cat_record["ref_count"], 5,
+        "three local media, a remote one and a thumbnail"
+    );
+    assert_eq!(
+        snap["hash_refs"][CAT]["refs"].as_array().unwrap().len(),
+        4,
+        "one media referrer per local or remote media"
+    );
     assert_eq!(
         snap["hash_refs"][cat]["thumbnail_refs"],
         serde_json::json!(["mxc://example.org/cat2 96x96-crop"])
@@ -201,8 +275,19 @@ fn golden_figures_make_sense() {
     assert_eq!(cat_record["created_seq"], 1, "first stored by cat1");
     assert_eq!(
         cat_record["last_access_ms"],
-        1_700_000_000_000u64 + 25 * 60_000,
-        "the upload of cat3 at seq 26 (a thumbnail is not an access)"
+        1_700_000_000_000u64 + 29 * 60_000,
+        "the cache of rcat at seq 30 (a thumbnail is not an access, caching is)"
+    );
+    assert_eq!(
+        snap["hash_refs"][SUNSET]["record"],
+        serde_json::json!({
+            "datastore": "alpha",
+            "location": format!("bd/e5/{SUNSET}"),
+            "size_bytes": 3_000,
+            "ref_count": 1,
+            "last_access_ms": 1_700_000_000_000u64 + 30 * 60_000,
+            "created_seq": 31,
+        })
     );
     let thumb_record = &snap["hash_refs"][THUMB];
     assert_eq!(
@@ -360,7 +445,7 @@ fn golden_log_in_a_real_ledger() {
     let envs = golden();
     let dir = tempfile::tempdir().unwrap();
     let head = raw::append_unprojected(dir.path(), &envs).unwrap();
-    assert_eq!(head.seq, Seq(29));
+    assert_eq!(head.seq, Seq(31));
 
     let ledger = Ledger::open(dir.path(), &mut |_, _| {}).unwrap();
     assert_eq!(ledger_envelopes(&ledger).unwrap(), envs);
@@ -370,7 +455,7 @@ fn golden_log_in_a_real_ledger() {
     drop(ledger);
 
     let (head, divergence) = Ledger::verify_path(dir.path()).unwrap();
-    assert_eq!(head.seq, Seq(29));
+    assert_eq!(head.seq, Seq(31));
     assert_eq!(divergence, None);
 }
 
@@ -429,8 +514,9 @@ fn golden_thumbnails_step_by_step() {
     );
 }
 
-/// The thumbnail events of the golden log are what the writer records for thumbnails
-/// generated into any datastore: bytes already stored are pointed at their blob.
+/// The thumbnail and remote media events of the golden log are what the writer records for
+/// thumbnails generated and remote media fetched into any datastore: bytes already stored
+/// are pointed at their blob.
 #[test]
 fn golden_thumbnails_are_what_the_writer_records() {
     let envs = golden();
@@ -440,7 +526,7 @@ fn golden_thumbnails_are_what_the_writer_records() {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
-    for (i, env) in envs[26..].iter().enumerate() {
+    for (i, env) in envs[26..29].iter().enumerate() {
         let Event::ThumbnailGeneratedV1(golden_event) = &env.event else {
             panic!("{:?}", env.event)
         };
@@ -465,6 +551,47 @@ fn golden_thumbnails_are_what_the_writer_records() {
             .unwrap();
         assert_eq!(committed.seq, env.seq);
         assert_eq!(committed.event, env.event, "seq {}", env.seq);
+    }
+    // The remote media: rcat was fetched into alpha's spool, but its bytes are the cat
+    // content, so the writer records it at the cat blob in beta; sunset is new and stays.
+    for env in &envs[29..] {
+        let Event::RemoteMediaCachedV1(golden_event) = &env.event else {
+            panic!("{:?}", env.event)
+        };
+        let submitted = if golden_event.media.media_id.as_str() == "rcat" {
+            RemoteMediaCached {
+                datastore: "alpha".parse().unwrap(),
+                location: "spool/rcat".parse().unwrap(),
+                ..golden_event.clone()
+            }
+        } else {
+            golden_event.clone()
+        };
+        let committed = rt
+            .block_on(ledger.submit(
+                env.actor.clone(),
+                env.request_id.clone(),
+                Command::CacheRemote(submitted.clone()),
+            ))
+            .unwrap();
+        assert_eq!(committed.seq, env.seq);
+        assert_eq!(committed.event, env.event, "seq {}", env.seq);
+        // A second fetch of the same remote media is refused and records nothing.
+        let again = rt.block_on(ledger.submit(
+            env.actor.clone(),
+            env.request_id.clone(),
+            Command::CacheRemote(submitted),
+        ));
+        assert!(
+            matches!(
+                again,
+                Err(media_ledger::ledger::LedgerError::Conflict(
+                    media_ledger::ledger::Conflict::MediaExists
+                ))
+            ),
+            "{again:?}"
+        );
+        assert_eq!(ledger.head(), env.seq);
     }
     // Live state and snapshot: the golden one, but for the times of the writer's clock.
     let live = snapshot(&state_of(&ledger).unwrap());

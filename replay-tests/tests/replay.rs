@@ -4,7 +4,7 @@
 //! projecting it.
 
 use media_ledger::ledger::{raw, Command, Ledger, LedgerError};
-use media_ledger_events::{Envelope, Event, MediaUploaded, Seq};
+use media_ledger_events::{Envelope, Event, MediaUploaded, RemoteMediaCached, Seq};
 use media_ledger_projections::memory::MemoryState;
 use media_ledger_projections::ALL;
 use media_ledger_replay_tests::{
@@ -371,18 +371,33 @@ fn generator_covers_every_kind_of_command() {
     let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &[7; 32]);
     let mut runner = TestRunner::new_with_rng(ProptestConfig::default(), rng);
     let mut seen = std::collections::BTreeMap::<String, usize>::new();
-    // 512 plans: a blob moved twice (a transfer back after one has finished) is rare.
-    for _ in 0..512 {
+    // 1024 plans: a blob moved twice (a transfer back after one has finished) is rare, and
+    // rarer since remote caching took a share of the steps.
+    for _ in 0..1024 {
         let plan = Plan::new(&ops(60).new_tree(&mut runner).unwrap().current()).unwrap();
         let mut shas = std::collections::BTreeSet::new();
         let mut moved = std::collections::BTreeSet::new();
         // Every digest stored so far, and the ones first stored by a thumbnail.
         let mut stored = std::collections::BTreeSet::new();
         let mut thumb_only = std::collections::BTreeSet::new();
+        // The remote media cached so far.
+        let mut remote = std::collections::BTreeSet::new();
         for step in &plan.steps {
             if let Event::MediaUploadedV1(e) = &step.expected {
                 stored.insert(e.sha256);
                 thumb_only.remove(&e.sha256);
+            }
+            if let Command::Access(e) = &step.command {
+                if remote.contains(&e.media) {
+                    *seen.entry("access of a remote media".into()).or_default() += 1;
+                }
+            }
+            if let Command::RecordThumbnail(e) = &step.command {
+                if remote.contains(&e.media) {
+                    *seen
+                        .entry("thumbnail of a remote media".into())
+                        .or_default() += 1;
+                }
             }
             let kind = match (&step.command, &step.expected) {
                 (
@@ -471,6 +486,42 @@ fn generator_covers_every_kind_of_command() {
                     stored.insert(e.sha256);
                     "thumbnail"
                 }
+                (Command::CacheRemote(e), Event::RemoteMediaCachedV1(recorded)) => {
+                    assert_eq!(
+                        RemoteMediaCached {
+                            datastore: e.datastore.clone(),
+                            location: e.location.clone(),
+                            ..recorded.clone()
+                        },
+                        *e,
+                        "only the blob's place is rewritten"
+                    );
+                    assert!(media_ledger_replay_tests::REMOTE_ORIGINS
+                        .contains(&e.media.origin.as_str()));
+                    assert!(remote.insert(e.media.clone()), "cached once");
+                    if stored.contains(&e.sha256) {
+                        let kind = if thumb_only.contains(&e.sha256) {
+                            "remote of thumbnail bytes"
+                        } else {
+                            "remote of stored media bytes"
+                        };
+                        *seen.entry(kind.into()).or_default() += 1;
+                    } else {
+                        *seen.entry("remote of new bytes".into()).or_default() += 1;
+                    }
+                    if e.datastore != recorded.datastore {
+                        *seen.entry("remote redirected".into()).or_default() += 1;
+                    }
+                    if moved.contains(&e.sha256) {
+                        *seen.entry("remote of moved bytes".into()).or_default() += 1;
+                    }
+                    if !shas.insert(e.sha256) {
+                        *seen.entry("duplicate bytes".into()).or_default() += 1;
+                    }
+                    stored.insert(e.sha256);
+                    thumb_only.remove(&e.sha256);
+                    "remote cache"
+                }
                 (Command::TaskProgress(e), recorded) => {
                     assert_eq!(e, recorded);
                     match e {
@@ -519,6 +570,14 @@ fn generator_covers_every_kind_of_command() {
         "thumbnail of moved bytes",
         "animated thumbnail",
         "move of thumbnail bytes",
+        "remote cache",
+        "remote of new bytes",
+        "remote of stored media bytes",
+        "remote of thumbnail bytes",
+        "remote redirected",
+        "remote of moved bytes",
+        "access of a remote media",
+        "thumbnail of a remote media",
     ] {
         assert!(
             seen.get(kind).copied().unwrap_or(0) >= 5,
@@ -991,4 +1050,135 @@ fn thumbnail_commands_are_checked_against_the_state() {
     );
     drop(ledger);
     assert_verifies(dir.path(), 5);
+}
+
+fn remote_op(media_id: &str, sha: usize, datastore: usize) -> media_ledger_replay_tests::Op {
+    media_ledger_replay_tests::Op::CacheRemote {
+        origin: 0,
+        media_id: media_id.into(),
+        sha,
+        datastore,
+        actor: 0,
+        content_type: true,
+        upload_name: false,
+    }
+}
+
+/// Remote media as the model predicts them: bytes already stored by a local media are
+/// recorded at that blob, new bytes where the command says; the writer refuses a media
+/// already cached (even with other bytes) and a remote record of a local media id.
+#[test]
+fn remote_media_share_blobs_and_are_cached_once() {
+    use media_ledger::ledger::Conflict;
+    use media_ledger_projections::media_index::MediaKind;
+    use media_ledger_replay_tests::{location_of, pool_sha, pool_size};
+    let plan = Plan::new(&[
+        upload_op("a1", 0, 0),
+        // a1's bytes, asked into beta: recorded at a1's blob in alpha.
+        remote_op("r1", 0, 1),
+        // New bytes into beta.
+        remote_op("r2", 1, 1),
+        // The same remote id again: the model makes it unique.
+        remote_op("r1", 2, 0),
+        // A local upload of r2's bytes goes to r2's blob.
+        upload_op("b1", 1, 0),
+        media_ledger_replay_tests::Op::Access { pick: 1, actor: 0 },
+    ])
+    .unwrap();
+    let envs = plan.envelopes();
+    let remote = |i: usize| match &envs[i].event {
+        Event::RemoteMediaCachedV1(e) => e.clone(),
+        other => panic!("{other:?}"),
+    };
+    let (r1, r2, r3) = (remote(1), remote(2), remote(3));
+    assert_eq!(r1.media.to_string(), "mxc://remote.example/r1");
+    assert_eq!(r1.fetched_from, "https://remote.example");
+    assert_eq!(
+        (r1.datastore.as_str(), &r1.location),
+        ("ds-alpha", &location_of(&pool_sha(0)).unwrap())
+    );
+    assert_eq!(r2.datastore.as_str(), "ds-beta");
+    assert_ne!(r3.media, r1.media);
+    assert_eq!(r3.media.origin, r1.media.origin);
+    let Event::MediaUploadedV1(b1) = &envs[4].event else {
+        panic!()
+    };
+    assert_eq!(b1.datastore.as_str(), "ds-beta", "r2's blob");
+
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = open(dir.path());
+    assert_eq!(
+        submit_ok(&ledger, &plan.steps, 1),
+        expected_events(&plan.steps)
+    );
+    let step = plan.steps[1].clone();
+    let Command::CacheRemote(done) = &step.command else {
+        panic!()
+    };
+    let submit = |event: RemoteMediaCached| {
+        let s = Step {
+            command: Command::CacheRemote(event),
+            ..step.clone()
+        };
+        submit_all(&ledger, &[s], 1).unwrap().remove(0)
+    };
+    for again in [
+        done.clone(),
+        RemoteMediaCached {
+            sha256: pool_sha(3),
+            size_bytes: pool_size(3),
+            ..done.clone()
+        },
+        RemoteMediaCached {
+            media: "mxc://localhost/a1".parse().unwrap(),
+            ..done.clone()
+        },
+    ] {
+        match submit(again) {
+            Err(LedgerError::Conflict(c)) => assert_eq!(c, Conflict::MediaExists),
+            other => panic!("expected MediaExists, got {other:?}"),
+        }
+    }
+    assert_eq!(ledger.head(), Seq(6), "refused commands recorded nothing");
+    assert!(ledger.failed_projections().is_empty());
+
+    let snap = snapshot(&assert_live_state_is_replay(&ledger));
+    let mi = &snap["media_index"];
+    assert_eq!(
+        mi["mxc://remote.example/r1"]["kind"],
+        serde_json::to_value(MediaKind::Remote).unwrap()
+    );
+    assert_eq!(mi["mxc://remote.example/r1"]["uploader"], "System");
+    assert_eq!(mi["mxc://localhost/a1"]["kind"], "Local");
+    let h0 = pool_sha(0).to_hex();
+    assert_eq!(
+        mi["by_hash"][&h0],
+        serde_json::json!(["mxc://localhost/a1", "mxc://remote.example/r1"])
+    );
+    assert_eq!(snap["hash_refs"][&h0]["record"]["ref_count"], 2);
+    assert_eq!(
+        snap["hash_refs"][pool_sha(1).to_hex()]["record"]["ref_count"],
+        2
+    );
+    // alpha: a1, r1 (one hash), r1-3 (pool 2); beta: r2, b1 (one hash).
+    let alpha = &snap["datastore_sizes"]["ds-alpha"]["totals"];
+    assert_eq!(
+        (
+            &alpha["media_affected"],
+            &alpha["media_hashes_affected"],
+            &alpha["media_bytes"]
+        ),
+        (
+            &serde_json::json!(3),
+            &serde_json::json!(2),
+            &serde_json::json!(pool_size(0) + pool_size(2))
+        )
+    );
+    let beta = &snap["datastore_sizes"]["ds-beta"]["totals"];
+    assert_eq!(
+        (&beta["media_affected"], &beta["media_bytes"]),
+        (&serde_json::json!(2), &serde_json::json!(pool_size(1)))
+    );
+    drop(ledger);
+    assert_verifies(dir.path(), 6);
 }

@@ -3,13 +3,16 @@
 
 use media_ledger_events::{
     Actor, AsyncUploadCreated, BlobLocation, BlobMoved, BlobSourceDeleted, BlobTransferFailed,
-    DatastoreId, Envelope, Event, MediaAccessed, MediaRef, MediaUploaded, RequestId, Seq, Sha256,
-    ThumbnailGenerated, ThumbnailMethod, TransferFinished, TransferStarted, UserId,
+    DatastoreId, Envelope, Event, MediaAccessed, MediaRef, MediaUploaded, RemoteMediaCached,
+    RequestId, Seq, Sha256, ThumbnailGenerated, ThumbnailMethod, TransferFinished, TransferStarted,
+    UserId,
 };
 use media_ledger_projections::memory::{MemoryKv, MemoryState};
 use media_ledger_projections::ProjectionError;
 
 pub const ORIGIN: &str = "example.org";
+/// The origin of the remote media of the builders.
+pub const REMOTE: &str = "remote.example";
 
 /// `mxc://example.org/<id>`.
 pub fn media(id: &str) -> MediaRef {
@@ -94,14 +97,60 @@ pub fn upload_at(
     )
 }
 
+/// `media_id` of [`REMOTE`], fetched over federation with bytes `sha(sha_n)` of `size` and
+/// cached in `ds_id` at `loc`, on behalf of `@bob:example.org`.
+pub fn remote_at(
+    seq: u64,
+    time: u64,
+    media_id: &str,
+    sha_n: u8,
+    size: u64,
+    ds_id: &str,
+    loc: BlobLocation,
+) -> Envelope {
+    envelope(
+        seq,
+        time,
+        Actor::User(user("@bob:example.org")),
+        Event::RemoteMediaCachedV1(RemoteMediaCached {
+            media: media_on(REMOTE, media_id),
+            sha256: sha(sha_n),
+            size_bytes: size,
+            content_type: Some("image/jpeg".parse().unwrap()),
+            upload_name: Some(format!("{media_id}.jpg")),
+            fetched_from: format!("https://{REMOTE}"),
+            datastore: ds(ds_id),
+            location: loc,
+        }),
+    )
+}
+
+/// Like [`remote_at`], at the default location.
+pub fn remote(seq: u64, time: u64, media_id: &str, sha_n: u8, size: u64, ds_id: &str) -> Envelope {
+    remote_at(
+        seq,
+        time,
+        media_id,
+        sha_n,
+        size,
+        ds_id,
+        default_location(sha_n, ds_id),
+    )
+}
+
 /// A recorded download of `media` (whose bytes are `sha(sha_n)`), by the server.
 pub fn access(seq: u64, time: u64, media_id: &str, sha_n: u8) -> Envelope {
+    access_of(seq, time, media(media_id), sha_n)
+}
+
+/// A recorded download of any media (local or remote), by the server.
+pub fn access_of(seq: u64, time: u64, media: MediaRef, sha_n: u8) -> Envelope {
     envelope(
         seq,
         time,
         Actor::System,
         Event::MediaAccessedV1(MediaAccessed {
-            media: media(media_id),
+            media,
             sha256: sha(sha_n),
         }),
     )
