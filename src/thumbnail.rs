@@ -37,6 +37,33 @@ pub enum Thumb {
     Original,
 }
 
+impl Thumb {
+    /// The blob to serve, its length and content type (`record` is the media's).
+    pub fn served(&self, record: &MediaRecord) -> (Sha256, u64, String) {
+        match self {
+            Thumb::Stored(t) => (t.sha256, t.size_bytes, t.content_type.as_str().to_owned()),
+            Thumb::Original => (
+                record.sha256,
+                record.size_bytes,
+                record.content_type.as_ref().map_or_else(
+                    || "application/octet-stream".to_owned(),
+                    |c| c.as_str().to_owned(),
+                ),
+            ),
+        }
+    }
+
+    /// The file name a thumbnail is served as.
+    pub fn file_name(content_type: &str) -> String {
+        let ext = if content_type.contains("jpeg") {
+            "jpg"
+        } else {
+            content_type.rsplit('/').next().unwrap_or("bin")
+        };
+        format!("thumbnail.{ext}")
+    }
+}
+
 /// What a client asked for.
 #[derive(Debug, Clone, Copy)]
 pub struct ThumbRequest {

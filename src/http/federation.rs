@@ -158,28 +158,11 @@ pub async fn thumbnail(
         .thumbnails
         .get(Actor::System, &media, &record, req)
         .await?;
-    let (sha, len, ct) = match thumb {
-        Thumb::Stored(t) => (t.sha256, t.size_bytes, t.content_type.as_str().to_owned()),
-        Thumb::Original => (
-            record.sha256,
-            record.size_bytes,
-            record
-                .content_type
-                .as_ref()
-                .map_or("application/octet-stream".to_owned(), |c| {
-                    c.as_str().to_owned()
-                }),
-        ),
-    };
+    let (sha, len, ct) = thumb.served(&record);
     let body = open_blob(&state, &sha, 0, len).await?;
-    let ext = if ct.contains("jpeg") {
-        "jpg"
-    } else {
-        ct.rsplit('/').next().unwrap_or("bin")
-    };
     multipart(
         &ct,
-        &format!("inline; filename=\"thumbnail.{ext}\""),
+        &format!("inline; filename=\"{}\"", Thumb::file_name(&ct)),
         len,
         body,
     )

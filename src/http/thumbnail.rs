@@ -133,28 +133,11 @@ async fn serve(
         return Err(ApiError::NotFound("media not found".into()));
     }
     let (thumb, _size) = state.thumbnails.get(actor, &media, &record, req).await?;
-    let (sha, len, content_type) = match &thumb {
-        Thumb::Stored(t) => (t.sha256, t.size_bytes, t.content_type.as_str().to_owned()),
-        Thumb::Original => (
-            record.sha256,
-            record.size_bytes,
-            record
-                .content_type
-                .as_ref()
-                .map_or("application/octet-stream".to_owned(), |c| {
-                    c.as_str().to_owned()
-                }),
-        ),
-    };
+    let (sha, len, content_type) = thumb.served(&record);
     let stream = if head {
         futures_util::stream::empty().boxed()
     } else {
         open_blob(state, &sha, 0, len).await?
-    };
-    let ext = if content_type.contains("jpeg") {
-        "jpg"
-    } else {
-        content_type.rsplit('/').next().unwrap_or("bin")
     };
     let mut resp = Body::from_stream(stream).into_response();
     let h = resp.headers_mut();
@@ -162,7 +145,10 @@ async fn serve(
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     h.insert(
         header::CONTENT_DISPOSITION,
-        header_value(&format!("inline; filename=\"thumbnail.{ext}\""))?,
+        header_value(&format!(
+            "inline; filename=\"{}\"",
+            Thumb::file_name(&content_type)
+        ))?,
     );
     h.insert(
         header::CACHE_CONTROL,
