@@ -61,6 +61,26 @@ pub fn new_media_id() -> Result<MediaId, ApiError> {
         .map_err(ApiError::internal)
 }
 
+/// At most this much of a refused body is read and discarded (see [`drain`]).
+pub const DRAIN_MAX_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Reads and discards up to [`DRAIN_MAX_BYTES`] of `body` within 10 seconds.
+pub async fn drain<S>(mut body: S)
+where
+    S: Stream<Item = Result<Bytes, axum::Error>> + Unpin,
+{
+    let read = async {
+        let mut n = 0u64;
+        while let Some(Ok(chunk)) = body.next().await {
+            n += chunk.len() as u64;
+            if n > DRAIN_MAX_BYTES {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), read).await;
+}
+
 fn now_ms() -> u64 {
     u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0)
 }
@@ -280,6 +300,7 @@ impl MediaService {
                 .map_err(|e| ApiError::InvalidParam(format!("reading the request body: {e}")))?;
             size = size.saturating_add(chunk.len() as u64);
             if size > limit {
+                drain(body).await;
                 return Err(ApiError::TooLarge { limit_bytes: limit });
             }
             hasher.update(&chunk);

@@ -19,6 +19,14 @@ pub struct UploadQuery {
     filename: Option<String>,
 }
 
+/// Reads and discards (a bounded part of) a refused request's body before answering, so the
+/// answer reaches a client that is still sending: closing with unread data makes the kernel
+/// reset the connection, and the client then sees a broken pipe instead of the 413.
+async fn drain_then(error: ApiError, body: Body) -> ApiError {
+    crate::media::drain(body.into_data_stream()).await;
+    error
+}
+
 fn meta(headers: &HeaderMap, filename: Option<String>, limit: u64) -> Result<UploadMeta, ApiError> {
     if let Some(len) = headers.get(header::CONTENT_LENGTH) {
         let len: u64 = len
@@ -58,7 +66,10 @@ pub async fn upload(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let meta = meta(&headers, q.filename, state.config.uploads.max_bytes)?;
+    let meta = match meta(&headers, q.filename, state.config.uploads.max_bytes) {
+        Ok(m) => m,
+        Err(e) => return Err(drain_then(e, body).await),
+    };
     let media = state
         .media
         .upload(
@@ -87,7 +98,10 @@ pub async fn upload_async(
         .user()
         .cloned()
         .ok_or_else(|| ApiError::Forbidden("async uploads belong to users".into()))?;
-    let meta = meta(&headers, q.filename, state.config.uploads.max_bytes)?;
+    let meta = match meta(&headers, q.filename, state.config.uploads.max_bytes) {
+        Ok(m) => m,
+        Err(e) => return Err(drain_then(e, body).await),
+    };
     state
         .media
         .upload_async(
