@@ -476,7 +476,10 @@ struct S3s {
 impl S3s {
     fn start(root: &Path, bucket: &str) -> Self {
         let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/tools/bin/s3s-fs");
-        assert!(bin.exists(), "s3s-fs not found: run .ci/deps");
+        assert!(
+            bin.exists(),
+            "s3s-fs not found: run .ci/run (it installs s3s-fs into target/tools)"
+        );
         std::fs::create_dir_all(root.join(bucket)).unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()

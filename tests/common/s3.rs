@@ -24,7 +24,7 @@ pub fn s3s_fs_binary() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/tools/bin/s3s-fs"));
     assert!(
         path.is_file(),
-        "s3s-fs not found: run .ci/deps (looked for {})",
+        "s3s-fs not found: run .ci/run (it installs s3s-fs into target/tools) (looked for {})",
         path.display()
     );
     path
