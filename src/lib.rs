@@ -12,6 +12,8 @@
 //! The pure halves live in the `events` and `projections` crates.
 
 pub mod auth;
+pub mod clock;
+pub mod coalesce;
 pub mod config;
 pub mod datastore;
 pub mod error;

@@ -53,6 +53,65 @@ impl Drop for SpoolGuard {
     }
 }
 
+/// Among the datastores accepting `kind`, the one holding the fewest bytes (running figures
+/// of `datastore_sizes`).
+pub fn pick_datastore(
+    ledger: &Ledger,
+    datastores: &Datastores,
+    kind: DatastoreKind,
+) -> Result<Arc<dyn Datastore>, ApiError> {
+    let sizes = ledger.view("datastore_sizes")?;
+    datastores
+        .pick(kind, |id| {
+            datastore_sizes::totals(&sizes, id).map(|t| t.total_bytes)
+        })?
+        .cloned()
+        .ok_or_else(|| {
+            let what = match kind {
+                DatastoreKind::LocalMedia => "local media",
+                DatastoreKind::RemoteMedia => "remote media",
+                DatastoreKind::Thumbnails => "thumbnails",
+                DatastoreKind::All => "anything",
+            };
+            ApiError::Unavailable(format!("no datastore accepts {what}"))
+        })
+}
+
+/// Opens (part of) the blob of `sha`. A transfer may switch the blob to another datastore
+/// and delete the old copy between the look-up and the open: on a missing blob, look again
+/// once.
+pub async fn open_blob(
+    ledger: &Ledger,
+    datastores: &Datastores,
+    sha: &media_ledger_events::Sha256,
+    start: u64,
+    len: u64,
+) -> Result<crate::datastore::BlobStream, ApiError> {
+    let mut last = None;
+    for _ in 0..2 {
+        let blob = hash_refs::get(&ledger.view("hash_refs")?, sha)?
+            .ok_or_else(|| ApiError::Internal(format!("no hash record for {sha}")))?;
+        if last.as_ref() == Some(&(blob.datastore.clone(), blob.location.clone())) {
+            break;
+        }
+        let store = datastores.get(&blob.datastore).ok_or_else(|| {
+            ApiError::Internal(format!(
+                "datastore {} of {sha} is not configured",
+                blob.datastore
+            ))
+        })?;
+        match store.open(&blob.location, start, len).await {
+            Err(crate::datastore::DatastoreError::Missing(_)) => {
+                last = Some((blob.datastore, blob.location));
+            }
+            other => return Ok(other?),
+        }
+    }
+    Err(ApiError::Internal(format!(
+        "blob {sha} is missing from its datastore"
+    )))
+}
+
 /// A fresh random media id.
 pub fn new_media_id() -> Result<MediaId, ApiError> {
     Alphanumeric
@@ -81,9 +140,7 @@ where
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), read).await;
 }
 
-fn now_ms() -> u64 {
-    u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0)
-}
+use crate::clock::now_ms;
 
 impl MediaService {
     /// Builds the service.
@@ -175,15 +232,6 @@ impl MediaService {
         Ok((media, expires_at_ms))
     }
 
-    fn pick_datastore(&self) -> Result<&Arc<dyn Datastore>, ApiError> {
-        let sizes = self.ledger.view("datastore_sizes")?;
-        self.datastores
-            .pick(DatastoreKind::LocalMedia, |id| {
-                datastore_sizes::totals(&sizes, id).map(|t| t.total_bytes)
-            })?
-            .ok_or_else(|| ApiError::Unavailable("no datastore accepts local media".into()))
-    }
-
     async fn store<S>(
         &self,
         actor: Actor,
@@ -196,7 +244,7 @@ impl MediaService {
     where
         S: Stream<Item = Result<Bytes, axum::Error>> + Unpin,
     {
-        let ds = self.pick_datastore()?.clone();
+        let ds = pick_datastore(&self.ledger, &self.datastores, DatastoreKind::LocalMedia)?;
         let spool_path = ds.spool_dir().join(format!("{}.part", new_media_id()?));
         let mut guard = SpoolGuard(Some(spool_path.clone()));
         let (sha, size_bytes) = self.spool(&spool_path, body, ds.spool_needs_sync()).await?;

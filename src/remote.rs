@@ -6,6 +6,7 @@
 //! counted (the limit is `downloads.max_bytes`, whatever the remote claims), committed, and
 //! only then is `media.remote_cached.v1` appended.
 
+use crate::coalesce::Coalescer;
 use crate::config::{Config, DatastoreKind};
 use crate::datastore::{Datastore, Datastores};
 use crate::error::ApiError;
@@ -13,10 +14,9 @@ use crate::federation::client::{Client, RemoteError};
 use crate::ledger::{Command, Conflict, Ledger, LedgerError};
 use bytes::Bytes;
 use media_ledger_events::{Actor, MediaRef, RemoteMediaCached, RequestId, ServerName, Sha256};
+use media_ledger_projections::hash_refs;
 use media_ledger_projections::media_index::{self, MediaRecord};
-use media_ledger_projections::{datastore_sizes, hash_refs};
 use sha2::Digest;
-use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 
@@ -26,19 +26,7 @@ pub struct RemoteMedia {
     ledger: Arc<Ledger>,
     datastores: Arc<Datastores>,
     config: Arc<Config>,
-    inflight: parking_lot::Mutex<HashMap<MediaRef, Arc<tokio::sync::Mutex<()>>>>,
-}
-
-/// Drops the in-flight entry of a media when its fetch ends or the request goes away.
-struct Inflight<'a> {
-    map: &'a parking_lot::Mutex<HashMap<MediaRef, Arc<tokio::sync::Mutex<()>>>>,
-    key: MediaRef,
-}
-
-impl Drop for Inflight<'_> {
-    fn drop(&mut self) {
-        self.map.lock().remove(&self.key);
-    }
+    inflight: Coalescer<MediaRef>,
 }
 
 impl From<RemoteError> for ApiError {
@@ -68,7 +56,7 @@ impl RemoteMedia {
             ledger,
             datastores,
             config,
-            inflight: parking_lot::Mutex::new(HashMap::new()),
+            inflight: Coalescer::default(),
         }
     }
 
@@ -90,35 +78,13 @@ impl RemoteMedia {
                 "media not found (federation is disabled)".into(),
             ));
         }
-        let lock = self
-            .inflight
-            .lock()
-            .entry(media.clone())
-            .or_default()
-            .clone();
-        let _entry = Inflight {
-            map: &self.inflight,
-            key: media.clone(),
-        };
-        let result = async {
-            let _held = lock.lock().await;
+        let work = async {
             if let Some(r) = media_index::get(&self.ledger.view("media_index")?, media)? {
                 return Ok(r);
             }
             self.fetch(actor, our_name, media).await
-        }
-        .await;
-        result
-    }
-
-    fn pick_datastore(&self) -> Result<Arc<dyn Datastore>, ApiError> {
-        let sizes = self.ledger.view("datastore_sizes")?;
-        self.datastores
-            .pick(DatastoreKind::RemoteMedia, |id| {
-                datastore_sizes::totals(&sizes, id).map(|t| t.total_bytes)
-            })?
-            .cloned()
-            .ok_or_else(|| ApiError::Unavailable("no datastore accepts remote media".into()))
+        };
+        self.inflight.run(media.clone(), work).await
     }
 
     async fn fetch(
@@ -127,7 +93,11 @@ impl RemoteMedia {
         our_name: &ServerName,
         media: &MediaRef,
     ) -> Result<MediaRecord, ApiError> {
-        let ds = self.pick_datastore()?;
+        let ds = crate::media::pick_datastore(
+            &self.ledger,
+            &self.datastores,
+            DatastoreKind::RemoteMedia,
+        )?;
         let spool = ds
             .spool_dir()
             .join(format!("remote-{}.part", crate::media::new_media_id()?));

@@ -7,8 +7,9 @@
 //! wait on a per-thumbnail lock and then find it recorded). Animated sources are thumbnailed
 //! from their first frame (the spec lets a server answer `animated=true` with a still).
 
+use crate::coalesce::Coalescer;
 use crate::config::{Config, DatastoreKind, ThumbnailMethodConfig, ThumbnailSize};
-use crate::datastore::{Datastore, Datastores};
+use crate::datastore::Datastores;
 use crate::error::ApiError;
 use crate::ledger::{Command, Conflict, Ledger, LedgerError};
 use futures_util::StreamExt;
@@ -17,9 +18,7 @@ use media_ledger_events::{
 };
 use media_ledger_projections::media_index::MediaRecord;
 use media_ledger_projections::thumbnails::{self, ThumbRecord};
-use media_ledger_projections::{datastore_sizes, hash_refs};
 use sha2::Digest;
-use std::collections::HashMap;
 use std::io::Cursor;
 use std::sync::Arc;
 use std::time::Duration;
@@ -83,7 +82,7 @@ pub struct Thumbnailer {
     datastores: Arc<Datastores>,
     config: Arc<Config>,
     pool: Arc<Semaphore>,
-    inflight: parking_lot::Mutex<HashMap<Vec<u8>, Arc<tokio::sync::Mutex<()>>>>,
+    inflight: Coalescer<Vec<u8>>,
 }
 
 /// The configured size that serves a request: the smallest of the method at least as large
@@ -128,7 +127,7 @@ impl Thumbnailer {
             datastores,
             config,
             pool: Arc::new(Semaphore::new(workers)),
-            inflight: parking_lot::Mutex::new(HashMap::new()),
+            inflight: Coalescer::default(),
         }
     }
 
@@ -176,14 +175,7 @@ impl Thumbnailer {
         }
         // One generation per thumbnail: later requests wait, then find it recorded.
         let key = thumbnails::thumb_key(media, size.width, size.height, m, animated);
-        let lock = self.inflight.lock().entry(key.clone()).or_default().clone();
-        // Removes the entry even when the request is dropped mid-generation.
-        let _entry = InflightEntry {
-            map: &self.inflight,
-            key: key.clone(),
-        };
-        let result = async {
-            let _held = lock.lock().await;
+        let work = async {
             if let Some(t) = thumbnails::get(
                 &self.ledger.view("thumbnails")?,
                 media,
@@ -195,9 +187,8 @@ impl Thumbnailer {
                 return Ok(Thumb::Stored(t));
             }
             self.generate(actor, media, record, size, m, animated).await
-        }
-        .await;
-        result.map(|t| (t, size))
+        };
+        self.inflight.run(key, work).await.map(|t| (t, size))
     }
 
     async fn generate(
@@ -232,7 +223,11 @@ impl Thumbnailer {
             return Ok(Thumb::Original);
         };
         let sha = Sha256(sha2::Sha256::digest(&bytes).into());
-        let ds = self.pick_datastore()?;
+        let ds = crate::media::pick_datastore(
+            &self.ledger,
+            &self.datastores,
+            DatastoreKind::Thumbnails,
+        )?;
         let spool = ds
             .spool_dir()
             .join(format!("thumb-{}.part", crate::media::new_media_id()?));
@@ -296,40 +291,20 @@ impl Thumbnailer {
         .ok_or_else(|| ApiError::Internal("thumbnail vanished after recording".into()))
     }
 
-    fn pick_datastore(&self) -> Result<Arc<dyn Datastore>, ApiError> {
-        let sizes = self.ledger.view("datastore_sizes")?;
-        self.datastores
-            .pick(DatastoreKind::Thumbnails, |id| {
-                datastore_sizes::totals(&sizes, id).map(|t| t.total_bytes)
-            })?
-            .cloned()
-            .ok_or_else(|| ApiError::Unavailable("no datastore accepts thumbnails".into()))
-    }
-
     async fn read_source(&self, record: &MediaRecord) -> Result<Vec<u8>, ApiError> {
-        let blob = hash_refs::get(&self.ledger.view("hash_refs")?, &record.sha256)?
-            .ok_or_else(|| ApiError::Internal("no hash record for the media".into()))?;
-        let store = self.datastores.get(&blob.datastore).ok_or_else(|| {
-            ApiError::Internal(format!("datastore {} is not configured", blob.datastore))
-        })?;
-        let mut stream = store.open(&blob.location, 0, record.size_bytes).await?;
+        let mut stream = crate::media::open_blob(
+            &self.ledger,
+            &self.datastores,
+            &record.sha256,
+            0,
+            record.size_bytes,
+        )
+        .await?;
         let mut out = Vec::with_capacity(usize::try_from(record.size_bytes).unwrap_or(0));
         while let Some(chunk) = stream.next().await {
             out.extend_from_slice(&chunk.map_err(ApiError::internal)?);
         }
         Ok(out)
-    }
-}
-
-/// Drops an in-flight entry when the generation ends or its request goes away.
-struct InflightEntry<'a, K: std::hash::Hash + Eq> {
-    map: &'a parking_lot::Mutex<HashMap<K, Arc<tokio::sync::Mutex<()>>>>,
-    key: K,
-}
-
-impl<K: std::hash::Hash + Eq> Drop for InflightEntry<'_, K> {
-    fn drop(&mut self) {
-        self.map.lock().remove(&self.key);
     }
 }
 

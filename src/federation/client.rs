@@ -130,7 +130,7 @@ impl Client {
             .json()
             .await
             .map_err(|e| RemoteError::Failed(format!("keys of {server}: {e}")))?;
-        let now = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
+        let now = crate::clock::now_ms();
         let keys = super::keys::parse_server_keys(&v, server.as_str(), now)
             .map_err(|e| RemoteError::Failed(format!("keys of {server}: {e}")))?;
         self.keys

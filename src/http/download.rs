@@ -131,9 +131,7 @@ pub(crate) async fn resolve_media(
     }
 }
 
-fn now_ms() -> u64 {
-    u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0)
-}
+use crate::clock::now_ms;
 
 /// The media record, waiting up to `timeout` for a pending async upload to be filled.
 pub(crate) async fn find(
@@ -173,37 +171,14 @@ pub(crate) async fn find(
     }
 }
 
-/// Opens the blob of `sha`. A transfer may switch the blob to another datastore and delete
-/// the old copy between our look-up and the open: on a missing blob, look again once.
+/// Opens the blob of `sha` (see [`crate::media::open_blob`]).
 pub(crate) async fn open_blob(
     state: &State,
     sha: &media_ledger_events::Sha256,
     start: u64,
     len: u64,
 ) -> Result<crate::datastore::BlobStream, ApiError> {
-    let mut last = None;
-    for _ in 0..2 {
-        let blob = hash_refs::get(&state.ledger.view("hash_refs")?, sha)?
-            .ok_or_else(|| ApiError::Internal(format!("no hash record for {sha}")))?;
-        if last.as_ref() == Some(&(blob.datastore.clone(), blob.location.clone())) {
-            break;
-        }
-        let store = state.datastores.get(&blob.datastore).ok_or_else(|| {
-            ApiError::Internal(format!(
-                "datastore {} of {sha} is not configured",
-                blob.datastore
-            ))
-        })?;
-        match store.open(&blob.location, start, len).await {
-            Err(crate::datastore::DatastoreError::Missing(_)) => {
-                last = Some((blob.datastore, blob.location));
-            }
-            other => return Ok(other?),
-        }
-    }
-    Err(ApiError::Internal(format!(
-        "blob {sha} is missing from its datastore"
-    )))
+    crate::media::open_blob(&state.ledger, &state.datastores, sha, start, len).await
 }
 
 /// Checks that the blob of `sha` exists where its record says (for `HEAD`).

@@ -26,7 +26,7 @@ pub async fn server_keys(
     S(state): S<State>,
     Homeserver(hs): Homeserver,
 ) -> Result<Json<Value>, ApiError> {
-    let now = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
+    let now = crate::clock::now_ms();
     let keys = state
         .remote
         .client()

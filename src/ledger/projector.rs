@@ -16,11 +16,13 @@
 //! checkpoint together in every batch (a crash resumes from the last batch).
 
 use super::rebuild_cache::{CachedTx, RebuildCache};
-use super::store::{self, cf, chain_at, read_checkpoint, Checkpoint, Head, CF_CHECKPOINTS};
+use super::store::{
+    self, cf, cf_options, chain_at, read_checkpoint, Checkpoint, Head, CF_CHECKPOINTS,
+};
 use super::LedgerError;
 use media_ledger_events::{codec, Seq};
 use media_ledger_projections::ALL;
-use rocksdb::{Options, WriteBatch, DB};
+use rocksdb::{WriteBatch, DB};
 use std::path::Path;
 use std::time::Instant;
 
@@ -123,14 +125,6 @@ impl Start {
             Start::Resume(s) => s,
         }
     }
-}
-
-pub(crate) fn cf_options() -> Options {
-    let mut opts = Options::default();
-    let mut block = rocksdb::BlockBasedOptions::default();
-    block.set_bloom_filter(10.0, false);
-    opts.set_block_based_table_factory(&block);
-    opts
 }
 
 fn reset(db: &mut DB, name: &str) -> Result<(), LedgerError> {

@@ -2,8 +2,9 @@
 //! map of the keys touched; for a projection rebuilt from 0 and never spilled, the map is its
 //! whole state, written at the end as one sorted SST file.
 
-use super::projector::{cf_options, Start};
+use super::projector::Start;
 use super::store::cf;
+use super::store::cf_options;
 use super::LedgerError;
 use media_ledger_projections::{KvRead, KvTx, ProjectionError, ALL};
 use rocksdb::{WriteBatch, DB};

@@ -42,7 +42,8 @@ pub struct Checkpoint {
     pub seq: Seq,
 }
 
-fn cf_options() -> Options {
+/// Options of every column family (bloom filters for point look-ups).
+pub(crate) fn cf_options() -> Options {
     let mut opts = Options::default();
     let mut block = BlockBasedOptions::default();
     block.set_bloom_filter(10.0, false);

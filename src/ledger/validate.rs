@@ -64,13 +64,12 @@ impl Writer {
                         }
                     }
                 }
-                // Two concurrent uploads of the same new bytes may have stored two blobs; the
-                // first recorded wins and the other becomes an orphan for the start-up sweep.
-                let hashes = overlay.read(db, "hash_refs")?;
-                if let Some(existing) = hash_refs::get(&hashes, &event.sha256)? {
-                    event.datastore = existing.datastore;
-                    event.location = existing.location;
-                }
+                self.adopt_existing_blob(
+                    overlay,
+                    &event.sha256,
+                    &mut event.datastore,
+                    &mut event.location,
+                )?;
                 Ok(Event::MediaUploadedV1(event))
             }
             Command::CreateAsync(event) => {
@@ -101,12 +100,12 @@ impl Writer {
                 if media_index::get(&overlay.read(db, "media_index")?, &event.media)?.is_some() {
                     return Err(LedgerError::Conflict(Conflict::MediaExists));
                 }
-                if let Some(existing) =
-                    hash_refs::get(&overlay.read(db, "hash_refs")?, &event.sha256)?
-                {
-                    event.datastore = existing.datastore;
-                    event.location = existing.location;
-                }
+                self.adopt_existing_blob(
+                    overlay,
+                    &event.sha256,
+                    &mut event.datastore,
+                    &mut event.location,
+                )?;
                 Ok(Event::RemoteMediaCachedV1(event))
             }
             Command::RecordThumbnail(mut event) => {
@@ -126,12 +125,12 @@ impl Writer {
                 {
                     return Err(LedgerError::Conflict(Conflict::ThumbnailExists));
                 }
-                if let Some(existing) =
-                    hash_refs::get(&overlay.read(db, "hash_refs")?, &event.sha256)?
-                {
-                    event.datastore = existing.datastore;
-                    event.location = existing.location;
-                }
+                self.adopt_existing_blob(
+                    overlay,
+                    &event.sha256,
+                    &mut event.datastore,
+                    &mut event.location,
+                )?;
                 Ok(Event::ThumbnailGeneratedV1(event))
             }
             Command::StartTransfer(event) if event.source == event.target => {
@@ -201,6 +200,23 @@ impl Writer {
             }
         }
         Ok(all.into_values().filter(|t| !t.is_finished()).collect())
+    }
+
+    /// Points a new reference at the blob already recorded for `sha`, if any: two writers of
+    /// the same new bytes may each have stored a copy; the first recorded wins and the other
+    /// is an orphan for the start-up sweep.
+    fn adopt_existing_blob(
+        &self,
+        overlay: &Overlay,
+        sha: &media_ledger_events::Sha256,
+        datastore: &mut media_ledger_events::DatastoreId,
+        location: &mut media_ledger_events::BlobLocation,
+    ) -> Result<(), LedgerError> {
+        if let Some(existing) = hash_refs::get(&overlay.read(&self.db, "hash_refs")?, sha)? {
+            *datastore = existing.datastore;
+            *location = existing.location;
+        }
+        Ok(())
     }
 
     fn require_unfinished(&self, overlay: &Overlay, task: Seq) -> Result<(), LedgerError> {

@@ -50,9 +50,7 @@ pub(crate) struct Writer {
     pub(crate) max_pending_per_user: Arc<AtomicU64>,
 }
 
-fn now_ms() -> u64 {
-    u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0)
-}
+use crate::clock::now_ms;
 
 /// A written but not yet synced group, handed to the syncer.
 struct Written {
