@@ -40,6 +40,9 @@ pub enum ApiError {
     /// A parameter is malformed.
     #[error("{0}")]
     InvalidParam(String),
+    /// The body is not the JSON the endpoint takes.
+    #[error("{0}")]
+    NotJson(String),
     /// A required parameter is absent.
     #[error("{0}")]
     MissingParam(String),
@@ -91,6 +94,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => "M_UNAUTHORIZED",
             ApiError::InvalidParam(_) => "M_INVALID_PARAM",
             ApiError::MissingParam(_) => "M_MISSING_PARAM",
+            ApiError::NotJson(_) => "M_NOT_JSON",
             ApiError::LimitExceeded(_) => "M_LIMIT_EXCEEDED",
             ApiError::Unrecognized | ApiError::MethodNotAllowed => "M_UNRECOGNIZED",
             ApiError::RangeNotSatisfiable { .. } => "M_INVALID_PARAM",
@@ -113,6 +117,7 @@ impl ApiError {
             }
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::InvalidParam(_)
+            | ApiError::NotJson(_)
             | ApiError::MissingParam(_)
             | ApiError::CannotThumbnail(_) => StatusCode::BAD_REQUEST,
             ApiError::LimitExceeded(_) => StatusCode::TOO_MANY_REQUESTS,

@@ -12,6 +12,7 @@
 //! The pure halves live in the `events` and `projections` crates.
 
 pub mod auth;
+pub mod blob_lock;
 pub mod clock;
 pub mod coalesce;
 pub mod config;
@@ -21,6 +22,8 @@ pub mod federation;
 pub mod http;
 pub mod ledger;
 pub mod media;
+pub mod metrics;
+pub mod moderation;
 pub mod remote;
 pub mod server;
 pub mod thumbnail;

@@ -8,9 +8,15 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: media-ledger [serve|replay|verify|events] [--config PATH]
+const USAGE: &str =
+    "usage: media-ledger [serve|replay|verify|events|tasks|snapshot] [--config PATH]
   serve                 run the server (default)
   replay                rebuild every projection from sequence 0
+  replay --until N --into DIR
+                        write to DIR a ledger holding events 1..=N with its projections
+                        rebuilt: the state as of N (the live ledger is only read)
+  snapshot --into DIR   a consistent copy of the ledger (server stopped; while it runs use
+                        POST /_matrix/media/unstable/admin/snapshot)
   verify                check sequence gaps, the checksum chain and projections == replay
   events [--from N] [--to N] [--media mxc://server/id]
                         print the log as JSON lines
@@ -23,6 +29,8 @@ struct Args {
     to: u64,
     media: Option<MediaRef>,
     follow: Option<u64>,
+    until: Option<u64>,
+    into: Option<PathBuf>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -33,6 +41,8 @@ fn parse_args() -> anyhow::Result<Args> {
         to: u64::MAX,
         media: None,
         follow: None,
+        until: None,
+        into: None,
     };
     let mut it = std::env::args().skip(1);
     let mut first = true;
@@ -44,6 +54,8 @@ fn parse_args() -> anyhow::Result<Args> {
             "--to" => args.to = value("--to")?.parse().context("--to")?,
             "--media" => args.media = Some(value("--media")?.parse().context("--media")?),
             "--follow" => args.follow = Some(value("--follow")?.parse().context("--follow")?),
+            "--until" => args.until = Some(value("--until")?.parse().context("--until")?),
+            "--into" => args.into = Some(value("--into")?.into()),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -57,12 +69,22 @@ fn parse_args() -> anyhow::Result<Args> {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    // LOG_FORMAT=json: one JSON object per line, with the request span (its request id).
+    if std::env::var("LOG_FORMAT").is_ok_and(|f| f == "json") {
+        tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     match run() {
         Ok(code) => code,
         Err(e) => {
@@ -77,7 +99,19 @@ fn run() -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config)?;
     match args.command.as_str() {
         "serve" => serve(config),
-        "replay" => replay(&config),
+        "replay" => match (args.until, &args.into) {
+            (None, None) => replay(&config),
+            (Some(until), Some(into)) => replay_until(&config, until, into),
+            _ => bail!("replay --until needs --into DIR (and --into needs --until)"),
+        },
+        "snapshot" => {
+            let into = args.into.as_ref().context("snapshot needs --into DIR")?;
+            let ledger = Ledger::open(&config.database.path, &mut |_, _| {})?;
+            let head = ledger.snapshot(into)?;
+            ledger.shutdown();
+            println!("snapshot of {} events written to {}", head, into.display());
+            Ok(ExitCode::SUCCESS)
+        }
         "verify" => verify(&config),
         "events" => events(&config, &args),
         "tasks" => tasks(&config, args.follow),
@@ -128,6 +162,20 @@ fn replay(config: &Config) -> anyhow::Result<ExitCode> {
     eprintln!(
         "\nreplayed {} events in {:.2} s ({:.0} events/s)",
         report.events, report.seconds, rate
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn replay_until(config: &Config, until: u64, into: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let started = std::time::Instant::now();
+    let head =
+        media_ledger::ledger::recovery::export_until(&config.database.path, into, Seq(until))?;
+    eprintln!(
+        "ledger as of sequence {} written to {} in {:.2} s; serve it with database.path = {:?}",
+        head.seq,
+        into.display(),
+        started.elapsed().as_secs_f64(),
+        into.display().to_string()
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -231,7 +279,7 @@ fn events(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
         if args
             .media
             .as_ref()
-            .is_some_and(|m| Some(m) != env.event.media())
+            .is_some_and(|m| !env.event.affected_media().contains(&m))
         {
             return true;
         }

@@ -248,6 +248,10 @@ impl MediaService {
         let spool_path = ds.spool_dir().join(format!("{}.part", new_media_id()?));
         let mut guard = SpoolGuard(Some(spool_path.clone()));
         let (sha, size_bytes) = self.spool(&spool_path, body, ds.spool_needs_sync()).await?;
+        refuse_quarantined(&self.ledger, &media, &sha)?;
+        // Held until the event is committed: a purge's deleter cannot take these bytes away
+        // between the look-up below and the commit (see `blob_lock`).
+        let _blob = crate::blob_lock::lock(&sha).await;
 
         let existing = hash_refs::get(&self.ledger.view("hash_refs")?, &sha)?;
         let (datastore, location) = match existing {
@@ -363,8 +367,27 @@ impl MediaService {
     }
 }
 
-fn map_conflict(e: LedgerError) -> ApiError {
+/// The answer to new bytes that are quarantined in the media's scope.
+pub fn quarantined_error() -> ApiError {
+    ApiError::Forbidden(
+        "this content has been quarantined by a moderator and cannot be stored here".into(),
+    )
+}
+
+/// Refuses early (before storing anything) bytes quarantined for `media`'s origin; the
+/// writer checks again at commit.
+pub fn refuse_quarantined(ledger: &Ledger, media: &MediaRef, sha: &Sha256) -> Result<(), ApiError> {
+    let mods = ledger.view("moderation")?;
+    if media_ledger_projections::moderation::blocks(&mods, sha)?.blocks(&media.origin) {
+        return Err(quarantined_error());
+    }
+    Ok(())
+}
+
+/// Maps a refused command to the client's answer.
+pub fn map_conflict(e: LedgerError) -> ApiError {
     match e {
+        LedgerError::Conflict(Conflict::Quarantined) => quarantined_error(),
         LedgerError::Conflict(Conflict::AlreadyUploaded) => ApiError::CannotOverwrite,
         LedgerError::Conflict(Conflict::NotPending) => {
             ApiError::NotFound("no pending upload for this media id".into())
@@ -381,8 +404,15 @@ fn map_conflict(e: LedgerError) -> ApiError {
             | Conflict::NoSuchTask
             | Conflict::WrongEvent
             | Conflict::TransferRunning
-            | Conflict::ThumbnailExists),
+            | Conflict::ThumbnailExists
+            | Conflict::NothingToDo),
         ) => ApiError::Internal(format!("unexpected conflict: {c}")),
+        LedgerError::Conflict(Conflict::NotUploader) => {
+            ApiError::Forbidden("only the uploader or an admin may purge this media".into())
+        }
+        LedgerError::Conflict(c @ (Conflict::RepositoryQuarantine | Conflict::OutOfScope)) => {
+            ApiError::Forbidden(c.to_string())
+        }
         LedgerError::Conflict(Conflict::TooManyPending) => ApiError::LimitExceeded(
             "too many pending uploads; fill or let some expire first".into(),
         ),

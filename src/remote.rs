@@ -154,6 +154,11 @@ impl RemoteMedia {
         }
         drop(file);
         let sha = Sha256(hasher.finalize().into());
+        if let Err(e) = crate::media::refuse_quarantined(&self.ledger, media, &sha) {
+            let _ = tokio::fs::remove_file(spool).await;
+            return Err(e);
+        }
+        let _blob = crate::blob_lock::lock(&sha).await;
         let existing = hash_refs::get(&self.ledger.view("hash_refs")?, &sha)?;
         let location = match existing {
             Some(h) => {
@@ -188,6 +193,9 @@ impl RemoteMedia {
             .await
         {
             Ok(_) | Err(LedgerError::Conflict(Conflict::MediaExists)) => {}
+            Err(LedgerError::Conflict(Conflict::Quarantined)) => {
+                return Err(crate::media::quarantined_error())
+            }
             Err(e) => return Err(e.into()),
         }
         tracing::info!(%media, sha256 = %sha, size_bytes = size, "remote media cached");

@@ -24,8 +24,20 @@ pub struct Server {
     task: JoinHandle<std::io::Result<()>>,
 }
 
+/// Wraps each datastore backend (tests inject faults with it).
+pub type DatastoreHook = Arc<
+    dyn Fn(Arc<dyn crate::datastore::Datastore>) -> Arc<dyn crate::datastore::Datastore>
+        + Send
+        + Sync,
+>;
+
 /// Opens everything and starts serving on `config.server.bind`.
 pub async fn start(config: Config) -> anyhow::Result<Server> {
+    start_with(config, None).await
+}
+
+/// [`start`], with every datastore backend passed through `hook` first.
+pub async fn start_with(config: Config, hook: Option<DatastoreHook>) -> anyhow::Result<Server> {
     let config = Arc::new(config);
     let db_path = config.database.path.clone();
     let ledger = tokio::task::spawn_blocking(move || {
@@ -41,9 +53,31 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     .context("opening the ledger")?;
     let ledger = Arc::new(ledger);
     ledger.set_max_pending_per_user(config.uploads.max_pending_per_user);
-    let datastores =
-        Arc::new(Datastores::from_config(&config.datastores).context("opening datastores")?);
+    let mut datastores =
+        Datastores::from_config(&config.datastores).context("opening datastores")?;
+    if let Some(hook) = hook {
+        datastores = datastores.wrapped(&*hook);
+    }
+    let datastores = Arc::new(datastores);
+    // Purges recorded before a crash finish first, so their deletions are recorded (the
+    // sweep would delete those blobs silently).
+    crate::moderation::deleter::resume(&ledger, &datastores)
+        .await
+        .context("resuming purge deletions")?;
     sweep_orphans(&ledger, &datastores).await;
+    let moderation = Arc::new(crate::moderation::Moderation::new(
+        ledger.clone(),
+        datastores.clone(),
+        &config,
+    ));
+    let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
+    if config.downloads.expire_after_days > 0 {
+        tokio::spawn(crate::moderation::expire_remote_loop(
+            moderation.clone(),
+            config.downloads.expire_after_days,
+            shutdown.clone(),
+        ));
+    }
     if config.thumbnails.enabled
         && !config
             .datastores
@@ -66,9 +100,9 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         config.federation.clone(),
         Arc::new(key),
     ));
-    let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
     let state = Arc::new(AppState {
         shutdown,
+        moderation,
         transfers,
         remote: crate::remote::RemoteMedia::new(
             client,

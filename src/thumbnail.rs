@@ -231,6 +231,7 @@ impl Thumbnailer {
         let spool = ds
             .spool_dir()
             .join(format!("thumb-{}.part", crate::media::new_media_id()?));
+        let _blob = crate::blob_lock::lock(&sha).await;
         let stored = async {
             let mut f = tokio::fs::File::create(&spool)
                 .await

@@ -7,6 +7,10 @@
 
 use crate::envelope::Actor;
 use crate::ids::{BlobLocation, ContentType, DatastoreId, MediaRef, Seq, Sha256, UserId};
+pub use crate::moderation::{
+    Authority, BlobDeleted, FreedBlob, MediaAttributesSet, MediaPurged, MediaPurpose,
+    MediaQuarantined, MediaUnquarantined, ModerationTarget, PurgedMedia, PurgedThumbnail,
+};
 use serde::{Deserialize, Serialize};
 
 /// One fact in the log.
@@ -36,6 +40,16 @@ pub enum Event {
     /// Media of another server was fetched over federation and cached (blob durable before
     /// this); the envelope's actor is who asked for it.
     RemoteMediaCachedV1(RemoteMediaCached),
+    /// Media (and its same-hash siblings in scope) quarantined by a moderator.
+    MediaQuarantinedV1(MediaQuarantined),
+    /// A quarantine lifted.
+    MediaUnquarantinedV1(MediaUnquarantined),
+    /// A media's purpose (pinned or not) set.
+    MediaAttributesSetV1(MediaAttributesSet),
+    /// A purge decided: media removed or tombstoned, thumbnails dropped, blobs freed.
+    MediaPurgedV1(MediaPurged),
+    /// A blob freed by a purge was deleted (or kept, re-referenced meanwhile).
+    BlobDeletedV1(BlobDeleted),
 }
 
 impl Event {
@@ -52,6 +66,11 @@ impl Event {
             Event::TransferFinishedV1(_) => "transfer.finished.v1",
             Event::ThumbnailGeneratedV1(_) => "thumbnail.generated.v1",
             Event::RemoteMediaCachedV1(_) => "media.remote_cached.v1",
+            Event::MediaQuarantinedV1(_) => "media.quarantined.v1",
+            Event::MediaUnquarantinedV1(_) => "media.unquarantined.v1",
+            Event::MediaAttributesSetV1(_) => "media.attributes_set.v1",
+            Event::MediaPurgedV1(_) => "media.purged.v1",
+            Event::BlobDeletedV1(_) => "blob.deleted.v1",
         }
     }
 
@@ -63,7 +82,13 @@ impl Event {
             Event::MediaAccessedV1(e) => Some(&e.media),
             Event::ThumbnailGeneratedV1(e) => Some(&e.media),
             Event::RemoteMediaCachedV1(e) => Some(&e.media),
-            Event::TransferStartedV1(_)
+            Event::MediaAttributesSetV1(e) => Some(&e.media),
+            // Moderation acts name many media: see `affected_media`.
+            Event::MediaQuarantinedV1(_)
+            | Event::MediaUnquarantinedV1(_)
+            | Event::MediaPurgedV1(_)
+            | Event::BlobDeletedV1(_)
+            | Event::TransferStartedV1(_)
             | Event::BlobMovedV1(_)
             | Event::BlobSourceDeletedV1(_)
             | Event::BlobTransferFailedV1(_)
@@ -81,10 +106,39 @@ impl Event {
             Event::BlobTransferFailedV1(e) => Some(&e.sha256),
             Event::ThumbnailGeneratedV1(e) => Some(&e.sha256),
             Event::RemoteMediaCachedV1(e) => Some(&e.sha256),
-            Event::AsyncUploadCreatedV1(_)
+            Event::BlobDeletedV1(e) => Some(&e.sha256),
+            Event::MediaQuarantinedV1(_)
+            | Event::MediaUnquarantinedV1(_)
+            | Event::MediaAttributesSetV1(_)
+            | Event::MediaPurgedV1(_)
+            | Event::AsyncUploadCreatedV1(_)
             | Event::TransferStartedV1(_)
             | Event::TransferFinishedV1(_) => None,
         }
+    }
+}
+
+impl Event {
+    /// Every media the event is about: the one of [`Event::media`], or the list a
+    /// moderation act changed.
+    pub fn affected_media(&self) -> Vec<&MediaRef> {
+        match self {
+            Event::MediaQuarantinedV1(e) => e.media.iter().collect(),
+            Event::MediaUnquarantinedV1(e) => e.media.iter().collect(),
+            Event::MediaPurgedV1(e) => e.media.iter().map(|m| &m.media).collect(),
+            other => other.media().into_iter().collect(),
+        }
+    }
+
+    /// Whether this is a moderation act (shown by the audit API).
+    pub fn is_moderation(&self) -> bool {
+        matches!(
+            self,
+            Event::MediaQuarantinedV1(_)
+                | Event::MediaUnquarantinedV1(_)
+                | Event::MediaAttributesSetV1(_)
+                | Event::MediaPurgedV1(_)
+        )
     }
 }
 

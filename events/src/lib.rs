@@ -13,6 +13,7 @@ pub mod codec;
 pub mod envelope;
 pub mod event;
 pub mod ids;
+pub mod moderation;
 
 pub use codec::CodecError;
 pub use envelope::{Actor, Envelope, RequestId};
@@ -24,4 +25,8 @@ pub use event::{
 pub use ids::{
     BlobLocation, ContentType, DatastoreId, IdError, MediaId, MediaRef, Seq, ServerName, Sha256,
     UserId,
+};
+pub use moderation::{
+    Authority, BlobDeleted, FreedBlob, MediaAttributesSet, MediaPurged, MediaPurpose,
+    MediaQuarantined, MediaUnquarantined, ModerationTarget, PurgedMedia, PurgedThumbnail,
 };

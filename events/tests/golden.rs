@@ -16,8 +16,10 @@ mod common;
 use common::{from_hex, id, mxc, to_hex};
 use media_ledger_events::codec::{self, Chain, CHAIN_LEN, GENESIS_CHAIN, RECORD_FORMAT_V1};
 use media_ledger_events::{
-    Actor, AsyncUploadCreated, BlobMoved, BlobSourceDeleted, BlobTransferFailed, Envelope, Event,
-    MediaAccessed, MediaUploaded, RemoteMediaCached, RequestId, Seq, Sha256, ThumbnailGenerated,
+    Actor, AsyncUploadCreated, Authority, BlobDeleted, BlobMoved, BlobSourceDeleted,
+    BlobTransferFailed, Envelope, Event, FreedBlob, MediaAccessed, MediaAttributesSet, MediaPurged,
+    MediaPurpose, MediaQuarantined, MediaUnquarantined, MediaUploaded, ModerationTarget,
+    PurgedMedia, PurgedThumbnail, RemoteMediaCached, RequestId, Seq, Sha256, ThumbnailGenerated,
     ThumbnailMethod, TransferFinished, TransferStarted,
 };
 use std::collections::BTreeSet;
@@ -51,6 +53,11 @@ fn golden_for(event: &Event) -> Golden {
         Event::TransferFinishedV1(_) => golden_transfer_finished(),
         Event::ThumbnailGeneratedV1(_) => golden_thumbnail_generated(),
         Event::RemoteMediaCachedV1(_) => golden_remote_media_cached(),
+        Event::MediaQuarantinedV1(_) => golden_media_quarantined(),
+        Event::MediaUnquarantinedV1(_) => golden_media_unquarantined(),
+        Event::MediaAttributesSetV1(_) => golden_media_attributes_set(),
+        Event::MediaPurgedV1(_) => golden_media_purged(),
+        Event::BlobDeletedV1(_) => golden_blob_deleted(),
     }
 }
 
@@ -67,6 +74,11 @@ fn variant_name(event: &Event) -> &'static str {
         Event::TransferFinishedV1(_) => "TransferFinishedV1",
         Event::ThumbnailGeneratedV1(_) => "ThumbnailGeneratedV1",
         Event::RemoteMediaCachedV1(_) => "RemoteMediaCachedV1",
+        Event::MediaQuarantinedV1(_) => "MediaQuarantinedV1",
+        Event::MediaUnquarantinedV1(_) => "MediaUnquarantinedV1",
+        Event::MediaAttributesSetV1(_) => "MediaAttributesSetV1",
+        Event::MediaPurgedV1(_) => "MediaPurgedV1",
+        Event::BlobDeletedV1(_) => "BlobDeletedV1",
     }
 }
 
@@ -83,6 +95,11 @@ fn all_golden() -> Vec<Golden> {
         golden_transfer_finished(),
         golden_thumbnail_generated(),
         golden_remote_media_cached(),
+        golden_media_quarantined(),
+        golden_media_unquarantined(),
+        golden_media_attributes_set(),
+        golden_media_purged(),
+        golden_blob_deleted(),
     ]
 }
 
@@ -296,6 +313,162 @@ fn golden_remote_media_cached() -> Golden {
                 fetched_from: "https://matrix.remote.example:8448".into(),
                 datastore: id("ds-main"),
                 location: id("c0/c1/c0c1c2c3c4c5"),
+            }),
+        },
+    }
+}
+
+/// A homeserver admin quarantining every media of a user: two media (the uploaded one of
+/// `golden_media_uploaded` and another), both their hashes blocked, a non-ASCII reason.
+fn golden_media_quarantined() -> Golden {
+    Golden {
+        prev: [0x88; CHAIN_LEN],
+        env: Envelope {
+            seq: Seq(300_000),
+            recorded_at_ms: 1_700_003_000_000,
+            actor: Actor::User(id("@admin:example.org")),
+            request_id: RequestId("req-quarantine".into()),
+            event: Event::MediaQuarantinedV1(MediaQuarantined {
+                authority: Authority::HomeserverAdmin(id("example.org")),
+                target: ModerationTarget::User(id("@bob:other.example:8448")),
+                media: vec![
+                    mxc("mxc://example.org/AbCdEf123_-"),
+                    mxc("mxc://example.org/Bob_second"),
+                ],
+                hashes: vec![Sha256(std::array::from_fn(|i| i as u8)), Sha256([0x99; 32])],
+                reason: Some("reported — spam".into()),
+            }),
+        },
+    }
+}
+
+/// The repository admin lifting the quarantine of one media (a `Media` target, as the writer
+/// records every unquarantine), without a reason, its hash unblocked.
+fn golden_media_unquarantined() -> Golden {
+    Golden {
+        prev: [0x99; CHAIN_LEN],
+        env: Envelope {
+            seq: Seq(300_001),
+            recorded_at_ms: 1_700_003_000_500,
+            actor: Actor::SharedSecretAdmin,
+            request_id: RequestId("req-unquarantine".into()),
+            event: Event::MediaUnquarantinedV1(MediaUnquarantined {
+                authority: Authority::RepositoryAdmin,
+                target: ModerationTarget::Media(mxc("mxc://example.org/Bob_second")),
+                media: vec![mxc("mxc://example.org/Bob_second")],
+                hashes: vec![Sha256([0x99; 32])],
+                reason: None,
+            }),
+        },
+    }
+}
+
+/// A media pinned by the repository admin, with a reason (the second `MediaPurpose` variant).
+fn golden_media_attributes_set() -> Golden {
+    Golden {
+        prev: [0xaa; CHAIN_LEN],
+        env: Envelope {
+            seq: Seq(300_002),
+            recorded_at_ms: 1_700_003_001_000,
+            actor: Actor::SharedSecretAdmin,
+            request_id: RequestId("req-attributes".into()),
+            event: Event::MediaAttributesSetV1(MediaAttributesSet {
+                media: mxc("mxc://remote.example:8448/RemoteId_01"),
+                purpose: MediaPurpose::Pinned,
+                authority: Authority::RepositoryAdmin,
+                reason: Some("legal hold".into()),
+            }),
+        },
+    }
+}
+
+/// The sequence of the purge the blob deletion below belongs to.
+const GOLDEN_PURGE: Seq = Seq(300_003);
+
+/// A purge of old media (local included) with a `before_ts`: a local media with its thumbnail
+/// and a quarantined remote one kept as a tombstone, both blobs of the local one freed (the
+/// remote one's is shared with a media still live).
+fn golden_media_purged() -> Golden {
+    Golden {
+        prev: [0xbb; CHAIN_LEN],
+        env: Envelope {
+            seq: GOLDEN_PURGE,
+            recorded_at_ms: 1_700_003_002_000,
+            actor: Actor::SharedSecretAdmin,
+            request_id: RequestId("req-purge".into()),
+            event: Event::MediaPurgedV1(MediaPurged {
+                authority: Authority::RepositoryAdmin,
+                target: ModerationTarget::Old {
+                    include_local: true,
+                },
+                before_ts_ms: Some(1_690_000_000_000),
+                media: vec![
+                    PurgedMedia {
+                        media: mxc("mxc://example.org/AbCdEf123_-"),
+                        sha256: Sha256(std::array::from_fn(|i| i as u8)),
+                        size_bytes: 1_048_576,
+                        uploader: Actor::User(id("@bob:other.example:8448")),
+                        remote: false,
+                        datastore: id("ds-main"),
+                        created_seq: Seq(1),
+                        tombstone: false,
+                    },
+                    PurgedMedia {
+                        media: mxc("mxc://remote.example:8448/Old_remote"),
+                        sha256: Sha256([0xee; 32]),
+                        size_bytes: 300_000,
+                        uploader: Actor::System,
+                        remote: true,
+                        datastore: id("s3.eu_1"),
+                        created_seq: Seq(150_000),
+                        tombstone: true,
+                    },
+                ],
+                thumbnails: vec![PurgedThumbnail {
+                    media: mxc("mxc://example.org/AbCdEf123_-"),
+                    width: 800,
+                    height: 600,
+                    method: ThumbnailMethod::Crop,
+                    animated: true,
+                    sha256: Sha256(std::array::from_fn(|i| 0x40 + i as u8)),
+                    size_bytes: 65_536,
+                    datastore: id("s3.eu_1"),
+                }],
+                freed: vec![
+                    FreedBlob {
+                        sha256: Sha256(std::array::from_fn(|i| i as u8)),
+                        size_bytes: 1_048_576,
+                        datastore: id("ds-main"),
+                        location: id("00/01/000102030405"),
+                    },
+                    FreedBlob {
+                        sha256: Sha256(std::array::from_fn(|i| 0x40 + i as u8)),
+                        size_bytes: 65_536,
+                        datastore: id("s3.eu_1"),
+                        location: id("media/40/41/404142434445"),
+                    },
+                ],
+                reason: Some("retention".into()),
+            }),
+        },
+    }
+}
+
+/// A freed blob kept by the server's deletion task (an upload re-referred to it meanwhile).
+fn golden_blob_deleted() -> Golden {
+    Golden {
+        prev: [0xcc; CHAIN_LEN],
+        env: Envelope {
+            seq: Seq(300_004),
+            recorded_at_ms: 1_700_003_002_100,
+            actor: Actor::System,
+            request_id: RequestId("purge-300003".into()),
+            event: Event::BlobDeletedV1(BlobDeleted {
+                purge: GOLDEN_PURGE,
+                sha256: Sha256(std::array::from_fn(|i| i as u8)),
+                datastore: id("ds-main"),
+                location: id("00/01/000102030405"),
+                kept: true,
             }),
         },
     }

@@ -7,8 +7,8 @@ mod common;
 use common::envelope;
 use media_ledger_events::codec;
 use media_ledger_events::{
-    BlobLocation, ContentType, DatastoreId, Envelope, Event, MediaId, MediaRef, ServerName, Sha256,
-    ThumbnailMethod, UserId,
+    Authority, BlobLocation, ContentType, DatastoreId, Envelope, Event, MediaId, MediaPurpose,
+    MediaRef, ModerationTarget, ServerName, Sha256, ThumbnailMethod, UserId,
 };
 use proptest::prelude::*;
 use serde::de::DeserializeOwned;
@@ -430,4 +430,421 @@ fn remote_media_event_refuses_bad_fields() {
         serde_json::from_value::<Envelope>(v).unwrap().event,
         Event::RemoteMediaCachedV1(_)
     ));
+}
+
+#[test]
+fn moderation_events_json_shape() {
+    let envs = common::sample_envelopes();
+    let event = |i: usize| serde_json::to_value(&envs[i]).unwrap()["event"].clone();
+    let first = json!({"origin": "example.org", "media_id": "abcDEF123"});
+    assert_eq!(
+        event(10),
+        json!({"MediaQuarantinedV1": {
+            "authority": {"HomeserverAdmin": "example.org"},
+            "target": {"Media": first},
+            "media": [first],
+            "hashes": ["07".repeat(32)],
+            "reason": "spam",
+        }})
+    );
+    assert_eq!(
+        event(11),
+        json!({"MediaUnquarantinedV1": {
+            "authority": {"HomeserverAdmin": "example.org"},
+            "target": {"Media": first},
+            "media": [first],
+            "hashes": ["07".repeat(32)],
+            "reason": null,
+        }})
+    );
+    assert_eq!(
+        event(12),
+        json!({"MediaAttributesSetV1": {
+            "media": {"origin": "remote.example", "media_id": "xyz789"},
+            "purpose": "Pinned",
+            "authority": "RepositoryAdmin",
+            "reason": "evidence",
+        }})
+    );
+    assert_eq!(
+        event(13),
+        json!({"MediaPurgedV1": {
+            "authority": "Uploader",
+            "target": {"Media": first},
+            "before_ts_ms": null,
+            "media": [{
+                "media": first,
+                "sha256": "07".repeat(32),
+                "size_bytes": 12_345,
+                "uploader": {"User": "@alice:example.org"},
+                "remote": false,
+                "datastore": "remote",
+                "created_seq": 1,
+                "tombstone": false,
+            }],
+            "thumbnails": [{
+                "media": first,
+                "width": 320,
+                "height": 240,
+                "method": "Scale",
+                "animated": false,
+                "sha256": "09".repeat(32),
+                "size_bytes": 2_048,
+                "datastore": "remote",
+            }],
+            "freed": [
+                {
+                    "sha256": "07".repeat(32),
+                    "size_bytes": 12_345,
+                    "datastore": "remote",
+                    "location": "07/07/0707",
+                },
+                {
+                    "sha256": "09".repeat(32),
+                    "size_bytes": 2_048,
+                    "datastore": "remote",
+                    "location": "09/09/0909",
+                },
+            ],
+            "reason": null,
+        }})
+    );
+    assert_eq!(
+        event(14),
+        json!({"BlobDeletedV1": {
+            "purge": 14,
+            "sha256": "07".repeat(32),
+            "datastore": "remote",
+            "location": "07/07/0707",
+            "kept": false,
+        }})
+    );
+    for env in &envs[10..] {
+        let text = serde_json::to_string(env).unwrap();
+        assert_eq!(&serde_json::from_str::<Envelope>(&text).unwrap(), env);
+    }
+}
+
+#[test]
+fn moderation_event_accessors() {
+    let envs = common::sample_envelopes();
+    let first = common::mxc("mxc://example.org/abcDEF123");
+    let remote = common::mxc("mxc://remote.example/xyz789");
+    for (env, name, media, sha256, affected, moderation) in [
+        (
+            &envs[10],
+            "media.quarantined.v1",
+            None,
+            None,
+            vec![&first],
+            true,
+        ),
+        (
+            &envs[11],
+            "media.unquarantined.v1",
+            None,
+            None,
+            vec![&first],
+            true,
+        ),
+        (
+            &envs[12],
+            "media.attributes_set.v1",
+            Some(&remote),
+            None,
+            vec![&remote],
+            true,
+        ),
+        (&envs[13], "media.purged.v1", None, None, vec![&first], true),
+        (
+            &envs[14],
+            "blob.deleted.v1",
+            None,
+            Some(&Sha256([7; 32])),
+            vec![],
+            false,
+        ),
+    ] {
+        assert_eq!(env.event.type_name(), name);
+        assert_eq!(env.event.media(), media, "{name}");
+        assert_eq!(env.event.sha256(), sha256, "{name}");
+        assert_eq!(env.event.affected_media(), affected, "{name}");
+        assert_eq!(env.event.is_moderation(), moderation, "{name}");
+    }
+    // Events before moderation existed are not moderation acts; their affected media is
+    // their media.
+    for env in &envs[..10] {
+        assert!(!env.event.is_moderation(), "{}", env.event.type_name());
+        assert_eq!(
+            env.event.affected_media(),
+            env.event.media().into_iter().collect::<Vec<_>>()
+        );
+    }
+}
+
+#[test]
+fn authorities_in_json_in_bincode_and_by_origin() {
+    let origin: ServerName = common::id("example.org");
+    for (a, value, bytes) in [
+        (
+            Authority::RepositoryAdmin,
+            json!("RepositoryAdmin"),
+            vec![0u8],
+        ),
+        (
+            Authority::HomeserverAdmin(origin.clone()),
+            json!({"HomeserverAdmin": "example.org"}),
+            [&[1u8, 11][..], b"example.org"].concat(),
+        ),
+        (Authority::Uploader, json!("Uploader"), vec![2]),
+    ] {
+        assert_eq!(serde_json::to_value(&a).unwrap(), value);
+        assert_eq!(serde_json::from_value::<Authority>(value).unwrap(), a);
+        // The position is the encoding: the variants keep their indices.
+        assert_eq!(codec::encode(&a).unwrap(), bytes);
+        assert_eq!(codec::decode::<Authority>(&bytes).unwrap(), a);
+    }
+    assert_eq!(Authority::RepositoryAdmin.origin(), None);
+    assert_eq!(Authority::Uploader.origin(), None);
+    assert_eq!(
+        Authority::HomeserverAdmin(origin.clone()).origin(),
+        Some(&origin)
+    );
+    for bad in [
+        json!("repositoryadmin"),
+        json!("HomeserverAdmin"),
+        json!({"HomeserverAdmin": "exa mple"}),
+        json!({"HomeserverAdmin": null}),
+        json!({"Uploader": "@alice:example.org"}),
+    ] {
+        assert!(
+            serde_json::from_value::<Authority>(bad.clone()).is_err(),
+            "{bad} accepted"
+        );
+    }
+    assert!(codec::decode::<Authority>(&[3]).is_err());
+    assert!(codec::decode::<Authority>(&[1, 3, b'a', b' ', b'b']).is_err());
+}
+
+#[test]
+fn moderation_targets_in_json_and_in_bincode() {
+    let media = common::mxc("mxc://example.org/abc");
+    for (t, value, bytes) in [
+        (
+            ModerationTarget::Media(media),
+            json!({"Media": {"origin": "example.org", "media_id": "abc"}}),
+            [&[0u8, 11][..], b"example.org", &[3], b"abc"].concat(),
+        ),
+        (
+            ModerationTarget::User(common::id("@a:b")),
+            json!({"User": "@a:b"}),
+            [&[1u8, 4][..], b"@a:b"].concat(),
+        ),
+        (
+            ModerationTarget::Server(common::id("b")),
+            json!({"Server": "b"}),
+            vec![2, 1, b'b'],
+        ),
+        (
+            ModerationTarget::Room("!r:b".into()),
+            json!({"Room": "!r:b"}),
+            [&[3u8, 4][..], b"!r:b"].concat(),
+        ),
+        (ModerationTarget::Quarantined, json!("Quarantined"), vec![4]),
+        (ModerationTarget::Remote, json!("Remote"), vec![5]),
+        (
+            ModerationTarget::Old {
+                include_local: false,
+            },
+            json!({"Old": {"include_local": false}}),
+            vec![6, 0],
+        ),
+        (
+            ModerationTarget::Old {
+                include_local: true,
+            },
+            json!({"Old": {"include_local": true}}),
+            vec![6, 1],
+        ),
+    ] {
+        assert_eq!(serde_json::to_value(&t).unwrap(), value);
+        assert_eq!(
+            serde_json::from_value::<ModerationTarget>(value).unwrap(),
+            t
+        );
+        // The position is the encoding: the variants keep their indices.
+        assert_eq!(codec::encode(&t).unwrap(), bytes);
+        assert_eq!(codec::decode::<ModerationTarget>(&bytes).unwrap(), t);
+    }
+    for bad in [
+        json!("Old"),
+        json!({"Old": {}}),
+        json!({"Old": {"include_local": "yes"}}),
+        json!({"User": "alice"}),
+        json!({"Server": "a/b"}),
+        json!({"Media": {"origin": "example.org", "media_id": "a/b"}}),
+        json!({"Room": 7}),
+        json!("quarantined"),
+    ] {
+        assert!(
+            serde_json::from_value::<ModerationTarget>(bad.clone()).is_err(),
+            "{bad} accepted"
+        );
+    }
+    assert!(codec::decode::<ModerationTarget>(&[7]).is_err());
+    assert!(codec::decode::<ModerationTarget>(&[6, 2]).is_err());
+}
+
+#[test]
+fn media_purposes_in_json_in_bincode_and_by_name() {
+    // serde uses the variant names; `as_str` gives the admin API's lowercase names.
+    for (p, serde_name, api, index) in [
+        (MediaPurpose::None, "None", "none", 0u8),
+        (MediaPurpose::Pinned, "Pinned", "pinned", 1),
+    ] {
+        assert_eq!(serde_json::to_value(p).unwrap(), json!(serde_name));
+        assert_eq!(
+            serde_json::from_value::<MediaPurpose>(json!(serde_name)).unwrap(),
+            p
+        );
+        assert_eq!(p.as_str(), api);
+        // The position is the encoding: None stays 0 and Pinned 1.
+        assert_eq!(codec::encode(&p).unwrap(), [index]);
+        assert_eq!(codec::decode::<MediaPurpose>(&[index]).unwrap(), p);
+    }
+    for bad in [json!("none"), json!("pinned"), json!(null), json!("")] {
+        assert!(serde_json::from_value::<MediaPurpose>(bad).is_err());
+    }
+    assert!(codec::decode::<MediaPurpose>(&[2]).is_err());
+}
+
+/// Sets `bad` at `path` (keys, or indices into arrays) inside the event of sample `i`, and
+/// checks the envelope is refused.
+fn refused_at(i: usize, variant: &str, path: &[&str], bad: serde_json::Value) {
+    let mut v = serde_json::to_value(&common::sample_envelopes()[i]).unwrap();
+    let mut at = &mut v["event"][variant];
+    for key in path {
+        at = match key.parse::<usize>() {
+            Ok(n) => &mut at[n],
+            Err(_) => &mut at[*key],
+        };
+    }
+    *at = bad.clone();
+    assert!(
+        serde_json::from_value::<Envelope>(v).is_err(),
+        "{variant} {path:?}: {bad} accepted"
+    );
+}
+
+/// Removes the last key of `path` inside the event of sample `i`, and checks the envelope is
+/// refused.
+fn refused_without(i: usize, variant: &str, path: &[&str]) {
+    let mut v = serde_json::to_value(&common::sample_envelopes()[i]).unwrap();
+    let (last, parents) = path.split_last().unwrap();
+    let mut at = &mut v["event"][variant];
+    for key in parents {
+        at = match key.parse::<usize>() {
+            Ok(n) => &mut at[n],
+            Err(_) => &mut at[*key],
+        };
+    }
+    assert!(at.as_object_mut().unwrap().remove(*last).is_some());
+    assert!(
+        serde_json::from_value::<Envelope>(v).is_err(),
+        "{variant} {path:?} missing accepted"
+    );
+}
+
+#[test]
+fn moderation_events_refuse_bad_fields() {
+    for (i, variant) in [(10, "MediaQuarantinedV1"), (11, "MediaUnquarantinedV1")] {
+        for (path, bad) in [
+            (&["authority"][..], json!("Moderator")),
+            (&["authority"], json!({"HomeserverAdmin": "a/b"})),
+            (&["target"], json!({"Media": "mxc://example.org/x"})),
+            (&["target"], json!({"User": "alice"})),
+            (&["media"], json!(null)),
+            (
+                &["media", "0"],
+                json!({"origin": "example.org", "media_id": "a/b"}),
+            ),
+            (&["hashes"], json!("07".repeat(32))),
+            (&["hashes", "0"], json!("XYZ")),
+            (&["reason"], json!(7)),
+        ] {
+            refused_at(i, variant, path, bad);
+        }
+        for field in ["authority", "target", "media", "hashes"] {
+            refused_without(i, variant, &[field]);
+        }
+    }
+    for (path, bad) in [
+        (
+            &["media"][..],
+            json!({"origin": "exa mple", "media_id": "x"}),
+        ),
+        (&["purpose"], json!("pinned")),
+        (&["purpose"], json!(null)),
+        (&["authority"], json!(null)),
+        (&["reason"], json!(["evidence"])),
+    ] {
+        refused_at(12, "MediaAttributesSetV1", path, bad);
+    }
+    for field in ["media", "purpose", "authority"] {
+        refused_without(12, "MediaAttributesSetV1", &[field]);
+    }
+    for (path, bad) in [
+        (&["target"][..], json!({"Old": {}})),
+        (&["before_ts_ms"], json!(-1)),
+        (&["media", "0", "sha256"], json!("0A".repeat(32))),
+        (&["media", "0", "uploader"], json!("alice")),
+        (&["media", "0", "datastore"], json!("a/b")),
+        (&["media", "0", "tombstone"], json!(null)),
+        (&["media", "0", "created_seq"], json!(-1)),
+        (&["thumbnails", "0", "method"], json!("scale")),
+        (
+            &["thumbnails", "0", "width"],
+            json!(u64::from(u32::MAX) + 1),
+        ),
+        (&["thumbnails", "0", "datastore"], json!("")),
+        (&["freed", "0", "location"], json!("../../etc/passwd")),
+        (&["freed", "1", "location"], json!("/abs")),
+        (&["freed", "1", "size_bytes"], json!(-1)),
+        (&["freed"], json!({})),
+    ] {
+        refused_at(13, "MediaPurgedV1", path, bad);
+    }
+    for path in [
+        &["authority"][..],
+        &["target"],
+        &["media"],
+        &["thumbnails"],
+        &["freed"],
+        &["media", "0", "remote"],
+        &["media", "0", "uploader"],
+        &["media", "0", "created_seq"],
+        &["thumbnails", "0", "animated"],
+        &["freed", "0", "datastore"],
+    ] {
+        refused_without(13, "MediaPurgedV1", path);
+    }
+    for (path, bad) in [
+        (&["purge"][..], json!(-1)),
+        (&["purge"], json!("14")),
+        (&["sha256"], json!("XYZ")),
+        (&["datastore"], json!("a b")),
+        (&["location"], json!("a/../b")),
+        (&["kept"], json!("no")),
+    ] {
+        refused_at(14, "BlobDeletedV1", path, bad);
+    }
+    for field in ["purge", "sha256", "datastore", "location", "kept"] {
+        refused_without(14, "BlobDeletedV1", &[field]);
+    }
+    // Untouched, every sample is accepted as the variant it is.
+    let envs = common::sample_envelopes();
+    for env in &envs[10..] {
+        let v = serde_json::to_value(env).unwrap();
+        assert_eq!(&serde_json::from_value::<Envelope>(v).unwrap(), env);
+    }
 }

@@ -46,8 +46,8 @@ impl Projection for DatastoreSizes {
         NAME
     }
     fn version(&self) -> u32 {
-        // 4: thumbnails, remote media.
-        4
+        // 4: thumbnails, remote media. 5: purges remove rows.
+        5
     }
     fn apply(&self, env: &Envelope, tx: &mut dyn KvTx) -> Result<(), ProjectionError> {
         match &env.event {
@@ -140,7 +140,20 @@ impl Projection for DatastoreSizes {
                 put_value(NAME, tx, &to_hk, &after)?;
                 put_value(NAME, tx, &to_tk, &to)
             }
+            Event::MediaPurgedV1(e) => {
+                for m in &e.media {
+                    remove_row(tx, &m.datastore, &m.sha256, m.size_bytes, Row::Media)?;
+                }
+                for t in &e.thumbnails {
+                    remove_row(tx, &t.datastore, &t.sha256, t.size_bytes, Row::Thumbnail)?;
+                }
+                Ok(())
+            }
             Event::AsyncUploadCreatedV1(_)
+            | Event::MediaQuarantinedV1(_)
+            | Event::MediaUnquarantinedV1(_)
+            | Event::MediaAttributesSetV1(_)
+            | Event::BlobDeletedV1(_)
             | Event::MediaAccessedV1(_)
             | Event::TransferStartedV1(_)
             | Event::BlobSourceDeletedV1(_)
@@ -195,6 +208,49 @@ fn add_row(
         t.total_bytes += size_bytes;
     }
     put_value(NAME, tx, &hk, &count)?;
+    put_value(NAME, tx, &tk, &t)
+}
+
+/// Uncounts one media or thumbnail row: the exact inverse of [`add_row`].
+fn remove_row(
+    tx: &mut dyn KvTx,
+    ds: &DatastoreId,
+    sha: &Sha256,
+    size_bytes: u64,
+    row: Row,
+) -> Result<(), ProjectionError> {
+    let hk = hash_key(ds, sha);
+    let tk = totals_key(ds);
+    let mut count: HashCount = get_value(NAME, tx, &hk)?.unwrap_or_default();
+    let mut t: DatastoreTotals = get_value(NAME, tx, &tk)?.unwrap_or_default();
+    let under = || invariant(NAME, format!("removal of {sha} underflows {ds}"));
+    let (rows, hashes, bytes, seen) = match row {
+        Row::Media => (
+            &mut t.media_affected,
+            &mut t.media_hashes_affected,
+            &mut t.media_bytes,
+            &mut count.media,
+        ),
+        Row::Thumbnail => (
+            &mut t.thumbnails_affected,
+            &mut t.thumbnail_hashes_affected,
+            &mut t.thumbnail_bytes,
+            &mut count.thumbnails,
+        ),
+    };
+    *seen = seen.checked_sub(1).ok_or_else(under)?;
+    *rows = rows.checked_sub(1).ok_or_else(under)?;
+    if *seen == 0 {
+        *hashes = hashes.checked_sub(1).ok_or_else(under)?;
+        *bytes = bytes.checked_sub(size_bytes).ok_or_else(under)?;
+    }
+    if count.media == 0 && count.thumbnails == 0 {
+        t.total_hashes_affected = t.total_hashes_affected.checked_sub(1).ok_or_else(under)?;
+        t.total_bytes = t.total_bytes.checked_sub(size_bytes).ok_or_else(under)?;
+        tx.delete(&hk);
+    } else {
+        put_value(NAME, tx, &hk, &count)?;
+    }
     put_value(NAME, tx, &tk, &t)
 }
 

@@ -96,8 +96,8 @@ impl Projection for HashRefs {
         NAME
     }
     fn version(&self) -> u32 {
-        // 4: thumbnails and remote media refer to blobs too.
-        4
+        // 4: thumbnails and remote media refer to blobs too. 5: purges drop references.
+        5
     }
     fn apply(&self, env: &Envelope, tx: &mut dyn KvTx) -> Result<(), ProjectionError> {
         match &env.event {
@@ -175,12 +175,98 @@ impl Projection for HashRefs {
                 r.location = e.to_location.clone();
                 put_value(NAME, tx, &hk, &r)
             }
+            Event::MediaPurgedV1(e) => {
+                let mut dropped: Vec<(Sha256, u64)> = Vec::new();
+                for m in &e.media {
+                    let rk = ref_key(&m.sha256, &m.media);
+                    if tx.get(&rk)?.is_none() {
+                        return Err(invariant(
+                            NAME,
+                            format!("purge of unreferenced {}", m.media),
+                        ));
+                    }
+                    tx.delete(&rk);
+                    count_drop(&mut dropped, m.sha256);
+                }
+                for t in &e.thumbnails {
+                    let key = crate::thumbnails::thumb_key(
+                        &t.media, t.width, t.height, t.method, t.animated,
+                    );
+                    let rk = thumb_ref_key(&t.sha256, &key);
+                    if tx.get(&rk)?.is_none() {
+                        return Err(invariant(
+                            NAME,
+                            format!("purge of an unreferenced thumbnail of {}", t.media),
+                        ));
+                    }
+                    tx.delete(&rk);
+                    count_drop(&mut dropped, t.sha256);
+                }
+                if let Some(f) = e
+                    .freed
+                    .iter()
+                    .find(|f| !dropped.iter().any(|(s, _)| *s == f.sha256))
+                {
+                    return Err(invariant(
+                        NAME,
+                        format!("purge frees {}, which it does not release", f.sha256),
+                    ));
+                }
+                for (sha, n) in dropped {
+                    let hk = hash_key(&sha);
+                    let mut r: HashRecord = get_value(NAME, tx, &hk)?
+                        .ok_or_else(|| invariant(NAME, format!("purge of unknown hash {sha}")))?;
+                    r.ref_count = r
+                        .ref_count
+                        .checked_sub(n)
+                        .ok_or_else(|| invariant(NAME, format!("ref count of {sha} underflows")))?;
+                    let freed = e.freed.iter().any(|f| f.sha256 == sha);
+                    if (r.ref_count == 0) != freed {
+                        return Err(invariant(
+                            NAME,
+                            format!(
+                                "purge frees {sha} = {freed}, but {} references remain",
+                                r.ref_count
+                            ),
+                        ));
+                    }
+                    if r.ref_count == 0 {
+                        let wrong_place = e.freed.iter().any(|f| {
+                            f.sha256 == sha
+                                && (f.datastore != r.datastore
+                                    || f.location != r.location
+                                    || f.size_bytes != r.size_bytes)
+                        });
+                        if wrong_place {
+                            return Err(invariant(
+                                NAME,
+                                format!("purge frees {sha} somewhere else than its record says"),
+                            ));
+                        }
+                        tx.delete(&hk);
+                    } else {
+                        put_value(NAME, tx, &hk, &r)?;
+                    }
+                }
+                Ok(())
+            }
             Event::AsyncUploadCreatedV1(_)
             | Event::TransferStartedV1(_)
             | Event::BlobSourceDeletedV1(_)
             | Event::BlobTransferFailedV1(_)
-            | Event::TransferFinishedV1(_) => Ok(()),
+            | Event::TransferFinishedV1(_)
+            | Event::MediaQuarantinedV1(_)
+            | Event::MediaUnquarantinedV1(_)
+            | Event::MediaAttributesSetV1(_)
+            | Event::BlobDeletedV1(_) => Ok(()),
         }
+    }
+}
+
+fn count_drop(dropped: &mut Vec<(Sha256, u64)>, sha: Sha256) {
+    match dropped.iter_mut().find(|(s, _)| *s == sha) {
+        Some((_, n)) => *n += 1,
+        None => dropped.push((sha, 1)),
     }
 }
 

@@ -14,6 +14,7 @@ pub mod datastore_sizes;
 pub mod hash_refs;
 pub mod media_index;
 pub mod memory;
+pub mod moderation;
 pub mod pending_uploads;
 pub mod size_estimate;
 pub mod tasks;
@@ -81,6 +82,7 @@ pub static ALL: &[&dyn Projection] = &[
     &pending_uploads::PendingUploads,
     &tasks::Tasks,
     &thumbnails::Thumbnails,
+    &moderation::Moderation,
 ];
 
 /// The key of a media in every projection keyed by media: `origin 0x00 media_id`

@@ -1,12 +1,15 @@
 //! Media index: `(origin, media_id)` → everything the HTTP layer needs to serve a media.
 //!
-//! Invariant: a key exists exactly for the media that were uploaded and not removed; its
-//! `last_access_ms` is the time of the latest upload or recorded access.
+//! Invariant: a key exists exactly for the media that were uploaded (or cached) and not
+//! purged, plus the tombstones of quarantined media that were purged; its `last_access_ms` is
+//! the time of the latest upload or recorded access. The hash index lists the same keys.
 
 use crate::{
     get_value, invariant, media_key, put_value, KvRead, KvTx, Projection, ProjectionError,
 };
-use media_ledger_events::{Actor, ContentType, DatastoreId, Envelope, Event, MediaRef, Sha256};
+use media_ledger_events::{
+    Actor, ContentType, DatastoreId, Envelope, Event, MediaPurpose, MediaRef, Seq, Sha256,
+};
 use serde::{Deserialize, Serialize};
 
 const NAME: &str = "media_index";
@@ -43,6 +46,22 @@ pub struct MediaRecord {
     pub quarantined: bool,
     /// Latest upload or recorded access (envelope time).
     pub last_access_ms: u64,
+    /// Pinned media are never quarantined nor purged.
+    pub pinned: bool,
+    /// Purged while quarantined: the record stays (its id and hash stay blocked, audit can
+    /// show it) but it has no bytes and is never served.
+    pub tombstone: bool,
+    /// The sequence of the event that created it.
+    pub created_seq: Seq,
+    /// Recorded accesses (each at most once per media per configured interval).
+    pub access_count: u64,
+}
+
+impl MediaRecord {
+    /// Whether it can be served (neither quarantined nor a tombstone).
+    pub fn servable(&self) -> bool {
+        !self.quarantined && !self.tombstone
+    }
 }
 
 /// The media index projection.
@@ -53,8 +72,8 @@ impl Projection for MediaIndex {
         NAME
     }
     fn version(&self) -> u32 {
-        // 3: remote media.
-        3
+        // 3: remote media. 4: moderation (pinned, tombstones, access counts).
+        4
     }
     fn apply(&self, env: &Envelope, tx: &mut dyn KvTx) -> Result<(), ProjectionError> {
         match &env.event {
@@ -73,6 +92,10 @@ impl Projection for MediaIndex {
                     datastore: e.datastore.clone(),
                     quarantined: false,
                     last_access_ms: env.recorded_at_ms,
+                    pinned: false,
+                    tombstone: false,
+                    created_seq: env.seq,
+                    access_count: 0,
                 },
             ),
             Event::RemoteMediaCachedV1(e) => insert(
@@ -90,6 +113,10 @@ impl Projection for MediaIndex {
                     datastore: e.datastore.clone(),
                     quarantined: false,
                     last_access_ms: env.recorded_at_ms,
+                    pinned: false,
+                    tombstone: false,
+                    created_seq: env.seq,
+                    access_count: 0,
                 },
             ),
             Event::MediaAccessedV1(e) => {
@@ -97,7 +124,33 @@ impl Projection for MediaIndex {
                 let mut record: MediaRecord = get_value(NAME, tx, &key)?
                     .ok_or_else(|| invariant(NAME, format!("access to unknown {}", e.media)))?;
                 record.last_access_ms = record.last_access_ms.max(env.recorded_at_ms);
+                record.access_count += 1;
                 put_value(NAME, tx, &key, &record)
+            }
+            Event::MediaQuarantinedV1(e) => {
+                for m in &e.media {
+                    update(tx, m, |r| r.quarantined = true)?;
+                }
+                Ok(())
+            }
+            Event::MediaUnquarantinedV1(e) => {
+                for m in &e.media {
+                    update(tx, m, |r| r.quarantined = false)?;
+                }
+                Ok(())
+            }
+            Event::MediaAttributesSetV1(e) => update(tx, &e.media, |r| {
+                r.pinned = e.purpose == MediaPurpose::Pinned;
+            }),
+            Event::MediaPurgedV1(e) => {
+                for m in &e.media {
+                    if m.tombstone {
+                        update(tx, &m.media, |r| r.tombstone = true)?;
+                    } else {
+                        remove(tx, &m.media, &m.sha256)?;
+                    }
+                }
+                Ok(())
             }
             Event::BlobMovedV1(e) => {
                 let list: Vec<Vec<u8>> =
@@ -117,8 +170,47 @@ impl Projection for MediaIndex {
             | Event::TransferFinishedV1(_)
             // Thumbnails are not media rows (matrix-media-repo's are, which hides their bytes
             // from purge); they live in the `thumbnails` projection.
-            | Event::ThumbnailGeneratedV1(_) => Ok(()),
+            | Event::ThumbnailGeneratedV1(_)
+            | Event::BlobDeletedV1(_) => Ok(()),
         }
+    }
+}
+
+/// Changes an existing record.
+fn update(
+    tx: &mut dyn KvTx,
+    media: &MediaRef,
+    f: impl FnOnce(&mut MediaRecord),
+) -> Result<(), ProjectionError> {
+    let key = media_key(media);
+    let mut record: MediaRecord = get_value(NAME, tx, &key)?
+        .ok_or_else(|| invariant(NAME, format!("moderation of unknown {media}")))?;
+    f(&mut record);
+    put_value(NAME, tx, &key, &record)
+}
+
+/// Deletes a record and its hash index entry.
+fn remove(tx: &mut dyn KvTx, media: &MediaRef, sha: &Sha256) -> Result<(), ProjectionError> {
+    let key = media_key(media);
+    match get_value::<MediaRecord>(NAME, tx, &key)? {
+        Some(r) if r.sha256 == *sha => {}
+        Some(_) => {
+            return Err(invariant(
+                NAME,
+                format!("purge of {media} names another hash"),
+            ))
+        }
+        None => return Err(invariant(NAME, format!("purge of unknown {media}"))),
+    }
+    tx.delete(&key);
+    let sk = sha_key(sha);
+    let mut list: Vec<Vec<u8>> = get_value(NAME, tx, &sk)?.unwrap_or_default();
+    list.retain(|k| k != &key);
+    if list.is_empty() {
+        tx.delete(&sk);
+        Ok(())
+    } else {
+        put_value(NAME, tx, &sk, &list)
     }
 }
 

@@ -152,7 +152,12 @@ impl Projection for Tasks {
             | Event::AsyncUploadCreatedV1(_)
             | Event::MediaAccessedV1(_)
             | Event::ThumbnailGeneratedV1(_)
-            | Event::RemoteMediaCachedV1(_) => Ok(()),
+            | Event::RemoteMediaCachedV1(_)
+            | Event::MediaQuarantinedV1(_)
+            | Event::MediaUnquarantinedV1(_)
+            | Event::MediaAttributesSetV1(_)
+            | Event::MediaPurgedV1(_)
+            | Event::BlobDeletedV1(_) => Ok(()),
         }
     }
 }

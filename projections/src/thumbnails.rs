@@ -45,6 +45,20 @@ pub fn thumb_key(
     k
 }
 
+/// The size, method and animation of a key made by [`thumb_key`] (its last 10 bytes).
+pub fn parse_thumb_key(key: &[u8]) -> Option<(u32, u32, ThumbnailMethod, bool)> {
+    let tail = key.get(key.len().checked_sub(10)?..)?;
+    let width = u32::from_be_bytes(tail.get(0..4)?.try_into().ok()?);
+    let height = u32::from_be_bytes(tail.get(4..8)?.try_into().ok()?);
+    let method = match tail.get(8)? {
+        0 => ThumbnailMethod::Crop,
+        1 => ThumbnailMethod::Scale,
+        _ => return None,
+    };
+    let animated = *tail.get(9)? == 1;
+    Some((width, height, method, animated))
+}
+
 /// The prefix shared by every thumbnail of `media`.
 pub fn media_prefix(media: &MediaRef) -> Vec<u8> {
     let mut k = media_key(media);
@@ -60,7 +74,8 @@ impl Projection for Thumbnails {
         NAME
     }
     fn version(&self) -> u32 {
-        1
+        // 2: purges remove thumbnails.
+        2
     }
     fn apply(&self, env: &Envelope, tx: &mut dyn KvTx) -> Result<(), ProjectionError> {
         match &env.event {
@@ -80,7 +95,19 @@ impl Projection for Thumbnails {
                 };
                 put_value(NAME, tx, &key, &r)
             }
-            Event::MediaUploadedV1(_)
+            Event::MediaPurgedV1(e) => {
+                for t in &e.thumbnails {
+                    tx.delete(&thumb_key(
+                        &t.media, t.width, t.height, t.method, t.animated,
+                    ));
+                }
+                Ok(())
+            }
+            Event::MediaQuarantinedV1(_)
+            | Event::MediaUnquarantinedV1(_)
+            | Event::MediaAttributesSetV1(_)
+            | Event::BlobDeletedV1(_)
+            | Event::MediaUploadedV1(_)
             | Event::AsyncUploadCreatedV1(_)
             | Event::MediaAccessedV1(_)
             | Event::TransferStartedV1(_)

@@ -105,6 +105,7 @@ fn every_projection_has_a_space_and_a_unique_name() {
             "datastore_sizes",
             "hash_refs",
             "media_index",
+            "moderation",
             "pending_uploads",
             "tasks",
             "thumbnails"

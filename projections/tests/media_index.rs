@@ -8,7 +8,7 @@ use common::{
     moved_at, sha, source_deleted, space, start_transfer, state_of, transfer_failed,
     transfer_finished, upload, upload_at,
 };
-use media_ledger_events::{Actor, Event, MediaUploaded};
+use media_ledger_events::{Actor, Event, MediaUploaded, Seq};
 use media_ledger_projections::media_index::{self, MediaIndex, MediaKind, MediaRecord};
 use media_ledger_projections::memory::{MemoryKv, MemoryState};
 use media_ledger_projections::{media_key, parse_media_key, KvTx, Projection, ProjectionError};
@@ -60,6 +60,10 @@ fn upload_records_every_field() {
             datastore: ds("A"),
             quarantined: false,
             last_access_ms: 1_000,
+            pinned: false,
+            tombstone: false,
+            created_seq: Seq(1),
+            access_count: 0,
         })
     );
 }
@@ -105,11 +109,13 @@ fn access_moves_last_access_forward_only() {
     assert_eq!(
         MediaRecord {
             last_access_ms: before.last_access_ms,
+            access_count: before.access_count,
             ..after.clone()
         },
         before,
-        "an access changes nothing but last_access_ms"
+        "an access changes nothing but last_access_ms and access_count"
     );
+    assert_eq!(after.access_count, before.access_count + 1);
 
     // An older access (a late-queued event) never moves it back.
     s.apply(&access(3, 1_500, "m1", 1)).unwrap();
@@ -440,6 +446,10 @@ fn a_remote_media_records_every_field() {
             datastore: ds("A"),
             quarantined: false,
             last_access_ms: 1_000,
+            pinned: false,
+            tombstone: false,
+            created_seq: Seq(1),
+            access_count: 0,
         })
     );
     assert_eq!(get(&s, "r1"), None, "not a media of our origin");

@@ -19,22 +19,35 @@
 //!   pool, so they share blobs with local media; like an upload, a remote of bytes already
 //!   stored is expected at that blob's place. Once cached they are accessed and thumbnailed
 //!   like local media.
+//!   Moderators (a repository admin, or a homeserver admin within its origin) quarantine
+//!   media, lift quarantines, pin and unpin media, and purge (one media, a user's, every
+//!   quarantined one, remote media whose bytes no local media uses, or a random set; an
+//!   uploader purges its own). The model decides each act exactly as the writer does
+//!   (`src/ledger/validate_moderation.rs`): the same-hash media in scope a quarantine flags,
+//!   pinned media spared, quarantined media purged into tombstones, the thumbnails removed
+//!   with their media and the blobs freed when their last media or thumbnail reference goes;
+//!   an act that would change nothing is skipped (the writer would refuse it). The deleter
+//!   then records each freed blob (kept when a new upload refers to the same blob again),
+//!   purged remote media are fetched again under their id, and no upload or fetch of bytes
+//!   blocked in its origin is generated, nor an access or thumbnail of a quarantined media.
 //! - [`submit_all`] submits steps to a ledger (in groups, so group commit and the writer's
 //!   overlay are exercised) on a runtime of its own.
 //! - [`state_of`], [`replay`] and [`snapshot`] read, recompute and render projection state.
 
-use media_ledger::ledger::{Command, Committed, Ledger, LedgerError};
+use media_ledger::ledger::{Command, Committed, Ledger, LedgerError, PurgeRequest};
 use media_ledger_events::{
-    codec, Actor, AsyncUploadCreated, BlobLocation, BlobMoved, BlobSourceDeleted,
-    BlobTransferFailed, ContentType, DatastoreId, Envelope, Event, MediaAccessed, MediaId,
-    MediaRef, MediaUploaded, RemoteMediaCached, RequestId, Seq, ServerName, Sha256,
-    ThumbnailGenerated, ThumbnailMethod, TransferFinished, TransferStarted, UserId,
+    codec, Actor, AsyncUploadCreated, Authority, BlobDeleted, BlobLocation, BlobMoved,
+    BlobSourceDeleted, BlobTransferFailed, ContentType, DatastoreId, Envelope, Event, FreedBlob,
+    MediaAccessed, MediaAttributesSet, MediaId, MediaPurged, MediaPurpose, MediaQuarantined,
+    MediaRef, MediaUnquarantined, MediaUploaded, ModerationTarget, PurgedMedia, PurgedThumbnail,
+    RemoteMediaCached, RequestId, Seq, ServerName, Sha256, ThumbnailGenerated, ThumbnailMethod,
+    TransferFinished, TransferStarted, UserId,
 };
 use media_ledger_projections::datastore_sizes::{self, HashCount};
 use media_ledger_projections::memory::{MemoryKv, MemoryState};
 use media_ledger_projections::{
-    hash_refs, media_index, parse_media_key, pending_uploads, tasks, thumbnails, ProjectionError,
-    ALL,
+    hash_refs, media_index, moderation, parse_media_key, pending_uploads, tasks, thumbnails,
+    ProjectionError, ALL,
 };
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
@@ -188,6 +201,61 @@ pub enum Op {
         /// Whether the remote gave a file name.
         upload_name: bool,
     },
+    /// A moderator quarantines the picked media and, as the writer decides, every media in
+    /// its scope with the same bytes (skipped when there is no media or nothing would change).
+    Quarantine {
+        /// Which media (modulo their number, tombstones included): the request's seeds.
+        picks: Vec<usize>,
+        /// 0: a repository admin; `1..=ORIGINS.len()`: the admin of that homeserver.
+        scope: usize,
+    },
+    /// A moderator lifts the quarantine of one media whose flag or bytes are quarantined
+    /// (skipped when there is none, when a homeserver admin meets a repository-wide block,
+    /// when the media is outside the admin's origin or when nothing would change).
+    Unquarantine {
+        /// Which of those media (modulo their number).
+        pick: usize,
+        /// As for [`Op::Quarantine`].
+        scope: usize,
+    },
+    /// A moderator pins or unpins a media that is not a tombstone (a homeserver admin only
+    /// its own origin's; a repository admin acts for another origin's).
+    SetAttributes {
+        /// Which media (modulo their number).
+        pick: usize,
+        /// Pinned, or back to no purpose.
+        pinned: bool,
+        /// As for [`Op::Quarantine`].
+        scope: usize,
+    },
+    /// A purge; the media it removes (or tombstones), their thumbnails and the blobs it frees
+    /// are what the writer decides (skipped when it would remove nothing).
+    Purge {
+        /// 0: one media; 1: a user's media; 2: every quarantined media; 3: remote media whose
+        /// bytes no local media uses (repository admin only); 4: some media (`purge/old`).
+        kind: usize,
+        /// Which media or user (modulo their number).
+        picks: Vec<usize>,
+        /// As for [`Op::Quarantine`]; above `ORIGINS.len()`: the uploader of one local media
+        /// (a repository admin for the other kinds).
+        scope: usize,
+    },
+    /// The deleter deals with a blob a purge freed (skipped when none is pending): it keeps
+    /// the bytes when a new upload of them refers to the same blob again.
+    DeleteBlob {
+        /// Which pending deletion (modulo their number).
+        pick: usize,
+    },
+    /// A remote media purged (not a tombstone) is fetched again under its id (skipped when
+    /// there is none, or when its bytes are blocked everywhere).
+    Refetch {
+        /// Which purged remote media (modulo their number).
+        pick: usize,
+        /// Index into [`DATASTORES`] (ignored when the digest is already stored).
+        datastore: usize,
+        /// Who asked for it: a user, or the server for an anonymous request.
+        actor: usize,
+    },
 }
 
 fn media_id_strategy() -> impl Strategy<Value = String> {
@@ -244,6 +312,17 @@ pub fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(origin, media_id, sha, datastore, actor, content_type, upload_name)| {
                 Op::CacheRemote { origin, media_id, sha, datastore, actor, content_type, upload_name }
             }),
+        1 => (proptest::collection::vec(any::<usize>(), 1..=3), 0..=ORIGINS.len())
+            .prop_map(|(picks, scope)| Op::Quarantine { picks, scope }),
+        1 => (any::<usize>(), 0..=ORIGINS.len())
+            .prop_map(|(pick, scope)| Op::Unquarantine { pick, scope }),
+        1 => (any::<usize>(), any::<bool>(), 0..=ORIGINS.len())
+            .prop_map(|(pick, pinned, scope)| Op::SetAttributes { pick, pinned, scope }),
+        2 => (0..5usize, proptest::collection::vec(any::<usize>(), 1..=3), 0..=ORIGINS.len() + 1)
+            .prop_map(|(kind, picks, scope)| Op::Purge { kind, picks, scope }),
+        1 => any::<usize>().prop_map(|pick| Op::DeleteBlob { pick }),
+        1 => (any::<usize>(), 0..DATASTORES.len(), 0..=USERS.len())
+            .prop_map(|(pick, datastore, actor)| Op::Refetch { pick, datastore, actor }),
     ]
 }
 
@@ -319,17 +398,56 @@ struct OpenTask {
     attempts: BTreeMap<Sha256, u32>,
 }
 
+/// A media as the index holds it: what the writer's moderation decisions read.
+#[derive(Debug, Clone)]
+struct Known {
+    sha: Sha256,
+    uploader: Actor,
+    remote: bool,
+    created_seq: Seq,
+    quarantined: bool,
+    pinned: bool,
+    tombstone: bool,
+}
+
+/// The scopes in which a digest is blocked (never empty in [`Model::blocks`]).
+#[derive(Debug, Clone, Default)]
+struct Block {
+    repository: bool,
+    homeservers: Vec<ServerName>,
+}
+
+impl Block {
+    fn blocks(&self, origin: &ServerName) -> bool {
+        self.repository || self.homeservers.contains(origin)
+    }
+    fn is_empty(&self) -> bool {
+        !self.repository && self.homeservers.is_empty()
+    }
+}
+
 #[derive(Default)]
 struct Model {
     taken: BTreeSet<MediaRef>,
+    /// Media in creation order (accesses and thumbnails pick among the servable ones).
     uploaded: Vec<(MediaRef, Sha256)>,
     open: Vec<(MediaRef, UserId)>,
     /// Where each stored digest is now (moves included).
     blobs: BTreeMap<Sha256, (DatastoreId, BlobLocation)>,
     /// Unfinished transfers by task id.
     tasks: BTreeMap<Seq, OpenTask>,
-    /// Recorded thumbnails: media and index into [`THUMB_SIZES`].
-    thumbnails: BTreeSet<(MediaRef, usize)>,
+    /// Recorded thumbnails (media and index into [`THUMB_SIZES`]) and their digest.
+    thumbnails: BTreeMap<(MediaRef, usize), Sha256>,
+    /// Every media record, tombstones included.
+    media: BTreeMap<MediaRef, Known>,
+    /// The media of each digest in the index's order (creation; tombstones stay).
+    by_hash: BTreeMap<Sha256, Vec<MediaRef>>,
+    /// Blocked digests.
+    blocks: BTreeMap<Sha256, Block>,
+    /// Blobs freed by a purge (its sequence) whose deletion is not recorded yet.
+    pending: Vec<(Seq, FreedBlob)>,
+    /// Remote media purged (not tombstoned): they may be fetched again.
+    purged_remote: Vec<(MediaRef, Sha256)>,
 }
 
 impl Model {
@@ -339,6 +457,71 @@ impl Model {
             .keys()
             .nth(pick % self.tasks.len().max(1))
             .copied()
+    }
+
+    /// A new media record (upload or cache) at sequence `seq`.
+    fn add_media(
+        &mut self,
+        media: &MediaRef,
+        sha: Sha256,
+        uploader: Actor,
+        remote: bool,
+        seq: Seq,
+    ) {
+        self.media.insert(
+            media.clone(),
+            Known {
+                sha,
+                uploader,
+                remote,
+                created_seq: seq,
+                quarantined: false,
+                pinned: false,
+                tombstone: false,
+            },
+        );
+        self.by_hash.entry(sha).or_default().push(media.clone());
+        self.uploaded.push((media.clone(), sha));
+    }
+
+    /// Whether new media of `origin` with bytes `sha` is refused.
+    fn blocked(&self, sha: &Sha256, origin: &ServerName) -> bool {
+        self.blocks.get(sha).is_some_and(|b| b.blocks(origin))
+    }
+
+    /// The media that can be downloaded and thumbnailed, in creation order.
+    fn servable(&self) -> Vec<(MediaRef, Sha256)> {
+        self.uploaded
+            .iter()
+            .filter(|(m, _)| {
+                self.media
+                    .get(m)
+                    .is_some_and(|k| !k.quarantined && !k.tombstone)
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// `ref_count` of the digest's hash record: live media and thumbnails with these bytes.
+    fn ref_count(&self, sha: &Sha256) -> u64 {
+        let media = self
+            .media
+            .values()
+            .filter(|k| k.sha == *sha && !k.tombstone)
+            .count();
+        let thumbs = self.thumbnails.values().filter(|t| *t == sha).count();
+        u64::try_from(media + thumbs).unwrap_or(u64::MAX)
+    }
+
+    /// The `pick`-th media record (tombstones included), if any.
+    fn pick_media(&self, pick: usize, keep: impl Fn(&Known) -> bool) -> Option<MediaRef> {
+        let list: Vec<&MediaRef> = self
+            .media
+            .iter()
+            .filter(|(_, k)| keep(k))
+            .map(|(m, _)| m)
+            .collect();
+        list.get(pick % list.len().max(1)).map(|m| (*m).clone())
     }
 
     /// The digests stored in `ds`, in order, with their location.
@@ -367,8 +550,10 @@ impl Model {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn upload(
         &mut self,
+        seq: Seq,
         media: MediaRef,
         sha_index: usize,
         datastore: usize,
@@ -402,7 +587,7 @@ impl Model {
             location: loc,
             ..submitted.clone()
         };
-        self.uploaded.push((media, sha));
+        self.add_media(&media, sha, submitted.uploader.clone(), false, seq);
         Ok((submitted, recorded))
     }
 }
@@ -439,11 +624,465 @@ fn content_type(i: usize) -> Result<ContentType, BoxError> {
         .parse()?)
 }
 
+/// The capacity of scope `scope`: 0 a repository admin, `1..=ORIGINS.len()` the admin of
+/// that homeserver, `None` above (an uploader).
+fn authority(scope: usize) -> Result<Option<Authority>, BoxError> {
+    Ok(match scope.checked_sub(1) {
+        None => Some(Authority::RepositoryAdmin),
+        Some(i) => match ORIGINS.get(i) {
+            Some(o) => Some(Authority::HomeserverAdmin(o.parse()?)),
+            None => None,
+        },
+    })
+}
+
+/// Who acts in a moderator's capacity: the shared secret, or `@admin:<homeserver>`.
+fn moderator(authority: &Authority) -> Result<Actor, BoxError> {
+    Ok(match authority {
+        Authority::HomeserverAdmin(s) => Actor::User(format!("@admin:{s}").parse()?),
+        Authority::RepositoryAdmin | Authority::Uploader => Actor::SharedSecretAdmin,
+    })
+}
+
+/// Whether `media` is within the capacity's reach (as the writer's `in_scope`).
+fn in_scope(authority: &Authority, media: &MediaRef) -> bool {
+    authority.origin().is_none_or(|o| &media.origin == o)
+}
+
+impl Model {
+    /// A quarantine as `validate_quarantine` decides it, applied to the model.
+    fn quarantine(
+        &mut self,
+        i: usize,
+        picks: &[usize],
+        scope: usize,
+        request_id: RequestId,
+    ) -> Result<Option<Step>, BoxError> {
+        let Some(authority) = authority(scope)? else {
+            return Ok(None);
+        };
+        let seeds: Vec<MediaRef> = picks
+            .iter()
+            .filter_map(|p| self.pick_media(*p, |_| true))
+            .collect();
+        if seeds.is_empty() {
+            return Ok(None);
+        }
+        let mut hashes: Vec<Sha256> = Vec::new();
+        let mut changed: Vec<MediaRef> = Vec::new();
+        for seed in &seeds {
+            if !in_scope(&authority, seed) {
+                continue;
+            }
+            let Some(k) = self.media.get(seed) else {
+                continue;
+            };
+            if hashes.contains(&k.sha) {
+                continue;
+            }
+            hashes.push(k.sha);
+            for m in self.by_hash.get(&k.sha).into_iter().flatten() {
+                if !in_scope(&authority, m) || changed.contains(m) {
+                    continue;
+                }
+                if self
+                    .media
+                    .get(m)
+                    .is_some_and(|r| !r.pinned && !r.quarantined)
+                {
+                    changed.push(m.clone());
+                }
+            }
+        }
+        let new_block = hashes.iter().any(|sha| {
+            let b = self.blocks.get(sha);
+            match &authority {
+                Authority::HomeserverAdmin(s) => !b.is_some_and(|b| b.homeservers.contains(s)),
+                _ => !b.is_some_and(|b| b.repository),
+            }
+        });
+        if changed.is_empty() && !new_block {
+            return Ok(None);
+        }
+        for m in &changed {
+            if let Some(k) = self.media.get_mut(m) {
+                k.quarantined = true;
+            }
+        }
+        for sha in &hashes {
+            let b = self.blocks.entry(*sha).or_default();
+            match &authority {
+                Authority::HomeserverAdmin(s) => {
+                    if !b.homeservers.contains(s) {
+                        b.homeservers.push(s.clone());
+                    }
+                }
+                _ => b.repository = true,
+            }
+        }
+        let target = match seeds.as_slice() {
+            [one] => ModerationTarget::Media(one.clone()),
+            _ => ModerationTarget::Room(format!("!room-{i}:localhost")),
+        };
+        let reason = Some(format!("quarantine at step {i}"));
+        Ok(Some(Step {
+            actor: moderator(&authority)?,
+            request_id,
+            command: Command::Quarantine {
+                authority: authority.clone(),
+                target: target.clone(),
+                seeds,
+                reason: reason.clone(),
+            },
+            expected: Event::MediaQuarantinedV1(MediaQuarantined {
+                authority,
+                target,
+                media: changed,
+                hashes,
+                reason,
+            }),
+        }))
+    }
+
+    /// An unquarantine as `validate_unquarantine` decides it, applied to the model.
+    fn unquarantine(
+        &mut self,
+        i: usize,
+        pick: usize,
+        scope: usize,
+        request_id: RequestId,
+    ) -> Result<Option<Step>, BoxError> {
+        let Some(authority) = authority(scope)? else {
+            return Ok(None);
+        };
+        let blocks = &self.blocks;
+        let Some(media) = self.pick_media(pick, |k| k.quarantined || blocks.contains_key(&k.sha))
+        else {
+            return Ok(None);
+        };
+        let Some(sha) = self.media.get(&media).map(|k| k.sha) else {
+            return Ok(None);
+        };
+        if !in_scope(&authority, &media) {
+            return Ok(None);
+        }
+        let block = self.blocks.get(&sha).cloned().unwrap_or_default();
+        let lifts = match &authority {
+            Authority::HomeserverAdmin(s) => {
+                if block.repository {
+                    return Ok(None);
+                }
+                block.homeservers.contains(s)
+            }
+            _ => !block.is_empty(),
+        };
+        let changed: Vec<MediaRef> = self
+            .by_hash
+            .get(&sha)
+            .into_iter()
+            .flatten()
+            .filter(|m| {
+                in_scope(&authority, m) && self.media.get(*m).is_some_and(|k| k.quarantined)
+            })
+            .cloned()
+            .collect();
+        if changed.is_empty() && !lifts {
+            return Ok(None);
+        }
+        for m in &changed {
+            if let Some(k) = self.media.get_mut(m) {
+                k.quarantined = false;
+            }
+        }
+        if lifts {
+            let mut b = block;
+            match &authority {
+                Authority::HomeserverAdmin(s) => b.homeservers.retain(|h| h != s),
+                _ => b = Block::default(),
+            }
+            if b.is_empty() {
+                self.blocks.remove(&sha);
+            } else {
+                self.blocks.insert(sha, b);
+            }
+        }
+        let reason = i
+            .is_multiple_of(2)
+            .then(|| format!("appeal granted at step {i}"));
+        Ok(Some(Step {
+            actor: moderator(&authority)?,
+            request_id,
+            command: Command::Unquarantine {
+                authority: authority.clone(),
+                media: media.clone(),
+                reason: reason.clone(),
+            },
+            expected: Event::MediaUnquarantinedV1(MediaUnquarantined {
+                authority,
+                target: ModerationTarget::Media(media),
+                media: changed,
+                hashes: if lifts { vec![sha] } else { Vec::new() },
+                reason,
+            }),
+        }))
+    }
+
+    /// A purge as `validate_purge` decides it (the writer's candidates, filters, thumbnails
+    /// and freed blobs), applied to the model.
+    fn purge(
+        &mut self,
+        i: usize,
+        seq: Seq,
+        kind: usize,
+        picks: &[usize],
+        scope: usize,
+        request_id: RequestId,
+    ) -> Result<Option<Step>, BoxError> {
+        let first = picks.first().copied().unwrap_or(0);
+        let Some(one) = self.pick_media(first, |_| true) else {
+            return Ok(None);
+        };
+        let mut authority = authority(scope)?.unwrap_or(Authority::Uploader);
+        let kind = kind % 5;
+        let (target, before_ts_ms, candidates, include_quarantined, keep_shared) = match kind {
+            0 => (
+                ModerationTarget::Media(one.clone()),
+                None,
+                vec![one.clone()],
+                true,
+                false,
+            ),
+            1 => {
+                let u = user(first)?;
+                let who = Actor::User(u.clone());
+                let mine = self
+                    .media
+                    .iter()
+                    .filter(|(_, k)| k.uploader == who)
+                    .map(|(m, _)| m.clone())
+                    .collect();
+                (
+                    ModerationTarget::User(u),
+                    Some(FAR_FUTURE_MS),
+                    mine,
+                    true,
+                    false,
+                )
+            }
+            2 => {
+                let quarantined = self
+                    .media
+                    .iter()
+                    .filter(|(_, k)| k.quarantined && !k.tombstone)
+                    .map(|(m, _)| m.clone())
+                    .collect();
+                (
+                    ModerationTarget::Quarantined,
+                    None,
+                    quarantined,
+                    true,
+                    false,
+                )
+            }
+            3 => {
+                authority = Authority::RepositoryAdmin;
+                let remote = self
+                    .media
+                    .iter()
+                    .filter(|(_, k)| k.remote && !k.tombstone)
+                    .map(|(m, _)| m.clone())
+                    .collect();
+                // `before_ts` far ahead: every cached media qualifies by time, on the
+                // ledger's clock as in the plan's envelopes.
+                (
+                    ModerationTarget::Remote,
+                    Some(FAR_FUTURE_MS),
+                    remote,
+                    false,
+                    true,
+                )
+            }
+            _ => {
+                let some = picks
+                    .iter()
+                    .filter_map(|p| self.pick_media(*p, |_| true))
+                    .collect();
+                (
+                    ModerationTarget::Old {
+                        include_local: first.is_multiple_of(2),
+                    },
+                    Some(FAR_FUTURE_MS),
+                    some,
+                    true,
+                    false,
+                )
+            }
+        };
+        // Only one's own local media, one at a time, for an uploader.
+        let uploader = match (&authority, kind, self.media.get(&one)) {
+            (Authority::Uploader, 0, Some(k)) if matches!(k.uploader, Actor::User(_)) => {
+                Some(k.uploader.clone())
+            }
+            (Authority::Uploader, _, _) => {
+                authority = Authority::RepositoryAdmin;
+                None
+            }
+            _ => None,
+        };
+
+        let mut media = Vec::new();
+        let mut thumbs = Vec::new();
+        let mut drops: BTreeMap<Sha256, u64> = BTreeMap::new();
+        let mut seen: BTreeSet<&MediaRef> = BTreeSet::new();
+        for c in &candidates {
+            if !seen.insert(c) || !in_scope(&authority, c) {
+                continue;
+            }
+            let Some(k) = self.media.get(c) else {
+                continue;
+            };
+            if k.tombstone || k.pinned || (k.quarantined && !include_quarantined) {
+                continue;
+            }
+            if keep_shared {
+                if !k.remote {
+                    continue;
+                }
+                let shared = self.by_hash.get(&k.sha).into_iter().flatten().any(|sib| {
+                    sib != c
+                        && self
+                            .media
+                            .get(sib)
+                            .is_some_and(|s| !s.tombstone && !s.remote)
+                });
+                if shared {
+                    continue;
+                }
+            }
+            let (ds, _) = self
+                .blobs
+                .get(&k.sha)
+                .cloned()
+                .ok_or_else(|| format!("{c} has no blob in the model"))?;
+            *drops.entry(k.sha).or_default() += 1;
+            media.push(PurgedMedia {
+                media: c.clone(),
+                sha256: k.sha,
+                size_bytes: size_of_sha(&k.sha),
+                uploader: k.uploader.clone(),
+                remote: k.remote,
+                datastore: ds,
+                created_seq: k.created_seq,
+                tombstone: k.quarantined,
+            });
+            // Their thumbnails in key order (that of THUMB_SIZES).
+            for (size, &(width, height, method, animated)) in THUMB_SIZES.iter().enumerate() {
+                let Some(tsha) = self.thumbnails.get(&(c.clone(), size)).copied() else {
+                    continue;
+                };
+                let (tds, _) = self
+                    .blobs
+                    .get(&tsha)
+                    .cloned()
+                    .ok_or_else(|| format!("a thumbnail of {c} has no blob in the model"))?;
+                *drops.entry(tsha).or_default() += 1;
+                thumbs.push(PurgedThumbnail {
+                    media: c.clone(),
+                    width,
+                    height,
+                    method,
+                    animated,
+                    sha256: tsha,
+                    size_bytes: size_of_sha(&tsha),
+                    datastore: tds,
+                });
+            }
+        }
+        if media.is_empty() {
+            return Ok(None);
+        }
+        let mut freed = Vec::new();
+        for (sha, n) in &drops {
+            if self.ref_count(sha) == *n {
+                let (datastore, location) = self
+                    .blobs
+                    .get(sha)
+                    .cloned()
+                    .ok_or("a freed digest has no blob in the model")?;
+                freed.push(FreedBlob {
+                    sha256: *sha,
+                    size_bytes: size_of_sha(sha),
+                    datastore,
+                    location,
+                });
+            }
+        }
+
+        for p in &media {
+            if p.tombstone {
+                if let Some(k) = self.media.get_mut(&p.media) {
+                    k.tombstone = true;
+                }
+            } else {
+                self.media.remove(&p.media);
+                if let Some(list) = self.by_hash.get_mut(&p.sha256) {
+                    list.retain(|m| m != &p.media);
+                    if list.is_empty() {
+                        self.by_hash.remove(&p.sha256);
+                    }
+                }
+                if p.remote {
+                    self.purged_remote.push((p.media.clone(), p.sha256));
+                }
+            }
+            self.uploaded.retain(|(m, _)| m != &p.media);
+            for size in 0..THUMB_SIZES.len() {
+                self.thumbnails.remove(&(p.media.clone(), size));
+            }
+        }
+        for f in &freed {
+            self.blobs.remove(&f.sha256);
+            self.pending.push((seq, f.clone()));
+        }
+
+        let actor = match &uploader {
+            Some(u) => u.clone(),
+            None => moderator(&authority)?,
+        };
+        let reason = (!i.is_multiple_of(3)).then(|| format!("purge at step {i}"));
+        Ok(Some(Step {
+            actor,
+            request_id,
+            command: Command::Purge(PurgeRequest {
+                authority: authority.clone(),
+                uploader,
+                target: target.clone(),
+                before_ts_ms,
+                candidates,
+                include_quarantined,
+                keep_shared,
+                reason: reason.clone(),
+            }),
+            expected: Event::MediaPurgedV1(MediaPurged {
+                authority,
+                target,
+                before_ts_ms,
+                media,
+                thumbnails: thumbs,
+                freed,
+                reason,
+            }),
+        }))
+    }
+}
+
 impl Plan {
     /// Resolves abstract steps in order, skipping those that have no valid form (an access
     /// or a thumbnail before any upload, a thumbnail already recorded, a completion without
-    /// an open reservation, transfer progress without an open transfer). A transfer's task id
-    /// is the sequence its start gets when the plan is submitted to an empty ledger.
+    /// an open reservation, transfer progress without an open transfer, an upload or fetch
+    /// of blocked bytes, a moderation act that would change nothing, a deletion with none
+    /// pending). A transfer's task id, and the purge a deletion names, are the sequence the
+    /// start (the purge) gets when the plan is submitted to an empty ledger.
     pub fn new(ops: &[Op]) -> Result<Self, BoxError> {
         let mut model = Model::default();
         let mut steps = Vec::new();
@@ -460,12 +1099,20 @@ impl Plan {
                     content_type: ct,
                     upload_name,
                 } => {
+                    let on: ServerName = ORIGINS
+                        .get(*origin)
+                        .copied()
+                        .unwrap_or("localhost")
+                        .parse()?;
+                    if model.blocked(&pool_sha(*sha), &on) {
+                        continue;
+                    }
                     let media = model.fresh(*origin, media_id, i)?;
                     let actor = Actor::User(user(*u)?);
                     let ct = if *ct { Some(content_type(*sha)?) } else { None };
                     let name = upload_name.then(|| format!("file-{i}.bin"));
                     let (event, recorded) =
-                        model.upload(media, *sha, *datastore, actor.clone(), ct, name)?;
+                        model.upload(seq, media, *sha, *datastore, actor.clone(), ct, name)?;
                     Step {
                         actor,
                         request_id,
@@ -508,9 +1155,18 @@ impl Plan {
                     if model.open.is_empty() {
                         continue;
                     }
-                    let (media, owner) = model.open.remove(pick % model.open.len());
+                    let at = pick % model.open.len();
+                    if model
+                        .open
+                        .get(at)
+                        .is_some_and(|(m, _)| model.blocked(&pool_sha(*sha), &m.origin))
+                    {
+                        continue;
+                    }
+                    let (media, owner) = model.open.remove(at);
                     let actor = Actor::User(owner.clone());
                     let (event, recorded) = model.upload(
+                        seq,
                         media,
                         *sha,
                         *datastore,
@@ -529,10 +1185,8 @@ impl Plan {
                     }
                 }
                 Op::Access { pick, actor } => {
-                    let Some((media, sha)) = model
-                        .uploaded
-                        .get(pick % model.uploaded.len().max(1))
-                        .cloned()
+                    let servable = model.servable();
+                    let Some((media, sha)) = servable.get(pick % servable.len().max(1)).cloned()
                     else {
                         continue;
                     };
@@ -680,20 +1334,19 @@ impl Plan {
                     datastore: d,
                     actor,
                 } => {
-                    let Some((media, _)) = model
-                        .uploaded
-                        .get(pick % model.uploaded.len().max(1))
-                        .cloned()
+                    let servable = model.servable();
+                    let Some((media, _)) = servable.get(pick % servable.len().max(1)).cloned()
                     else {
                         continue;
                     };
                     let size = size % THUMB_SIZES.len();
-                    if !model.thumbnails.insert((media.clone(), size)) {
-                        continue;
-                    }
                     let (width, height, method, animated) = THUMB_SIZES[size];
                     let sha_index = sha % (SHA_POOL + THUMB_POOL);
                     let sha = pool_sha(sha_index);
+                    if model.thumbnails.contains_key(&(media.clone(), size)) {
+                        continue;
+                    }
+                    model.thumbnails.insert((media.clone(), size), sha);
                     let submitted = ThumbnailGenerated {
                         media: media.clone(),
                         width,
@@ -746,9 +1399,12 @@ impl Plan {
                         .get(origin % REMOTE_ORIGINS.len())
                         .copied()
                         .unwrap_or("remote.example");
-                    let media = model.fresh_on(origin, media_id, i)?;
                     let sha_index = sha % SHA_POOL;
                     let sha = pool_sha(sha_index);
+                    if model.blocked(&sha, &origin.parse()?) {
+                        continue;
+                    }
+                    let media = model.fresh_on(origin, media_id, i)?;
                     let submitted = RemoteMediaCached {
                         media: media.clone(),
                         sha256: sha,
@@ -775,7 +1431,7 @@ impl Plan {
                         location: loc,
                         ..submitted.clone()
                     };
-                    model.uploaded.push((media.clone(), sha));
+                    model.add_media(&media, sha, Actor::System, true, seq);
                     let actor = match actor.checked_sub(USERS.len()) {
                         None => Actor::User(user(*actor)?),
                         Some(_) => Actor::System,
@@ -783,6 +1439,131 @@ impl Plan {
                     Step {
                         actor,
                         request_id: RequestId(format!("remote-{i:03}")),
+                        command: Command::CacheRemote(submitted),
+                        expected: Event::RemoteMediaCachedV1(recorded),
+                    }
+                }
+                Op::Quarantine { picks, scope } => {
+                    let Some(step) = model.quarantine(i, picks, *scope, request_id)? else {
+                        continue;
+                    };
+                    step
+                }
+                Op::Unquarantine { pick, scope } => {
+                    let Some(step) = model.unquarantine(i, *pick, *scope, request_id)? else {
+                        continue;
+                    };
+                    step
+                }
+                Op::SetAttributes {
+                    pick,
+                    pinned,
+                    scope,
+                } => {
+                    let Some(media) = model.pick_media(*pick, |k| !k.tombstone) else {
+                        continue;
+                    };
+                    let authority = match authority(*scope)? {
+                        Some(a) if in_scope(&a, &media) => a,
+                        _ => Authority::RepositoryAdmin,
+                    };
+                    let purpose = if *pinned {
+                        MediaPurpose::Pinned
+                    } else {
+                        MediaPurpose::None
+                    };
+                    if let Some(k) = model.media.get_mut(&media) {
+                        k.pinned = *pinned;
+                    }
+                    let event = MediaAttributesSet {
+                        media,
+                        purpose,
+                        authority: authority.clone(),
+                        reason: pinned.then(|| format!("keep (step {i})")),
+                    };
+                    Step {
+                        actor: moderator(&authority)?,
+                        request_id,
+                        command: Command::SetAttributes(event.clone()),
+                        expected: Event::MediaAttributesSetV1(event),
+                    }
+                }
+                Op::Purge { kind, picks, scope } => {
+                    let Some(step) = model.purge(i, seq, *kind, picks, *scope, request_id)? else {
+                        continue;
+                    };
+                    step
+                }
+                Op::DeleteBlob { pick } => {
+                    if model.pending.is_empty() {
+                        continue;
+                    }
+                    let (purge, blob) = model.pending.remove(pick % model.pending.len());
+                    // The deleter keeps the bytes when the hash record points at them again.
+                    let kept = model
+                        .blobs
+                        .get(&blob.sha256)
+                        .is_some_and(|(d, l)| *d == blob.datastore && *l == blob.location);
+                    let event = BlobDeleted {
+                        purge,
+                        sha256: blob.sha256,
+                        datastore: blob.datastore,
+                        location: blob.location,
+                        kept,
+                    };
+                    Step {
+                        actor: Actor::System,
+                        request_id: RequestId(format!("purge-{}", purge.0)),
+                        command: Command::RecordBlobDeleted(event.clone()),
+                        expected: Event::BlobDeletedV1(event),
+                    }
+                }
+                Op::Refetch {
+                    pick,
+                    datastore: d,
+                    actor,
+                } => {
+                    if model.purged_remote.is_empty() {
+                        continue;
+                    }
+                    let at = pick % model.purged_remote.len();
+                    let Some((media, sha)) = model.purged_remote.get(at).cloned() else {
+                        continue;
+                    };
+                    if model.blocked(&sha, &media.origin) {
+                        continue;
+                    }
+                    model.purged_remote.remove(at);
+                    let submitted = RemoteMediaCached {
+                        media: media.clone(),
+                        sha256: sha,
+                        size_bytes: size_of_sha(&sha),
+                        content_type: None,
+                        upload_name: None,
+                        fetched_from: format!("https://{}", media.origin),
+                        datastore: datastore(*d)?,
+                        location: location_of(&sha)?,
+                    };
+                    let (ds, loc) = model
+                        .blobs
+                        .entry(sha)
+                        .or_insert_with(|| {
+                            (submitted.datastore.clone(), submitted.location.clone())
+                        })
+                        .clone();
+                    let recorded = RemoteMediaCached {
+                        datastore: ds,
+                        location: loc,
+                        ..submitted.clone()
+                    };
+                    model.add_media(&media, sha, Actor::System, true, seq);
+                    let actor = match actor.checked_sub(USERS.len()) {
+                        None => Actor::User(user(*actor)?),
+                        Some(_) => Actor::System,
+                    };
+                    Step {
+                        actor,
+                        request_id: RequestId(format!("refetch-{i:03}")),
                         command: Command::CacheRemote(submitted),
                         expected: Event::RemoteMediaCachedV1(recorded),
                     }
@@ -1150,6 +1931,106 @@ fn render_pending_uploads(kv: &MemoryKv) -> Value {
     Value::Object(out)
 }
 
+fn seq_at(bytes: &[u8]) -> Option<u64> {
+    bytes.try_into().ok().map(u64::from_be_bytes)
+}
+
+/// Adds `value` under `outer` → `inner` of `out`.
+fn insert_in(out: &mut Map<String, Value>, outer: &str, inner: String, value: Value) {
+    if let Value::Object(m) = out
+        .entry(outer)
+        .or_insert_with(|| Value::Object(Map::new()))
+    {
+        m.insert(inner, value);
+    }
+}
+
+/// Appends `seq` to the list under `outer` → `inner` of `out`.
+fn push_in(out: &mut Map<String, Value>, outer: &str, inner: String, seq: u64) {
+    if let Value::Object(m) = out
+        .entry(outer)
+        .or_insert_with(|| Value::Object(Map::new()))
+    {
+        if let Value::Array(list) = m.entry(inner).or_insert_with(|| Value::Array(Vec::new())) {
+            list.push(json!(seq));
+        }
+    }
+}
+
+fn render_moderation(kv: &MemoryKv) -> Value {
+    let mut out = Map::new();
+    for (k, v) in &kv.0 {
+        let Some((tag, rest)) = k.split_first() else {
+            unparsed(&mut out, k, v);
+            continue;
+        };
+        match tag {
+            b'q' => match sha_at(rest) {
+                Some(sha) => {
+                    let b = moderation::blocks(kv, &sha).map(Some);
+                    insert_in(&mut out, "blocks", sha.to_hex(), json_of(b, v));
+                }
+                None => unparsed(&mut out, k, v),
+            },
+            b'm' => match moderation::quarantined_media_of_key(k) {
+                Some(media) => {
+                    let seq = codec::decode::<Seq>(v).map(Some).map_err(|source| {
+                        ProjectionError::Corrupt {
+                            name: "moderation",
+                            source,
+                        }
+                    });
+                    insert_in(&mut out, "quarantined", media.to_string(), json_of(seq, v));
+                }
+                None => unparsed(&mut out, k, v),
+            },
+            b'p' => match moderation::decode_pending(k, v) {
+                Some(Ok((seq, freed))) if rest.len() == 40 => insert_in(
+                    &mut out,
+                    "pending_deletions",
+                    format!("purge-{} {}", seq.0, freed.sha256.to_hex()),
+                    json_of(Ok(Some(freed)), v),
+                ),
+                _ => unparsed(&mut out, k, v),
+            },
+            b'a' => match moderation::decode_audit(k, v) {
+                Some(Ok((seq, entry))) => {
+                    insert_in(
+                        &mut out,
+                        "audit",
+                        seq.0.to_string(),
+                        json_of(Ok(Some(entry)), v),
+                    );
+                }
+                _ => unparsed(&mut out, k, v),
+            },
+            b'h' if rest.len() > 9 && v.is_empty() => {
+                let (media, seq) = rest.split_at(rest.len() - 8);
+                match (
+                    media.strip_suffix(&[0]).and_then(parse_media_key),
+                    seq_at(seq),
+                ) {
+                    (Some(media), Some(seq)) => {
+                        push_in(&mut out, "history", media.to_string(), seq);
+                    }
+                    _ => unparsed(&mut out, k, v),
+                }
+            }
+            b's' if rest.len() == 40 && v.is_empty() => {
+                let (sha, seq) = rest.split_at(32);
+                match (sha_at(sha), seq_at(seq)) {
+                    (Some(sha), Some(seq)) => {
+                        push_in(&mut out, "blob_history", sha.to_hex(), seq);
+                    }
+                    _ => unparsed(&mut out, k, v),
+                }
+            }
+            _ => unparsed(&mut out, k, v),
+        }
+    }
+    Value::Object(out)
+}
+
 fn render_hex(kv: &MemoryKv) -> Value {
     Value::Object(
         kv.0.iter()
@@ -1162,7 +2043,9 @@ fn render_hex(kv: &MemoryKv) -> Value {
 /// under `media_index.by_hash`), hashes and datastores by name (a hash lists the media and,
 /// under `thumbnail_refs` when there are any, the thumbnails referring to it), transfers as
 /// `task-<seq>` with their pending source deletions by hash, thumbnails by MXC URI and then
-/// by [`thumb_label`], values decoded with the projections' own helpers. A key no decoder
+/// by [`thumb_label`], moderation as `blocks` and `blob_history` by hash, `quarantined` and
+/// `history` (sequences) by MXC URI, `pending_deletions` as `purge-<seq> <hash>` and `audit`
+/// by sequence, values decoded with the projections' own helpers. A key no decoder
 /// understands (or a projection this function does not know) appears as hex, so nothing is
 /// hidden.
 pub fn snapshot(state: &MemoryState) -> Value {
@@ -1175,6 +2058,7 @@ pub fn snapshot(state: &MemoryState) -> Value {
             "pending_uploads" => render_pending_uploads(kv),
             "tasks" => render_tasks(kv),
             "thumbnails" => render_thumbnails(kv),
+            "moderation" => render_moderation(kv),
             _ => render_hex(kv),
         };
         out.insert((*name).to_owned(), rendered);

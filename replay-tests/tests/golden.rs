@@ -217,6 +217,10 @@ fn golden_figures_make_sense() {
             "datastore": "beta",
             "quarantined": false,
             "last_access_ms": 1_700_000_000_000u64 + 29 * 60_000,
+            "pinned": false,
+            "tombstone": false,
+            "created_seq": 30,
+            "access_count": 0,
         }),
         "the envelope's actor (alice asked for it) is not its uploader"
     );

@@ -4,7 +4,10 @@
 //! projecting it.
 
 use media_ledger::ledger::{raw, Command, Ledger, LedgerError};
-use media_ledger_events::{Envelope, Event, MediaUploaded, RemoteMediaCached, Seq};
+use media_ledger_events::{
+    Authority, Envelope, Event, MediaPurpose, MediaRef, MediaUploaded, ModerationTarget,
+    RemoteMediaCached, Seq,
+};
 use media_ledger_projections::memory::MemoryState;
 use media_ledger_projections::ALL;
 use media_ledger_replay_tests::{
@@ -12,6 +15,7 @@ use media_ledger_replay_tests::{
 };
 use proptest::prelude::*;
 use proptest::sample::Index;
+use serde_json::{json, Value};
 use std::path::Path;
 
 /// `cases` per property, or `PROPTEST_CASES` for a longer hunt.
@@ -133,7 +137,8 @@ proptest! {
         }
         // The projections some command is validated against.
         let validating = names.iter().any(|n| {
-            ["media_index", "pending_uploads", "hash_refs", "tasks", "thumbnails"].contains(n)
+            ["media_index", "pending_uploads", "hash_refs", "tasks", "thumbnails", "moderation"]
+                .contains(n)
         });
         for (step, outcome) in plan.steps[k..].iter().zip(submit_all(&ledger, &plan.steps[k..], group).unwrap()) {
             match outcome {
@@ -380,12 +385,19 @@ fn generator_covers_every_kind_of_command() {
         // Every digest stored so far, and the ones first stored by a thumbnail.
         let mut stored = std::collections::BTreeSet::new();
         let mut thumb_only = std::collections::BTreeSet::new();
-        // The remote media cached so far.
+        // The remote media cached so far (and not purged since).
         let mut remote = std::collections::BTreeSet::new();
+        // Digests a purge freed, and the remote media it removed.
+        let mut freed = std::collections::BTreeSet::new();
+        let mut refetchable = std::collections::BTreeSet::new();
+        let mut tombstones = std::collections::BTreeSet::new();
         for step in &plan.steps {
             if let Event::MediaUploadedV1(e) = &step.expected {
                 stored.insert(e.sha256);
                 thumb_only.remove(&e.sha256);
+                if freed.contains(&e.sha256) {
+                    *seen.entry("upload of freed bytes".into()).or_default() += 1;
+                }
             }
             if let Command::Access(e) = &step.command {
                 if remote.contains(&e.media) {
@@ -498,7 +510,10 @@ fn generator_covers_every_kind_of_command() {
                     );
                     assert!(media_ledger_replay_tests::REMOTE_ORIGINS
                         .contains(&e.media.origin.as_str()));
-                    assert!(remote.insert(e.media.clone()), "cached once");
+                    assert!(remote.insert(e.media.clone()), "cached once until purged");
+                    if refetchable.remove(&e.media) {
+                        *seen.entry("remote fetched again".into()).or_default() += 1;
+                    }
                     if stored.contains(&e.sha256) {
                         let kind = if thumb_only.contains(&e.sha256) {
                             "remote of thumbnail bytes"
@@ -533,6 +548,111 @@ fn generator_covers_every_kind_of_command() {
                         }
                         Event::TransferFinishedV1(_) => "finish",
                         other => panic!("{other:?}"),
+                    }
+                }
+                (
+                    Command::Quarantine {
+                        authority, seeds, ..
+                    },
+                    Event::MediaQuarantinedV1(e),
+                ) => {
+                    assert_eq!(&e.authority, authority);
+                    assert!(!e.hashes.is_empty());
+                    if matches!(authority, Authority::HomeserverAdmin(_)) {
+                        *seen.entry("homeserver quarantine".into()).or_default() += 1;
+                    }
+                    if e.media.is_empty() {
+                        *seen.entry("quarantine of bytes only".into()).or_default() += 1;
+                    }
+                    if e.media.iter().any(|m| !seeds.contains(m)) {
+                        *seen
+                            .entry("quarantine of a same-hash sibling".into())
+                            .or_default() += 1;
+                    }
+                    if e.hashes.len() > 1 {
+                        *seen
+                            .entry("quarantine of several contents".into())
+                            .or_default() += 1;
+                    }
+                    "quarantine"
+                }
+                (Command::Unquarantine { authority, .. }, Event::MediaUnquarantinedV1(e)) => {
+                    assert_eq!(&e.authority, authority);
+                    if matches!(authority, Authority::HomeserverAdmin(_)) {
+                        *seen.entry("homeserver unquarantine".into()).or_default() += 1;
+                    }
+                    if e.media.iter().any(|m| tombstones.contains(m)) {
+                        *seen
+                            .entry("unquarantine of a tombstone".into())
+                            .or_default() += 1;
+                    }
+                    "unquarantine"
+                }
+                (Command::SetAttributes(e), Event::MediaAttributesSetV1(recorded)) => {
+                    assert_eq!(e, recorded);
+                    match e.purpose {
+                        MediaPurpose::Pinned => "pin",
+                        MediaPurpose::None => "unpin",
+                    }
+                }
+                (Command::Purge(req), Event::MediaPurgedV1(e)) => {
+                    assert!(!e.media.is_empty());
+                    let mut note = |k: &str| *seen.entry(k.into()).or_default() += 1;
+                    note(match req.target {
+                        ModerationTarget::Media(_) => "purge of one media",
+                        ModerationTarget::User(_) => "purge of a user's media",
+                        ModerationTarget::Quarantined => "purge of quarantined media",
+                        ModerationTarget::Remote => "purge of remote media",
+                        ModerationTarget::Old { .. } => "purge of old media",
+                        _ => "purge of something else",
+                    });
+                    if e.media.iter().any(|m| m.tombstone) {
+                        note("purge into a tombstone");
+                    }
+                    if !e.thumbnails.is_empty() {
+                        note("purge of thumbnails");
+                    }
+                    if !e.freed.is_empty() {
+                        note("purge freeing a blob");
+                    }
+                    if e.media
+                        .iter()
+                        .any(|m| !e.freed.iter().any(|f| f.sha256 == m.sha256))
+                    {
+                        note("purge keeping a shared blob");
+                    }
+                    if e.freed.iter().any(|f| {
+                        e.thumbnails.iter().any(|t| t.sha256 == f.sha256)
+                            && !e.media.iter().any(|m| m.sha256 == f.sha256)
+                    }) {
+                        note("purge freeing a thumbnail's blob");
+                    }
+                    if req.candidates.len() > e.media.len() {
+                        note("purge sparing candidates");
+                    }
+                    match req.authority {
+                        Authority::Uploader => note("uploader purge"),
+                        Authority::HomeserverAdmin(_) => note("homeserver purge"),
+                        Authority::RepositoryAdmin => {}
+                    }
+                    for m in &e.media {
+                        if m.tombstone {
+                            tombstones.insert(m.media.clone());
+                        }
+                        if m.remote && !m.tombstone {
+                            remote.remove(&m.media);
+                            refetchable.insert(m.media.clone());
+                        }
+                    }
+                    freed.extend(e.freed.iter().map(|f| f.sha256));
+                    "purge"
+                }
+                (Command::RecordBlobDeleted(e), Event::BlobDeletedV1(recorded)) => {
+                    assert_eq!(e, recorded);
+                    if e.kept {
+                        "blob kept"
+                    } else {
+                        "blob deleted"
                     }
                 }
                 other => panic!("{other:?}"),
@@ -578,6 +698,34 @@ fn generator_covers_every_kind_of_command() {
         "remote of moved bytes",
         "access of a remote media",
         "thumbnail of a remote media",
+        "quarantine",
+        "homeserver quarantine",
+        "quarantine of bytes only",
+        "quarantine of a same-hash sibling",
+        "quarantine of several contents",
+        "unquarantine",
+        "homeserver unquarantine",
+        "unquarantine of a tombstone",
+        "pin",
+        "unpin",
+        "purge",
+        "purge of one media",
+        "purge of a user's media",
+        "purge of quarantined media",
+        "purge of remote media",
+        "purge of old media",
+        "purge into a tombstone",
+        "purge of thumbnails",
+        "purge freeing a blob",
+        "purge keeping a shared blob",
+        "purge freeing a thumbnail's blob",
+        "purge sparing candidates",
+        "uploader purge",
+        "homeserver purge",
+        "blob deleted",
+        "blob kept",
+        "upload of freed bytes",
+        "remote fetched again",
     ] {
         assert!(
             seen.get(kind).copied().unwrap_or(0) >= 5,
@@ -1181,4 +1329,189 @@ fn remote_media_share_blobs_and_are_cached_once() {
     );
     drop(ledger);
     assert_verifies(dir.path(), 6);
+}
+
+/// Moderation as the model predicts it, against the writer: a homeserver's quarantine flags
+/// only its own media and blocks only its own uploads, a repository-wide one flags the
+/// siblings of every origin, pinned media are spared, the quarantined media are purged into
+/// tombstones with their thumbnail (freeing both blobs), a deletion after the bytes were
+/// stored again keeps them, and an uploader purges its own media.
+#[test]
+fn moderation_acts_are_what_the_writer_decides() {
+    use media_ledger::ledger::Conflict;
+    use media_ledger_events::MediaQuarantined;
+    use media_ledger_replay_tests::{pool_sha, Op, SHA_POOL};
+    let b_upload = |media_id: &str| Op::Upload {
+        origin: 1,
+        media_id: media_id.into(),
+        sha: 0,
+        datastore: 1,
+        user: 2,
+        content_type: false,
+        upload_name: false,
+    };
+    let purge = |kind, pick, scope| Op::Purge {
+        kind,
+        picks: vec![pick],
+        scope,
+    };
+    // Media keys sort by origin, then id: example.org:8448, localhost, remote.example.
+    let plan = Plan::new(&[
+        upload_op("a1", 0, 0),           // 1
+        b_upload("b1"),                  // 2: a1's bytes, on the other homeserver
+        upload_op("c1", 1, 1),           // 3
+        remote_op("r1", 0, 0),           // 4: a1's bytes again
+        thumbnail_op(0, 0, SHA_POOL, 0), // 5: of a1, bytes of its own
+        Op::Quarantine {
+            picks: vec![1], // 6: a1, by localhost's admin
+            scope: 1,
+        },
+        upload_op("a2", 0, 0), // skipped: blocked in localhost
+        b_upload("b2"),        // 7: not blocked there
+        Op::Quarantine {
+            picks: vec![2], // 8: a1 again, repository-wide
+            scope: 0,
+        },
+        Op::SetAttributes {
+            pick: 3, // 9: c1 pinned
+            pinned: true,
+            scope: 0,
+        },
+        purge(2, 0, 0),                         // 10: every quarantined media
+        Op::DeleteBlob { pick: 1 },             // 11: the thumbnail's blob
+        Op::Unquarantine { pick: 0, scope: 0 }, // 12: the block lifted
+        upload_op("a3", 0, 0),                  // 13: the bytes stored again, same place
+        Op::DeleteBlob { pick: 0 },             // 14: so they are kept
+        purge(0, 4, 0),                         // skipped: c1 is pinned
+        purge(0, 3, 3),                         // 15: alice purges a3
+    ])
+    .unwrap();
+    assert_eq!(plan.steps.len(), 15);
+    let ev = |n: usize| &plan.steps[n - 1].expected;
+    let m = |origin: &str, id: &str| MediaRef::new(origin.parse().unwrap(), id.parse().unwrap());
+    let (a1, b1, b2, r1, c1) = (
+        m("localhost", "a1"),
+        m("example.org:8448", "b1"),
+        m("example.org:8448", "b2"),
+        m("remote.example", "r1"),
+        m("localhost", "c1"),
+    );
+    let Event::MediaQuarantinedV1(MediaQuarantined { media, hashes, .. }) = ev(6) else {
+        panic!("{:?}", ev(6))
+    };
+    assert_eq!((media, hashes), (&vec![a1.clone()], &vec![pool_sha(0)]));
+    let Event::MediaQuarantinedV1(q) = ev(8) else {
+        panic!("{:?}", ev(8))
+    };
+    assert_eq!(
+        q.media,
+        vec![b1.clone(), r1.clone(), b2.clone()],
+        "by creation"
+    );
+    let Event::MediaPurgedV1(p) = ev(10) else {
+        panic!("{:?}", ev(10))
+    };
+    let purged: Vec<_> = p
+        .media
+        .iter()
+        .map(|m| (m.media.clone(), m.tombstone))
+        .collect();
+    assert_eq!(
+        purged,
+        vec![
+            (b1.clone(), true),
+            (b2.clone(), true),
+            (a1.clone(), true),
+            (r1.clone(), true)
+        ]
+    );
+    assert_eq!(p.thumbnails.len(), 1);
+    let freed: Vec<_> = p.freed.iter().map(|f| f.sha256).collect();
+    assert_eq!(freed, vec![pool_sha(0), pool_sha(SHA_POOL)]);
+    let Event::BlobDeletedV1(d) = ev(11) else {
+        panic!("{:?}", ev(11))
+    };
+    assert_eq!(
+        (d.purge, d.sha256, d.kept),
+        (Seq(10), pool_sha(SHA_POOL), false)
+    );
+    let Event::MediaUnquarantinedV1(u) = ev(12) else {
+        panic!("{:?}", ev(12))
+    };
+    assert_eq!(
+        u.media,
+        vec![a1.clone(), b1.clone(), r1.clone(), b2.clone()]
+    );
+    assert_eq!(u.hashes, vec![pool_sha(0)]);
+    let Event::BlobDeletedV1(d) = ev(14) else {
+        panic!("{:?}", ev(14))
+    };
+    assert_eq!((d.purge, d.sha256, d.kept), (Seq(10), pool_sha(0), true));
+    let Event::MediaPurgedV1(p) = ev(15) else {
+        panic!("{:?}", ev(15))
+    };
+    let Command::Purge(req) = &plan.steps[14].command else {
+        panic!()
+    };
+    assert_eq!(req.authority, Authority::Uploader);
+    assert_eq!(p.media.len(), 1);
+    assert!(!p.media[0].tombstone);
+    assert_eq!(p.freed.len(), 1, "a3 was the bytes' only live reference");
+
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = open(dir.path());
+    assert_eq!(
+        submit_ok(&ledger, &plan.steps[..6], 1),
+        expected_events(&plan.steps[..6])
+    );
+    // The upload the plan skipped: the writer refuses it.
+    let Command::Upload { event, .. } = &plan.steps[0].command else {
+        panic!()
+    };
+    let blocked = Step {
+        command: Command::Upload {
+            event: MediaUploaded {
+                media: m("localhost", "a2"),
+                ..event.clone()
+            },
+            completes_async: None,
+        },
+        ..plan.steps[0].clone()
+    };
+    match submit_all(&ledger, &[blocked], 1).unwrap().remove(0) {
+        Err(LedgerError::Conflict(Conflict::Quarantined)) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        submit_ok(&ledger, &plan.steps[6..], 3),
+        expected_events(&plan.steps[6..])
+    );
+    let snap = snapshot(&assert_live_state_is_replay(&ledger));
+    let media = &snap["media_index"];
+    for t in [&a1, &b1, &b2, &r1] {
+        let r = &media[t.to_string()];
+        assert_eq!(
+            (&r["tombstone"], &r["quarantined"]),
+            (&json!(true), &json!(false))
+        );
+    }
+    assert_eq!(media[c1.to_string()]["pinned"], json!(true));
+    assert_eq!(media["mxc://localhost/a3"], Value::Null, "purged");
+    let moderation = &snap["moderation"];
+    assert_eq!(moderation.get("blocks"), None, "no block left");
+    assert_eq!(moderation.get("quarantined"), None);
+    let pending = moderation["pending_deletions"].as_object().unwrap();
+    assert_eq!(
+        pending.keys().collect::<Vec<_>>(),
+        [&format!("purge-15 {}", pool_sha(0).to_hex())],
+        "only the last purge's deletion is left"
+    );
+    assert_eq!(
+        moderation["audit"].as_object().unwrap().len(),
+        6,
+        "2 quarantines, a pin, 2 purges and an unquarantine; deletions are no acts"
+    );
+    assert_eq!(snap["hash_refs"].get(pool_sha(0).to_hex()), None);
+    drop(ledger);
+    assert_verifies(dir.path(), 15);
 }

@@ -13,13 +13,14 @@ use std::path::Path;
 use tempfile::TempDir;
 
 /// Records in the fixture ledger.
-const N: u64 = 17;
+const N: u64 = 21;
 /// The record damaged in the middle.
 const MID: u64 = 5;
 
-/// A closed ledger of `N` committed commands of every kind, dedup, a transfer and thumbnails
-/// included (so that every projection, `tasks` and `thumbnails` too, holds state; one source
-/// deletion stays pending).
+/// A closed ledger of `N` committed commands of every kind, dedup, a transfer, thumbnails and
+/// moderation included (so that every projection, `tasks`, `thumbnails` and `moderation` too,
+/// holds state; one source deletion and one blob deletion stay pending, and no bytes stay
+/// blocked).
 fn fixture() -> TempDir {
     let upload = |media_id: &str, sha, datastore| Op::Upload {
         origin: 0,
@@ -89,9 +90,43 @@ fn fixture() -> TempDir {
             datastore: 0,
             actor: 0,
         },
+        // a's bytes (d's too) quarantined, b pinned, the quarantined media purged into
+        // tombstones (a's thumbnail goes and frees its bytes; b's thumbnail keeps the content
+        // of a and d), and the quarantine lifted.
+        Op::Quarantine {
+            picks: vec![0],
+            scope: 0,
+        },
+        Op::SetAttributes {
+            pick: 1,
+            pinned: true,
+            scope: 0,
+        },
+        Op::Purge {
+            kind: 2,
+            picks: vec![0],
+            scope: 0,
+        },
+        Op::Unquarantine { pick: 0, scope: 0 },
     ])
     .unwrap();
     assert_eq!(plan.steps.len() as u64, N);
+    let purge = plan
+        .steps
+        .iter()
+        .find_map(|s| match &s.expected {
+            media_ledger_events::Event::MediaPurgedV1(p) => Some(p),
+            _ => None,
+        })
+        .expect("the fixture purges");
+    assert_eq!(
+        (
+            purge.media.iter().filter(|m| m.tombstone).count(),
+            purge.thumbnails.len(),
+            purge.freed.len()
+        ),
+        (2, 1, 1)
+    );
     let dir = tempfile::tempdir().unwrap();
     let ledger = Ledger::open(dir.path(), &mut |_, _| {}).unwrap();
     for outcome in submit_all(&ledger, &plan.steps, 1).unwrap() {

@@ -84,6 +84,9 @@ pub struct Config {
     /// Remote media over federation.
     #[serde(default)]
     pub federation: FederationConfig,
+    /// Moderation.
+    #[serde(default)]
+    pub quarantine: QuarantineConfig,
     /// The homeservers whose media this repository serves.
     pub homeservers: Vec<HomeserverConfig>,
     /// Where blobs are kept.
@@ -142,6 +145,31 @@ pub struct DownloadsConfig {
     pub allow_unauthenticated: bool,
     /// Largest remote media fetched, enforced while streaming.
     pub max_bytes: u64,
+    /// Purge remote media cached more than this many days ago, hourly (0: never).
+    pub expire_after_days: u64,
+}
+
+/// `[quarantine]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuarantineConfig {
+    /// Serve a generated "media not allowed" image instead of 404 for quarantined downloads.
+    pub replace_downloads: bool,
+    /// Serve that image at the requested size instead of 404 for quarantined thumbnails.
+    pub replace_thumbnails: bool,
+    /// Homeserver admins (as their homeserver's admin API says) may moderate their own
+    /// server's media.
+    pub allow_local_admins: bool,
+}
+
+impl Default for QuarantineConfig {
+    fn default() -> Self {
+        Self {
+            replace_downloads: false,
+            replace_thumbnails: true,
+            allow_local_admins: true,
+        }
+    }
 }
 
 impl Default for DownloadsConfig {
@@ -152,6 +180,7 @@ impl Default for DownloadsConfig {
             access_record_interval_ms: 60_000,
             allow_unauthenticated: true,
             max_bytes: 100 * 1024 * 1024,
+            expire_after_days: 0,
         }
     }
 }

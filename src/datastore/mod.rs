@@ -204,6 +204,20 @@ impl Datastores {
         Ok(Self { all })
     }
 
+    /// Replaces every backend by `wrap(backend)` (fault injection in tests).
+    pub fn wrapped(self, wrap: &dyn Fn(Arc<dyn Datastore>) -> Arc<dyn Datastore>) -> Self {
+        Self {
+            all: self
+                .all
+                .into_iter()
+                .map(|c| Configured {
+                    store: wrap(c.store),
+                    config: c.config,
+                })
+                .collect(),
+        }
+    }
+
     /// All of them, in config order.
     pub fn all(&self) -> &[Configured] {
         &self.all

@@ -208,3 +208,27 @@ pub async fn task(
         .ok_or_else(|| ApiError::NotFound(format!("no task {id}")))?;
     Ok(Json(task_json(seq, &t)))
 }
+
+/// `POST /_matrix/media/unstable/admin/snapshot`: a consistent copy of the ledger into
+/// `<database.path>.snapshots/<head seq>-<ms>` (repository admins). Answers its path and the
+/// head it includes at least.
+pub async fn snapshot(S(state): S<State>, _admin: Admin) -> Result<Json<Value>, ApiError> {
+    let base = state.config.database.path.clone();
+    let name = format!("{}-{}", state.ledger.head().0, crate::clock::now_ms());
+    let mut dir = base.clone().into_os_string();
+    dir.push(".snapshots");
+    let dir = std::path::PathBuf::from(dir);
+    let ledger = state.ledger.clone();
+    let (path, head) = tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(&dir).map_err(ApiError::internal)?;
+        let path = dir.join(name);
+        let head = ledger.snapshot(&path)?;
+        Ok::<_, ApiError>((path, head))
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    tracing::info!(path = %path.display(), head = head.0, "ledger snapshot written");
+    Ok(Json(
+        json!({ "path": path.display().to_string(), "head": head.0 }),
+    ))
+}

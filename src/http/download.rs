@@ -199,6 +199,35 @@ async fn check_blob(state: &State, sha: &media_ledger_events::Sha256) -> Result<
     }
 }
 
+/// What a quarantined or purged media gets instead of its bytes: 404 `M_NOT_FOUND` (the
+/// media's existence is not confirmed), or, for quarantined media when the config says so,
+/// the generated "media not allowed" PNG at `width`×`height` (`replace` true).
+/// `None`: the media is servable.
+pub(crate) fn refuse_unservable(
+    record: &MediaRecord,
+    width: u32,
+    height: u32,
+    replace: bool,
+) -> Result<Option<Response>, ApiError> {
+    if record.servable() {
+        return Ok(None);
+    }
+    if record.tombstone || !replace {
+        return Err(ApiError::NotFound("media not found".into()));
+    }
+    let png = crate::moderation::placeholder::png(width, height)?;
+    let mut resp = Body::from(png).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/png"));
+    h.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_static("inline; filename=\"quarantined.png\""),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    add_security_headers(h);
+    Ok(Some(resp))
+}
+
 pub(crate) fn header_value(s: &str) -> Result<HeaderValue, ApiError> {
     HeaderValue::from_str(s).map_err(ApiError::internal)
 }
@@ -239,8 +268,9 @@ async fn serve(
     let allow_remote = q.allow_remote.as_deref() != Some("false");
     let actor = principal.as_ref().map_or(Actor::System, Principal::actor);
     let record = resolve_media(state, &media, timeout, allow_remote, actor, &ours).await?;
-    if record.quarantined {
-        return Err(ApiError::NotFound("media not found".into()));
+    let replace = !head && state.config.quarantine.replace_downloads;
+    if let Some(refused) = refuse_unservable(&record, 512, 512, replace)? {
+        return Ok(refused);
     }
     let size = record.size_bytes;
     let range = parse_range(

@@ -50,9 +50,22 @@ pub fn media_ref(server: &str, media_id: &str) -> Result<MediaRef, ApiError> {
     Ok(MediaRef::new(origin, id))
 }
 
-/// A fresh id for this request, recorded in its events.
-pub fn request_id() -> RequestId {
+tokio::task_local! {
+    /// The id the request middleware gave the request being served.
+    pub static REQUEST_ID: RequestId;
+}
+
+/// A fresh random request id.
+pub fn new_request_id() -> RequestId {
     RequestId(Alphanumeric.sample_string(&mut rand::rng(), 16))
+}
+
+/// The id of the request being served (also in its log lines and its `X-Request-Id`
+/// header), recorded in its events; a fresh one outside a request.
+pub fn request_id() -> RequestId {
+    REQUEST_ID
+        .try_with(Clone::clone)
+        .unwrap_or_else(|_| new_request_id())
 }
 
 /// The homeserver the request is addressed to (by `Host`).
@@ -88,6 +101,8 @@ pub struct Authed {
     pub principal: Principal,
     /// For which homeserver.
     pub homeserver: HomeserverConfig,
+    /// The access token (to ask the homeserver's admin API on the caller's behalf).
+    pub token: String,
 }
 
 impl FromRequestParts<State> for Authed {
@@ -99,6 +114,7 @@ impl FromRequestParts<State> for Authed {
         Ok(Authed {
             principal,
             homeserver: hs,
+            token,
         })
     }
 }

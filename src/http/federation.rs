@@ -115,7 +115,7 @@ pub async fn download(
         Duration::from_millis(state.config.downloads.default_timeout_ms),
     )
     .await?;
-    if record.quarantined {
+    if !record.servable() {
         return Err(ApiError::NotFound("media not found".into()));
     }
     let ct = record
@@ -151,7 +151,7 @@ pub async fn thumbnail(
         Duration::from_millis(state.config.downloads.default_timeout_ms),
     )
     .await?;
-    if record.quarantined {
+    if !record.servable() {
         return Err(ApiError::NotFound("media not found".into()));
     }
     let (thumb, _) = state

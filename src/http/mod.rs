@@ -5,10 +5,12 @@
 //! a request id, and Matrix errors for unknown routes and wrong methods.
 
 pub mod admin;
+pub mod audit;
 pub mod download;
 pub mod extract;
 pub mod federation;
 pub mod headers;
+pub mod moderation;
 pub mod range;
 pub mod thumbnail;
 pub mod upload;
@@ -45,6 +47,8 @@ pub struct AppState {
     pub thumbnails: crate::thumbnail::Thumbnailer,
     /// Remote media over federation.
     pub remote: crate::remote::RemoteMedia,
+    /// Quarantine, purge and attributes.
+    pub moderation: Arc<crate::moderation::Moderation>,
     /// Turns `true` when the server starts shutting down: long waits end early.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
@@ -126,10 +130,134 @@ pub fn router(state: State) -> Router {
             get(admin::tasks_unfinished),
         )
         .route("/_matrix/media/unstable/admin/tasks/{id}", get(admin::task))
+        .route(
+            "/_matrix/media/unstable/admin/snapshot",
+            post(admin::snapshot),
+        )
+        .merge(moderation_routes())
+        .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::Unrecognized })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(axum::middleware::from_fn(observe))
         .layer(axum::middleware::from_fn(cors))
         .with_state(state)
+}
+
+/// The moderation, audit and usage routes.
+fn moderation_routes() -> Router<State> {
+    use moderation as m;
+    const A: &str = "/_matrix/media/unstable/admin";
+    Router::new()
+        .route(
+            &format!("{A}/quarantine/user/{{user_id}}"),
+            post(m::quarantine_user),
+        )
+        .route(
+            &format!("{A}/quarantine/server/{{server_name}}"),
+            post(m::quarantine_server),
+        )
+        .route(
+            &format!("{A}/quarantine/room/{{room_id}}"),
+            post(m::quarantine_room),
+        )
+        .route(
+            &format!("{A}/quarantine/{{server}}/{{media_id}}"),
+            post(m::quarantine_media),
+        )
+        .route(
+            &format!("{A}/unquarantine/{{server}}/{{media_id}}"),
+            post(m::unquarantine_media),
+        )
+        .route(
+            &format!("{A}/media/{{server}}/{{media_id}}/attributes"),
+            get(m::get_attributes).post(m::set_attributes),
+        )
+        .route(
+            &format!("{A}/media/{{server}}/{{media_id}}/attributes/set"),
+            post(m::set_attributes),
+        )
+        .route(
+            &format!("{A}/media/{{server}}/{{media_id}}/history"),
+            get(audit::history),
+        )
+        .route(&format!("{A}/purge/remote"), post(m::purge_remote))
+        .route(&format!("{A}/purge_remote"), post(m::purge_remote))
+        .route(
+            &format!("{A}/purge/quarantined"),
+            post(m::purge_quarantined),
+        )
+        .route(&format!("{A}/purge/old"), post(m::purge_old))
+        .route(&format!("{A}/purge/user/{{user_id}}"), post(m::purge_user))
+        .route(
+            &format!("{A}/purge/server/{{server_name}}"),
+            post(m::purge_server),
+        )
+        .route(&format!("{A}/purge/room/{{room_id}}"), post(m::purge_room))
+        .route(
+            &format!("{A}/purge/{{server}}/{{media_id}}"),
+            post(m::purge_media),
+        )
+        .route(&format!("{A}/audit"), get(audit::audit))
+        .route(&format!("{A}/usage/{{server_name}}"), get(audit::usage))
+        .route(
+            &format!("{A}/usage/{{server_name}}/users"),
+            get(audit::usage_users),
+        )
+        .route(
+            &format!("{A}/usage/{{server_name}}/uploads"),
+            get(audit::usage_uploads),
+        )
+}
+
+/// `GET /metrics`: the Prometheus text format.
+async fn metrics(axum::extract::State(state): axum::extract::State<State>) -> Response {
+    let ledger = state.ledger.clone();
+    match tokio::task::spawn_blocking(move || crate::metrics::render(&ledger)).await {
+        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
+        Err(e) => ApiError::internal(e).into_response(),
+    }
+}
+
+/// Gives the request an id (its events and log lines carry it; the answer says it in
+/// `X-Request-Id`), and counts it, its bytes and its latency per route.
+async fn observe(req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = req.method().as_str().to_owned();
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let m = &*crate::metrics::METRICS;
+    if let Some(n) = content_length(req.headers()) {
+        m.bytes_in
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+    let id = extract::new_request_id();
+    let span = tracing::info_span!("request", request_id = %id, %method, %route);
+    let mut resp = extract::REQUEST_ID
+        .scope(
+            id.clone(),
+            tracing::Instrument::instrument(next.run(req), span),
+        )
+        .await;
+    if let Ok(v) = HeaderValue::from_str(&id.0) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    if let Some(n) = content_length(resp.headers()) {
+        m.bytes_out
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+    m.request(
+        &method,
+        &route,
+        resp.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    resp
+}
+
+fn content_length(h: &axum::http::HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
 /// Adds CORS headers to every response and answers `OPTIONS` itself.

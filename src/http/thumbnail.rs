@@ -129,8 +129,11 @@ async fn serve(
     );
     let actor = principal.as_ref().map_or(Actor::System, Principal::actor);
     let record = resolve_media(state, &media, timeout, true, actor.clone(), ours).await?;
-    if record.quarantined {
-        return Err(ApiError::NotFound("media not found".into()));
+    let replace = !head && state.config.quarantine.replace_thumbnails;
+    if let Some(refused) =
+        super::download::refuse_unservable(&record, req.width, req.height, replace)?
+    {
+        return Ok(refused);
     }
     let (thumb, _size) = state.thumbnails.get(actor, &media, &record, req).await?;
     let (sha, len, content_type) = thumb.served(&record);

@@ -1,7 +1,8 @@
 //! The commands the writer accepts and why it may refuse them.
 
 use media_ledger_events::{
-    AsyncUploadCreated, BlobMoved, Event, MediaAccessed, MediaUploaded, RemoteMediaCached,
+    Actor, AsyncUploadCreated, Authority, BlobDeleted, BlobMoved, Event, MediaAccessed,
+    MediaAttributesSet, MediaRef, MediaUploaded, ModerationTarget, RemoteMediaCached,
     ThumbnailGenerated, TransferStarted, UserId,
 };
 
@@ -33,6 +34,54 @@ pub enum Command {
     /// Record a fetched remote media whose blob is durable (location may be replaced by an
     /// existing blob of the same bytes).
     CacheRemote(RemoteMediaCached),
+    /// Quarantine the seeds and every media sharing their bytes, in the authority's scope.
+    Quarantine {
+        /// Repository-wide or one homeserver's.
+        authority: Authority,
+        /// What was asked for.
+        target: ModerationTarget,
+        /// The media the request resolved to.
+        seeds: Vec<MediaRef>,
+        /// Why.
+        reason: Option<String>,
+    },
+    /// Lift the quarantine of a media, its same-hash siblings and its hash, in scope.
+    Unquarantine {
+        /// Repository-wide or one homeserver's.
+        authority: Authority,
+        /// The media named by the request.
+        media: MediaRef,
+        /// Why.
+        reason: Option<String>,
+    },
+    /// Set a media's purpose.
+    SetAttributes(MediaAttributesSet),
+    /// Decide a purge over the candidates (the writer drops those that no longer qualify).
+    Purge(PurgeRequest),
+    /// Record that a blob freed by a purge was deleted (or kept).
+    RecordBlobDeleted(BlobDeleted),
+}
+
+/// What a purge request asks the writer to decide.
+#[derive(Debug, Clone)]
+pub struct PurgeRequest {
+    /// In what capacity; a homeserver admin's candidates of other origins are dropped.
+    pub authority: Authority,
+    /// With [`Authority::Uploader`]: every candidate must be this actor's upload.
+    pub uploader: Option<Actor>,
+    /// What was asked for.
+    pub target: ModerationTarget,
+    /// The request's `before_ts`.
+    pub before_ts_ms: Option<u64>,
+    /// The media the request resolved to.
+    pub candidates: Vec<MediaRef>,
+    /// Whether quarantined media is purged (into tombstones) or skipped.
+    pub include_quarantined: bool,
+    /// Remote purge: keep a candidate whose bytes are also used by local media or by media
+    /// created at or after `before_ts_ms`.
+    pub keep_shared: bool,
+    /// Why.
+    pub reason: Option<String>,
 }
 
 /// Why a command was refused by the state it met.
@@ -71,4 +120,19 @@ pub enum Conflict {
     /// This thumbnail was already recorded (a concurrent generation won).
     #[error("thumbnail already recorded")]
     ThumbnailExists,
+    /// The bytes are quarantined in the media's scope.
+    #[error("this content is quarantined and cannot be stored")]
+    Quarantined,
+    /// The act would change nothing.
+    #[error("nothing to change")]
+    NothingToDo,
+    /// A candidate of an uploader's purge was uploaded by someone else.
+    #[error("only the uploader may purge this media")]
+    NotUploader,
+    /// A homeserver admin may not lift a repository-wide quarantine.
+    #[error("this content is quarantined repository-wide; only a repository admin can lift it")]
+    RepositoryQuarantine,
+    /// The media is outside the authority's scope.
+    #[error("media outside the caller's homeserver")]
+    OutOfScope,
 }

@@ -12,15 +12,17 @@ mod projector;
 #[doc(hidden)]
 pub mod raw;
 mod rebuild_cache;
+pub mod recovery;
 mod store;
 mod validate;
+mod validate_moderation;
 mod writer;
 
 pub use compare::Divergence;
 pub use overlay::DbRead;
 pub use projector::{Progress, ReplayReport};
 pub use store::{Checkpoint, Head};
-pub use writer::{Command, Committed, Conflict, MAX_GROUP};
+pub use writer::{Command, Committed, Conflict, PurgeRequest, MAX_GROUP};
 
 use media_ledger_events::codec::CodecError;
 use media_ledger_events::{codec, Actor, Envelope, MediaAccessed, RequestId, Seq};
@@ -262,6 +264,56 @@ impl Ledger {
             visit(&k, &v)?;
         }
         Ok(())
+    }
+
+    /// Visits `(key, value)` pairs of a projection whose key starts with `prefix`, from the
+    /// last key `<= start` downwards, while `visit` returns `Ok(true)`.
+    pub fn scan_rev(
+        &self,
+        projection: &str,
+        prefix: &[u8],
+        start: &[u8],
+        mut visit: impl FnMut(&[u8], &[u8]) -> Result<bool, LedgerError>,
+    ) -> Result<(), LedgerError> {
+        let cf = store::cf(&self.db, projection)?;
+        for item in self
+            .db
+            .iterator_cf(cf, IteratorMode::From(start, Direction::Reverse))
+        {
+            let (k, v) = item?;
+            if !k.starts_with(prefix) {
+                if k.as_ref() < prefix {
+                    break;
+                }
+                continue;
+            }
+            if !visit(&k, &v)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The checkpoint sequence of every projection (for the lag metric).
+    pub fn checkpoints(&self) -> Vec<(&'static str, Seq)> {
+        ALL.iter()
+            .filter_map(|p| {
+                store::read_checkpoint(&self.db, p.name())
+                    .ok()
+                    .flatten()
+                    .map(|c| (p.name(), c.seq))
+            })
+            .collect()
+    }
+
+    /// The envelope at `seq`, if the log has it.
+    pub fn event_at(&self, seq: Seq) -> Result<Option<Envelope>, LedgerError> {
+        let mut found = None;
+        read_events(&self.db, seq, seq, |env| {
+            found = Some(env);
+            false
+        })?;
+        Ok(found.filter(|e| e.seq == seq))
     }
 
     /// Projections halted by an invariant violation, with the reason.

@@ -12,6 +12,9 @@ use std::collections::HashMap;
 
 type Space = HashMap<Vec<u8>, Option<Vec<u8>>>;
 
+/// One `(key, value)` of a scan.
+pub(crate) type KeyValue = (Vec<u8>, Vec<u8>);
+
 /// Pending writes of every projection in `ALL`, by position.
 pub(crate) struct Overlay {
     spaces: Vec<Space>,
@@ -78,6 +81,37 @@ impl Overlay {
             .get(index)
             .ok_or_else(|| LedgerError::Storage(format!("no projection {name}")))?;
         Ok(space.iter().map(|(k, v)| (k.as_slice(), v.as_deref())))
+    }
+
+    /// Every `(key, value)` of projection `name` under `prefix`: committed state with this
+    /// group's pending writes on top, in key order.
+    pub(crate) fn scan(
+        &self,
+        db: &DB,
+        name: &str,
+        prefix: &[u8],
+    ) -> Result<Vec<KeyValue>, LedgerError> {
+        let mut all = std::collections::BTreeMap::new();
+        let handle = cf(db, name)?;
+        for item in db.iterator_cf(
+            handle,
+            rocksdb::IteratorMode::From(prefix, rocksdb::Direction::Forward),
+        ) {
+            let (k, v) = item?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            all.insert(k.to_vec(), v.to_vec());
+        }
+        for (k, v) in self.entries(db, name)? {
+            if k.starts_with(prefix) {
+                match v {
+                    Some(v) => all.insert(k.to_vec(), v.to_vec()),
+                    None => all.remove(k),
+                };
+            }
+        }
+        Ok(all.into_iter().collect())
     }
 
     /// Drops the pending writes of one projection (after it failed).

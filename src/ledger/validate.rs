@@ -21,13 +21,21 @@ impl Writer {
         let db = &self.db;
         // Validation must read the true state: a halted projection's state is stale.
         let needs: &[&str] = match &cmd {
-            Command::Upload { .. } => &["media_index", "pending_uploads", "hash_refs"],
+            Command::Upload { .. } => {
+                &["media_index", "pending_uploads", "hash_refs", "moderation"]
+            }
             Command::CreateAsync(_) => &["media_index", "pending_uploads"],
             Command::Access(_) => &["media_index"],
             Command::StartTransfer(_) | Command::TaskProgress(_) => &["tasks"],
             Command::MoveBlob(_) => &["hash_refs", "tasks"],
             Command::RecordThumbnail(_) => &["media_index", "hash_refs", "thumbnails"],
-            Command::CacheRemote(_) => &["media_index", "hash_refs"],
+            Command::CacheRemote(_) => &["media_index", "hash_refs", "moderation"],
+            Command::Quarantine { .. } | Command::Unquarantine { .. } => {
+                &["media_index", "moderation"]
+            }
+            Command::SetAttributes(_) => &["media_index"],
+            Command::Purge(_) => &["media_index", "hash_refs", "thumbnails", "moderation"],
+            Command::RecordBlobDeleted(_) => &["moderation"],
         };
         {
             let failed = self.failed.lock();
@@ -64,6 +72,7 @@ impl Writer {
                         }
                     }
                 }
+                self.check_not_quarantined(overlay, &event.media, &event.sha256)?;
                 self.adopt_existing_blob(
                     overlay,
                     &event.sha256,
@@ -92,7 +101,9 @@ impl Writer {
             Command::Access(event) => {
                 let index = overlay.read(db, "media_index")?;
                 match media_index::get(&index, &event.media)? {
-                    Some(r) if r.sha256 == event.sha256 => Ok(Event::MediaAccessedV1(event)),
+                    Some(r) if r.sha256 == event.sha256 && !r.tombstone => {
+                        Ok(Event::MediaAccessedV1(event))
+                    }
                     _ => Err(LedgerError::Conflict(Conflict::UnknownMedia)),
                 }
             }
@@ -100,6 +111,7 @@ impl Writer {
                 if media_index::get(&overlay.read(db, "media_index")?, &event.media)?.is_some() {
                     return Err(LedgerError::Conflict(Conflict::MediaExists));
                 }
+                self.check_not_quarantined(overlay, &event.media, &event.sha256)?;
                 self.adopt_existing_blob(
                     overlay,
                     &event.sha256,
@@ -109,7 +121,9 @@ impl Writer {
                 Ok(Event::RemoteMediaCachedV1(event))
             }
             Command::RecordThumbnail(mut event) => {
-                if media_index::get(&overlay.read(db, "media_index")?, &event.media)?.is_none() {
+                if media_index::get(&overlay.read(db, "media_index")?, &event.media)?
+                    .is_none_or(|r| r.tombstone)
+                {
                     return Err(LedgerError::Conflict(Conflict::UnknownMedia));
                 }
                 let thumbs = overlay.read(db, "thumbnails")?;
@@ -162,6 +176,25 @@ impl Writer {
                     _ => Err(LedgerError::Conflict(Conflict::BlobElsewhere)),
                 }
             }
+            Command::Quarantine {
+                authority,
+                target,
+                seeds,
+                reason,
+            } => self.validate_quarantine(overlay, authority, target, seeds, reason),
+            Command::Unquarantine {
+                authority,
+                media,
+                reason,
+            } => self.validate_unquarantine(overlay, authority, media, reason),
+            Command::SetAttributes(event) => {
+                match media_index::get(&overlay.read(db, "media_index")?, &event.media)? {
+                    Some(r) if !r.tombstone => Ok(Event::MediaAttributesSetV1(event)),
+                    _ => Err(LedgerError::Conflict(Conflict::UnknownMedia)),
+                }
+            }
+            Command::Purge(req) => self.validate_purge(overlay, req),
+            Command::RecordBlobDeleted(event) => self.validate_blob_deleted(overlay, event),
             Command::TaskProgress(event) => {
                 let task = match &event {
                     Event::BlobSourceDeletedV1(e) => e.task,

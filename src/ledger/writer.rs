@@ -29,7 +29,7 @@ pub struct Committed {
     pub event: Event,
 }
 
-pub use super::command::{Command, Conflict};
+pub use super::command::{Command, Conflict, PurgeRequest};
 
 pub(crate) type Reply = oneshot::Sender<Result<Committed, LedgerError>>;
 
@@ -258,11 +258,24 @@ fn sync_loop(
         while let Ok(more) = rx.try_recv() {
             batch.push(more);
         }
+        let started = std::time::Instant::now();
         let synced = if poisoned.load(Ordering::SeqCst) {
             Err(POISONED.to_owned())
         } else {
             db.flush_wal(true).map_err(|e| e.into_string())
         };
+        let metrics = &*crate::metrics::METRICS;
+        metrics
+            .ledger_sync_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let events: usize = batch
+            .iter()
+            .map(|w| w.outcomes.iter().filter(|(_, r)| r.is_ok()).count())
+            .sum();
+        metrics.ledger_sync_events.observe(events as f64);
+        metrics
+            .ledger_events
+            .fetch_add(events as u64, Ordering::Relaxed);
         match synced {
             Ok(()) => {
                 if let Some(last) = batch.last() {

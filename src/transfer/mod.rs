@@ -289,6 +289,16 @@ impl Transfers {
                 }
                 Err(MoveError::Ledger(e)) => return Err(e.to_string()),
                 Err(MoveError::Blob(e)) => {
+                    // Purged (or moved by someone else) meanwhile: nothing left to move.
+                    let gone = {
+                        let view = self.ledger.view("hash_refs").map_err(|e| e.to_string())?;
+                        hash_refs::get(&view, &sha)
+                            .map_err(|e| e.to_string())?
+                            .is_none_or(|h| h.datastore != t.source || h.location != rec.location)
+                    };
+                    if gone {
+                        return Ok(());
+                    }
                     let final_attempt = attempt == max;
                     tracing::warn!(task = task.0, %sha, attempt, error = %e, "blob transfer attempt failed");
                     let ev = BlobTransferFailed {

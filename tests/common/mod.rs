@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod s3;
+pub mod synapse;
 
 use media_ledger::config::Config;
 use media_ledger::server::Server;

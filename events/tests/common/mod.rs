@@ -4,8 +4,10 @@
 
 use media_ledger_events::codec::{self, Chain, CHAIN_LEN};
 use media_ledger_events::{
-    Actor, AsyncUploadCreated, BlobLocation, BlobMoved, BlobSourceDeleted, BlobTransferFailed,
-    ContentType, DatastoreId, Envelope, Event, MediaAccessed, MediaId, MediaRef, MediaUploaded,
+    Actor, AsyncUploadCreated, Authority, BlobDeleted, BlobLocation, BlobMoved, BlobSourceDeleted,
+    BlobTransferFailed, ContentType, DatastoreId, Envelope, Event, FreedBlob, MediaAccessed,
+    MediaAttributesSet, MediaId, MediaPurged, MediaPurpose, MediaQuarantined, MediaRef,
+    MediaUnquarantined, MediaUploaded, ModerationTarget, PurgedMedia, PurgedThumbnail,
     RemoteMediaCached, RequestId, Seq, ServerName, Sha256, ThumbnailGenerated, ThumbnailMethod,
     TransferFinished, TransferStarted, UserId,
 };
@@ -68,7 +70,7 @@ pub fn body_of(record: &[u8]) -> &[u8] {
 
 /// How many variants `Event` has; [`variant_index`] does not compile until it is told of a new
 /// one, and then this must follow.
-pub const VARIANTS: usize = 10;
+pub const VARIANTS: usize = 15;
 
 /// The declaration index of the variant of `event` (no wildcard arm: a new variant must be
 /// added here, and then to [`event`] and [`sample_envelopes`]).
@@ -84,12 +86,20 @@ pub fn variant_index(event: &Event) -> usize {
         Event::TransferFinishedV1(_) => 7,
         Event::ThumbnailGeneratedV1(_) => 8,
         Event::RemoteMediaCachedV1(_) => 9,
+        Event::MediaQuarantinedV1(_) => 10,
+        Event::MediaUnquarantinedV1(_) => 11,
+        Event::MediaAttributesSetV1(_) => 12,
+        Event::MediaPurgedV1(_) => 13,
+        Event::BlobDeletedV1(_) => 14,
     }
 }
 
 /// A simple valid envelope of each variant, for the non-property tests: a log whose records
 /// 4 to 8 are a transfer (started, one failed attempt, moved, source deleted, finished),
-/// whose 9th is a thumbnail of the first media and whose 10th caches a remote media.
+/// whose 9th is a thumbnail of the first media and whose 10th caches a remote media. Records
+/// 11 to 15 are moderation: the first media quarantined and released again by an admin of
+/// its homeserver, the remote media pinned, then the first media purged by its uploader (with its thumbnail, freeing both
+/// blobs) and its blob deleted.
 pub fn sample_envelopes() -> Vec<Envelope> {
     vec![
         Envelope {
@@ -224,6 +234,103 @@ pub fn sample_envelopes() -> Vec<Envelope> {
                 fetched_from: "https://remote.example:8448".into(),
                 datastore: id("local"),
                 location: id("0a/0a/0a0a"),
+            }),
+        },
+        Envelope {
+            seq: Seq(11),
+            recorded_at_ms: 1_700_000_005_000,
+            actor: Actor::User(id("@admin:example.org")),
+            request_id: RequestId("req-11".into()),
+            event: Event::MediaQuarantinedV1(MediaQuarantined {
+                authority: Authority::HomeserverAdmin(id("example.org")),
+                target: ModerationTarget::Media(mxc("mxc://example.org/abcDEF123")),
+                media: vec![mxc("mxc://example.org/abcDEF123")],
+                hashes: vec![Sha256([7; 32])],
+                reason: Some("spam".into()),
+            }),
+        },
+        Envelope {
+            seq: Seq(12),
+            recorded_at_ms: 1_700_000_005_500,
+            actor: Actor::User(id("@admin:example.org")),
+            request_id: RequestId("req-12".into()),
+            event: Event::MediaUnquarantinedV1(MediaUnquarantined {
+                authority: Authority::HomeserverAdmin(id("example.org")),
+                target: ModerationTarget::Media(mxc("mxc://example.org/abcDEF123")),
+                media: vec![mxc("mxc://example.org/abcDEF123")],
+                hashes: vec![Sha256([7; 32])],
+                reason: None,
+            }),
+        },
+        Envelope {
+            seq: Seq(13),
+            recorded_at_ms: 1_700_000_006_000,
+            actor: Actor::SharedSecretAdmin,
+            request_id: RequestId("req-13".into()),
+            event: Event::MediaAttributesSetV1(MediaAttributesSet {
+                media: mxc("mxc://remote.example/xyz789"),
+                purpose: MediaPurpose::Pinned,
+                authority: Authority::RepositoryAdmin,
+                reason: Some("evidence".into()),
+            }),
+        },
+        Envelope {
+            seq: Seq(14),
+            recorded_at_ms: 1_700_000_007_000,
+            actor: Actor::User(id("@alice:example.org")),
+            request_id: RequestId("req-14".into()),
+            event: Event::MediaPurgedV1(MediaPurged {
+                authority: Authority::Uploader,
+                target: ModerationTarget::Media(mxc("mxc://example.org/abcDEF123")),
+                before_ts_ms: None,
+                media: vec![PurgedMedia {
+                    media: mxc("mxc://example.org/abcDEF123"),
+                    sha256: Sha256([7; 32]),
+                    size_bytes: 12_345,
+                    uploader: Actor::User(id("@alice:example.org")),
+                    remote: false,
+                    datastore: id("remote"),
+                    created_seq: Seq(1),
+                    tombstone: false,
+                }],
+                thumbnails: vec![PurgedThumbnail {
+                    media: mxc("mxc://example.org/abcDEF123"),
+                    width: 320,
+                    height: 240,
+                    method: ThumbnailMethod::Scale,
+                    animated: false,
+                    sha256: Sha256([9; 32]),
+                    size_bytes: 2_048,
+                    datastore: id("remote"),
+                }],
+                freed: vec![
+                    FreedBlob {
+                        sha256: Sha256([7; 32]),
+                        size_bytes: 12_345,
+                        datastore: id("remote"),
+                        location: id("07/07/0707"),
+                    },
+                    FreedBlob {
+                        sha256: Sha256([9; 32]),
+                        size_bytes: 2_048,
+                        datastore: id("remote"),
+                        location: id("09/09/0909"),
+                    },
+                ],
+                reason: None,
+            }),
+        },
+        Envelope {
+            seq: Seq(15),
+            recorded_at_ms: 1_700_000_007_100,
+            actor: Actor::System,
+            request_id: RequestId("purge-14".into()),
+            event: Event::BlobDeletedV1(BlobDeleted {
+                purge: Seq(14),
+                sha256: Sha256([7; 32]),
+                datastore: id("remote"),
+                location: id("07/07/0707"),
+                kept: false,
             }),
         },
     ]
@@ -496,6 +603,188 @@ pub fn remote_media_cached() -> impl Strategy<Value = RemoteMediaCached> {
         )
 }
 
+pub fn authority() -> impl Strategy<Value = Authority> {
+    prop_oneof![
+        Just(Authority::RepositoryAdmin),
+        server_name().prop_map(Authority::HomeserverAdmin),
+        Just(Authority::Uploader),
+    ]
+}
+
+pub fn moderation_target() -> impl Strategy<Value = ModerationTarget> {
+    prop_oneof![
+        media_ref().prop_map(ModerationTarget::Media),
+        user_id().prop_map(ModerationTarget::User),
+        server_name().prop_map(ModerationTarget::Server),
+        any::<String>().prop_map(ModerationTarget::Room),
+        Just(ModerationTarget::Quarantined),
+        Just(ModerationTarget::Remote),
+        any::<bool>().prop_map(|include_local| ModerationTarget::Old { include_local }),
+    ]
+}
+
+pub fn media_purpose() -> impl Strategy<Value = MediaPurpose> {
+    prop_oneof![Just(MediaPurpose::None), Just(MediaPurpose::Pinned)]
+}
+
+pub fn media_quarantined() -> impl Strategy<Value = MediaQuarantined> {
+    (
+        authority(),
+        moderation_target(),
+        proptest::collection::vec(media_ref(), 0..4),
+        proptest::collection::vec(sha256(), 0..4),
+        proptest::option::of(any::<String>()),
+    )
+        .prop_map(
+            |(authority, target, media, hashes, reason)| MediaQuarantined {
+                authority,
+                target,
+                media,
+                hashes,
+                reason,
+            },
+        )
+}
+
+pub fn media_unquarantined() -> impl Strategy<Value = MediaUnquarantined> {
+    (
+        authority(),
+        moderation_target(),
+        proptest::collection::vec(media_ref(), 0..4),
+        proptest::collection::vec(sha256(), 0..4),
+        proptest::option::of(any::<String>()),
+    )
+        .prop_map(
+            |(authority, target, media, hashes, reason)| MediaUnquarantined {
+                authority,
+                target,
+                media,
+                hashes,
+                reason,
+            },
+        )
+}
+
+pub fn media_attributes_set() -> impl Strategy<Value = MediaAttributesSet> {
+    (
+        media_ref(),
+        media_purpose(),
+        authority(),
+        proptest::option::of(any::<String>()),
+    )
+        .prop_map(|(media, purpose, authority, reason)| MediaAttributesSet {
+            media,
+            purpose,
+            authority,
+            reason,
+        })
+}
+
+pub fn purged_media() -> impl Strategy<Value = PurgedMedia> {
+    (
+        media_ref(),
+        sha256(),
+        any::<u64>(),
+        actor(),
+        any::<bool>(),
+        datastore_id(),
+        seq(),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(media, sha256, size_bytes, uploader, remote, datastore, created_seq, tombstone)| {
+                PurgedMedia {
+                    media,
+                    sha256,
+                    size_bytes,
+                    uploader,
+                    remote,
+                    datastore,
+                    created_seq,
+                    tombstone,
+                }
+            },
+        )
+}
+
+pub fn purged_thumbnail() -> impl Strategy<Value = PurgedThumbnail> {
+    (
+        media_ref(),
+        any::<u32>(),
+        any::<u32>(),
+        thumbnail_method(),
+        any::<bool>(),
+        sha256(),
+        any::<u64>(),
+        datastore_id(),
+    )
+        .prop_map(
+            |(media, width, height, method, animated, sha256, size_bytes, datastore)| {
+                PurgedThumbnail {
+                    media,
+                    width,
+                    height,
+                    method,
+                    animated,
+                    sha256,
+                    size_bytes,
+                    datastore,
+                }
+            },
+        )
+}
+
+pub fn freed_blob() -> impl Strategy<Value = FreedBlob> {
+    (sha256(), any::<u64>(), datastore_id(), blob_location()).prop_map(
+        |(sha256, size_bytes, datastore, location)| FreedBlob {
+            sha256,
+            size_bytes,
+            datastore,
+            location,
+        },
+    )
+}
+
+pub fn media_purged() -> impl Strategy<Value = MediaPurged> {
+    (
+        authority(),
+        moderation_target(),
+        proptest::option::of(any::<u64>()),
+        proptest::collection::vec(purged_media(), 0..4),
+        proptest::collection::vec(purged_thumbnail(), 0..4),
+        proptest::collection::vec(freed_blob(), 0..4),
+        proptest::option::of(any::<String>()),
+    )
+        .prop_map(
+            |(authority, target, before_ts_ms, media, thumbnails, freed, reason)| MediaPurged {
+                authority,
+                target,
+                before_ts_ms,
+                media,
+                thumbnails,
+                freed,
+                reason,
+            },
+        )
+}
+
+pub fn blob_deleted() -> impl Strategy<Value = BlobDeleted> {
+    (
+        seq(),
+        sha256(),
+        datastore_id(),
+        blob_location(),
+        any::<bool>(),
+    )
+        .prop_map(|(purge, sha256, datastore, location, kept)| BlobDeleted {
+            purge,
+            sha256,
+            datastore,
+            location,
+            kept,
+        })
+}
+
 /// Any event, every variant equally likely.
 pub fn event() -> impl Strategy<Value = Event> {
     prop_oneof![
@@ -516,6 +805,11 @@ pub fn event() -> impl Strategy<Value = Event> {
             .prop_map(|(media, sha256)| Event::MediaAccessedV1(MediaAccessed { media, sha256 })),
         thumbnail_generated().prop_map(Event::ThumbnailGeneratedV1),
         remote_media_cached().prop_map(Event::RemoteMediaCachedV1),
+        media_quarantined().prop_map(Event::MediaQuarantinedV1),
+        media_unquarantined().prop_map(Event::MediaUnquarantinedV1),
+        media_attributes_set().prop_map(Event::MediaAttributesSetV1),
+        media_purged().prop_map(Event::MediaPurgedV1),
+        blob_deleted().prop_map(Event::BlobDeletedV1),
     ]
 }
 

@@ -1,0 +1,275 @@
+//! Validation of moderation commands: the writer decides, against the state of the moment,
+//! exactly which media a quarantine, unquarantine or purge changes and which blobs a purge
+//! frees, so the recorded act is what happened and replaying it needs no re-evaluation.
+
+use super::command::{Conflict, PurgeRequest};
+use super::overlay::Overlay;
+use super::writer::Writer;
+use super::LedgerError;
+use media_ledger_events::{
+    Authority, BlobDeleted, Event, FreedBlob, MediaPurged, MediaQuarantined, MediaRef,
+    MediaUnquarantined, ModerationTarget, PurgedMedia, PurgedThumbnail, Sha256,
+};
+use media_ledger_projections::media_index::{self, MediaKind};
+use media_ledger_projections::{hash_refs, moderation, thumbnails};
+use std::collections::{BTreeMap, HashSet};
+
+fn conflict(c: Conflict) -> LedgerError {
+    LedgerError::Conflict(c)
+}
+
+fn in_scope(authority: &Authority, media: &MediaRef) -> bool {
+    authority.origin().is_none_or(|o| &media.origin == o)
+}
+
+impl Writer {
+    pub(crate) fn validate_quarantine(
+        &self,
+        overlay: &Overlay,
+        authority: Authority,
+        target: ModerationTarget,
+        seeds: Vec<MediaRef>,
+        reason: Option<String>,
+    ) -> Result<Event, LedgerError> {
+        if authority == Authority::Uploader {
+            return Err(conflict(Conflict::WrongEvent));
+        }
+        let index = overlay.read(&self.db, "media_index")?;
+        let mods = overlay.read(&self.db, "moderation")?;
+        let mut hashes: Vec<Sha256> = Vec::new();
+        let mut changed: Vec<MediaRef> = Vec::new();
+        let mut seen: HashSet<MediaRef> = HashSet::new();
+        for seed in &seeds {
+            if !in_scope(&authority, seed) {
+                continue;
+            }
+            let Some(rec) = media_index::get(&index, seed)? else {
+                continue;
+            };
+            if hashes.contains(&rec.sha256) {
+                continue;
+            }
+            hashes.push(rec.sha256);
+            for m in media_index::media_with_hash(&index, &rec.sha256)? {
+                if !in_scope(&authority, &m) || seen.contains(&m) {
+                    continue;
+                }
+                if let Some(r) = media_index::get(&index, &m)? {
+                    if !r.pinned && !r.quarantined && !r.tombstone {
+                        seen.insert(m.clone());
+                        changed.push(m);
+                    }
+                }
+            }
+        }
+        let mut new_block = false;
+        for sha in &hashes {
+            let b = moderation::blocks(&mods, sha)?;
+            new_block |= match &authority {
+                Authority::HomeserverAdmin(s) => !b.homeservers.iter().any(|(h, _)| h == s),
+                _ => b.repository.is_none(),
+            };
+        }
+        if changed.is_empty() && !new_block {
+            return Err(conflict(Conflict::NothingToDo));
+        }
+        Ok(Event::MediaQuarantinedV1(MediaQuarantined {
+            authority,
+            target,
+            media: changed,
+            hashes,
+            reason,
+        }))
+    }
+
+    pub(crate) fn validate_unquarantine(
+        &self,
+        overlay: &Overlay,
+        authority: Authority,
+        media: MediaRef,
+        reason: Option<String>,
+    ) -> Result<Event, LedgerError> {
+        if authority == Authority::Uploader {
+            return Err(conflict(Conflict::WrongEvent));
+        }
+        if !in_scope(&authority, &media) {
+            return Err(conflict(Conflict::OutOfScope));
+        }
+        let index = overlay.read(&self.db, "media_index")?;
+        let mods = overlay.read(&self.db, "moderation")?;
+        let rec = media_index::get(&index, &media)?.ok_or(conflict(Conflict::UnknownMedia))?;
+        let blocks = moderation::blocks(&mods, &rec.sha256)?;
+        let lifts_block = match &authority {
+            Authority::HomeserverAdmin(s) => {
+                if blocks.repository.is_some() {
+                    return Err(conflict(Conflict::RepositoryQuarantine));
+                }
+                blocks.homeservers.iter().any(|(h, _)| h == s)
+            }
+            _ => !blocks.is_empty(),
+        };
+        let mut changed = Vec::new();
+        for m in media_index::media_with_hash(&index, &rec.sha256)? {
+            if in_scope(&authority, &m)
+                && media_index::get(&index, &m)?.is_some_and(|r| r.quarantined)
+            {
+                changed.push(m);
+            }
+        }
+        if changed.is_empty() && !lifts_block {
+            return Err(conflict(Conflict::NothingToDo));
+        }
+        Ok(Event::MediaUnquarantinedV1(MediaUnquarantined {
+            authority,
+            target: ModerationTarget::Media(media),
+            media: changed,
+            hashes: if lifts_block {
+                vec![rec.sha256]
+            } else {
+                Vec::new()
+            },
+            reason,
+        }))
+    }
+
+    pub(crate) fn validate_purge(
+        &self,
+        overlay: &Overlay,
+        req: PurgeRequest,
+    ) -> Result<Event, LedgerError> {
+        let index = overlay.read(&self.db, "media_index")?;
+        let refs = overlay.read(&self.db, "hash_refs")?;
+        let mut media = Vec::new();
+        let mut thumbs = Vec::new();
+        let mut drops: BTreeMap<Sha256, u64> = BTreeMap::new();
+        let mut seen: HashSet<&MediaRef> = HashSet::new();
+        for c in &req.candidates {
+            if !seen.insert(c) || !in_scope(&req.authority, c) {
+                continue;
+            }
+            let Some(rec) = media_index::get(&index, c)? else {
+                continue;
+            };
+            if rec.tombstone || rec.pinned || (rec.quarantined && !req.include_quarantined) {
+                continue;
+            }
+            if req.authority == Authority::Uploader && req.uploader.as_ref() != Some(&rec.uploader)
+            {
+                return Err(conflict(Conflict::NotUploader));
+            }
+            if req.keep_shared {
+                let before = req.before_ts_ms.unwrap_or(u64::MAX);
+                if rec.kind != MediaKind::Remote || rec.created_at_ms >= before {
+                    continue;
+                }
+                let mut shared = false;
+                for sib in media_index::media_with_hash(&index, &rec.sha256)? {
+                    if &sib == c {
+                        continue;
+                    }
+                    if let Some(s) = media_index::get(&index, &sib)? {
+                        shared |= !s.tombstone
+                            && (s.kind == MediaKind::Local || s.created_at_ms >= before);
+                    }
+                }
+                if shared {
+                    continue;
+                }
+            }
+            let blob = hash_refs::get(&refs, &rec.sha256)?.ok_or_else(|| {
+                LedgerError::Storage(format!("{c} has no hash record for {}", rec.sha256))
+            })?;
+            *drops.entry(rec.sha256).or_default() += 1;
+            media.push(PurgedMedia {
+                media: c.clone(),
+                sha256: rec.sha256,
+                size_bytes: rec.size_bytes,
+                uploader: rec.uploader.clone(),
+                remote: rec.kind == MediaKind::Remote,
+                datastore: blob.datastore,
+                created_seq: rec.created_seq,
+                tombstone: rec.quarantined,
+            });
+            for (k, v) in overlay.scan(&self.db, "thumbnails", &thumbnails::media_prefix(c))? {
+                let t = thumbnails::decode_record(&v)?;
+                let (width, height, method, animated) = thumbnails::parse_thumb_key(&k)
+                    .ok_or_else(|| LedgerError::Storage("malformed thumbnail key".into()))?;
+                let tblob = hash_refs::get(&refs, &t.sha256)?.ok_or_else(|| {
+                    LedgerError::Storage(format!("thumbnail of {c} has no hash record"))
+                })?;
+                *drops.entry(t.sha256).or_default() += 1;
+                thumbs.push(PurgedThumbnail {
+                    media: c.clone(),
+                    width,
+                    height,
+                    method,
+                    animated,
+                    sha256: t.sha256,
+                    size_bytes: t.size_bytes,
+                    datastore: tblob.datastore,
+                });
+            }
+        }
+        if media.is_empty() {
+            return Err(conflict(Conflict::NothingToDo));
+        }
+        let mut freed = Vec::new();
+        for (sha, n) in drops {
+            if let Some(h) = hash_refs::get(&refs, &sha)? {
+                if h.ref_count == n {
+                    freed.push(FreedBlob {
+                        sha256: sha,
+                        size_bytes: h.size_bytes,
+                        datastore: h.datastore,
+                        location: h.location,
+                    });
+                }
+            }
+        }
+        Ok(Event::MediaPurgedV1(MediaPurged {
+            authority: req.authority,
+            target: req.target,
+            before_ts_ms: req.before_ts_ms,
+            media,
+            thumbnails: thumbs,
+            freed,
+            reason: req.reason,
+        }))
+    }
+
+    pub(crate) fn validate_blob_deleted(
+        &self,
+        overlay: &Overlay,
+        event: BlobDeleted,
+    ) -> Result<Event, LedgerError> {
+        let pending = overlay.scan(
+            &self.db,
+            "moderation",
+            &moderation::pending_prefix(event.purge),
+        )?;
+        let known = pending.iter().any(|(k, v)| {
+            moderation::decode_pending(k, v)
+                .and_then(Result::ok)
+                .is_some_and(|(_, f)| f.sha256 == event.sha256)
+        });
+        if known {
+            Ok(Event::BlobDeletedV1(event))
+        } else {
+            Err(conflict(Conflict::NoSuchTask))
+        }
+    }
+
+    /// Refuses new media of `media.origin` whose bytes are quarantined in its scope.
+    pub(crate) fn check_not_quarantined(
+        &self,
+        overlay: &Overlay,
+        media: &MediaRef,
+        sha: &Sha256,
+    ) -> Result<(), LedgerError> {
+        let mods = overlay.read(&self.db, "moderation")?;
+        if moderation::blocks(&mods, sha)?.blocks(&media.origin) {
+            return Err(conflict(Conflict::Quarantined));
+        }
+        Ok(())
+    }
+}

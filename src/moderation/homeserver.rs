@@ -1,0 +1,153 @@
+//! The homeserver's admin API, as Synapse exposes it: whether a user is a server admin
+//! (`GET /_synapse/admin/v1/users/{userId}/admin`) and which media a room holds
+//! (`GET /_synapse/admin/v1/room/{roomId}/media`). Both are called with the caller's own
+//! token, so the homeserver decides what the caller may see.
+
+use crate::config::HomeserverConfig;
+use crate::error::ApiError;
+use media_ledger_events::UserId;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// Calls a homeserver's admin API.
+pub struct HomeserverAdmin {
+    client: reqwest::Client,
+    ttl: Duration,
+    cache: Mutex<HashMap<(String, String), (bool, Instant)>>,
+}
+
+/// The media of a room, as the homeserver lists it.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct RoomMedia {
+    /// `mxc://` URIs of media uploaded to this homeserver.
+    #[serde(default)]
+    pub local: Vec<String>,
+    /// `mxc://` URIs of media of other servers.
+    #[serde(default)]
+    pub remote: Vec<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct IsAdmin {
+    admin: bool,
+}
+
+impl HomeserverAdmin {
+    /// Builds the client; an admin answer is trusted for `ttl`.
+    pub fn new(ttl: Duration) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap_or_default();
+        Self {
+            client,
+            ttl,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn url(hs: &HomeserverConfig, segments: &[&str]) -> Result<reqwest::Url, ApiError> {
+        let base = hs.cs_api.as_deref().ok_or_else(|| {
+            ApiError::Forbidden(format!(
+                "homeserver {} has no cs_api configured: its admin API cannot be asked",
+                hs.name
+            ))
+        })?;
+        let mut url = reqwest::Url::parse(base).map_err(ApiError::internal)?;
+        url.path_segments_mut()
+            .map_err(|_| ApiError::Internal("cs_api cannot be a base URL".into()))?
+            .pop_if_empty()
+            .extend(segments);
+        Ok(url)
+    }
+
+    /// Whether `user` is an admin of `hs`, as `hs` says when asked with `token`.
+    pub async fn is_admin(
+        &self,
+        hs: &HomeserverConfig,
+        token: &str,
+        user: &UserId,
+    ) -> Result<bool, ApiError> {
+        if hs.cs_api.is_none() {
+            return Ok(false);
+        }
+        let key = (hs.name.to_string(), token.to_owned());
+        if let Some((admin, at)) = self.cache.lock().get(&key) {
+            if at.elapsed() < self.ttl {
+                return Ok(*admin);
+            }
+        }
+        let url = Self::url(
+            hs,
+            &["_synapse", "admin", "v1", "users", user.as_str(), "admin"],
+        )?;
+        let resp = self
+            .client
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(|e| {
+                ApiError::Unavailable(format!("homeserver {} unreachable: {e}", hs.name))
+            })?;
+        let admin = match resp.status().as_u16() {
+            200 => {
+                resp.json::<IsAdmin>()
+                    .await
+                    .map_err(|e| {
+                        ApiError::Unavailable(format!("homeserver {} admin check: {e}", hs.name))
+                    })?
+                    .admin
+            }
+            401 | 403 | 404 => false,
+            s => {
+                return Err(ApiError::Unavailable(format!(
+                    "homeserver {} admin check answered {s}",
+                    hs.name
+                )))
+            }
+        };
+        let mut cache = self.cache.lock();
+        if cache.len() > 10_000 {
+            let ttl = self.ttl;
+            cache.retain(|_, (_, at)| at.elapsed() < ttl);
+        }
+        cache.insert(key, (admin, Instant::now()));
+        Ok(admin)
+    }
+
+    /// The media of `room`, asked of `hs` with the caller's `token`.
+    pub async fn room_media(
+        &self,
+        hs: &HomeserverConfig,
+        token: &str,
+        room: &str,
+    ) -> Result<RoomMedia, ApiError> {
+        let url = Self::url(hs, &["_synapse", "admin", "v1", "room", room, "media"])?;
+        let resp = self
+            .client
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(|e| {
+                ApiError::Unavailable(format!("homeserver {} unreachable: {e}", hs.name))
+            })?;
+        match resp.status().as_u16() {
+            200 => resp.json().await.map_err(|e| {
+                ApiError::BadGateway(format!("homeserver {} room media: {e}", hs.name))
+            }),
+            401 | 403 => Err(ApiError::Forbidden(
+                "the homeserver refused to list this room's media for you".into(),
+            )),
+            404 => Err(ApiError::NotFound(
+                "room not known to the homeserver".into(),
+            )),
+            s => Err(ApiError::BadGateway(format!(
+                "homeserver {} room media answered {s}",
+                hs.name
+            ))),
+        }
+    }
+}

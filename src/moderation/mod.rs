@@ -1,0 +1,250 @@
+//! Moderation commands: quarantine, unquarantine, attributes and purge, and the deletions a
+//! purge leads to.
+//!
+//! Each act is one event whose exact effect the ledger's writer decides (see
+//! `ledger/validate_moderation.rs`); this module resolves what the request names (a user's
+//! media, a room's, ...) into candidates, submits the act, then deletes the blobs the act
+//! freed and records each deletion ([`deleter`]). A request naming more than
+//! [`MAX_ACT_MEDIA`] media is recorded as several acts, each whole.
+
+pub mod deleter;
+pub mod homeserver;
+pub mod placeholder;
+pub mod select;
+
+use crate::config::Config;
+use crate::datastore::Datastores;
+use crate::error::ApiError;
+use crate::ledger::{Command, Conflict, Ledger, LedgerError, PurgeRequest};
+use media_ledger_events::{
+    Actor, Authority, Event, MediaAttributesSet, MediaPurpose, MediaRef, ModerationTarget,
+    RequestId,
+};
+use std::sync::Arc;
+
+/// Most media one recorded act names (keeps an event far below the decoder's size limit).
+pub const MAX_ACT_MEDIA: usize = 5_000;
+
+/// Who acts, in what capacity, and why.
+#[derive(Debug, Clone)]
+pub struct Act {
+    /// Recorded as the events' actor.
+    pub actor: Actor,
+    /// The request.
+    pub request_id: RequestId,
+    /// Repository admin, homeserver admin or uploader.
+    pub authority: Authority,
+    /// The moderator's reason, if given.
+    pub reason: Option<String>,
+}
+
+/// What a purge request selects, besides its candidates.
+#[derive(Debug, Clone)]
+pub struct PurgeSpec {
+    /// What was asked for.
+    pub target: ModerationTarget,
+    /// The request's `before_ts`.
+    pub before_ts_ms: Option<u64>,
+    /// Quarantined media become tombstones (else they are skipped).
+    pub include_quarantined: bool,
+    /// Remote purge's sharing rule.
+    pub keep_shared: bool,
+}
+
+/// The moderation service.
+pub struct Moderation {
+    ledger: Arc<Ledger>,
+    datastores: Arc<Datastores>,
+    /// The homeserver admin API client.
+    pub homeserver: homeserver::HomeserverAdmin,
+}
+
+fn map(e: LedgerError) -> ApiError {
+    crate::media::map_conflict(e)
+}
+
+impl Moderation {
+    /// Builds the service.
+    pub fn new(ledger: Arc<Ledger>, datastores: Arc<Datastores>, config: &Config) -> Self {
+        let ttl = std::time::Duration::from_millis(config.auth.whoami_cache_ttl_ms);
+        Self {
+            ledger,
+            datastores,
+            homeserver: homeserver::HomeserverAdmin::new(ttl),
+        }
+    }
+
+    /// The ledger (for the selection scans).
+    pub fn ledger(&self) -> &Arc<Ledger> {
+        &self.ledger
+    }
+
+    /// Quarantines `seeds` and their same-hash siblings in scope; the number of media changed.
+    pub async fn quarantine(
+        &self,
+        act: &Act,
+        target: ModerationTarget,
+        seeds: Vec<MediaRef>,
+    ) -> Result<u64, ApiError> {
+        let mut changed = 0u64;
+        for chunk in seeds.chunks(MAX_ACT_MEDIA) {
+            let cmd = Command::Quarantine {
+                authority: act.authority.clone(),
+                target: target.clone(),
+                seeds: chunk.to_vec(),
+                reason: act.reason.clone(),
+            };
+            match self
+                .ledger
+                .submit(act.actor.clone(), act.request_id.clone(), cmd)
+                .await
+            {
+                Ok(c) => {
+                    if let Event::MediaQuarantinedV1(e) = &c.event {
+                        tracing::info!(actor = %act.actor, media = e.media.len(), seq = c.seq.0, "media quarantined");
+                        changed += e.media.len() as u64;
+                    }
+                }
+                Err(LedgerError::Conflict(Conflict::NothingToDo)) => {}
+                Err(e) => return Err(map(e)),
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Lifts the quarantine of `media`; the number of media changed.
+    pub async fn unquarantine(&self, act: &Act, media: MediaRef) -> Result<u64, ApiError> {
+        let cmd = Command::Unquarantine {
+            authority: act.authority.clone(),
+            media,
+            reason: act.reason.clone(),
+        };
+        match self
+            .ledger
+            .submit(act.actor.clone(), act.request_id.clone(), cmd)
+            .await
+        {
+            Ok(c) => match &c.event {
+                Event::MediaUnquarantinedV1(e) => Ok(e.media.len() as u64),
+                _ => Ok(0),
+            },
+            Err(LedgerError::Conflict(Conflict::NothingToDo)) => Ok(0),
+            Err(LedgerError::Conflict(Conflict::UnknownMedia)) => {
+                Err(ApiError::NotFound("media not found".into()))
+            }
+            Err(e) => Err(map(e)),
+        }
+    }
+
+    /// Sets the purpose of `media`.
+    pub async fn set_purpose(
+        &self,
+        act: &Act,
+        media: MediaRef,
+        purpose: MediaPurpose,
+    ) -> Result<(), ApiError> {
+        let cmd = Command::SetAttributes(MediaAttributesSet {
+            media,
+            purpose,
+            authority: act.authority.clone(),
+            reason: act.reason.clone(),
+        });
+        match self
+            .ledger
+            .submit(act.actor.clone(), act.request_id.clone(), cmd)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(LedgerError::Conflict(Conflict::UnknownMedia)) => {
+                Err(ApiError::NotFound("media not found".into()))
+            }
+            Err(e) => Err(map(e)),
+        }
+    }
+
+    /// Purges the candidates that still qualify, then deletes the blobs freed; returns the
+    /// media removed or tombstoned.
+    pub async fn purge(
+        &self,
+        act: &Act,
+        spec: PurgeSpec,
+        candidates: Vec<MediaRef>,
+    ) -> Result<Vec<MediaRef>, ApiError> {
+        let mut affected = Vec::new();
+        for chunk in candidates.chunks(MAX_ACT_MEDIA) {
+            let req = PurgeRequest {
+                authority: act.authority.clone(),
+                uploader: (act.authority == Authority::Uploader).then(|| act.actor.clone()),
+                target: spec.target.clone(),
+                before_ts_ms: spec.before_ts_ms,
+                candidates: chunk.to_vec(),
+                include_quarantined: spec.include_quarantined,
+                keep_shared: spec.keep_shared,
+                reason: act.reason.clone(),
+            };
+            match self
+                .ledger
+                .submit(
+                    act.actor.clone(),
+                    act.request_id.clone(),
+                    Command::Purge(req),
+                )
+                .await
+            {
+                Ok(c) => {
+                    if let Event::MediaPurgedV1(e) = c.event {
+                        tracing::info!(actor = %act.actor, media = e.media.len(), thumbnails = e.thumbnails.len(), freed = e.freed.len(), seq = c.seq.0, "purge recorded");
+                        affected.extend(e.media.iter().map(|m| m.media.clone()));
+                        deleter::delete_freed(&self.ledger, &self.datastores, c.seq, e.freed).await;
+                    }
+                }
+                Err(LedgerError::Conflict(Conflict::NothingToDo)) => {}
+                Err(e) => return Err(map(e)),
+            }
+        }
+        Ok(affected)
+    }
+}
+
+/// The periodic remote-media expiry (`downloads.expire_after_days`): hourly, the same purge
+/// as `POST purge/remote` with `before_ts = now - days`, recorded as the system's act.
+pub async fn expire_remote_loop(
+    service: Arc<Moderation>,
+    days: u64,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let period = std::time::Duration::from_secs(3600);
+    loop {
+        let before = crate::clock::now_ms().saturating_sub(days.saturating_mul(86_400_000));
+        let ledger = service.ledger.clone();
+        let candidates =
+            tokio::task::spawn_blocking(move || select::remote_before(&ledger, before)).await;
+        match candidates {
+            Ok(Ok(candidates)) if !candidates.is_empty() => {
+                let act = Act {
+                    actor: Actor::System,
+                    request_id: RequestId(format!("expiry-{before}")),
+                    authority: Authority::RepositoryAdmin,
+                    reason: Some(format!("remote media older than {days} days")),
+                };
+                let spec = PurgeSpec {
+                    target: ModerationTarget::Remote,
+                    before_ts_ms: Some(before),
+                    include_quarantined: false,
+                    keep_shared: true,
+                };
+                match service.purge(&act, spec, candidates).await {
+                    Ok(removed) => tracing::info!(removed = removed.len(), "remote media expired"),
+                    Err(e) => tracing::warn!(error = %e, "remote media expiry failed"),
+                }
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "remote media expiry: selection failed"),
+            Err(e) => tracing::warn!(error = %e, "remote media expiry: selection panicked"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}

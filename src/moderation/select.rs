@@ -1,0 +1,123 @@
+//! Which media a moderation request names, read from the projections. The writer re-checks
+//! every candidate when it records the act, so a selection that races with other writes
+//! never purges or quarantines something that no longer qualifies.
+
+use crate::ledger::{Ledger, LedgerError};
+use media_ledger_events::{Actor, MediaRef, ServerName, UserId};
+use media_ledger_projections::media_index::{self, MediaKind, MediaRecord};
+use media_ledger_projections::{moderation, parse_media_key};
+
+/// The key prefix of every media of `origin` in `media_index` (and `thumbnails`).
+pub fn origin_prefix(origin: &ServerName) -> Vec<u8> {
+    let mut p = origin.as_str().as_bytes().to_vec();
+    p.push(0);
+    p
+}
+
+/// Visits every live (not tombstoned) media record whose key starts with `prefix`.
+pub fn visit_records(
+    ledger: &Ledger,
+    prefix: &[u8],
+    mut f: impl FnMut(MediaRef, MediaRecord),
+) -> Result<(), LedgerError> {
+    ledger.scan("media_index", prefix, |k, v| {
+        if !media_index::is_record_key(k) {
+            return Ok(());
+        }
+        let r = media_index::decode_record(v)?;
+        if let (Some(m), false) = (parse_media_key(k), r.tombstone) {
+            f(m, r);
+        }
+        Ok(())
+    })
+}
+
+/// Media uploaded by `user` (to their own server), created before `before_ms`.
+pub fn by_user(
+    ledger: &Ledger,
+    user: &UserId,
+    before_ms: u64,
+) -> Result<Vec<MediaRef>, LedgerError> {
+    let origin: Option<ServerName> = user.server_name().parse().ok();
+    let Some(origin) = origin else {
+        return Ok(Vec::new());
+    };
+    let who = Actor::User(user.clone());
+    let mut out = Vec::new();
+    visit_records(ledger, &origin_prefix(&origin), |m, r| {
+        if r.uploader == who && r.created_at_ms < before_ms {
+            out.push(m);
+        }
+    })?;
+    Ok(out)
+}
+
+/// Media of `origin` created before `before_ms`.
+pub fn by_server(
+    ledger: &Ledger,
+    origin: &ServerName,
+    before_ms: u64,
+) -> Result<Vec<MediaRef>, LedgerError> {
+    let mut out = Vec::new();
+    visit_records(ledger, &origin_prefix(origin), |m, r| {
+        if r.created_at_ms < before_ms {
+            out.push(m);
+        }
+    })?;
+    Ok(out)
+}
+
+/// Live quarantined media, of `origin` only when given.
+pub fn quarantined(
+    ledger: &Ledger,
+    origin: Option<&ServerName>,
+) -> Result<Vec<MediaRef>, LedgerError> {
+    let mut out = Vec::new();
+    ledger.scan("moderation", moderation::QUARANTINED_PREFIX, |k, _| {
+        if let Some(m) = moderation::quarantined_media_of_key(k) {
+            if origin.is_none_or(|o| &m.origin == o) {
+                out.push(m);
+            }
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Remote media cached before `before_ms`, not quarantined (the writer applies the sharing
+/// rule).
+pub fn remote_before(ledger: &Ledger, before_ms: u64) -> Result<Vec<MediaRef>, LedgerError> {
+    let mut out = Vec::new();
+    visit_records(ledger, b"", |m, r| {
+        if r.kind == MediaKind::Remote && r.created_at_ms < before_ms && !r.quarantined {
+            out.push(m);
+        }
+    })?;
+    Ok(out)
+}
+
+/// Media last accessed before `before_ms` (remote only unless `include_local`).
+pub fn old(
+    ledger: &Ledger,
+    before_ms: u64,
+    include_local: bool,
+) -> Result<Vec<MediaRef>, LedgerError> {
+    let mut out = Vec::new();
+    visit_records(ledger, b"", |m, r| {
+        if r.last_access_ms < before_ms && (include_local || r.kind == MediaKind::Remote) {
+            out.push(m);
+        }
+    })?;
+    Ok(out)
+}
+
+/// Parses the `mxc://server/id` URIs a homeserver listed; malformed ones are skipped.
+pub fn parse_mxcs<'a>(uris: impl IntoIterator<Item = &'a String>) -> Vec<MediaRef> {
+    uris.into_iter()
+        .filter_map(|u| u.strip_prefix("mxc://"))
+        .filter_map(|rest| {
+            let (server, id) = rest.split_once('/')?;
+            crate::http::extract::media_ref(server, id).ok()
+        })
+        .collect()
+}
