@@ -255,7 +255,11 @@ impl MediaService {
 
         let existing = hash_refs::get(&self.ledger.view("hash_refs")?, &sha)?;
         let (datastore, location) = match existing {
-            Some(h) if self.blob_present(&h.datastore, &h.location).await => {
+            Some(h)
+                if self
+                    .blob_present(&h.datastore, &h.location, h.size_bytes)
+                    .await =>
+            {
                 (h.datastore, h.location)
             }
             Some(h) => {
@@ -312,11 +316,18 @@ impl MediaService {
         &self,
         ds: &media_ledger_events::DatastoreId,
         loc: &media_ledger_events::BlobLocation,
+        size_bytes: u64,
     ) -> bool {
         match self.datastores.get(ds) {
-            Some(store) => match store.exists(loc).await {
-                Ok(true) => true,
-                Ok(false) => {
+            // A blob of the wrong length (damaged outside the server) counts as missing: the
+            // new copy repairs it.
+            Some(store) => match store.size_of(loc).await {
+                Ok(Some(n)) if n == size_bytes => true,
+                Ok(Some(n)) => {
+                    tracing::error!(datastore = %ds, location = %loc, found = n, expected = size_bytes, "deduplicated blob has the wrong length; storing the new copy");
+                    false
+                }
+                Ok(None) => {
                     tracing::error!(datastore = %ds, location = %loc, "deduplicated blob is missing; storing the new copy");
                     false
                 }

@@ -22,6 +22,7 @@ pub struct Server {
     stop: Option<oneshot::Sender<()>>,
     shutdown: tokio::sync::watch::Sender<bool>,
     task: JoinHandle<std::io::Result<()>>,
+    grace_ms: u64,
 }
 
 /// Wraps each datastore backend (tests inject faults with it).
@@ -147,6 +148,7 @@ pub async fn start_with(config: Config, hook: Option<DatastoreHook>) -> anyhow::
         stop: Some(stop),
         shutdown: shutdown_tx,
         task,
+        grace_ms: config.server.shutdown_grace_ms,
     })
 }
 
@@ -157,7 +159,17 @@ impl Server {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
-        (&mut self.task).await??;
+        let grace = std::time::Duration::from_millis(self.grace_ms);
+        match tokio::time::timeout(grace, &mut self.task).await {
+            Ok(served) => served??,
+            Err(_) => {
+                tracing::warn!(
+                    grace_ms = self.grace_ms,
+                    "requests still in flight after the grace period; closing their connections"
+                );
+                self.task.abort();
+            }
+        }
         let ledger = self.ledger.clone();
         tokio::task::spawn_blocking(move || ledger.shutdown()).await?;
         Ok(())

@@ -132,11 +132,7 @@ fn is_server_name(s: &str) -> bool {
         let Some(v6) = inner.strip_suffix(']') else {
             return false;
         };
-        return !v6.is_empty()
-            && v6.len() <= 45
-            && v6
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+        return (2..=45).contains(&v6.len()) && v6.parse::<std::net::Ipv6Addr>().is_ok();
     }
     !host.is_empty()
         && host

@@ -99,6 +99,14 @@ pub struct Config {
 pub struct ServerConfig {
     /// Address to listen on.
     pub bind: SocketAddr,
+    /// On stop, how long in-flight requests may take to finish before their connections
+    /// are closed (a stalled client must not hold the process up).
+    #[serde(default = "default_shutdown_grace_ms")]
+    pub shutdown_grace_ms: u64,
+}
+
+fn default_shutdown_grace_ms() -> u64 {
+    10_000
 }
 
 /// `[database]`.

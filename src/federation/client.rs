@@ -126,8 +126,7 @@ impl Client {
                 resp.status()
             )));
         }
-        let v: serde_json::Value = resp
-            .json()
+        let v = capped_json(resp, MAX_JSON_BYTES)
             .await
             .map_err(|e| RemoteError::Failed(format!("keys of {server}: {e}")))?;
         let now = crate::clock::now_ms();
@@ -226,7 +225,7 @@ impl Client {
             .map_err(|e| RemoteError::Failed(format!("{origin}: {e}")))?;
         let status = resp.status().as_u16();
         if status == 404 || status == 400 || status == 405 {
-            let body: serde_json::Value = resp.json().await.unwrap_or_default();
+            let body = capped_json(resp, MAX_JSON_BYTES).await.unwrap_or_default();
             if status == 404 && body.get("errcode").and_then(|e| e.as_str()) == Some("M_NOT_FOUND")
             {
                 return Err(RemoteError::NotFound);
@@ -389,4 +388,25 @@ pub fn filename_of(disposition: &str) -> Option<String> {
         }
     }
     plain.filter(|n| !n.is_empty() && n.len() <= 255 && !n.chars().any(char::is_control))
+}
+
+/// Largest JSON document read from a remote server (keys, errors, well-known).
+pub(super) const MAX_JSON_BYTES: usize = 64 * 1024;
+
+/// Reads a JSON body of at most `max` bytes, refusing (without reading further) a larger one.
+pub(super) async fn capped_json(
+    mut resp: reqwest::Response,
+    max: usize,
+) -> Result<serde_json::Value, String> {
+    if resp.content_length().is_some_and(|n| n > max as u64) {
+        return Err(format!("JSON answer larger than {max} bytes"));
+    }
+    let mut buf = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
+        if buf.len() + chunk.len() > max {
+            return Err(format!("JSON answer larger than {max} bytes"));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    serde_json::from_slice(&buf).map_err(|e| e.to_string())
 }

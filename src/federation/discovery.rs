@@ -22,7 +22,12 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || o[0] == 0
                 || (o[0] == 100 && (64..128).contains(&o[1]))
                 || (o[0] == 192 && o[1] == 0 && o[2] == 0)
-                || (o[0] == 198 && (18..20).contains(&o[1])))
+                || (o[0] == 192 && o[1] == 0 && o[2] == 2)
+                || (o[0] == 192 && o[1] == 88 && o[2] == 99)
+                || (o[0] == 198 && (18..20).contains(&o[1]))
+                || (o[0] == 198 && o[1] == 51 && o[2] == 100)
+                || (o[0] == 203 && o[1] == 0 && o[2] == 113)
+                || o[0] >= 240)
         }
         IpAddr::V6(v6) => {
             if let Some(v4) = v6.to_ipv4_mapped() {
@@ -39,9 +44,25 @@ pub fn is_public(ip: IpAddr) -> bool {
                 );
                 return is_public(IpAddr::V4(v4));
             }
+            if s[0] == 0x64 && s[1] == 0xff9b {
+                // NAT64 (64:ff9b::/96 carries an IPv4 address; 64:ff9b:1::/48 is local use).
+                if s[2] == 1 {
+                    return false;
+                }
+                let v4 = std::net::Ipv4Addr::new(
+                    (s[6] >> 8) as u8,
+                    s[6] as u8,
+                    (s[7] >> 8) as u8,
+                    s[7] as u8,
+                );
+                return is_public(IpAddr::V4(v4));
+            }
             !(v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
+                || (s[0] == 0x2001 && s[1] == 0x0db8)
+                || (s[0] & 0xffc0) == 0xfec0
+                || (s[0] == 0x0100 && s[1] == 0 && s[2] == 0 && s[3] == 0)
                 || (s[0] & 0xfe00) == 0xfc00
                 || (s[0] & 0xffc0) == 0xfe80
                 || (s[0] == 0 && s[1] == 0 && s[2] == 0 && s[3] == 0 && s[4] == 0 && s[5] == 0))
@@ -136,7 +157,9 @@ impl Client {
         if !resp.status().is_success() {
             return None;
         }
-        let v: serde_json::Value = resp.json().await.ok()?;
+        let v = super::client::capped_json(resp, super::client::MAX_JSON_BYTES)
+            .await
+            .ok()?;
         v.get("m.server")?.as_str()?.parse().ok()
     }
 

@@ -214,7 +214,13 @@ pub async fn task(
 /// head it includes at least.
 pub async fn snapshot(S(state): S<State>, _admin: Admin) -> Result<Json<Value>, ApiError> {
     let base = state.config.database.path.clone();
-    let name = format!("{}-{}", state.ledger.head().0, crate::clock::now_ms());
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let name = format!(
+        "{}-{}-{}",
+        state.ledger.head().0,
+        crate::clock::now_ms(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
     let mut dir = base.clone().into_os_string();
     dir.push(".snapshots");
     let dir = std::path::PathBuf::from(dir);

@@ -1,7 +1,7 @@
 //! Download routes: legacy `/_matrix/media/{r0,v3}/download` and authenticated
 //! `/_matrix/client/v1/media/download`, with HEAD, single ranges and the security headers.
 
-use super::extract::{media_ref, request_id, Authed, Homeserver, MPath, MQuery};
+use super::extract::{media_ref, request_id, Authed, Homeserver, MPath, MQuery, MaybeAuthed};
 use super::headers::{add_security_headers, content_disposition};
 use super::range::{parse_range, ByteRange};
 use super::State;
@@ -39,6 +39,7 @@ fn legacy_allowed(state: &State) -> Result<(), ApiError> {
 pub async fn legacy(
     S(state): S<State>,
     Homeserver(hs): Homeserver,
+    MaybeAuthed(principal): MaybeAuthed,
     MPath((server, id)): MPath<(String, String)>,
     MQuery(q): MQuery<DownloadQuery>,
     method: Method,
@@ -52,13 +53,14 @@ pub async fn legacy(
         head: method == Method::HEAD,
         ours: hs.name,
     };
-    serve(&state, None, wanted, q, &headers).await
+    serve(&state, principal, wanted, q, &headers).await
 }
 
 /// `GET /_matrix/media/{r0,v3}/download/{server}/{id}/{filename}`.
 pub async fn legacy_named(
     S(state): S<State>,
     Homeserver(hs): Homeserver,
+    MaybeAuthed(principal): MaybeAuthed,
     MPath((server, id, name)): MPath<(String, String, String)>,
     MQuery(q): MQuery<DownloadQuery>,
     method: Method,
@@ -72,7 +74,7 @@ pub async fn legacy_named(
         head: method == Method::HEAD,
         ours: hs.name,
     };
-    serve(&state, None, wanted, q, &headers).await
+    serve(&state, principal, wanted, q, &headers).await
 }
 
 /// `GET /_matrix/client/v1/media/download/{server}/{id}`.
@@ -265,7 +267,9 @@ async fn serve(
             .unwrap_or(dl.default_timeout_ms)
             .min(dl.max_timeout_ms),
     );
-    let allow_remote = q.allow_remote.as_deref() != Some("false");
+    // Only an authenticated request may make us fetch (and cache) remote media: the legacy
+    // unauthenticated endpoints serve what is cached (CVE-2024-37303).
+    let allow_remote = q.allow_remote.as_deref() != Some("false") && principal.is_some();
     let actor = principal.as_ref().map_or(Actor::System, Principal::actor);
     let record = resolve_media(state, &media, timeout, allow_remote, actor, &ours).await?;
     let replace = !head && state.config.quarantine.replace_downloads;

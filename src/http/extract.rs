@@ -147,3 +147,55 @@ impl FromRequestParts<State> for Homeserver {
         ))
     }
 }
+
+/// Largest JSON body an admin route reads.
+pub const MAX_SMALL_BODY: usize = 64 * 1024;
+
+/// A small request body (the JSON of admin routes), at most [`MAX_SMALL_BODY`] bytes: a
+/// larger one is `413 M_TOO_LARGE`, read no further.
+pub struct SmallBody(pub axum::body::Bytes);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for SmallBody {
+    type Rejection = ApiError;
+    async fn from_request(req: axum::extract::Request, _: &S) -> Result<Self, ApiError> {
+        use futures_util::StreamExt;
+        let too_large = ApiError::TooLarge {
+            limit_bytes: MAX_SMALL_BODY as u64,
+        };
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > MAX_SMALL_BODY as u64) {
+            return Err(too_large);
+        }
+        let mut stream = req.into_body().into_data_stream();
+        let mut buf = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk =
+                chunk.map_err(|e| ApiError::InvalidParam(format!("reading the body: {e}")))?;
+            if buf.len() + chunk.len() > MAX_SMALL_BODY {
+                return Err(too_large);
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(SmallBody(buf.into()))
+    }
+}
+
+/// The principal of a request to a legacy (unauthenticated) endpoint: a valid access token
+/// makes it authenticated; none, or one the homeserver does not know, is anonymous (as
+/// matrix-media-repo treats them).
+pub struct MaybeAuthed(pub Option<Principal>);
+
+impl FromRequestParts<State> for MaybeAuthed {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &State) -> Result<Self, ApiError> {
+        let Ok(Some(token)) = token(parts) else {
+            return Ok(MaybeAuthed(None));
+        };
+        let hs = state.config.homeserver_for(host(parts).as_deref()).clone();
+        Ok(MaybeAuthed(state.auth.resolve(&hs, &token).await.ok()))
+    }
+}

@@ -103,7 +103,7 @@ fn local_media(ours: &ServerName, id: &str) -> Result<MediaRef, ApiError> {
 pub async fn download(
     S(state): S<State>,
     Homeserver(hs): Homeserver,
-    axum::extract::Path(id): axum::extract::Path<String>,
+    super::extract::MPath(id): super::extract::MPath<String>,
     headers: HeaderMap,
     uri: Uri,
 ) -> Result<Response, ApiError> {
@@ -137,7 +137,7 @@ pub async fn download(
 pub async fn thumbnail(
     S(state): S<State>,
     Homeserver(hs): Homeserver,
-    axum::extract::Path(id): axum::extract::Path<String>,
+    super::extract::MPath(id): super::extract::MPath<String>,
     super::extract::MQuery(q): super::extract::MQuery<ThumbQuery>,
     headers: HeaderMap,
     uri: Uri,

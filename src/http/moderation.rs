@@ -5,7 +5,7 @@
 //! the request's homeserver (its admin API says so, `quarantine.allow_local_admins`) only
 //! that server's media; the uploader may purge their own media. Anyone else: 403.
 
-use super::extract::{media_ref, request_id, Authed, MPath, MQuery};
+use super::extract::{media_ref, request_id, Authed, MPath, MQuery, SmallBody};
 use super::State;
 use crate::error::ApiError;
 use crate::moderation::{select, Act, PurgeSpec};
@@ -168,7 +168,7 @@ pub async fn quarantine_media(
     a: Authed,
     MPath((server, id)): MPath<(String, String)>,
     MQuery(q): MQuery<ModQuery>,
-    body: Bytes,
+    SmallBody(body): SmallBody,
 ) -> Result<Json<Value>, ApiError> {
     let authority = admin_only(&capacity(&state, &a).await?)?;
     let media = media_ref(&server, &id)?;
@@ -187,7 +187,7 @@ pub async fn quarantine_user(
     a: Authed,
     MPath(user): MPath<String>,
     MQuery(q): MQuery<ModQuery>,
-    body: Bytes,
+    SmallBody(body): SmallBody,
 ) -> Result<Json<Value>, ApiError> {
     let authority = admin_only(&capacity(&state, &a).await?)?;
     let user = parse_user(&user)?;
@@ -208,7 +208,7 @@ pub async fn quarantine_server(
     a: Authed,
     MPath(server): MPath<String>,
     MQuery(q): MQuery<ModQuery>,
-    body: Bytes,
+    SmallBody(body): SmallBody,
 ) -> Result<Json<Value>, ApiError> {
     let authority = admin_only(&capacity(&state, &a).await?)?;
     let server = parse_server(&server)?;
@@ -249,7 +249,7 @@ pub async fn quarantine_room(
     a: Authed,
     MPath(room): MPath<String>,
     MQuery(q): MQuery<ModQuery>,
-    body: Bytes,
+    SmallBody(body): SmallBody,
 ) -> Result<Json<Value>, ApiError> {
     let authority = admin_only(&capacity(&state, &a).await?)?;
     let room = parse_room(&room)?;
@@ -269,7 +269,7 @@ pub async fn unquarantine_media(
     a: Authed,
     MPath((server, id)): MPath<(String, String)>,
     MQuery(q): MQuery<ModQuery>,
-    body: Bytes,
+    SmallBody(body): SmallBody,
 ) -> Result<Json<Value>, ApiError> {
     let authority = admin_only(&capacity(&state, &a).await?)?;
     let media = media_ref(&server, &id)?;
@@ -311,7 +311,7 @@ pub async fn set_attributes(
     a: Authed,
     MPath((server, id)): MPath<(String, String)>,
     MQuery(q): MQuery<ModQuery>,
-    body: Bytes,
+    SmallBody(body): SmallBody,
 ) -> Result<Json<Value>, ApiError> {
     let authority = admin_only(&capacity(&state, &a).await?)?;
     let media = media_ref(&server, &id)?;
@@ -360,7 +360,7 @@ pub async fn purge_remote(
     S(state): S<State>,
     a: Authed,
     MQuery(q): MQuery<ModQuery>,
-    body: Bytes,
+    SmallBody(body): SmallBody,
 ) -> Result<Json<Value>, ApiError> {
     let authority = repository_only(&capacity(&state, &a).await?)?;
     let before = q
@@ -384,7 +384,7 @@ pub async fn purge_quarantined(
     S(state): S<State>,
     a: Authed,
     MQuery(q): MQuery<ModQuery>,
-    body: Bytes,
+    SmallBody(body): SmallBody,
 ) -> Result<Json<Value>, ApiError> {
     let authority = admin_only(&capacity(&state, &a).await?)?;
     let act = act(&a, authority.clone(), reason(&q, &body)?);
@@ -403,7 +403,7 @@ pub async fn purge_media(
     a: Authed,
     MPath((server, id)): MPath<(String, String)>,
     MQuery(q): MQuery<ModQuery>,
-    body: Bytes,
+    SmallBody(body): SmallBody,
 ) -> Result<Json<Value>, ApiError> {
     let media = media_ref(&server, &id)?;
     let record = live_record(&state, &media)?;
@@ -445,7 +445,7 @@ pub async fn purge_user(
     a: Authed,
     MPath(user): MPath<String>,
     MQuery(q): MQuery<ModQuery>,
-    body: Bytes,
+    SmallBody(body): SmallBody,
 ) -> Result<Json<Value>, ApiError> {
     let authority = admin_only(&capacity(&state, &a).await?)?;
     let user = parse_user(&user)?;
@@ -471,7 +471,7 @@ pub async fn purge_server(
     a: Authed,
     MPath(server): MPath<String>,
     MQuery(q): MQuery<ModQuery>,
-    body: Bytes,
+    SmallBody(body): SmallBody,
 ) -> Result<Json<Value>, ApiError> {
     let authority = admin_only(&capacity(&state, &a).await?)?;
     let server = parse_server(&server)?;
@@ -497,7 +497,7 @@ pub async fn purge_room(
     a: Authed,
     MPath(room): MPath<String>,
     MQuery(q): MQuery<ModQuery>,
-    body: Bytes,
+    SmallBody(body): SmallBody,
 ) -> Result<Json<Value>, ApiError> {
     let authority = admin_only(&capacity(&state, &a).await?)?;
     let room = parse_room(&room)?;
@@ -530,7 +530,7 @@ pub async fn purge_old(
     S(state): S<State>,
     a: Authed,
     MQuery(q): MQuery<ModQuery>,
-    body: Bytes,
+    SmallBody(body): SmallBody,
 ) -> Result<Json<Value>, ApiError> {
     let authority = repository_only(&capacity(&state, &a).await?)?;
     let act = act(&a, authority, reason(&q, &body)?);

@@ -72,6 +72,7 @@ pub fn parse_query(q: &ThumbQuery) -> Result<ThumbRequest, ApiError> {
 pub async fn legacy(
     S(state): S<State>,
     Homeserver(hs): Homeserver,
+    super::extract::MaybeAuthed(principal): super::extract::MaybeAuthed,
     MPath((server, id)): MPath<(String, String)>,
     MQuery(q): MQuery<ThumbQuery>,
     method: Method,
@@ -83,7 +84,7 @@ pub async fn legacy(
     }
     serve(
         &state,
-        None,
+        principal,
         &hs.name,
         (&server, &id),
         q,
@@ -128,7 +129,8 @@ async fn serve(
             .min(dl.max_timeout_ms),
     );
     let actor = principal.as_ref().map_or(Actor::System, Principal::actor);
-    let record = resolve_media(state, &media, timeout, true, actor.clone(), ours).await?;
+    let allow_remote = principal.is_some();
+    let record = resolve_media(state, &media, timeout, allow_remote, actor.clone(), ours).await?;
     let replace = !head && state.config.quarantine.replace_thumbnails;
     if let Some(refused) =
         super::download::refuse_unservable(&record, req.width, req.height, replace)?

@@ -111,7 +111,7 @@ impl Writer {
         let mut changed = Vec::new();
         for m in media_index::media_with_hash(&index, &rec.sha256)? {
             if in_scope(&authority, &m)
-                && media_index::get(&index, &m)?.is_some_and(|r| r.quarantined)
+                && media_index::get(&index, &m)?.is_some_and(|r| r.quarantined && !r.tombstone)
             {
                 changed.push(m);
             }

@@ -49,6 +49,8 @@ pub struct Opts {
     pub downloads_extra: String,
     /// Raw TOML appended at the end of the config (`[federation]` …), `{dir:NAME}` expanded.
     pub extra_toml: String,
+    /// `server.shutdown_grace_ms`; `None` = the default.
+    pub shutdown_grace_ms: Option<u64>,
 }
 
 impl Default for Opts {
@@ -64,6 +66,7 @@ impl Default for Opts {
             bind: None,
             downloads_extra: String::new(),
             extra_toml: String::new(),
+            shutdown_grace_ms: None,
         }
     }
 }
@@ -100,6 +103,7 @@ pub fn config_text(dir: &Path, opts: &Opts) -> String {
         r#"
 [server]
 bind = "{bind}"
+{grace}
 
 [database]
 path = {{dir:ledger}}
@@ -142,6 +146,10 @@ user_id = "@admin:localhost"
         bind = opts.bind.as_deref().unwrap_or("127.0.0.1:0"),
         downloads_extra = opts.downloads_extra,
         extra_toml = opts.extra_toml,
+        grace = opts
+            .shutdown_grace_ms
+            .map(|g| format!("shutdown_grace_ms = {g}"))
+            .unwrap_or_default(),
     );
     expand_dirs(&text, dir)
 }
@@ -296,6 +304,8 @@ impl TestServer {
         let (server, id) = parse_mxc(mxc);
         self.client
             .get(self.url(&format!("/_matrix/media/v3/download/{server}/{id}")))
+            // A token: only authenticated requests may fetch remote media.
+            .bearer_auth(ALICE)
             .send()
             .await
             .unwrap()

@@ -342,7 +342,13 @@ pub fn server_name() -> impl Strategy<Value = ServerName> {
     prop_oneof![
         6 => "[a-z]{1,10}(\\.[a-z]{2,5})?(:[0-9]{1,4})?",
         1 => "[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}(:[0-9]{1,5})?",
-        1 => "\\[[0-9a-f]{1,4}(:[0-9a-f]{0,4}){1,7}\\](:[0-9]{1,5})?",
+        1 => (any::<[u16; 8]>(), proptest::option::of(1u16..)).prop_map(|(s, port)| {
+            let ip = std::net::Ipv6Addr::from(s);
+            match port {
+                Some(p) => format!("[{ip}]:{p}"),
+                None => format!("[{ip}]"),
+            }
+        }),
     ]
     .prop_map(|s| s.parse().unwrap())
 }
