@@ -782,7 +782,11 @@ impl Model {
             .into_iter()
             .flatten()
             .filter(|m| {
-                in_scope(&authority, m) && self.media.get(*m).is_some_and(|k| k.quarantined)
+                in_scope(&authority, m)
+                    && self
+                        .media
+                        .get(*m)
+                        .is_some_and(|k| k.quarantined && !k.tombstone)
             })
             .cloned()
             .collect();
