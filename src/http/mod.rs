@@ -11,6 +11,7 @@ pub mod extract;
 pub mod federation;
 pub mod headers;
 pub mod moderation;
+pub mod purge;
 pub mod range;
 pub mod thumbnail;
 pub mod upload;
@@ -180,22 +181,28 @@ fn moderation_routes() -> Router<State> {
             &format!("{A}/media/{{server}}/{{media_id}}/history"),
             get(audit::history),
         )
-        .route(&format!("{A}/purge/remote"), post(m::purge_remote))
-        .route(&format!("{A}/purge_remote"), post(m::purge_remote))
+        .route(&format!("{A}/purge/remote"), post(purge::purge_remote))
+        .route(&format!("{A}/purge_remote"), post(purge::purge_remote))
         .route(
             &format!("{A}/purge/quarantined"),
-            post(m::purge_quarantined),
+            post(purge::purge_quarantined),
         )
-        .route(&format!("{A}/purge/old"), post(m::purge_old))
-        .route(&format!("{A}/purge/user/{{user_id}}"), post(m::purge_user))
+        .route(&format!("{A}/purge/old"), post(purge::purge_old))
+        .route(
+            &format!("{A}/purge/user/{{user_id}}"),
+            post(purge::purge_user),
+        )
         .route(
             &format!("{A}/purge/server/{{server_name}}"),
-            post(m::purge_server),
+            post(purge::purge_server),
         )
-        .route(&format!("{A}/purge/room/{{room_id}}"), post(m::purge_room))
+        .route(
+            &format!("{A}/purge/room/{{room_id}}"),
+            post(purge::purge_room),
+        )
         .route(
             &format!("{A}/purge/{{server}}/{{media_id}}"),
-            post(m::purge_media),
+            post(purge::purge_media),
         )
         .route(&format!("{A}/audit"), get(audit::audit))
         .route(&format!("{A}/usage/{{server_name}}"), get(audit::usage))

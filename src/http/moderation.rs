@@ -8,12 +8,12 @@
 use super::extract::{media_ref, request_id, Authed, MPath, MQuery, SmallBody};
 use super::State;
 use crate::error::ApiError;
-use crate::moderation::{select, Act, PurgeSpec};
+use crate::moderation::{select, Act};
 use axum::body::Bytes;
 use axum::extract::State as S;
 use axum::Json;
 use media_ledger_events::{
-    Actor, Authority, MediaPurpose, MediaRef, ModerationTarget, ServerName, UserId,
+    Authority, MediaPurpose, MediaRef, ModerationTarget, ServerName, UserId,
 };
 use media_ledger_projections::media_index;
 use serde::Deserialize;
@@ -25,9 +25,9 @@ const MAX_REASON: usize = 1000;
 /// Query parameters of the moderation routes.
 #[derive(Deserialize, Default)]
 pub struct ModQuery {
-    reason: Option<String>,
-    before_ts: Option<u64>,
-    include_local: Option<bool>,
+    pub(super) reason: Option<String>,
+    pub(super) before_ts: Option<u64>,
+    pub(super) include_local: Option<bool>,
 }
 
 /// The caller's capacity on the request's homeserver.
@@ -64,7 +64,7 @@ pub async fn capacity(state: &State, a: &Authed) -> Result<Capacity, ApiError> {
     Ok(Capacity::User)
 }
 
-fn admin_only(cap: &Capacity) -> Result<Authority, ApiError> {
+pub(super) fn admin_only(cap: &Capacity) -> Result<Authority, ApiError> {
     match cap {
         Capacity::Repository => Ok(Authority::RepositoryAdmin),
         Capacity::Homeserver(s) => Ok(Authority::HomeserverAdmin(s.clone())),
@@ -74,7 +74,7 @@ fn admin_only(cap: &Capacity) -> Result<Authority, ApiError> {
     }
 }
 
-fn repository_only(cap: &Capacity) -> Result<Authority, ApiError> {
+pub(super) fn repository_only(cap: &Capacity) -> Result<Authority, ApiError> {
     match cap {
         Capacity::Repository => Ok(Authority::RepositoryAdmin),
         _ => Err(ApiError::Forbidden(
@@ -84,7 +84,7 @@ fn repository_only(cap: &Capacity) -> Result<Authority, ApiError> {
 }
 
 /// A homeserver admin may only name their own server.
-fn own_server(authority: &Authority, server: &str) -> Result<(), ApiError> {
+pub(super) fn own_server(authority: &Authority, server: &str) -> Result<(), ApiError> {
     match authority.origin() {
         Some(o) if !o.as_str().eq_ignore_ascii_case(server) => Err(ApiError::Forbidden(
             "homeserver admins may only moderate their own server's media".into(),
@@ -94,7 +94,7 @@ fn own_server(authority: &Authority, server: &str) -> Result<(), ApiError> {
 }
 
 /// The reason: `?reason=`, else a JSON body's `reason`.
-fn reason(q: &ModQuery, body: &Bytes) -> Result<Option<String>, ApiError> {
+pub(super) fn reason(q: &ModQuery, body: &Bytes) -> Result<Option<String>, ApiError> {
     let from_body = if body.iter().all(u8::is_ascii_whitespace) {
         None
     } else {
@@ -115,7 +115,7 @@ fn reason(q: &ModQuery, body: &Bytes) -> Result<Option<String>, ApiError> {
     Ok(r.filter(|r| !r.is_empty()))
 }
 
-fn act(a: &Authed, authority: Authority, reason: Option<String>) -> Act {
+pub(super) fn act(a: &Authed, authority: Authority, reason: Option<String>) -> Act {
     Act {
         actor: a.principal.actor(),
         request_id: request_id(),
@@ -124,18 +124,18 @@ fn act(a: &Authed, authority: Authority, reason: Option<String>) -> Act {
     }
 }
 
-fn parse_user(user: &str) -> Result<UserId, ApiError> {
+pub(super) fn parse_user(user: &str) -> Result<UserId, ApiError> {
     user.parse()
         .map_err(|_| ApiError::InvalidParam(format!("invalid user id {user:?}")))
 }
 
-fn parse_server(server: &str) -> Result<ServerName, ApiError> {
+pub(super) fn parse_server(server: &str) -> Result<ServerName, ApiError> {
     server
         .parse()
         .map_err(|_| ApiError::InvalidParam(format!("invalid server name {server:?}")))
 }
 
-fn parse_room(room: &str) -> Result<String, ApiError> {
+pub(super) fn parse_room(room: &str) -> Result<String, ApiError> {
     let ok = room.len() <= 255
         && room.starts_with('!')
         && room.contains(':')
@@ -147,12 +147,12 @@ fn parse_room(room: &str) -> Result<String, ApiError> {
     }
 }
 
-fn mxcs(media: &[MediaRef]) -> Vec<String> {
+pub(super) fn mxcs(media: &[MediaRef]) -> Vec<String> {
     media.iter().map(|m| m.to_string()).collect()
 }
 
 /// Runs a selection scan off the async threads.
-async fn select<T: Send + 'static>(
+pub(super) async fn run_select<T: Send + 'static>(
     state: &State,
     f: impl FnOnce(&crate::ledger::Ledger) -> Result<T, crate::ledger::LedgerError> + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -194,7 +194,7 @@ pub async fn quarantine_user(
     own_server(&authority, user.server_name())?;
     let act = act(&a, authority, reason(&q, &body)?);
     let u = user.clone();
-    let seeds = select(&state, move |l| select::by_user(l, &u, u64::MAX)).await?;
+    let seeds = run_select(&state, move |l| select::by_user(l, &u, u64::MAX)).await?;
     let n = state
         .moderation
         .quarantine(&act, ModerationTarget::User(user), seeds)
@@ -215,7 +215,7 @@ pub async fn quarantine_server(
     own_server(&authority, server.as_str())?;
     let act = act(&a, authority, reason(&q, &body)?);
     let s = server.clone();
-    let seeds = select(&state, move |l| select::by_server(l, &s, u64::MAX)).await?;
+    let seeds = run_select(&state, move |l| select::by_server(l, &s, u64::MAX)).await?;
     let n = state
         .moderation
         .quarantine(&act, ModerationTarget::Server(server), seeds)
@@ -225,7 +225,7 @@ pub async fn quarantine_server(
 
 /// The media a room holds, as the homeserver lists it (its local media only for a
 /// homeserver admin).
-async fn room_media(
+pub(super) async fn room_media(
     state: &State,
     a: &Authed,
     authority: &Authority,
@@ -280,7 +280,10 @@ pub async fn unquarantine_media(
 }
 
 /// A live (not tombstoned) record, or 404.
-fn live_record(state: &State, media: &MediaRef) -> Result<media_index::MediaRecord, ApiError> {
+pub(super) fn live_record(
+    state: &State,
+    media: &MediaRef,
+) -> Result<media_index::MediaRecord, ApiError> {
     media_index::get(&state.ledger.view("media_index")?, media)?
         .filter(|r| !r.tombstone)
         .ok_or_else(|| ApiError::NotFound("media not found".into()))
@@ -340,210 +343,4 @@ pub async fn set_attributes(
         .set_purpose(&act(&a, authority, reason), media, purpose)
         .await?;
     Ok(Json(json!({ "purpose": purpose.as_str() })))
-}
-
-fn purged(affected: &[MediaRef]) -> Json<Value> {
-    Json(json!({ "purged": true, "affected": mxcs(affected) }))
-}
-
-fn spec(target: ModerationTarget, before_ts_ms: Option<u64>) -> PurgeSpec {
-    PurgeSpec {
-        target,
-        before_ts_ms,
-        include_quarantined: true,
-        keep_shared: false,
-    }
-}
-
-/// `POST purge/remote?before_ts=` (also `purge_remote`): repository admins only.
-pub async fn purge_remote(
-    S(state): S<State>,
-    a: Authed,
-    MQuery(q): MQuery<ModQuery>,
-    SmallBody(body): SmallBody,
-) -> Result<Json<Value>, ApiError> {
-    let authority = repository_only(&capacity(&state, &a).await?)?;
-    let before = q
-        .before_ts
-        .ok_or_else(|| ApiError::MissingParam("before_ts (ms) is required".into()))?;
-    let act = act(&a, authority, reason(&q, &body)?);
-    let candidates = select(&state, move |l| select::remote_before(l, before)).await?;
-    let spec = PurgeSpec {
-        target: ModerationTarget::Remote,
-        before_ts_ms: Some(before),
-        include_quarantined: false,
-        keep_shared: true,
-    };
-    let removed = state.moderation.purge(&act, spec, candidates).await?;
-    Ok(Json(json!({ "total_removed": removed.len() })))
-}
-
-/// `POST purge/quarantined`: every quarantined media (a homeserver admin: their server's);
-/// records stay as tombstones so the hashes stay blocked.
-pub async fn purge_quarantined(
-    S(state): S<State>,
-    a: Authed,
-    MQuery(q): MQuery<ModQuery>,
-    SmallBody(body): SmallBody,
-) -> Result<Json<Value>, ApiError> {
-    let authority = admin_only(&capacity(&state, &a).await?)?;
-    let act = act(&a, authority.clone(), reason(&q, &body)?);
-    let origin = authority.origin().cloned();
-    let candidates = select(&state, move |l| select::quarantined(l, origin.as_ref())).await?;
-    let affected = state
-        .moderation
-        .purge(&act, spec(ModerationTarget::Quarantined, None), candidates)
-        .await?;
-    Ok(purged(&affected))
-}
-
-/// `POST purge/{server}/{media_id}`: admins, or the uploader.
-pub async fn purge_media(
-    S(state): S<State>,
-    a: Authed,
-    MPath((server, id)): MPath<(String, String)>,
-    MQuery(q): MQuery<ModQuery>,
-    SmallBody(body): SmallBody,
-) -> Result<Json<Value>, ApiError> {
-    let media = media_ref(&server, &id)?;
-    let record = live_record(&state, &media)?;
-    let authority = match capacity(&state, &a).await? {
-        Capacity::Repository => Authority::RepositoryAdmin,
-        Capacity::Homeserver(s) if s == media.origin => Authority::HomeserverAdmin(s),
-        _ if a
-            .principal
-            .user()
-            .is_some_and(|u| record.uploader == Actor::User(u.clone())) =>
-        {
-            Authority::Uploader
-        }
-        _ => {
-            return Err(ApiError::Forbidden(
-                "only admins and the uploader may purge this media".into(),
-            ))
-        }
-    };
-    let act = act(&a, authority, reason(&q, &body)?);
-    let affected = state
-        .moderation
-        .purge(
-            &act,
-            spec(ModerationTarget::Media(media.clone()), None),
-            vec![media],
-        )
-        .await?;
-    Ok(purged(&affected))
-}
-
-fn before(q: &ModQuery) -> u64 {
-    q.before_ts.unwrap_or_else(crate::clock::now_ms)
-}
-
-/// `POST purge/user/{user_id}?before_ts=` (by creation time).
-pub async fn purge_user(
-    S(state): S<State>,
-    a: Authed,
-    MPath(user): MPath<String>,
-    MQuery(q): MQuery<ModQuery>,
-    SmallBody(body): SmallBody,
-) -> Result<Json<Value>, ApiError> {
-    let authority = admin_only(&capacity(&state, &a).await?)?;
-    let user = parse_user(&user)?;
-    own_server(&authority, user.server_name())?;
-    let act = act(&a, authority, reason(&q, &body)?);
-    let before = before(&q);
-    let u = user.clone();
-    let candidates = select(&state, move |l| select::by_user(l, &u, before)).await?;
-    let affected = state
-        .moderation
-        .purge(
-            &act,
-            spec(ModerationTarget::User(user), Some(before)),
-            candidates,
-        )
-        .await?;
-    Ok(purged(&affected))
-}
-
-/// `POST purge/server/{server_name}?before_ts=` (by creation time).
-pub async fn purge_server(
-    S(state): S<State>,
-    a: Authed,
-    MPath(server): MPath<String>,
-    MQuery(q): MQuery<ModQuery>,
-    SmallBody(body): SmallBody,
-) -> Result<Json<Value>, ApiError> {
-    let authority = admin_only(&capacity(&state, &a).await?)?;
-    let server = parse_server(&server)?;
-    own_server(&authority, server.as_str())?;
-    let act = act(&a, authority, reason(&q, &body)?);
-    let before = before(&q);
-    let s = server.clone();
-    let candidates = select(&state, move |l| select::by_server(l, &s, before)).await?;
-    let affected = state
-        .moderation
-        .purge(
-            &act,
-            spec(ModerationTarget::Server(server), Some(before)),
-            candidates,
-        )
-        .await?;
-    Ok(purged(&affected))
-}
-
-/// `POST purge/room/{room_id}?before_ts=` (by creation time; the reference ignores it).
-pub async fn purge_room(
-    S(state): S<State>,
-    a: Authed,
-    MPath(room): MPath<String>,
-    MQuery(q): MQuery<ModQuery>,
-    SmallBody(body): SmallBody,
-) -> Result<Json<Value>, ApiError> {
-    let authority = admin_only(&capacity(&state, &a).await?)?;
-    let room = parse_room(&room)?;
-    let reason = reason(&q, &body)?;
-    let before = before(&q);
-    let listed = room_media(&state, &a, &authority, &room).await?;
-    let mut candidates = Vec::new();
-    {
-        let index = state.ledger.view("media_index")?;
-        for m in listed {
-            if media_index::get(&index, &m)?.is_some_and(|r| r.created_at_ms < before) {
-                candidates.push(m);
-            }
-        }
-    }
-    let act = act(&a, authority, reason);
-    let affected = state
-        .moderation
-        .purge(
-            &act,
-            spec(ModerationTarget::Room(room), Some(before)),
-            candidates,
-        )
-        .await?;
-    Ok(purged(&affected))
-}
-
-/// `POST purge/old?before_ts=&include_local=` (by last access): repository admins only.
-pub async fn purge_old(
-    S(state): S<State>,
-    a: Authed,
-    MQuery(q): MQuery<ModQuery>,
-    SmallBody(body): SmallBody,
-) -> Result<Json<Value>, ApiError> {
-    let authority = repository_only(&capacity(&state, &a).await?)?;
-    let act = act(&a, authority, reason(&q, &body)?);
-    let before = before(&q);
-    let include_local = q.include_local.unwrap_or(false);
-    let candidates = select(&state, move |l| select::old(l, before, include_local)).await?;
-    let affected = state
-        .moderation
-        .purge(
-            &act,
-            spec(ModerationTarget::Old { include_local }, Some(before)),
-            candidates,
-        )
-        .await?;
-    Ok(purged(&affected))
 }
