@@ -5,6 +5,7 @@
 //! One process-wide registry ([`METRICS`]); `GET /metrics` renders the text format.
 
 use crate::ledger::Ledger;
+use media_ledger_events::DatastoreId;
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -70,10 +71,16 @@ impl Histogram {
     }
 }
 
+/// The figures of one route and method.
+struct RouteStats {
+    statuses: Mutex<BTreeMap<u16, u64>>,
+    latency: Histogram,
+}
+
 /// The registry.
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
-    latency: Mutex<BTreeMap<(String, String), std::sync::Arc<Histogram>>>,
+    /// Route → method → its figures; allocates only the first time a pair is seen.
+    routes: Mutex<BTreeMap<String, BTreeMap<String, std::sync::Arc<RouteStats>>>>,
     /// Request body bytes received (by `Content-Length`).
     pub bytes_in: AtomicU64,
     /// Response body bytes sent (by `Content-Length`).
@@ -88,8 +95,7 @@ pub struct Metrics {
 
 /// The process-wide registry.
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
-    requests: Mutex::new(BTreeMap::new()),
-    latency: Mutex::new(BTreeMap::new()),
+    routes: Mutex::new(BTreeMap::new()),
     bytes_in: AtomicU64::new(0),
     bytes_out: AtomicU64::new(0),
     ledger_sync_seconds: Histogram::new(LATENCY_BUCKETS),
@@ -100,18 +106,25 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
 impl Metrics {
     /// Records one answered request.
     pub fn request(&self, method: &str, route: &str, status: u16, seconds: f64) {
-        *self
-            .requests
-            .lock()
-            .entry((method.to_owned(), route.to_owned(), status))
-            .or_default() += 1;
-        let h = self
-            .latency
-            .lock()
-            .entry((method.to_owned(), route.to_owned()))
-            .or_insert_with(|| std::sync::Arc::new(Histogram::new(LATENCY_BUCKETS)))
-            .clone();
-        h.observe(seconds);
+        let stats = {
+            let mut routes = self.routes.lock();
+            let known = routes.get(route).and_then(|m| m.get(method)).cloned();
+            known.unwrap_or_else(|| {
+                routes
+                    .entry(route.to_owned())
+                    .or_default()
+                    .entry(method.to_owned())
+                    .or_insert_with(|| {
+                        std::sync::Arc::new(RouteStats {
+                            statuses: Mutex::new(BTreeMap::new()),
+                            latency: Histogram::new(LATENCY_BUCKETS),
+                        })
+                    })
+                    .clone()
+            })
+        };
+        *stats.statuses.lock().entry(status).or_default() += 1;
+        stats.latency.observe(seconds);
     }
 }
 
@@ -119,30 +132,36 @@ fn escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
-/// The text exposition of every metric.
-pub fn render(ledger: &Ledger) -> String {
+/// The text exposition of every metric (`datastores`: the configured ids).
+pub fn render(ledger: &Ledger, datastores: &[DatastoreId]) -> String {
     let m = &*METRICS;
     let mut out = String::new();
-    out.push_str("# TYPE media_ledger_http_requests_total counter\n");
-    for ((method, route, status), n) in m.requests.lock().iter() {
-        let _ = writeln!(
-            out,
-            "media_ledger_http_requests_total{{method=\"{method}\",route=\"{}\",status=\"{status}\"}} {n}",
-            escape(route)
-        );
-    }
-    out.push_str("# TYPE media_ledger_http_request_duration_seconds histogram\n");
-    let latency: Vec<_> = m
-        .latency
+    let routes: Vec<(String, String, std::sync::Arc<RouteStats>)> = m
+        .routes
         .lock()
         .iter()
-        .map(|(k, h)| (k.clone(), h.clone()))
+        .flat_map(|(route, methods)| {
+            methods
+                .iter()
+                .map(|(method, s)| (route.clone(), method.clone(), s.clone()))
+        })
         .collect();
-    for ((method, route), h) in latency {
-        h.render(
+    out.push_str("# TYPE media_ledger_http_requests_total counter\n");
+    for (route, method, s) in &routes {
+        for (status, n) in s.statuses.lock().iter() {
+            let _ = writeln!(
+                out,
+                "media_ledger_http_requests_total{{method=\"{method}\",route=\"{}\",status=\"{status}\"}} {n}",
+                escape(route)
+            );
+        }
+    }
+    out.push_str("# TYPE media_ledger_http_request_duration_seconds histogram\n");
+    for (route, method, s) in &routes {
+        s.latency.render(
             &mut out,
             "media_ledger_http_request_duration_seconds",
-            &format!("method=\"{method}\",route=\"{}\"", escape(&route)),
+            &format!("method=\"{method}\",route=\"{}\"", escape(route)),
         );
     }
     let _ = writeln!(
@@ -174,13 +193,13 @@ pub fn render(ledger: &Ledger) -> String {
             ledger.head().0.saturating_sub(seq.0)
         );
     }
-    render_state(ledger, &mut out);
+    render_state(ledger, datastores, &mut out);
     out
 }
 
 /// Gauges read from the projections: tasks and datastore sizes, pending purge deletions.
-fn render_state(ledger: &Ledger, out: &mut String) {
-    use media_ledger_projections::{moderation, tasks};
+fn render_state(ledger: &Ledger, datastores: &[DatastoreId], out: &mut String) {
+    use media_ledger_projections::{datastore_sizes, moderation, tasks};
     out.push_str(
         "# TYPE media_ledger_task_bytes_done gauge\n# TYPE media_ledger_task_bytes_total gauge\n",
     );
@@ -200,21 +219,18 @@ fn render_state(ledger: &Ledger, out: &mut String) {
     out.push_str(
         "# TYPE media_ledger_datastore_bytes gauge\n# TYPE media_ledger_datastore_hashes gauge\n",
     );
-    let _ = ledger.scan("datastore_sizes", b"t", |k, v| {
-        let id = String::from_utf8_lossy(k.get(1..).unwrap_or_default()).into_owned();
-        if let Ok(t) = media_ledger_events::codec::decode::<
-            media_ledger_projections::size_estimate::SizeEstimate,
-        >(v)
-        {
-            let id = escape(&id);
-            let _ = writeln!(
-                out,
-                "media_ledger_datastore_bytes{{datastore=\"{id}\"}} {}\nmedia_ledger_datastore_hashes{{datastore=\"{id}\"}} {}",
-                t.total_bytes, t.total_hashes_affected
-            );
+    if let Ok(view) = ledger.view("datastore_sizes") {
+        for id in datastores {
+            if let Ok(t) = datastore_sizes::totals(&view, id) {
+                let id = escape(id.as_str());
+                let _ = writeln!(
+                    out,
+                    "media_ledger_datastore_bytes{{datastore=\"{id}\"}} {}\nmedia_ledger_datastore_hashes{{datastore=\"{id}\"}} {}",
+                    t.total_bytes, t.total_hashes_affected
+                );
+            }
         }
-        Ok(())
-    });
+    }
     let mut pending = 0u64;
     let _ = ledger.scan("moderation", moderation::PENDING_PREFIX, |_, _| {
         pending += 1;

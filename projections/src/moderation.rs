@@ -256,6 +256,15 @@ pub fn blocks(
     Ok(get_value(NAME, kv, &block_key(sha))?.unwrap_or_default())
 }
 
+/// The pending deletion of `sha` decided by purge `purge`, if not recorded yet.
+pub fn pending(
+    kv: &(impl KvRead + ?Sized),
+    purge: Seq,
+    sha: &Sha256,
+) -> Result<Option<FreedBlob>, ProjectionError> {
+    get_value(NAME, kv, &pending_key(purge, sha))
+}
+
 /// The key prefix of live quarantined media, for scans.
 pub const QUARANTINED_PREFIX: &[u8] = b"m";
 

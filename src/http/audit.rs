@@ -2,7 +2,7 @@
 //! usage figures (matrix-media-repo's shapes). All answered from projections and the log.
 
 use super::extract::{media_ref, Authed, MPath, MQuery};
-use super::moderation::{capacity, Capacity};
+use super::moderation::{capacity, parse_server, Capacity};
 use super::State;
 use crate::error::ApiError;
 use crate::moderation::select;
@@ -252,12 +252,6 @@ fn repeated(uri: &Uri, name: &str) -> Result<Vec<String>, ApiError> {
         .filter(|(k, _)| k == name)
         .map(|(_, v)| v)
         .collect())
-}
-
-fn parse_server(server: &str) -> Result<ServerName, ApiError> {
-    server
-        .parse()
-        .map_err(|_| ApiError::InvalidParam(format!("invalid server name {server:?}")))
 }
 
 /// `GET usage/{server_name}`: bytes and counts of the server's media and thumbnails (rows

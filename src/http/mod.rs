@@ -219,7 +219,13 @@ fn moderation_routes() -> Router<State> {
 /// `GET /metrics`: the Prometheus text format.
 async fn metrics(axum::extract::State(state): axum::extract::State<State>) -> Response {
     let ledger = state.ledger.clone();
-    match tokio::task::spawn_blocking(move || crate::metrics::render(&ledger)).await {
+    let ids: Vec<_> = state
+        .datastores
+        .all()
+        .iter()
+        .map(|c| c.store.id().clone())
+        .collect();
+    match tokio::task::spawn_blocking(move || crate::metrics::render(&ledger, &ids)).await {
         Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
         Err(e) => ApiError::internal(e).into_response(),
     }

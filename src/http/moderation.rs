@@ -181,6 +181,20 @@ pub async fn quarantine_media(
     Ok(Json(json!({ "num_quarantined": n })))
 }
 
+/// Selects the seeds (off the async threads), quarantines them, answers the count.
+async fn quarantine_selected(
+    state: &State,
+    act: &Act,
+    target: ModerationTarget,
+    selector: impl FnOnce(&crate::ledger::Ledger) -> Result<Vec<MediaRef>, crate::ledger::LedgerError>
+        + Send
+        + 'static,
+) -> Result<Json<Value>, ApiError> {
+    let seeds = run_select(state, selector).await?;
+    let n = state.moderation.quarantine(act, target, seeds).await?;
+    Ok(Json(json!({ "num_quarantined": n })))
+}
+
 /// `POST quarantine/user/{user_id}`.
 pub async fn quarantine_user(
     S(state): S<State>,
@@ -194,12 +208,10 @@ pub async fn quarantine_user(
     own_server(&authority, user.server_name())?;
     let act = act(&a, authority, reason(&q, &body)?);
     let u = user.clone();
-    let seeds = run_select(&state, move |l| select::by_user(l, &u, u64::MAX)).await?;
-    let n = state
-        .moderation
-        .quarantine(&act, ModerationTarget::User(user), seeds)
-        .await?;
-    Ok(Json(json!({ "num_quarantined": n })))
+    quarantine_selected(&state, &act, ModerationTarget::User(user), move |l| {
+        select::by_user(l, &u, u64::MAX)
+    })
+    .await
 }
 
 /// `POST quarantine/server/{server_name}`.
@@ -215,12 +227,10 @@ pub async fn quarantine_server(
     own_server(&authority, server.as_str())?;
     let act = act(&a, authority, reason(&q, &body)?);
     let s = server.clone();
-    let seeds = run_select(&state, move |l| select::by_server(l, &s, u64::MAX)).await?;
-    let n = state
-        .moderation
-        .quarantine(&act, ModerationTarget::Server(server), seeds)
-        .await?;
-    Ok(Json(json!({ "num_quarantined": n })))
+    quarantine_selected(&state, &act, ModerationTarget::Server(server), move |l| {
+        select::by_server(l, &s, u64::MAX)
+    })
+    .await
 }
 
 /// The media a room holds, as the homeserver lists it (its local media only for a

@@ -63,12 +63,13 @@ pub async fn purge_quarantined(
     let authority = admin_only(&capacity(&state, &a).await?)?;
     let act = act(&a, authority.clone(), reason(&q, &body)?);
     let origin = authority.origin().cloned();
-    let candidates = run_select(&state, move |l| select::quarantined(l, origin.as_ref())).await?;
-    let affected = state
-        .moderation
-        .purge(&act, spec(ModerationTarget::Quarantined, None), candidates)
-        .await?;
-    Ok(purged(&affected))
+    purge_selected(
+        &state,
+        &act,
+        spec(ModerationTarget::Quarantined, None),
+        move |l| select::quarantined(l, origin.as_ref()),
+    )
+    .await
 }
 
 /// `POST purge/{server}/{media_id}`: admins, or the uploader.
@@ -109,6 +110,20 @@ pub async fn purge_media(
     Ok(purged(&affected))
 }
 
+/// Selects the candidates (off the async threads), purges them, answers what went.
+async fn purge_selected(
+    state: &State,
+    act: &crate::moderation::Act,
+    spec: PurgeSpec,
+    selector: impl FnOnce(&crate::ledger::Ledger) -> Result<Vec<MediaRef>, crate::ledger::LedgerError>
+        + Send
+        + 'static,
+) -> Result<Json<Value>, ApiError> {
+    let candidates = run_select(state, selector).await?;
+    let affected = state.moderation.purge(act, spec, candidates).await?;
+    Ok(purged(&affected))
+}
+
 fn before(q: &ModQuery) -> u64 {
     q.before_ts.unwrap_or_else(crate::clock::now_ms)
 }
@@ -127,16 +142,13 @@ pub async fn purge_user(
     let act = act(&a, authority, reason(&q, &body)?);
     let before = before(&q);
     let u = user.clone();
-    let candidates = run_select(&state, move |l| select::by_user(l, &u, before)).await?;
-    let affected = state
-        .moderation
-        .purge(
-            &act,
-            spec(ModerationTarget::User(user), Some(before)),
-            candidates,
-        )
-        .await?;
-    Ok(purged(&affected))
+    purge_selected(
+        &state,
+        &act,
+        spec(ModerationTarget::User(user), Some(before)),
+        move |l| select::by_user(l, &u, before),
+    )
+    .await
 }
 
 /// `POST purge/server/{server_name}?before_ts=` (by creation time).
@@ -153,16 +165,13 @@ pub async fn purge_server(
     let act = act(&a, authority, reason(&q, &body)?);
     let before = before(&q);
     let s = server.clone();
-    let candidates = run_select(&state, move |l| select::by_server(l, &s, before)).await?;
-    let affected = state
-        .moderation
-        .purge(
-            &act,
-            spec(ModerationTarget::Server(server), Some(before)),
-            candidates,
-        )
-        .await?;
-    Ok(purged(&affected))
+    purge_selected(
+        &state,
+        &act,
+        spec(ModerationTarget::Server(server), Some(before)),
+        move |l| select::by_server(l, &s, before),
+    )
+    .await
 }
 
 /// `POST purge/room/{room_id}?before_ts=` (by creation time; the reference ignores it).
@@ -210,14 +219,11 @@ pub async fn purge_old(
     let act = act(&a, authority, reason(&q, &body)?);
     let before = before(&q);
     let include_local = q.include_local.unwrap_or(false);
-    let candidates = run_select(&state, move |l| select::old(l, before, include_local)).await?;
-    let affected = state
-        .moderation
-        .purge(
-            &act,
-            spec(ModerationTarget::Old { include_local }, Some(before)),
-            candidates,
-        )
-        .await?;
-    Ok(purged(&affected))
+    purge_selected(
+        &state,
+        &act,
+        spec(ModerationTarget::Old { include_local }, Some(before)),
+        move |l| select::old(l, before, include_local),
+    )
+    .await
 }

@@ -242,17 +242,8 @@ impl Writer {
         overlay: &Overlay,
         event: BlobDeleted,
     ) -> Result<Event, LedgerError> {
-        let pending = overlay.scan(
-            &self.db,
-            "moderation",
-            &moderation::pending_prefix(event.purge),
-        )?;
-        let known = pending.iter().any(|(k, v)| {
-            moderation::decode_pending(k, v)
-                .and_then(Result::ok)
-                .is_some_and(|(_, f)| f.sha256 == event.sha256)
-        });
-        if known {
+        let mods = overlay.read(&self.db, "moderation")?;
+        if moderation::pending(&mods, event.purge, &event.sha256)?.is_some() {
             Ok(Event::BlobDeletedV1(event))
         } else {
             Err(conflict(Conflict::NoSuchTask))

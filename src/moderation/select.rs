@@ -113,11 +113,5 @@ pub fn old(
 
 /// Parses the `mxc://server/id` URIs a homeserver listed; malformed ones are skipped.
 pub fn parse_mxcs<'a>(uris: impl IntoIterator<Item = &'a String>) -> Vec<MediaRef> {
-    uris.into_iter()
-        .filter_map(|u| u.strip_prefix("mxc://"))
-        .filter_map(|rest| {
-            let (server, id) = rest.split_once('/')?;
-            crate::http::extract::media_ref(server, id).ok()
-        })
-        .collect()
+    uris.into_iter().filter_map(|u| u.parse().ok()).collect()
 }
