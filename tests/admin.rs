@@ -2,7 +2,7 @@
 //! The admin API: datastore listing, access control, `size_estimate` figures and the choice of
 //! datastore for new bytes.
 
-mod common;
+use crate::common;
 
 use common::{count_blobs, expect_error, random_bytes, Opts, TestServer, ADMIN, ALICE, DS, SECRET};
 use reqwest::StatusCode;

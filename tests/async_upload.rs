@@ -2,7 +2,7 @@
 //! Asynchronous uploads: `POST /v1/create`, `PUT /upload/{server}/{id}`, waiting downloads and
 //! reservation expiry.
 
-mod common;
+use crate::common;
 
 use common::{expect_error, parse_mxc, random_bytes, Opts, TestServer, ALICE, BOB};
 use reqwest::StatusCode;

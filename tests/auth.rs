@@ -2,7 +2,7 @@
 //! Access tokens resolved by the homeserver's `whoami` (with a fake homeserver in the test),
 //! the cache, an unreachable homeserver, and homeserver selection by `Host`.
 
-mod common;
+use crate::common;
 
 use axum::extract::State;
 use axum::http::HeaderMap;

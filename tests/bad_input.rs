@@ -24,7 +24,7 @@
 //! `a_slow_client_does_not_keep_the_server_from_stopping` checks that graceful shutdown
 //! finishes within `SLOWLORIS_STOP_SECS` (3) with one slow client of each kind connected.
 
-mod common;
+use crate::common;
 
 use common::{random_bytes, Opts, TestServer, ADMIN, ALICE, BOB, SECRET};
 use futures_util::StreamExt;

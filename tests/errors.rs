@@ -2,7 +2,7 @@
 //! Error answers: size limit, malformed paths, unknown media and routes, wrong methods, bad
 //! tokens. Every error is a Matrix JSON body with `errcode` and `error`.
 
-mod common;
+use crate::common;
 
 use common::{
     count_blobs, expect_error, parse_mxc, random_bytes, spool_entries, Opts, TestServer, ALICE,

@@ -13,7 +13,7 @@
 //! - transfer step order: a failing target write, read-back or source delete never leaves a
 //!   media without a live, downloadable copy.
 
-mod common;
+use crate::common;
 
 use async_trait::async_trait;
 use common::{
@@ -923,17 +923,28 @@ async fn failed_reads_are_never_served_as_complete() {
     expect_server_error(srv.download(&mxc).await).await;
 
     faults.next(Op::Open, None, Fault::BreakStream);
-    let resp = srv.download(&mxc).await;
-    assert_eq!(resp.status(), StatusCode::OK);
-    assert_eq!(
-        resp.content_length(),
-        Some(bytes.len() as u64),
-        "the announced length is the whole blob"
-    );
-    assert!(
-        resp.bytes().await.is_err(),
-        "a body broken mid-stream completed"
-    );
+    let (server, id) = parse_mxc(&mxc);
+    let sent = srv
+        .client
+        .get(srv.url(&format!("/_matrix/media/v3/download/{server}/{id}")))
+        .bearer_auth(ALICE)
+        .send()
+        .await;
+    // The connection is cut when the read fails. Whether the status line left the server
+    // before that depends on how much hyper had buffered: either way the client never holds
+    // a complete response.
+    if let Ok(resp) = sent {
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(
+            resp.content_length(),
+            Some(bytes.len() as u64),
+            "the announced length is the whole blob"
+        );
+        assert!(
+            resp.bytes().await.is_err(),
+            "a body broken mid-stream completed"
+        );
+    }
     assert_eq!(faults.pending_rules(), 0);
     assert_eq!(srv.download_bytes(&mxc).await, bytes);
     assert_eq!(count_events(&srv, "media.uploaded.v1"), 1);

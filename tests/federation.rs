@@ -3,7 +3,7 @@
 //! homeservers (A = "a.test", B = "b.test") pinning each other, plus small fake servers (a
 //! counting reverse proxy, a legacy-only homeserver, a server that never answers).
 
-mod common;
+use crate::common;
 
 use axum::body::Body;
 use axum::extract::{Request, State};

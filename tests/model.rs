@@ -10,11 +10,11 @@
 //! left. At the end of each case `media-ledger verify` exits 0.
 //!
 //! `MODEL_CASES` (default 16) and `MODEL_OPS` (most operations per case, default 30) raise
-//! the effort: `MODEL_CASES=200 MODEL_OPS=60 cargo test --test model`. Shrinking a failure
+//! the effort: `MODEL_CASES=200 MODEL_OPS=60 cargo test --test server model::`. Shrinking a failure
 //! runs whole cases again: it stops after `MODEL_SHRINK` steps (256) or `MODEL_SHRINK_MS`
 //! (30 000 ms), whichever comes first.
 
-mod common;
+use crate::common;
 
 use common::s3::{file_blob_path, free_port};
 use common::{blob_files, config_text, parse_mxc, sha256_hex, Opts, ADMIN, ALICE, SECRET};

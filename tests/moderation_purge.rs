@@ -6,7 +6,7 @@
 //! admins and room listings come from a fake Synapse admin API ([`common::synapse`]); remote
 //! media from a second media-ledger instance over signed federation (as tests/federation.rs).
 
-mod common;
+use crate::common;
 
 use common::synapse::FakeSynapse;
 use common::{

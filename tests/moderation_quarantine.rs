@@ -6,7 +6,7 @@
 //! downloads and thumbnails, upload blocks, reasons, restarts, and a remote fetch of
 //! quarantined bytes over federation.
 
-mod common;
+use crate::common;
 
 use common::synapse::FakeSynapse;
 use common::{

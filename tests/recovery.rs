@@ -8,7 +8,7 @@
 //! restored with a later copy of the datastore: every media acknowledged before the
 //! snapshot downloads byte-identical and the restored ledger verifies.
 
-mod common;
+use crate::common;
 
 use common::{
     blob_files, config_text, expect_error, random_bytes, sha256_hex, Opts, TestServer, ADMIN,

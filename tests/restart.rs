@@ -2,7 +2,7 @@
 //! Stop and start on the same data directory: media survive byte-identically, figures are
 //! unchanged, the ledger verifies, and the start-up sweep removes orphans and spool leftovers.
 
-mod common;
+use crate::common;
 
 use common::{
     blob_files, count_blobs, random_bytes, sha256_hex, spool_entries, TestServer, ALICE, BOB, DS,

@@ -4,7 +4,7 @@
 //! listing, restarts, and an S3 outage (uploads and downloads fail fast with a Matrix error
 //! and record nothing; everything works again once S3 is back).
 
-mod common;
+use crate::common;
 
 use common::s3::{S3Server, BUCKET, MULTIPART};
 use common::{header, parse_mxc, random_bytes, sha256_hex, Opts, TestServer, ALICE, SECRET};

@@ -7,7 +7,7 @@
 //! claiming huge sizes, truncated and random data, a source above `max_source_bytes`), the
 //! admin `size_estimate` figures, restarts, an S3 thumbnail datastore and transfers.
 
-mod common;
+use crate::common;
 
 use common::s3::{file_blob_path, S3Server, BUCKET};
 use common::{

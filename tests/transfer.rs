@@ -3,7 +3,7 @@
 //! file→S3, S3→file and S3→S3 with shared hashes, access control and refusals, downloads
 //! during a transfer, S3 dying mid-transfer, and SIGKILLs of the real binary mid-transfer.
 
-mod common;
+use crate::common;
 
 use common::s3::{file_blob_path, free_port, S3Server, BUCKET, MULTIPART};
 use common::{

@@ -2,7 +2,7 @@
 //! Uploads and downloads over real HTTP: round trips, dedup, download variants, HEAD, ranges,
 //! response headers, CORS and the config endpoints.
 
-mod common;
+use crate::common;
 
 use common::{
     count_blobs, expect_error, header, parse_mxc, random_bytes, TestServer, ADMIN, ALICE, BOB,

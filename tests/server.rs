@@ -1,0 +1,28 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The HTTP-level suites, linked into one test binary: every suite drives real servers over
+//! loopback (real RocksDB, real files, s3s-fs for S3), one module per capability. One binary
+//! instead of one per file keeps CI's link time and disk use small (each binary links the whole
+//! server). Run one suite with `cargo test --test server moderation_purge::`.
+//!
+//! Two suites stay in binaries of their own because they touch process-wide state: `metrics`
+//! (the registry is global) and `purge_resume` (the global deletion-skip hook).
+
+mod common;
+
+mod admin;
+mod advisories;
+mod async_upload;
+mod auth;
+mod bad_input;
+mod errors;
+mod fault_injection;
+mod federation;
+mod model;
+mod moderation_purge;
+mod moderation_quarantine;
+mod recovery;
+mod restart;
+mod s3;
+mod thumbnails;
+mod transfer;
+mod upload_download;
