@@ -7,7 +7,12 @@
 //! earlier content, so blobs are shared; some are PNG images; some bodies are chunked),
 //! downloads of known media (legacy and authenticated routes, some with a `Range`), async
 //! `create` + `PUT`, quarantines (repository admin) and purges (`purge/{server}/{id}`, by the
-//! admin or the uploader) of acknowledged media, and 32×32 thumbnails of the PNG media.
+//! admin or the uploader) of acknowledged media, 32×32 thumbnails of the PNG media, remote
+//! media: uploads to a second server process (the peer `origin.test`, never killed) fetched
+//! over federation through the killed server's authenticated download route, and
+//! `purge/remote` of the cached copies (fetched again later), and in most cycles a transfer
+//! of every blob between the killed server's two file datastores, started at a random moment
+//! before the kill (a restart resumes it; the check waits for it to end).
 //!
 //! The model keeps, per media id, the outcomes a download may have (`PRESENT` with its exact
 //! bytes, `GONE` = 404, `PENDING` = 504 `M_NOT_YET_UPLOADED`). An acknowledged act makes it
@@ -22,7 +27,8 @@
 //! replay), on the stopped ledger; sometimes the server is also killed again during its
 //! start-up recovery. After each restart, before any load: the blob files of the datastore
 //! are exactly the distinct SHA-256 of the live media (`GET .../admin/usage/{server}/uploads`)
-//! and of their thumbnails (from each PNG media's history), no spool file is left, every
+//! and of their thumbnails (from each PNG media's history), each in the datastore its records
+//! name (cached remote media included: `usage/origin.test/uploads`), no spool file is left, every
 //! model media answers its allowed outcome, every thumbnail serves its recorded bytes, and
 //! `verify` exits 0 again beside the running server. At the end a SIGTERM must stop the
 //! server cleanly (exit 0) and `verify` pass once more.
@@ -38,7 +44,7 @@
 
 mod crash_support;
 
-use crash_support::{Proc, SECRET, SERVER, USERS};
+use crash_support::{Node, Proc, ORIGIN, ORIGIN_USER, SECRET, SERVER, USERS};
 use futures_util::StreamExt;
 use image::ImageEncoder;
 use rand::rngs::StdRng;
@@ -69,6 +75,9 @@ const MAYBE_BLOCKED: u8 = 2;
 const WORKERS: u64 = 8;
 /// Largest random upload.
 const MAX_UPLOAD: usize = 300 * 1024;
+/// The killed server's two file datastores (both accept everything; uploads go to the one
+/// holding fewer bytes), between which transfers move the blobs.
+const DATASTORES: [&str; 2] = ["files", "files2"];
 
 type Sha = [u8; 32];
 
@@ -156,6 +165,9 @@ impl Content {
 /// One media id the model knows.
 #[derive(Debug)]
 struct Media {
+    /// Its origin: [`SERVER`] (uploaded to the killed server) or [`ORIGIN`] (uploaded to the
+    /// peer and fetched over federation).
+    server: &'static str,
     id: String,
     /// Index in [`USERS`] of its uploader (or reservation owner).
     owner: usize,
@@ -191,6 +203,14 @@ struct Stats {
     downloads: u64,
     thumbnails: u64,
     refused_quarantined: u64,
+    remote_seeded: u64,
+    remote_downloads: u64,
+    remote_purges: u64,
+    remote_removed: u64,
+    transfers: u64,
+    transfers_refused: u64,
+    transfers_finished: u64,
+    transfers_resumed: u64,
     cut: u64,
     cut_uploads_recorded: u64,
     unsure_resolved: u64,
@@ -228,7 +248,7 @@ impl Model {
 
     fn insert(&mut self, m: Media) -> usize {
         let i = self.media.len();
-        self.by_id.insert(m.id.clone(), i);
+        self.by_id.insert(format!("{}/{}", m.server, m.id), i);
         self.media.push(m);
         i
     }
@@ -264,13 +284,15 @@ struct Cut;
 /// One server run's clients.
 struct Ctx {
     base: String,
+    /// The peer server's base URL (never killed).
+    origin: String,
     client: reqwest::Client,
     model: Arc<Mutex<Model>>,
     killed: AtomicBool,
 }
 
 impl Ctx {
-    fn new(base: String, model: Arc<Mutex<Model>>) -> Self {
+    fn new(base: String, origin: String, model: Arc<Mutex<Model>>) -> Self {
         let client = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(30))
@@ -278,6 +300,7 @@ impl Ctx {
             .unwrap();
         Self {
             base,
+            origin,
             client,
             model,
             killed: AtomicBool::new(false),
@@ -490,6 +513,7 @@ async fn upload(ctx: &Ctx, rng: &mut StdRng) -> Result<(), Cut> {
                 PRESENT
             };
             m.insert(Media {
+                server: SERVER,
                 id: id.to_owned(),
                 owner: user,
                 content: Some(content),
@@ -511,13 +535,18 @@ async fn upload(ctx: &Ctx, rng: &mut StdRng) -> Result<(), Cut> {
     Ok(())
 }
 
-async fn download(ctx: &Ctx, rng: &mut StdRng) -> Result<(), Cut> {
-    let (i, id, content, allowed, epoch, strict, owner) = {
+/// Downloads a media the model knows (only remote ones with `remote_only`): a remote one
+/// through the authenticated route (only that one fetches over federation).
+async fn download(ctx: &Ctx, rng: &mut StdRng, remote_only: bool) -> Result<(), Cut> {
+    let (i, id, content, allowed, epoch, strict, owner, server) = {
         let m = ctx.model();
-        if m.media.is_empty() {
+        let candidates: Vec<usize> = (0..m.media.len())
+            .filter(|&i| !remote_only || m.media[i].server == ORIGIN)
+            .collect();
+        if candidates.is_empty() {
             return Ok(());
         }
-        let i = rng.random_range(0..m.media.len());
+        let i = candidates[rng.random_range(0..candidates.len())];
         let md = &m.media[i];
         let strict = md.busy == 0
             && md.allowed.count_ones() == 1
@@ -530,6 +559,7 @@ async fn download(ctx: &Ctx, rng: &mut StdRng) -> Result<(), Cut> {
             md.epoch,
             strict,
             md.owner,
+            md.server,
         )
     };
     let range = content
@@ -538,15 +568,16 @@ async fn download(ctx: &Ctx, rng: &mut StdRng) -> Result<(), Cut> {
             let from = rng.random_range(0..c.len);
             (from, rng.random_range(from..c.len))
         });
-    let mut req = if rng.random_bool(0.5) {
+    let mut req = if server == SERVER && rng.random_bool(0.5) {
         ctx.client
             .get(ctx.url(&format!("/_matrix/media/v3/download/{SERVER}/{id}")))
+            .query(&[("timeout_ms", "0")])
     } else {
         ctx.client
-            .get(ctx.url(&format!("/_matrix/client/v1/media/download/{SERVER}/{id}")))
+            .get(ctx.url(&format!("/_matrix/client/v1/media/download/{server}/{id}")))
             .bearer_auth(USERS[owner ^ usize::from(rng.random_bool(0.5))].0)
+            .query(&[("timeout_ms", "0")])
     };
-    req = req.query(&[("timeout_ms", "0")]);
     if let Some((from, to)) = range {
         req = req.header(reqwest::header::RANGE, format!("bytes={from}-{to}"));
     }
@@ -560,6 +591,9 @@ async fn download(ctx: &Ctx, rng: &mut StdRng) -> Result<(), Cut> {
     m.stats.downloads += 1;
     let strict = strict && m.media[i].epoch == epoch;
     let seen = classify(&a, content, range);
+    if server == ORIGIN && matches!(seen, Seen::Present) {
+        m.stats.remote_downloads += 1;
+    }
     match seen {
         Seen::Wrong(why) => m.violation(true, format!("download of {id}: {why}")),
         Seen::Other(what) => m.violation(
@@ -601,6 +635,7 @@ async fn create(ctx: &Ctx, rng: &mut StdRng) -> Result<(), Cut> {
     match (a.status, uri.strip_prefix(&format!("mxc://{SERVER}/"))) {
         (StatusCode::OK, Some(id)) => {
             m.insert(Media {
+                server: SERVER,
                 id: id.to_owned(),
                 owner: user,
                 content: None,
@@ -699,7 +734,10 @@ async fn quarantine(ctx: &Ctx, rng: &mut StdRng) -> Result<(), Cut> {
     let (i, id, sha, strict, epoch) = {
         let mut m = ctx.model();
         let live: Vec<usize> = (0..m.media.len())
-            .filter(|&i| m.media[i].content.is_some() && m.media[i].allowed & PRESENT != 0)
+            .filter(|&i| {
+                let md = &m.media[i];
+                md.server == SERVER && md.content.is_some() && md.allowed & PRESENT != 0
+            })
             .collect();
         if live.is_empty() {
             return Ok(());
@@ -774,7 +812,8 @@ async fn quarantine(ctx: &Ctx, rng: &mut StdRng) -> Result<(), Cut> {
 async fn purge(ctx: &Ctx, rng: &mut StdRng) -> Result<(), Cut> {
     let (i, id, strict, token) = {
         let mut m = ctx.model();
-        let settled = |md: &Media| md.content.is_some() && md.allowed & PENDING == 0;
+        let settled =
+            |md: &Media| md.server == SERVER && md.content.is_some() && md.allowed & PENDING == 0;
         let candidates: Vec<usize> = if rng.random_bool(0.9) {
             (0..m.media.len())
                 .filter(|&i| {
@@ -838,7 +877,7 @@ async fn thumbnail(ctx: &Ctx, rng: &mut StdRng) -> Result<(), Cut> {
         let pngs: Vec<usize> = (0..m.media.len())
             .filter(|&i| {
                 let md = &m.media[i];
-                md.content.is_some_and(|c| c.png) && md.allowed == PRESENT
+                md.server == SERVER && md.content.is_some_and(|c| c.png) && md.allowed == PRESENT
             })
             .collect();
         if pngs.is_empty() {
@@ -875,16 +914,127 @@ async fn thumbnail(ctx: &Ctx, rng: &mut StdRng) -> Result<(), Cut> {
     Ok(())
 }
 
+/// Uploads new bytes to the peer (never killed: any failure is a violation). The killed
+/// server fetches them when a client asks for them; they are never uploaded locally, so no
+/// local quarantine or purge touches them.
+async fn remote_seed(ctx: &Ctx, rng: &mut StdRng) -> Result<(), Cut> {
+    let content = Content::generate(rng);
+    let res = send(
+        ctx.client
+            .post(format!("{}/_matrix/media/v3/upload", ctx.origin))
+            .bearer_auth(ORIGIN_USER.0)
+            .header(CONTENT_TYPE, content.content_type())
+            .body(content.bytes()),
+    )
+    .await;
+    let mut m = ctx.model();
+    let a = match res {
+        Ok(a) => a,
+        Err(e) => {
+            m.violation(false, format!("upload to the peer: {e}"));
+            return Ok(());
+        }
+    };
+    let uri = a.json()["content_uri"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    match (a.status, uri.strip_prefix(&format!("mxc://{ORIGIN}/"))) {
+        (StatusCode::OK, Some(id)) => {
+            m.insert(Media {
+                server: ORIGIN,
+                id: id.to_owned(),
+                owner: 0,
+                content: Some(content),
+                tentative: None,
+                allowed: PRESENT,
+                busy: 0,
+                epoch: 0,
+            });
+            m.stats.remote_seeded += 1;
+        }
+        _ => m.violation(
+            false,
+            format!("upload to the peer answered {}", a.describe()),
+        ),
+    }
+    Ok(())
+}
+
+/// `POST datastores/{from}/transfer_to/{to}` (repository admin): moves every blob of `from`
+/// in the background; refused (400 `M_INVALID_PARAM`) while a transfer touching either still
+/// runs.
+async fn transfer(ctx: &Ctx, from: &str, to: &str) {
+    let res = send(
+        ctx.client
+            .post(ctx.url(&format!(
+                "/_matrix/media/unstable/admin/datastores/{from}/transfer_to/{to}"
+            )))
+            .bearer_auth(SECRET),
+    )
+    .await;
+    let mut m = ctx.model();
+    let a = match res {
+        Ok(a) => a,
+        Err(e) => {
+            m.cut(&ctx.killed, "transfer", &e);
+            return;
+        }
+    };
+    m.stats.answered += 1;
+    match a.status {
+        StatusCode::OK if a.json()["task_id"].is_u64() => m.stats.transfers += 1,
+        StatusCode::BAD_REQUEST if a.errcode() == "M_INVALID_PARAM" => {
+            m.stats.transfers_refused += 1
+        }
+        _ => m.violation(false, format!("transfer answered {}", a.describe())),
+    }
+}
+
+/// `purge/remote?before_ts=now` (repository admin): drops the cached copies of the peer's
+/// media, which later downloads fetch again (so the model's outcome stays present).
+async fn purge_remote(ctx: &Ctx) -> Result<(), Cut> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis()
+        .to_string();
+    let res = send(
+        ctx.client
+            .post(ctx.url("/_matrix/media/unstable/admin/purge/remote"))
+            .query(&[("before_ts", now.as_str())])
+            .bearer_auth(SECRET),
+    )
+    .await;
+    let mut m = ctx.model();
+    let a = match res {
+        Ok(a) => a,
+        Err(e) => return Err(m.cut(&ctx.killed, "purge/remote", &e)),
+    };
+    m.stats.answered += 1;
+    match (a.status, a.json()["total_removed"].as_u64()) {
+        (StatusCode::OK, Some(n)) => {
+            m.stats.remote_purges += 1;
+            m.stats.remote_removed += n;
+        }
+        _ => m.violation(false, format!("purge/remote answered {}", a.describe())),
+    }
+    Ok(())
+}
+
 async fn worker(ctx: Arc<Ctx>, mut rng: StdRng) {
     while !ctx.killed.load(Ordering::SeqCst) {
         let r = match rng.random_range(0..100) {
-            0..34 => upload(&ctx, &mut rng).await,
-            34..64 => download(&ctx, &mut rng).await,
-            64..70 => create(&ctx, &mut rng).await,
-            70..78 => put(&ctx, &mut rng).await,
-            78..82 => quarantine(&ctx, &mut rng).await,
-            82..90 => purge(&ctx, &mut rng).await,
-            _ => thumbnail(&ctx, &mut rng).await,
+            0..30 => upload(&ctx, &mut rng).await,
+            30..56 => download(&ctx, &mut rng, false).await,
+            56..61 => create(&ctx, &mut rng).await,
+            61..68 => put(&ctx, &mut rng).await,
+            68..72 => quarantine(&ctx, &mut rng).await,
+            72..79 => purge(&ctx, &mut rng).await,
+            79..87 => thumbnail(&ctx, &mut rng).await,
+            87..91 => remote_seed(&ctx, &mut rng).await,
+            91..99 => download(&ctx, &mut rng, true).await,
+            _ => purge_remote(&ctx).await,
         };
         if r.is_err() {
             return;
@@ -897,6 +1047,78 @@ struct Listed {
     sha: String,
     quarantined: bool,
     uploader: String,
+    datastore: String,
+}
+
+/// The media of `server` the killed server holds records of, by media id.
+async fn list_uploads(ctx: &Ctx, server: &str) -> BTreeMap<String, Listed> {
+    match admin_get(ctx, &format!("usage/{server}/uploads")).await {
+        Ok(Value::Object(map)) => map
+            .into_iter()
+            .map(|(mxc, v)| {
+                let id = mxc
+                    .strip_prefix(&format!("mxc://{server}/"))
+                    .unwrap_or(&mxc)
+                    .to_owned();
+                let listed = Listed {
+                    sha: v["sha256_hash"].as_str().unwrap_or_default().to_owned(),
+                    quarantined: v["quarantined"] == true,
+                    uploader: v["uploaded_by"].as_str().unwrap_or_default().to_owned(),
+                    datastore: v["datastore_id"].as_str().unwrap_or_default().to_owned(),
+                };
+                (id, listed)
+            })
+            .collect(),
+        other => {
+            ctx.model()
+                .violation(false, format!("usage listing of {server}: {other:?}"));
+            BTreeMap::new()
+        }
+    }
+}
+
+/// Waits until no transfer task is unfinished (a restart resumes them in the background; no
+/// load runs meanwhile), then checks that none gave up on a blob. Returns how many tasks
+/// the ledger holds.
+async fn settle_transfers(ctx: &Ctx) -> u64 {
+    let started = Instant::now();
+    let mut first = true;
+    loop {
+        let unfinished = admin_get(ctx, "tasks/unfinished").await;
+        if first && matches!(&unfinished, Ok(Value::Array(a)) if !a.is_empty()) {
+            ctx.model().stats.transfers_resumed += 1;
+        }
+        first = false;
+        match unfinished {
+            Ok(Value::Array(a)) if a.is_empty() => break,
+            Ok(Value::Array(_)) if started.elapsed() < Duration::from_secs(120) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => {
+                ctx.model().violation(
+                    false,
+                    format!("transfers still unfinished after 120 s: {other:?}"),
+                );
+                return 0;
+            }
+        }
+    }
+    match admin_get(ctx, "tasks/all").await {
+        Ok(Value::Array(all)) => {
+            let mut m = ctx.model();
+            for t in &all {
+                if t["error_message"].as_str().is_some_and(|e| !e.is_empty()) {
+                    m.violation(false, format!("a transfer gave up on blobs: {t}"));
+                }
+            }
+            all.len() as u64
+        }
+        other => {
+            ctx.model()
+                .violation(false, format!("tasks/all answered {other:?}"));
+            0
+        }
+    }
 }
 
 async fn admin_get(ctx: &Ctx, path: &str) -> Result<Value, String> {
@@ -922,42 +1144,44 @@ struct Checked {
 }
 
 /// Everything checked after a restart, before the load resumes.
-async fn check_after_restart(ctx: &Ctx, media_dir: &Path) -> Checked {
-    // The disk right after start-up (the sweep ran before the server answered).
-    let files = crash_support::blob_files(media_dir);
-    let spool = crash_support::spool_entries(media_dir);
+async fn check_after_restart(ctx: &Ctx, node: &Node) -> Checked {
+    // Resumed transfers first; then the disk holds still (the sweep ran before the server
+    // answered, and no load runs during the check).
+    let tasks = settle_transfers(ctx).await;
+    let mut files: Vec<(&str, String, std::path::PathBuf)> = Vec::new();
+    let mut spool: Vec<String> = Vec::new();
+    for ds in &node.datastores {
+        let dir = node.media_dir(ds);
+        for (name, path) in crash_support::blob_files(&dir) {
+            files.push((ds, name, path));
+        }
+        for e in crash_support::spool_entries(&dir) {
+            spool.push(format!("{ds}/{e}"));
+        }
+    }
 
-    let listing: BTreeMap<String, Listed> =
-        match admin_get(ctx, &format!("usage/{SERVER}/uploads")).await {
-            Ok(Value::Object(map)) => map
-                .into_iter()
-                .map(|(mxc, v)| {
-                    let id = mxc
-                        .strip_prefix(&format!("mxc://{SERVER}/"))
-                        .unwrap_or(&mxc)
-                        .to_owned();
-                    let listed = Listed {
-                        sha: v["sha256_hash"].as_str().unwrap_or_default().to_owned(),
-                        quarantined: v["quarantined"] == true,
-                        uploader: v["uploaded_by"].as_str().unwrap_or_default().to_owned(),
-                    };
-                    (id, listed)
-                })
-                .collect(),
-            other => {
-                ctx.model()
-                    .violation(false, format!("usage listing: {other:?}"));
-                BTreeMap::new()
-            }
-        };
+    let listing = list_uploads(ctx, SERVER).await;
+    let remote_listing = list_uploads(ctx, ORIGIN).await;
 
     // Media the server lists but the model does not know: uploads cut by the kill.
-    let items: Vec<(usize, String, Option<Content>, u8)> = {
+    let items: Vec<(usize, &'static str, String, Option<Content>, u8)> = {
         let mut guard = ctx.model();
         let m = &mut *guard;
+        m.stats.transfers_finished = tasks;
+        for (id, l) in &remote_listing {
+            if !m.by_id.contains_key(&format!("{ORIGIN}/{id}")) {
+                m.violation(
+                    false,
+                    format!(
+                        "listed remote media {ORIGIN}/{id} ({}) was never uploaded to the peer",
+                        l.sha
+                    ),
+                );
+            }
+        }
         let cut = std::mem::take(&mut m.cut_uploads);
         for (id, l) in &listing {
-            if m.by_id.contains_key(id) {
+            if m.by_id.contains_key(&format!("{SERVER}/{id}")) {
                 continue;
             }
             match cut.iter().find(|c| hex(&c.sha) == l.sha) {
@@ -967,6 +1191,7 @@ async fn check_after_restart(ctx: &Ctx, media_dir: &Path) -> Checked {
                         .position(|(_, u)| *u == l.uploader)
                         .unwrap_or(0);
                     m.insert(Media {
+                        server: SERVER,
                         id: id.clone(),
                         owner,
                         content: Some(*c),
@@ -989,20 +1214,32 @@ async fn check_after_restart(ctx: &Ctx, media_dir: &Path) -> Checked {
         m.media
             .iter()
             .enumerate()
-            .map(|(i, md)| (i, md.id.clone(), md.content.or(md.tentative), md.allowed))
+            .map(|(i, md)| {
+                (
+                    i,
+                    md.server,
+                    md.id.clone(),
+                    md.content.or(md.tentative),
+                    md.allowed,
+                )
+            })
             .collect()
     };
 
     // Every media the model knows answers one of its allowed outcomes; that one it keeps.
+    // (A remote one through the authenticated route: fetched again when not cached.)
     let seen: Vec<_> = futures_util::stream::iter(items)
-        .map(|(i, id, content, allowed)| async move {
-            let res = send(
+        .map(|(i, server, id, content, allowed)| async move {
+            let req = if server == SERVER {
                 ctx.client
                     .get(ctx.url(&format!("/_matrix/media/v3/download/{SERVER}/{id}")))
-                    .query(&[("timeout_ms", "0")]),
-            )
-            .await;
-            (i, id, content, allowed, res)
+            } else {
+                ctx.client
+                    .get(ctx.url(&format!("/_matrix/client/v1/media/download/{server}/{id}")))
+                    .bearer_auth(USERS[0].0)
+            };
+            let res = send(req.query(&[("timeout_ms", "0")])).await;
+            (i, server, id, content, allowed, res)
         })
         .buffer_unordered(8)
         .collect()
@@ -1010,7 +1247,7 @@ async fn check_after_restart(ctx: &Ctx, media_dir: &Path) -> Checked {
     let mut pngs: Vec<String> = Vec::new();
     {
         let mut m = ctx.model();
-        for (i, id, content, allowed, res) in seen {
+        for (i, server, id, content, allowed, res) in seen {
             m.stats.checked += 1;
             let a = match res {
                 Ok(a) => a,
@@ -1048,12 +1285,18 @@ async fn check_after_restart(ctx: &Ctx, media_dir: &Path) -> Checked {
                     md.tentative = None;
                 }
             }
-            // The listing agrees with what downloads show.
-            let listed = listing.get(&id);
+            // The listing agrees with what downloads show (a remote media may be listed or
+            // not: cached, or purged from the cache).
+            let listed = if server == SERVER {
+                listing.get(&id)
+            } else {
+                remote_listing.get(&id)
+            };
             let md = &m.media[i];
+            let matches = |l: &Listed| !l.quarantined && md.sha().is_some_and(|s| hex(&s) == l.sha);
             let agrees = match md.allowed {
-                PRESENT => listed
-                    .is_some_and(|l| !l.quarantined && md.sha().is_some_and(|s| hex(&s) == l.sha)),
+                PRESENT if server == ORIGIN => listed.is_none_or(matches),
+                PRESENT => listed.is_some_and(matches),
                 GONE => listed.is_none_or(|l| l.quarantined),
                 _ => listed.is_none(),
             };
@@ -1066,14 +1309,20 @@ async fn check_after_restart(ctx: &Ctx, media_dir: &Path) -> Checked {
                 );
                 m.violation(false, msg);
             }
-            if png && listed.is_some() {
+            if png && server == SERVER && listed.is_some() {
                 pngs.push(id);
             }
         }
     }
 
+    // Where each live blob is, by the records (media of either origin).
+    let located: BTreeMap<&str, &str> = listing
+        .values()
+        .chain(remote_listing.values())
+        .map(|l| (l.sha.as_str(), l.datastore.as_str()))
+        .collect();
     // Thumbnails of live media, from their history.
-    let mut expected: BTreeSet<String> = listing.values().map(|l| l.sha.clone()).collect();
+    let mut expected: BTreeSet<String> = located.keys().map(|s| s.to_string()).collect();
     let mut thumbs = 0;
     for id in pngs {
         let history = match admin_get(ctx, &format!("media/{SERVER}/{id}/history")).await {
@@ -1120,20 +1369,30 @@ async fn check_after_restart(ctx: &Ctx, media_dir: &Path) -> Checked {
         }
     }
 
-    // No orphan blob, no missing blob, no spool leftover.
-    let on_disk: BTreeSet<String> = files.iter().map(|(n, _)| n.clone()).collect();
+    // No orphan blob, no missing blob, each in the datastore its records name, no spool
+    // leftover.
+    let on_disk: BTreeSet<String> = files.iter().map(|(_, n, _)| n.clone()).collect();
     {
         let mut m = ctx.model();
-        for (name, path) in &files {
+        for (ds, name, path) in &files {
             if !expected.contains(name) {
                 m.violation(
                     false,
                     format!("orphan blob after start-up: {}", path.display()),
                 );
             }
+            if let Some(want) = located.get(name.as_str()).filter(|w| *w != ds) {
+                m.violation(
+                    false,
+                    format!("blob {name} is in datastore {ds}, its records say {want}"),
+                );
+            }
         }
         if on_disk.len() != files.len() {
-            m.violation(false, "two blob files with one name".into());
+            m.violation(
+                false,
+                "two blob files with one name (in two datastores?)".into(),
+            );
         }
         for sha in expected.difference(&on_disk) {
             m.violation(true, format!("live blob {sha} has no file"));
@@ -1190,16 +1449,24 @@ fn crash_kill_restart_cycles() {
     }
     let s = &total.stats;
     println!(
-        "crash summary: seed {seed}, cycles {} ({} extra kills during start-up), {} requests answered, {} state changes acknowledged: {} uploads + {} async PUTs ({} creates), {} quarantines, {} purges; {} downloads, {} thumbnails, {} uploads of quarantined bytes refused; {} requests cut by kills ({} cut uploads found recorded, {} open outcomes resolved); {} media checks after restarts; losses {}; violations {}; wall {:.1} s",
+        "crash summary: seed {seed}, cycles {} ({} extra kills during start-up), {} requests answered, {} state changes acknowledged: {} uploads + {} async PUTs ({} creates), {} quarantines, {} purges, {} transfers started ({} refused while one ran; {} tasks recorded, {} cut by a kill and resumed by the restart, all ended without giving up), {} remote purges ({} cached media removed); {} media uploaded to the peer, {} remote downloads byte-identical; {} downloads, {} thumbnails, {} uploads of quarantined bytes refused; {} requests cut by kills ({} cut uploads found recorded, {} open outcomes resolved); {} media checks after restarts; losses {}; violations {}; wall {:.1} s",
         total.cycles,
         total.startup_kills,
         s.answered,
-        s.uploads + s.puts + s.creates + s.quarantines + s.purges,
+        s.uploads + s.puts + s.creates + s.quarantines + s.purges + s.transfers + s.remote_purges,
         s.uploads,
         s.puts,
         s.creates,
         s.quarantines,
         s.purges,
+        s.transfers,
+        s.transfers_refused,
+        s.transfers_finished,
+        s.transfers_resumed,
+        s.remote_purges,
+        s.remote_removed,
+        s.remote_seeded,
+        s.remote_downloads,
         s.downloads,
         s.thumbnails,
         s.refused_quarantined,
@@ -1244,6 +1511,14 @@ impl Series {
         a.downloads += b.downloads;
         a.thumbnails += b.thumbnails;
         a.refused_quarantined += b.refused_quarantined;
+        a.remote_seeded += b.remote_seeded;
+        a.remote_downloads += b.remote_downloads;
+        a.remote_purges += b.remote_purges;
+        a.remote_removed += b.remote_removed;
+        a.transfers += b.transfers;
+        a.transfers_refused += b.transfers_refused;
+        a.transfers_finished += b.transfers_finished;
+        a.transfers_resumed += b.transfers_resumed;
         a.cut += b.cut;
         a.cut_uploads_recorded += b.cut_uploads_recorded;
         a.unsure_resolved += b.unsure_resolved;
@@ -1261,20 +1536,58 @@ async fn run_series(bin: &Path, first: u64, n: u64, cycles: u64, rng: &mut StdRn
         .tempdir()
         .unwrap();
     let data = dir.path().to_owned();
-    let media_dir = data.join("media");
+    // The killed server (two file datastores, for transfers) and its peer, each pinning the
+    // other's fixed port.
+    let (port, origin_port) = (crash_support::free_port(), crash_support::free_port());
+    let node = Node {
+        server: SERVER,
+        users: USERS.to_vec(),
+        dir: data.clone(),
+        port,
+        peer: (ORIGIN, format!("http://127.0.0.1:{origin_port}")),
+        datastores: vec![DATASTORES[0], DATASTORES[1]],
+    };
+    let origin = Node {
+        server: ORIGIN,
+        users: vec![ORIGIN_USER],
+        dir: data.join("origin"),
+        port: origin_port,
+        peer: (SERVER, node.base()),
+        datastores: vec!["files"],
+    };
+    std::fs::create_dir_all(&origin.dir).unwrap();
     let log = |n: u64| data.join(format!("server-{n}.log"));
     let model = Arc::new(Mutex::new(Model::default()));
     let limit = Duration::from_secs(120);
+    let (mut peer, _) = crash_support::start(bin, &origin, &data.join("origin.log"), limit).await;
     let mut boots = 0;
-    let (mut proc, mut startup) = crash_support::start(bin, &data, &log(boots), limit).await;
+    let (mut proc, mut startup) = crash_support::start(bin, &node, &log(boots), limit).await;
     let mut series = Series::default();
     for cycle in first..first + n {
-        let ctx = Arc::new(Ctx::new(proc.base.clone(), model.clone()));
+        let ctx = Arc::new(Ctx::new(
+            proc.base.clone(),
+            peer.base.clone(),
+            model.clone(),
+        ));
         let kill_after = Duration::from_millis(rng.random_range(100..2000));
         let workers: Vec<_> = (0..WORKERS)
             .map(|_| tokio::spawn(worker(ctx.clone(), StdRng::seed_from_u64(rng.random()))))
             .collect();
-        tokio::time::sleep(kill_after).await;
+        // In most cycles a transfer between the two datastores starts at a random moment
+        // before the kill (refused while an earlier one still runs).
+        if rng.random_bool(0.6) {
+            let at = Duration::from_millis(rng.random_range(0..kill_after.as_millis() as u64));
+            let (from, to) = if rng.random_bool(0.5) {
+                (DATASTORES[0], DATASTORES[1])
+            } else {
+                (DATASTORES[1], DATASTORES[0])
+            };
+            tokio::time::sleep(at).await;
+            transfer(&ctx, from, to).await;
+            tokio::time::sleep(kill_after - at).await;
+        } else {
+            tokio::time::sleep(kill_after).await;
+        }
         if !proc.alive() {
             model.lock().unwrap().violation(
                 false,
@@ -1293,7 +1606,7 @@ async fn run_series(bin: &Path, first: u64, n: u64, cycles: u64, rng: &mut StdRn
                 .expect("a client panicked");
         }
         let mut verified = Vec::new();
-        match crash_support::verify(bin, &data) {
+        match crash_support::verify(bin, &node) {
             Ok(out) => verified.push(out),
             Err(e) => model.lock().unwrap().violation(
                 false,
@@ -1306,11 +1619,11 @@ async fn run_series(bin: &Path, first: u64, n: u64, cycles: u64, rng: &mut StdRn
             boots += 1;
             let max = startup.as_millis().max(20) as u64;
             let delay = Duration::from_millis(rng.random_range(0..=max));
-            let mut p: Proc = crash_support::spawn(bin, &data, &log(boots));
+            let mut p: Proc = crash_support::spawn(bin, &node, &log(boots));
             tokio::time::sleep(delay).await;
             p.kill();
             series.startup_kills += 1;
-            if let Err(e) = crash_support::verify(bin, &data) {
+            if let Err(e) = crash_support::verify(bin, &node) {
                 model.lock().unwrap().violation(
                     false,
                     format!("verify after a kill during start-up ({delay:?}): {e}"),
@@ -1318,14 +1631,14 @@ async fn run_series(bin: &Path, first: u64, n: u64, cycles: u64, rng: &mut StdRn
             }
         }
         boots += 1;
-        let (p, took) = crash_support::start(bin, &data, &log(boots), limit).await;
+        let (p, took) = crash_support::start(bin, &node, &log(boots), limit).await;
         proc = p;
         startup = took;
-        let ctx = Ctx::new(proc.base.clone(), model.clone());
+        let ctx = Ctx::new(proc.base.clone(), peer.base.clone(), model.clone());
         let check_started = Instant::now();
-        let checked = check_after_restart(&ctx, &media_dir).await;
+        let checked = check_after_restart(&ctx, &node).await;
         let check_took = check_started.elapsed();
-        match crash_support::verify(bin, &data) {
+        match crash_support::verify(bin, &node) {
             Ok(out) => verified.push(out),
             Err(e) => model.lock().unwrap().violation(
                 false,
@@ -1360,13 +1673,18 @@ async fn run_series(bin: &Path, first: u64, n: u64, cycles: u64, rng: &mut StdRn
         }
     }
     let stopped = proc.terminate(Duration::from_secs(60));
-    let final_verify = crash_support::verify(bin, &data);
+    let final_verify = crash_support::verify(bin, &node);
+    let peer_stopped = peer.terminate(Duration::from_secs(60));
+    let peer_verify = crash_support::verify(bin, &origin);
     let mut m = model.lock().unwrap();
     if let Err(e) = stopped {
         m.violation(false, format!("graceful stop: {e}"));
     }
     if let Err(e) = final_verify {
         m.violation(false, format!("verify after the graceful stop: {e}"));
+    }
+    if let Err(e) = peer_stopped.and(peer_verify) {
+        m.violation(false, format!("the peer server: {e}"));
     }
     if !m.violations.is_empty() || std::env::var_os("CRASH_KEEP").is_some() {
         println!("crash: data kept in {}", dir.keep().display());

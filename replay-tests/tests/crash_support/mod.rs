@@ -108,7 +108,7 @@ pub fn server_binary() -> PathBuf {
 
 /// A free loopback port (free when asked: another process may take it before the server
 /// binds, which [`start`] retries).
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -120,14 +120,65 @@ fn quoted(p: &Path) -> String {
     format!("{:?}", p.display().to_string())
 }
 
-/// The config of a server keeping everything below `dir`, listening on `port`.
-pub fn config_text(dir: &Path, port: u16) -> String {
-    let tokens: String = USERS
-        .iter()
-        .map(|(t, u)| format!("[[auth.static_tokens]]\ntoken = \"{t}\"\nuser_id = \"{u}\"\n\n"))
-        .collect();
-    format!(
-        r#"[server]
+/// The remote homeserver of the crash test: a second server process, never killed, whose
+/// media the killed server fetches over federation.
+pub const ORIGIN: &str = "origin.test";
+/// The origin's static user token and user.
+pub const ORIGIN_USER: (&str, &str) = ("crash-origin-token", "@carol:origin.test");
+
+/// One server process of the test: its homeserver, directory, port (kept across restarts, so
+/// that its peer's pin stays right), the peer it pins, and its file datastores.
+pub struct Node {
+    /// The homeserver it serves.
+    pub server: &'static str,
+    /// Its static user tokens and users.
+    pub users: Vec<(&'static str, &'static str)>,
+    /// Everything it keeps is below this directory.
+    pub dir: PathBuf,
+    /// Its loopback port.
+    pub port: u16,
+    /// The other server: (name, base URL), pinned for federation.
+    pub peer: (&'static str, String),
+    /// Its file datastores: ids; each keeps its files in `<dir>/<id>`.
+    pub datastores: Vec<&'static str>,
+}
+
+impl Node {
+    /// `http://127.0.0.1:PORT`.
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The directory of datastore `id`.
+    pub fn media_dir(&self, id: &str) -> PathBuf {
+        self.dir.join(id)
+    }
+
+    /// Its config file.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("config.toml")
+    }
+
+    /// Its config.
+    pub fn config_text(&self) -> String {
+        let tokens: String = self
+            .users
+            .iter()
+            .map(|(t, u)| format!("[[auth.static_tokens]]\ntoken = \"{t}\"\nuser_id = \"{u}\"\n\n"))
+            .collect();
+        let datastores: String = self
+            .datastores
+            .iter()
+            .map(|id| {
+                format!(
+                    "[[datastores]]\nid = \"{id}\"\ntype = \"file\"\npath = {}\nkinds = [\"all\"]\n\n",
+                    quoted(&self.media_dir(id))
+                )
+            })
+            .collect();
+        let dir = &self.dir;
+        format!(
+            r#"[server]
 bind = "127.0.0.1:{port}"
 
 [database]
@@ -148,21 +199,25 @@ admins = []
 
 [federation]
 signing_key_path = {key}
+pins = {{ {peer:?} = {peer_url:?} }}
+timeout_ms = 20000
+
+[transfers]
+retry_base_ms = 50
 
 {tokens}[[homeservers]]
-name = "{SERVER}"
+name = "{server}"
 default = true
 
-[[datastores]]
-id = "files"
-type = "file"
-path = {media}
-kinds = ["all"]
-"#,
-        ledger = quoted(&dir.join("ledger")),
-        media = quoted(&dir.join("media")),
-        key = quoted(&dir.join("signing.key")),
-    )
+{datastores}"#,
+            port = self.port,
+            server = self.server,
+            peer = self.peer.0,
+            peer_url = self.peer.1,
+            ledger = quoted(&dir.join("ledger")),
+            key = quoted(&dir.join("signing.key")),
+        )
+    }
 }
 
 /// A running server process. Dropping it kills the process (a failed test leaves none behind).
@@ -237,12 +292,11 @@ pub fn log_tail(log: &Path) -> String {
     lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
-/// Writes the config (with a fresh port) to `<dir>/config.toml` and spawns `bin serve` with
-/// its stderr in `log`. Does not wait.
-pub fn spawn(bin: &Path, dir: &Path, log: &Path) -> Proc {
-    let port = free_port();
-    let config = dir.join("config.toml");
-    std::fs::write(&config, config_text(dir, port)).expect("writing the config");
+/// Writes the node's config to `<dir>/config.toml` and spawns `bin serve` with its stderr
+/// in `log`. Does not wait.
+pub fn spawn(bin: &Path, node: &Node, log: &Path) -> Proc {
+    let config = node.config_path();
+    std::fs::write(&config, node.config_text()).expect("writing the config");
     let err = std::fs::File::create(log).expect("creating the log file");
     let child = Command::new(bin)
         .args(["serve", "--config"])
@@ -259,29 +313,31 @@ pub fn spawn(bin: &Path, dir: &Path, log: &Path) -> Proc {
         .expect("spawning the server");
     Proc {
         child,
-        base: format!("http://127.0.0.1:{port}"),
+        base: node.base(),
         log: log.to_owned(),
     }
 }
 
 /// Spawns the server and waits until `GET /_matrix/media/v3/config` (with a user token)
-/// answers 200 (at most
-/// `limit`); retries with another port when the chosen one was taken meanwhile.
-pub async fn start(bin: &Path, dir: &Path, log: &Path, limit: Duration) -> (Proc, Duration) {
+/// answers 200 (at most `limit`). The port stays the node's: when it is still taken (the
+/// killed process's socket, or another program), the start is retried after a pause.
+pub async fn start(bin: &Path, node: &Node, log: &Path, limit: Duration) -> (Proc, Duration) {
     let client = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(2))
         .build()
         .unwrap();
-    for attempt in 0..5 {
+    let token = node.users[0].0;
+    for attempt in 0..10 {
         let started = Instant::now();
-        let mut p = spawn(bin, dir, log);
+        let mut p = spawn(bin, node, log);
         let url = format!("{}/_matrix/media/v3/config", p.base);
         loop {
             if !p.alive() {
                 let tail = log_tail(log);
-                if tail.contains("binding") && attempt < 4 {
-                    break; // the port was taken: another one
+                if tail.contains("binding") && attempt < 9 {
+                    std::thread::sleep(Duration::from_millis(500));
+                    break; // the port is still taken: again
                 }
                 panic!("the server exited during start-up; log:\n{tail}");
             }
@@ -292,7 +348,7 @@ pub async fn start(bin: &Path, dir: &Path, log: &Path, limit: Duration) -> (Proc
                     log_tail(log)
                 );
             }
-            if let Ok(r) = client.get(&url).bearer_auth(USERS[0].0).send().await {
+            if let Ok(r) = client.get(&url).bearer_auth(token).send().await {
                 if r.status() == reqwest::StatusCode::OK {
                     return (p, started.elapsed());
                 }
@@ -305,10 +361,10 @@ pub async fn start(bin: &Path, dir: &Path, log: &Path, limit: Duration) -> (Proc
 
 /// `media-ledger verify --config <dir>/config.toml`: `Ok(stdout)` on exit 0, else what it
 /// said and its exit code.
-pub fn verify(bin: &Path, dir: &Path) -> Result<String, String> {
+pub fn verify(bin: &Path, node: &Node) -> Result<String, String> {
     let out = Command::new(bin)
         .args(["verify", "--config"])
-        .arg(dir.join("config.toml"))
+        .arg(node.config_path())
         .env("RUST_LOG", "warn")
         .output()
         .map_err(|e| format!("running verify: {e}"))?;
