@@ -52,6 +52,9 @@ pub enum ApiError {
     /// No such endpoint.
     #[error("unrecognized request")]
     Unrecognized,
+    /// The request body stopped arriving (no bytes for `server.body_idle_timeout_ms`).
+    #[error("the request body stalled: no bytes within the idle timeout")]
+    BodyStalled,
     /// The endpoint exists, not with this method.
     #[error("method not allowed")]
     MethodNotAllowed,
@@ -81,6 +84,18 @@ impl ApiError {
         ApiError::Internal(cause.to_string())
     }
 
+    /// A failure reading the request body: a stall past the idle timeout is 408, anything
+    /// else (a cut connection, bad chunked framing) 400 `M_INVALID_PARAM`.
+    pub fn body(e: axum::Error) -> Self {
+        let stalled = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<tower_http::timeout::TimeoutError>());
+        if stalled {
+            ApiError::BodyStalled
+        } else {
+            ApiError::InvalidParam(format!("reading the request body: {e}"))
+        }
+    }
+
     /// The Matrix errcode.
     pub fn errcode(&self) -> &'static str {
         match self {
@@ -101,6 +116,7 @@ impl ApiError {
             ApiError::Unavailable(_)
             | ApiError::BadGateway(_)
             | ApiError::Internal(_)
+            | ApiError::BodyStalled
             | ApiError::CannotThumbnail(_) => "M_UNKNOWN",
         }
     }
@@ -122,6 +138,7 @@ impl ApiError {
             | ApiError::CannotThumbnail(_) => StatusCode::BAD_REQUEST,
             ApiError::LimitExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::BodyStalled => StatusCode::REQUEST_TIMEOUT,
             ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,

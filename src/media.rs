@@ -359,8 +359,7 @@ impl MediaService {
         let mut hasher = sha2::Sha256::new();
         let mut size: u64 = 0;
         while let Some(chunk) = body.next().await {
-            let chunk = chunk
-                .map_err(|e| ApiError::InvalidParam(format!("reading the request body: {e}")))?;
+            let chunk = chunk.map_err(ApiError::body)?;
             size = size.saturating_add(chunk.len() as u64);
             if size > limit {
                 drain(body).await;

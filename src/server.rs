@@ -128,18 +128,16 @@ pub async fn start_with(config: Config, hook: Option<DatastoreHook>) -> anyhow::
     let addr = listener.local_addr()?;
     let (stop, stopped) = oneshot::channel::<()>();
     let app = http::router(state);
+    let limits = http::serve::Limits {
+        header_read: std::time::Duration::from_millis(config.server.header_read_timeout_ms),
+        body_idle: std::time::Duration::from_millis(config.server.body_idle_timeout_ms),
+    };
     let task = tokio::spawn(async move {
-        // TCP_NODELAY: a small answer must not wait for the client's delayed ACK.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-            }
-        });
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = stopped.await;
-            })
-            .await
+        http::serve::serve(listener, app, limits, async {
+            let _ = stopped.await;
+        })
+        .await;
+        Ok::<(), std::io::Error>(())
     });
     tracing::info!(%addr, head = ledger.head().0, "media-ledger listening");
     Ok(Server {

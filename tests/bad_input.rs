@@ -1882,3 +1882,91 @@ async fn a_slow_client_does_not_keep_the_server_from_stopping() {
         "the server did not stop within {limit:?} while one slow client held a connection: {blocked:?}"
     );
 }
+
+/// Reads what the server sends on `s` until it closes the connection (or resets it), at
+/// most `limit`; `None` if it is still open then.
+async fn read_until_closed(s: &mut Stalled, limit: Duration) -> Option<String> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read_all = async {
+        loop {
+            match s.stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(limit, read_all).await.ok()?;
+    Some(String::from_utf8_lossy(&got).into_owned())
+}
+
+/// The slow-client bounds (`server.header_read_timeout_ms`, `server.body_idle_timeout_ms`,
+/// both 500 ms here): an unfinished request head, a silent connection and an idle kept-alive
+/// one are closed; a stalled body of every kind is answered 408 `M_UNKNOWN`; all within
+/// seconds. A body that keeps coming slowly, each pause shorter than the bound, is not cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_cut_by_the_timeouts() {
+    let mut srv = TestServer::start_with(Opts {
+        server_extra: "header_read_timeout_ms = 500\nbody_idle_timeout_ms = 500\n".into(),
+        ..slow_opts()
+    })
+    .await;
+    let addr: SocketAddr = srv.base.strip_prefix("http://").unwrap().parse().unwrap();
+    let victim = common::parse_mxc(&srv.upload(BOB, random_bytes(10), None, None).await).1;
+
+    let mut stalled = Vec::new();
+    for (what, prefix) in slow_prefixes(&victim) {
+        stalled.push(stall(addr, what, prefix).await);
+    }
+    let idle = format!(
+        "GET /_matrix/media/v3/config HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {ALICE}\r\n\r\n"
+    );
+    stalled.push(stall(addr, "idle kept-alive", idle.into_bytes()).await);
+    let started = Instant::now();
+    for s in &mut stalled {
+        let what = s.what;
+        let sent = read_until_closed(s, Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|| panic!("{what}: still open 10 s after it stalled"));
+        let status = sent.lines().next().unwrap_or_default().to_owned();
+        println!(
+            "slow client cut: {what}: {status:?} after {:?}",
+            started.elapsed()
+        );
+        match what {
+            "partial headers" | "silent connection" => assert!(
+                sent.is_empty() || status.starts_with("HTTP/1.1 408"),
+                "{what}: {sent:?}"
+            ),
+            "idle kept-alive" => assert!(status.starts_with("HTTP/1.1 200"), "{what}: {sent:?}"),
+            _ => {
+                assert!(status.starts_with("HTTP/1.1 408"), "{what}: {sent:?}");
+                let body = sent.split("\r\n\r\n").nth(1).unwrap_or_default();
+                assert!(
+                    body.contains("\"errcode\":\"M_UNKNOWN\""),
+                    "{what}: {sent:?}"
+                );
+            }
+        }
+    }
+
+    // Steady but slow: 20 bytes, one every 200 ms (each pause under the 500 ms bound).
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /_matrix/media/v3/upload HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {ALICE}\r\nContent-Type: application/octet-stream\r\nContent-Length: 20\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    for b in b"slow but steady body" {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        stream.write_all(&[*b]).await.unwrap();
+    }
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("the slow upload was answered")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("content_uri"), "{answer}");
+    srv.stop().await;
+}

@@ -918,7 +918,14 @@ async fn thumbnail(ctx: &Ctx, rng: &mut StdRng) -> Result<(), Cut> {
 /// server fetches them when a client asks for them; they are never uploaded locally, so no
 /// local quarantine or purge touches them.
 async fn remote_seed(ctx: &Ctx, rng: &mut StdRng) -> Result<(), Cut> {
-    let content = Content::generate(rng);
+    // At least 1 KiB of random bytes: never the bytes of a local upload (tiny contents may
+    // coincide, and a quarantine of them would rightly refuse the fetch).
+    let content = loop {
+        let c = Content::generate(rng);
+        if c.len >= 1024 {
+            break c;
+        }
+    };
     let res = send(
         ctx.client
             .post(format!("{}/_matrix/media/v3/upload", ctx.origin))

@@ -103,10 +103,26 @@ pub struct ServerConfig {
     /// are closed (a stalled client must not hold the process up).
     #[serde(default = "default_shutdown_grace_ms")]
     pub shutdown_grace_ms: u64,
+    /// A connection that does not send a whole request head (request line and headers)
+    /// within this long is closed; also how long an idle kept-alive connection stays open.
+    #[serde(default = "default_header_read_timeout_ms")]
+    pub header_read_timeout_ms: u64,
+    /// A request body that sends no bytes for this long is answered 408 (`M_UNKNOWN`)
+    /// and its connection closed.
+    #[serde(default = "default_body_idle_timeout_ms")]
+    pub body_idle_timeout_ms: u64,
 }
 
 fn default_shutdown_grace_ms() -> u64 {
     10_000
+}
+
+fn default_header_read_timeout_ms() -> u64 {
+    30_000
+}
+
+fn default_body_idle_timeout_ms() -> u64 {
+    60_000
 }
 
 /// `[database]`.

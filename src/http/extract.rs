@@ -173,8 +173,7 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for SmallBody {
         let mut stream = req.into_body().into_data_stream();
         let mut buf = Vec::new();
         while let Some(chunk) = stream.next().await {
-            let chunk =
-                chunk.map_err(|e| ApiError::InvalidParam(format!("reading the body: {e}")))?;
+            let chunk = chunk.map_err(ApiError::body)?;
             if buf.len() + chunk.len() > MAX_SMALL_BODY {
                 return Err(too_large);
             }

@@ -13,6 +13,7 @@ pub mod headers;
 pub mod moderation;
 pub mod purge;
 pub mod range;
+pub mod serve;
 pub mod thumbnail;
 pub mod upload;
 

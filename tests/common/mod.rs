@@ -51,6 +51,8 @@ pub struct Opts {
     pub extra_toml: String,
     /// `server.shutdown_grace_ms`; `None` = the default.
     pub shutdown_grace_ms: Option<u64>,
+    /// Raw lines appended to the `[server]` table (`header_read_timeout_ms = 500`).
+    pub server_extra: String,
 }
 
 impl Default for Opts {
@@ -67,6 +69,7 @@ impl Default for Opts {
             downloads_extra: String::new(),
             extra_toml: String::new(),
             shutdown_grace_ms: None,
+            server_extra: String::new(),
         }
     }
 }
@@ -104,6 +107,7 @@ pub fn config_text(dir: &Path, opts: &Opts) -> String {
 [server]
 bind = "{bind}"
 {grace}
+{server_extra}
 
 [database]
 path = {{dir:ledger}}
@@ -150,6 +154,7 @@ user_id = "@admin:localhost"
             .shutdown_grace_ms
             .map(|g| format!("shutdown_grace_ms = {g}"))
             .unwrap_or_default(),
+        server_extra = opts.server_extra,
     );
     expand_dirs(&text, dir)
 }
