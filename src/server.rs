@@ -163,7 +163,7 @@ impl Server {
             Err(_) => {
                 tracing::warn!(
                     grace_ms = self.grace_ms,
-                    "requests still in flight after the grace period; closing their connections"
+                    "requests still in flight after the grace period; stopping without them"
                 );
                 self.task.abort();
             }

@@ -19,7 +19,7 @@
 //! address rule); pins are used only for the fake remotes that answer with a redirect or
 //! hostile JSON, never for the private address the test checks is not contacted.
 
-use crate::common;
+mod common;
 
 use axum::body::Body;
 use axum::extract::Path as AxPath;

@@ -1950,6 +1950,18 @@ async fn slow_clients_are_cut_by_the_timeouts() {
         }
     }
 
+    // The cut uploads recorded nothing and left no spool file.
+    assert_eq!(
+        common::spool_entries(&srv.media_dir()),
+        0,
+        "spool leftovers"
+    );
+    assert_eq!(
+        common::count_blobs(&srv.media_dir()),
+        1,
+        "only the victim's blob"
+    );
+
     // Steady but slow: 20 bytes, one every 200 ms (each pause under the 500 ms bound).
     let mut stream = TcpStream::connect(addr).await.unwrap();
     let head = format!(

@@ -1390,3 +1390,40 @@ async fn transfer_steps_are_ordered() {
     assert_eq!(srv.download_bytes(&mxc).await, bytes);
     stop_and_verify(&mut srv).await;
 }
+
+/// A download that found the media just before a purge removed it (its open of the blob
+/// comes after the deletion) is answered 404 `M_NOT_FOUND`, not 500: the failed open makes
+/// it look the media up again, and it is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_racing_a_purge_is_a_404() {
+    let faults = Faults::new();
+    let mut srv = start(Opts::default(), &faults).await;
+    let bytes = random_bytes(10_000);
+    let mxc = srv.upload_bytes(bytes.clone()).await;
+    let kept = srv.upload_bytes(random_bytes(5_000)).await;
+
+    let gate = faults.pause(Op::Open, None);
+    let download = tokio::spawn({
+        let (client, url) = (
+            srv.client.clone(),
+            srv.url(&format!("/_matrix/client/v1/media/download/{}", sid(&mxc))),
+        );
+        async move { client.get(url).bearer_auth(ALICE).send().await.unwrap() }
+    });
+    // The download holds the record and the blob's place; the purge runs to its end.
+    gate.reached().await;
+    purge(&srv, &mxc).await;
+    assert_eq!(count_events(&srv, "blob.deleted.v1"), 1);
+    gate.release();
+    gate.reached().await;
+    gate.release();
+
+    expect_error(
+        download.await.unwrap(),
+        StatusCode::NOT_FOUND,
+        "M_NOT_FOUND",
+    )
+    .await;
+    assert_eq!(srv.download_bytes(&kept).await.len(), 5_000);
+    stop_and_verify(&mut srv).await;
+}

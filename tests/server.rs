@@ -4,13 +4,13 @@
 //! instead of one per file keeps CI's link time and disk use small (each binary links the whole
 //! server). Run one suite with `cargo test --test server moderation_purge::`.
 //!
-//! Two suites stay in binaries of their own because they touch process-wide state: `metrics`
-//! (the registry is global) and `purge_resume` (the global deletion-skip hook).
+//! Three suites stay in binaries of their own because they touch process-wide state:
+//! `metrics` (the registry is global), `purge_resume` (the global deletion-skip hook) and
+//! `advisories` (its memory bounds read the whole process's resident size).
 
 mod common;
 
 mod admin;
-mod advisories;
 mod async_upload;
 mod auth;
 mod bad_input;

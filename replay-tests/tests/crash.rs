@@ -230,6 +230,8 @@ struct Model {
     pool: Vec<Content>,
     /// Uploads cut by the last kill (their ids are unknown).
     cut_uploads: Vec<Content>,
+    /// Task ids of the acknowledged transfers.
+    transfer_tasks: Vec<u64>,
     stats: Stats,
     violations: Vec<String>,
     losses: u64,
@@ -990,7 +992,11 @@ async fn transfer(ctx: &Ctx, from: &str, to: &str) {
     };
     m.stats.answered += 1;
     match a.status {
-        StatusCode::OK if a.json()["task_id"].is_u64() => m.stats.transfers += 1,
+        StatusCode::OK if a.json()["task_id"].is_u64() => {
+            m.stats.transfers += 1;
+            let id = a.json()["task_id"].as_u64().unwrap_or_default();
+            m.transfer_tasks.push(id);
+        }
         StatusCode::BAD_REQUEST if a.errcode() == "M_INVALID_PARAM" => {
             m.stats.transfers_refused += 1
         }
@@ -1116,6 +1122,16 @@ async fn settle_transfers(ctx: &Ctx) -> u64 {
             for t in &all {
                 if t["error_message"].as_str().is_some_and(|e| !e.is_empty()) {
                     m.violation(false, format!("a transfer gave up on blobs: {t}"));
+                }
+            }
+            // Every acknowledged transfer survived the kills and has finished.
+            for id in m.transfer_tasks.clone() {
+                let found = all.iter().find(|t| t["task_id"].as_u64() == Some(id));
+                if !found.is_some_and(|t| t["is_finished"] == true) {
+                    m.violation(
+                        true,
+                        format!("acknowledged transfer task {id} is {found:?} after the restart"),
+                    );
                 }
             }
             all.len() as u64
@@ -1322,12 +1338,27 @@ async fn check_after_restart(ctx: &Ctx, node: &Node) -> Checked {
         }
     }
 
-    // Where each live blob is, by the records (media of either origin).
-    let located: BTreeMap<&str, &str> = listing
-        .values()
-        .chain(remote_listing.values())
-        .map(|l| (l.sha.as_str(), l.datastore.as_str()))
-        .collect();
+    // Where each live blob is, by the records (media of either origin): one datastore per
+    // SHA-256, whichever media record says it.
+    let mut placed: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for l in listing.values().chain(remote_listing.values()) {
+        placed
+            .entry(l.sha.as_str())
+            .or_default()
+            .insert(l.datastore.as_str());
+    }
+    let mut located: BTreeMap<&str, &str> = BTreeMap::new();
+    for (sha, places) in &placed {
+        if places.len() > 1 {
+            ctx.model().violation(
+                false,
+                format!("the media records of blob {sha} name several datastores: {places:?}"),
+            );
+        }
+        if let Some(first) = places.first() {
+            located.insert(sha, first);
+        }
+    }
     // Thumbnails of live media, from their history.
     let mut expected: BTreeSet<String> = located.keys().map(|s| s.to_string()).collect();
     let mut thumbs = 0;
@@ -1545,7 +1576,13 @@ async fn run_series(bin: &Path, first: u64, n: u64, cycles: u64, rng: &mut StdRn
     let data = dir.path().to_owned();
     // The killed server (two file datastores, for transfers) and its peer, each pinning the
     // other's fixed port.
-    let (port, origin_port) = (crash_support::free_port(), crash_support::free_port());
+    let port = crash_support::free_port();
+    let origin_port = loop {
+        let p = crash_support::free_port();
+        if p != port {
+            break p;
+        }
+    };
     let node = Node {
         server: SERVER,
         users: USERS.to_vec(),

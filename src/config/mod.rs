@@ -118,7 +118,9 @@ fn default_shutdown_grace_ms() -> u64 {
 }
 
 fn default_header_read_timeout_ms() -> u64 {
-    30_000
+    // As nginx's keepalive_timeout: clients keeping pooled connections longer (reqwest: 90 s)
+    // notice the close before they reuse it.
+    75_000
 }
 
 fn default_body_idle_timeout_ms() -> u64 {
@@ -283,6 +285,11 @@ impl Config {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
         if self.homeservers.is_empty() {
             return invalid("at least one [[homeservers]] is required".into());
+        }
+        if self.server.header_read_timeout_ms == 0 || self.server.body_idle_timeout_ms == 0 {
+            return invalid(
+                "server.header_read_timeout_ms and server.body_idle_timeout_ms must be > 0".into(),
+            );
         }
         if self.homeservers.iter().filter(|h| h.default).count() > 1 {
             return invalid("at most one homeserver may have default = true".into());

@@ -183,6 +183,19 @@ pub(crate) async fn open_blob(
     crate::media::open_blob(&state.ledger, &state.datastores, sha, start, len).await
 }
 
+/// Whether `record` of `media` is no longer the live record (purged, or replaced by a new
+/// fetch) — an open that failed meanwhile raced that change rather than found a broken blob.
+pub(crate) fn removed_since(
+    state: &State,
+    media: &MediaRef,
+    record: &MediaRecord,
+) -> Result<bool, ApiError> {
+    let now = media_index::get(&state.ledger.view("media_index")?, media)?;
+    Ok(now.is_none_or(|r| {
+        r.tombstone || r.sha256 != record.sha256 || r.created_seq != record.created_seq
+    }))
+}
+
 /// Checks that the blob of `sha` exists where its record says (for `HEAD`).
 async fn check_blob(state: &State, sha: &media_ledger_events::Sha256) -> Result<(), ApiError> {
     let blob = hash_refs::get(&state.ledger.view("hash_refs")?, sha)?
@@ -271,28 +284,47 @@ async fn serve(
     // unauthenticated endpoints serve what is cached (CVE-2024-37303).
     let allow_remote = q.allow_remote.as_deref() != Some("false") && principal.is_some();
     let actor = principal.as_ref().map_or(Actor::System, Principal::actor);
-    let record = resolve_media(state, &media, timeout, allow_remote, actor, &ours).await?;
-    let replace = !head && state.config.quarantine.replace_downloads;
-    if let Some(refused) = refuse_unservable(&record, 512, 512, replace)? {
-        return Ok(refused);
-    }
+    // A purge may remove the record and its blob between the look-up and the open: then the
+    // media is looked up once more (a purged remote copy is fetched again, a purged local
+    // media is a 404). Any other failure to open is answered as it is.
+    let mut looked_again = false;
+    let (record, stream, status, start, len) = loop {
+        let record =
+            resolve_media(state, &media, timeout, allow_remote, actor.clone(), &ours).await?;
+        let replace = !head && state.config.quarantine.replace_downloads;
+        if let Some(refused) = refuse_unservable(&record, 512, 512, replace)? {
+            return Ok(refused);
+        }
+        let size = record.size_bytes;
+        let range = parse_range(
+            req_headers.get(header::RANGE).and_then(|v| v.to_str().ok()),
+            size,
+        );
+        let (status, start, len) = match range {
+            ByteRange::Full => (StatusCode::OK, 0, size),
+            ByteRange::Part { start, end } => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
+            ByteRange::Unsatisfiable => {
+                return Err(ApiError::RangeNotSatisfiable { size_bytes: size })
+            }
+        };
+        // HEAD checks the blob is there (a HeadObject on S3) without reading it.
+        let opened = if head {
+            check_blob(state, &record.sha256)
+                .await
+                .map(|()| futures_util::stream::empty().boxed())
+        } else {
+            open_blob(state, &record.sha256, start, len).await
+        };
+        match opened {
+            Ok(stream) => break (record, stream, status, start, len),
+            Err(e) if !looked_again && removed_since(state, &media, &record)? => {
+                tracing::debug!(%media, error = %e, "media removed while opening it; looking again");
+                looked_again = true;
+            }
+            Err(e) => return Err(e),
+        }
+    };
     let size = record.size_bytes;
-    let range = parse_range(
-        req_headers.get(header::RANGE).and_then(|v| v.to_str().ok()),
-        size,
-    );
-    let (status, start, len) = match range {
-        ByteRange::Full => (StatusCode::OK, 0, size),
-        ByteRange::Part { start, end } => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
-        ByteRange::Unsatisfiable => return Err(ApiError::RangeNotSatisfiable { size_bytes: size }),
-    };
-    // HEAD checks the blob is there (a HeadObject on S3) without reading it.
-    let stream = if head {
-        check_blob(state, &record.sha256).await?;
-        futures_util::stream::empty().boxed()
-    } else {
-        open_blob(state, &record.sha256, start, len).await?
-    };
 
     if now_ms().saturating_sub(record.last_access_ms) >= dl.access_record_interval_ms {
         let actor = principal.as_ref().map_or(Actor::System, Principal::actor);

@@ -46,10 +46,12 @@ pub async fn serve(
         let tcp = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((tcp, _)) => tcp,
+                // The peer gave up before we took it: nothing to do.
+                Err(e) if is_connection_error(&e) => continue,
                 Err(e) => {
                     // Out of file descriptors and the like: pause rather than spin.
                     tracing::warn!(error = %e, "accepting a connection failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
                 }
             },
@@ -70,6 +72,15 @@ pub async fn serve(
     let _ = closing_tx.send(true);
     drop(open_rx);
     open_tx.closed().await;
+}
+
+/// An accept error that concerns one connection only (as axum's serve loop treats them).
+fn is_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    matches!(
+        e.kind(),
+        ConnectionRefused | ConnectionAborted | ConnectionReset
+    )
 }
 
 /// Serves one connection until the client leaves, a bound cuts it, or the stop has let its

@@ -1,7 +1,7 @@
 //! Thumbnail routes: legacy `/_matrix/media/{r0,v3}/thumbnail` and authenticated
 //! `/_matrix/client/v1/media/thumbnail`.
 
-use super::download::{header_value, open_blob, resolve_media};
+use super::download::{header_value, open_blob, removed_since, resolve_media};
 use super::extract::{media_ref, Authed, Homeserver, MPath, MQuery};
 use super::headers::add_security_headers;
 use super::State;
@@ -130,19 +130,40 @@ async fn serve(
     );
     let actor = principal.as_ref().map_or(Actor::System, Principal::actor);
     let allow_remote = principal.is_some();
-    let record = resolve_media(state, &media, timeout, allow_remote, actor.clone(), ours).await?;
-    let replace = !head && state.config.quarantine.replace_thumbnails;
-    if let Some(refused) =
-        super::download::refuse_unservable(&record, req.width, req.height, replace)?
-    {
-        return Ok(refused);
-    }
-    let (thumb, _size) = state.thumbnails.get(actor, &media, &record, req).await?;
-    let (sha, len, content_type) = thumb.served(&record);
-    let stream = if head {
-        futures_util::stream::empty().boxed()
-    } else {
-        open_blob(state, &sha, 0, len).await?
+    // A purge racing the generation or the open: look the media up once more (as downloads
+    // do), which answers 404 for a purged local media and fetches a purged remote copy again.
+    let mut looked_again = false;
+    let (stream, len, content_type) = loop {
+        let record =
+            resolve_media(state, &media, timeout, allow_remote, actor.clone(), ours).await?;
+        let replace = !head && state.config.quarantine.replace_thumbnails;
+        if let Some(refused) =
+            super::download::refuse_unservable(&record, req.width, req.height, replace)?
+        {
+            return Ok(refused);
+        }
+        let opened = async {
+            let (thumb, _size) = state
+                .thumbnails
+                .get(actor.clone(), &media, &record, req)
+                .await?;
+            let (sha, len, content_type) = thumb.served(&record);
+            let stream = if head {
+                futures_util::stream::empty().boxed()
+            } else {
+                open_blob(state, &sha, 0, len).await?
+            };
+            Ok::<_, ApiError>((stream, len, content_type))
+        }
+        .await;
+        match opened {
+            Ok(done) => break done,
+            Err(e) if !looked_again && removed_since(state, &media, &record)? => {
+                tracing::debug!(%media, error = %e, "media removed while thumbnailing it; looking again");
+                looked_again = true;
+            }
+            Err(e) => return Err(e),
+        }
     };
     let mut resp = Body::from_stream(stream).into_response();
     let h = resp.headers_mut();

@@ -328,14 +328,14 @@ pub async fn start(bin: &Path, node: &Node, log: &Path, limit: Duration) -> (Pro
         .build()
         .unwrap();
     let token = node.users[0].0;
-    for attempt in 0..10 {
+    for attempt in 0..40 {
         let started = Instant::now();
         let mut p = spawn(bin, node, log);
         let url = format!("{}/_matrix/media/v3/config", p.base);
         loop {
             if !p.alive() {
                 let tail = log_tail(log);
-                if tail.contains("binding") && attempt < 9 {
+                if tail.contains("binding") && attempt < 39 {
                     std::thread::sleep(Duration::from_millis(500));
                     break; // the port is still taken: again
                 }
