@@ -423,7 +423,12 @@ fn raw_durable_files(threads: usize, secs: u64) -> f64 {
     let start = Instant::now();
     let workers: Vec<_> = (0..threads)
         .map(|t| {
-            let (dir, data, stop, done) = (dir.path().to_owned(), data.clone(), stop.clone(), done.clone());
+            let (dir, data, stop, done) = (
+                dir.path().to_owned(),
+                data.clone(),
+                stop.clone(),
+                done.clone(),
+            );
             std::thread::spawn(move || {
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
