@@ -21,7 +21,7 @@ pub struct Server {
     pub ledger: Arc<Ledger>,
     stop: Option<oneshot::Sender<()>>,
     shutdown: tokio::sync::watch::Sender<bool>,
-    task: JoinHandle<std::io::Result<()>>,
+    task: JoinHandle<()>,
     grace_ms: u64,
 }
 
@@ -132,13 +132,9 @@ pub async fn start_with(config: Config, hook: Option<DatastoreHook>) -> anyhow::
         header_read: std::time::Duration::from_millis(config.server.header_read_timeout_ms),
         body_idle: std::time::Duration::from_millis(config.server.body_idle_timeout_ms),
     };
-    let task = tokio::spawn(async move {
-        http::serve::serve(listener, app, limits, async {
-            let _ = stopped.await;
-        })
-        .await;
-        Ok::<(), std::io::Error>(())
-    });
+    let task = tokio::spawn(http::serve::serve(listener, app, limits, async {
+        let _ = stopped.await;
+    }));
     tracing::info!(%addr, head = ledger.head().0, "media-ledger listening");
     Ok(Server {
         addr,
@@ -159,11 +155,11 @@ impl Server {
         }
         let grace = std::time::Duration::from_millis(self.grace_ms);
         match tokio::time::timeout(grace, &mut self.task).await {
-            Ok(served) => served??,
+            Ok(served) => served?,
             Err(_) => {
                 tracing::warn!(
                     grace_ms = self.grace_ms,
-                    "requests still in flight after the grace period; stopping without them"
+                    "requests still in flight after the grace period; closing their connections"
                 );
                 self.task.abort();
             }
@@ -173,9 +169,9 @@ impl Server {
         Ok(())
     }
 
-    /// Waits until the server stops by itself (it does not, unless serving fails).
+    /// Waits until the accept loop ends: only after a stop (an error only if it panicked).
     pub async fn wait(&mut self) -> anyhow::Result<()> {
-        (&mut self.task).await??;
+        (&mut self.task).await?;
         Ok(())
     }
 }

@@ -1875,7 +1875,14 @@ async fn a_slow_client_does_not_keep_the_server_from_stopping() {
         if !stopped {
             blocked.push(what);
         }
-        drop(stalled);
+        // Stopped means its connection is closed too, not left to a task that outlives it.
+        let mut stalled = stalled;
+        assert!(
+            read_until_closed(&mut stalled, Duration::from_secs(2))
+                .await
+                .is_some(),
+            "{what}: the connection outlived the stop"
+        );
     }
     assert!(
         blocked.is_empty(),

@@ -52,6 +52,9 @@ pub enum Event {
     BlobDeletedV1(BlobDeleted),
 }
 
+/// The kinds of moderation act, in the audit API's words.
+pub const MODERATION_KINDS: [&str; 4] = ["quarantine", "unquarantine", "attributes", "purge"];
+
 impl Event {
     /// The event type with its version, as shown by `media-ledger events`.
     pub fn type_name(&self) -> &'static str {
@@ -130,15 +133,21 @@ impl Event {
         }
     }
 
+    /// The kind of a moderation act (one of [`MODERATION_KINDS`], as the audit API shows
+    /// and filters it); `None` for any other event.
+    pub fn moderation_kind(&self) -> Option<&'static str> {
+        match self {
+            Event::MediaQuarantinedV1(_) => Some(MODERATION_KINDS[0]),
+            Event::MediaUnquarantinedV1(_) => Some(MODERATION_KINDS[1]),
+            Event::MediaAttributesSetV1(_) => Some(MODERATION_KINDS[2]),
+            Event::MediaPurgedV1(_) => Some(MODERATION_KINDS[3]),
+            _ => None,
+        }
+    }
+
     /// Whether this is a moderation act (shown by the audit API).
     pub fn is_moderation(&self) -> bool {
-        matches!(
-            self,
-            Event::MediaQuarantinedV1(_)
-                | Event::MediaUnquarantinedV1(_)
-                | Event::MediaAttributesSetV1(_)
-                | Event::MediaPurgedV1(_)
-        )
+        self.moderation_kind().is_some()
     }
 }
 

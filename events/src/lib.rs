@@ -20,7 +20,7 @@ pub use envelope::{Actor, Envelope, RequestId};
 pub use event::{
     AsyncUploadCreated, BlobMoved, BlobSourceDeleted, BlobTransferFailed, Event, MediaAccessed,
     MediaUploaded, RemoteMediaCached, ThumbnailGenerated, ThumbnailMethod, TransferFinished,
-    TransferStarted,
+    TransferStarted, MODERATION_KINDS,
 };
 pub use ids::{
     BlobLocation, ContentType, DatastoreId, IdError, MediaId, MediaRef, Seq, ServerName, Sha256,

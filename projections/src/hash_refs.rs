@@ -8,8 +8,9 @@
 use crate::{
     get_value, invariant, media_key, put_value, KvRead, KvTx, Projection, ProjectionError,
 };
-use media_ledger_events::{BlobLocation, DatastoreId, Envelope, Event, Seq, Sha256};
+use media_ledger_events::{BlobLocation, DatastoreId, Envelope, Event, FreedBlob, Seq, Sha256};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 const NAME: &str = "hash_refs";
 
@@ -176,7 +177,9 @@ impl Projection for HashRefs {
                 put_value(NAME, tx, &hk, &r)
             }
             Event::MediaPurgedV1(e) => {
-                let mut dropped: Vec<(Sha256, u64)> = Vec::new();
+                // References dropped per hash, and the event's freed entries per hash: map
+                // look-ups, as a purge may name thousands of media.
+                let mut dropped: BTreeMap<Sha256, u64> = BTreeMap::new();
                 for m in &e.media {
                     let rk = ref_key(&m.sha256, &m.media);
                     if tx.get(&rk)?.is_none() {
@@ -186,7 +189,7 @@ impl Projection for HashRefs {
                         ));
                     }
                     tx.delete(&rk);
-                    count_drop(&mut dropped, m.sha256);
+                    *dropped.entry(m.sha256).or_default() += 1;
                 }
                 for t in &e.thumbnails {
                     let key = crate::thumbnails::thumb_key(
@@ -200,13 +203,13 @@ impl Projection for HashRefs {
                         ));
                     }
                     tx.delete(&rk);
-                    count_drop(&mut dropped, t.sha256);
+                    *dropped.entry(t.sha256).or_default() += 1;
                 }
-                if let Some(f) = e
-                    .freed
-                    .iter()
-                    .find(|f| !dropped.iter().any(|(s, _)| *s == f.sha256))
-                {
+                let mut freed_of: BTreeMap<Sha256, Vec<&FreedBlob>> = BTreeMap::new();
+                for f in &e.freed {
+                    freed_of.entry(f.sha256).or_default().push(f);
+                }
+                if let Some(f) = e.freed.iter().find(|f| !dropped.contains_key(&f.sha256)) {
                     return Err(invariant(
                         NAME,
                         format!("purge frees {}, which it does not release", f.sha256),
@@ -220,7 +223,8 @@ impl Projection for HashRefs {
                         .ref_count
                         .checked_sub(n)
                         .ok_or_else(|| invariant(NAME, format!("ref count of {sha} underflows")))?;
-                    let freed = e.freed.iter().any(|f| f.sha256 == sha);
+                    let entries = freed_of.get(&sha).map_or(&[][..], Vec::as_slice);
+                    let freed = !entries.is_empty();
                     if (r.ref_count == 0) != freed {
                         return Err(invariant(
                             NAME,
@@ -231,11 +235,10 @@ impl Projection for HashRefs {
                         ));
                     }
                     if r.ref_count == 0 {
-                        let wrong_place = e.freed.iter().any(|f| {
-                            f.sha256 == sha
-                                && (f.datastore != r.datastore
-                                    || f.location != r.location
-                                    || f.size_bytes != r.size_bytes)
+                        let wrong_place = entries.iter().any(|f| {
+                            f.datastore != r.datastore
+                                || f.location != r.location
+                                || f.size_bytes != r.size_bytes
                         });
                         if wrong_place {
                             return Err(invariant(
@@ -260,13 +263,6 @@ impl Projection for HashRefs {
             | Event::MediaAttributesSetV1(_)
             | Event::BlobDeletedV1(_) => Ok(()),
         }
-    }
-}
-
-fn count_drop(dropped: &mut Vec<(Sha256, u64)>, sha: Sha256) {
-    match dropped.iter_mut().find(|(s, _)| *s == sha) {
-        Some((_, n)) => *n += 1,
-        None => dropped.push((sha, 1)),
     }
 }
 

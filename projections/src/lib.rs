@@ -20,7 +20,7 @@ pub mod size_estimate;
 pub mod tasks;
 pub mod thumbnails;
 
-use media_ledger_events::{codec, Envelope, MediaRef};
+use media_ledger_events::{codec, Envelope, MediaRef, ServerName};
 use serde::{de::DeserializeOwned, Serialize};
 
 /// Why a projection could not apply an event.
@@ -93,6 +93,13 @@ pub fn media_key(media: &MediaRef) -> Vec<u8> {
     k.push(0);
     k.extend_from_slice(media.media_id.as_str().as_bytes());
     k
+}
+
+/// The prefix of the [`media_key`] of every media of `origin`.
+pub fn origin_prefix(origin: &ServerName) -> Vec<u8> {
+    let mut p = origin.as_str().as_bytes().to_vec();
+    p.push(0);
+    p
 }
 
 /// Parses a key made by [`media_key`].

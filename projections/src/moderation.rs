@@ -16,7 +16,9 @@
 //! Invariant: the sets here are exactly what the listed events say; the full events are read
 //! from the log by sequence, so this projection never copies what an act affected.
 
-use crate::{get_value, media_key, put_value, KvRead, KvTx, Projection, ProjectionError};
+use crate::{
+    get_value, invariant, media_key, put_value, KvRead, KvTx, Projection, ProjectionError,
+};
 use media_ledger_events::{
     Actor, Authority, Envelope, Event, FreedBlob, MediaRef, Seq, ServerName, Sha256,
 };
@@ -131,12 +133,11 @@ fn origins(authority: &Authority, media: &[&MediaRef]) -> Vec<ServerName> {
     out
 }
 
-fn audit(
-    tx: &mut dyn KvTx,
-    env: &Envelope,
-    kind: &str,
-    authority: &Authority,
-) -> Result<(), ProjectionError> {
+fn audit(tx: &mut dyn KvTx, env: &Envelope, authority: &Authority) -> Result<(), ProjectionError> {
+    let kind = env
+        .event
+        .moderation_kind()
+        .ok_or_else(|| invariant(NAME, "audit entry of a non-moderation event"))?;
     let media = env.event.affected_media();
     let entry = AuditEntry {
         kind: kind.to_owned(),
@@ -183,7 +184,7 @@ impl Projection for Moderation {
                 for m in &e.media {
                     put_value(NAME, tx, &quarantined_key(m), &env.seq)?;
                 }
-                audit(tx, env, "quarantine", &e.authority)
+                audit(tx, env, &e.authority)
             }
             Event::MediaUnquarantinedV1(e) => {
                 for sha in &e.hashes {
@@ -204,9 +205,9 @@ impl Projection for Moderation {
                 for m in &e.media {
                     tx.delete(&quarantined_key(m));
                 }
-                audit(tx, env, "unquarantine", &e.authority)
+                audit(tx, env, &e.authority)
             }
-            Event::MediaAttributesSetV1(e) => audit(tx, env, "attributes", &e.authority),
+            Event::MediaAttributesSetV1(e) => audit(tx, env, &e.authority),
             Event::MediaPurgedV1(e) => {
                 for m in &e.media {
                     tx.delete(&quarantined_key(&m.media));
@@ -215,7 +216,7 @@ impl Projection for Moderation {
                     put_value(NAME, tx, &pending_key(env.seq, &f.sha256), f)?;
                     blob_history(tx, env, &f.sha256);
                 }
-                audit(tx, env, "purge", &e.authority)
+                audit(tx, env, &e.authority)
             }
             Event::BlobDeletedV1(e) => {
                 tx.delete(&pending_key(e.purge, &e.sha256));

@@ -1589,7 +1589,7 @@ async fn run_series(bin: &Path, first: u64, n: u64, cycles: u64, rng: &mut StdRn
         dir: data.clone(),
         port,
         peer: (ORIGIN, format!("http://127.0.0.1:{origin_port}")),
-        datastores: vec![DATASTORES[0], DATASTORES[1]],
+        datastores: DATASTORES.to_vec(),
     };
     let origin = Node {
         server: ORIGIN,

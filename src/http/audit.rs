@@ -1,8 +1,8 @@
 //! Read-only moderation routes: the audit log of moderation acts, one media's history, and
 //! usage figures (matrix-media-repo's shapes). All answered from projections and the log.
 
-use super::extract::{media_ref, Authed, MPath, MQuery};
-use super::moderation::{capacity, parse_server, Capacity};
+use super::extract::{media_ref, parse_server, Authed, MPath, MQuery};
+use super::moderation::{capacity, Capacity};
 use super::State;
 use crate::error::ApiError;
 use crate::moderation::select;
@@ -89,19 +89,13 @@ pub async fn audit(
         _ => None,
     };
     if let Some(k) = &q.kind {
-        if !["quarantine", "unquarantine", "attributes", "purge"].contains(&k.as_str()) {
+        if !media_ledger_events::MODERATION_KINDS.contains(&k.as_str()) {
             return Err(ApiError::InvalidParam(format!(
                 "unknown kind {k:?} (quarantine, unquarantine, attributes, purge)"
             )));
         }
     }
-    let server: Option<ServerName> = match &q.server {
-        Some(s) => Some(
-            s.parse()
-                .map_err(|_| ApiError::InvalidParam(format!("invalid server name {s:?}")))?,
-        ),
-        None => None,
-    };
+    let server: Option<ServerName> = q.server.as_deref().map(parse_server).transpose()?;
     let limit = q.limit.unwrap_or(50).clamp(1, MAX_LIMIT);
     let mut start = moderation::audit_key(Seq(q.from.map_or(u64::MAX, |f| f.saturating_sub(1))));
     if q.from == Some(0) {
@@ -140,7 +134,7 @@ pub async fn audit(
     for seq in &seqs {
         if let Some(env) = state.ledger.event_at(*seq)? {
             let mut v = render(&env);
-            if let (Value::Object(m), Some(kind)) = (&mut v, kind_of(&env.event)) {
+            if let (Value::Object(m), Some(kind)) = (&mut v, env.event.moderation_kind()) {
                 m.insert("kind".into(), json!(kind));
             }
             chunk.push(v);
@@ -151,16 +145,6 @@ pub async fn audit(
         out["next_token"] = json!(last.0.to_string());
     }
     Ok(Json(out))
-}
-
-fn kind_of(e: &Event) -> Option<&'static str> {
-    match e {
-        Event::MediaQuarantinedV1(_) => Some("quarantine"),
-        Event::MediaUnquarantinedV1(_) => Some("unquarantine"),
-        Event::MediaAttributesSetV1(_) => Some("attributes"),
-        Event::MediaPurgedV1(_) => Some("purge"),
-        _ => None,
-    }
 }
 
 /// `GET media/{server}/{media_id}/history`: every event about one media (creation,
@@ -265,7 +249,7 @@ pub async fn usage(
     let origin = parse_server(&server)?;
     let ledger = state.ledger.clone();
     let figures = tokio::task::spawn_blocking(move || {
-        let prefix = select::origin_prefix(&origin);
+        let prefix = media_ledger_projections::origin_prefix(&origin);
         let (mut media, mut media_bytes) = (0u64, 0u64);
         select::visit_records(&ledger, &prefix, |_, r| {
             media += 1;
@@ -301,16 +285,20 @@ pub async fn usage_users(
     let ledger = state.ledger.clone();
     let per_user = tokio::task::spawn_blocking(move || {
         let mut per: BTreeMap<String, (u64, u64, Vec<String>)> = BTreeMap::new();
-        select::visit_records(&ledger, &select::origin_prefix(&origin), |m, r| {
-            if let Actor::User(u) = &r.uploader {
-                if wanted.is_empty() || wanted.iter().any(|w| w == u.as_str()) {
-                    let e = per.entry(u.to_string()).or_default();
-                    e.0 += 1;
-                    e.1 += r.size_bytes;
-                    e.2.push(m.to_string());
+        select::visit_records(
+            &ledger,
+            &media_ledger_projections::origin_prefix(&origin),
+            |m, r| {
+                if let Actor::User(u) = &r.uploader {
+                    if wanted.is_empty() || wanted.iter().any(|w| w == u.as_str()) {
+                        let e = per.entry(u.to_string()).or_default();
+                        e.0 += 1;
+                        e.1 += r.size_bytes;
+                        e.2.push(m.to_string());
+                    }
                 }
-            }
-        })?;
+            },
+        )?;
         Ok::<_, crate::ledger::LedgerError>(per)
     })
     .await
@@ -340,9 +328,9 @@ pub async fn usage_uploads(
     let origin = parse_server(&server)?;
     let mut wanted: Vec<MediaRef> = Vec::new();
     for mxc in repeated(&uri, "mxc")? {
-        let m = select::parse_mxcs([&mxc])
-            .pop()
-            .ok_or_else(|| ApiError::InvalidParam(format!("invalid mxc {mxc:?}")))?;
+        let m: MediaRef = mxc
+            .parse()
+            .map_err(|_| ApiError::InvalidParam(format!("invalid mxc {mxc:?}")))?;
         if m.origin != origin {
             return Err(ApiError::InvalidParam(format!("{mxc} is not on {origin}")));
         }
@@ -352,9 +340,13 @@ pub async fn usage_uploads(
     let records = tokio::task::spawn_blocking(move || {
         let mut out = Vec::new();
         if wanted.is_empty() {
-            select::visit_records(&ledger, &select::origin_prefix(&origin), |m, r| {
-                out.push((m, r));
-            })?;
+            select::visit_records(
+                &ledger,
+                &media_ledger_projections::origin_prefix(&origin),
+                |m, r| {
+                    out.push((m, r));
+                },
+            )?;
         } else {
             let index = ledger.view("media_index")?;
             for m in wanted {

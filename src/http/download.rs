@@ -218,7 +218,7 @@ async fn check_blob(state: &State, sha: &media_ledger_events::Sha256) -> Result<
 /// media's existence is not confirmed), or, for quarantined media when the config says so,
 /// the generated "media not allowed" PNG at `width`×`height` (`replace` true).
 /// `None`: the media is servable.
-pub(crate) fn refuse_unservable(
+pub(crate) async fn refuse_unservable(
     record: &MediaRecord,
     width: u32,
     height: u32,
@@ -230,7 +230,11 @@ pub(crate) fn refuse_unservable(
     if record.tombstone || !replace {
         return Err(ApiError::NotFound("media not found".into()));
     }
-    let png = crate::moderation::placeholder::png(width, height)?;
+    // Drawn and encoded off the async workers (up to 1024×1024 pixels).
+    let png =
+        tokio::task::spawn_blocking(move || crate::moderation::placeholder::png(width, height))
+            .await
+            .map_err(ApiError::internal)??;
     let mut resp = Body::from(png).into_response();
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/png"));
@@ -292,7 +296,7 @@ async fn serve(
         let record =
             resolve_media(state, &media, timeout, allow_remote, actor.clone(), &ours).await?;
         let replace = !head && state.config.quarantine.replace_downloads;
-        if let Some(refused) = refuse_unservable(&record, 512, 512, replace)? {
+        if let Some(refused) = refuse_unservable(&record, 512, 512, replace).await? {
             return Ok(refused);
         }
         let size = record.size_bytes;

@@ -39,11 +39,16 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for MPath<T
     }
 }
 
+/// Parses a server name (path segment or query value) by the spec's grammar.
+pub fn parse_server(server: &str) -> Result<ServerName, ApiError> {
+    server
+        .parse()
+        .map_err(|_| ApiError::InvalidParam(format!("invalid server name {server:?}")))
+}
+
 /// Parses `{server}/{media_id}` path segments by the spec's grammar.
 pub fn media_ref(server: &str, media_id: &str) -> Result<MediaRef, ApiError> {
-    let origin: ServerName = server
-        .parse()
-        .map_err(|_| ApiError::InvalidParam(format!("invalid server name {server:?}")))?;
+    let origin = parse_server(server)?;
     let id: MediaId = media_id
         .parse()
         .map_err(|_| ApiError::InvalidParam(format!("invalid media id {media_id:?}")))?;

@@ -5,7 +5,7 @@
 //! the request's homeserver (its admin API says so, `quarantine.allow_local_admins`) only
 //! that server's media; the uploader may purge their own media. Anyone else: 403.
 
-use super::extract::{media_ref, request_id, Authed, MPath, MQuery, SmallBody};
+use super::extract::{media_ref, parse_server, request_id, Authed, MPath, MQuery, SmallBody};
 use super::State;
 use crate::error::ApiError;
 use crate::moderation::{select, Act};
@@ -127,12 +127,6 @@ pub(super) fn act(a: &Authed, authority: Authority, reason: Option<String>) -> A
 pub(super) fn parse_user(user: &str) -> Result<UserId, ApiError> {
     user.parse()
         .map_err(|_| ApiError::InvalidParam(format!("invalid user id {user:?}")))
-}
-
-pub(super) fn parse_server(server: &str) -> Result<ServerName, ApiError> {
-    server
-        .parse()
-        .map_err(|_| ApiError::InvalidParam(format!("invalid server name {server:?}")))
 }
 
 pub(super) fn parse_room(room: &str) -> Result<String, ApiError> {
@@ -341,13 +335,7 @@ pub async fn set_attributes(
         }
         None => return Err(ApiError::MissingParam("purpose is required".into())),
     };
-    let reason = q
-        .reason
-        .clone()
-        .or_else(|| v.get("reason").and_then(Value::as_str).map(str::to_owned));
-    if reason.as_ref().is_some_and(|r| r.len() > MAX_REASON) {
-        return Err(ApiError::InvalidParam("reason is too long".into()));
-    }
+    let reason = reason(&q, &body)?;
     state
         .moderation
         .set_purpose(&act(&a, authority, reason), media, purpose)

@@ -2,10 +2,10 @@
 //! shapes: each route selects candidates, the ledger's writer decides the act (see
 //! `moderation::Moderation::purge`), and the answer lists what was removed.
 
-use super::extract::{media_ref, Authed, MPath, MQuery, SmallBody};
+use super::extract::{media_ref, parse_server, Authed, MPath, MQuery, SmallBody};
 use super::moderation::{
-    act, admin_only, capacity, live_record, mxcs, own_server, parse_room, parse_server, parse_user,
-    reason, repository_only, room_media, run_select, Capacity, ModQuery,
+    act, admin_only, capacity, live_record, mxcs, own_server, parse_room, parse_user, reason,
+    repository_only, room_media, run_select, Capacity, ModQuery,
 };
 use super::State;
 use crate::error::ApiError;

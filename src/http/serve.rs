@@ -6,7 +6,8 @@
 //! [`ApiError::body`](crate::error::ApiError::body) answers 408). TCP_NODELAY on every
 //! connection (a small answer must not wait for the client's delayed ACK). On `stop`: no new
 //! connections, every open one finishes its request in flight and closes; the future ends
-//! when the last one has (the caller bounds that wait).
+//! when the last one has. The connections are tasks of the future's own set, so dropping it
+//! (the caller aborting it after the grace period) closes whatever is still open.
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -18,6 +19,7 @@ use std::future::Future;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tower::ServiceExt;
 use tower_http::timeout::TimeoutBody;
 
@@ -37,13 +39,14 @@ pub async fn serve(
     limits: Limits,
     stop: impl Future<Output = ()>,
 ) {
-    // `closing` tells the connections to finish; every connection task holds a clone of
-    // `open`, so `open_tx.closed()` resolves when the last one ends.
+    // `closing` tells the connections to finish.
     let (closing_tx, closing_rx) = watch::channel(false);
-    let (open_tx, open_rx) = watch::channel(());
+    let mut connections = JoinSet::new();
     tokio::pin!(stop);
     loop {
         let tcp = tokio::select! {
+            // Reap ended connections as they go (the set keeps them until joined).
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             accepted = listener.accept() => match accepted {
                 Ok((tcp, _)) => tcp,
                 // The peer gave up before we took it: nothing to do.
@@ -64,14 +67,16 @@ pub async fn serve(
         let service = app.clone().map_request(move |req: Request<Incoming>| {
             req.map(|body| Body::new(TimeoutBody::new(body_idle, body)))
         });
-        let closing = closing_rx.clone();
-        let open = open_rx.clone();
-        tokio::spawn(connection(tcp, service, limits.header_read, closing, open));
+        connections.spawn(connection(
+            tcp,
+            service,
+            limits.header_read,
+            closing_rx.clone(),
+        ));
     }
     drop(listener);
     let _ = closing_tx.send(true);
-    drop(open_rx);
-    open_tx.closed().await;
+    while connections.join_next().await.is_some() {}
 }
 
 /// An accept error that concerns one connection only (as axum's serve loop treats them).
@@ -90,7 +95,6 @@ async fn connection<S>(
     service: S,
     header_read: Duration,
     mut closing: watch::Receiver<bool>,
-    open: watch::Receiver<()>,
 ) where
     S: tower::Service<
             Request<Incoming>,
@@ -124,5 +128,4 @@ async fn connection<S>(
             }
         }
     }
-    drop(open);
 }

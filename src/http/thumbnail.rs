@@ -138,7 +138,7 @@ async fn serve(
             resolve_media(state, &media, timeout, allow_remote, actor.clone(), ours).await?;
         let replace = !head && state.config.quarantine.replace_thumbnails;
         if let Some(refused) =
-            super::download::refuse_unservable(&record, req.width, req.height, replace)?
+            super::download::refuse_unservable(&record, req.width, req.height, replace).await?
         {
             return Ok(refused);
         }

@@ -34,7 +34,7 @@ impl Writer {
                 &["media_index", "moderation"]
             }
             Command::SetAttributes(_) => &["media_index"],
-            Command::Purge(_) => &["media_index", "hash_refs", "thumbnails", "moderation"],
+            Command::Purge(_) => &["media_index", "hash_refs", "thumbnails"],
             Command::RecordBlobDeleted(_) => &["moderation"],
         };
         {

@@ -37,6 +37,7 @@ impl Writer {
         let index = overlay.read(&self.db, "media_index")?;
         let mods = overlay.read(&self.db, "moderation")?;
         let mut hashes: Vec<Sha256> = Vec::new();
+        let mut hashes_seen: HashSet<Sha256> = HashSet::new();
         let mut changed: Vec<MediaRef> = Vec::new();
         let mut seen: HashSet<MediaRef> = HashSet::new();
         for seed in &seeds {
@@ -46,7 +47,7 @@ impl Writer {
             let Some(rec) = media_index::get(&index, seed)? else {
                 continue;
             };
-            if hashes.contains(&rec.sha256) {
+            if !hashes_seen.insert(rec.sha256) {
                 continue;
             }
             hashes.push(rec.sha256);

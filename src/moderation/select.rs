@@ -5,14 +5,7 @@
 use crate::ledger::{Ledger, LedgerError};
 use media_ledger_events::{Actor, MediaRef, ServerName, UserId};
 use media_ledger_projections::media_index::{self, MediaKind, MediaRecord};
-use media_ledger_projections::{moderation, parse_media_key};
-
-/// The key prefix of every media of `origin` in `media_index` (and `thumbnails`).
-pub fn origin_prefix(origin: &ServerName) -> Vec<u8> {
-    let mut p = origin.as_str().as_bytes().to_vec();
-    p.push(0);
-    p
-}
+use media_ledger_projections::{moderation, origin_prefix, parse_media_key};
 
 /// Visits every live (not tombstoned) media record whose key starts with `prefix`.
 pub fn visit_records(
