@@ -181,15 +181,40 @@ fn replay_until(config: &Config, until: u64, into: &std::path::Path) -> anyhow::
 }
 
 fn verify(config: &Config) -> anyhow::Result<ExitCode> {
-    match Ledger::verify_path(&config.database.path) {
-        Ok((head, None)) => {
+    match Ledger::verify_report(&config.database.path) {
+        Ok(report) if !report.undecodable.is_empty() => {
+            let first = report.undecodable.first().map_or(0, |u| u.seq.0);
+            println!(
+                "FAIL: chain intact to {}, but {} record(s) cannot be decoded by this build:",
+                report.head.seq,
+                report.undecodable.len()
+            );
+            for u in &report.undecodable {
+                println!("  sequence {}: {}", u.seq, u.reason);
+            }
+            println!(
+                "the state before the first: `media-ledger replay --until {} --into DIR`; \
+                 `media-ledger events` prints the others",
+                first.saturating_sub(1)
+            );
+            Ok(ExitCode::from(3))
+        }
+        Ok(media_ledger::ledger::VerifyReport {
+            head,
+            divergence: None,
+            ..
+        }) => {
             println!(
                 "ok: {} events, chain intact, projections equal a fresh replay",
                 head.seq
             );
             Ok(ExitCode::SUCCESS)
         }
-        Ok((head, Some(d))) => {
+        Ok(media_ledger::ledger::VerifyReport {
+            head,
+            divergence: Some(d),
+            ..
+        }) => {
             println!(
                 "FAIL: log intact to {}, but projection {} differs from replay: {}",
                 head.seq, d.projection, d.detail
@@ -275,30 +300,45 @@ fn events(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
     let out = std::io::stdout();
     let mut out = out.lock();
     let mut failed = None;
-    Ledger::events_at(&config.database.path, Seq(args.from), Seq(args.to), |env| {
-        if args
-            .media
-            .as_ref()
-            .is_some_and(|m| !env.event.affected_media().contains(&m))
-        {
-            return true;
-        }
-        let line = serde_json::json!({
-            "seq": env.seq.0,
-            "recorded_at_ms": env.recorded_at_ms,
-            "actor": env.actor.to_string(),
-            "request_id": env.request_id.0,
-            "type": env.event.type_name(),
-            "event": env.event,
-        });
-        match writeln!(out, "{line}") {
-            Ok(()) => true,
-            Err(e) => {
-                failed = Some(e);
-                false
+    Ledger::log_at(
+        &config.database.path,
+        Seq(args.from),
+        Seq(args.to),
+        |entry| {
+            let env = match entry {
+                Ok(env) => env,
+                Err(u) => {
+                    // Stepped past: the operator sees where and why, and the records after it.
+                    let line = serde_json::json!({ "seq": u.seq.0, "undecodable": u.reason });
+                    return writeln!(out, "{line}")
+                        .map_err(|e| failed = Some(e))
+                        .is_ok();
+                }
+            };
+            if args
+                .media
+                .as_ref()
+                .is_some_and(|m| !env.event.affected_media().contains(&m))
+            {
+                return true;
             }
-        }
-    })?;
+            let line = serde_json::json!({
+                "seq": env.seq.0,
+                "recorded_at_ms": env.recorded_at_ms,
+                "actor": env.actor.to_string(),
+                "request_id": env.request_id.0,
+                "type": env.event.type_name(),
+                "event": env.event,
+            });
+            match writeln!(out, "{line}") {
+                Ok(()) => true,
+                Err(e) => {
+                    failed = Some(e);
+                    false
+                }
+            }
+        },
+    )?;
     match failed {
         Some(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
         Some(e) => Err(e.into()),

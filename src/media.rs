@@ -415,7 +415,8 @@ pub fn map_conflict(e: LedgerError) -> ApiError {
             | Conflict::WrongEvent
             | Conflict::TransferRunning
             | Conflict::ThumbnailExists
-            | Conflict::NothingToDo),
+            | Conflict::NothingToDo
+            | Conflict::RecordTooLarge),
         ) => ApiError::Internal(format!("unexpected conflict: {c}")),
         LedgerError::Conflict(Conflict::NotUploader) => {
             ApiError::Forbidden("only the uploader or an admin may purge this media".into())

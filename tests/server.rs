@@ -10,6 +10,7 @@
 
 mod common;
 
+mod act_size;
 mod admin;
 mod async_upload;
 mod auth;

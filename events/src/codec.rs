@@ -46,6 +46,17 @@ pub enum CodecError {
     /// The record's chain value is not the one its bytes and predecessor give.
     #[error("checksum chain broken")]
     ChainMismatch,
+    /// The writer refuses a record the decoder could not read back (or one far past the
+    /// size any event needs): recording it would make the log unreadable from there on.
+    #[error("record of {bytes} bytes refused (limit {limit}): {why}")]
+    TooLarge {
+        /// Its encoded size.
+        bytes: usize,
+        /// [`MAX_RECORD_BYTES`].
+        limit: usize,
+        /// Why it was refused.
+        why: String,
+    },
     /// The record's envelope says another sequence than its position.
     #[error("record claims sequence {claimed}, stored at {stored}")]
     SeqMismatch {
@@ -58,7 +69,19 @@ pub enum CodecError {
 
 /// Largest value the decoder accepts. A limit does not change encoded bytes; it stops a
 /// corrupt length prefix from making the decoder reserve terabytes (and abort the process).
+/// bincode counts what a value claims while decoding (string bytes, container lengths times
+/// their element size), which can exceed its encoded length.
 pub const DECODE_LIMIT_BYTES: usize = 16 << 20;
+
+/// Largest record [`encode_record`] produces: a quarter of [`DECODE_LIMIT_BYTES`], the margin
+/// for what decoding a record claims beyond its length. One limit for both sides: a record
+/// over it, or one the decoder refuses, is never written (so the log stays readable).
+pub const MAX_RECORD_BYTES: usize = DECODE_LIMIT_BYTES / 4;
+
+/// What a chain-verified record written before [`MAX_RECORD_BYTES`] existed may claim while
+/// decoding. Such a record was written by this software (its chain is intact), so its length
+/// prefixes are not corrupt: reading it back needs memory in proportion to its size only.
+pub const LEGACY_DECODE_LIMIT_BYTES: usize = 1 << 30;
 
 type Config = bincode::config::Configuration<
     bincode::config::LittleEndian,
@@ -68,6 +91,14 @@ type Config = bincode::config::Configuration<
 
 fn config() -> Config {
     bincode::config::standard().with_limit::<DECODE_LIMIT_BYTES>()
+}
+
+fn legacy_config() -> bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Varint,
+    bincode::config::Limit<LEGACY_DECODE_LIMIT_BYTES>,
+> {
+    bincode::config::standard().with_limit::<LEGACY_DECODE_LIMIT_BYTES>()
 }
 
 /// Encodes any serde value with the crate's one bincode configuration.
@@ -97,7 +128,9 @@ fn chain_of(prev: &Chain, seq: Seq, body: &[u8]) -> Chain {
 }
 
 /// Encodes `env` as the record following a record whose chain is `prev`; returns the record
-/// and its own chain value.
+/// and its own chain value. Refuses ([`CodecError::TooLarge`]) a record over
+/// [`MAX_RECORD_BYTES`] or one that [`decode_record`] would not read back: the bytes are
+/// decoded once here, with the reader's own limit.
 pub fn encode_record(prev: &Chain, env: &Envelope) -> Result<(Vec<u8>, Chain), CodecError> {
     let mut body = vec![RECORD_FORMAT_V1];
     // `StoredEnvelope` is encoded by reference through a borrowed mirror to avoid a clone.
@@ -106,18 +139,38 @@ pub fn encode_record(prev: &Chain, env: &Envelope) -> Result<(Vec<u8>, Chain), C
         V1(&'a Envelope),
     }
     body.extend(encode(&StoredRef::V1(env))?);
+    let too_large = |why: String| CodecError::TooLarge {
+        bytes: body.len(),
+        limit: MAX_RECORD_BYTES,
+        why,
+    };
+    if body.len() + CHAIN_LEN > MAX_RECORD_BYTES {
+        return Err(too_large("over the record size limit".into()));
+    }
+    if let Err(e) = decode_body_with(&body, false) {
+        return Err(too_large(format!("the decoder would refuse it: {e}")));
+    }
     let chain = chain_of(prev, env.seq, &body);
     body.extend_from_slice(&chain);
     Ok((body, chain))
 }
 
-/// Decodes a record stored at sequence `seq` and checks it against the previous chain value.
-/// Returns the envelope and this record's chain value.
-pub fn decode_record(
+/// Seals an already encoded body (format byte included) as the record at `seq` after a record
+/// whose chain is `prev`, without any check of the body: for recovery tests and tools that
+/// must write what another build could have written.
+pub fn seal_body(prev: &Chain, seq: Seq, mut body: Vec<u8>) -> (Vec<u8>, Chain) {
+    let chain = chain_of(prev, seq, &body);
+    body.extend_from_slice(&chain);
+    (body, chain)
+}
+
+/// Checks a record stored at sequence `seq` against the previous chain value without
+/// decoding it. Returns this record's chain value and its body (the bytes before the chain).
+pub fn check_chain<'a>(
     prev: &Chain,
     seq: Seq,
-    record: &[u8],
-) -> Result<(Envelope, Chain), CodecError> {
+    record: &'a [u8],
+) -> Result<(Chain, &'a [u8]), CodecError> {
     let split = record
         .len()
         .checked_sub(CHAIN_LEN)
@@ -127,14 +180,32 @@ pub fn decode_record(
     if chain.as_slice() != stored {
         return Err(CodecError::ChainMismatch);
     }
-    let env = decode_body(body)?;
+    Ok((chain, body))
+}
+
+/// Decodes a record stored at sequence `seq` and checks it against the previous chain value.
+/// Returns the envelope and this record's chain value. A record whose chain is intact was
+/// written by this software, so one written before the writer bounded record sizes is read
+/// with [`LEGACY_DECODE_LIMIT_BYTES`].
+pub fn decode_record(
+    prev: &Chain,
+    seq: Seq,
+    record: &[u8],
+) -> Result<(Envelope, Chain), CodecError> {
+    let (chain, body) = check_chain(prev, seq, record)?;
+    Ok((decode_checked_body(seq, body)?, chain))
+}
+
+/// Decodes the body of a record stored at `seq` whose chain [`check_chain`] verified.
+pub fn decode_checked_body(seq: Seq, body: &[u8]) -> Result<Envelope, CodecError> {
+    let env = decode_body_with(body, true)?;
     if env.seq != seq {
         return Err(CodecError::SeqMismatch {
             claimed: env.seq.0,
             stored: seq.0,
         });
     }
-    Ok((env, chain))
+    Ok(env)
 }
 
 /// Decodes a record without checking its chain (for tools that print a damaged log).
@@ -143,14 +214,32 @@ pub fn decode_record_unchecked(record: &[u8]) -> Result<Envelope, CodecError> {
         .len()
         .checked_sub(CHAIN_LEN)
         .ok_or(CodecError::Malformed("shorter than its checksum"))?;
-    decode_body(record.get(..split).unwrap_or_default())
+    decode_body_with(record.get(..split).unwrap_or_default(), false)
 }
 
-fn decode_body(body: &[u8]) -> Result<Envelope, CodecError> {
+/// Decodes a record body; `authentic` (its chain was verified) lifts the decode limit to
+/// [`LEGACY_DECODE_LIMIT_BYTES`] for records the standard limit refuses.
+fn decode_body_with(body: &[u8], authentic: bool) -> Result<Envelope, CodecError> {
     match body.split_first() {
-        Some((&RECORD_FORMAT_V1, rest)) => match decode::<StoredEnvelope>(rest)? {
-            StoredEnvelope::V1(env) => Ok(env),
-        },
+        Some((&RECORD_FORMAT_V1, rest)) => {
+            let stored =
+                match bincode::serde::decode_from_slice::<StoredEnvelope, _>(rest, config()) {
+                    Ok(v) => v,
+                    Err(bincode::error::DecodeError::LimitExceeded) if authentic => {
+                        bincode::serde::decode_from_slice(rest, legacy_config())
+                            .map_err(|e| CodecError::Decode(e.to_string()))?
+                    }
+                    Err(e) => return Err(CodecError::Decode(e.to_string())),
+                };
+            let (StoredEnvelope::V1(env), used) = stored;
+            if used != rest.len() {
+                return Err(CodecError::Decode(format!(
+                    "{} trailing bytes",
+                    rest.len() - used
+                )));
+            }
+            Ok(env)
+        }
         Some(_) => Err(CodecError::Malformed("unknown record format version")),
         None => Err(CodecError::Malformed("empty record")),
     }

@@ -47,3 +47,75 @@ fn decode_with_a_plausible_length_prefix_is_an_error() {
     let body = body_claiming_request_id_of(1 << 20);
     assert!(codec::decode_record_unchecked(&[body, vec![0; CHAIN_LEN]].concat()).is_err());
 }
+
+/// A quarantine naming `n` media of a 255-character server with 255-character ids: the act
+/// the writer used to record whole (seen: 33 460 media, 17 MB).
+fn huge_quarantine(n: usize) -> Envelope {
+    use media_ledger_events::{
+        Actor, Authority, Event, MediaQuarantined, MediaRef, ModerationTarget, RequestId, Seq,
+    };
+    let label = "a".repeat(63);
+    let server = format!("{label}.{label}.{label}.{label}");
+    let media = (0..n)
+        .map(|i| {
+            let id = format!("{}{i:08}", "m".repeat(247));
+            format!("mxc://{server}/{id}").parse::<MediaRef>().unwrap()
+        })
+        .collect();
+    Envelope {
+        seq: Seq(1),
+        recorded_at_ms: 1,
+        actor: Actor::System,
+        request_id: RequestId("r".into()),
+        event: Event::MediaQuarantinedV1(MediaQuarantined {
+            authority: Authority::RepositoryAdmin,
+            target: ModerationTarget::Remote,
+            media,
+            hashes: Vec::new(),
+            reason: None,
+        }),
+    }
+}
+
+#[test]
+fn the_writer_side_refuses_a_record_over_the_limit() {
+    let env = huge_quarantine(33_460);
+    match codec::encode_record(&codec::GENESIS_CHAIN, &env) {
+        Err(codec::CodecError::TooLarge { bytes, limit, .. }) => {
+            assert!(bytes > limit);
+            assert_eq!(limit, codec::MAX_RECORD_BYTES);
+        }
+        other => panic!(
+            "an oversized record was encoded: {:?}",
+            other.map(|r| r.0.len())
+        ),
+    }
+    // Under the limit, the same kind of act is written and reads back.
+    let small = huge_quarantine(1_000);
+    let (record, _) = codec::encode_record(&codec::GENESIS_CHAIN, &small).unwrap();
+    assert!(record.len() <= codec::MAX_RECORD_BYTES);
+    let (back, _) = codec::decode_record(&codec::GENESIS_CHAIN, small.seq, &record).unwrap();
+    assert_eq!(back, small);
+}
+
+#[test]
+fn an_oversized_record_written_before_the_bound_reads_back_when_its_chain_is_intact() {
+    // What the unbounded writer wrote: the body, sealed with a valid chain.
+    let env = huge_quarantine(33_460);
+    let mut body = vec![codec::RECORD_FORMAT_V1];
+    body.extend(codec::encode(&codec::StoredEnvelope::V1(env.clone())).unwrap());
+    assert!(
+        body.len() > codec::DECODE_LIMIT_BYTES,
+        "{} bytes",
+        body.len()
+    );
+    let (record, _) = codec::seal_body(&codec::GENESIS_CHAIN, env.seq, body);
+    // Unauthenticated, the standard limit refuses it ...
+    assert!(matches!(
+        codec::decode_record_unchecked(&record),
+        Err(codec::CodecError::Decode(e)) if e.contains("LimitExceeded")
+    ));
+    // ... authenticated by its chain, it is read (the ledger opens again).
+    let (back, _) = codec::decode_record(&codec::GENESIS_CHAIN, env.seq, &record).unwrap();
+    assert_eq!(back, env);
+}

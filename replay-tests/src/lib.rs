@@ -945,7 +945,9 @@ impl Model {
             let Some(k) = self.media.get(c) else {
                 continue;
             };
-            if k.tombstone || k.pinned || (k.quarantined && !include_quarantined) {
+            // An uploader never purges quarantined bytes (evidence): only an admin does.
+            let admin = authority != Authority::Uploader;
+            if k.tombstone || k.pinned || (k.quarantined && !(admin && include_quarantined)) {
                 continue;
             }
             if keep_shared {

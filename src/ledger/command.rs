@@ -135,4 +135,8 @@ pub enum Conflict {
     /// The media is outside the authority's scope.
     #[error("media outside the caller's homeserver")]
     OutOfScope,
+    /// The event's record would be over the record size limit, or one the decoder refuses:
+    /// nothing was recorded (acts are budgeted below it, so this is a bug to report).
+    #[error("the event is too large to record")]
+    RecordTooLarge,
 }

@@ -21,7 +21,7 @@ mod writer;
 pub use compare::Divergence;
 pub use overlay::DbRead;
 pub use projector::{Progress, ReplayReport};
-pub use store::{Checkpoint, Head};
+pub use store::{Checkpoint, Head, Undecodable};
 pub use writer::{Command, Committed, Conflict, PurgeRequest, MAX_GROUP};
 
 use media_ledger_events::codec::CodecError;
@@ -77,6 +77,18 @@ impl From<rocksdb::Error> for LedgerError {
     }
 }
 
+/// What `verify` found.
+#[derive(Debug)]
+pub struct VerifyReport {
+    /// The last record (the chain is intact up to it).
+    pub head: Head,
+    /// Records whose chain is intact but which this build cannot decode, in order.
+    pub undecodable: Vec<Undecodable>,
+    /// The first projection that differs from a replay (only compared when every record
+    /// decodes).
+    pub divergence: Option<Divergence>,
+}
+
 /// The log and its projections.
 pub struct Ledger {
     db: Arc<DB>,
@@ -120,10 +132,40 @@ impl Ledger {
     /// chain and compares the projections with a fresh replay. Returns the head and the first
     /// divergence, or the first bad sequence as [`LedgerError::Corrupt`].
     pub fn verify_path(path: &Path) -> Result<(Head, Option<Divergence>), LedgerError> {
+        let report = Self::verify_report(path)?;
+        if let Some(u) = report.undecodable.into_iter().next() {
+            return Err(LedgerError::Corrupt {
+                seq: u.seq,
+                reason: u.reason,
+            });
+        }
+        Ok((report.head, report.divergence))
+    }
+
+    /// [`Ledger::verify_path`] for an operator: checks the chain of the whole log, stepping
+    /// past records whose chain is intact but which this build cannot decode (all of them are
+    /// reported); the projections are compared with a replay only when every record decodes.
+    pub fn verify_report(path: &Path) -> Result<VerifyReport, LedgerError> {
         let db = store::open_db_read_only(path)?;
-        let head = store::verify_log(&db, |_| Ok(()))?;
-        let divergence = compare::compare_with_replay(&db, head)?;
-        Ok((head, divergence))
+        let mut undecodable = Vec::new();
+        let head = store::verify_log_with(
+            &db,
+            |_| Ok(()),
+            |u| {
+                undecodable.push(u);
+                Ok(())
+            },
+        )?;
+        let divergence = if undecodable.is_empty() {
+            compare::compare_with_replay(&db, head)?
+        } else {
+            None
+        };
+        Ok(VerifyReport {
+            head,
+            undecodable,
+            divergence,
+        })
     }
 
     /// Opens a ledger read-only, beside a running server, as of now: reads work, every
@@ -345,6 +387,17 @@ impl Ledger {
         read_events(&store::open_db_read_only(path)?, from, to, visit)
     }
 
+    /// Reads the records of the ledger at `path` read-only, stepping past those this build
+    /// cannot decode (handed over as [`Undecodable`]): the `events` command.
+    pub fn log_at(
+        path: &Path,
+        from: Seq,
+        to: Seq,
+        mut visit: impl FnMut(Result<Envelope, Undecodable>) -> bool,
+    ) -> Result<(), LedgerError> {
+        read_log(&store::open_db_read_only(path)?, from, to, |e| Ok(visit(e)))
+    }
+
     /// Halts a projection as if it had failed: later events skip it and its checkpoint stays
     /// where it is, so the next open resumes it from that checkpoint. For recovery tests.
     #[doc(hidden)]
@@ -373,23 +426,57 @@ fn read_events(
     to: Seq,
     mut visit: impl FnMut(Envelope) -> bool,
 ) -> Result<(), LedgerError> {
+    read_log(db, from, to, |entry| match entry {
+        Ok(env) => Ok(visit(env)),
+        Err(u) => Err(LedgerError::Corrupt {
+            seq: u.seq,
+            reason: u.reason,
+        }),
+    })
+}
+
+/// Reads records in `[from, to]`, in order. A record that chains to the stored chain value of
+/// its predecessor is decoded as authentic (see `codec::decode_record`); one that does not is
+/// decoded with the standard limit (tools print a damaged log). A record that cannot be decoded
+/// is handed over as [`Undecodable`].
+fn read_log(
+    db: &DB,
+    from: Seq,
+    to: Seq,
+    mut visit: impl FnMut(Result<Envelope, Undecodable>) -> Result<bool, LedgerError>,
+) -> Result<(), LedgerError> {
     let log = store::cf(db, store::CF_LOG)?;
     let start = store::seq_key(from);
+    let mut prev: Option<(Seq, codec::Chain)> = None;
     for item in db.iterator_cf(log, IteratorMode::From(&start, Direction::Forward)) {
         let (k, v) = item?;
-        let seq = k
+        let seq = Seq(k
             .as_ref()
             .try_into()
             .map(u64::from_be_bytes)
-            .unwrap_or(u64::MAX);
-        if seq > to.0 {
+            .unwrap_or(u64::MAX));
+        if seq > to {
             break;
         }
-        let env = codec::decode_record_unchecked(&v).map_err(|e| LedgerError::Corrupt {
-            seq: Seq(seq),
+        let prev_chain = match prev {
+            Some((p, chain)) if p.0 + 1 == seq.0 => Some(chain),
+            _ => store::chain_at(db, Seq(seq.0.saturating_sub(1))).ok(),
+        };
+        let decoded = match prev_chain.map(|c| codec::check_chain(&c, seq, &v)) {
+            Some(Ok((chain, body))) => {
+                prev = Some((seq, chain));
+                codec::decode_checked_body(seq, body)
+            }
+            _ => {
+                prev = None;
+                codec::decode_record_unchecked(&v)
+            }
+        };
+        let entry = decoded.map_err(|e| Undecodable {
+            seq,
             reason: e.to_string(),
-        })?;
-        if !visit(env) {
+        });
+        if !visit(entry)? {
             break;
         }
     }

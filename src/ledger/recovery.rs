@@ -26,11 +26,30 @@ fn refuse_existing(dst: &Path) -> Result<(), LedgerError> {
 
 /// Writes into `dst` (a new directory) a ledger whose log is records `1..=until` of the
 /// ledger at `src` (verified on the way), with its projections rebuilt: the state as it was
-/// right after `until`. `src` is only read (a running server may hold it).
+/// right after `until`. `src` is only read (a running server may hold it). The chain of the
+/// whole log is checked, but only records up to `until` must decode: a record this build
+/// cannot read never locks the operator out of the events before it.
 pub fn export_until(src: &Path, dst: &Path, until: Seq) -> Result<Head, LedgerError> {
     refuse_existing(dst)?;
     let from = store::open_db_read_only(src)?;
-    let full = store::verify_log(&from, |_| Ok(()))?;
+    let full = store::verify_log_with(
+        &from,
+        |_| Ok(()),
+        |u| {
+            if u.seq <= until {
+                Err(LedgerError::Corrupt {
+                    seq: u.seq,
+                    reason: format!(
+                        "{} (replay --until {} exports the events before it)",
+                        u.reason,
+                        u.seq.0.saturating_sub(1)
+                    ),
+                })
+            } else {
+                Ok(())
+            }
+        },
+    )?;
     if until > full.seq {
         return Err(LedgerError::Storage(format!(
             "the log ends at {}; cannot replay until {until}",

@@ -114,6 +114,16 @@ pub(crate) fn read_checkpoint(db: &DB, name: &str) -> Result<Option<Checkpoint>,
     }
 }
 
+/// A record whose chain is intact (so its bytes are as written) but which this build cannot
+/// decode: written by a newer version, or by an older one without the record size bound.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Undecodable {
+    /// Its sequence.
+    pub seq: Seq,
+    /// The decoder's reason.
+    pub reason: String,
+}
+
 /// Walks the log from `from` (inclusive), checking that keys are gap-free and that every
 /// record chains to the previous one. `prev` is the chain value of record `from - 1`
 /// (which the caller has verified). Calls `visit` with each envelope; stops at the first bad
@@ -121,8 +131,25 @@ pub(crate) fn read_checkpoint(db: &DB, name: &str) -> Result<Option<Checkpoint>,
 pub(crate) fn walk_log(
     db: &DB,
     from: Seq,
+    prev: Chain,
+    visit: impl FnMut(Envelope) -> Result<(), LedgerError>,
+) -> Result<Head, LedgerError> {
+    walk_log_with(db, from, prev, visit, |u| {
+        Err(LedgerError::Corrupt {
+            seq: u.seq,
+            reason: u.reason,
+        })
+    })
+}
+
+/// [`walk_log`], handing each record whose chain is intact but whose bytes do not decode to
+/// `undecodable` (which may step past it: the chain goes on through its bytes).
+pub(crate) fn walk_log_with(
+    db: &DB,
+    from: Seq,
     mut prev: Chain,
     mut visit: impl FnMut(Envelope) -> Result<(), LedgerError>,
+    mut undecodable: impl FnMut(Undecodable) -> Result<(), LedgerError>,
 ) -> Result<Head, LedgerError> {
     let log = cf(db, CF_LOG)?;
     let start = seq_key(from);
@@ -147,12 +174,18 @@ pub(crate) fn walk_log(
                 reason: format!("record missing (next stored record is {seq})"),
             });
         }
-        let (env, chain) =
-            codec::decode_record(&prev, seq, &value).map_err(|e| LedgerError::Corrupt {
+        let (chain, body) =
+            codec::check_chain(&prev, seq, &value).map_err(|e| LedgerError::Corrupt {
                 seq,
                 reason: e.to_string(),
             })?;
-        visit(env)?;
+        match codec::decode_checked_body(seq, body) {
+            Ok(env) => visit(env)?,
+            Err(e) => undecodable(Undecodable {
+                seq,
+                reason: e.to_string(),
+            })?,
+        }
         prev = chain;
         last = Head { seq, chain };
         expected = Seq(seq.0 + 1);
@@ -191,6 +224,21 @@ pub(crate) fn verify_log(
     visit: impl FnMut(Envelope) -> Result<(), LedgerError>,
 ) -> Result<Head, LedgerError> {
     let last = walk_log(db, Seq(1), GENESIS_CHAIN, visit)?;
+    check_head(db, last)
+}
+
+/// [`verify_log`], stepping past records whose chain is intact but which do not decode (handed
+/// to `undecodable`, which may refuse them).
+pub(crate) fn verify_log_with(
+    db: &DB,
+    visit: impl FnMut(Envelope) -> Result<(), LedgerError>,
+    undecodable: impl FnMut(Undecodable) -> Result<(), LedgerError>,
+) -> Result<Head, LedgerError> {
+    let last = walk_log_with(db, Seq(1), GENESIS_CHAIN, visit, undecodable)?;
+    check_head(db, last)
+}
+
+fn check_head(db: &DB, last: Head) -> Result<Head, LedgerError> {
     let stored = read_head(db)?.unwrap_or(Head::EMPTY);
     if stored.seq > last.seq {
         return Err(LedgerError::Corrupt {

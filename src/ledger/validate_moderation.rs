@@ -12,10 +12,43 @@ use media_ledger_events::{
 };
 use media_ledger_projections::media_index::{self, MediaKind};
 use media_ledger_projections::{hash_refs, moderation, thumbnails};
+use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
+
+/// Most encoded bytes of the media, hash, thumbnail and freed-blob lists of one act: a quarter
+/// of the record limit (`codec::MAX_RECORD_BYTES`), leaving room for the reason, the target
+/// and the envelope.
+pub const ACT_BUDGET_BYTES: usize = media_ledger_events::codec::MAX_RECORD_BYTES / 4;
+
+/// The encoded size of the lists of an act being decided.
+#[derive(Default)]
+struct Budget(usize);
+
+impl Budget {
+    /// Adds `item`'s encoded size.
+    fn add<T: Serialize>(&mut self, item: &T) -> Result<(), LedgerError> {
+        self.0 += media_ledger_events::codec::encode(item)?.len();
+        Ok(())
+    }
+
+    /// Whether the act is full: nothing more is added once it is.
+    fn full(&self) -> bool {
+        self.0 >= ACT_BUDGET_BYTES
+    }
+}
 
 fn conflict(c: Conflict) -> LedgerError {
     LedgerError::Conflict(c)
+}
+
+/// The entry a purge would record if it freed this blob.
+fn freed_entry(sha256: Sha256, blob: &hash_refs::HashRecord) -> FreedBlob {
+    FreedBlob {
+        sha256,
+        size_bytes: blob.size_bytes,
+        datastore: blob.datastore.clone(),
+        location: blob.location.clone(),
+    }
 }
 
 fn in_scope(authority: &Authority, media: &MediaRef) -> bool {
@@ -40,7 +73,8 @@ impl Writer {
         let mut hashes_seen: HashSet<Sha256> = HashSet::new();
         let mut changed: Vec<MediaRef> = Vec::new();
         let mut seen: HashSet<MediaRef> = HashSet::new();
-        for seed in &seeds {
+        let mut budget = Budget::default();
+        'seeds: for seed in &seeds {
             if !in_scope(&authority, seed) {
                 continue;
             }
@@ -50,6 +84,7 @@ impl Writer {
             if !hashes_seen.insert(rec.sha256) {
                 continue;
             }
+            budget.add(&rec.sha256)?;
             hashes.push(rec.sha256);
             for m in media_index::media_with_hash(&index, &rec.sha256)? {
                 if !in_scope(&authority, &m) || seen.contains(&m) {
@@ -57,10 +92,19 @@ impl Writer {
                 }
                 if let Some(r) = media_index::get(&index, &m)? {
                     if !r.pinned && !r.quarantined && !r.tombstone {
+                        if budget.full() {
+                            // The rest of this hash's media, and the seeds after it, are
+                            // the next act's.
+                            break 'seeds;
+                        }
+                        budget.add(&m)?;
                         seen.insert(m.clone());
                         changed.push(m);
                     }
                 }
+            }
+            if budget.full() {
+                break;
             }
         }
         let mut new_block = false;
@@ -110,10 +154,15 @@ impl Writer {
             _ => !blocks.is_empty(),
         };
         let mut changed = Vec::new();
+        let mut budget = Budget::default();
         for m in media_index::media_with_hash(&index, &rec.sha256)? {
             if in_scope(&authority, &m)
                 && media_index::get(&index, &m)?.is_some_and(|r| r.quarantined && !r.tombstone)
             {
+                if budget.full() {
+                    break;
+                }
+                budget.add(&m)?;
                 changed.push(m);
             }
         }
@@ -144,6 +193,7 @@ impl Writer {
         let mut thumbs = Vec::new();
         let mut drops: BTreeMap<Sha256, u64> = BTreeMap::new();
         let mut seen: HashSet<&MediaRef> = HashSet::new();
+        let mut budget = Budget::default();
         for c in &req.candidates {
             if !seen.insert(c) || !in_scope(&req.authority, c) {
                 continue;
@@ -151,7 +201,13 @@ impl Writer {
             let Some(rec) = media_index::get(&index, c)? else {
                 continue;
             };
-            if rec.tombstone || rec.pinned || (rec.quarantined && !req.include_quarantined) {
+            // Quarantined bytes are evidence: only an admin's purge (with
+            // `include_quarantined`) turns them into a tombstone and frees them.
+            let admin = req.authority != Authority::Uploader;
+            if rec.tombstone
+                || rec.pinned
+                || (rec.quarantined && !(admin && req.include_quarantined))
+            {
                 continue;
             }
             if req.authority == Authority::Uploader && req.uploader.as_ref() != Some(&rec.uploader)
@@ -180,17 +236,22 @@ impl Writer {
             let blob = hash_refs::get(&refs, &rec.sha256)?.ok_or_else(|| {
                 LedgerError::Storage(format!("{c} has no hash record for {}", rec.sha256))
             })?;
-            *drops.entry(rec.sha256).or_default() += 1;
-            media.push(PurgedMedia {
+            // This media's entries, with a freed-blob entry for each of its blobs (the most it
+            // can add to the freed list), must fit in the act unless it is the act's first.
+            let mut size = Budget::default();
+            let entry = PurgedMedia {
                 media: c.clone(),
                 sha256: rec.sha256,
                 size_bytes: rec.size_bytes,
                 uploader: rec.uploader.clone(),
                 remote: rec.kind == MediaKind::Remote,
-                datastore: blob.datastore,
+                datastore: blob.datastore.clone(),
                 created_seq: rec.created_seq,
                 tombstone: rec.quarantined,
-            });
+            };
+            size.add(&entry)?;
+            size.add(&freed_entry(rec.sha256, &blob))?;
+            let mut its_thumbs = Vec::new();
             for (k, v) in overlay.scan(&self.db, "thumbnails", &thumbnails::media_prefix(c))? {
                 let t = thumbnails::decode_record(&v)?;
                 let (width, height, method, animated) = thumbnails::parse_thumb_key(&k)
@@ -198,8 +259,8 @@ impl Writer {
                 let tblob = hash_refs::get(&refs, &t.sha256)?.ok_or_else(|| {
                     LedgerError::Storage(format!("thumbnail of {c} has no hash record"))
                 })?;
-                *drops.entry(t.sha256).or_default() += 1;
-                thumbs.push(PurgedThumbnail {
+                size.add(&freed_entry(t.sha256, &tblob))?;
+                let thumb = PurgedThumbnail {
                     media: c.clone(),
                     width,
                     height,
@@ -208,8 +269,21 @@ impl Writer {
                     sha256: t.sha256,
                     size_bytes: t.size_bytes,
                     datastore: tblob.datastore,
-                });
+                };
+                size.add(&thumb)?;
+                its_thumbs.push(thumb);
             }
+            if !media.is_empty() && budget.0 + size.0 > ACT_BUDGET_BYTES {
+                // This candidate, and the ones after it, are the next act's.
+                break;
+            }
+            budget.0 += size.0;
+            *drops.entry(rec.sha256).or_default() += 1;
+            media.push(entry);
+            for t in &its_thumbs {
+                *drops.entry(t.sha256).or_default() += 1;
+            }
+            thumbs.extend(its_thumbs);
         }
         if media.is_empty() {
             return Err(conflict(Conflict::NothingToDo));

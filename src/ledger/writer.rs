@@ -187,7 +187,16 @@ impl Writer {
             request_id,
             event,
         };
-        let (record, chain) = codec::encode_record(&head.chain, &env)?;
+        // A record the decoder would refuse is never written (it would end the readable log);
+        // refusing it fails this command alone: nothing of it is in the batch or the overlay.
+        let (record, chain) = match codec::encode_record(&head.chain, &env) {
+            Ok(r) => r,
+            Err(e @ codec::CodecError::TooLarge { .. }) => {
+                tracing::error!(seq = seq.0, event = env.event.type_name(), error = %e, "event refused");
+                return Err(LedgerError::Conflict(super::Conflict::RecordTooLarge));
+            }
+            Err(e) => return Err(e.into()),
+        };
         batch.put_cf(cf(&self.db, CF_LOG)?, seq_key(seq), record);
         let mut failed = self.failed.lock();
         for (i, p) in ALL.iter().enumerate() {

@@ -5,7 +5,10 @@
 //! `ledger/validate_moderation.rs`); this module resolves what the request names (a user's
 //! media, a room's, ...) into candidates, submits the act, then deletes the blobs the act
 //! freed and records each deletion ([`deleter`]). A request naming more than
-//! [`MAX_ACT_MEDIA`] media is recorded as several acts, each whole.
+//! [`MAX_ACT_MEDIA`] media is recorded as several acts, each whole; so is one whose event would
+//! outgrow the writer's act budget (same-hash siblings and thumbnails count): the writer
+//! records the part that fits and the same command, submitted again, records the next part,
+//! until the writer answers that nothing is left to do.
 
 pub mod deleter;
 pub mod homeserver;
@@ -22,7 +25,8 @@ use media_ledger_events::{
 };
 use std::sync::Arc;
 
-/// Most media one recorded act names (keeps an event far below the decoder's size limit).
+/// Most seed media one command carries (bounds the command; the size of the recorded act is
+/// bounded by the writer's `ACT_BUDGET_BYTES`).
 pub const MAX_ACT_MEDIA: usize = 5_000;
 
 /// Who acts, in what capacity, and why.
@@ -88,10 +92,42 @@ impl Moderation {
     ) -> Result<u64, ApiError> {
         let mut changed = 0u64;
         for chunk in seeds.chunks(MAX_ACT_MEDIA) {
-            let cmd = Command::Quarantine {
+            // Again until nothing is left: an act cut at the writer's budget leaves the rest
+            // of the chunk (siblings included) still to quarantine.
+            loop {
+                let cmd = Command::Quarantine {
+                    authority: act.authority.clone(),
+                    target: target.clone(),
+                    seeds: chunk.to_vec(),
+                    reason: act.reason.clone(),
+                };
+                match self
+                    .ledger
+                    .submit(act.actor.clone(), act.request_id.clone(), cmd)
+                    .await
+                {
+                    Ok(c) => {
+                        if let Event::MediaQuarantinedV1(e) = &c.event {
+                            tracing::info!(actor = %act.actor, media = e.media.len(), seq = c.seq.0, "media quarantined");
+                            changed += e.media.len() as u64;
+                        }
+                    }
+                    Err(LedgerError::Conflict(Conflict::NothingToDo)) => break,
+                    Err(e) => return Err(map(e)),
+                }
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Lifts the quarantine of `media`; the number of media changed.
+    pub async fn unquarantine(&self, act: &Act, media: MediaRef) -> Result<u64, ApiError> {
+        let mut changed = 0u64;
+        // Again until nothing is left (an act cut at the writer's budget).
+        loop {
+            let cmd = Command::Unquarantine {
                 authority: act.authority.clone(),
-                target: target.clone(),
-                seeds: chunk.to_vec(),
+                media: media.clone(),
                 reason: act.reason.clone(),
             };
             match self
@@ -100,39 +136,16 @@ impl Moderation {
                 .await
             {
                 Ok(c) => {
-                    if let Event::MediaQuarantinedV1(e) = &c.event {
-                        tracing::info!(actor = %act.actor, media = e.media.len(), seq = c.seq.0, "media quarantined");
+                    if let Event::MediaUnquarantinedV1(e) = &c.event {
                         changed += e.media.len() as u64;
                     }
                 }
-                Err(LedgerError::Conflict(Conflict::NothingToDo)) => {}
+                Err(LedgerError::Conflict(Conflict::NothingToDo)) => return Ok(changed),
+                Err(LedgerError::Conflict(Conflict::UnknownMedia)) => {
+                    return Err(ApiError::NotFound("media not found".into()))
+                }
                 Err(e) => return Err(map(e)),
             }
-        }
-        Ok(changed)
-    }
-
-    /// Lifts the quarantine of `media`; the number of media changed.
-    pub async fn unquarantine(&self, act: &Act, media: MediaRef) -> Result<u64, ApiError> {
-        let cmd = Command::Unquarantine {
-            authority: act.authority.clone(),
-            media,
-            reason: act.reason.clone(),
-        };
-        match self
-            .ledger
-            .submit(act.actor.clone(), act.request_id.clone(), cmd)
-            .await
-        {
-            Ok(c) => match &c.event {
-                Event::MediaUnquarantinedV1(e) => Ok(e.media.len() as u64),
-                _ => Ok(0),
-            },
-            Err(LedgerError::Conflict(Conflict::NothingToDo)) => Ok(0),
-            Err(LedgerError::Conflict(Conflict::UnknownMedia)) => {
-                Err(ApiError::NotFound("media not found".into()))
-            }
-            Err(e) => Err(map(e)),
         }
     }
 
@@ -172,34 +185,39 @@ impl Moderation {
     ) -> Result<Vec<MediaRef>, ApiError> {
         let mut affected = Vec::new();
         for chunk in candidates.chunks(MAX_ACT_MEDIA) {
-            let req = PurgeRequest {
-                authority: act.authority.clone(),
-                uploader: (act.authority == Authority::Uploader).then(|| act.actor.clone()),
-                target: spec.target.clone(),
-                before_ts_ms: spec.before_ts_ms,
-                candidates: chunk.to_vec(),
-                include_quarantined: spec.include_quarantined,
-                keep_shared: spec.keep_shared,
-                reason: act.reason.clone(),
-            };
-            match self
-                .ledger
-                .submit(
-                    act.actor.clone(),
-                    act.request_id.clone(),
-                    Command::Purge(req),
-                )
-                .await
-            {
-                Ok(c) => {
-                    if let Event::MediaPurgedV1(e) = c.event {
-                        tracing::info!(actor = %act.actor, media = e.media.len(), thumbnails = e.thumbnails.len(), freed = e.freed.len(), seq = c.seq.0, "purge recorded");
-                        affected.extend(e.media.iter().map(|m| m.media.clone()));
-                        deleter::delete_freed(&self.ledger, &self.datastores, c.seq, e.freed).await;
+            // Again until nothing is left: an act cut at the writer's budget leaves the rest
+            // of the chunk still qualifying.
+            loop {
+                let req = PurgeRequest {
+                    authority: act.authority.clone(),
+                    uploader: (act.authority == Authority::Uploader).then(|| act.actor.clone()),
+                    target: spec.target.clone(),
+                    before_ts_ms: spec.before_ts_ms,
+                    candidates: chunk.to_vec(),
+                    include_quarantined: spec.include_quarantined,
+                    keep_shared: spec.keep_shared,
+                    reason: act.reason.clone(),
+                };
+                match self
+                    .ledger
+                    .submit(
+                        act.actor.clone(),
+                        act.request_id.clone(),
+                        Command::Purge(req),
+                    )
+                    .await
+                {
+                    Ok(c) => {
+                        if let Event::MediaPurgedV1(e) = c.event {
+                            tracing::info!(actor = %act.actor, media = e.media.len(), thumbnails = e.thumbnails.len(), freed = e.freed.len(), seq = c.seq.0, "purge recorded");
+                            affected.extend(e.media.iter().map(|m| m.media.clone()));
+                            deleter::delete_freed(&self.ledger, &self.datastores, c.seq, e.freed)
+                                .await;
+                        }
                     }
+                    Err(LedgerError::Conflict(Conflict::NothingToDo)) => break,
+                    Err(e) => return Err(map(e)),
                 }
-                Err(LedgerError::Conflict(Conflict::NothingToDo)) => {}
-                Err(e) => return Err(map(e)),
             }
         }
         Ok(affected)
