@@ -613,6 +613,26 @@ async fn uploader_may_purge_own_media_but_not_others() {
     srv.stop().await;
 }
 
+/// Quarantined bytes are evidence: their uploader cannot purge them (the request is refused
+/// and the writer would skip them anyway), an admin can.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploader_cannot_purge_own_quarantined_media() {
+    let mut srv = TestServer::start().await;
+    let dir = srv.media_dir();
+    let mine = random_bytes(300);
+    let a = srv.upload(ALICE, mine.clone(), None, None).await;
+    post_ok(&srv, ADMIN, &format!("quarantine/{}", sid(&a))).await;
+
+    let resp = post(&srv, ALICE, &format!("purge/{}", sid(&a))).await;
+    expect_error(resp, StatusCode::FORBIDDEN, "M_FORBIDDEN").await;
+    assert!(blob_path(&dir, &mine).exists(), "the evidence was deleted");
+    assert!(purge_audit(&srv).await.is_empty());
+
+    assert_eq!(purge(&srv, ADMIN, "quarantined").await, set(&[&a]));
+    assert!(!blob_path(&dir, &mine).exists());
+    srv.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_users_cannot_purge_in_bulk() {
     let mut srv = TestServer::start().await;

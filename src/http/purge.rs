@@ -98,6 +98,12 @@ pub async fn purge_media(
             ))
         }
     };
+    if authority == Authority::Uploader && record.quarantined {
+        // Quarantined bytes are evidence: the writer never lets an uploader purge them.
+        return Err(ApiError::Forbidden(
+            "this media is quarantined; only an admin can purge it".into(),
+        ));
+    }
     let act = act(&a, authority, reason(&q, &body)?);
     let affected = state
         .moderation
