@@ -518,6 +518,7 @@ async fn thumbnail_bombs_are_refused_before_decoding_with_bounded_memory() {
             .get(srv.url(&format!(
                 "/_matrix/media/v3/thumbnail/{server}/{id}?width=32&height=32&method=crop"
             )))
+            .bearer_auth(ALICE)
             .send()
             .await
             .unwrap();

@@ -59,10 +59,6 @@ pub struct Moderation {
     pub homeserver: homeserver::HomeserverAdmin,
 }
 
-fn map(e: LedgerError) -> ApiError {
-    crate::media::map_conflict(e)
-}
-
 impl Moderation {
     /// Builds the service.
     pub fn new(ledger: Arc<Ledger>, datastores: Arc<Datastores>, config: &Config) -> Self {
@@ -106,7 +102,7 @@ impl Moderation {
                     }
                 }
                 Err(LedgerError::Conflict(Conflict::NothingToDo)) => {}
-                Err(e) => return Err(map(e)),
+                Err(e) => return Err(e.into()),
             }
         }
         Ok(changed)
@@ -132,7 +128,7 @@ impl Moderation {
             Err(LedgerError::Conflict(Conflict::UnknownMedia)) => {
                 Err(ApiError::NotFound("media not found".into()))
             }
-            Err(e) => Err(map(e)),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -158,7 +154,7 @@ impl Moderation {
             Err(LedgerError::Conflict(Conflict::UnknownMedia)) => {
                 Err(ApiError::NotFound("media not found".into()))
             }
-            Err(e) => Err(map(e)),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -199,7 +195,7 @@ impl Moderation {
                     }
                 }
                 Err(LedgerError::Conflict(Conflict::NothingToDo)) => {}
-                Err(e) => return Err(map(e)),
+                Err(e) => return Err(e.into()),
             }
         }
         Ok(affected)
