@@ -769,7 +769,8 @@ fn bench_thumbnail() {
                 .map(|u| {
                     let client = client.clone();
                     async move {
-                        let resp = client.get(u).send().await.unwrap();
+                        // A token: anonymous legacy requests do not generate.
+                        let resp = client.get(u).bearer_auth("bench-user").send().await.unwrap();
                         assert!(resp.status().is_success(), "{}", resp.status());
                         assert_eq!(resp.headers()["content-type"], "image/jpeg");
                         resp.bytes().await.unwrap().len()

@@ -105,12 +105,18 @@ impl Auth {
             .send()
             .await
             .map_err(|e| {
-                ApiError::Unavailable(format!("homeserver {} unreachable: {e}", hs.name))
+                ApiError::unavailable(
+                    "the homeserver cannot be reached",
+                    format_args!("homeserver {} unreachable: {e}", hs.name),
+                )
             })?;
         match resp.status().as_u16() {
             200 => {
                 let who: WhoAmI = resp.json().await.map_err(|e| {
-                    ApiError::Unavailable(format!("homeserver {} whoami: {e}", hs.name))
+                    ApiError::unavailable(
+                        "the homeserver answered whoami badly",
+                        format_args!("homeserver {} whoami: {e}", hs.name),
+                    )
                 })?;
                 if !who
                     .user_id
@@ -128,10 +134,10 @@ impl Auth {
                 Ok(Principal::User(who.user_id))
             }
             401 | 403 => Err(ApiError::UnknownToken),
-            s => Err(ApiError::Unavailable(format!(
-                "homeserver {} whoami answered {s}",
-                hs.name
-            ))),
+            s => Err(ApiError::unavailable(
+                "the homeserver answered whoami badly",
+                format_args!("homeserver {} whoami answered {s}", hs.name),
+            )),
         }
     }
 

@@ -3,6 +3,7 @@
 //! Every handler returns `Result<_, ApiError>`; this file alone knows errcodes and statuses.
 //! Internal causes are logged here, once, and never put in a response body.
 
+use crate::ledger::{Conflict, LedgerError};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -49,6 +50,15 @@ pub enum ApiError {
     /// Too many requests or reservations.
     #[error("{0}")]
     LimitExceeded(String),
+    /// A bounded queue is full (thumbnail generation): 429 `M_LIMIT_EXCEEDED` with
+    /// `retry_after_ms` in the body and `Retry-After` (seconds, rounded up).
+    #[error("{what}")]
+    Busy {
+        /// What the client is told.
+        what: &'static str,
+        /// When to try again.
+        retry_after_ms: u64,
+    },
     /// No such endpoint.
     #[error("unrecognized request")]
     Unrecognized,
@@ -67,12 +77,24 @@ pub enum ApiError {
     /// The media cannot be thumbnailed (not an image, too large, undecodable).
     #[error("{0}")]
     CannotThumbnail(String),
-    /// A backend answered badly or not at all (S3).
-    #[error("{0}")]
-    BadGateway(String),
-    /// A dependency (homeserver, datastore) cannot be reached right now.
-    #[error("{0}")]
-    Unavailable(String),
+    /// A backend answered badly or not at all (S3, a remote server, a homeserver): the client
+    /// sees `message` (fixed per kind), the cause is logged.
+    #[error("{message}: {cause}")]
+    BadGateway {
+        /// The fixed text of the answer.
+        message: &'static str,
+        /// What went wrong (logged, never answered).
+        cause: String,
+    },
+    /// A dependency (homeserver, datastore, a halted projection) cannot serve right now: the
+    /// client sees `message` (fixed per kind), the cause is logged.
+    #[error("{message}: {cause}")]
+    Unavailable {
+        /// The fixed text of the answer.
+        message: &'static str,
+        /// What went wrong (logged, never answered).
+        cause: String,
+    },
     /// A bug or an I/O failure; the cause is logged, the client sees a generic message.
     #[error("internal error")]
     Internal(String),
@@ -82,6 +104,22 @@ impl ApiError {
     /// Builds an internal error from any cause, logging it.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         ApiError::Internal(cause.to_string())
+    }
+
+    /// 503 answering `message`; `cause` is logged.
+    pub fn unavailable(message: &'static str, cause: impl std::fmt::Display) -> Self {
+        ApiError::Unavailable {
+            message,
+            cause: cause.to_string(),
+        }
+    }
+
+    /// 502 answering `message`; `cause` is logged.
+    pub fn bad_gateway(message: &'static str, cause: impl std::fmt::Display) -> Self {
+        ApiError::BadGateway {
+            message,
+            cause: cause.to_string(),
+        }
     }
 
     /// A failure reading the request body: a stall past the idle timeout is 408, anything
@@ -110,11 +148,11 @@ impl ApiError {
             ApiError::InvalidParam(_) => "M_INVALID_PARAM",
             ApiError::MissingParam(_) => "M_MISSING_PARAM",
             ApiError::NotJson(_) => "M_NOT_JSON",
-            ApiError::LimitExceeded(_) => "M_LIMIT_EXCEEDED",
+            ApiError::LimitExceeded(_) | ApiError::Busy { .. } => "M_LIMIT_EXCEEDED",
             ApiError::Unrecognized | ApiError::MethodNotAllowed => "M_UNRECOGNIZED",
             ApiError::RangeNotSatisfiable { .. } => "M_INVALID_PARAM",
-            ApiError::Unavailable(_)
-            | ApiError::BadGateway(_)
+            ApiError::Unavailable { .. }
+            | ApiError::BadGateway { .. }
             | ApiError::Internal(_)
             | ApiError::BodyStalled
             | ApiError::CannotThumbnail(_) => "M_UNKNOWN",
@@ -136,12 +174,12 @@ impl ApiError {
             | ApiError::NotJson(_)
             | ApiError::MissingParam(_)
             | ApiError::CannotThumbnail(_) => StatusCode::BAD_REQUEST,
-            ApiError::LimitExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::LimitExceeded(_) | ApiError::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::BodyStalled => StatusCode::REQUEST_TIMEOUT,
             ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BadGateway { .. } => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -155,29 +193,91 @@ impl IntoResponse for ApiError {
                 tracing::error!(%cause, "internal error");
                 "internal error".to_owned()
             }
-            ApiError::Unavailable(cause) | ApiError::BadGateway(cause) => {
-                tracing::warn!(%cause, "dependency unavailable");
-                self.to_string()
+            ApiError::Unavailable { message, cause } | ApiError::BadGateway { message, cause } => {
+                tracing::warn!(%cause, status = status.as_u16(), "{message}");
+                (*message).to_owned()
             }
             other => {
                 tracing::debug!(error = %other, status = status.as_u16(), "request refused");
                 other.to_string()
             }
         };
-        let body = json!({ "errcode": self.errcode(), "error": message });
+        let mut body = json!({ "errcode": self.errcode(), "error": message });
+        if let ApiError::Busy { retry_after_ms, .. } = self {
+            body["retry_after_ms"] = json!(retry_after_ms);
+        }
         let mut resp = (status, axum::Json(body)).into_response();
-        if let ApiError::RangeNotSatisfiable { size_bytes } = self {
-            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size_bytes}")) {
-                resp.headers_mut().insert(header::CONTENT_RANGE, v);
+        match self {
+            ApiError::RangeNotSatisfiable { size_bytes } => {
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size_bytes}")) {
+                    resp.headers_mut().insert(header::CONTENT_RANGE, v);
+                }
             }
+            ApiError::Busy { retry_after_ms, .. } => {
+                resp.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(retry_after_ms.div_ceil(1000).max(1)),
+                );
+            }
+            _ => {}
         }
         resp
     }
 }
 
-impl From<crate::ledger::LedgerError> for ApiError {
-    fn from(e: crate::ledger::LedgerError) -> Self {
-        ApiError::internal(e)
+/// The one mapping of ledger failures to client answers. A conflict a caller expects as an
+/// outcome (a concurrent generation won, the act changed nothing) is matched by that caller
+/// before converting; what reaches here is an answer.
+impl From<LedgerError> for ApiError {
+    fn from(e: LedgerError) -> Self {
+        match e {
+            LedgerError::Conflict(c) => c.into(),
+            LedgerError::Halted(name) => ApiError::Unavailable {
+                message: "writes of this kind are suspended: see the server log",
+                cause: format!("projection {name} has halted"),
+            },
+            LedgerError::Closed => ApiError::Unavailable {
+                message: "the server is shutting down",
+                cause: "ledger closed".into(),
+            },
+            e @ (LedgerError::Storage(_)
+            | LedgerError::Codec(_)
+            | LedgerError::Corrupt { .. }
+            | LedgerError::Projection(_)) => ApiError::internal(e),
+        }
+    }
+}
+
+impl From<Conflict> for ApiError {
+    fn from(c: Conflict) -> Self {
+        match c {
+            Conflict::Quarantined => crate::media::quarantined_error(),
+            Conflict::AlreadyUploaded => ApiError::CannotOverwrite,
+            Conflict::NotPending => {
+                ApiError::NotFound("no pending upload for this media id".into())
+            }
+            Conflict::NotOwner => ApiError::Forbidden("media id reserved by another user".into()),
+            Conflict::UnknownMedia => ApiError::NotFound("media not found".into()),
+            Conflict::NotUploader => {
+                ApiError::Forbidden("only the uploader or an admin may purge this media".into())
+            }
+            Conflict::RepositoryQuarantine | Conflict::OutOfScope => {
+                ApiError::Forbidden(c.to_string())
+            }
+            Conflict::TooManyPending => ApiError::LimitExceeded(
+                "too many pending uploads; fill or let some expire first".into(),
+            ),
+            Conflict::TransferRunning => ApiError::InvalidParam(format!(
+                "cannot start this transfer: {c}; wait for it to finish"
+            )),
+            Conflict::MediaExists
+            | Conflict::BlobElsewhere
+            | Conflict::NoSuchTask
+            | Conflict::WrongEvent
+            | Conflict::ThumbnailExists
+            | Conflict::NothingToDo
+            | Conflict::RecordTooLarge => ApiError::Internal(format!("unexpected conflict: {c}")),
+        }
     }
 }
 
@@ -194,7 +294,10 @@ impl From<crate::datastore::DatastoreError> for ApiError {
                 ApiError::Internal(format!("blob missing from its datastore: {loc}"))
             }
             crate::datastore::DatastoreError::Backend { context, message } => {
-                ApiError::BadGateway(format!("storage backend failed while {context}: {message}"))
+                ApiError::BadGateway {
+                    message: "the storage backend failed",
+                    cause: format!("while {context}: {message}"),
+                }
             }
             other => ApiError::internal(other),
         }

@@ -7,7 +7,7 @@
 use crate::config::{Config, DatastoreKind};
 use crate::datastore::{Datastore, Datastores};
 use crate::error::ApiError;
-use crate::ledger::{Command, Conflict, Ledger, LedgerError};
+use crate::ledger::{Command, Ledger};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use media_ledger_events::{
@@ -73,7 +73,10 @@ pub fn pick_datastore(
                 DatastoreKind::Thumbnails => "thumbnails",
                 DatastoreKind::All => "anything",
             };
-            ApiError::Unavailable(format!("no datastore accepts {what}"))
+            ApiError::unavailable(
+                "no datastore accepts this kind of media",
+                format!("no datastore accepts {what}"),
+            )
         })
 }
 
@@ -228,7 +231,7 @@ impl MediaService {
         self.ledger
             .submit(Actor::User(owner), request_id, Command::CreateAsync(event))
             .await
-            .map_err(map_conflict)?;
+            .map_err(ApiError::from)?;
         Ok((media, expires_at_ms))
     }
 
@@ -305,7 +308,7 @@ impl MediaService {
                 },
             )
             .await
-            .map_err(map_conflict)?;
+            .map_err(ApiError::from)?;
         if let Event::MediaUploadedV1(e) = &committed.event {
             tracing::info!(media = %e.media, sha256 = %e.sha256, size_bytes, seq = committed.seq.0, "media uploaded");
         }
@@ -392,44 +395,4 @@ pub fn refuse_quarantined(ledger: &Ledger, media: &MediaRef, sha: &Sha256) -> Re
         return Err(quarantined_error());
     }
     Ok(())
-}
-
-/// Maps a refused command to the client's answer.
-pub fn map_conflict(e: LedgerError) -> ApiError {
-    match e {
-        LedgerError::Conflict(Conflict::Quarantined) => quarantined_error(),
-        LedgerError::Conflict(Conflict::AlreadyUploaded) => ApiError::CannotOverwrite,
-        LedgerError::Conflict(Conflict::NotPending) => {
-            ApiError::NotFound("no pending upload for this media id".into())
-        }
-        LedgerError::Conflict(Conflict::NotOwner) => {
-            ApiError::Forbidden("media id reserved by another user".into())
-        }
-        LedgerError::Conflict(Conflict::MediaExists) => {
-            ApiError::Internal("generated media id collided".into())
-        }
-        LedgerError::Conflict(Conflict::UnknownMedia) => ApiError::NotFound("unknown media".into()),
-        LedgerError::Conflict(
-            c @ (Conflict::BlobElsewhere
-            | Conflict::NoSuchTask
-            | Conflict::WrongEvent
-            | Conflict::TransferRunning
-            | Conflict::ThumbnailExists
-            | Conflict::NothingToDo
-            | Conflict::RecordTooLarge),
-        ) => ApiError::Internal(format!("unexpected conflict: {c}")),
-        LedgerError::Conflict(Conflict::NotUploader) => {
-            ApiError::Forbidden("only the uploader or an admin may purge this media".into())
-        }
-        LedgerError::Conflict(c @ (Conflict::RepositoryQuarantine | Conflict::OutOfScope)) => {
-            ApiError::Forbidden(c.to_string())
-        }
-        LedgerError::Conflict(Conflict::TooManyPending) => ApiError::LimitExceeded(
-            "too many pending uploads; fill or let some expire first".into(),
-        ),
-        LedgerError::Halted(name) => ApiError::Unavailable(format!(
-            "writes are suspended: projection {name} has halted"
-        )),
-        other => ApiError::internal(other),
-    }
 }

@@ -34,11 +34,15 @@ impl From<RemoteError> for ApiError {
         match e {
             RemoteError::NotFound => ApiError::NotFound("remote media not found".into()),
             RemoteError::TooLarge(limit) => ApiError::TooLarge { limit_bytes: limit },
-            RemoteError::Forbidden(m) => ApiError::Forbidden(m),
-            RemoteError::Failed(m) => {
-                ApiError::BadGateway(format!("fetching remote media failed: {m}"))
+            RemoteError::Forbidden(m) => {
+                // Which rule refused (a blocked name, an address rule) stays in the log.
+                tracing::info!(reason = %m, "remote fetch refused");
+                ApiError::Forbidden("fetching media from this server is not allowed".into())
             }
-            e @ RemoteError::BackedOff(_) => ApiError::BadGateway(e.to_string()),
+            RemoteError::Failed(m) => ApiError::bad_gateway("fetching the remote media failed", m),
+            e @ RemoteError::BackedOff(_) => {
+                ApiError::bad_gateway("the remote server is failing; retry later", e)
+            }
         }
     }
 }
@@ -193,9 +197,6 @@ impl RemoteMedia {
             .await
         {
             Ok(_) | Err(LedgerError::Conflict(Conflict::MediaExists)) => {}
-            Err(LedgerError::Conflict(Conflict::Quarantined)) => {
-                return Err(crate::media::quarantined_error())
-            }
             Err(e) => return Err(e.into()),
         }
         tracing::info!(%media, sha256 = %sha, size_bytes = size, "remote media cached");

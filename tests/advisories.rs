@@ -518,6 +518,7 @@ async fn thumbnail_bombs_are_refused_before_decoding_with_bounded_memory() {
             .get(srv.url(&format!(
                 "/_matrix/media/v3/thumbnail/{server}/{id}?width=32&height=32&method=crop"
             )))
+            .bearer_auth(ALICE)
             .send()
             .await
             .unwrap();
@@ -569,6 +570,79 @@ fn tiff() -> Vec<u8> {
     t.extend_from_slice(&0u16.to_le_bytes());
     t.extend_from_slice(&0u32.to_le_bytes());
     t
+}
+
+/// The reproduction: 100 anonymous and 100 authenticated thumbnail requests at once
+/// over 10 junk "PNGs" just under `max_source_bytes` (20 MiB). Before the bounds, every
+/// request read its source before waiting for a worker (RSS grew by gigabytes); now an
+/// anonymous request reads nothing, an authenticated one reads only with a worker, the queue
+/// beyond `max_queued` answers 429, and each junk source is decoded once per size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn junk_thumbnail_requests_do_not_pin_memory() {
+    let _one = MEMORY.lock().await;
+    let mut srv = TestServer::start_with(thumbnail_server_opts("")).await;
+    let mut media = Vec::new();
+    for _ in 0..10 {
+        let mut junk = b"\x89PNG\r\n\x1a\n".to_vec();
+        junk.extend(random_bytes(20 * 1024 * 1024 - 1024));
+        media.push(srv.upload(ALICE, junk, Some("image/png"), None).await);
+    }
+    let base = rss_bytes();
+    let sampler = RssSampler::start();
+    let sizes = [
+        "width=32&height=32&method=crop",
+        "width=96&height=96&method=crop",
+        "width=320&height=240&method=scale",
+        "width=640&height=480&method=scale",
+        "width=800&height=600&method=scale",
+    ];
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let (server, id) = parse_mxc(&media[i % 10]);
+        let url = srv.url(&format!(
+            "/_matrix/media/v3/thumbnail/{server}/{id}?{}",
+            sizes[(i / 10) % 5]
+        ));
+        let (c, authed) = (srv.client.clone(), i % 2 == 1);
+        tasks.push(tokio::spawn(async move {
+            let mut req = c.get(&url);
+            if authed {
+                req = req.bearer_auth(ALICE);
+            }
+            let resp = req.send().await.unwrap();
+            (authed, resp.status(), resp.text().await.unwrap())
+        }));
+    }
+    let mut answers = std::collections::BTreeMap::<(bool, u16), usize>::new();
+    for t in tasks {
+        let (authed, status, body) = t.await.unwrap();
+        let allowed: &[u16] = if authed { &[400, 429] } else { &[400, 404] };
+        assert!(
+            allowed.contains(&status.as_u16()),
+            "authed {authed}: {status} {body}"
+        );
+        *answers.entry((authed, status.as_u16())).or_default() += 1;
+    }
+    let peak = sampler.peak();
+    drop(sampler);
+    let grew = peak.saturating_sub(base);
+    println!(
+        "200 thumbnail requests over 10 junk 20 MiB PNGs: {answers:?}, RSS {} MiB -> peak {} MiB (+{} MiB)",
+        base / MIB,
+        peak / MIB,
+        grew / MIB
+    );
+    assert!(
+        grew < 200 * MIB,
+        "memory grew by {} MiB answering junk thumbnail requests",
+        grew / MIB
+    );
+    srv.stop().await;
+    let generated = events(&srv.db_path())
+        .into_iter()
+        .filter(|e| matches!(e.event, Event::ThumbnailGeneratedV1(_)))
+        .count();
+    assert_eq!(generated, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -45,7 +45,7 @@ const REACH: Duration = Duration::from_secs(30);
 
 /// A datastore call that can be made to fail or pause.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Op {
+pub(crate) enum Op {
     /// `spool_dir`: where an upload's temp file is created.
     Spool,
     Commit,
@@ -74,7 +74,7 @@ enum Fault {
 }
 
 /// A point where a call waits until the test lets it go.
-struct Gate {
+pub(crate) struct Gate {
     reached: Semaphore,
     release: Semaphore,
 }
@@ -94,7 +94,7 @@ impl Gate {
     }
 
     /// Waits until a call has arrived at this point.
-    async fn reached(&self) {
+    pub(crate) async fn reached(&self) {
         tokio::time::timeout(REACH, self.reached.acquire())
             .await
             .expect("pause point not reached in time")
@@ -103,7 +103,7 @@ impl Gate {
     }
 
     /// Lets the waiting call go on.
-    fn release(&self) {
+    pub(crate) fn release(&self) {
         self.release.add_permits(1);
     }
 }
@@ -127,7 +127,7 @@ struct Rule {
 
 /// The shared fault plan of every wrapped datastore, and a count of every call.
 #[derive(Default)]
-struct Faults {
+pub(crate) struct Faults {
     rules: parking_lot::Mutex<Vec<Rule>>,
     calls: parking_lot::Mutex<BTreeMap<(String, Op), u64>>,
     /// Datastores whose `local_path` is hidden (transfers then stream through `open` and
@@ -136,7 +136,7 @@ struct Faults {
 }
 
 impl Faults {
-    fn new() -> Arc<Self> {
+    pub(crate) fn new() -> Arc<Self> {
         Arc::new(Self::default())
     }
 
@@ -157,7 +157,7 @@ impl Faults {
     }
 
     /// Pauses the next matching call before and after its real work.
-    fn pause(&self, op: Op, datastore: Option<&str>) -> Arc<Gate> {
+    pub(crate) fn pause(&self, op: Op, datastore: Option<&str>) -> Arc<Gate> {
         let gate = Gate::new();
         self.rules.lock().push(Rule {
             op,
@@ -173,7 +173,7 @@ impl Faults {
         self.rules.lock().len()
     }
 
-    fn calls(&self, datastore: &str, op: Op) -> u64 {
+    pub(crate) fn calls(&self, datastore: &str, op: Op) -> u64 {
         self.calls
             .lock()
             .get(&(datastore.to_owned(), op))
@@ -411,7 +411,7 @@ async fn boot(srv: &mut TestServer, hook: Option<DatastoreHook>) {
 }
 
 /// A server on a fresh directory with `opts`, its datastores wrapped by `faults`.
-async fn start(opts: Opts, faults: &Arc<Faults>) -> TestServer {
+pub(crate) async fn start(opts: Opts, faults: &Arc<Faults>) -> TestServer {
     let dir = tempfile::tempdir().unwrap();
     let config_text = common::config_text(dir.path(), &opts);
     let mut srv = TestServer {
@@ -869,12 +869,26 @@ async fn failed_thumbnail_commit_records_nothing() {
     ));
     for fault in [Fault::Fail, Fault::Tear] {
         faults.next(Op::Commit, None, fault);
-        expect_server_error(srv.client.get(&url).send().await.unwrap()).await;
+        expect_server_error(
+            srv.client
+                .get(&url)
+                .bearer_auth(ALICE)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
         assert_eq!(faults.pending_rules(), 0, "{fault:?}: no commit");
         assert_eq!(count_events(&srv, "thumbnail.generated.v1"), 0, "{fault:?}");
         assert_eq!(spool_entries(&srv.media_dir()), 0, "{fault:?}");
     }
-    let resp = srv.client.get(&url).send().await.unwrap();
+    let resp = srv
+        .client
+        .get(&url)
+        .bearer_auth(ALICE)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let thumb = resp.bytes().await.unwrap();
     let decoded = image::load_from_memory(&thumb).unwrap();

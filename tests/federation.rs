@@ -611,11 +611,17 @@ async fn silent_remote_times_out_with_a_matrix_error() {
     let v = expect_error(resp, StatusCode::BAD_GATEWAY, "M_UNKNOWN").await;
     assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}: {v}");
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    // The cause (address, timeout) is logged; the body is a fixed message.
+    assert_eq!(v["error"], "fetching the remote media failed", "{v}");
 
     // Backed off: answered at once without contacting it again.
     let started = Instant::now();
     let resp = authed_download(&a, "mxc://slow.test/othermedia").await;
-    expect_error(resp, StatusCode::BAD_GATEWAY, "M_UNKNOWN").await;
+    let v = expect_error(resp, StatusCode::BAD_GATEWAY, "M_UNKNOWN").await;
+    assert_eq!(
+        v["error"], "the remote server is failing; retry later",
+        "{v}"
+    );
     assert!(started.elapsed() < Duration::from_millis(400));
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
 
@@ -728,4 +734,21 @@ async fn unknown_remote_media_is_not_found() {
     a.stop().await;
     b.stop().await;
     assert_eq!(remote_cached_events(&a.db_path()).len(), 1);
+}
+
+/// A projection the remote cache's record is validated against has halted: the fetch answers
+/// the documented 503, not a 500, and records nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_halted_projection_answers_503_on_the_remote_path() {
+    let (mut a, mut b) = pair(AOpts::default()).await;
+    let mxc = b.upload_bytes(random_bytes(1000)).await;
+    a.server()
+        .ledger
+        .halt_projection("hash_refs", "halted by the test");
+    let resp = authed_download(&a, &mxc).await;
+    let v = expect_error(resp, StatusCode::SERVICE_UNAVAILABLE, "M_UNKNOWN").await;
+    assert!(!v["error"].as_str().unwrap().contains("hash_refs"), "{v}");
+    a.stop().await;
+    b.stop().await;
+    assert!(remote_cached_events(&a.db_path()).is_empty());
 }

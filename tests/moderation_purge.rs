@@ -147,10 +147,11 @@ async fn expect_gone(srv: &TestServer, mxc: &str) {
     .await;
 }
 
-/// `GET /_matrix/media/v3/thumbnail/{server}/{id}?{query}`, unauthenticated.
+/// `GET /_matrix/media/v3/thumbnail/{server}/{id}?{query}` with a token (which may generate).
 async fn thumbnail(srv: &TestServer, mxc: &str, query: &str) -> reqwest::Response {
     srv.client
         .get(srv.url(&format!("/_matrix/media/v3/thumbnail/{}?{query}", sid(mxc))))
+        .bearer_auth(ALICE)
         .send()
         .await
         .unwrap()

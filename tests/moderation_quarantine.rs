@@ -244,6 +244,7 @@ async fn thumbnail(srv: &TestServer, mxc: &str, w: u32, h: u32, method: &str) ->
             "/_matrix/media/v3/thumbnail/{}?width={w}&height={h}&method={method}",
             path_of(mxc)
         )))
+        .bearer_auth(ALICE)
         .send()
         .await
         .unwrap()

@@ -155,6 +155,7 @@ async fn scenario(srv: &TestServer, i: &Inputs) -> Run {
         .get(srv.url(&format!(
             "/_matrix/media/v3/thumbnail/{server}/{id}?width=96&height=96&method=crop"
         )))
+        .bearer_auth(ALICE)
         .send()
         .await
         .unwrap();

@@ -24,6 +24,7 @@ mod moderation_quarantine;
 mod recovery;
 mod restart;
 mod s3;
+mod thumbnail_bounds;
 mod thumbnails;
 mod transfer;
 mod upload_download;

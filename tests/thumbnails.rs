@@ -224,9 +224,12 @@ fn legacy_path(mxc: &str, query: &str) -> String {
     format!("/_matrix/media/v3/thumbnail/{server}/{id}?{query}")
 }
 
+/// The legacy route with a token the homeserver knows (which may generate; an anonymous
+/// request is served only what exists).
 async fn get_legacy(srv: &TestServer, mxc: &str, query: &str) -> reqwest::Response {
     srv.client
         .get(srv.url(&legacy_path(mxc, query)))
+        .bearer_auth(ALICE)
         .send()
         .await
         .unwrap()
@@ -733,7 +736,9 @@ async fn concurrent_identical_requests_generate_once() {
         let tasks: Vec<_> = (0..8)
             .map(|_| {
                 let (client, url) = (srv.client.clone(), url.clone());
-                tokio::spawn(async move { into_thumb(client.get(url).send().await.unwrap()).await })
+                tokio::spawn(async move {
+                    into_thumb(client.get(url).bearer_auth(ALICE).send().await.unwrap()).await
+                })
             })
             .collect();
         let mut bodies = BTreeSet::new();
@@ -1139,7 +1144,9 @@ async fn thumbnail_waits_for_an_async_upload() {
                 "width=96&height=96&method=crop&timeout_ms=20000",
             )),
         );
-        tokio::spawn(async move { into_thumb(client.get(url).send().await.unwrap()).await })
+        tokio::spawn(async move {
+            into_thumb(client.get(url).bearer_auth(ALICE).send().await.unwrap()).await
+        })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (server, id) = parse_mxc(&mxc);

@@ -1194,3 +1194,39 @@ async fn missing_source_blob_fails_only_itself() {
     assert_eq!(api.size_estimate("s3").await, figures(&all));
     srv.stop().await;
 }
+
+/// The `tasks` projection a transfer's start is validated against has halted: the start
+/// answers the documented 503 (not a 500) and records no task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_halted_projection_answers_503_on_the_transfer_path() {
+    let mut srv = TestServer::start_with(Opts {
+        datastores: Some(format!(
+            "{}{}",
+            file_ds("a", "media-a", r#"["all"]"#),
+            file_ds("b", "media-b", r#"["all"]"#),
+        )),
+        ..Default::default()
+    })
+    .await;
+    let api = Api::of(&srv);
+    upload_set(&api, &[10, 20]).await;
+    srv.server()
+        .ledger
+        .halt_projection("tasks", "halted by the test");
+    let resp = api.transfer_raw("a", "b", Some(SECRET), None).await;
+    let v = expect_error(resp, StatusCode::SERVICE_UNAVAILABLE, "M_UNKNOWN").await;
+    assert!(!v["error"].as_str().unwrap().contains("tasks"), "{v}");
+    srv.stop().await;
+    let mut started = 0;
+    Ledger::events_at(
+        &srv.db_path(),
+        media_ledger_events::Seq(1),
+        media_ledger_events::Seq(u64::MAX),
+        |env| {
+            started += usize::from(env.event.type_name() == "transfer.started.v1");
+            true
+        },
+    )
+    .unwrap();
+    assert_eq!(started, 0);
+}

@@ -100,8 +100,11 @@ pub struct ThumbnailsConfig {
     pub max_pixels: u64,
     /// Decoder allocation limit.
     pub max_alloc_bytes: u64,
-    /// Thumbnails generated at the same time (a bounded pool off the async runtime).
+    /// Thumbnails generated at the same time (a bounded pool off the async runtime); each
+    /// holds its source in memory.
     pub workers: usize,
+    /// Generations waiting for a worker; beyond, 429 `M_LIMIT_EXCEEDED` with `retry_after_ms`.
+    pub max_queued: usize,
     /// Longest a generation may take.
     pub timeout_ms: u64,
 }
@@ -126,6 +129,7 @@ impl Default for ThumbnailsConfig {
             max_pixels: 32_000_000,
             max_alloc_bytes: 512 * 1024 * 1024,
             workers: 1,
+            max_queued: 16,
             timeout_ms: 15_000,
         }
     }

@@ -164,13 +164,20 @@ pub(crate) async fn find(
         tokio::select! {
             r = tokio::time::timeout_at(deadline.min(lapse), changes.changed()) => match r {
                 Ok(Ok(())) => continue,
-                Ok(Err(_)) => return Err(ApiError::Unavailable("shutting down".into())),
+                Ok(Err(_)) => return Err(shutting_down()),
                 Err(_) if tokio::time::Instant::now() >= deadline => return Err(ApiError::NotYetUploaded),
                 Err(_) => continue,
             },
-            _ = stopping.wait_for(|s| *s) => return Err(ApiError::Unavailable("shutting down".into())),
+            _ = stopping.wait_for(|s| *s) => return Err(shutting_down()),
         }
     }
+}
+
+fn shutting_down() -> ApiError {
+    ApiError::unavailable(
+        "the server is shutting down",
+        "stop requested while waiting",
+    )
 }
 
 /// Opens the blob of `sha` (see [`crate::media::open_blob`]).

@@ -156,7 +156,7 @@ pub async fn thumbnail(
     }
     let (thumb, _) = state
         .thumbnails
-        .get(Actor::System, &media, &record, req)
+        .get(Some(Actor::System), &media, &record, req)
         .await?;
     let (sha, len, ct) = thumb.served(&record);
     let body = open_blob(&state, &sha, 0, len).await?;

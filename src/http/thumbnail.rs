@@ -128,8 +128,11 @@ async fn serve(
             .unwrap_or(dl.default_timeout_ms)
             .min(dl.max_timeout_ms),
     );
-    let actor = principal.as_ref().map_or(Actor::System, Principal::actor);
-    let allow_remote = principal.is_some();
+    // Without a token the homeserver knows (an anonymous legacy request) nothing is fetched
+    // and nothing generated: what exists is served (ARCHITECTURE invariant 21).
+    let requester = principal.as_ref().map(Principal::actor);
+    let actor = requester.clone().unwrap_or(Actor::System);
+    let allow_remote = requester.is_some();
     // A purge racing the generation or the open: look the media up once more (as downloads
     // do), which answers 404 for a purged local media and fetches a purged remote copy again.
     let mut looked_again = false;
@@ -145,7 +148,7 @@ async fn serve(
         let opened = async {
             let (thumb, _size) = state
                 .thumbnails
-                .get(actor.clone(), &media, &record, req)
+                .get(requester.clone(), &media, &record, req)
                 .await?;
             let (sha, len, content_type) = thumb.served(&record);
             let stream = if head {

@@ -89,23 +89,29 @@ impl HomeserverAdmin {
             .send()
             .await
             .map_err(|e| {
-                ApiError::Unavailable(format!("homeserver {} unreachable: {e}", hs.name))
+                ApiError::unavailable(
+                    "the homeserver cannot be reached",
+                    format_args!("homeserver {} unreachable: {e}", hs.name),
+                )
             })?;
         let admin = match resp.status().as_u16() {
             200 => {
                 resp.json::<IsAdmin>()
                     .await
                     .map_err(|e| {
-                        ApiError::Unavailable(format!("homeserver {} admin check: {e}", hs.name))
+                        ApiError::unavailable(
+                            "the homeserver answered the admin check badly",
+                            format_args!("homeserver {} admin check: {e}", hs.name),
+                        )
                     })?
                     .admin
             }
             401 | 403 | 404 => false,
             s => {
-                return Err(ApiError::Unavailable(format!(
-                    "homeserver {} admin check answered {s}",
-                    hs.name
-                )))
+                return Err(ApiError::unavailable(
+                    "the homeserver answered the admin check badly",
+                    format_args!("homeserver {} admin check answered {s}", hs.name),
+                ))
             }
         };
         let mut cache = self.cache.lock();
@@ -132,11 +138,17 @@ impl HomeserverAdmin {
             .send()
             .await
             .map_err(|e| {
-                ApiError::Unavailable(format!("homeserver {} unreachable: {e}", hs.name))
+                ApiError::unavailable(
+                    "the homeserver cannot be reached",
+                    format_args!("homeserver {} unreachable: {e}", hs.name),
+                )
             })?;
         match resp.status().as_u16() {
             200 => resp.json().await.map_err(|e| {
-                ApiError::BadGateway(format!("homeserver {} room media: {e}", hs.name))
+                ApiError::bad_gateway(
+                    "the homeserver answered the room media request badly",
+                    format_args!("homeserver {} room media: {e}", hs.name),
+                )
             }),
             401 | 403 => Err(ApiError::Forbidden(
                 "the homeserver refused to list this room's media for you".into(),
@@ -144,10 +156,10 @@ impl HomeserverAdmin {
             404 => Err(ApiError::NotFound(
                 "room not known to the homeserver".into(),
             )),
-            s => Err(ApiError::BadGateway(format!(
-                "homeserver {} room media answered {s}",
-                hs.name
-            ))),
+            s => Err(ApiError::bad_gateway(
+                "the homeserver answered the room media request badly",
+                format_args!("homeserver {} room media answered {s}", hs.name),
+            )),
         }
     }
 }

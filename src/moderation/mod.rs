@@ -63,10 +63,6 @@ pub struct Moderation {
     pub homeserver: homeserver::HomeserverAdmin,
 }
 
-fn map(e: LedgerError) -> ApiError {
-    crate::media::map_conflict(e)
-}
-
 impl Moderation {
     /// Builds the service.
     pub fn new(ledger: Arc<Ledger>, datastores: Arc<Datastores>, config: &Config) -> Self {
@@ -113,7 +109,7 @@ impl Moderation {
                         }
                     }
                     Err(LedgerError::Conflict(Conflict::NothingToDo)) => break,
-                    Err(e) => return Err(map(e)),
+                    Err(e) => return Err(e.into()),
                 }
             }
         }
@@ -144,7 +140,7 @@ impl Moderation {
                 Err(LedgerError::Conflict(Conflict::UnknownMedia)) => {
                     return Err(ApiError::NotFound("media not found".into()))
                 }
-                Err(e) => return Err(map(e)),
+                Err(e) => return Err(e.into()),
             }
         }
     }
@@ -171,7 +167,7 @@ impl Moderation {
             Err(LedgerError::Conflict(Conflict::UnknownMedia)) => {
                 Err(ApiError::NotFound("media not found".into()))
             }
-            Err(e) => Err(map(e)),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -216,7 +212,7 @@ impl Moderation {
                         }
                     }
                     Err(LedgerError::Conflict(Conflict::NothingToDo)) => break,
-                    Err(e) => return Err(map(e)),
+                    Err(e) => return Err(e.into()),
                 }
             }
         }

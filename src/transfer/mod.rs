@@ -123,13 +123,7 @@ impl Transfers {
         let committed = self
             .ledger
             .submit(actor, request_id, Command::StartTransfer(event))
-            .await
-            .map_err(|e| match e {
-                LedgerError::Conflict(Conflict::TransferRunning | Conflict::WrongEvent) => {
-                    ApiError::InvalidParam(format!("cannot start this transfer: {e}"))
-                }
-                other => other.into(),
-            })?;
+            .await?;
         tracing::info!(
             task = committed.seq.0,
             blobs = selected.len(),

@@ -1,32 +1,38 @@
 //! Thumbnails: pick a configured size, generate it once, store it as a blob, record it.
 //!
-//! Generation is bounded: sources above `thumbnails.max_source_bytes` or with more pixels than
-//! `max_pixels` (read from the header before decoding) are refused; decoders run with an
-//! allocation limit, on the blocking pool behind a semaphore of `workers` permits, under a
-//! timeout. Concurrent requests for the same missing thumbnail generate it once (the others
-//! wait on a per-thumbnail lock and then find it recorded). Animated sources are thumbnailed
-//! from their first frame (the spec lets a server answer `animated=true` with a still).
+//! Generation is bounded ([`bounds`]): a request takes a place among `workers` generations and
+//! `max_queued` waiting ones (beyond, 429 `M_LIMIT_EXCEEDED` with `retry_after_ms`), and reads
+//! the source only once it holds a worker, so at most `workers` sources are in memory. Sources
+//! above `thumbnails.max_source_bytes` or with more pixels than `max_pixels` (read from the
+//! header before decoding) are refused; decoders run with an allocation limit on the blocking
+//! pool, under a timeout ([`render`]). A render that fails is remembered per (source SHA-256,
+//! size, method), so the same junk is decoded once and later requests get the same answer.
+//! Concurrent requests for the same missing thumbnail generate it once (the others wait on a
+//! per-thumbnail lock and then find it recorded). Only a requester with an identity (a token,
+//! a signed federation request) makes a generation; others are served what exists. Animated
+//! sources are thumbnailed from their first frame (the spec lets a server answer
+//! `animated=true` with a still).
+
+pub mod bounds;
+pub mod render;
 
 use crate::coalesce::Coalescer;
 use crate::config::{Config, DatastoreKind, ThumbnailMethodConfig, ThumbnailSize};
 use crate::datastore::Datastores;
 use crate::error::ApiError;
 use crate::ledger::{Command, Conflict, Ledger, LedgerError};
+use bounds::{Admission, FailedRenders, Failure};
 use futures_util::StreamExt;
 use media_ledger_events::{
     Actor, MediaRef, RequestId, Sha256, ThumbnailGenerated, ThumbnailMethod,
 };
 use media_ledger_projections::media_index::MediaRecord;
 use media_ledger_projections::thumbnails::{self, ThumbRecord};
+use render::{cannot, render, THUMBNAILABLE};
 use sha2::Digest;
-use std::io::Cursor;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::Semaphore;
-
-/// Source types we decode.
-const THUMBNAILABLE: &[&str] = &["image/jpeg", "image/png", "image/gif", "image/webp"];
 
 /// What a thumbnail request resolves to.
 pub enum Thumb {
@@ -54,12 +60,7 @@ impl Thumb {
 
     /// The file name a thumbnail is served as.
     pub fn file_name(content_type: &str) -> String {
-        let ext = if content_type.contains("jpeg") {
-            "jpg"
-        } else {
-            content_type.rsplit('/').next().unwrap_or("bin")
-        };
-        format!("thumbnail.{ext}")
+        format!("thumbnail.{}", render::extension(content_type))
     }
 }
 
@@ -81,7 +82,8 @@ pub struct Thumbnailer {
     ledger: Arc<Ledger>,
     datastores: Arc<Datastores>,
     config: Arc<Config>,
-    pool: Arc<Semaphore>,
+    admission: Admission,
+    failed: FailedRenders,
     inflight: Coalescer<Vec<u8>>,
 }
 
@@ -121,20 +123,23 @@ fn method_of(s: &ThumbnailSize) -> ThumbnailMethod {
 impl Thumbnailer {
     /// Builds the service.
     pub fn new(ledger: Arc<Ledger>, datastores: Arc<Datastores>, config: Arc<Config>) -> Self {
-        let workers = config.thumbnails.workers.max(1);
+        let admission = Admission::new(config.thumbnails.workers, config.thumbnails.max_queued);
         Self {
             ledger,
             datastores,
             config,
-            pool: Arc::new(Semaphore::new(workers)),
+            admission,
+            failed: FailedRenders::default(),
             inflight: Coalescer::default(),
         }
     }
 
     /// The thumbnail of `media` (whose record is `record`) for a request of this size.
+    /// `requester` is who generates a missing thumbnail; `None` (an anonymous legacy request)
+    /// is served only what exists: 404 `M_NOT_FOUND` for a thumbnail not generated yet.
     pub async fn get(
         &self,
-        actor: Actor,
+        requester: Option<Actor>,
         media: &MediaRef,
         record: &MediaRecord,
         req: ThumbRequest,
@@ -173,7 +178,17 @@ impl Thumbnailer {
         if record.size_bytes > cfg.max_source_bytes {
             return Err(cannot("this media is too large to thumbnail"));
         }
-        // One generation per thumbnail: later requests wait, then find it recorded.
+        let failed_key = (record.sha256, size.width, size.height, m);
+        if let Some(f) = self.failed.get(&failed_key) {
+            return Err(f.error());
+        }
+        let Some(actor) = requester else {
+            return Err(ApiError::NotFound(
+                "this thumbnail has not been generated; request it with an access token".into(),
+            ));
+        };
+        // One generation per thumbnail: later requests wait, then find it recorded (or its
+        // failure remembered).
         let key = thumbnails::thumb_key(media, size.width, size.height, m, animated);
         let work = async {
             if let Some(t) = thumbnails::get(
@@ -185,6 +200,9 @@ impl Thumbnailer {
                 animated,
             )? {
                 return Ok(Thumb::Stored(t));
+            }
+            if let Some(f) = self.failed.get(&failed_key) {
+                return Err(f.error());
             }
             self.generate(actor, media, record, size, m, animated).await
         };
@@ -200,25 +218,34 @@ impl Thumbnailer {
         method: ThumbnailMethod,
         animated: bool,
     ) -> Result<Thumb, ApiError> {
+        // A place in the queue, then a worker, and only then the source in memory: at most
+        // `workers` sources are held at once, however many requests arrive.
+        let place = self.admission.enter()?;
+        let permit = self.admission.worker(&place).await?;
         let source = self.read_source(record).await?;
         let cfg = self.config.thumbnails.clone();
-        let permit = self
-            .pool
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(ApiError::internal)?;
         let work = tokio::task::spawn_blocking(move || {
+            // The worker stays taken until the decoder returns, even after a timeout.
             let _permit = permit;
             render(&source, size, method, &cfg)
         });
-        let rendered = tokio::time::timeout(
+        let rendered = match tokio::time::timeout(
             Duration::from_millis(self.config.thumbnails.timeout_ms),
             work,
         )
         .await
-        .map_err(|_| ApiError::Unavailable("thumbnail generation timed out".into()))?
-        .map_err(ApiError::internal)??;
+        {
+            Err(_) => Err(bounds::timed_out()),
+            Ok(joined) => joined.map_err(ApiError::internal).and_then(|r| r),
+        };
+        drop(place);
+        let rendered = rendered.inspect_err(|e| {
+            if let Some(f) = Failure::of(e) {
+                tracing::info!(sha256 = %record.sha256, width = size.width, height = size.height, error = %e, "thumbnail render failed; remembered");
+                self.failed
+                    .remember((record.sha256, size.width, size.height, method), f);
+            }
+        })?;
         let Some((bytes, content_type)) = rendered else {
             return Ok(Thumb::Original);
         };
@@ -275,9 +302,6 @@ impl Thumbnailer {
             .await
         {
             Ok(_) | Err(LedgerError::Conflict(Conflict::ThumbnailExists)) => {}
-            Err(LedgerError::Conflict(Conflict::UnknownMedia)) => {
-                return Err(ApiError::NotFound("media not found".into()))
-            }
             Err(e) => return Err(e.into()),
         }
         thumbnails::get(
@@ -301,82 +325,22 @@ impl Thumbnailer {
             record.size_bytes,
         )
         .await?;
-        let mut out = Vec::with_capacity(usize::try_from(record.size_bytes).unwrap_or(0));
+        // Bounded by the record's size (already checked against `max_source_bytes`), whatever
+        // the stream yields.
+        let limit = record
+            .size_bytes
+            .min(self.config.thumbnails.max_source_bytes);
+        let mut out = Vec::with_capacity(usize::try_from(limit).unwrap_or(0));
         while let Some(chunk) = stream.next().await {
-            out.extend_from_slice(&chunk.map_err(ApiError::internal)?);
+            let chunk = chunk.map_err(ApiError::internal)?;
+            if (out.len() as u64).saturating_add(chunk.len() as u64) > limit {
+                return Err(ApiError::Internal(format!(
+                    "blob {} is longer than its record says",
+                    record.sha256
+                )));
+            }
+            out.extend_from_slice(&chunk);
         }
         Ok(out)
     }
-}
-
-fn cannot(why: &str) -> ApiError {
-    ApiError::CannotThumbnail(why.to_owned())
-}
-
-/// Decodes, checks and resizes; `None` when the original is no larger than the size (serve
-/// it as is). PNG output, JPEG for JPEG sources.
-fn render(
-    source: &[u8],
-    size: ThumbnailSize,
-    method: ThumbnailMethod,
-    cfg: &crate::config::ThumbnailsConfig,
-) -> Result<Option<(Vec<u8>, &'static str)>, ApiError> {
-    let reader = image::ImageReader::new(Cursor::new(source))
-        .with_guessed_format()
-        .map_err(|_| cannot("cannot read the image"))?;
-    let format = reader
-        .format()
-        .ok_or_else(|| cannot("unknown image format"))?;
-    // The JPEG decoder fills in missing data: refuse a file cut short (no end-of-image
-    // marker near its end) rather than store a thumbnail of a damaged image.
-    if format == image::ImageFormat::Jpeg {
-        let tail = source
-            .get(source.len().saturating_sub(1024)..)
-            .unwrap_or_default();
-        if !tail.windows(2).any(|w| w == [0xFF, 0xD9]) {
-            return Err(cannot("the JPEG is truncated"));
-        }
-    }
-    let (w, h) = reader
-        .into_dimensions()
-        .map_err(|_| cannot("cannot read the image header"))?;
-    if u64::from(w) * u64::from(h) > cfg.max_pixels {
-        return Err(cannot("the image has too many pixels to thumbnail"));
-    }
-    if w <= size.width && h <= size.height {
-        return Ok(None);
-    }
-    let mut reader = image::ImageReader::with_format(Cursor::new(source), format);
-    let mut limits = image::Limits::default();
-    limits.max_image_width = Some(w);
-    limits.max_image_height = Some(h);
-    limits.max_alloc = Some(cfg.max_alloc_bytes);
-    reader.limits(limits);
-    let img = reader
-        .decode()
-        .map_err(|_| cannot("the image cannot be decoded"))?;
-    let out = match method {
-        ThumbnailMethod::Crop => img.resize_to_fill(
-            size.width,
-            size.height,
-            image::imageops::FilterType::Triangle,
-        ),
-        ThumbnailMethod::Scale => img.resize(
-            size.width,
-            size.height,
-            image::imageops::FilterType::Triangle,
-        ),
-    };
-    let mut bytes = Vec::new();
-    let content_type = if format == image::ImageFormat::Jpeg {
-        let rgb = out.to_rgb8();
-        let mut enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 80);
-        enc.encode_image(&rgb).map_err(ApiError::internal)?;
-        "image/jpeg"
-    } else {
-        out.write_to(&mut Cursor::new(&mut bytes), image::ImageFormat::Png)
-            .map_err(ApiError::internal)?;
-        "image/png"
-    };
-    Ok(Some((bytes, content_type)))
 }
