@@ -52,7 +52,7 @@ pub struct Resolved {
 /// Metadata of a fetched media.
 #[derive(Debug, Clone, Default)]
 pub struct Fetched {
-    /// As the remote sent it.
+    /// The remote's type, normalised ([`media_ledger_events::ContentType::normalise`]).
     pub content_type: Option<String>,
     /// From its `Content-Disposition`.
     pub filename: Option<String>,
@@ -274,7 +274,7 @@ impl Client {
             return self.follow(location, max_bytes, sink).await;
         }
         Ok(Fetched {
-            content_type: headers.get("content-type").cloned(),
+            content_type: headers.get("content-type").and_then(|c| first_type(c)),
             filename: headers
                 .get("content-disposition")
                 .and_then(|d| filename_of(d)),
@@ -352,7 +352,7 @@ impl Client {
                 .headers()
                 .get("content-type")
                 .and_then(|v| v.to_str().ok())
-                .map(str::to_owned),
+                .and_then(first_type),
             filename: resp
                 .headers()
                 .get("content-disposition")
@@ -371,6 +371,12 @@ impl Client {
         }
         Ok(fetched)
     }
+}
+
+/// The type a remote's `Content-Type` is recorded as: its first parsed type, or none
+/// (served as `application/octet-stream`) — never a comma list a browser reads otherwise.
+fn first_type(raw: &str) -> Option<String> {
+    media_ledger_events::ContentType::normalise(raw).map(String::from)
 }
 
 /// The file name of a `Content-Disposition` value (`filename*=utf-8''…` or `filename="…"`).

@@ -347,15 +347,16 @@ async fn serve(
         .as_ref()
         .map(|c| c.essence())
         .unwrap_or_else(|| "application/octet-stream".into());
+    // Only the parsed type: an older record may hold a value a browser would read otherwise.
     let content_type = record
         .content_type
         .as_ref()
-        .map_or("application/octet-stream", |c| c.as_str());
+        .map_or_else(|| "application/octet-stream".to_owned(), |c| c.served());
     let name = filename.or(record.upload_name);
     let mut resp = Body::from_stream(stream).into_response();
     *resp.status_mut() = status;
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, header_value(content_type)?);
+    h.insert(header::CONTENT_TYPE, header_value(&content_type)?);
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     h.insert(
         header::CONTENT_DISPOSITION,

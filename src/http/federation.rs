@@ -121,8 +121,7 @@ pub async fn download(
     let ct = record
         .content_type
         .as_ref()
-        .map_or("application/octet-stream", |c| c.as_str())
-        .to_owned();
+        .map_or_else(|| "application/octet-stream".to_owned(), |c| c.served());
     let essence = record
         .content_type
         .as_ref()
