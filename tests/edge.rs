@@ -100,3 +100,108 @@ async fn stored_comma_content_types_are_served_as_the_parsed_type() {
     );
     srv.stop().await;
 }
+
+/// `GET target` over raw TCP (so `..` reaches the server as written); the status and body.
+async fn raw_get(srv: &TestServer, target: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = srv.base.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "GET {target} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {ALICE}\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    (status, body)
+}
+
+/// Server names that can never resolve are refused at the edge, before any look-up; a
+/// blocked server is blocked whatever the case or a trailing dot in the config.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unresolvable_server_names_are_refused_and_blocklists_normalised() {
+    // A pinned "blocked.test" that would answer 404 if it were asked.
+    let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = asked.clone();
+    let router = axum::Router::new().fallback(move || {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async {
+            (
+                axum::http::StatusCode::NOT_FOUND,
+                [("content-type", "application/json")],
+                r#"{"errcode":"M_NOT_FOUND","error":"no"}"#,
+            )
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let pinned = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    let mut srv = TestServer::start_with(common::Opts {
+        extra_toml: format!(
+            "[federation]\nsigning_key_path = {{dir:signing.key}}\nblocked_servers = [\"Blocked.Test.\"]\npins = {{ \"blocked.test\" = {pinned:?}, \"blocked.test:8448\" = {pinned:?} }}\n"
+        ),
+        ..common::Opts::default()
+    })
+    .await;
+    for server in [
+        "..",
+        ".",
+        "a..b",
+        ".a.test",
+        "trailing.test.",
+        "blocked.test.",
+        "x_y.test",
+        "host:0",
+    ] {
+        for path in [
+            format!("/_matrix/client/v1/media/download/{server}/someid"),
+            format!("/_matrix/client/v1/media/thumbnail/{server}/someid?width=8&height=8"),
+        ] {
+            let (status, body) = raw_get(&srv, &path).await;
+            assert_eq!(status, 400, "{path}: {body}");
+            assert!(body.contains("M_INVALID_PARAM"), "{path}: {body}");
+        }
+    }
+    for server in ["blocked.test", "BLOCKED.test", "blocked.test:8448"] {
+        let resp = srv
+            .client
+            .get(srv.url(&format!(
+                "/_matrix/client/v1/media/download/{server}/someid"
+            )))
+            .bearer_auth(ALICE)
+            .send()
+            .await
+            .unwrap();
+        expect_error(resp, StatusCode::FORBIDDEN, "M_FORBIDDEN").await;
+    }
+    assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 0);
+    srv.stop().await;
+}
+
+/// A homeserver name that could never be resolved is refused by config validation.
+#[test]
+fn config_refuses_unresolvable_homeserver_names() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["trailing.test.", "a..b"] {
+        let text = common::config_text(
+            dir.path(),
+            &common::Opts {
+                homeservers: Some(format!("[[homeservers]]\nname = \"{name}\"\n")),
+                ..common::Opts::default()
+            },
+        );
+        let err = media_ledger::config::Config::parse(&text).unwrap_err();
+        assert!(err.to_string().contains("resolvable"), "{name}: {err}");
+    }
+}

@@ -222,6 +222,29 @@ impl ServerName {
     pub fn host(&self) -> &str {
         split_port(&self.0).0
     }
+
+    /// Parses a name that must be resolvable (requests, config, federation headers):
+    /// Synapse's rule — a bracketed IPv6 literal, or labels of `[A-Za-z0-9-]` separated by
+    /// single dots (an IPv4 literal is such a name; no empty label, no leading or trailing
+    /// dot) — with an optional port of 1 to 65535. Decoding a stored event keeps the older,
+    /// lenient grammar ([`FromStr`]), so a log written before this rule stays readable.
+    pub fn parse_strict(s: &str) -> Result<Self, IdError> {
+        let bad = || IdError::ServerName(s.to_owned());
+        let name: Self = s.parse().map_err(|_| bad())?;
+        let (host, port) = split_port(s);
+        if port.is_some_and(|p| p.parse::<u16>().map_or(true, |p| p == 0)) {
+            return Err(bad());
+        }
+        let labels_ok = host.starts_with('[')
+            || host.split('.').all(|l| {
+                !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if labels_ok {
+            Ok(name)
+        } else {
+            Err(bad())
+        }
+    }
 }
 
 impl UserId {
@@ -485,6 +508,38 @@ mod tests {
             "x:y:z",
         ] {
             assert!(bad.parse::<ServerName>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn strict_server_names_are_resolvable() {
+        for ok in [
+            "localhost",
+            "matrix.org",
+            "Matrix.ORG:8448",
+            "1.2.3.4",
+            "[::1]:443",
+            "a-b.c-d",
+        ] {
+            assert!(ServerName::parse_strict(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "..",
+            ".",
+            "a..b",
+            ".a",
+            "blocked.test.",
+            "blocked.test.:8448",
+            "a_b.test",
+            "host:0",
+            "host:65536",
+            "",
+        ] {
+            assert!(ServerName::parse_strict(bad).is_err(), "{bad}");
+        }
+        // The stored-event grammar stays lenient: old logs may hold such names.
+        for old in ["..", "a..b", "blocked.test."] {
+            assert!(old.parse::<ServerName>().is_ok(), "{old}");
         }
     }
 

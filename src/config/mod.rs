@@ -294,6 +294,16 @@ impl Config {
         if self.homeservers.iter().filter(|h| h.default).count() > 1 {
             return invalid("at most one homeserver may have default = true".into());
         }
+        if let Some(h) = self
+            .homeservers
+            .iter()
+            .find(|h| ServerName::parse_strict(h.name.as_str()).is_err())
+        {
+            return invalid(format!(
+                "homeserver name {} is not a resolvable server name (labels of [A-Za-z0-9-] separated by single dots, or an IP literal)",
+                h.name
+            ));
+        }
         let mut names = HashSet::new();
         for h in &self.homeservers {
             if !names.insert(h.name.as_str()) {

@@ -138,6 +138,17 @@ impl Client {
         Ok(keys)
     }
 
+    /// Whether `origin` (with or without its port) is in `blocked_servers`, compared without
+    /// case and without a trailing dot (`Blocked.Test.` blocks `blocked.test`).
+    pub fn is_blocked(&self, origin: &ServerName) -> bool {
+        let norm = |s: &str| s.trim_end_matches('.').to_ascii_lowercase();
+        let (name, host) = (norm(origin.as_str()), norm(origin.host()));
+        self.config.blocked_servers.iter().any(|b| {
+            let b = norm(b);
+            b == name || b == host
+        })
+    }
+
     fn check_backoff(&self, host: &str) -> Result<(), RemoteError> {
         match self.backoff.lock().get(host) {
             Some((until, _)) if Instant::now() < *until => {
@@ -174,9 +185,7 @@ impl Client {
         F: FnMut(Bytes) -> Fut,
         Fut: std::future::Future<Output = Result<(), String>>,
     {
-        if self.config.blocked_servers.iter().any(|b| {
-            b.eq_ignore_ascii_case(origin.as_str()) || b.eq_ignore_ascii_case(origin.host())
-        }) {
+        if self.is_blocked(origin) {
             return Err(RemoteError::Forbidden(format!(
                 "media from {origin} is blocked on this server"
             )));

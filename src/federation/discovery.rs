@@ -160,7 +160,7 @@ impl Client {
         let v = super::client::capped_json(resp, super::client::MAX_JSON_BYTES)
             .await
             .ok()?;
-        v.get("m.server")?.as_str()?.parse().ok()
+        ServerName::parse_strict(v.get("m.server")?.as_str()?).ok()
     }
 
     /// The HTTP client for `url`: the shared one for a pinned server; otherwise one that

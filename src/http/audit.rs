@@ -328,9 +328,7 @@ pub async fn usage_uploads(
     let origin = parse_server(&server)?;
     let mut wanted: Vec<MediaRef> = Vec::new();
     for mxc in repeated(&uri, "mxc")? {
-        let m: MediaRef = mxc
-            .parse()
-            .map_err(|_| ApiError::InvalidParam(format!("invalid mxc {mxc:?}")))?;
+        let m = super::extract::parse_mxc(&mxc)?;
         if m.origin != origin {
             return Err(ApiError::InvalidParam(format!("{mxc} is not on {origin}")));
         }
