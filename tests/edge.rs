@@ -205,3 +205,103 @@ fn config_refuses_unresolvable_homeserver_names() {
         assert!(err.to_string().contains("resolvable"), "{name}: {err}");
     }
 }
+
+/// `POST /v1/create` as alice; the mxc.
+async fn create(srv: &TestServer) -> String {
+    let resp = srv
+        .client
+        .post(srv.url("/_matrix/media/v1/create"))
+        .bearer_auth(ALICE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let v: serde_json::Value = resp.json().await.unwrap();
+    v["content_uri"].as_str().unwrap().to_owned()
+}
+
+/// An anonymous download of `mxc` waiting up to `timeout_ms`.
+async fn wait_download(client: reqwest::Client, url: String) -> reqwest::Response {
+    client.get(url).send().await.unwrap()
+}
+
+fn waiting_url(srv: &TestServer, mxc: &str, timeout_ms: u64) -> String {
+    let (server, id) = parse_mxc(mxc);
+    srv.url(&format!(
+        "/_matrix/media/v3/download/{server}/{id}?timeout_ms={timeout_ms}"
+    ))
+}
+
+/// Polls with `timeout_ms=0` until the waiter caps answer 429 (the earlier waiters have
+/// registered by then); a poll that gets a waiter slot times out at once with 504.
+async fn until_limited(srv: &TestServer, mxc: &str) {
+    for _ in 0..2000 {
+        let resp = wait_download(srv.client.clone(), waiting_url(srv, mxc, 0)).await;
+        match resp.status() {
+            StatusCode::TOO_MANY_REQUESTS => {
+                expect_error(resp, StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED").await;
+                return;
+            }
+            StatusCode::GATEWAY_TIMEOUT => tokio::task::yield_now().await,
+            s => panic!("unexpected {s}"),
+        }
+    }
+    panic!("the waiter caps never answered 429");
+}
+
+/// Waiters on a pending upload are capped per media and in total (429 `M_LIMIT_EXCEEDED`
+/// beyond), and a fill wakes its own media's waiters, which then leave their slots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_on_pending_uploads_are_capped() {
+    let mut srv = TestServer::start_with(common::Opts {
+        downloads_extra: "max_waiters_per_media = 3\nmax_waiters = 5".into(),
+        ..common::Opts::default()
+    })
+    .await;
+    let (m1, m2) = (create(&srv).await, create(&srv).await);
+    let mut first = Vec::new();
+    for _ in 0..3 {
+        first.push(tokio::spawn(wait_download(
+            srv.client.clone(),
+            waiting_url(&srv, &m1, 60_000),
+        )));
+    }
+    // A fourth on m1 is over the per-media cap.
+    until_limited(&srv, &m1).await;
+    let mut second = Vec::new();
+    for _ in 0..2 {
+        second.push(tokio::spawn(wait_download(
+            srv.client.clone(),
+            waiting_url(&srv, &m2, 60_000),
+        )));
+    }
+    // A third on m2 is under its media's cap but over the total.
+    until_limited(&srv, &m2).await;
+
+    let bytes = random_bytes(100);
+    let (server, id) = parse_mxc(&m1);
+    let resp = srv
+        .client
+        .put(srv.url(&format!("/_matrix/media/v3/upload/{server}/{id}")))
+        .bearer_auth(ALICE)
+        .body(bytes.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    for w in first {
+        let resp = w.await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.bytes().await.unwrap().to_vec(), bytes);
+    }
+    // m1's waiters left: m2 has room again (a slot, then the spec's 504 at its timeout).
+    let resp = wait_download(srv.client.clone(), waiting_url(&srv, &m2, 0)).await;
+    expect_error(resp, StatusCode::GATEWAY_TIMEOUT, "M_NOT_YET_UPLOADED").await;
+    for w in &second {
+        assert!(!w.is_finished());
+    }
+    srv.stop().await;
+    for w in second {
+        let _ = w.await;
+    }
+}
