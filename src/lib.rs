@@ -28,3 +28,4 @@ pub mod remote;
 pub mod server;
 pub mod thumbnail;
 pub mod transfer;
+pub mod upload_waiters;

@@ -38,6 +38,7 @@ pub struct MediaService {
     ledger: Arc<Ledger>,
     datastores: Arc<Datastores>,
     config: Arc<Config>,
+    waiters: crate::upload_waiters::UploadWaiters,
 }
 
 /// Removes a spool file unless the upload got as far as committing it.
@@ -148,11 +149,22 @@ use crate::clock::now_ms;
 impl MediaService {
     /// Builds the service.
     pub fn new(ledger: Arc<Ledger>, datastores: Arc<Datastores>, config: Arc<Config>) -> Self {
+        let waiters = crate::upload_waiters::UploadWaiters::new(
+            config.downloads.max_waiters_per_media,
+            config.downloads.max_waiters,
+        );
         Self {
             ledger,
             datastores,
             config,
+            waiters,
         }
+    }
+
+    /// The downloads waiting for pending async uploads (woken when [`Self::upload_async`]
+    /// commits).
+    pub fn waiters(&self) -> &crate::upload_waiters::UploadWaiters {
+        &self.waiters
     }
 
     /// `POST /upload`: stores the body under a new media id of `origin`.
@@ -297,6 +309,7 @@ impl MediaService {
             datastore,
             location,
         };
+        let fills_reservation = completes_async.is_some();
         let committed = self
             .ledger
             .submit(
@@ -309,6 +322,9 @@ impl MediaService {
             )
             .await
             .map_err(ApiError::from)?;
+        if fills_reservation {
+            self.waiters.filled(&media);
+        }
         if let Event::MediaUploadedV1(e) = &committed.event {
             tracing::info!(media = %e.media, sha256 = %e.sha256, size_bytes, seq = committed.seq.0, "media uploaded");
         }

@@ -103,6 +103,21 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     ledger_events: AtomicU64::new(0),
 });
 
+/// The `method` label of a request: the methods the routes know, else `OTHER` (a client
+/// chooses the method, and each distinct label would be kept for good).
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
 impl Metrics {
     /// Records one answered request.
     pub fn request(&self, method: &str, route: &str, status: u16, seconds: f64) {

@@ -499,6 +499,10 @@ async fn fake_legacy(
             FAKE_BYTES,
         )
             .into_response(),
+        // A type list a browser would read as SVG.
+        "commatype" => {
+            ([("content-type", "image/png;, image/svg+xml")], FAKE_BYTES).into_response()
+        }
         // 5000 bytes, chunked (no Content-Length to check up front).
         "bigchunked" => {
             let chunks =
@@ -552,6 +556,27 @@ async fn falls_back_to_the_legacy_endpoint_on_unrecognized() {
     let events = remote_cached_events(&a.db_path());
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].fetched_from, fake);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_content_type_lists_are_recorded_as_their_first_type() {
+    let (fake, _st) = fake_homeserver().await;
+    let (mut a, mut b) = pair(AOpts {
+        pins: vec![("fake.test".into(), fake)],
+        ..AOpts::default()
+    })
+    .await;
+    let resp = authed_download(&a, "mxc://fake.test/commatype").await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(common::header(&resp, "content-type"), "image/png");
+    a.stop().await;
+    b.stop().await;
+    let events = remote_cached_events(&a.db_path());
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        events[0].content_type.as_ref().map(|c| c.as_str()),
+        Some("image/png")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -140,6 +140,14 @@ fn check_histogram(s: &Scrape, method: &str, route: &str) {
     );
 }
 
+/// Requests counted under the `OTHER` method label, over every route and status.
+fn other_requests(s: &Scrape) -> f64 {
+    s.with_prefix("media_ledger_http_requests_total{method=\"OTHER\"")
+        .iter()
+        .map(|(_, v)| v)
+        .sum()
+}
+
 /// Waits until the ledger head stops moving (queued access events get synced).
 async fn settle(srv: &TestServer) -> Scrape {
     let mut last = scrape(srv).await;
@@ -228,6 +236,31 @@ async fn metrics_follow_the_traffic() {
         1.0,
         "unknown route counted as unmatched"
     );
+    // Methods a client makes up share one label: each distinct one would be kept for good.
+    let before_other = other_requests(&s1);
+    for m in ["BREW", "XYZZY", "PROPFIND"] {
+        let method = reqwest::Method::from_bytes(m.as_bytes()).unwrap();
+        for path in ["/no/such/route", UPLOAD] {
+            let resp = srv
+                .client
+                .request(method.clone(), srv.url(path))
+                .send()
+                .await
+                .unwrap();
+            assert!(resp.status().is_client_error(), "{m} {path}");
+        }
+    }
+    let after = scrape(&srv).await;
+    assert_eq!(other_requests(&after) - before_other, 6.0);
+    for m in ["BREW", "XYZZY", "PROPFIND"] {
+        assert!(
+            after
+                .with_prefix("media_ledger_http_")
+                .iter()
+                .all(|(k, _)| !k.contains(m)),
+            "{m} became a label"
+        );
+    }
     // Latency histograms.
     for (m, r) in [("POST", UPLOAD), ("GET", DOWNLOAD)] {
         check_histogram(&s1, m, r);

@@ -222,6 +222,29 @@ impl ServerName {
     pub fn host(&self) -> &str {
         split_port(&self.0).0
     }
+
+    /// Parses a name that must be resolvable (requests, config, federation headers):
+    /// Synapse's rule — a bracketed IPv6 literal, or labels of `[A-Za-z0-9-]` separated by
+    /// single dots (an IPv4 literal is such a name; no empty label, no leading or trailing
+    /// dot) — with an optional port of 1 to 65535. Decoding a stored event keeps the older,
+    /// lenient grammar ([`FromStr`]), so a log written before this rule stays readable.
+    pub fn parse_strict(s: &str) -> Result<Self, IdError> {
+        let bad = || IdError::ServerName(s.to_owned());
+        let name: Self = s.parse().map_err(|_| bad())?;
+        let (host, port) = split_port(s);
+        if port.is_some_and(|p| p.parse::<u16>().map_or(true, |p| p == 0)) {
+            return Err(bad());
+        }
+        let labels_ok = host.starts_with('[')
+            || host.split('.').all(|l| {
+                !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if labels_ok {
+            Ok(name)
+        } else {
+            Err(bad())
+        }
+    }
 }
 
 impl UserId {
@@ -231,16 +254,98 @@ impl UserId {
     }
 }
 
+/// What a client or a browser reads as one `Content-Type`; [`ContentType`]'s decoding stays
+/// lenient (stored events are immutable), these are the strict readings.
 impl ContentType {
-    /// The lowercase `type/subtype`, without parameters.
-    pub fn essence(&self) -> String {
-        self.0
-            .split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase()
+    /// Parses what a client sends: `type/subtype` of RFC 9110 tokens, then `; name=value`
+    /// parameters (token name; token or plain quoted-string value), and no comma anywhere (a
+    /// browser reads `image/png;, image/svg+xml` as a list and takes the last type). Returns
+    /// the canonical form: lowercase type, subtype and parameter names, `; ` between parts.
+    pub fn parse_strict(s: &str) -> Result<Self, IdError> {
+        let bad = || IdError::ContentType(s.to_owned());
+        if s.contains(',') || !is_content_type(s) {
+            return Err(bad());
+        }
+        let mut parts = s.split(';');
+        let mut out = essence_of(parts.next().unwrap_or_default()).ok_or_else(bad)?;
+        for p in parts.map(trim_ows).filter(|p| !p.is_empty()) {
+            let (name, value) = p.split_once('=').ok_or_else(bad)?;
+            if !is_token(name) || !(is_token(value) || is_quoted(value)) {
+                return Err(bad());
+            }
+            out.push_str("; ");
+            out.push_str(&name.to_ascii_lowercase());
+            out.push('=');
+            out.push_str(value);
+        }
+        Self::try_from(out)
     }
+
+    /// Reads what another server sent: the strict form if it parses, else its leading
+    /// `type/subtype` alone (up to the first `;` or `,`), else nothing (served as
+    /// `application/octet-stream`).
+    pub fn normalise(s: &str) -> Option<Self> {
+        Self::parse_strict(s)
+            .ok()
+            .or_else(|| essence_of(s).and_then(|e| Self::try_from(e).ok()))
+    }
+
+    /// The lowercase `type/subtype` (the first one, up to the first `;` or `,`), or
+    /// `application/octet-stream` when the value does not start with one.
+    pub fn essence(&self) -> String {
+        essence_of(&self.0).unwrap_or_else(|| OCTET_STREAM.to_owned())
+    }
+
+    /// The value to serve in a `Content-Type` header: [`Self::essence`] and, if present as a
+    /// token, the `charset` parameter; nothing else of what was stored (older records may
+    /// hold values that [`Self::parse_strict`] refuses).
+    pub fn served(&self) -> String {
+        let mut out = self.essence();
+        let charset = self.0.split(';').skip(1).map(trim_ows).find_map(|p| {
+            let (name, value) = p.split_once('=')?;
+            let value = value
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or(value);
+            (name.eq_ignore_ascii_case("charset") && is_token(value)).then_some(value)
+        });
+        if let Some(c) = charset.filter(|_| out != OCTET_STREAM) {
+            out.push_str("; charset=");
+            out.push_str(c);
+        }
+        out
+    }
+}
+
+/// The type served when none is known or the stored one is unusable.
+pub const OCTET_STREAM: &str = "application/octet-stream";
+
+fn trim_ows(s: &str) -> &str {
+    s.trim_matches([' ', '\t'])
+}
+
+/// RFC 9110 `token`: one or more `tchar`.
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// A quoted-string without escapes, `;` or `,`.
+fn is_quoted(s: &str) -> bool {
+    s.len() >= 2
+        && s.starts_with('"')
+        && s.ends_with('"')
+        && s[1..s.len() - 1]
+            .bytes()
+            .all(|b| (0x20..=0x7e).contains(&b) && !b"\"\\;,".contains(&b))
+}
+
+/// The lowercase `type/subtype` at the start of `s`, up to the first `;` or `,`.
+fn essence_of(s: &str) -> Option<String> {
+    let first = trim_ows(s.split([';', ',']).next().unwrap_or_default());
+    let (t, st) = first.split_once('/')?;
+    (is_token(t) && is_token(st) && !st.contains('/')).then(|| first.to_ascii_lowercase())
 }
 
 /// An MXC URI: the origin server and the media id.
@@ -407,6 +512,38 @@ mod tests {
     }
 
     #[test]
+    fn strict_server_names_are_resolvable() {
+        for ok in [
+            "localhost",
+            "matrix.org",
+            "Matrix.ORG:8448",
+            "1.2.3.4",
+            "[::1]:443",
+            "a-b.c-d",
+        ] {
+            assert!(ServerName::parse_strict(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "..",
+            ".",
+            "a..b",
+            ".a",
+            "blocked.test.",
+            "blocked.test.:8448",
+            "a_b.test",
+            "host:0",
+            "host:65536",
+            "",
+        ] {
+            assert!(ServerName::parse_strict(bad).is_err(), "{bad}");
+        }
+        // The stored-event grammar stays lenient: old logs may hold such names.
+        for old in ["..", "a..b", "blocked.test."] {
+            assert!(old.parse::<ServerName>().is_ok(), "{old}");
+        }
+    }
+
+    #[test]
     fn media_ids_and_locations_refuse_paths() {
         assert!("abcDEF123_-".parse::<MediaId>().is_ok());
         for bad in ["", "a/b", "..", "a.b", "a%2f"] {
@@ -431,6 +568,44 @@ mod tests {
         assert_eq!(r.origin.host(), "example.org");
         assert_eq!(r.to_string(), "mxc://example.org:8448/abc");
         assert!("mxc://ex/a/b".parse::<MediaRef>().is_err());
+    }
+
+    #[test]
+    fn content_types_strict_and_served() {
+        let ok = |s: &str| ContentType::parse_strict(s).map(String::from);
+        assert_eq!(ok("image/PNG").as_deref(), Ok("image/png"));
+        assert_eq!(
+            ok("text/plain;Charset=\"utf-8\"").as_deref(),
+            Ok("text/plain; charset=\"utf-8\"")
+        );
+        assert_eq!(ok("text/plain;").as_deref(), Ok("text/plain"));
+        for bad in [
+            "text/plain;, text/html",
+            "image/png;, image/svg+xml",
+            "image/png, image/svg+xml",
+            "text/plain; a=\"x,y\"",
+            "text/plain; charset",
+            "text /plain",
+            "text/plain/x",
+            "text",
+        ] {
+            assert!(ContentType::parse_strict(bad).is_err(), "{bad}");
+        }
+        // What a remote sent: the first type.
+        let n = |s: &str| ContentType::normalise(s).map(String::from);
+        assert_eq!(n("image/png;, image/svg+xml").as_deref(), Some("image/png"));
+        assert_eq!(n("Image/PNG, image/svg+xml").as_deref(), Some("image/png"));
+        assert_eq!(n(", image/svg+xml"), None);
+        // A stored value from before the strict rule: only the parsed type is served.
+        let old: ContentType = "text/plain;, text/html".parse().unwrap();
+        assert_eq!(old.served(), "text/plain");
+        assert_eq!(old.essence(), "text/plain");
+        let old: ContentType = "text/html;, text/plain; charset=utf-8".parse().unwrap();
+        assert_eq!(old.served(), "text/html; charset=utf-8");
+        let old: ContentType = "x y/z".parse().unwrap();
+        assert_eq!(old.served(), OCTET_STREAM);
+        let cs: ContentType = "text/plain; charset=\"utf-8\"; q=1".parse().unwrap();
+        assert_eq!(cs.served(), "text/plain; charset=utf-8");
     }
 
     #[test]

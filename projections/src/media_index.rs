@@ -3,6 +3,12 @@
 //! Invariant: a key exists exactly for the media that were uploaded (or cached) and not
 //! purged, plus the tombstones of quarantined media that were purged; its `last_access_ms` is
 //! the time of the latest upload or recorded access. The hash index lists the same keys.
+//!
+//! The hash index is a doubly linked list per hash, in upload order: `0x02 ‖ sha256` →
+//! [`HashList`] (first and last media key), `0x03 ‖ sha256 ‖ media key` → [`HashLink`]
+//! (its neighbours). Adding or removing a media touches a constant number of keys however
+//! many media share the bytes (a list in one value was rewritten whole on every duplicate
+//! upload), and listing needs only point reads, which every state backend has.
 
 use crate::{
     get_value, invariant, media_key, put_value, KvRead, KvTx, Projection, ProjectionError,
@@ -72,8 +78,9 @@ impl Projection for MediaIndex {
         NAME
     }
     fn version(&self) -> u32 {
-        // 3: remote media. 4: moderation (pinned, tombstones, access counts).
-        4
+        // 3: remote media. 4: moderation (pinned, tombstones, access counts). 5: the hash
+        // index as a linked list (O(1) per upload).
+        5
     }
     fn apply(&self, env: &Envelope, tx: &mut dyn KvTx) -> Result<(), ProjectionError> {
         match &env.event {
@@ -153,9 +160,7 @@ impl Projection for MediaIndex {
                 Ok(())
             }
             Event::BlobMovedV1(e) => {
-                let list: Vec<Vec<u8>> =
-                    get_value(NAME, tx, &sha_key(&e.sha256))?.unwrap_or_default();
-                for key in list {
+                for key in keys_with_hash(tx, &e.sha256)? {
                     let mut record: MediaRecord = get_value(NAME, tx, &key)?
                         .ok_or_else(|| invariant(NAME, "hash index names a missing media"))?;
                     record.datastore = e.to_datastore.clone();
@@ -203,15 +208,7 @@ fn remove(tx: &mut dyn KvTx, media: &MediaRef, sha: &Sha256) -> Result<(), Proje
         None => return Err(invariant(NAME, format!("purge of unknown {media}"))),
     }
     tx.delete(&key);
-    let sk = sha_key(sha);
-    let mut list: Vec<Vec<u8>> = get_value(NAME, tx, &sk)?.unwrap_or_default();
-    list.retain(|k| k != &key);
-    if list.is_empty() {
-        tx.delete(&sk);
-        Ok(())
-    } else {
-        put_value(NAME, tx, &sk, &list)
-    }
+    unlink(tx, sha, &key)
 }
 
 /// Adds a new media record and lists it under its hash.
@@ -230,15 +227,33 @@ fn insert(
     }
     let sha = record.sha256;
     put_value(NAME, tx, &key, &record)?;
-    let sk = sha_key(&sha);
-    let mut list: Vec<Vec<u8>> = get_value(NAME, tx, &sk)?.unwrap_or_default();
-    list.push(key);
-    put_value(NAME, tx, &sk, &list)
+    append(tx, &sha, key)
 }
 
-/// First byte of the hash → media index keys (`0x02 ‖ sha256` → media keys); a media key
-/// never starts with it.
+/// First byte of the head of a hash's media list (`0x02 ‖ sha256` → [`HashList`]); a media
+/// key never starts with it.
 pub const SHA_INDEX_TAG: u8 = 2;
+/// First byte of a link of a hash's media list (`0x03 ‖ sha256 ‖ media key` →
+/// [`HashLink`]); a media key never starts with it.
+pub const SHA_LINK_TAG: u8 = 3;
+
+/// The ends of a hash's media list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HashList {
+    /// The media key uploaded first (of those still there).
+    pub first: Vec<u8>,
+    /// The media key uploaded last.
+    pub last: Vec<u8>,
+}
+
+/// One media's place in its hash's list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HashLink {
+    /// The media key before it.
+    pub prev: Option<Vec<u8>>,
+    /// The media key after it.
+    pub next: Option<Vec<u8>>,
+}
 
 fn sha_key(sha: &Sha256) -> Vec<u8> {
     let mut k = Vec::with_capacity(33);
@@ -247,21 +262,130 @@ fn sha_key(sha: &Sha256) -> Vec<u8> {
     k
 }
 
-/// The media whose content is `sha` (as media keys).
+fn link_key(sha: &Sha256, media_key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(33 + media_key.len());
+    k.push(SHA_LINK_TAG);
+    k.extend_from_slice(&sha.0);
+    k.extend_from_slice(media_key);
+    k
+}
+
+fn link(tx: &dyn KvTx, sha: &Sha256, key: &[u8]) -> Result<HashLink, ProjectionError> {
+    get_value(NAME, tx, &link_key(sha, key))?
+        .ok_or_else(|| invariant(NAME, format!("hash index of {sha} lost a link")))
+}
+
+/// Adds `key` at the end of `sha`'s list: three keys written whatever the list's length.
+fn append(tx: &mut dyn KvTx, sha: &Sha256, key: Vec<u8>) -> Result<(), ProjectionError> {
+    let sk = sha_key(sha);
+    let head = match get_value::<HashList>(NAME, tx, &sk)? {
+        None => {
+            put_value(
+                NAME,
+                tx,
+                &link_key(sha, &key),
+                &HashLink {
+                    prev: None,
+                    next: None,
+                },
+            )?;
+            HashList {
+                first: key.clone(),
+                last: key,
+            }
+        }
+        Some(head) => {
+            let mut last = link(tx, sha, &head.last)?;
+            last.next = Some(key.clone());
+            put_value(NAME, tx, &link_key(sha, &head.last), &last)?;
+            let new = HashLink {
+                prev: Some(head.last),
+                next: None,
+            };
+            put_value(NAME, tx, &link_key(sha, &key), &new)?;
+            HashList {
+                first: head.first,
+                last: key,
+            }
+        }
+    };
+    put_value(NAME, tx, &sk, &head)
+}
+
+/// Takes `key` out of `sha`'s list, joining its neighbours.
+fn unlink(tx: &mut dyn KvTx, sha: &Sha256, key: &[u8]) -> Result<(), ProjectionError> {
+    let sk = sha_key(sha);
+    let mut head: HashList = get_value(NAME, tx, &sk)?
+        .ok_or_else(|| invariant(NAME, format!("hash index of {sha} has no list")))?;
+    let gone = link(tx, sha, key)?;
+    tx.delete(&link_key(sha, key));
+    match &gone.prev {
+        Some(p) => {
+            let mut prev = link(tx, sha, p)?;
+            prev.next.clone_from(&gone.next);
+            put_value(NAME, tx, &link_key(sha, p), &prev)?;
+        }
+        None => match &gone.next {
+            Some(n) => head.first.clone_from(n),
+            None => {
+                tx.delete(&sk);
+                return Ok(());
+            }
+        },
+    }
+    match &gone.next {
+        Some(n) => {
+            let mut next = link(tx, sha, n)?;
+            next.prev.clone_from(&gone.prev);
+            put_value(NAME, tx, &link_key(sha, n), &next)?;
+        }
+        None => {
+            if let Some(p) = gone.prev {
+                head.last = p;
+            }
+        }
+    }
+    put_value(NAME, tx, &sk, &head)
+}
+
+/// The media keys of `sha`'s list, in upload order.
+fn keys_with_hash(
+    kv: &(impl KvRead + ?Sized),
+    sha: &Sha256,
+) -> Result<Vec<Vec<u8>>, ProjectionError> {
+    let mut out = Vec::new();
+    let Some(head) = get_value::<HashList>(NAME, kv, &sha_key(sha))? else {
+        return Ok(out);
+    };
+    let mut seen = std::collections::HashSet::new();
+    let mut cur = Some(head.first);
+    while let Some(key) = cur {
+        if !seen.insert(key.clone()) {
+            return Err(invariant(NAME, format!("hash index of {sha} loops")));
+        }
+        let l: HashLink = get_value(NAME, kv, &link_key(sha, &key))?
+            .ok_or_else(|| invariant(NAME, format!("hash index of {sha} lost a link")))?;
+        out.push(key);
+        cur = l.next;
+    }
+    Ok(out)
+}
+
+/// The media whose content is `sha`, in upload order.
 pub fn media_with_hash(
     kv: &(impl KvRead + ?Sized),
     sha: &Sha256,
 ) -> Result<Vec<MediaRef>, ProjectionError> {
-    let list: Vec<Vec<u8>> = get_value(NAME, kv, &sha_key(sha))?.unwrap_or_default();
-    Ok(list
+    Ok(keys_with_hash(kv, sha)?
         .iter()
         .filter_map(|k| crate::parse_media_key(k))
         .collect())
 }
 
-/// Whether a key of this projection is a media record (not an index entry).
+/// Whether a key of this projection is a media record (not a hash index key).
 pub fn is_record_key(key: &[u8]) -> bool {
-    key.first().is_some_and(|&b| b != SHA_INDEX_TAG)
+    key.first()
+        .is_some_and(|&b| b != SHA_INDEX_TAG && b != SHA_LINK_TAG)
 }
 
 /// The record of `media`, if it exists.

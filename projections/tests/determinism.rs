@@ -519,8 +519,12 @@ fn check_against_model(s: &MemoryState, model: &Model) {
         let _ = loc; // the location lives in hash_refs only
         assert_eq!((r.created_at_ms, r.last_access_ms), (*created, *last));
     }
-    // The hash → media index: one key per hash, listing its media in upload order.
-    assert_eq!(mi.0.len() - records, model.by_hash.len());
+    // The hash → media index: one head key per hash and one link per media, listing its
+    // media in upload order.
+    let tagged = |tag: u8| mi.0.keys().filter(|k| k.first() == Some(&tag)).count();
+    assert_eq!(tagged(media_index::SHA_INDEX_TAG), model.by_hash.len());
+    assert_eq!(tagged(media_index::SHA_LINK_TAG), records);
+    assert_eq!(mi.0.len(), records * 2 + model.by_hash.len());
     for h in HASHES {
         let want: Vec<_> = model
             .by_hash

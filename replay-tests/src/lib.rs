@@ -1693,6 +1693,10 @@ fn render_media_index(kv: &MemoryKv) -> Value {
     let mut out = Map::new();
     let mut by_hash = Map::new();
     for (k, v) in &kv.0 {
+        if k.first() == Some(&media_index::SHA_LINK_TAG) {
+            // A link of a hash's list: shown through the list under `by_hash`.
+            continue;
+        }
         if !media_index::is_record_key(k) {
             // `0x02 ‖ sha256` → the media with that content, in upload order.
             match k.split_first().and_then(|(_, rest)| sha_at(rest)) {

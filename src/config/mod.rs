@@ -173,6 +173,10 @@ pub struct DownloadsConfig {
     pub max_bytes: u64,
     /// Purge remote media cached more than this many days ago, hourly (0: never).
     pub expire_after_days: u64,
+    /// Downloads waiting on one pending async upload; more are answered 429.
+    pub max_waiters_per_media: usize,
+    /// Downloads waiting on pending async uploads in all; more are answered 429.
+    pub max_waiters: usize,
 }
 
 /// `[quarantine]`.
@@ -207,6 +211,8 @@ impl Default for DownloadsConfig {
             allow_unauthenticated: true,
             max_bytes: 100 * 1024 * 1024,
             expire_after_days: 0,
+            max_waiters_per_media: 100,
+            max_waiters: 10_000,
         }
     }
 }
@@ -293,6 +299,16 @@ impl Config {
         }
         if self.homeservers.iter().filter(|h| h.default).count() > 1 {
             return invalid("at most one homeserver may have default = true".into());
+        }
+        if let Some(h) = self
+            .homeservers
+            .iter()
+            .find(|h| ServerName::parse_strict(h.name.as_str()).is_err())
+        {
+            return invalid(format!(
+                "homeserver name {} is not a resolvable server name (labels of [A-Za-z0-9-] separated by single dots, or an IP literal)",
+                h.name
+            ));
         }
         let mut names = HashSet::new();
         for h in &self.homeservers {

@@ -4,13 +4,13 @@
 //! public addresses, and connections go to the checked addresses. Failing hosts are backed
 //! off.
 
+use super::cache::BoundedCache;
 use super::keys::SigningKey;
 use super::multipart;
 use super::xmatrix;
 use crate::config::FederationConfig;
 use bytes::Bytes;
 use media_ledger_events::{MediaId, ServerName};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -52,7 +52,7 @@ pub struct Resolved {
 /// Metadata of a fetched media.
 #[derive(Debug, Clone, Default)]
 pub struct Fetched {
-    /// As the remote sent it.
+    /// The remote's type, normalised ([`media_ledger_events::ContentType::normalise`]).
     pub content_type: Option<String>,
     /// From its `Content-Disposition`.
     pub filename: Option<String>,
@@ -63,11 +63,20 @@ pub struct Client {
     pub(super) http: reqwest::Client,
     pub(super) config: FederationConfig,
     pub(super) key: Arc<SigningKey>,
-    pub(super) cache: parking_lot::Mutex<HashMap<ServerName, (Resolved, Instant)>>,
-    pub(super) keys: parking_lot::Mutex<HashMap<ServerName, (VerifyKeys, Instant)>>,
+    /// Where servers are; only resolutions a server answered at are kept.
+    pub(super) cache: BoundedCache<ServerName, Resolved>,
+    /// Verify keys fetched and checked.
+    pub(super) keys: BoundedCache<ServerName, VerifyKeys>,
     pub(super) dns: Box<dyn super::srv::SrvLookup>,
-    pub(super) backoff: parking_lot::Mutex<HashMap<String, (Instant, Duration)>>,
+    /// Failing hosts: until when, and the last back-off.
+    pub(super) backoff: BoundedCache<String, (Instant, Duration)>,
 }
+
+/// Entries of each per-server cache (resolutions, keys, back-offs): names come from
+/// unauthenticated requests, so the caches are bounded (see [`BoundedCache`]).
+pub const MAX_CACHED_SERVERS: usize = 10_000;
+/// How long a resolution or a server's keys are kept.
+const SERVER_TTL: Duration = Duration::from_secs(3600);
 
 impl Client {
     /// Builds the client (no redirects are followed: a `Location` is checked like any host).
@@ -82,10 +91,11 @@ impl Client {
             http,
             config,
             key,
-            cache: parking_lot::Mutex::new(HashMap::new()),
-            keys: parking_lot::Mutex::new(HashMap::new()),
+            cache: BoundedCache::new(MAX_CACHED_SERVERS, SERVER_TTL),
+            keys: BoundedCache::new(MAX_CACHED_SERVERS, SERVER_TTL),
             dns: Box::new(super::srv::SystemDns::new()),
-            backoff: parking_lot::Mutex::new(HashMap::new()),
+            // Longer than the longest back-off (10 minutes), so doubling continues.
+            backoff: BoundedCache::new(MAX_CACHED_SERVERS, Duration::from_secs(1200)),
         }
     }
 
@@ -106,10 +116,8 @@ impl Client {
         &self,
         server: &ServerName,
     ) -> Result<std::collections::BTreeMap<String, String>, RemoteError> {
-        if let Some((k, at)) = self.keys.lock().get(server) {
-            if at.elapsed() < Duration::from_secs(3600) {
-                return Ok(k.clone());
-            }
+        if let Some(k) = self.keys.get(server) {
+            return Ok(k);
         }
         let r = self.resolve(server).await?;
         let url = format!("{}/_matrix/key/v2/server", r.base);
@@ -132,15 +140,25 @@ impl Client {
         let now = crate::clock::now_ms();
         let keys = super::keys::parse_server_keys(&v, server.as_str(), now)
             .map_err(|e| RemoteError::Failed(format!("keys of {server}: {e}")))?;
-        self.keys
-            .lock()
-            .insert(server.clone(), (keys.clone(), Instant::now()));
+        self.remember(server, r);
+        self.keys.insert(server.clone(), keys.clone());
         Ok(keys)
     }
 
+    /// Whether `origin` (with or without its port) is in `blocked_servers`, compared without
+    /// case and without a trailing dot (`Blocked.Test.` blocks `blocked.test`).
+    pub fn is_blocked(&self, origin: &ServerName) -> bool {
+        let norm = |s: &str| s.trim_end_matches('.').to_ascii_lowercase();
+        let (name, host) = (norm(origin.as_str()), norm(origin.host()));
+        self.config.blocked_servers.iter().any(|b| {
+            let b = norm(b);
+            b == name || b == host
+        })
+    }
+
     fn check_backoff(&self, host: &str) -> Result<(), RemoteError> {
-        match self.backoff.lock().get(host) {
-            Some((until, _)) if Instant::now() < *until => {
+        match self.backoff.get(&host.to_owned()) {
+            Some((until, _)) if Instant::now() < until => {
                 Err(RemoteError::BackedOff(host.to_owned()))
             }
             _ => Ok(()),
@@ -148,15 +166,15 @@ impl Client {
     }
 
     fn record(&self, host: &str, ok: bool) {
-        let mut b = self.backoff.lock();
+        let host = host.to_owned();
         if ok {
-            b.remove(host);
+            self.backoff.remove(&host);
         } else {
-            let next = b.get(host).map_or(
+            let next = self.backoff.get(&host).map_or(
                 Duration::from_millis(self.config.backoff_base_ms),
-                |(_, d)| (*d * 2).min(Duration::from_secs(600)),
+                |(_, d)| (d * 2).min(Duration::from_secs(600)),
             );
-            b.insert(host.to_owned(), (Instant::now() + next, next));
+            self.backoff.insert(host, (Instant::now() + next, next));
         }
     }
 
@@ -174,9 +192,7 @@ impl Client {
         F: FnMut(Bytes) -> Fut,
         Fut: std::future::Future<Output = Result<(), String>>,
     {
-        if self.config.blocked_servers.iter().any(|b| {
-            b.eq_ignore_ascii_case(origin.as_str()) || b.eq_ignore_ascii_case(origin.host())
-        }) {
+        if self.is_blocked(origin) {
             return Err(RemoteError::Forbidden(format!(
                 "media from {origin} is blocked on this server"
             )));
@@ -223,6 +239,8 @@ impl Client {
             .send()
             .await
             .map_err(|e| RemoteError::Failed(format!("{origin}: {e}")))?;
+        // A server answered there: the resolution is worth keeping.
+        self.remember(origin, r.clone());
         let status = resp.status().as_u16();
         if status == 404 || status == 400 || status == 405 {
             let body = capped_json(resp, MAX_JSON_BYTES).await.unwrap_or_default();
@@ -274,7 +292,7 @@ impl Client {
             return self.follow(location, max_bytes, sink).await;
         }
         Ok(Fetched {
-            content_type: headers.get("content-type").cloned(),
+            content_type: headers.get("content-type").and_then(|c| first_type(c)),
             filename: headers
                 .get("content-disposition")
                 .and_then(|d| filename_of(d)),
@@ -352,7 +370,7 @@ impl Client {
                 .headers()
                 .get("content-type")
                 .and_then(|v| v.to_str().ok())
-                .map(str::to_owned),
+                .and_then(first_type),
             filename: resp
                 .headers()
                 .get("content-disposition")
@@ -371,6 +389,12 @@ impl Client {
         }
         Ok(fetched)
     }
+}
+
+/// The type a remote's `Content-Type` is recorded as: its first parsed type, or none
+/// (served as `application/octet-stream`) — never a comma list a browser reads otherwise.
+fn first_type(raw: &str) -> Option<String> {
+    media_ledger_events::ContentType::normalise(raw).map(String::from)
 }
 
 /// The file name of a `Content-Disposition` value (`filename*=utf-8''…` or `filename="…"`).

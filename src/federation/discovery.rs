@@ -6,7 +6,7 @@ use super::client::{Client, RemoteError, Resolved};
 use super::srv::pick_srv;
 use media_ledger_events::ServerName;
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Whether an address may be fetched from without a pin.
 pub fn is_public(ip: IpAddr) -> bool {
@@ -96,7 +96,9 @@ fn direct(host: &str, port: Option<u16>) -> Resolved {
 }
 
 impl Client {
-    /// Where `server` is (spec "Resolving server names"), cached for an hour.
+    /// Where `server` is (spec "Resolving server names"): from the cache, else discovered.
+    /// Discovery does not fill the cache; [`Self::remember`] does once a server answered
+    /// there, so names that lead nowhere (a forged X-Matrix origin) are not kept.
     pub async fn resolve(&self, server: &ServerName) -> Result<Resolved, RemoteError> {
         if let Some(base) = self.config.pins.get(server.as_str()) {
             return Ok(Resolved {
@@ -105,10 +107,8 @@ impl Client {
                 connect_host: None,
             });
         }
-        if let Some((r, at)) = self.cache.lock().get(server) {
-            if at.elapsed() < Duration::from_secs(3600) {
-                return Ok(r.clone());
-            }
+        if let Some(r) = self.cache.get(server) {
+            return Ok(r);
         }
         let (host, port) = host_port(server);
         let resolved = if is_literal(&host) || port.is_some() {
@@ -126,10 +126,19 @@ impl Client {
                 None => self.srv_or_default(&host).await,
             }
         };
-        self.cache
-            .lock()
-            .insert(server.clone(), (resolved.clone(), Instant::now()));
         Ok(resolved)
+    }
+
+    /// Keeps `resolved` as where `server` is, for an hour (a pinned one needs no entry).
+    pub(super) fn remember(&self, server: &ServerName, resolved: Resolved) {
+        if !resolved.pinned {
+            self.cache.insert(server.clone(), resolved);
+        }
+    }
+
+    /// How many resolutions are cached (for tests of the bound).
+    pub fn cached_resolutions(&self) -> usize {
+        self.cache.len()
     }
 
     /// `_matrix-fed._tcp.<host>`, then the deprecated `_matrix._tcp.<host>`, else port 8448.
@@ -160,7 +169,7 @@ impl Client {
         let v = super::client::capped_json(resp, super::client::MAX_JSON_BYTES)
             .await
             .ok()?;
-        v.get("m.server")?.as_str()?.parse().ok()
+        ServerName::parse_strict(v.get("m.server")?.as_str()?).ok()
     }
 
     /// The HTTP client for `url`: the shared one for a pinned server; otherwise one that
@@ -304,6 +313,18 @@ mod tests {
         let r = c.resolve(&"[2001:db8::1]".parse().unwrap()).await.unwrap();
         assert_eq!(r.base, "https://[2001:db8::1]:8448");
         assert!(!r.pinned);
+    }
+
+    // A forged X-Matrix origin leads nowhere: nothing about it is kept.
+    #[tokio::test]
+    async fn failed_resolutions_are_not_cached() {
+        let c = client(&[]);
+        for i in 0..5 {
+            let server: ServerName = format!("forged-{i}.invalid").parse().unwrap();
+            assert!(c.server_keys(&server).await.is_err());
+        }
+        assert_eq!(c.cached_resolutions(), 0);
+        assert!(c.keys.is_empty());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //!   and verifying JSON objects, our `/_matrix/key/v2/server` answer.
 //! - [`xmatrix`]: the `Authorization: X-Matrix …` header of server-to-server requests.
 
+pub mod cache;
 pub mod client;
 pub mod discovery;
 pub mod keys;

@@ -133,6 +133,14 @@ pub async fn audit(
     let mut chunk = Vec::with_capacity(seqs.len());
     for seq in &seqs {
         if let Some(env) = state.ledger.event_at(*seq)? {
+            // A homeserver admin sees an act on several tenants' media with only theirs.
+            let env = match &forced_server {
+                Some(ours) => match in_scope(std::iter::once(env), ours).pop() {
+                    Some(env) => env,
+                    None => continue,
+                },
+                None => env,
+            };
             let mut v = render(&env);
             if let (Value::Object(m), Some(kind)) = (&mut v, env.event.moderation_kind()) {
                 m.insert("kind".into(), json!(kind));
@@ -154,7 +162,8 @@ pub async fn history(
     a: Authed,
     MPath((server, id)): MPath<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    only_admins(&capacity(&state, &a).await?, Some(&server))?;
+    let cap = capacity(&state, &a).await?;
+    only_admins(&cap, Some(&server))?;
     let media = media_ref(&server, &id)?;
     let record = media_index::get(&state.ledger.view("media_index")?, &media)?;
     let mut seqs: Vec<Seq> = record.iter().map(|r| r.created_seq).collect();
@@ -208,12 +217,59 @@ pub async fn history(
         }),
         None => json!({ "exists": false, "tombstone": false }),
     };
-    let events: Vec<Value> = envs.values().map(render).collect();
+    let events: Vec<Value> = match &cap {
+        Capacity::Homeserver(ours) => in_scope(envs.into_values(), ours)
+            .iter()
+            .map(render)
+            .collect(),
+        _ => envs.values().map(render).collect(),
+    };
     Ok(Json(json!({
         "media": media.to_string(),
         "state": state_json,
         "events": events,
     })))
+}
+
+/// A homeserver admin's view of a history (in sequence order): the same bytes may be shared
+/// with other tenants' media, and a blob's events (or a repository-wide act on all copies)
+/// would show their acts, actors, reasons and uploaders. A moderation act is kept only if it
+/// was that homeserver's own or changed at least one of its media, and then lists only its
+/// media; a blob deletion only if the purge that freed it is kept. Moves of the blob between
+/// datastores carry nothing of a tenant and are kept.
+fn in_scope(envs: impl Iterator<Item = Envelope>, ours: &ServerName) -> Vec<Envelope> {
+    let mine = |m: &MediaRef| &m.origin == ours;
+    let own_authority = |a: &media_ledger_events::Authority| a.origin() == Some(ours);
+    let mut kept_purges = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for mut env in envs {
+        let keep = match &mut env.event {
+            Event::MediaQuarantinedV1(e) => {
+                e.media.retain(mine);
+                own_authority(&e.authority) || !e.media.is_empty()
+            }
+            Event::MediaUnquarantinedV1(e) => {
+                e.media.retain(mine);
+                own_authority(&e.authority) || !e.media.is_empty()
+            }
+            Event::MediaPurgedV1(e) => {
+                e.media.retain(|m| mine(&m.media));
+                e.thumbnails.retain(|t| mine(&t.media));
+                let keep = own_authority(&e.authority) || !e.media.is_empty();
+                if keep {
+                    kept_purges.insert(env.seq);
+                }
+                keep
+            }
+            Event::BlobDeletedV1(e) => kept_purges.contains(&e.purge),
+            Event::MediaAttributesSetV1(e) => mine(&e.media),
+            _ => env.event.affected_media().iter().all(|m| mine(m)),
+        };
+        if keep {
+            out.push(env);
+        }
+    }
+    out
 }
 
 fn seqs_push_created(
@@ -328,9 +384,7 @@ pub async fn usage_uploads(
     let origin = parse_server(&server)?;
     let mut wanted: Vec<MediaRef> = Vec::new();
     for mxc in repeated(&uri, "mxc")? {
-        let m: MediaRef = mxc
-            .parse()
-            .map_err(|_| ApiError::InvalidParam(format!("invalid mxc {mxc:?}")))?;
+        let m = super::extract::parse_mxc(&mxc)?;
         if m.origin != origin {
             return Err(ApiError::InvalidParam(format!("{mxc} is not on {origin}")));
         }

@@ -143,7 +143,7 @@ pub(crate) async fn find(
 ) -> Result<MediaRecord, ApiError> {
     let now = tokio::time::Instant::now();
     let deadline = now.checked_add(timeout).unwrap_or(now);
-    let mut changes = state.ledger.subscribe();
+    let mut waiter = None;
     let mut stopping = state.shutdown.clone();
     loop {
         if let Some(r) = media_index::get(&state.ledger.view("media_index")?, media)? {
@@ -154,6 +154,16 @@ pub(crate) async fn find(
                 Some(p) if p.expires_at_ms > now_ms() => p.expires_at_ms,
                 _ => return Err(ApiError::NotFound("media not found".into())),
             };
+        // Pending: register as a waiter of this media (woken only by its own fill), then look
+        // again, so a fill committed before the registration is not missed. Beyond the caps:
+        // 429 at once.
+        let Some(w) = waiter.as_mut() else {
+            let registered = state.media.waiters().wait_on(media).ok_or_else(|| {
+                ApiError::LimitExceeded("too many downloads are waiting for pending uploads".into())
+            })?;
+            waiter = Some(registered);
+            continue;
+        };
         // Wake at the deadline, or when the reservation lapses (then it is a 404, not a 504).
         let now = tokio::time::Instant::now();
         let lapse = now
@@ -162,9 +172,8 @@ pub(crate) async fn find(
             ))
             .unwrap_or(deadline);
         tokio::select! {
-            r = tokio::time::timeout_at(deadline.min(lapse), changes.changed()) => match r {
-                Ok(Ok(())) => continue,
-                Ok(Err(_)) => return Err(shutting_down()),
+            r = tokio::time::timeout_at(deadline.min(lapse), w.filled()) => match r {
+                Ok(()) => continue,
                 Err(_) if tokio::time::Instant::now() >= deadline => return Err(ApiError::NotYetUploaded),
                 Err(_) => continue,
             },
@@ -354,15 +363,16 @@ async fn serve(
         .as_ref()
         .map(|c| c.essence())
         .unwrap_or_else(|| "application/octet-stream".into());
+    // Only the parsed type: an older record may hold a value a browser would read otherwise.
     let content_type = record
         .content_type
         .as_ref()
-        .map_or("application/octet-stream", |c| c.as_str());
+        .map_or_else(|| "application/octet-stream".to_owned(), |c| c.served());
     let name = filename.or(record.upload_name);
     let mut resp = Body::from_stream(stream).into_response();
     *resp.status_mut() = status;
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, header_value(content_type)?);
+    h.insert(header::CONTENT_TYPE, header_value(&content_type)?);
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     h.insert(
         header::CONTENT_DISPOSITION,

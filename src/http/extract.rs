@@ -39,11 +39,22 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for MPath<T
     }
 }
 
-/// Parses a server name (path segment or query value) by the spec's grammar.
+/// Parses a server name (path segment or query value) by the strict rule
+/// ([`ServerName::parse_strict`]): a name that can never resolve (`..`, an empty label, a
+/// trailing dot) is refused here, before any look-up.
 pub fn parse_server(server: &str) -> Result<ServerName, ApiError> {
-    server
-        .parse()
+    ServerName::parse_strict(server)
         .map_err(|_| ApiError::InvalidParam(format!("invalid server name {server:?}")))
+}
+
+/// Parses an `mxc://server/id` URI, its server name by the strict rule.
+pub fn parse_mxc(mxc: &str) -> Result<MediaRef, ApiError> {
+    let bad = || ApiError::InvalidParam(format!("invalid mxc {mxc:?}"));
+    let (server, id) = mxc
+        .strip_prefix("mxc://")
+        .and_then(|rest| rest.split_once('/'))
+        .ok_or_else(bad)?;
+    media_ref(server, id).map_err(|_| bad())
 }
 
 /// Parses `{server}/{media_id}` path segments by the spec's grammar.

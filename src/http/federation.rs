@@ -48,9 +48,7 @@ async fn authenticate(
         .and_then(|v| v.to_str().ok())
         .ok_or(ApiError::MissingToken)?;
     let x = xmatrix::parse(value).map_err(|e| ApiError::Unauthorized(e.to_string()))?;
-    let origin: ServerName = x
-        .origin
-        .parse()
+    let origin = ServerName::parse_strict(&x.origin)
         .map_err(|_| ApiError::Unauthorized("bad origin".into()))?;
     let keys = state
         .remote
@@ -121,8 +119,7 @@ pub async fn download(
     let ct = record
         .content_type
         .as_ref()
-        .map_or("application/octet-stream", |c| c.as_str())
-        .to_owned();
+        .map_or_else(|| "application/octet-stream".to_owned(), |c| c.served());
     let essence = record
         .content_type
         .as_ref()

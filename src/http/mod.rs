@@ -236,7 +236,7 @@ async fn metrics(axum::extract::State(state): axum::extract::State<State>) -> Re
 /// `X-Request-Id`), and counts it, its bytes and its latency per route.
 async fn observe(req: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
-    let method = req.method().as_str().to_owned();
+    let method = crate::metrics::method_label(req.method());
     let route = req
         .extensions()
         .get::<axum::extract::MatchedPath>()
@@ -262,7 +262,7 @@ async fn observe(req: Request, next: Next) -> Response {
             .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
     }
     m.request(
-        &method,
+        method,
         &route,
         resp.status().as_u16(),
         started.elapsed().as_secs_f64(),

@@ -43,8 +43,13 @@ fn meta(headers: &HeaderMap, filename: Option<String>, limit: u64) -> Result<Upl
         Some(v) => Some(
             v.to_str()
                 .ok()
-                .and_then(|s| s.parse::<ContentType>().ok())
-                .ok_or_else(|| ApiError::InvalidParam("invalid Content-Type".into()))?,
+                .and_then(|s| ContentType::parse_strict(s).ok())
+                .ok_or_else(|| {
+                    ApiError::InvalidParam(
+                        "invalid Content-Type (one type/subtype, token parameters, no comma)"
+                            .into(),
+                    )
+                })?,
         ),
     };
     if let Some(f) = &filename {

@@ -46,14 +46,14 @@ impl Thumb {
     /// The blob to serve, its length and content type (`record` is the media's).
     pub fn served(&self, record: &MediaRecord) -> (Sha256, u64, String) {
         match self {
-            Thumb::Stored(t) => (t.sha256, t.size_bytes, t.content_type.as_str().to_owned()),
+            Thumb::Stored(t) => (t.sha256, t.size_bytes, t.content_type.served()),
             Thumb::Original => (
                 record.sha256,
                 record.size_bytes,
-                record.content_type.as_ref().map_or_else(
-                    || "application/octet-stream".to_owned(),
-                    |c| c.as_str().to_owned(),
-                ),
+                record
+                    .content_type
+                    .as_ref()
+                    .map_or_else(|| "application/octet-stream".to_owned(), |c| c.served()),
             ),
         }
     }
