@@ -232,18 +232,36 @@ fn waiting_url(srv: &TestServer, mxc: &str, timeout_ms: u64) -> String {
     ))
 }
 
-/// Polls with `timeout_ms=0` until the waiter caps answer 429 (the earlier waiters have
-/// registered by then); a poll that gets a waiter slot times out at once with 504.
-async fn until_limited(srv: &TestServer, mxc: &str) {
+/// Polls with `timeout_ms=0` until the waiter caps answer 429 while every one of `waiters`
+/// (long waits on `mxc`) holds its slot. A poll holds a slot for a moment too, so a long waiter
+/// arriving meanwhile may be the one refused: it is started again.
+async fn until_limited(
+    srv: &TestServer,
+    mxc: &str,
+    waiters: &mut [tokio::task::JoinHandle<reqwest::Response>],
+) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     while std::time::Instant::now() < deadline {
+        for w in waiters.iter_mut() {
+            if w.is_finished() {
+                let refused = std::mem::replace(
+                    w,
+                    tokio::spawn(wait_download(
+                        srv.client.clone(),
+                        waiting_url(srv, mxc, 60_000),
+                    )),
+                );
+                let resp = refused.await.unwrap();
+                expect_error(resp, StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED").await;
+            }
+        }
         let resp = wait_download(srv.client.clone(), waiting_url(srv, mxc, 0)).await;
         match resp.status() {
-            StatusCode::TOO_MANY_REQUESTS => {
+            StatusCode::TOO_MANY_REQUESTS if waiters.iter().all(|w| !w.is_finished()) => {
                 expect_error(resp, StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED").await;
                 return;
             }
-            StatusCode::GATEWAY_TIMEOUT => {
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::GATEWAY_TIMEOUT => {
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             }
             s => panic!("unexpected {s}"),
@@ -270,7 +288,7 @@ async fn waiters_on_pending_uploads_are_capped() {
         )));
     }
     // A fourth on m1 is over the per-media cap.
-    until_limited(&srv, &m1).await;
+    until_limited(&srv, &m1, &mut first).await;
     let mut second = Vec::new();
     for _ in 0..2 {
         second.push(tokio::spawn(wait_download(
@@ -279,7 +297,7 @@ async fn waiters_on_pending_uploads_are_capped() {
         )));
     }
     // A third on m2 is under its media's cap but over the total.
-    until_limited(&srv, &m2).await;
+    until_limited(&srv, &m2, &mut second).await;
 
     let bytes = random_bytes(100);
     let (server, id) = parse_mxc(&m1);

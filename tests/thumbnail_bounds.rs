@@ -237,16 +237,46 @@ async fn anonymous_legacy_requests_never_generate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_file_extension_comes_from_a_fixed_table() {
     let srv = TestServer::start().await;
-    // Smaller than every size: served as its own thumbnail, with the uploaded content type.
+    let evil = "image/png; x=a/png\";filename*=UTF-8''evil.html";
+    // Smaller than every size: served as its own thumbnail, with its recorded content type.
     let tiny = png(20, 20, 3);
-    let mxc = srv
-        .upload(
-            ALICE,
-            tiny.clone(),
-            Some("image/png; x=a/png\";filename*=UTF-8''evil.html"),
-            None,
-        )
+    // Such a type is refused at upload now ...
+    let resp = srv.upload_raw(ALICE, tiny.clone(), Some(evil), None).await;
+    expect_error(resp, StatusCode::BAD_REQUEST, "M_INVALID_PARAM").await;
+    // ... but an older build recorded it: the same bytes under another id, with that type.
+    let plain = srv
+        .upload(ALICE, tiny.clone(), Some("image/png"), None)
         .await;
+    let ledger = srv.server().ledger.clone();
+    let (server, _) = parse_mxc(&plain);
+    let hash = media_ledger_projections::hash_refs::get(
+        &ledger.view("hash_refs").unwrap(),
+        &common::sha256_hex(&tiny).parse().unwrap(),
+    )
+    .unwrap()
+    .unwrap();
+    let mxc = format!("mxc://{server}/OlderBuildEvilType");
+    ledger
+        .submit(
+            media_ledger_events::Actor::User("@alice:localhost".parse().unwrap()),
+            media_ledger_events::RequestId("older".into()),
+            media_ledger::ledger::Command::Upload {
+                event: media_ledger_events::MediaUploaded {
+                    media: mxc.parse().unwrap(),
+                    sha256: common::sha256_hex(&tiny).parse().unwrap(),
+                    size_bytes: tiny.len() as u64,
+                    content_type: Some(evil.parse().unwrap()),
+                    upload_name: None,
+                    uploader: media_ledger_events::Actor::User("@alice:localhost".parse().unwrap()),
+                    datastore: hash.datastore,
+                    location: hash.location,
+                },
+                completes_async: None,
+            },
+        )
+        .await
+        .unwrap();
+    drop(ledger);
     let resp = get(&srv, Some(ALICE), &path(&mxc, false, "width=32&height=32")).await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(
