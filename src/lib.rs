@@ -26,5 +26,6 @@ pub mod metrics;
 pub mod moderation;
 pub mod remote;
 pub mod server;
+pub mod sweep;
 pub mod thumbnail;
 pub mod transfer;

@@ -393,6 +393,14 @@ impl Datastore for Faulty {
             None => self.inner.delete(location).await,
         }
     }
+
+    async fn read_marker(&self) -> Result<Option<String>, DatastoreError> {
+        self.inner.read_marker().await
+    }
+
+    async fn write_marker(&self) -> Result<(), DatastoreError> {
+        self.inner.write_marker().await
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

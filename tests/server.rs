@@ -14,6 +14,7 @@ mod admin;
 mod async_upload;
 mod auth;
 mod bad_input;
+mod datastore_identity;
 mod errors;
 mod fault_injection;
 mod federation;
