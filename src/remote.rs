@@ -14,7 +14,6 @@ use crate::federation::client::{Client, RemoteError};
 use crate::ledger::{Command, Conflict, Ledger, LedgerError};
 use bytes::Bytes;
 use media_ledger_events::{Actor, MediaRef, RemoteMediaCached, RequestId, ServerName, Sha256};
-use media_ledger_projections::hash_refs;
 use media_ledger_projections::media_index::{self, MediaRecord};
 use sha2::Digest;
 use std::sync::Arc;
@@ -158,15 +157,15 @@ impl RemoteMedia {
             let _ = tokio::fs::remove_file(spool).await;
             return Err(e);
         }
-        let _blob = crate::blob_lock::lock(&sha).await;
-        let existing = hash_refs::get(&self.ledger.view("hash_refs")?, &sha)?;
-        let location = match existing {
-            Some(h) => {
-                let _ = tokio::fs::remove_file(spool).await;
-                h.location
-            }
-            None => ds.commit(spool, &sha).await?,
-        };
+        // Held until the event is committed (see `blob_lock`); the event names the datastore
+        // the bytes are really in, so a purge's deleter keeps a blob this media now shares.
+        let blob = crate::blob_lock::lock(&sha).await;
+        let placed =
+            crate::blob_place::place(&self.ledger, &self.datastores, ds, spool, &sha, &blob)
+                .await?;
+        if placed.committed.is_none() {
+            let _ = tokio::fs::remove_file(spool).await;
+        }
         let resolved = self
             .client
             .resolve(&media.origin)
@@ -180,24 +179,28 @@ impl RemoteMedia {
             content_type: fetched.content_type.and_then(|c| c.parse().ok()),
             upload_name: fetched.filename,
             fetched_from: resolved,
-            datastore: ds.id().clone(),
-            location,
+            datastore: placed.datastore.clone(),
+            location: placed.location.clone(),
         };
-        match self
+        let submitted = self
             .ledger
             .submit(
                 actor,
                 RequestId(format!("remote-{}", media.media_id)),
                 Command::CacheRemote(event),
             )
-            .await
-        {
-            Ok(_) | Err(LedgerError::Conflict(Conflict::MediaExists)) => {}
-            Err(LedgerError::Conflict(Conflict::Quarantined)) => {
-                return Err(crate::media::quarantined_error())
+            .await;
+        if let Err(e) = submitted {
+            crate::blob_place::discard_unrecorded(&self.ledger, &placed, &sha, &blob).await;
+            match e {
+                LedgerError::Conflict(Conflict::MediaExists) => {}
+                LedgerError::Conflict(Conflict::Quarantined) => {
+                    return Err(crate::media::quarantined_error())
+                }
+                e => return Err(e.into()),
             }
-            Err(e) => return Err(e.into()),
         }
+        drop(blob);
         tracing::info!(%media, sha256 = %sha, size_bytes = size, "remote media cached");
         media_index::get(&self.ledger.view("media_index")?, media)?
             .ok_or_else(|| ApiError::Internal("remote media vanished after recording".into()))

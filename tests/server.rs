@@ -14,7 +14,7 @@ mod admin;
 mod async_upload;
 mod auth;
 mod bad_input;
-mod datastore_identity;
+mod blob_integrity;
 mod errors;
 mod fault_injection;
 mod federation;
