@@ -19,6 +19,9 @@ use sha2::Digest;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 
+/// How many times a fetch is made when a purge removes the media right after each.
+const FETCH_ATTEMPTS: usize = 3;
+
 /// The remote media cache.
 pub struct RemoteMedia {
     client: Arc<Client>,
@@ -78,10 +81,20 @@ impl RemoteMedia {
             ));
         }
         let work = async {
-            if let Some(r) = media_index::get(&self.ledger.view("media_index")?, media)? {
-                return Ok(r);
+            // A `purge/remote` may remove the media between the commit of its fetch and the
+            // look-up after it: it is still wanted, so it is fetched again (a few times).
+            for _ in 0..FETCH_ATTEMPTS {
+                if let Some(r) = media_index::get(&self.ledger.view("media_index")?, media)? {
+                    return Ok(r);
+                }
+                if let Some(r) = self.fetch(actor.clone(), our_name, media).await? {
+                    return Ok(r);
+                }
+                tracing::info!(%media, "remote media purged right after it was cached; fetching it again");
             }
-            self.fetch(actor, our_name, media).await
+            Err(ApiError::Unavailable(
+                "remote media was purged each time it was fetched; try again".into(),
+            ))
         };
         self.inflight.run(media.clone(), work).await
     }
@@ -91,7 +104,7 @@ impl RemoteMedia {
         actor: Actor,
         our_name: &ServerName,
         media: &MediaRef,
-    ) -> Result<MediaRecord, ApiError> {
+    ) -> Result<Option<MediaRecord>, ApiError> {
         let ds = crate::media::pick_datastore(
             &self.ledger,
             &self.datastores,
@@ -114,7 +127,7 @@ impl RemoteMedia {
         actor: Actor,
         our_name: &ServerName,
         media: &MediaRef,
-    ) -> Result<MediaRecord, ApiError> {
+    ) -> Result<Option<MediaRecord>, ApiError> {
         let file = tokio::fs::File::create(spool)
             .await
             .map_err(ApiError::internal)?;
@@ -202,7 +215,7 @@ impl RemoteMedia {
         }
         drop(blob);
         tracing::info!(%media, sha256 = %sha, size_bytes = size, "remote media cached");
-        media_index::get(&self.ledger.view("media_index")?, media)?
-            .ok_or_else(|| ApiError::Internal("remote media vanished after recording".into()))
+        // `None`: purged since (see `get`).
+        Ok(media_index::get(&self.ledger.view("media_index")?, media)?)
     }
 }
