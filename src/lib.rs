@@ -12,7 +12,9 @@
 //! The pure halves live in the `events` and `projections` crates.
 
 pub mod auth;
+pub mod blob_check;
 pub mod blob_lock;
+pub mod blob_place;
 pub mod clock;
 pub mod coalesce;
 pub mod config;
@@ -26,6 +28,7 @@ pub mod metrics;
 pub mod moderation;
 pub mod remote;
 pub mod server;
+pub mod sweep;
 pub mod thumbnail;
 pub mod transfer;
 pub mod upload_waiters;

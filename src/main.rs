@@ -17,7 +17,9 @@ const USAGE: &str =
                         rebuilt: the state as of N (the live ledger is only read)
   snapshot --into DIR   a consistent copy of the ledger (server stopped; while it runs use
                         POST /_matrix/media/unstable/admin/snapshot)
-  verify                check sequence gaps, the checksum chain and projections == replay
+  verify [--blobs]      check sequence gaps, the checksum chain and projections == replay;
+                        --blobs: also that every live media's and thumbnail's blob exists
+                        where its records say (exit 5 when one does not)
   events [--from N] [--to N] [--media mxc://server/id]
                         print the log as JSON lines
   tasks [--follow ID]   list transfer tasks, or follow one with a progress bar";
@@ -31,6 +33,7 @@ struct Args {
     follow: Option<u64>,
     until: Option<u64>,
     into: Option<PathBuf>,
+    blobs: bool,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -43,6 +46,7 @@ fn parse_args() -> anyhow::Result<Args> {
         follow: None,
         until: None,
         into: None,
+        blobs: false,
     };
     let mut it = std::env::args().skip(1);
     let mut first = true;
@@ -56,6 +60,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--follow" => args.follow = Some(value("--follow")?.parse().context("--follow")?),
             "--until" => args.until = Some(value("--until")?.parse().context("--until")?),
             "--into" => args.into = Some(value("--into")?.into()),
+            "--blobs" => args.blobs = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -112,7 +117,10 @@ fn run() -> anyhow::Result<ExitCode> {
             println!("snapshot of {} events written to {}", head, into.display());
             Ok(ExitCode::SUCCESS)
         }
-        "verify" => verify(&config),
+        "verify" => verify(&config).and_then(|code| match args.blobs {
+            true => verify_blobs(&config, code),
+            false => Ok(code),
+        }),
         "events" => events(&config, &args),
         "tasks" => tasks(&config, args.follow),
         other => bail!("unknown command {other:?}\n{USAGE}"),
@@ -227,6 +235,18 @@ fn verify(config: &Config) -> anyhow::Result<ExitCode> {
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// `verify --blobs`: after the ledger checks, every live blob where its records say.
+fn verify_blobs(config: &Config, code: ExitCode) -> anyhow::Result<ExitCode> {
+    let report = media_ledger::blob_check::check_config(config)?;
+    print!("{report}");
+    Ok(
+        match report.missing.is_empty() || code != ExitCode::SUCCESS {
+            true => code,
+            false => ExitCode::from(5),
+        },
+    )
 }
 
 fn tasks(config: &Config, follow: Option<u64>) -> anyhow::Result<ExitCode> {

@@ -266,37 +266,19 @@ impl MediaService {
         refuse_quarantined(&self.ledger, &media, &sha)?;
         // Held until the event is committed: a purge's deleter cannot take these bytes away
         // between the look-up below and the commit (see `blob_lock`).
-        let _blob = crate::blob_lock::lock(&sha).await;
-
-        let existing = hash_refs::get(&self.ledger.view("hash_refs")?, &sha)?;
-        let (datastore, location) = match existing {
-            Some(h)
-                if self
-                    .blob_present(&h.datastore, &h.location, h.size_bytes)
-                    .await =>
-            {
-                (h.datastore, h.location)
-            }
-            Some(h) => {
-                // The recorded blob is gone: put the bytes back where the record says they are
-                // (the record, and every media sharing it, keep pointing there).
-                let target = self.datastores.get(&h.datastore).cloned().ok_or_else(|| {
-                    ApiError::Internal(format!(
-                        "datastore {} of hash {sha} is not configured",
-                        h.datastore
-                    ))
-                })?;
-                let location = target.commit(&spool_path, &sha).await?;
-                guard.0 = None;
-                tracing::warn!(datastore = %h.datastore, %location, "restored a missing blob from a new upload");
-                (h.datastore, location)
-            }
-            None => {
-                let location = ds.commit(&spool_path, &sha).await?;
-                guard.0 = None;
-                (ds.id().clone(), location)
-            }
-        };
+        let blob = crate::blob_lock::lock(&sha).await;
+        let placed = crate::blob_place::place(
+            &self.ledger,
+            &self.datastores,
+            &ds,
+            &spool_path,
+            &sha,
+            &blob,
+        )
+        .await?;
+        if placed.committed.is_some() {
+            guard.0 = None;
+        }
         drop(guard);
 
         let event = MediaUploaded {
@@ -306,11 +288,11 @@ impl MediaService {
             content_type: meta.content_type,
             upload_name: meta.upload_name,
             uploader: actor.clone(),
-            datastore,
-            location,
+            datastore: placed.datastore.clone(),
+            location: placed.location.clone(),
         };
         let fills_reservation = completes_async.is_some();
-        let committed = self
+        let submitted = self
             .ledger
             .submit(
                 actor,
@@ -320,8 +302,15 @@ impl MediaService {
                     completes_async,
                 },
             )
-            .await
-            .map_err(ApiError::from)?;
+            .await;
+        let committed = match submitted {
+            Ok(c) => c,
+            Err(e) => {
+                // E.g. the loser of two PUTs filling one reservation: its blob goes now.
+                crate::blob_place::discard_unrecorded(&self.ledger, &placed, &sha, &blob).await;
+                return Err(e.into());
+            }
+        };
         if fills_reservation {
             self.waiters.filled(&media);
         }
@@ -329,34 +318,6 @@ impl MediaService {
             tracing::info!(media = %e.media, sha256 = %e.sha256, size_bytes, seq = committed.seq.0, "media uploaded");
         }
         Ok(media)
-    }
-
-    async fn blob_present(
-        &self,
-        ds: &media_ledger_events::DatastoreId,
-        loc: &media_ledger_events::BlobLocation,
-        size_bytes: u64,
-    ) -> bool {
-        match self.datastores.get(ds) {
-            // A blob of the wrong length (damaged outside the server) counts as missing: the
-            // new copy repairs it.
-            Some(store) => match store.size_of(loc).await {
-                Ok(Some(n)) if n == size_bytes => true,
-                Ok(Some(n)) => {
-                    tracing::error!(datastore = %ds, location = %loc, found = n, expected = size_bytes, "deduplicated blob has the wrong length; storing the new copy");
-                    false
-                }
-                Ok(None) => {
-                    tracing::error!(datastore = %ds, location = %loc, "deduplicated blob is missing; storing the new copy");
-                    false
-                }
-                Err(e) => {
-                    tracing::error!(datastore = %ds, error = %e, "cannot check a deduplicated blob; storing the new copy");
-                    false
-                }
-            },
-            None => false,
-        }
     }
 
     /// Streams `body` into `path`, hashing it and enforcing the size limit; fsyncs the file

@@ -14,11 +14,13 @@ use crate::federation::client::{Client, RemoteError};
 use crate::ledger::{Command, Conflict, Ledger, LedgerError};
 use bytes::Bytes;
 use media_ledger_events::{Actor, MediaRef, RemoteMediaCached, RequestId, ServerName, Sha256};
-use media_ledger_projections::hash_refs;
 use media_ledger_projections::media_index::{self, MediaRecord};
 use sha2::Digest;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
+
+/// How many times a fetch is made when a purge removes the media right after each.
+const FETCH_ATTEMPTS: usize = 3;
 
 /// The remote media cache.
 pub struct RemoteMedia {
@@ -83,10 +85,21 @@ impl RemoteMedia {
             ));
         }
         let work = async {
-            if let Some(r) = media_index::get(&self.ledger.view("media_index")?, media)? {
-                return Ok(r);
+            // A `purge/remote` may remove the media between the commit of its fetch and the
+            // look-up after it: it is still wanted, so it is fetched again (a few times).
+            for _ in 0..FETCH_ATTEMPTS {
+                if let Some(r) = media_index::get(&self.ledger.view("media_index")?, media)? {
+                    return Ok(r);
+                }
+                if let Some(r) = self.fetch(actor.clone(), our_name, media).await? {
+                    return Ok(r);
+                }
+                tracing::info!(%media, "remote media purged right after it was cached; fetching it again");
             }
-            self.fetch(actor, our_name, media).await
+            Err(ApiError::unavailable(
+                "the remote media is being purged; try again",
+                format!("{media} was purged each time it was fetched"),
+            ))
         };
         self.inflight.run(media.clone(), work).await
     }
@@ -96,7 +109,7 @@ impl RemoteMedia {
         actor: Actor,
         our_name: &ServerName,
         media: &MediaRef,
-    ) -> Result<MediaRecord, ApiError> {
+    ) -> Result<Option<MediaRecord>, ApiError> {
         let ds = crate::media::pick_datastore(
             &self.ledger,
             &self.datastores,
@@ -119,7 +132,7 @@ impl RemoteMedia {
         actor: Actor,
         our_name: &ServerName,
         media: &MediaRef,
-    ) -> Result<MediaRecord, ApiError> {
+    ) -> Result<Option<MediaRecord>, ApiError> {
         let file = tokio::fs::File::create(spool)
             .await
             .map_err(ApiError::internal)?;
@@ -162,15 +175,15 @@ impl RemoteMedia {
             let _ = tokio::fs::remove_file(spool).await;
             return Err(e);
         }
-        let _blob = crate::blob_lock::lock(&sha).await;
-        let existing = hash_refs::get(&self.ledger.view("hash_refs")?, &sha)?;
-        let location = match existing {
-            Some(h) => {
-                let _ = tokio::fs::remove_file(spool).await;
-                h.location
-            }
-            None => ds.commit(spool, &sha).await?,
-        };
+        // Held until the event is committed (see `blob_lock`); the event names the datastore
+        // the bytes are really in, so a purge's deleter keeps a blob this media now shares.
+        let blob = crate::blob_lock::lock(&sha).await;
+        let placed =
+            crate::blob_place::place(&self.ledger, &self.datastores, ds, spool, &sha, &blob)
+                .await?;
+        if placed.committed.is_none() {
+            let _ = tokio::fs::remove_file(spool).await;
+        }
         let resolved = self
             .client
             .resolve(&media.origin)
@@ -184,23 +197,30 @@ impl RemoteMedia {
             content_type: fetched.content_type.and_then(|c| c.parse().ok()),
             upload_name: fetched.filename,
             fetched_from: resolved,
-            datastore: ds.id().clone(),
-            location,
+            datastore: placed.datastore.clone(),
+            location: placed.location.clone(),
         };
-        match self
+        let submitted = self
             .ledger
             .submit(
                 actor,
                 RequestId(format!("remote-{}", media.media_id)),
                 Command::CacheRemote(event),
             )
-            .await
-        {
-            Ok(_) | Err(LedgerError::Conflict(Conflict::MediaExists)) => {}
-            Err(e) => return Err(e.into()),
+            .await;
+        if let Err(e) = submitted {
+            crate::blob_place::discard_unrecorded(&self.ledger, &placed, &sha, &blob).await;
+            match e {
+                LedgerError::Conflict(Conflict::MediaExists) => {}
+                LedgerError::Conflict(Conflict::Quarantined) => {
+                    return Err(crate::media::quarantined_error())
+                }
+                e => return Err(e.into()),
+            }
         }
+        drop(blob);
         tracing::info!(%media, sha256 = %sha, size_bytes = size, "remote media cached");
-        media_index::get(&self.ledger.view("media_index")?, media)?
-            .ok_or_else(|| ApiError::Internal("remote media vanished after recording".into()))
+        // `None`: purged since (see `get`).
+        Ok(media_index::get(&self.ledger.view("media_index")?, media)?)
     }
 }

@@ -1,4 +1,5 @@
-//! Start and stop: open the ledger, sweep orphans, build the state, serve until asked to stop.
+//! Start and stop: open the ledger, check datastore identities, sweep orphans, build the
+//! state, serve until asked to stop.
 
 use crate::auth::Auth;
 use crate::config::Config;
@@ -7,7 +8,6 @@ use crate::http::{self, AppState};
 use crate::ledger::Ledger;
 use crate::media::MediaService;
 use anyhow::Context;
-use media_ledger_projections::hash_refs;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::oneshot;
@@ -56,6 +56,11 @@ pub async fn start_with(config: Config, hook: Option<DatastoreHook>) -> anyhow::
     ledger.set_max_pending_per_user(config.uploads.max_pending_per_user);
     let mut datastores =
         Datastores::from_config(&config.datastores).context("opening datastores")?;
+    // Before anything deletes a byte: two entries reaching one storage must not start.
+    let unchecked = datastores
+        .claim_all()
+        .await
+        .context("checking datastore identity markers")?;
     if let Some(hook) = hook {
         datastores = datastores.wrapped(&*hook);
     }
@@ -65,7 +70,7 @@ pub async fn start_with(config: Config, hook: Option<DatastoreHook>) -> anyhow::
     crate::moderation::deleter::resume(&ledger, &datastores)
         .await
         .context("resuming purge deletions")?;
-    sweep_orphans(&ledger, &datastores).await;
+    crate::sweep::sweep_orphans(&ledger, &datastores, &unchecked).await;
     let moderation = Arc::new(crate::moderation::Moderation::new(
         ledger.clone(),
         datastores.clone(),
@@ -173,57 +178,5 @@ impl Server {
     pub async fn wait(&mut self) -> anyhow::Result<()> {
         (&mut self.task).await?;
         Ok(())
-    }
-}
-
-/// Deletes leftover spool files and blobs that no hash record points at (a crash between
-/// committing a blob and appending its event, or the loser of a concurrent identical upload).
-/// Runs before the server accepts requests, so no upload is in flight. Read-only datastores
-/// are left alone.
-async fn sweep_orphans(ledger: &Ledger, datastores: &Datastores) {
-    for c in datastores.all() {
-        if c.config.kinds.is_empty() {
-            continue;
-        }
-        let listing = match c.store.list().await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(datastore = %c.store.id(), error = %e, "cannot list datastore for the orphan sweep");
-                continue;
-            }
-        };
-        for tmp in listing.temp_files {
-            tracing::info!(datastore = %c.store.id(), path = %tmp.display(), "removing leftover spool file");
-            let _ = tokio::fs::remove_file(&tmp).await;
-        }
-        let view = match ledger.view("hash_refs") {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read hash_refs for the orphan sweep");
-                continue;
-            }
-        };
-        let mut swept = 0u64;
-        for (loc, sha) in listing.blobs {
-            let referenced = match hash_refs::get(&view, &sha) {
-                Ok(Some(h)) => &h.datastore == c.store.id() && h.location == loc,
-                Ok(None) => false,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read hash_refs; skipping the rest of this datastore");
-                    break;
-                }
-            };
-            if !referenced {
-                tracing::warn!(datastore = %c.store.id(), location = %loc, "removing orphan blob (no event refers to it)");
-                if let Err(e) = c.store.delete(&loc).await {
-                    tracing::warn!(error = %e, "cannot remove orphan blob");
-                } else {
-                    swept += 1;
-                }
-            }
-        }
-        if swept > 0 {
-            tracing::info!(datastore = %c.store.id(), swept, "orphan sweep done");
-        }
     }
 }

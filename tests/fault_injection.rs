@@ -393,6 +393,14 @@ impl Datastore for Faulty {
             None => self.inner.delete(location).await,
         }
     }
+
+    async fn read_marker(&self) -> Result<Option<String>, DatastoreError> {
+        self.inner.read_marker().await
+    }
+
+    async fn write_marker(&self) -> Result<(), DatastoreError> {
+        self.inner.write_marker().await
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1439,5 +1447,187 @@ async fn a_download_racing_a_purge_is_a_404() {
     )
     .await;
     assert_eq!(srv.download_bytes(&kept).await.len(), 5_000);
+    stop_and_verify(&mut srv).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writers racing on one blob or one media id.
+// ---------------------------------------------------------------------------------------------
+
+/// A remote homeserver "fake.test" answering every media with `bytes` (federation endpoint:
+/// M_UNRECOGNIZED, so the legacy endpoint is used); returns its base URL.
+async fn fake_remote(bytes: Vec<u8>) -> String {
+    use axum::response::IntoResponse;
+    let unrecognized = || async {
+        (
+            StatusCode::NOT_FOUND,
+            [("content-type", "application/json")],
+            r#"{"errcode":"M_UNRECOGNIZED","error":"Unrecognized request"}"#,
+        )
+            .into_response()
+    };
+    let router = axum::Router::new()
+        .route(
+            "/_matrix/federation/v1/media/download/{id}",
+            axum::routing::get(unrecognized),
+        )
+        .route(
+            "/_matrix/media/v3/download/{server}/{id}",
+            axum::routing::get(move || async move {
+                ([("content-type", "application/octet-stream")], bytes).into_response()
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    format!("http://{addr}")
+}
+
+/// Waits until `cond` holds (panics after [`REACH`]).
+async fn wait_until(mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + REACH;
+    while !cond() {
+        assert!(Instant::now() < deadline, "condition not reached in time");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A remote fetch whose bytes are already stored (a local upload, in datastore `a`; remote
+/// media goes to `b`) reuses that blob; a purge of the local media commits between the
+/// fetch's look-up and its event. The fetch records the blob where it is (`a`, not its own
+/// pick `b`), so the purge's deleter, which waits for the blob's lock, finds it claimed again
+/// and keeps it: the remote media downloads, and no live blob is missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_fetch_racing_a_purge_keeps_the_shared_blob() {
+    let bytes = random_bytes(20_000);
+    let fake = fake_remote(bytes.clone()).await;
+    let faults = Faults::new();
+    let opts = Opts {
+        datastores: Some(
+            "[[datastores]]\nid = \"a\"\ntype = \"file\"\npath = {dir:media-a}\nkinds = [\"local_media\"]\n\
+             [[datastores]]\nid = \"b\"\ntype = \"file\"\npath = {dir:media-b}\nkinds = [\"remote_media\"]\n"
+                .into(),
+        ),
+        extra_toml: format!(
+            "[federation]\nsigning_key_path = {{dir:signing.key}}\npins = {{ \"fake.test\" = \"{fake}\" }}\n"
+        ),
+        ..Opts::default()
+    };
+    let mut srv = start(opts, &faults).await;
+    let local = srv.upload_bytes(bytes.clone()).await;
+
+    // The fetch holds the blob's lock and has found the local upload's blob in `a`.
+    let gate = faults.pause(Op::SizeOf, Some("a"));
+    let fetch = {
+        let req = srv
+            .client
+            .get(srv.url("/_matrix/client/v1/media/download/fake.test/racy"))
+            .bearer_auth(ALICE);
+        tokio::spawn(async move {
+            let resp = req.send().await.unwrap();
+            (resp.status(), resp.bytes().await.unwrap())
+        })
+    };
+    gate.reached().await;
+    let release_after_the_purge_commits = async {
+        wait_until(|| count_events(&srv, "media.purged.v1") == 1).await;
+        gate.release();
+        gate.reached().await;
+        gate.release();
+    };
+    let (purged, ()) = tokio::join!(purge_request(&srv, &local), release_after_the_purge_commits);
+    assert_eq!(purged.status(), StatusCode::OK);
+    let (status, body) = fetch.await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert!(body == bytes, "the fetch served other bytes");
+
+    wait_until(|| count_events(&srv, "blob.deleted.v1") == 1).await;
+    assert!(blob_path(&srv.path_of("media-a"), &bytes).exists());
+    let again = srv
+        .client
+        .get(srv.url("/_matrix/client/v1/media/download/fake.test/racy"))
+        .bearer_auth(ALICE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::OK);
+    assert!(again.bytes().await.unwrap() == bytes);
+    let config = Config::parse(&srv.config_text).unwrap();
+    let datastores = media_ledger::datastore::Datastores::from_config(&config.datastores).unwrap();
+    let report = media_ledger::blob_check::check_blobs(ledger(&srv), &datastores)
+        .await
+        .unwrap();
+    assert!(report.missing.is_empty(), "{report}");
+    let dirs: Dirs = [
+        ("a".to_owned(), srv.path_of("media-a")),
+        ("b".to_owned(), srv.path_of("media-b")),
+    ]
+    .into();
+    assert_consistent(&srv, &dirs).await;
+    stop_and_verify(&mut srv).await;
+}
+
+/// Two PUTs fill one reservation with different bytes, both past the reservation check with
+/// their bytes spooled. The first is recorded; the second is refused (409) and its committed
+/// blob, which no record names, is removed right away (not left for the next start's sweep).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_async_puts_leave_no_unrecorded_blob() {
+    let faults = Faults::new();
+    let mut srv = start(Opts::default(), &faults).await;
+    let v: Value = srv
+        .client
+        .post(srv.url("/_matrix/media/v1/create"))
+        .bearer_auth(ALICE)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mxc = v["content_uri"].as_str().unwrap().to_owned();
+    let url = srv.url(&format!("/_matrix/media/v3/upload/{}", sid(&mxc)));
+    let first = random_bytes(9_000);
+    // Other bytes under another blob lock stripe (the first 12 bits of the hash).
+    let second = loop {
+        let b = random_bytes(7_000);
+        if sha256_hex(&b)[..3] != sha256_hex(&first)[..3] {
+            break b;
+        }
+    };
+    let put = |bytes: &[u8]| {
+        let req = srv.client.put(&url).bearer_auth(ALICE).body(bytes.to_vec());
+        tokio::spawn(async move { req.send().await.unwrap() })
+    };
+    let first_commit = faults.pause(Op::Commit, None);
+    let first_put = put(&first);
+    first_commit.reached().await;
+    let second_commit = faults.pause(Op::Commit, None);
+    let second_put = put(&second);
+    second_commit.reached().await;
+
+    first_commit.release();
+    first_commit.reached().await;
+    first_commit.release();
+    assert_eq!(first_put.await.unwrap().status(), StatusCode::OK);
+    second_commit.release();
+    second_commit.reached().await;
+    second_commit.release();
+    expect_error(
+        second_put.await.unwrap(),
+        StatusCode::CONFLICT,
+        "M_CANNOT_OVERWRITE_MEDIA",
+    )
+    .await;
+
+    let dir = srv.media_dir();
+    assert!(
+        !blob_path(&dir, &second).exists(),
+        "the refused PUT's blob stayed"
+    );
+    assert_eq!(count_blobs(&dir), 1);
+    assert_eq!(srv.download_bytes(&mxc).await, first);
+    assert_consistent(&srv, &default_dirs(&srv)).await;
     stop_and_verify(&mut srv).await;
 }

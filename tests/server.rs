@@ -15,6 +15,7 @@ mod admin;
 mod async_upload;
 mod auth;
 mod bad_input;
+mod blob_integrity;
 mod edge;
 mod errors;
 mod fault_injection;

@@ -67,9 +67,12 @@ pub fn task_key(task: Seq) -> Vec<u8> {
     k
 }
 
+/// The key prefix of every task's pending deletions, for scans.
+pub const DELETION_PREFIX: &[u8] = b"d";
+
 /// The key prefix of a task's pending deletions.
 pub fn deletion_prefix(task: Seq) -> Vec<u8> {
-    let mut k = vec![b'd'];
+    let mut k = DELETION_PREFIX.to_vec();
     k.extend_from_slice(&task.0.to_be_bytes());
     k
 }

@@ -4,6 +4,7 @@
 //! loudly at start-up instead of silently meaning a default.
 
 mod datastore;
+mod overlap;
 mod tasks;
 
 pub use datastore::{
@@ -21,23 +22,6 @@ use std::path::{Path, PathBuf};
 
 /// Longest a download may wait for an async upload (one hour).
 pub const MAX_TIMEOUT_MS: u64 = 3_600_000;
-
-/// `path` made absolute and lexically normalised (`.` and `..` folded), for comparing paths
-/// that may not exist yet.
-fn absolute(path: &Path) -> PathBuf {
-    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
-    let mut out = PathBuf::new();
-    for c in abs.components() {
-        match c {
-            std::path::Component::ParentDir => {
-                out.pop();
-            }
-            std::path::Component::CurDir => {}
-            other => out.push(other),
-        }
-    }
-    out
-}
 
 /// Why the configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -329,40 +313,7 @@ impl Config {
         {
             return invalid("no datastore accepts local_media".into());
         }
-        for (i, a) in self.datastores.iter().enumerate() {
-            for b in self.datastores.iter().skip(i + 1) {
-                let (Some(da), Some(db)) = (a.local_dir(), b.local_dir()) else {
-                    continue;
-                };
-                let (pa, pb) = (absolute(da), absolute(db));
-                if pa.starts_with(&pb) || pb.starts_with(&pa) {
-                    return invalid(format!(
-                        "datastores {} and {} share a directory ({} and {}): each needs its own",
-                        a.id,
-                        b.id,
-                        da.display(),
-                        db.display()
-                    ));
-                }
-            }
-        }
-        for (i, a) in self.datastores.iter().enumerate() {
-            for b in self.datastores.iter().skip(i + 1) {
-                if let (Some(Backend::S3(x)), Some(Backend::S3(y))) = (&a.backend, &b.backend) {
-                    let same_bucket = x.endpoint.trim_end_matches('/')
-                        == y.endpoint.trim_end_matches('/')
-                        && x.bucket == y.bucket;
-                    if same_bucket
-                        && (x.prefix.starts_with(&y.prefix) || y.prefix.starts_with(&x.prefix))
-                    {
-                        return invalid(format!(
-                            "datastores {} and {} share bucket {} (prefixes {:?} and {:?}): give each its own bucket or a prefix the other's does not contain",
-                            a.id, b.id, x.bucket, x.prefix, y.prefix
-                        ));
-                    }
-                }
-            }
-        }
+        overlap::check(&self.datastores)?;
         if self.thumbnails.enabled {
             if self.thumbnails.sizes.is_empty() {
                 return invalid("thumbnails.sizes is empty (set enabled = false instead)".into());

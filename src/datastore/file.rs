@@ -4,7 +4,7 @@
 //! `<root>/.spool/`. Commit = rename the fsynced temp file into place, then fsync both
 //! directories it touched, so the name is durable too.
 
-use super::{BlobStream, Datastore, DatastoreError, Listing};
+use super::{BlobStream, Datastore, DatastoreError, Listing, MARKER_NAME};
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use media_ledger_events::{BlobLocation, DatastoreId, Sha256};
@@ -160,6 +160,32 @@ impl Datastore for FileDatastore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(DatastoreError::io(format!("deleting {location}"))(e)),
         }
+    }
+
+    async fn read_marker(&self) -> Result<Option<String>, DatastoreError> {
+        match tokio::fs::read_to_string(self.root.join(MARKER_NAME)).await {
+            Ok(text) => Ok(Some(text.trim().to_owned())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(DatastoreError::io("reading the identity marker")(e)),
+        }
+    }
+
+    async fn write_marker(&self) -> Result<(), DatastoreError> {
+        let (root, spool) = (self.root.clone(), self.spool.clone());
+        let text = format!("{}\n", self.id);
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let tmp = spool.join(format!("{MARKER_NAME}.part"));
+            std::fs::write(&tmp, text)?;
+            std::fs::File::open(&tmp)?.sync_all()?;
+            std::fs::rename(&tmp, root.join(MARKER_NAME))?;
+            sync_dir(&root)
+        })
+        .await
+        .map_err(|e| DatastoreError::Io {
+            context: "marker task".into(),
+            source: std::io::Error::other(e),
+        })?
+        .map_err(DatastoreError::io("writing the identity marker"))
     }
 }
 

@@ -127,7 +127,17 @@ pub trait Datastore: Send + Sync {
     async fn list(&self) -> Result<Listing, DatastoreError>;
     /// Deletes a blob (only ever called for blobs nothing refers to).
     async fn delete(&self, location: &BlobLocation) -> Result<(), DatastoreError>;
+    /// The identity marker at the root ([`MARKER_NAME`]): the id of the datastore that first
+    /// started on this storage, `None` when there is none yet.
+    async fn read_marker(&self) -> Result<Option<String>, DatastoreError>;
+    /// Writes (durably) the identity marker naming this datastore's id.
+    async fn write_marker(&self) -> Result<(), DatastoreError>;
 }
+
+/// The identity marker: a file in a `file` datastore's root, an object under an `s3`
+/// datastore's prefix, holding the id of the datastore that owns the storage. Outside the
+/// blob layout, so listings and the sweep never see it.
+pub const MARKER_NAME: &str = ".media-ledger-datastore";
 
 /// What a datastore holds on disk.
 #[derive(Debug, Default)]
@@ -202,6 +212,39 @@ impl Datastores {
             });
         }
         Ok(Self { all })
+    }
+
+    /// Checks every datastore's identity marker, writing it on first start (not in read-only
+    /// datastores): a marker naming another id means two config entries reach the same
+    /// storage (or an id was changed), and start-up must stop before the sweep deletes the
+    /// other's blobs. Returns the datastores whose marker could not be read (unreachable):
+    /// they are not swept this start.
+    pub async fn claim_all(&self) -> Result<Vec<DatastoreId>, DatastoreError> {
+        let mut unchecked = Vec::new();
+        for c in &self.all {
+            let id = c.store.id();
+            match c.store.read_marker().await {
+                Ok(Some(m)) if m == id.as_str() => {}
+                Ok(Some(other)) => {
+                    return Err(DatastoreError::Backend {
+                        context: format!("datastore {id} ({})", c.store.uri()),
+                        message: format!(
+                            "its storage is marked as datastore {other:?} ({MARKER_NAME}): two datastore entries reach the same storage, or this datastore's id was changed (ids must never change); give each datastore its own directory, bucket or prefix"
+                        ),
+                    })
+                }
+                Ok(None) if c.config.kinds.is_empty() => {}
+                Ok(None) => {
+                    c.store.write_marker().await?;
+                    tracing::info!(datastore = %id, uri = %c.store.uri(), "identity marker written");
+                }
+                Err(e) => {
+                    tracing::warn!(datastore = %id, error = %e, "cannot read the identity marker; this datastore is not swept at this start");
+                    unchecked.push(id.clone());
+                }
+            }
+        }
+        Ok(unchecked)
     }
 
     /// Replaces every backend by `wrap(backend)` (fault injection in tests).

@@ -5,7 +5,7 @@
 //! upload read part by part from the spool file, so memory never holds the whole blob.
 //! `commit` returns only after S3 acknowledged the object.
 
-use super::{BlobStream, Datastore, DatastoreError, Listing};
+use super::{BlobStream, Datastore, DatastoreError, Listing, MARKER_NAME};
 use crate::config::{ChecksumMode, S3Config};
 use async_trait::async_trait;
 use aws_sdk_s3::config::{
@@ -352,6 +352,45 @@ impl Datastore for S3Datastore {
             .send()
             .await
             .map_err(sdk("deleting an object"))?;
+        Ok(())
+    }
+
+    async fn read_marker(&self) -> Result<Option<String>, DatastoreError> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(format!("{}{MARKER_NAME}", self.prefix))
+            .range("bytes=0-1023")
+            .send()
+            .await;
+        match out {
+            Ok(o) => {
+                let bytes = o
+                    .body
+                    .collect()
+                    .await
+                    .map_err(|e| backend("reading the identity marker", e))?
+                    .into_bytes();
+                Ok(Some(String::from_utf8_lossy(&bytes).trim().to_owned()))
+            }
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
+            Err(e) => Err(backend(
+                "reading the identity marker",
+                DisplayErrorContext(&e),
+            )),
+        }
+    }
+
+    async fn write_marker(&self) -> Result<(), DatastoreError> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(format!("{}{MARKER_NAME}", self.prefix))
+            .body(ByteStream::from(format!("{}\n", self.id).into_bytes()))
+            .send()
+            .await
+            .map_err(sdk("writing the identity marker"))?;
         Ok(())
     }
 }

@@ -369,14 +369,18 @@ impl Transfers {
         location: &media_ledger_events::BlobLocation,
     ) -> Result<(), LedgerError> {
         // Locations are content-addressed: after A → B → A the "old copy" of one task can be
-        // the live copy of another. Never delete where the blob lives now.
+        // the live copy of another. Never delete where the blob lives now. Under the blob's
+        // lock, as the purge deleter: a writer of these bytes that found no record stores its
+        // own copy here, and must not lose it between this look-up and the delete.
+        let _blob = crate::blob_lock::lock(&sha).await;
         let live = hash_refs::get(&self.ledger.view("hash_refs")?, &sha)?;
         if live.is_some_and(|h| &h.datastore == ds && &h.location == location) {
             tracing::info!(task = task.0, %sha, "source copy is the live copy again; kept");
             return Ok(());
         }
         if let Err(e) = source.delete(location).await {
-            // The copy is switched in; the old one is an orphan the start-up sweep removes.
+            // The copy is switched in; the old one is a stray copy for the start-up sweep
+            // (removed when provably another file than the live one, else kept and logged).
             tracing::warn!(task = task.0, %sha, error = %e, "cannot delete the source copy; left for the sweep");
             return Ok(());
         }

@@ -387,7 +387,8 @@ pub async fn expect_error(resp: Response, status: StatusCode, errcode: &str) -> 
     v
 }
 
-/// Every file below `dir`, recursively, skipping the `.spool` directory.
+/// Every file below `dir`, recursively, skipping the `.spool` directory and the datastore's
+/// identity marker.
 pub fn blob_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_owned()];
@@ -402,7 +403,7 @@ pub fn blob_files(dir: &Path) -> Vec<PathBuf> {
                 if e.file_name() != ".spool" {
                     stack.push(p);
                 }
-            } else {
+            } else if e.file_name() != media_ledger::datastore::MARKER_NAME {
                 out.push(p);
             }
         }

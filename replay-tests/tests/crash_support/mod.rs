@@ -380,7 +380,8 @@ pub fn verify(bin: &Path, node: &Node) -> Result<String, String> {
     }
 }
 
-/// Every file below the datastore directory `media`, outside `.spool`: (file name, path).
+/// Every file below the datastore directory `media`, outside `.spool`, but its identity
+/// marker (`.media-ledger-datastore`): (file name, path).
 pub fn blob_files(media: &Path) -> Vec<(String, PathBuf)> {
     let mut out = Vec::new();
     let mut stack = vec![media.to_owned()];
@@ -394,7 +395,7 @@ pub fn blob_files(media: &Path) -> Vec<(String, PathBuf)> {
                 if e.file_name() != ".spool" {
                     stack.push(p);
                 }
-            } else {
+            } else if e.file_name() != media_ledger::datastore::MARKER_NAME {
                 out.push((e.file_name().to_string_lossy().into_owned(), p));
             }
         }

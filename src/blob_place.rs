@@ -1,0 +1,136 @@
+//! Where a writer's new bytes go, decided under the blob's lock (`blob_lock`, ARCHITECTURE
+//! invariant 17): uploads and remote fetches that have spooled and hashed their bytes reuse
+//! the blob already recorded for that hash (checked present, and recorded with *its*
+//! datastore, never the writer's own pick), put the bytes back where the record says when that
+//! blob is missing, or commit their own copy. After a refused event, a copy the writer
+//! committed is removed at once unless a record claims it.
+
+use crate::blob_lock::BlobGuard;
+use crate::datastore::{Datastore, Datastores};
+use crate::error::ApiError;
+use crate::ledger::Ledger;
+use media_ledger_events::{BlobLocation, DatastoreId, Sha256};
+use media_ledger_projections::hash_refs;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Where the bytes are, for the event to record.
+pub struct Placed {
+    /// The datastore holding them.
+    pub datastore: DatastoreId,
+    /// Where in it.
+    pub location: BlobLocation,
+    /// The datastore this writer committed the spool file into; `None` when it reuses a
+    /// recorded blob (the spool file is then still there, for the caller to remove).
+    pub committed: Option<Arc<dyn Datastore>>,
+}
+
+/// Places the spooled bytes `spool` of `sha`: reuses the recorded blob if it is present,
+/// restores it into its recorded datastore if it is missing, else commits into `ds`. The
+/// caller holds the blob's lock (`_held`) until its event is committed.
+pub async fn place(
+    ledger: &Ledger,
+    datastores: &Datastores,
+    ds: &Arc<dyn Datastore>,
+    spool: &Path,
+    sha: &Sha256,
+    _held: &BlobGuard,
+) -> Result<Placed, ApiError> {
+    let existing = hash_refs::get(&ledger.view("hash_refs")?, sha)?;
+    match existing {
+        Some(h) if blob_present(datastores, &h.datastore, &h.location, h.size_bytes).await => {
+            Ok(Placed {
+                datastore: h.datastore,
+                location: h.location,
+                committed: None,
+            })
+        }
+        Some(h) => {
+            // The recorded blob is gone: put the bytes back where the record says they are
+            // (the record, and every media sharing it, keep pointing there).
+            let target = datastores.get(&h.datastore).cloned().ok_or_else(|| {
+                ApiError::Internal(format!(
+                    "datastore {} of hash {sha} is not configured",
+                    h.datastore
+                ))
+            })?;
+            let location = target.commit(spool, sha).await?;
+            tracing::warn!(datastore = %h.datastore, %location, "restored a missing blob from new bytes");
+            Ok(Placed {
+                datastore: h.datastore,
+                location,
+                committed: Some(target),
+            })
+        }
+        None => {
+            let location = ds.commit(spool, sha).await?;
+            Ok(Placed {
+                datastore: ds.id().clone(),
+                location,
+                committed: Some(ds.clone()),
+            })
+        }
+    }
+}
+
+/// After the event recording `placed` was refused: removes the copy this writer committed,
+/// unless a record claims it (a record of another writer at the same content-addressed place).
+/// Still under the blob's lock (`_held`), so no other writer of these bytes is between its
+/// look-up and its commit. A copy that cannot be checked is left for the start-up sweep.
+pub async fn discard_unrecorded(ledger: &Ledger, placed: &Placed, sha: &Sha256, _held: &BlobGuard) {
+    let Some(store) = &placed.committed else {
+        return;
+    };
+    let claimed = match ledger
+        .view("hash_refs")
+        .and_then(|v| Ok(hash_refs::get(&v, sha)?))
+    {
+        Ok(record) => {
+            record.is_some_and(|h| &h.datastore == store.id() && h.location == placed.location)
+        }
+        Err(e) => {
+            tracing::warn!(%sha, error = %e, "cannot check a refused writer's blob; left for the start-up sweep");
+            return;
+        }
+    };
+    if claimed {
+        return;
+    }
+    match store.delete(&placed.location).await {
+        Ok(()) => {
+            tracing::info!(datastore = %store.id(), location = %placed.location, "removed the blob of a refused event")
+        }
+        Err(e) => {
+            tracing::warn!(datastore = %store.id(), error = %e, "cannot remove the blob of a refused event; left for the start-up sweep")
+        }
+    }
+}
+
+/// Whether the recorded blob exists with its recorded length.
+async fn blob_present(
+    datastores: &Datastores,
+    ds: &DatastoreId,
+    loc: &BlobLocation,
+    size_bytes: u64,
+) -> bool {
+    match datastores.get(ds) {
+        // A blob of the wrong length (damaged outside the server) counts as missing: the
+        // new copy repairs it.
+        Some(store) => match store.size_of(loc).await {
+            Ok(Some(n)) if n == size_bytes => true,
+            Ok(Some(n)) => {
+                tracing::error!(datastore = %ds, location = %loc, found = n, expected = size_bytes, "deduplicated blob has the wrong length; storing the new copy");
+                false
+            }
+            Ok(None) => {
+                tracing::error!(datastore = %ds, location = %loc, "deduplicated blob is missing; storing the new copy");
+                false
+            }
+            Err(e) => {
+                tracing::error!(datastore = %ds, error = %e, "cannot check a deduplicated blob; storing the new copy");
+                false
+            }
+        },
+        None => false,
+    }
+}
