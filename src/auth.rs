@@ -2,7 +2,10 @@
 //!
 //! A token is, in order: the shared-secret admin token, a static token from config, or a token
 //! the request's homeserver knows (`GET /_matrix/client/v3/account/whoami` on its `cs_api`,
-//! cached for `auth.whoami_cache_ttl_ms`). Failed look-ups are not cached.
+//! cached for `auth.whoami_cache_ttl_ms`). Failed look-ups are not cached. Whichever way it
+//! resolves, a token stands for a user of the request's homeserver: a whoami answer naming
+//! another server is refused, and a static token is valid only on its user's homeserver
+//! (a repository admin's on every homeserver).
 
 use crate::config::{Config, HomeserverConfig};
 use crate::error::ApiError;
@@ -82,7 +85,15 @@ impl Auth {
             .iter()
             .find(|t| constant_time_eq(t.token.as_bytes(), token.as_bytes()))
         {
-            return Ok(Principal::User(t.user_id.clone()));
+            // Like a whoami answer, a static token stands for a user of the request's
+            // homeserver only (repository admins act on every homeserver, as the shared
+            // secret does). Refused here, it is never sent on to this homeserver's whoami:
+            // it is another homeserver's secret.
+            if self.static_token_valid_on(&t.user_id, hs) {
+                return Ok(Principal::User(t.user_id.clone()));
+            }
+            tracing::warn!(homeserver = %hs.name, user_id = %t.user_id, "static token of a user of another server; token refused");
+            return Err(ApiError::UnknownToken);
         }
         let Some(cs_api) = &hs.cs_api else {
             return Err(ApiError::UnknownToken);
@@ -139,6 +150,13 @@ impl Auth {
                 format_args!("homeserver {} whoami answered {s}", hs.name),
             )),
         }
+    }
+
+    /// Whether a static token standing for `user` authenticates on homeserver `hs`: the
+    /// user's server is `hs`, or the user is a repository admin.
+    fn static_token_valid_on(&self, user: &UserId, hs: &HomeserverConfig) -> bool {
+        user.server_name().eq_ignore_ascii_case(hs.name.as_str())
+            || self.config.auth.admins.contains(user)
     }
 
     /// Whether `p` may use the admin API.

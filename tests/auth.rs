@@ -9,7 +9,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use common::{expect_error, parse_mxc, random_bytes, Opts, TestServer, ALICE, SECRET};
+use common::{expect_error, parse_mxc, random_bytes, token_on, Opts, TestServer, ALICE, SECRET};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -280,7 +280,8 @@ cs_api = "{}"
         ..Default::default()
     })
     .await;
-    let upload = |host: Option<&'static str>, token: &'static str| {
+    let alice_other = token_on("alice", "other.example");
+    let upload = |host: Option<&'static str>, token: &str| {
         let mut req = srv
             .client
             .post(srv.url("/_matrix/media/v3/upload"))
@@ -299,9 +300,12 @@ cs_api = "{}"
         v["content_uri"].as_str().unwrap().to_owned()
     }
 
-    let other = uri(upload(Some("other.example"), ALICE).await.unwrap()).await;
+    let other = uri(upload(Some("other.example"), &alice_other).await.unwrap()).await;
     assert!(other.starts_with("mxc://other.example/"), "{other}");
-    let with_port = uri(upload(Some("other.example:8448"), ALICE).await.unwrap()).await;
+    let with_port = uri(upload(Some("other.example:8448"), &alice_other)
+        .await
+        .unwrap())
+    .await;
     assert!(with_port.starts_with("mxc://other.example/"), "{with_port}");
     let default = uri(upload(None, ALICE).await.unwrap()).await;
     assert!(default.starts_with("mxc://localhost/"), "{default}");
@@ -323,7 +327,7 @@ cs_api = "{}"
         .client
         .post(srv.url("/_matrix/media/v1/create"))
         .header(reqwest::header::HOST, "other.example")
-        .bearer_auth(ALICE)
+        .bearer_auth(&alice_other)
         .send()
         .await
         .unwrap();
@@ -357,7 +361,7 @@ async fn host_header_is_case_insensitive() {
             .client
             .post(srv.url("/_matrix/media/v3/upload"))
             .header(reqwest::header::HOST, host)
-            .bearer_auth(ALICE)
+            .bearer_auth(token_on("alice", "other.example"))
             .body(random_bytes(8))
             .send()
             .await

@@ -11,7 +11,7 @@ use crate::common;
 use common::synapse::FakeSynapse;
 use common::{
     blob_files, count_blobs, expect_error, parse_mxc, random_bytes, sha256_hex, spool_entries,
-    Opts, TestServer, ADMIN, ALICE, BOB, DS, SECRET,
+    Opts, TestServer, ADMIN, ALICE, BOB, BOB_OTHER, DS, SECRET,
 };
 use media_ledger_events::{Event, Seq};
 use reqwest::StatusCode;
@@ -685,10 +685,10 @@ async fn homeserver_admin_purges_only_their_own_server() {
     let b1 = srv.upload(BOB, random_bytes(100), None, None).await;
     let b3 = srv.upload(BOB, random_bytes(100), None, None).await;
     let other_bytes = random_bytes(100);
-    let b2 = upload_to(&srv, "other.test", BOB, other_bytes.clone()).await;
+    let b2 = upload_to(&srv, "other.test", BOB_OTHER, other_bytes.clone()).await;
     assert!(b2.starts_with("mxc://other.test/"), "{b2}");
     let q_local = srv.upload(BOB, random_bytes(100), None, None).await;
-    let q_other = upload_to(&srv, "other.test", BOB, random_bytes(100)).await;
+    let q_other = upload_to(&srv, "other.test", BOB_OTHER, random_bytes(100)).await;
     for q in [&q_local, &q_other] {
         post_ok(&srv, ADMIN, &format!("quarantine/{}", sid(q))).await;
     }

@@ -11,7 +11,7 @@ use crate::common;
 use common::synapse::FakeSynapse;
 use common::{
     count_blobs, expect_error, header, parse_mxc, random_bytes, sha256_hex, spool_entries, Opts,
-    TestServer, ADMIN, ALICE, BOB, DS, SECRET,
+    TestServer, ADMIN, ALICE, ALICE_OTHER, BOB, BOB_OTHER, DS, SECRET,
 };
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
@@ -38,6 +38,15 @@ fn opts(cs_api: Option<&str>) -> Opts {
     Opts {
         homeservers: Some(two_homeservers(cs_api)),
         ..Opts::default()
+    }
+}
+
+/// alice's static token on `host` (static tokens are valid only on their user's homeserver).
+fn alice_on(host: &str) -> &'static str {
+    if host == OTHER {
+        ALICE_OTHER
+    } else {
+        ALICE
     }
 }
 
@@ -187,7 +196,7 @@ async fn assert_serves(srv: &TestServer, mxc: &str, bytes: &[u8]) {
 /// nothing: no new blob, no spool file left).
 async fn assert_upload_blocked(srv: &TestServer, host: &str, bytes: &[u8]) {
     let blobs = count_blobs(&srv.media_dir());
-    let resp = upload_to(srv, host, ALICE, bytes.to_vec()).await;
+    let resp = upload_to(srv, host, alice_on(host), bytes.to_vec()).await;
     let v = expect_error(resp, StatusCode::FORBIDDEN, "M_FORBIDDEN").await;
     let msg = v["error"].as_str().unwrap();
     assert!(msg.contains("quarantine"), "error message: {msg}");
@@ -279,7 +288,7 @@ async fn repository_quarantine_flags_the_same_bytes_on_every_origin() {
     let mut srv = start_plain().await;
     let bytes = random_bytes(20_000);
     let local = upload_ok(&srv, "localhost", ALICE, bytes.clone()).await;
-    let other = upload_ok(&srv, OTHER, BOB, bytes.clone()).await;
+    let other = upload_ok(&srv, OTHER, BOB_OTHER, bytes.clone()).await;
     let unrelated_bytes = random_bytes(5_000);
     let unrelated = upload_ok(&srv, "localhost", ALICE, unrelated_bytes.clone()).await;
     assert_eq!(
@@ -310,7 +319,7 @@ async fn repository_quarantine_flags_the_same_bytes_on_every_origin() {
     // The bytes are blocked on every origin; other bytes are not.
     assert_upload_blocked(&srv, "localhost", &bytes).await;
     assert_upload_blocked(&srv, OTHER, &bytes).await;
-    upload_ok(&srv, OTHER, ALICE, random_bytes(100)).await;
+    upload_ok(&srv, OTHER, ALICE_OTHER, random_bytes(100)).await;
 
     // The upload listing and the media's state agree.
     let v = json_ok(get(&srv, ADMIN, "usage/localhost/uploads").await).await;
@@ -343,8 +352,8 @@ async fn homeserver_admin_quarantines_only_its_own_server() {
     let bytes = random_bytes(12_345);
     let local_a = upload_ok(&srv, "localhost", ALICE, bytes.clone()).await;
     let local_b = upload_ok(&srv, "localhost", ALICE, bytes.clone()).await;
-    let other = upload_ok(&srv, OTHER, ALICE, bytes.clone()).await;
-    let other_only = upload_ok(&srv, OTHER, ALICE, random_bytes(300)).await;
+    let other = upload_ok(&srv, OTHER, ALICE_OTHER, bytes.clone()).await;
+    let other_only = upload_ok(&srv, OTHER, ALICE_OTHER, random_bytes(300)).await;
 
     // Bob is an admin of localhost (the fake Synapse says so): both localhost copies.
     assert_eq!(quarantine_n(&srv, BOB, &local_a).await, 2);
@@ -403,22 +412,28 @@ async fn homeserver_admin_quarantines_only_its_own_server() {
         "M_FORBIDDEN",
     )
     .await;
-    // Asking through other.test's Host: bob is no admin there (and it has no admin API).
-    let resp = srv
-        .client
-        .post(srv.url(&format!("{API}/quarantine/{}", path_of(&other_only))))
-        .header(reqwest::header::HOST, OTHER)
-        .bearer_auth(BOB)
-        .send()
-        .await
-        .unwrap();
-    expect_error(resp, StatusCode::FORBIDDEN, "M_FORBIDDEN").await;
+    // Asking through other.test's Host: bob's token is localhost's, other.test does not know
+    // it; and other.test's bob is no admin there (it has no admin API).
+    for (token, status, errcode) in [
+        (BOB, StatusCode::UNAUTHORIZED, "M_UNKNOWN_TOKEN"),
+        (BOB_OTHER, StatusCode::FORBIDDEN, "M_FORBIDDEN"),
+    ] {
+        let resp = srv
+            .client
+            .post(srv.url(&format!("{API}/quarantine/{}", path_of(&other_only))))
+            .header(reqwest::header::HOST, OTHER)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        expect_error(resp, status, errcode).await;
+    }
     assert_serves(&srv, &other, &bytes).await;
     assert_eq!(srv.download(&other_only).await.status(), StatusCode::OK);
 
     // The block covers uploads to localhost only.
     assert_upload_blocked(&srv, "localhost", &bytes).await;
-    let again = upload_ok(&srv, OTHER, ALICE, bytes.clone()).await;
+    let again = upload_ok(&srv, OTHER, ALICE_OTHER, bytes.clone()).await;
     assert_serves(&srv, &again, &bytes).await;
 
     // A homeserver admin may read its own server's figures.
@@ -528,7 +543,7 @@ async fn uploads_racing_a_quarantine_never_stay_servable() {
             let resp = client
                 .post(url)
                 .header(reqwest::header::HOST, host)
-                .bearer_auth(ALICE)
+                .bearer_auth(alice_on(host))
                 .body(body)
                 .send()
                 .await
@@ -609,12 +624,12 @@ async fn pinned_media_is_skipped_by_quarantine() {
 
     // A same-hash sibling that is not pinned is quarantined through the pinned one; the
     // pinned one stays served.
-    let unrelated = upload_ok(&srv, OTHER, ALICE, random_bytes(10)).await;
+    let unrelated = upload_ok(&srv, OTHER, ALICE_OTHER, random_bytes(10)).await;
     let sibling_same = {
         // The hash is blocked by now (the act above still blocked it), so unquarantine
         // first to let the same bytes in again.
         unquarantine_n(&srv, ADMIN, &pinned).await;
-        upload_ok(&srv, OTHER, BOB, bytes.clone()).await
+        upload_ok(&srv, OTHER, BOB_OTHER, bytes.clone()).await
     };
     assert_eq!(quarantine_n(&srv, ADMIN, &pinned).await, 1);
     assert_serves(&srv, &pinned, &bytes).await;
@@ -718,8 +733,8 @@ async fn quarantine_by_user_and_by_server() {
     let alice1 = upload_ok(&srv, "localhost", ALICE, a1.clone()).await;
     let alice2 = upload_ok(&srv, "localhost", ALICE, a2.clone()).await;
     let bob1 = upload_ok(&srv, "localhost", BOB, b1.clone()).await;
-    let other1 = upload_ok(&srv, OTHER, BOB, o1.clone()).await;
-    let other2 = upload_ok(&srv, OTHER, BOB, o2.clone()).await;
+    let other1 = upload_ok(&srv, OTHER, BOB_OTHER, o1.clone()).await;
+    let other2 = upload_ok(&srv, OTHER, BOB_OTHER, o2.clone()).await;
 
     assert_eq!(
         quarantine_bulk(&srv, ADMIN, "user/@alice:localhost").await,
@@ -785,7 +800,7 @@ async fn quarantine_by_room_uses_the_homeserver_listing() {
     let outside = random_bytes(2_004);
     let local1 = upload_ok(&srv, "localhost", ALICE, l1.clone()).await;
     let local2 = upload_ok(&srv, "localhost", ALICE, l2.clone()).await;
-    let remote1 = upload_ok(&srv, OTHER, ALICE, r1.clone()).await;
+    let remote1 = upload_ok(&srv, OTHER, ALICE_OTHER, r1.clone()).await;
     let not_in_room = upload_ok(&srv, "localhost", ALICE, outside.clone()).await;
 
     // A homeserver admin gets only the room's local media.
@@ -983,7 +998,7 @@ async fn unquarantine_restores_downloads_and_lifts_the_block() {
     let mut srv = start_plain().await;
     let bytes = random_bytes(9_000);
     let local = upload_ok(&srv, "localhost", ALICE, bytes.clone()).await;
-    let other = upload_ok(&srv, OTHER, ALICE, bytes.clone()).await;
+    let other = upload_ok(&srv, OTHER, ALICE_OTHER, bytes.clone()).await;
     assert_eq!(quarantine_n(&srv, ADMIN, &other).await, 2);
     assert_upload_blocked(&srv, "localhost", &bytes).await;
 
@@ -991,7 +1006,7 @@ async fn unquarantine_restores_downloads_and_lifts_the_block() {
     assert_serves(&srv, &local, &bytes).await;
     assert_serves(&srv, &other, &bytes).await;
     let third = upload_ok(&srv, "localhost", ALICE, bytes.clone()).await;
-    let fourth = upload_ok(&srv, OTHER, ALICE, bytes.clone()).await;
+    let fourth = upload_ok(&srv, OTHER, ALICE_OTHER, bytes.clone()).await;
     assert_serves(&srv, &third, &bytes).await;
     assert_serves(&srv, &fourth, &bytes).await;
     assert_eq!(unquarantine_n(&srv, ADMIN, &local).await, 0);
@@ -1025,7 +1040,7 @@ async fn homeserver_admin_cannot_lift_a_repository_quarantine() {
     assert_eq!(unquarantine_n(&srv, ADMIN, &mxc).await, 1);
     assert_serves(&srv, &mxc, &bytes).await;
     upload_ok(&srv, "localhost", ALICE, bytes.clone()).await;
-    upload_ok(&srv, OTHER, ALICE, bytes).await;
+    upload_ok(&srv, OTHER, ALICE_OTHER, bytes).await;
 
     // A repository admin also lifts a homeserver admin's quarantine.
     let bytes = random_bytes(701);
@@ -1049,14 +1064,16 @@ async fn async_upload_of_quarantined_bytes_is_refused() {
         srv.client
             .post(srv.url("/_matrix/media/v1/create"))
             .header(reqwest::header::HOST, host)
-            .bearer_auth(ALICE)
+            .bearer_auth(alice_on(host))
             .send()
     };
     let put = |mxc: String, body: Vec<u8>| {
+        let host = parse_mxc(&mxc).0;
         srv.client
             .put(srv.url(&format!("/_matrix/media/v3/upload/{}", path_of(&mxc))))
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-            .bearer_auth(ALICE)
+            .header(reqwest::header::HOST, &host)
+            .bearer_auth(alice_on(&host))
             .body(body)
             .send()
     };
@@ -1230,10 +1247,10 @@ async fn reasons_are_recorded_from_query_and_body() {
 async fn audit_filters_and_pagination() {
     let (mut srv, _hs) = start_with_synapse(Opts::default()).await;
     let m1 = upload_ok(&srv, "localhost", ALICE, random_bytes(101)).await;
-    let m2 = upload_ok(&srv, OTHER, ALICE, random_bytes(102)).await;
+    let m2 = upload_ok(&srv, OTHER, ALICE_OTHER, random_bytes(102)).await;
     let m3 = upload_ok(&srv, "localhost", ALICE, random_bytes(103)).await;
     let m4 = upload_ok(&srv, "localhost", BOB, random_bytes(104)).await;
-    let m5 = upload_ok(&srv, OTHER, ALICE, random_bytes(105)).await;
+    let m5 = upload_ok(&srv, OTHER, ALICE_OTHER, random_bytes(105)).await;
     let pause = || tokio::time::sleep(Duration::from_millis(25));
 
     // Seven acts, with distinct timestamps.
@@ -1513,7 +1530,7 @@ async fn usage_figures_per_server_user_and_upload() {
     let raw1 = upload_ok(&srv, "localhost", ALICE, raw.clone()).await;
     // The same bytes again: rows are counted with duplicates.
     let raw2 = upload_ok(&srv, "localhost", BOB, raw.clone()).await;
-    let other = upload_ok(&srv, OTHER, ALICE, random_bytes(999)).await;
+    let other = upload_ok(&srv, OTHER, ALICE_OTHER, random_bytes(999)).await;
 
     let resp = thumbnail(&srv, &pic, 32, 32, "crop").await;
     assert_eq!(resp.status(), StatusCode::OK);
@@ -1640,9 +1657,9 @@ async fn restart_keeps_quarantines_and_blocks() {
     let hs_bytes = random_bytes(2_222);
     let pinned_bytes = random_bytes(3_333);
     let repo_local = upload_ok(&srv, "localhost", ALICE, repo_bytes.clone()).await;
-    let repo_other = upload_ok(&srv, OTHER, ALICE, repo_bytes.clone()).await;
+    let repo_other = upload_ok(&srv, OTHER, ALICE_OTHER, repo_bytes.clone()).await;
     let hs_local = upload_ok(&srv, "localhost", ALICE, hs_bytes.clone()).await;
-    let hs_other = upload_ok(&srv, OTHER, ALICE, hs_bytes.clone()).await;
+    let hs_other = upload_ok(&srv, OTHER, ALICE_OTHER, hs_bytes.clone()).await;
     let pinned = upload_ok(&srv, "localhost", ALICE, pinned_bytes.clone()).await;
 
     assert_eq!(quarantine_n(&srv, ADMIN, &repo_local).await, 2);
@@ -1669,7 +1686,7 @@ async fn restart_keeps_quarantines_and_blocks() {
     assert_upload_blocked(&srv, "localhost", &repo_bytes).await;
     assert_upload_blocked(&srv, OTHER, &repo_bytes).await;
     assert_upload_blocked(&srv, "localhost", &hs_bytes).await;
-    upload_ok(&srv, OTHER, ALICE, hs_bytes.clone()).await;
+    upload_ok(&srv, OTHER, ALICE_OTHER, hs_bytes.clone()).await;
     let v = json_ok(
         get(
             &srv,

@@ -211,7 +211,8 @@ pub struct AuthConfig {
     pub admins: Vec<UserId>,
     /// How long a token resolved by the homeserver's `whoami` is trusted.
     pub whoami_cache_ttl_ms: u64,
-    /// Tokens resolved without asking a homeserver (standalone use and tests).
+    /// Tokens resolved without asking a homeserver (standalone use and tests); each is valid
+    /// only on its user's homeserver, a repository admin's on every one.
     pub static_tokens: Vec<StaticToken>,
 }
 
@@ -300,6 +301,7 @@ impl Config {
                 return invalid(format!("homeserver {} configured twice", h.name));
             }
         }
+        self.validate_static_tokens()?;
         let mut ids = HashSet::new();
         for d in &self.datastores {
             if !ids.insert(d.id.as_str()) {
@@ -335,6 +337,34 @@ impl Config {
         }
         if self.downloads.max_timeout_ms < self.downloads.default_timeout_ms {
             return invalid("downloads.max_timeout_ms < default_timeout_ms".into());
+        }
+        Ok(())
+    }
+
+    /// A static token is valid only on its user's homeserver (repository admins' on every
+    /// one), so one whose user is of no configured homeserver could never authenticate;
+    /// and one token string stands for one user.
+    fn validate_static_tokens(&self) -> Result<(), ConfigError> {
+        let mut tokens = HashSet::new();
+        for t in &self.auth.static_tokens {
+            if !tokens.insert(t.token.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "auth.static_tokens: the token of {} is configured twice",
+                    t.user_id
+                )));
+            }
+            let server = t.user_id.server_name();
+            if !self.auth.admins.contains(&t.user_id)
+                && !self
+                    .homeservers
+                    .iter()
+                    .any(|h| h.name.as_str().eq_ignore_ascii_case(server))
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "auth.static_tokens: {} is not a user of a configured homeserver ({server} is not in [[homeservers]]); a static token is valid only on its user's homeserver",
+                    t.user_id
+                )));
+            }
         }
         Ok(())
     }

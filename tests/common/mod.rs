@@ -15,12 +15,20 @@ use tempfile::TempDir;
 
 /// The shared-secret admin token.
 pub const SECRET: &str = "test-shared-secret";
-/// Static token of `@alice:localhost`.
+/// Static token of `@alice:localhost` (of `@alice:<the default homeserver>`, else of the first,
+/// when `Opts::homeservers` names others). Static tokens are valid only on their user's
+/// homeserver.
 pub const ALICE: &str = "alice-token";
-/// Static token of `@bob:localhost`.
+/// Static token of `@bob:localhost` (as [`ALICE`]: of the default or first homeserver).
 pub const BOB: &str = "bob-token";
-/// Static token of `@admin:localhost` (a repository admin).
+/// Static token of `@admin:localhost` (as [`ALICE`]), a repository admin: valid on every
+/// homeserver.
 pub const ADMIN: &str = "admin-token";
+/// Static token of `@alice:other.test`, when `other.test` is a configured homeserver (each
+/// further homeserver `N` has `alice-token@N` and `bob-token@N`: see [`token_on`]).
+pub const ALICE_OTHER: &str = "alice-token@other.test";
+/// Static token of `@bob:other.test`, when `other.test` is a configured homeserver.
+pub const BOB_OTHER: &str = "bob-token@other.test";
 /// Id of the default datastore.
 pub const DS: &str = "files";
 
@@ -93,12 +101,63 @@ fn expand_dirs(text: &str, dir: &Path) -> String {
     out
 }
 
+/// The static token of `user` (`ALICE`/`BOB`'s, "alice"/"bob") on a homeserver other than the
+/// default (or first) one.
+pub fn token_on(user: &str, server: &str) -> String {
+    format!("{user}-token@{server}")
+}
+
+/// The configured homeserver names, the default one (else the first) first.
+fn homeserver_names(homeservers: &str) -> Vec<String> {
+    let table: toml::Table = toml::from_str(homeservers).expect("Opts::homeservers is TOML");
+    let list = table
+        .get("homeservers")
+        .and_then(toml::Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut names: Vec<(bool, String)> = list
+        .iter()
+        .filter_map(|h| {
+            let name = h.get("name")?.as_str()?.to_owned();
+            let default = h.get("default").and_then(toml::Value::as_bool) == Some(true);
+            Some((default, name))
+        })
+        .collect();
+    // Stable: the default first, the others in config order.
+    names.sort_by_key(|(default, _)| !*default);
+    names.into_iter().map(|(_, n)| n).collect()
+}
+
+/// `[[auth.static_tokens]]`: alice, bob and admin of the first of `names`, alice and bob of
+/// every other.
+fn static_tokens(names: &[String]) -> String {
+    let mut out = String::new();
+    let mut token = |token: &str, user: &str, server: &str| {
+        out.push_str(&format!(
+            "[[auth.static_tokens]]\ntoken = \"{token}\"\nuser_id = \"@{user}:{server}\"\n\n"
+        ));
+    };
+    let primary = names.first().map_or("localhost", String::as_str);
+    token(ALICE, "alice", primary);
+    token(BOB, "bob", primary);
+    token(ADMIN, "admin", primary);
+    for n in names.iter().skip(1) {
+        for user in ["alice", "bob"] {
+            token(&token_on(user, n), user, n);
+        }
+    }
+    out
+}
+
 /// The config text for a server whose data lives in `dir`.
 pub fn config_text(dir: &Path, opts: &Opts) -> String {
     let homeservers = opts
         .homeservers
         .clone()
         .unwrap_or_else(|| "[[homeservers]]\nname = \"localhost\"\ndefault = true\n".to_owned());
+    let names = homeserver_names(&homeservers);
+    let primary = names.first().map_or("localhost", String::as_str);
+    let static_tokens = static_tokens(&names);
     let datastores = opts.datastores.clone().unwrap_or_else(|| {
         format!("[[datastores]]\nid = \"{DS}\"\ntype = \"file\"\npath = {{dir:media}}\nkinds = [\"all\"]\n")
     });
@@ -123,21 +182,10 @@ max_timeout_ms = {max_timeout_ms}
 
 [auth]
 shared_secret = "{SECRET}"
-admins = ["@admin:localhost"]
+admins = ["@admin:{primary}"]
 whoami_cache_ttl_ms = {ttl}
 
-[[auth.static_tokens]]
-token = "{ALICE}"
-user_id = "@alice:localhost"
-
-[[auth.static_tokens]]
-token = "{BOB}"
-user_id = "@bob:localhost"
-
-[[auth.static_tokens]]
-token = "{ADMIN}"
-user_id = "@admin:localhost"
-
+{static_tokens}
 {homeservers}
 {datastores}
 {extra_toml}
