@@ -526,6 +526,90 @@ async fn plain_user_without_a_homeserver_admin_api_is_forbidden() {
     srv.stop().await;
 }
 
+/// The moderation extractors refuse in one order: the token (401), then a caller the route is
+/// not for (403, whatever else is wrong), then malformed path parameters or body (400), then
+/// what needs the named media (404).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_come_token_then_caller_then_input() {
+    let (mut srv, _hs) = start_with_synapse(Opts::default()).await;
+    let mxc = upload_ok(&srv, "localhost", ALICE, random_bytes(100)).await;
+    let p = path_of(&mxc);
+    let bad_paths = [
+        "quarantine/localhost/bad%20id".to_owned(),
+        "quarantine/a..b/abc".to_owned(),
+        "quarantine/server/a..b".to_owned(),
+        "quarantine/user/alice".to_owned(),
+        "quarantine/room/notaroom".to_owned(),
+        "unquarantine/localhost./abc".to_owned(),
+        "media/localhost/bad%20id/attributes".to_owned(),
+        "purge/user/alice".to_owned(),
+        "purge/server/a..b".to_owned(),
+        "purge/room/notaroom".to_owned(),
+    ];
+    for path in &bad_paths {
+        let resp = srv
+            .client
+            .post(srv.url(&format!("{API}/{path}")))
+            .send()
+            .await
+            .unwrap();
+        expect_error(resp, StatusCode::UNAUTHORIZED, "M_MISSING_TOKEN").await;
+        let resp = post(&srv, ALICE, path, None).await;
+        expect_error(resp, StatusCode::FORBIDDEN, "M_FORBIDDEN").await;
+        let resp = post(&srv, ADMIN, path, None).await;
+        expect_error(resp, StatusCode::BAD_REQUEST, "M_INVALID_PARAM").await;
+    }
+    for path in [
+        "media/a..b/abc/history",
+        "usage/a..b",
+        "usage/a..b/users",
+        "usage/a..b/uploads",
+    ] {
+        expect_error(
+            get(&srv, ALICE, path).await,
+            StatusCode::FORBIDDEN,
+            "M_FORBIDDEN",
+        )
+        .await;
+        expect_error(
+            get(&srv, ADMIN, path).await,
+            StatusCode::BAD_REQUEST,
+            "M_INVALID_PARAM",
+        )
+        .await;
+    }
+    // A body that is not JSON: the plain user is refused first, the admin told.
+    for token in [ALICE, ADMIN] {
+        let resp = srv
+            .client
+            .post(srv.url(&format!("{API}/quarantine/{p}")))
+            .bearer_auth(token)
+            .body("why not")
+            .send()
+            .await
+            .unwrap();
+        let (status, code) = if token == ALICE {
+            (StatusCode::FORBIDDEN, "M_FORBIDDEN")
+        } else {
+            (StatusCode::BAD_REQUEST, "M_NOT_JSON")
+        };
+        expect_error(resp, status, code).await;
+    }
+    // Purging one media is open to its uploader: a malformed path is 400, a missing media 404
+    // and another's media 403.
+    let resp = post(&srv, BOB, "purge/localhost/bad%20id", None).await;
+    expect_error(resp, StatusCode::BAD_REQUEST, "M_INVALID_PARAM").await;
+    let resp = post(&srv, ALICE, "purge/localhost/NoSuchMedia0", None).await;
+    expect_error(resp, StatusCode::NOT_FOUND, "M_NOT_FOUND").await;
+    let theirs = upload_ok(&srv, "localhost", ADMIN, random_bytes(100)).await;
+    let resp = post(&srv, ALICE, &format!("purge/{}", path_of(&theirs)), None).await;
+    expect_error(resp, StatusCode::FORBIDDEN, "M_FORBIDDEN").await;
+
+    let (chunk, _) = audit(&srv, ADMIN, "").await;
+    assert!(chunk.is_empty(), "refused acts were recorded: {chunk:?}");
+    srv.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploads_racing_a_quarantine_never_stay_servable() {
     let mut srv = start_plain().await;

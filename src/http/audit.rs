@@ -1,35 +1,24 @@
 //! Read-only moderation routes: the audit log of moderation acts, one media's history, and
-//! usage figures (matrix-media-repo's shapes). All answered from projections and the log.
+//! usage figures (matrix-media-repo's shapes). All answered from projections and the log;
+//! what a homeserver admin may read is `moderation::scope`'s, this file shapes the JSON.
 
-use super::extract::{media_ref, parse_server, Authed, MPath, MQuery};
-use super::moderation::{capacity, Capacity};
+use super::extract::{parse_server, MQuery, MediaPath, ServerPath};
+use super::moderator::{need, Moderator};
 use super::State;
 use crate::error::ApiError;
+use crate::moderation::scope::{self, AuditFilter};
 use crate::moderation::select;
 use axum::extract::State as S;
 use axum::http::Uri;
 use axum::Json;
-use media_ledger_events::{Actor, Envelope, Event, MediaRef, Seq, ServerName, Sha256};
-use media_ledger_projections::{hash_refs, media_index, moderation, thumbnails};
+use media_ledger_events::{Actor, Envelope, Event, MediaRef, ServerName};
+use media_ledger_projections::{hash_refs, media_index, thumbnails};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 
 /// Largest page of the audit API.
 const MAX_LIMIT: usize = 500;
-
-fn only_admins(cap: &Capacity, server: Option<&str>) -> Result<(), ApiError> {
-    match (cap, server) {
-        (Capacity::Repository, _) => Ok(()),
-        (Capacity::Homeserver(s), Some(server)) if s.as_str().eq_ignore_ascii_case(server) => {
-            Ok(())
-        }
-        (Capacity::Homeserver(_), None) => Ok(()),
-        _ => Err(ApiError::Forbidden(
-            "only repository admins and admins of that homeserver may read this".into(),
-        )),
-    }
-}
 
 /// One event as the audit and history APIs show it.
 fn render(env: &Envelope) -> Value {
@@ -76,80 +65,37 @@ pub struct AuditQuery {
 
 /// `GET audit?from=&limit=&actor=&kind=&server=&since_ts=&until_ts=`: moderation acts, newest
 /// first; `next_token` is the `from` of the next page. A homeserver admin sees the acts that
-/// touched their server.
+/// touched their server (`moderation::scope`).
 pub async fn audit(
     S(state): S<State>,
-    a: Authed,
+    m: Moderator<need::Reader>,
     MQuery(q): MQuery<AuditQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let cap = capacity(&state, &a).await?;
-    only_admins(&cap, None)?;
-    let forced_server = match &cap {
-        Capacity::Homeserver(s) => Some(s.clone()),
-        _ => None,
-    };
-    if let Some(k) = &q.kind {
-        if !media_ledger_events::MODERATION_KINDS.contains(&k.as_str()) {
-            return Err(ApiError::InvalidParam(format!(
-                "unknown kind {k:?} (quarantine, unquarantine, attributes, purge)"
-            )));
-        }
-    }
+    scope::check_kind(q.kind.as_deref())?;
     let server: Option<ServerName> = q.server.as_deref().map(parse_server).transpose()?;
+    let filter = AuditFilter {
+        scope: m.read_scope().clone(),
+        kind: q.kind,
+        actor: q.actor,
+        server,
+        since_ts: q.since_ts,
+        until_ts: q.until_ts,
+    };
     let limit = q.limit.unwrap_or(50).clamp(1, MAX_LIMIT);
-    let mut start = moderation::audit_key(Seq(q.from.map_or(u64::MAX, |f| f.saturating_sub(1))));
-    if q.from == Some(0) {
-        return Ok(Json(json!({ "chunk": [] })));
-    }
-    start.push(0xff);
-    let mut seqs: Vec<Seq> = Vec::new();
-    let mut more = false;
-    state
-        .ledger
-        .scan_rev("moderation", moderation::AUDIT_PREFIX, &start, |k, v| {
-            let Some(entry) = moderation::decode_audit(k, v) else {
-                return Ok(true);
-            };
-            let (seq, e) = entry?;
-            if q.until_ts.is_some_and(|u| e.recorded_at_ms > u) {
-                return Ok(true);
+    let page = filter.page(&state.ledger, q.from, limit)?;
+    let chunk: Vec<Value> = page
+        .events
+        .iter()
+        .map(|env| {
+            let mut v = render(env);
+            if let (Value::Object(obj), Some(kind)) = (&mut v, env.event.moderation_kind()) {
+                obj.insert("kind".into(), json!(kind));
             }
-            if q.since_ts.is_some_and(|s| e.recorded_at_ms < s) {
-                return Ok(false);
-            }
-            let keep = q.kind.as_ref().is_none_or(|k| &e.kind == k)
-                && q.actor.as_ref().is_none_or(|x| &e.actor.to_string() == x)
-                && server.as_ref().is_none_or(|s| e.origins.contains(s))
-                && forced_server.as_ref().is_none_or(|s| e.origins.contains(s));
-            if keep {
-                if seqs.len() == limit {
-                    more = true;
-                    return Ok(false);
-                }
-                seqs.push(seq);
-            }
-            Ok(true)
-        })?;
-    let mut chunk = Vec::with_capacity(seqs.len());
-    for seq in &seqs {
-        if let Some(env) = state.ledger.event_at(*seq)? {
-            // A homeserver admin sees an act on several tenants' media with only theirs.
-            let env = match &forced_server {
-                Some(ours) => match in_scope(std::iter::once(env), ours).pop() {
-                    Some(env) => env,
-                    None => continue,
-                },
-                None => env,
-            };
-            let mut v = render(&env);
-            if let (Value::Object(m), Some(kind)) = (&mut v, env.event.moderation_kind()) {
-                m.insert("kind".into(), json!(kind));
-            }
-            chunk.push(v);
-        }
-    }
+            v
+        })
+        .collect();
     let mut out = json!({ "chunk": chunk });
-    if let (true, Some(last)) = (more, seqs.last()) {
+    if let Some(last) = page.more_after {
         out["next_token"] = json!(last.0.to_string());
     }
     Ok(Json(out))
@@ -159,52 +105,12 @@ pub async fn audit(
 /// thumbnails, moderation acts, moves and deletions of its blob) and its access count.
 pub async fn history(
     S(state): S<State>,
-    a: Authed,
-    MPath((server, id)): MPath<(String, String)>,
+    m: Moderator<need::Reader>,
+    MediaPath(media): MediaPath,
 ) -> Result<Json<Value>, ApiError> {
-    let cap = capacity(&state, &a).await?;
-    only_admins(&cap, Some(&server))?;
-    let media = media_ref(&server, &id)?;
-    let record = media_index::get(&state.ledger.view("media_index")?, &media)?;
-    let mut seqs: Vec<Seq> = record.iter().map(|r| r.created_seq).collect();
-    state
-        .ledger
-        .scan("moderation", &moderation::history_prefix(&media), |k, _| {
-            seqs.extend(moderation::seq_of_history_key(k));
-            Ok(())
-        })?;
-    let mut sha: Option<Sha256> = record.as_ref().map(|r| r.sha256);
-    let mut envs: BTreeMap<u64, Envelope> = BTreeMap::new();
-    for seq in &seqs {
-        if let Some(env) = state.ledger.event_at(*seq)? {
-            if let Event::MediaPurgedV1(p) = &env.event {
-                if let Some(m) = p.media.iter().find(|m| m.media == media) {
-                    sha.get_or_insert(m.sha256);
-                    seqs_push_created(&mut envs, &state, m.created_seq)?;
-                }
-            }
-            envs.insert(env.seq.0, env);
-        }
-    }
-    if envs.is_empty() {
-        return Err(ApiError::NotFound("no history for this media".into()));
-    }
-    if let Some(sha) = sha {
-        let mut blob = Vec::new();
-        state.ledger.scan(
-            "moderation",
-            &moderation::blob_history_prefix(&sha),
-            |k, _| {
-                blob.extend(moderation::seq_of_history_key(k));
-                Ok(())
-            },
-        )?;
-        for seq in blob {
-            if let Some(env) = state.ledger.event_at(seq)? {
-                envs.insert(env.seq.0, env);
-            }
-        }
-    }
+    m.read_scope().check_server(&media.origin)?;
+    let scope::History { record, events } = scope::history(&state.ledger, &media, m.read_scope())?
+        .ok_or_else(|| ApiError::NotFound("no history for this media".into()))?;
     let state_json = match &record {
         Some(r) => json!({
             "exists": !r.tombstone,
@@ -217,70 +123,12 @@ pub async fn history(
         }),
         None => json!({ "exists": false, "tombstone": false }),
     };
-    let events: Vec<Value> = match &cap {
-        Capacity::Homeserver(ours) => in_scope(envs.into_values(), ours)
-            .iter()
-            .map(render)
-            .collect(),
-        _ => envs.values().map(render).collect(),
-    };
+    let events: Vec<Value> = events.iter().map(render).collect();
     Ok(Json(json!({
         "media": media.to_string(),
         "state": state_json,
         "events": events,
     })))
-}
-
-/// A homeserver admin's view of a history (in sequence order): the same bytes may be shared
-/// with other tenants' media, and a blob's events (or a repository-wide act on all copies)
-/// would show their acts, actors, reasons and uploaders. A moderation act is kept only if it
-/// was that homeserver's own or changed at least one of its media, and then lists only its
-/// media; a blob deletion only if the purge that freed it is kept. Moves of the blob between
-/// datastores carry nothing of a tenant and are kept.
-fn in_scope(envs: impl Iterator<Item = Envelope>, ours: &ServerName) -> Vec<Envelope> {
-    let mine = |m: &MediaRef| &m.origin == ours;
-    let own_authority = |a: &media_ledger_events::Authority| a.origin() == Some(ours);
-    let mut kept_purges = std::collections::HashSet::new();
-    let mut out = Vec::new();
-    for mut env in envs {
-        let keep = match &mut env.event {
-            Event::MediaQuarantinedV1(e) => {
-                e.media.retain(mine);
-                own_authority(&e.authority) || !e.media.is_empty()
-            }
-            Event::MediaUnquarantinedV1(e) => {
-                e.media.retain(mine);
-                own_authority(&e.authority) || !e.media.is_empty()
-            }
-            Event::MediaPurgedV1(e) => {
-                e.media.retain(|m| mine(&m.media));
-                e.thumbnails.retain(|t| mine(&t.media));
-                let keep = own_authority(&e.authority) || !e.media.is_empty();
-                if keep {
-                    kept_purges.insert(env.seq);
-                }
-                keep
-            }
-            Event::BlobDeletedV1(e) => kept_purges.contains(&e.purge),
-            Event::MediaAttributesSetV1(e) => mine(&e.media),
-            _ => env.event.affected_media().iter().all(|m| mine(m)),
-        };
-        if keep {
-            out.push(env);
-        }
-    }
-    out
-}
-
-fn seqs_push_created(
-    envs: &mut BTreeMap<u64, Envelope>,
-    state: &State,
-    seq: Seq,
-) -> Result<(), ApiError> {
-    if let Some(env) = state.ledger.event_at(seq)? {
-        envs.insert(env.seq.0, env);
-    }
-    Ok(())
 }
 
 /// Repeated query parameters (`user_id=`, `mxc=`).
@@ -298,11 +146,10 @@ fn repeated(uri: &Uri, name: &str) -> Result<Vec<String>, ApiError> {
 /// counted with duplicates, as the reference).
 pub async fn usage(
     S(state): S<State>,
-    a: Authed,
-    MPath(server): MPath<String>,
+    m: Moderator<need::Reader>,
+    ServerPath(origin): ServerPath,
 ) -> Result<Json<Value>, ApiError> {
-    only_admins(&capacity(&state, &a).await?, Some(&server))?;
-    let origin = parse_server(&server)?;
+    m.read_scope().check_server(&origin)?;
     let ledger = state.ledger.clone();
     let figures = tokio::task::spawn_blocking(move || {
         let prefix = media_ledger_projections::origin_prefix(&origin);
@@ -331,12 +178,11 @@ pub async fn usage(
 /// `GET usage/{server_name}/users[?user_id=...]`: per uploader.
 pub async fn usage_users(
     S(state): S<State>,
-    a: Authed,
-    MPath(server): MPath<String>,
+    m: Moderator<need::Reader>,
+    ServerPath(origin): ServerPath,
     uri: Uri,
 ) -> Result<Json<Value>, ApiError> {
-    only_admins(&capacity(&state, &a).await?, Some(&server))?;
-    let origin = parse_server(&server)?;
+    m.read_scope().check_server(&origin)?;
     let wanted = repeated(&uri, "user_id")?;
     let ledger = state.ledger.clone();
     let per_user = tokio::task::spawn_blocking(move || {
@@ -376,12 +222,11 @@ pub async fn usage_users(
 /// `GET usage/{server_name}/uploads[?mxc=...]`: the records of the server's media.
 pub async fn usage_uploads(
     S(state): S<State>,
-    a: Authed,
-    MPath(server): MPath<String>,
+    m: Moderator<need::Reader>,
+    ServerPath(origin): ServerPath,
     uri: Uri,
 ) -> Result<Json<Value>, ApiError> {
-    only_admins(&capacity(&state, &a).await?, Some(&server))?;
-    let origin = parse_server(&server)?;
+    m.read_scope().check_server(&origin)?;
     let mut wanted: Vec<MediaRef> = Vec::new();
     for mxc in repeated(&uri, "mxc")? {
         let m = super::extract::parse_mxc(&mxc)?;

@@ -8,7 +8,7 @@ use crate::error::ApiError;
 use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
-use media_ledger_events::{MediaId, MediaRef, RequestId, ServerName};
+use media_ledger_events::{MediaId, MediaRef, RequestId, ServerName, UserId};
 use rand::distr::{Alphanumeric, SampleString};
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
@@ -212,5 +212,63 @@ impl FromRequestParts<State> for MaybeAuthed {
         };
         let hs = state.config.homeserver_for(host(parts).as_deref()).clone();
         Ok(MaybeAuthed(state.auth.resolve(&hs, &token).await.ok()))
+    }
+}
+
+/// `{server}/{media_id}` path parameters as a [`MediaRef`] ([`media_ref`]: the strict server
+/// name, the media id grammar); else `M_INVALID_PARAM`.
+pub struct MediaPath(pub MediaRef);
+
+impl<S: Send + Sync> FromRequestParts<S> for MediaPath {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let MPath((server, id)) =
+            MPath::<(String, String)>::from_request_parts(parts, state).await?;
+        media_ref(&server, &id).map(MediaPath)
+    }
+}
+
+/// A `{server_name}` path parameter by the strict rule ([`parse_server`]); else
+/// `M_INVALID_PARAM`.
+pub struct ServerPath(pub ServerName);
+
+impl<S: Send + Sync> FromRequestParts<S> for ServerPath {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let MPath(server) = MPath::<String>::from_request_parts(parts, state).await?;
+        parse_server(&server).map(ServerPath)
+    }
+}
+
+/// A `{user_id}` path parameter by the Matrix user id grammar; else `M_INVALID_PARAM`.
+pub struct UserPath(pub UserId);
+
+impl<S: Send + Sync> FromRequestParts<S> for UserPath {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let MPath(user) = MPath::<String>::from_request_parts(parts, state).await?;
+        user.parse()
+            .map(UserPath)
+            .map_err(|_| ApiError::InvalidParam(format!("invalid user id {user:?}")))
+    }
+}
+
+/// A `{room_id}` path parameter: `!opaque:server`, printable ASCII, at most 255 bytes; else
+/// `M_INVALID_PARAM`.
+pub struct RoomPath(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for RoomPath {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let MPath(room) = MPath::<String>::from_request_parts(parts, state).await?;
+        let ok = room.len() <= 255
+            && room.starts_with('!')
+            && room.contains(':')
+            && room.chars().all(|c| c.is_ascii_graphic());
+        if ok {
+            Ok(RoomPath(room))
+        } else {
+            Err(ApiError::InvalidParam(format!("invalid room id {room:?}")))
+        }
     }
 }

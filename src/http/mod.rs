@@ -11,6 +11,7 @@ pub mod extract;
 pub mod federation;
 pub mod headers;
 pub mod moderation;
+pub mod moderator;
 pub mod purge;
 pub mod range;
 pub mod serve;

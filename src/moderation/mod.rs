@@ -13,6 +13,8 @@
 pub mod deleter;
 pub mod homeserver;
 pub mod placeholder;
+pub mod policy;
+pub mod scope;
 pub mod select;
 
 use crate::config::Config;

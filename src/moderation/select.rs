@@ -104,6 +104,27 @@ pub fn old(
     Ok(out)
 }
 
+/// The live (not tombstoned) record of `media`, if any.
+pub fn live_record(ledger: &Ledger, media: &MediaRef) -> Result<Option<MediaRecord>, LedgerError> {
+    Ok(media_index::get(&ledger.view("media_index")?, media)?.filter(|r| !r.tombstone))
+}
+
+/// Those of `media` that have a record (live or a tombstone) created before `before_ms`.
+pub fn created_before(
+    ledger: &Ledger,
+    media: Vec<MediaRef>,
+    before_ms: u64,
+) -> Result<Vec<MediaRef>, LedgerError> {
+    let index = ledger.view("media_index")?;
+    let mut out = Vec::new();
+    for m in media {
+        if media_index::get(&index, &m)?.is_some_and(|r| r.created_at_ms < before_ms) {
+            out.push(m);
+        }
+    }
+    Ok(out)
+}
+
 /// Parses the `mxc://server/id` URIs a homeserver listed; malformed ones are skipped.
 pub fn parse_mxcs<'a>(uris: impl IntoIterator<Item = &'a String>) -> Vec<MediaRef> {
     uris.into_iter().filter_map(|u| u.parse().ok()).collect()
