@@ -95,7 +95,13 @@ pub fn purge_authority(
     let authority = match cap {
         Capacity::Repository => Authority::RepositoryAdmin,
         Capacity::Homeserver(s) if *s == media.origin => Authority::HomeserverAdmin(s.clone()),
-        _ if caller.is_some_and(|u| record.uploader == Actor::User(u.clone())) => {
+        // The uploader, as a user of the media's own server (a record an older build made
+        // across homeservers does not make another server's user its uploader here).
+        _ if caller.is_some_and(|u| {
+            record.uploader == Actor::User(u.clone())
+                && u.server_name().eq_ignore_ascii_case(media.origin.as_str())
+        }) =>
+        {
             Authority::Uploader
         }
         _ => {
@@ -179,6 +185,10 @@ mod tests {
         );
         assert!(purge_authority(&Capacity::User, Some(&bob), &media, &r).is_err());
         assert!(purge_authority(&hs_b, Some(&bob), &media, &r).is_err());
+        // A record naming hs-b's media as uploaded by hs-a's alice (an older build let static
+        // tokens cross homeservers): she is not its uploader here.
+        let crossed: MediaRef = "mxc://b.test/abc".parse().unwrap();
+        assert!(purge_authority(&Capacity::User, Some(&alice), &crossed, &r).is_err());
         // Quarantined: the uploader is refused, admins are not.
         let q = record(&alice, true);
         assert!(purge_authority(&Capacity::User, Some(&alice), &media, &q).is_err());
