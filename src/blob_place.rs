@@ -8,7 +8,7 @@
 use crate::blob_lock::BlobGuard;
 use crate::datastore::{Datastore, Datastores};
 use crate::error::ApiError;
-use crate::ledger::Ledger;
+use crate::ledger::{Ledger, LedgerError};
 use media_ledger_events::{BlobLocation, DatastoreId, Sha256};
 use media_ledger_projections::hash_refs;
 use std::path::Path;
@@ -77,12 +77,26 @@ pub async fn place(
 /// unless a record claims it (a record of another writer at the same content-addressed place).
 /// Still under the blob's lock (`_held`), so no other writer of these bytes is between its
 /// look-up and its commit. A copy that cannot be checked is left for the start-up sweep.
-pub async fn discard_unrecorded(ledger: &Ledger, placed: &Placed, sha: &Sha256, _held: &BlobGuard) {
+///
+/// Only a definite refusal (`why` is a [`LedgerError::Conflict`]: the writer decided against
+/// the event) discards: after a halted projection, a storage failure or a stop, what the
+/// ledger holds is not certain, and the start-up sweep (after a clean catch-up) decides.
+pub async fn discard_unrecorded(
+    ledger: &Ledger,
+    placed: &Placed,
+    sha: &Sha256,
+    _held: &BlobGuard,
+    why: &LedgerError,
+) {
     let Some(store) = &placed.committed else {
         return;
     };
+    if !matches!(why, LedgerError::Conflict(_)) {
+        tracing::warn!(%sha, error = %why, "event not recorded; its blob is left for the start-up sweep");
+        return;
+    }
     let claimed = match ledger
-        .view("hash_refs")
+        .view_current("hash_refs")
         .and_then(|v| Ok(hash_refs::get(&v, sha)?))
     {
         Ok(record) => {

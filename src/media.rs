@@ -307,7 +307,7 @@ impl MediaService {
             Ok(c) => c,
             Err(e) => {
                 // E.g. the loser of two PUTs filling one reservation: its blob goes now.
-                crate::blob_place::discard_unrecorded(&self.ledger, &placed, &sha, &blob).await;
+                crate::blob_place::discard_unrecorded(&self.ledger, &placed, &sha, &blob, &e).await;
                 return Err(e.into());
             }
         };

@@ -209,7 +209,7 @@ impl RemoteMedia {
             )
             .await;
         if let Err(e) = submitted {
-            crate::blob_place::discard_unrecorded(&self.ledger, &placed, &sha, &blob).await;
+            crate::blob_place::discard_unrecorded(&self.ledger, &placed, &sha, &blob, &e).await;
             match e {
                 LedgerError::Conflict(Conflict::MediaExists) => {}
                 LedgerError::Conflict(Conflict::Quarantined) => {

@@ -264,3 +264,35 @@ async fn verify_blobs_reports_missing_blobs() {
     assert!(l.contains(": 10 bytes, recorded 3000"), "{l}");
     assert!(out.contains("FAIL: 2 of 3 blobs missing or wrong"), "{out}");
 }
+
+/// An upload refused because a projection halted keeps its blob (for the start-up sweep to
+/// judge after a clean catch-up): with `hash_refs` halted, its stored state may lack the record
+/// of an upload acknowledged in the halting group, at the very place this writer committed.
+/// Before, the refused writer read that stale state, found no record and deleted the bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_refused_by_a_halted_projection_keeps_its_blob() {
+    let mut srv = TestServer::start().await;
+    let ledger = srv.server().ledger.clone();
+    ledger.halt_projection("hash_refs", "halted by the test");
+    assert!(matches!(
+        ledger.view_current("hash_refs"),
+        Err(media_ledger::ledger::LedgerError::Halted(_))
+    ));
+    drop(ledger);
+    let bytes = random_bytes(1000);
+    let resp = srv
+        .upload_raw(
+            common::ALICE,
+            bytes.clone(),
+            Some("application/octet-stream"),
+            None,
+        )
+        .await;
+    common::expect_error(resp, reqwest::StatusCode::SERVICE_UNAVAILABLE, "M_UNKNOWN").await;
+    let hex = sha256_hex(&bytes);
+    let kept = common::blob_files(&srv.media_dir())
+        .iter()
+        .any(|p| p.file_name().is_some_and(|n| n.to_string_lossy() == hex));
+    assert!(kept, "the refused writer deleted the bytes");
+    srv.stop().await;
+}

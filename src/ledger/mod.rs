@@ -287,6 +287,20 @@ impl Ledger {
         })
     }
 
+    /// [`Ledger::view`] for a decision that deletes bytes: refused ([`LedgerError::Halted`])
+    /// when the projection has halted, as its stored state may lack what events already
+    /// committed (and acknowledged) in the halting group recorded.
+    pub fn view_current(&self, projection: &str) -> Result<DbRead<'_>, LedgerError> {
+        let failed = self.failed.lock();
+        for (p, f) in ALL.iter().zip(failed.iter()) {
+            if p.name() == projection && f.is_some() {
+                return Err(LedgerError::Halted(p.name()));
+            }
+        }
+        drop(failed);
+        self.view(projection)
+    }
+
     /// Visits every `(key, value)` of a projection whose key starts with `prefix`.
     pub fn scan(
         &self,

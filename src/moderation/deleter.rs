@@ -47,7 +47,9 @@ async fn delete_one(
 ) -> Result<(), String> {
     let _lock = crate::blob_lock::lock(&blob.sha256).await;
     let kept = {
-        let view = ledger.view("hash_refs").map_err(|e| e.to_string())?;
+        let view = ledger
+            .view_current("hash_refs")
+            .map_err(|e| e.to_string())?;
         hash_refs::get(&view, &blob.sha256)
             .map_err(|e| e.to_string())?
             .is_some_and(|h| h.datastore == blob.datastore && h.location == blob.location)

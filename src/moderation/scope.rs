@@ -89,6 +89,15 @@ pub fn in_scope(envs: impl Iterator<Item = Envelope>, ours: &ServerName) -> Vec<
             Event::MediaPurgedV1(e) => {
                 e.media.retain(|m| mine(&m.media));
                 e.thumbnails.retain(|t| mine(&t.media));
+                // Only the blobs of the media and thumbnails kept: another tenant's freed
+                // bytes (their datastore and location) are theirs.
+                let shas: HashSet<_> = e
+                    .media
+                    .iter()
+                    .map(|m| m.sha256)
+                    .chain(e.thumbnails.iter().map(|t| t.sha256))
+                    .collect();
+                e.freed.retain(|f| shas.contains(&f.sha256));
                 let keep = own_authority(&e.authority) || !e.media.is_empty();
                 if keep {
                     kept_purges.insert(env.seq);
@@ -264,4 +273,68 @@ pub fn history(
         record,
         events: scope.cut(envs.into_values()),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use media_ledger_events::{
+        Actor, FreedBlob, MediaPurged, ModerationTarget, PurgedMedia, RequestId, Seq, Sha256,
+    };
+
+    fn purged(media: &str, sha: Sha256) -> PurgedMedia {
+        PurgedMedia {
+            media: media.parse().unwrap(),
+            sha256: sha,
+            size_bytes: 1,
+            uploader: Actor::System,
+            remote: false,
+            datastore: "files".parse().unwrap(),
+            created_seq: Seq(1),
+            tombstone: false,
+        }
+    }
+
+    fn freed(sha: Sha256) -> FreedBlob {
+        FreedBlob {
+            sha256: sha,
+            size_bytes: 1,
+            datastore: "files".parse().unwrap(),
+            location: "secret/place".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_repository_purge_shows_a_homeserver_admin_only_its_own_media_and_blobs() {
+        let (a, b) = (
+            Sha256::try_from("aa".repeat(32)).unwrap(),
+            Sha256::try_from("bb".repeat(32)).unwrap(),
+        );
+        let env = Envelope {
+            seq: Seq(7),
+            recorded_at_ms: 1,
+            actor: Actor::SharedSecretAdmin,
+            request_id: RequestId("r".into()),
+            event: Event::MediaPurgedV1(MediaPurged {
+                authority: Authority::RepositoryAdmin,
+                target: ModerationTarget::Quarantined,
+                before_ts_ms: None,
+                media: vec![purged("mxc://a.test/x", a), purged("mxc://b.test/y", b)],
+                thumbnails: Vec::new(),
+                freed: vec![freed(a), freed(b)],
+                reason: None,
+            }),
+        };
+        let out = in_scope(std::iter::once(env), &"a.test".parse().unwrap());
+        let [kept] = &out[..] else { panic!("{out:?}") };
+        let Event::MediaPurgedV1(e) = &kept.event else {
+            panic!("{kept:?}")
+        };
+        assert_eq!(e.media.len(), 1);
+        assert_eq!(
+            e.freed.iter().map(|f| f.sha256).collect::<Vec<_>>(),
+            vec![a]
+        );
+    }
 }

@@ -373,7 +373,7 @@ impl Transfers {
         // lock, as the purge deleter: a writer of these bytes that found no record stores its
         // own copy here, and must not lose it between this look-up and the delete.
         let _blob = crate::blob_lock::lock(&sha).await;
-        let live = hash_refs::get(&self.ledger.view("hash_refs")?, &sha)?;
+        let live = hash_refs::get(&self.ledger.view_current("hash_refs")?, &sha)?;
         if live.is_some_and(|h| &h.datastore == ds && &h.location == location) {
             tracing::info!(task = task.0, %sha, "source copy is the live copy again; kept");
             return Ok(());
