@@ -6,7 +6,7 @@ use crate::config::Config;
 use crate::datastore::Datastores;
 use crate::http::{self, AppState};
 use crate::ledger::Ledger;
-use crate::media::MediaService;
+use crate::media::{MediaReader, MediaService};
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -106,23 +106,34 @@ pub async fn start_with(config: Config, hook: Option<DatastoreHook>) -> anyhow::
         config.federation.clone(),
         Arc::new(key),
     ));
+    let remote = Arc::new(crate::remote::RemoteMedia::new(
+        client,
+        ledger.clone(),
+        datastores.clone(),
+        config.clone(),
+    ));
+    let media = MediaService::new(ledger.clone(), datastores.clone(), config.clone());
+    let reader = MediaReader::new(
+        ledger.clone(),
+        datastores.clone(),
+        config.clone(),
+        media.waiters().clone(),
+        remote.clone(),
+        shutdown.clone(),
+    );
     let state = Arc::new(AppState {
         shutdown,
         moderation,
         transfers,
-        remote: crate::remote::RemoteMedia::new(
-            client,
-            ledger.clone(),
-            datastores.clone(),
-            config.clone(),
-        ),
+        remote,
+        reader,
         thumbnails: crate::thumbnail::Thumbnailer::new(
             ledger.clone(),
             datastores.clone(),
             config.clone(),
         ),
         auth: Auth::new(config.clone()),
-        media: MediaService::new(ledger.clone(), datastores.clone(), config.clone()),
+        media,
         config: config.clone(),
         ledger: ledger.clone(),
         datastores,

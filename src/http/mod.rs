@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::datastore::Datastores;
 use crate::error::ApiError;
 use crate::ledger::Ledger;
-use crate::media::MediaService;
+use crate::media::{MediaReader, MediaService};
 use axum::extract::Request;
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
@@ -43,12 +43,14 @@ pub struct AppState {
     pub auth: Auth,
     /// Upload commands.
     pub media: MediaService,
+    /// What handlers read media through: records, waits on pending uploads, blobs.
+    pub reader: MediaReader,
     /// Datastore transfers.
     pub transfers: Arc<crate::transfer::Transfers>,
     /// Thumbnails.
     pub thumbnails: crate::thumbnail::Thumbnailer,
     /// Remote media over federation.
-    pub remote: crate::remote::RemoteMedia,
+    pub remote: Arc<crate::remote::RemoteMedia>,
     /// Quarantine, purge and attributes.
     pub moderation: Arc<crate::moderation::Moderation>,
     /// Turns `true` when the server starts shutting down: long waits end early.
