@@ -8,9 +8,10 @@
 use crate::config::Config;
 use crate::datastore::Datastores;
 use crate::ledger::{Ledger, LedgerError};
+use crate::media::read::{locate, LocateError, Located};
 use futures_util::StreamExt;
 use media_ledger_events::{BlobLocation, DatastoreId, Sha256};
-use media_ledger_projections::{hash_refs, media_index, parse_media_key, thumbnails};
+use media_ledger_projections::{media_index, parse_media_key, thumbnails};
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -100,21 +101,29 @@ pub async fn check_blobs(
     let view = ledger.view("hash_refs")?;
     let mut checks = Vec::with_capacity(used.len());
     for (sha, users) in used {
-        checks.push((sha, hash_refs::get(&view, &sha)?, users));
+        let located = match locate(&view, datastores, &sha) {
+            Err(LocateError::Read(e)) => return Err(e.into()),
+            other => other,
+        };
+        checks.push((sha, located, users));
     }
     report.missing = futures_util::stream::iter(checks)
-        .map(|(sha, record, users)| async move {
-            let problem = match &record {
-                None => Some("no hash record".to_owned()),
-                Some(h) => match datastores.get(&h.datastore) {
-                    None => Some(format!("datastore {} is not configured", h.datastore)),
-                    Some(store) => match store.size_of(&h.location).await {
+        .map(|(sha, located, users)| async move {
+            let (problem, record) = match located {
+                Ok(Located { record: h, store }) => {
+                    let problem = match store.size_of(&h.location).await {
                         Ok(Some(n)) if n == h.size_bytes => None,
                         Ok(Some(n)) => Some(format!("{n} bytes, recorded {}", h.size_bytes)),
                         Ok(None) => Some("missing".to_owned()),
                         Err(e) => Some(format!("cannot check: {e}")),
-                    },
-                },
+                    };
+                    (problem, Some(h))
+                }
+                Err(LocateError::NotConfigured(h)) => (
+                    Some(format!("datastore {} is not configured", h.datastore)),
+                    Some(h),
+                ),
+                Err(_) => (Some("no hash record".to_owned()), None),
             };
             problem.map(|problem| MissingBlob {
                 sha256: sha,

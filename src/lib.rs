@@ -3,7 +3,8 @@
 //! Crate map (the data path, top to bottom):
 //! - [`http`]: axum routes, extractors and response headers; the only code that speaks HTTP.
 //! - [`auth`]: access token → user, admin checks.
-//! - [`media`]: the command side: stream an upload into a datastore, then record it.
+//! - [`media`]: the command side (stream an upload into a datastore, then record it) and the
+//!   read side (records, waits on pending uploads, locating and opening blobs).
 //! - [`datastore`]: where blobs live (`file`, `s3`), behind the [`datastore::Datastore`] trait.
 //! - [`transfer`]: resumable moves of blobs between datastores, as task events.
 //! - [`ledger`]: the RocksDB event log, its single writer and the projection state.

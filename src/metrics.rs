@@ -2,7 +2,9 @@
 //! latency and batch sizes (recorded where they happen), and, read from the projections at
 //! scrape time, projection lag, task progress and datastore sizes.
 //!
-//! One process-wide registry ([`METRICS`]); `GET /metrics` renders the text format.
+//! One registry per server ([`Metrics`], built by `server::start_with` and handed to the
+//! ledger's syncer and the HTTP layer), so two servers in one process never share counters;
+//! `GET /metrics` renders the text format.
 
 use crate::ledger::Ledger;
 use media_ledger_events::DatastoreId;
@@ -10,7 +12,6 @@ use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::LazyLock;
 
 /// Upper bounds (seconds) of the latency histograms.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -93,15 +94,18 @@ pub struct Metrics {
     pub ledger_events: AtomicU64,
 }
 
-/// The process-wide registry.
-pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
-    routes: Mutex::new(BTreeMap::new()),
-    bytes_in: AtomicU64::new(0),
-    bytes_out: AtomicU64::new(0),
-    ledger_sync_seconds: Histogram::new(LATENCY_BUCKETS),
-    ledger_sync_events: Histogram::new(BATCH_BUCKETS),
-    ledger_events: AtomicU64::new(0),
-});
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            routes: Mutex::new(BTreeMap::new()),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            ledger_sync_seconds: Histogram::new(LATENCY_BUCKETS),
+            ledger_sync_events: Histogram::new(BATCH_BUCKETS),
+            ledger_events: AtomicU64::new(0),
+        }
+    }
+}
 
 /// The `method` label of a request: the methods the routes know, else `OTHER` (a client
 /// chooses the method, and each distinct label would be kept for good).
@@ -147,9 +151,9 @@ fn escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
-/// The text exposition of every metric (`datastores`: the configured ids).
-pub fn render(ledger: &Ledger, datastores: &[DatastoreId]) -> String {
-    let m = &*METRICS;
+/// The text exposition of every metric of `m` and of the gauges read from `ledger`
+/// (`datastores`: the configured ids).
+pub fn render(m: &Metrics, ledger: &Ledger, datastores: &[DatastoreId]) -> String {
     let mut out = String::new();
     let routes: Vec<(String, String, std::sync::Arc<RouteStats>)> = m
         .routes

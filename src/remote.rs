@@ -14,7 +14,7 @@ use crate::federation::client::{Client, RemoteError};
 use crate::ledger::{Command, Conflict, Ledger, LedgerError};
 use bytes::Bytes;
 use media_ledger_events::{Actor, MediaRef, RemoteMediaCached, RequestId, ServerName, Sha256};
-use media_ledger_projections::media_index::{self, MediaRecord};
+use media_ledger_projections::media_index::MediaRecord;
 use sha2::Digest;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
@@ -88,7 +88,7 @@ impl RemoteMedia {
             // A `purge/remote` may remove the media between the commit of its fetch and the
             // look-up after it: it is still wanted, so it is fetched again (a few times).
             for _ in 0..FETCH_ATTEMPTS {
-                if let Some(r) = media_index::get(&self.ledger.view("media_index")?, media)? {
+                if let Some(r) = crate::media::read::record(&self.ledger, media)? {
                     return Ok(r);
                 }
                 if let Some(r) = self.fetch(actor.clone(), our_name, media).await? {
@@ -221,6 +221,6 @@ impl RemoteMedia {
         drop(blob);
         tracing::info!(%media, sha256 = %sha, size_bytes = size, "remote media cached");
         // `None`: purged since (see `get`).
-        Ok(media_index::get(&self.ledger.view("media_index")?, media)?)
+        crate::media::read::record(&self.ledger, media)
     }
 }

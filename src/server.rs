@@ -6,7 +6,9 @@ use crate::config::Config;
 use crate::datastore::Datastores;
 use crate::http::{self, AppState};
 use crate::ledger::Ledger;
-use crate::media::MediaService;
+use crate::media::{MediaReader, MediaService};
+use crate::metrics::Metrics;
+use crate::moderation::deleter::DeletionHook;
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,6 +21,8 @@ pub struct Server {
     pub addr: SocketAddr,
     /// The ledger (for tests and tools that inspect state in-process).
     pub ledger: Arc<Ledger>,
+    /// This server's metrics registry (its own: no other server in the process shares it).
+    pub metrics: Arc<Metrics>,
     stop: Option<oneshot::Sender<()>>,
     shutdown: tokio::sync::watch::Sender<bool>,
     task: JoinHandle<()>,
@@ -32,18 +36,30 @@ pub type DatastoreHook = Arc<
         + Sync,
 >;
 
-/// Opens everything and starts serving on `config.server.bind`.
-pub async fn start(config: Config) -> anyhow::Result<Server> {
-    start_with(config, None).await
+/// What a caller (a test) may inject into one server; none of it is configuration. Each
+/// server holds its own, so two servers in one process never share a hook.
+#[derive(Clone, Default)]
+pub struct StartOptions {
+    /// Wraps each datastore backend (fault injection).
+    pub datastore_hook: Option<DatastoreHook>,
+    /// Leaves purges' deletions pending (see [`DeletionHook`]).
+    pub deletion_hook: Option<DeletionHook>,
 }
 
-/// [`start`], with every datastore backend passed through `hook` first.
-pub async fn start_with(config: Config, hook: Option<DatastoreHook>) -> anyhow::Result<Server> {
+/// Opens everything and starts serving on `config.server.bind`.
+pub async fn start(config: Config) -> anyhow::Result<Server> {
+    start_with(config, StartOptions::default()).await
+}
+
+/// [`start`] with the hooks of `options`.
+pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result<Server> {
     let config = Arc::new(config);
     let db_path = config.database.path.clone();
+    let metrics = Arc::new(Metrics::default());
+    let ledger_metrics = metrics.clone();
     let ledger = tokio::task::spawn_blocking(move || {
         let mut last = 0u64;
-        Ledger::open(&db_path, &mut |done, total| {
+        Ledger::open_measured(&db_path, ledger_metrics, &mut |done, total| {
             if done >= last + 100_000 || done == total {
                 last = done;
                 tracing::info!(done, total, "rebuilding projections");
@@ -61,13 +77,13 @@ pub async fn start_with(config: Config, hook: Option<DatastoreHook>) -> anyhow::
         .claim_all()
         .await
         .context("checking datastore identity markers")?;
-    if let Some(hook) = hook {
-        datastores = datastores.wrapped(&*hook);
+    if let Some(hook) = &options.datastore_hook {
+        datastores = datastores.wrapped(&**hook);
     }
     let datastores = Arc::new(datastores);
     // Purges recorded before a crash finish first, so their deletions are recorded (the
     // sweep would delete those blobs silently).
-    crate::moderation::deleter::resume(&ledger, &datastores)
+    crate::moderation::deleter::resume(&ledger, &datastores, options.deletion_hook.as_ref())
         .await
         .context("resuming purge deletions")?;
     crate::sweep::sweep_orphans(&ledger, &datastores, &unchecked).await;
@@ -75,6 +91,7 @@ pub async fn start_with(config: Config, hook: Option<DatastoreHook>) -> anyhow::
         ledger.clone(),
         datastores.clone(),
         &config,
+        options.deletion_hook,
     ));
     let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
     if config.downloads.expire_after_days > 0 {
@@ -106,26 +123,38 @@ pub async fn start_with(config: Config, hook: Option<DatastoreHook>) -> anyhow::
         config.federation.clone(),
         Arc::new(key),
     ));
+    let remote = Arc::new(crate::remote::RemoteMedia::new(
+        client,
+        ledger.clone(),
+        datastores.clone(),
+        config.clone(),
+    ));
+    let media = MediaService::new(ledger.clone(), datastores.clone(), config.clone());
+    let reader = MediaReader::new(
+        ledger.clone(),
+        datastores.clone(),
+        config.clone(),
+        media.waiters().clone(),
+        remote.clone(),
+        shutdown.clone(),
+    );
     let state = Arc::new(AppState {
         shutdown,
         moderation,
         transfers,
-        remote: crate::remote::RemoteMedia::new(
-            client,
-            ledger.clone(),
-            datastores.clone(),
-            config.clone(),
-        ),
+        remote,
+        reader,
         thumbnails: crate::thumbnail::Thumbnailer::new(
             ledger.clone(),
             datastores.clone(),
             config.clone(),
         ),
         auth: Auth::new(config.clone()),
-        media: MediaService::new(ledger.clone(), datastores.clone(), config.clone()),
+        media,
         config: config.clone(),
         ledger: ledger.clone(),
         datastores,
+        metrics: metrics.clone(),
     });
     let listener = tokio::net::TcpListener::bind(config.server.bind)
         .await
@@ -144,6 +173,7 @@ pub async fn start_with(config: Config, hook: Option<DatastoreHook>) -> anyhow::
     Ok(Server {
         addr,
         ledger,
+        metrics,
         stop: Some(stop),
         shutdown: shutdown_tx,
         task,

@@ -411,7 +411,11 @@ impl Datastore for Faulty {
 async fn boot(srv: &mut TestServer, hook: Option<DatastoreHook>) {
     assert!(srv.server.is_none(), "server already running");
     let config = Config::parse(&srv.config_text).expect("test config is valid");
-    let server = media_ledger::server::start_with(config, hook)
+    let options = media_ledger::server::StartOptions {
+        datastore_hook: hook,
+        ..Default::default()
+    };
+    let server = media_ledger::server::start_with(config, options)
         .await
         .expect("server starts");
     srv.base = format!("http://{}", server.addr);

@@ -1,11 +1,11 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! `GET /metrics` follows the traffic: per-route request counters and latency histograms,
 //! bytes in and out, ledger sync histograms, the ledger head and projection lag gauges,
 //! datastore sizes and transfer task progress, scraped before and after known work.
 //!
-//! The registry is process-wide, so this file holds a single test (one server per process).
+//! Each server has its own registry, so these tests run beside every other suite of the
+//! binary: what one server counts never shows in another's scrape.
 
-mod common;
+use crate::common;
 
 use common::{random_bytes, Opts, TestServer, ALICE, SECRET};
 use reqwest::StatusCode;
@@ -160,6 +160,36 @@ async fn settle(srv: &TestServer) -> Scrape {
         last = now;
     }
     last
+}
+
+/// Two servers in one process: each scrape shows only its own server's traffic and syncs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_keep_their_own_counters() {
+    let mut a = TestServer::start().await;
+    let mut b = TestServer::start().await;
+    for n in [100usize, 200, 300] {
+        a.upload_bytes(random_bytes(n)).await;
+    }
+    let mxc = b.upload_bytes(random_bytes(400)).await;
+    assert_eq!(b.download_bytes(&mxc).await.len(), 400);
+    let sa = settle(&a).await;
+    let sb = settle(&b).await;
+    assert_eq!(sa.get(&requests("POST", UPLOAD, 200)), 3.0);
+    assert_eq!(sb.get(&requests("POST", UPLOAD, 200)), 1.0);
+    assert_eq!(sa.get(&requests("GET", DOWNLOAD, 200)), 0.0);
+    assert_eq!(sb.get(&latency("POST", UPLOAD, "count")), 1.0);
+    assert_eq!(sa.get("media_ledger_http_received_bytes_total"), 600.0);
+    assert_eq!(sb.get("media_ledger_http_received_bytes_total"), 400.0);
+    // Each ledger's syncer records into its own server's registry.
+    for (name, s) in [("a", &sa), ("b", &sb)] {
+        assert_eq!(
+            s.get("media_ledger_ledger_sync_events_sum"),
+            s.get("media_ledger_ledger_head"),
+            "server {name}: synced events add up to its own head"
+        );
+    }
+    a.stop().await;
+    b.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

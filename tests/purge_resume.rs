@@ -1,44 +1,74 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Purge deletions left pending (the process "died" right after the purge event was committed,
-//! simulated with the global `deleter::SKIP_DELETIONS` hook) are finished at the next start,
-//! recorded as `blob.deleted.v1`, and the end state is the one of an uninterrupted purge.
+//! simulated with the server's deletion hook, `server::StartOptions::deletion_hook`) are
+//! finished at the next start, recorded as `blob.deleted.v1`, and the end state is the one of
+//! an uninterrupted purge.
 //!
-//! A test binary of its own: the hook is process-wide. The tests here hold [`SERIAL`] so they
-//! never overlap.
+//! The hook belongs to one server: other servers of the process (the other suites of the
+//! binary, the reference run here) delete as usual.
 
-mod common;
+use crate::common;
 
 use common::{
-    blob_files, count_blobs, expect_error, parse_mxc, random_bytes, sha256_hex, TestServer, ADMIN,
-    ALICE, BOB, DS,
+    blob_files, count_blobs, expect_error, parse_mxc, random_bytes, sha256_hex, Opts, TestServer,
+    ADMIN, ALICE, BOB, DS,
 };
+use media_ledger::config::Config;
 use media_ledger::ledger::Ledger;
-use media_ledger::moderation::deleter::SKIP_DELETIONS;
+use media_ledger::server::StartOptions;
 use media_ledger_events::Seq;
 use reqwest::StatusCode;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 const ADMIN_API: &str = "/_matrix/media/unstable/admin";
 
-/// Serialises the tests of this binary (they flip the process-wide hook).
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// The switch of one server's deletion hook: while on, its purges' deletions stay pending.
+#[derive(Clone, Default)]
+struct Skip(Arc<AtomicBool>);
 
-/// Clears the hook when dropped (also when a test panics).
-struct Hook;
+impl Skip {
+    /// Turns the hook on until the guard is dropped (also when a test panics).
+    fn set(&self) -> SkipGuard {
+        self.0.store(true, Ordering::SeqCst);
+        SkipGuard(self.clone())
+    }
 
-impl Hook {
-    fn set() -> Self {
-        SKIP_DELETIONS.store(true, Ordering::SeqCst);
-        Self
+    fn is_on(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
     }
 }
 
-impl Drop for Hook {
+struct SkipGuard(Skip);
+
+impl Drop for SkipGuard {
     fn drop(&mut self) {
-        SKIP_DELETIONS.store(false, Ordering::SeqCst);
+        (self.0).0.store(false, Ordering::SeqCst);
+    }
+}
+
+/// A server on a fresh directory whose deletion hook is `skip` (a restart through
+/// `TestServer::restart` starts it without the hook: as after a crash).
+async fn start_with_hook(skip: &Skip) -> TestServer {
+    let dir = tempfile::tempdir().unwrap();
+    let config_text = common::config_text(dir.path(), &Opts::default());
+    let config = Config::parse(&config_text).expect("test config is valid");
+    let on = skip.clone();
+    let options = StartOptions {
+        deletion_hook: Some(Arc::new(move |_| on.is_on())),
+        ..StartOptions::default()
+    };
+    let server = media_ledger::server::start_with(config, options)
+        .await
+        .expect("server starts");
+    TestServer {
+        base: format!("http://{}", server.addr),
+        client: common::client(),
+        dir,
+        config_text,
+        server: Some(server),
     }
 }
 
@@ -226,7 +256,6 @@ fn assert_verifies(db: &Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pending_deletions_are_finished_at_the_next_start() {
-    let _serial = SERIAL.lock().await;
     let inputs = Inputs {
         shared: random_bytes(10_000),
         image: jpeg(640, 480),
@@ -246,10 +275,11 @@ async fn pending_deletions_are_finished_at_the_next_start() {
     assert_eq!(ref_types["blob.deleted.v1"], 2, "{ref_types:?}");
 
     // Interrupted: the purge is answered and recorded, the files stay.
-    let mut srv = TestServer::start().await;
+    let skip = Skip::default();
+    let mut srv = start_with_hook(&skip).await;
     let dir = srv.media_dir();
     let run = {
-        let _hook = Hook::set();
+        let _hook = skip.set();
         let run = scenario(&srv, &inputs).await;
         let c_blob = blob_path(&dir, &inputs.image);
         let t_blob = blob_path(&dir, &run.thumb);
@@ -269,7 +299,7 @@ async fn pending_deletions_are_finished_at_the_next_start() {
         assert_eq!(h["state"]["exists"], false, "{h}");
         run
     };
-    assert!(!SKIP_DELETIONS.load(Ordering::SeqCst));
+    assert!(!skip.is_on());
 
     srv.restart().await;
     check_end_state(&srv, &inputs, &run).await;
@@ -290,14 +320,14 @@ async fn pending_deletions_are_finished_at_the_next_start() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pending_deletion_keeps_a_blob_uploaded_again_meanwhile() {
-    let _serial = SERIAL.lock().await;
-    let mut srv = TestServer::start().await;
+    let skip = Skip::default();
+    let mut srv = start_with_hook(&skip).await;
     let dir = srv.media_dir();
     let bytes = random_bytes(8_000);
     let blob = blob_path(&dir, &bytes);
     let m = srv.upload(ALICE, bytes.clone(), None, None).await;
     let n = {
-        let _hook = Hook::set();
+        let _hook = skip.set();
         assert_eq!(purge(&srv, &m).await, [m.clone()].into_iter().collect());
         assert!(blob.exists(), "deletion not pending");
         // The same bytes again before the deletion ran.
@@ -328,4 +358,34 @@ async fn pending_deletion_keeps_a_blob_uploaded_again_meanwhile() {
     assert!(!blob.exists());
     srv.stop().await;
     assert_verifies(&srv.db_path());
+}
+
+/// Two servers in one process, one with its deletion hook on: only that server's deletions
+/// stay pending; the other deletes what its purge freed at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deletion_hook_leaves_other_servers_alone() {
+    let skip = Skip::default();
+    let mut hooked = start_with_hook(&skip).await;
+    let mut plain = TestServer::start().await;
+    let bytes = random_bytes(5_000);
+    let _on = skip.set();
+    for srv in [&hooked, &plain] {
+        let m = srv.upload(ALICE, bytes.clone(), None, None).await;
+        assert_eq!(purge(srv, &m).await, [m.clone()].into_iter().collect());
+        expect_error(srv.download(&m).await, StatusCode::NOT_FOUND, "M_NOT_FOUND").await;
+    }
+    assert!(
+        blob_path(&hooked.media_dir(), &bytes).exists(),
+        "the hooked server's deletion is pending"
+    );
+    assert!(
+        !blob_path(&plain.media_dir(), &bytes).exists(),
+        "the other server deleted its freed blob"
+    );
+    hooked.stop().await;
+    plain.stop().await;
+    let types = type_counts(&plain.db_path());
+    assert_eq!(types.get("blob.deleted.v1"), Some(&1), "{types:?}");
+    let types = type_counts(&hooked.db_path());
+    assert_eq!(types.get("blob.deleted.v1"), None, "{types:?}");
 }

@@ -4,8 +4,8 @@
 //! instead of one per file keeps CI's link time and disk use small (each binary links the whole
 //! server). Run one suite with `cargo test --test server moderation_purge::`.
 //!
-//! Three suites stay in binaries of their own because they touch process-wide state:
-//! `metrics` (the registry is global), `purge_resume` (the global deletion-skip hook) and
+//! Every server holds its own metrics registry and hooks (`server::StartOptions`), so suites
+//! that count or inject share the binary too. One suite stays in a binary of its own:
 //! `advisories` (its memory bounds read the whole process's resident size).
 
 mod common;
@@ -21,9 +21,11 @@ mod edge;
 mod errors;
 mod fault_injection;
 mod federation;
+mod metrics;
 mod model;
 mod moderation_purge;
 mod moderation_quarantine;
+mod purge_resume;
 mod recovery;
 mod restart;
 mod s3;

@@ -6,15 +6,15 @@ use super::headers::{add_security_headers, content_disposition};
 use super::range::{parse_range, ByteRange};
 use super::State;
 use crate::auth::Principal;
+use crate::clock::now_ms;
 use crate::error::ApiError;
 use axum::body::Body;
 use axum::extract::State as S;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
-use media_ledger_events::{Actor, MediaAccessed, MediaRef};
+use media_ledger_events::{Actor, MediaAccessed};
 use media_ledger_projections::media_index::MediaRecord;
-use media_ledger_projections::{hash_refs, media_index, pending_uploads};
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -115,121 +115,6 @@ pub async fn authed_named(
     serve(&state, Some(auth.principal), wanted, q, &headers).await
 }
 
-/// The media record: local (waiting for a pending async upload), else fetched from its
-/// origin over federation unless `allow_remote` is false.
-pub(crate) async fn resolve_media(
-    state: &State,
-    media: &MediaRef,
-    timeout: Duration,
-    allow_remote: bool,
-    actor: Actor,
-    ours: &media_ledger_events::ServerName,
-) -> Result<MediaRecord, ApiError> {
-    match find(state, media, timeout).await {
-        Err(ApiError::NotFound(_)) if allow_remote && !state.config.is_local(&media.origin) => {
-            state.remote.get(actor, ours, media).await
-        }
-        other => other,
-    }
-}
-
-use crate::clock::now_ms;
-
-/// The media record, waiting up to `timeout` for a pending async upload to be filled.
-pub(crate) async fn find(
-    state: &State,
-    media: &MediaRef,
-    timeout: Duration,
-) -> Result<MediaRecord, ApiError> {
-    let now = tokio::time::Instant::now();
-    let deadline = now.checked_add(timeout).unwrap_or(now);
-    let mut waiter = None;
-    let mut stopping = state.shutdown.clone();
-    loop {
-        if let Some(r) = media_index::get(&state.ledger.view("media_index")?, media)? {
-            return Ok(r);
-        }
-        let expires_at_ms =
-            match pending_uploads::get(&state.ledger.view("pending_uploads")?, media)? {
-                Some(p) if p.expires_at_ms > now_ms() => p.expires_at_ms,
-                _ => return Err(ApiError::NotFound("media not found".into())),
-            };
-        // Pending: register as a waiter of this media (woken only by its own fill), then look
-        // again, so a fill committed before the registration is not missed. Beyond the caps:
-        // 429 at once.
-        let Some(w) = waiter.as_mut() else {
-            let registered = state.media.waiters().wait_on(media).ok_or_else(|| {
-                ApiError::LimitExceeded("too many downloads are waiting for pending uploads".into())
-            })?;
-            waiter = Some(registered);
-            continue;
-        };
-        // Wake at the deadline, or when the reservation lapses (then it is a 404, not a 504).
-        let now = tokio::time::Instant::now();
-        let lapse = now
-            .checked_add(Duration::from_millis(
-                expires_at_ms.saturating_sub(now_ms()),
-            ))
-            .unwrap_or(deadline);
-        tokio::select! {
-            r = tokio::time::timeout_at(deadline.min(lapse), w.filled()) => match r {
-                Ok(()) => continue,
-                Err(_) if tokio::time::Instant::now() >= deadline => return Err(ApiError::NotYetUploaded),
-                Err(_) => continue,
-            },
-            _ = stopping.wait_for(|s| *s) => return Err(shutting_down()),
-        }
-    }
-}
-
-fn shutting_down() -> ApiError {
-    ApiError::unavailable(
-        "the server is shutting down",
-        "stop requested while waiting",
-    )
-}
-
-/// Opens the blob of `sha` (see [`crate::media::open_blob`]).
-pub(crate) async fn open_blob(
-    state: &State,
-    sha: &media_ledger_events::Sha256,
-    start: u64,
-    len: u64,
-) -> Result<crate::datastore::BlobStream, ApiError> {
-    crate::media::open_blob(&state.ledger, &state.datastores, sha, start, len).await
-}
-
-/// Whether `record` of `media` is no longer the live record (purged, or replaced by a new
-/// fetch) — an open that failed meanwhile raced that change rather than found a broken blob.
-pub(crate) fn removed_since(
-    state: &State,
-    media: &MediaRef,
-    record: &MediaRecord,
-) -> Result<bool, ApiError> {
-    let now = media_index::get(&state.ledger.view("media_index")?, media)?;
-    Ok(now.is_none_or(|r| {
-        r.tombstone || r.sha256 != record.sha256 || r.created_seq != record.created_seq
-    }))
-}
-
-/// Checks that the blob of `sha` exists where its record says (for `HEAD`).
-async fn check_blob(state: &State, sha: &media_ledger_events::Sha256) -> Result<(), ApiError> {
-    let blob = hash_refs::get(&state.ledger.view("hash_refs")?, sha)?
-        .ok_or_else(|| ApiError::Internal(format!("no hash record for {sha}")))?;
-    let store = state.datastores.get(&blob.datastore).ok_or_else(|| {
-        ApiError::Internal(format!(
-            "datastore {} of {sha} is not configured",
-            blob.datastore
-        ))
-    })?;
-    match store.size_of(&blob.location).await? {
-        Some(_) => Ok(()),
-        None => Err(ApiError::Internal(format!(
-            "blob {sha} is missing from its datastore"
-        ))),
-    }
-}
-
 /// What a quarantined or purged media gets instead of its bytes: 404 `M_NOT_FOUND` (the
 /// media's existence is not confirmed), or, for quarantined media when the config says so,
 /// the generated "media not allowed" PNG at `width`×`height` (`replace` true).
@@ -309,8 +194,10 @@ async fn serve(
     // media is a 404). Any other failure to open is answered as it is.
     let mut looked_again = false;
     let (record, stream, status, start, len) = loop {
-        let record =
-            resolve_media(state, &media, timeout, allow_remote, actor.clone(), &ours).await?;
+        let record = state
+            .reader
+            .resolve(&media, timeout, allow_remote, actor.clone(), &ours)
+            .await?;
         let replace = !head && state.config.quarantine.replace_downloads;
         if let Some(refused) = refuse_unservable(&record, 512, 512, replace).await? {
             return Ok(refused);
@@ -329,15 +216,17 @@ async fn serve(
         };
         // HEAD checks the blob is there (a HeadObject on S3) without reading it.
         let opened = if head {
-            check_blob(state, &record.sha256)
+            state
+                .reader
+                .check_blob(&record.sha256)
                 .await
                 .map(|()| futures_util::stream::empty().boxed())
         } else {
-            open_blob(state, &record.sha256, start, len).await
+            state.reader.open_blob(&record.sha256, start, len).await
         };
         match opened {
             Ok(stream) => break (record, stream, status, start, len),
-            Err(e) if !looked_again && removed_since(state, &media, &record)? => {
+            Err(e) if !looked_again && state.reader.removed_since(&media, &record)? => {
                 tracing::debug!(%media, error = %e, "media removed while opening it; looking again");
                 looked_again = true;
             }

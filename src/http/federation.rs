@@ -2,7 +2,7 @@
 //! servers (`/_matrix/federation/v1/media/{download,thumbnail}/{id}`, X-Matrix signed
 //! requests only, answered as `multipart/mixed`).
 
-use super::download::{find, header_value, open_blob};
+use super::download::header_value;
 use super::extract::Homeserver;
 use super::headers::content_disposition;
 use super::thumbnail::{parse_query, ThumbQuery};
@@ -107,12 +107,13 @@ pub async fn download(
 ) -> Result<Response, ApiError> {
     authenticate(&state, &headers, &uri, &hs.name).await?;
     let media = local_media(&hs.name, &id)?;
-    let record = find(
-        &state,
-        &media,
-        Duration::from_millis(state.config.downloads.default_timeout_ms),
-    )
-    .await?;
+    let record = state
+        .reader
+        .find(
+            &media,
+            Duration::from_millis(state.config.downloads.default_timeout_ms),
+        )
+        .await?;
     if !record.servable() {
         return Err(ApiError::NotFound("media not found".into()));
     }
@@ -126,7 +127,10 @@ pub async fn download(
         .map(|c| c.essence())
         .unwrap_or_default();
     let disposition = content_disposition(&essence, record.upload_name.as_deref());
-    let body = open_blob(&state, &record.sha256, 0, record.size_bytes).await?;
+    let body = state
+        .reader
+        .open_blob(&record.sha256, 0, record.size_bytes)
+        .await?;
     multipart(&ct, &disposition, record.size_bytes, body)
 }
 
@@ -142,12 +146,13 @@ pub async fn thumbnail(
     authenticate(&state, &headers, &uri, &hs.name).await?;
     let media = local_media(&hs.name, &id)?;
     let req = parse_query(&q)?;
-    let record = find(
-        &state,
-        &media,
-        Duration::from_millis(state.config.downloads.default_timeout_ms),
-    )
-    .await?;
+    let record = state
+        .reader
+        .find(
+            &media,
+            Duration::from_millis(state.config.downloads.default_timeout_ms),
+        )
+        .await?;
     if !record.servable() {
         return Err(ApiError::NotFound("media not found".into()));
     }
@@ -156,7 +161,7 @@ pub async fn thumbnail(
         .get(Some(Actor::System), &media, &record, req)
         .await?;
     let (sha, len, ct) = thumb.served(&record);
-    let body = open_blob(&state, &sha, 0, len).await?;
+    let body = state.reader.open_blob(&sha, 0, len).await?;
     multipart(
         &ct,
         &format!("inline; filename=\"{}\"", Thumb::file_name(&ct)),

@@ -23,7 +23,8 @@ use crate::config::Config;
 use crate::datastore::Datastores;
 use crate::error::ApiError;
 use crate::ledger::Ledger;
-use crate::media::MediaService;
+use crate::media::{MediaReader, MediaService};
+use crate::metrics::Metrics;
 use axum::extract::Request;
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
@@ -44,16 +45,20 @@ pub struct AppState {
     pub auth: Auth,
     /// Upload commands.
     pub media: MediaService,
+    /// What handlers read media through: records, waits on pending uploads, blobs.
+    pub reader: MediaReader,
     /// Datastore transfers.
     pub transfers: Arc<crate::transfer::Transfers>,
     /// Thumbnails.
     pub thumbnails: crate::thumbnail::Thumbnailer,
     /// Remote media over federation.
-    pub remote: crate::remote::RemoteMedia,
+    pub remote: Arc<crate::remote::RemoteMedia>,
     /// Quarantine, purge and attributes.
     pub moderation: Arc<crate::moderation::Moderation>,
     /// Turns `true` when the server starts shutting down: long waits end early.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// The server's metrics registry.
+    pub metrics: Arc<Metrics>,
 }
 
 /// The shared state handle.
@@ -141,7 +146,10 @@ pub fn router(state: State) -> Router {
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::Unrecognized })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(axum::middleware::from_fn(observe))
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            observe,
+        ))
         .layer(axum::middleware::from_fn(cors))
         .with_state(state)
 }
@@ -221,28 +229,33 @@ fn moderation_routes() -> Router<State> {
 /// `GET /metrics`: the Prometheus text format.
 async fn metrics(axum::extract::State(state): axum::extract::State<State>) -> Response {
     let ledger = state.ledger.clone();
+    let metrics = state.metrics.clone();
     let ids: Vec<_> = state
         .datastores
         .all()
         .iter()
         .map(|c| c.store.id().clone())
         .collect();
-    match tokio::task::spawn_blocking(move || crate::metrics::render(&ledger, &ids)).await {
+    match tokio::task::spawn_blocking(move || crate::metrics::render(&metrics, &ledger, &ids)).await
+    {
         Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
         Err(e) => ApiError::internal(e).into_response(),
     }
 }
 
 /// Gives the request an id (its events and log lines carry it; the answer says it in
-/// `X-Request-Id`), and counts it, its bytes and its latency per route.
-async fn observe(req: Request, next: Next) -> Response {
+/// `X-Request-Id`), and counts it, its bytes and its latency per route in the server's `m`.
+async fn observe(
+    axum::extract::State(m): axum::extract::State<Arc<Metrics>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let started = std::time::Instant::now();
     let method = crate::metrics::method_label(req.method());
     let route = req
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let m = &*crate::metrics::METRICS;
     if let Some(n) = content_length(req.headers()) {
         m.bytes_in
             .fetch_add(n, std::sync::atomic::Ordering::Relaxed);

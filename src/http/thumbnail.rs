@@ -1,7 +1,7 @@
 //! Thumbnail routes: legacy `/_matrix/media/{r0,v3}/thumbnail` and authenticated
 //! `/_matrix/client/v1/media/thumbnail`.
 
-use super::download::{header_value, open_blob, removed_since, resolve_media};
+use super::download::header_value;
 use super::extract::{media_ref, Authed, Homeserver, MPath, MQuery};
 use super::headers::add_security_headers;
 use super::State;
@@ -137,8 +137,10 @@ async fn serve(
     // do), which answers 404 for a purged local media and fetches a purged remote copy again.
     let mut looked_again = false;
     let (stream, len, content_type) = loop {
-        let record =
-            resolve_media(state, &media, timeout, allow_remote, actor.clone(), ours).await?;
+        let record = state
+            .reader
+            .resolve(&media, timeout, allow_remote, actor.clone(), ours)
+            .await?;
         let replace = !head && state.config.quarantine.replace_thumbnails;
         if let Some(refused) =
             super::download::refuse_unservable(&record, req.width, req.height, replace).await?
@@ -154,14 +156,14 @@ async fn serve(
             let stream = if head {
                 futures_util::stream::empty().boxed()
             } else {
-                open_blob(state, &sha, 0, len).await?
+                state.reader.open_blob(&sha, 0, len).await?
             };
             Ok::<_, ApiError>((stream, len, content_type))
         }
         .await;
         match opened {
             Ok(done) => break done,
-            Err(e) if !looked_again && removed_since(state, &media, &record)? => {
+            Err(e) if !looked_again && state.reader.removed_since(&media, &record)? => {
                 tracing::debug!(%media, error = %e, "media removed while thumbnailing it; looking again");
                 looked_again = true;
             }

@@ -24,6 +24,7 @@ pub use projector::{Progress, ReplayReport};
 pub use store::{Checkpoint, Head, Undecodable};
 pub use writer::{Command, Committed, Conflict, PurgeRequest, MAX_GROUP};
 
+use crate::metrics::Metrics;
 use media_ledger_events::codec::CodecError;
 use media_ledger_events::{codec, Actor, Envelope, MediaAccessed, RequestId, Seq};
 use media_ledger_projections::ALL;
@@ -100,8 +101,18 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// Opens the ledger: verifies the log, catches projections up, starts the writer.
+    /// Opens the ledger: verifies the log, catches projections up, starts the writer (its
+    /// figures go to a registry of its own; see [`Ledger::open_measured`]).
     pub fn open(path: &Path, progress: Progress<'_>) -> Result<Self, LedgerError> {
+        Self::open_measured(path, Arc::default(), progress)
+    }
+
+    /// [`Ledger::open`], the writer's figures (WAL syncs) recorded in `metrics`.
+    pub fn open_measured(
+        path: &Path,
+        metrics: Arc<Metrics>,
+        progress: Progress<'_>,
+    ) -> Result<Self, LedgerError> {
         std::fs::create_dir_all(path)
             .map_err(|e| LedgerError::Storage(format!("{}: {e}", path.display())))?;
         let mut db = store::open_db(path)?;
@@ -114,7 +125,7 @@ impl Ledger {
                 "projections caught up"
             );
         }
-        Ok(Self::start(db, head))
+        Ok(Self::start(db, head, metrics))
     }
 
     /// Opens the ledger and rebuilds every projection from sequence 0 before starting.
@@ -125,7 +136,7 @@ impl Ledger {
         let mut db = store::open_db(path)?;
         let head = store::verify_log(&db, |_| Ok(()))?;
         let report = projector::rebuild_all(&mut db, head, progress)?;
-        Ok((Self::start(db, head), report))
+        Ok((Self::start(db, head, Arc::default()), report))
     }
 
     /// Opens a ledger read-only for inspection (a running server may hold it): checks the
@@ -184,7 +195,7 @@ impl Ledger {
         })
     }
 
-    fn start(db: DB, head: Head) -> Self {
+    fn start(db: DB, head: Head, metrics: Arc<Metrics>) -> Self {
         let db = Arc::new(db);
         let (tx, rx) = mpsc::channel(QUEUE);
         let (head_tx, head_rx) = watch::channel(head.seq);
@@ -198,6 +209,7 @@ impl Ledger {
             head_tx,
             poisoned: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             max_pending_per_user: max_pending.clone(),
+            metrics,
         };
         let handle = std::thread::Builder::new()
             .name("ledger-writer".into())

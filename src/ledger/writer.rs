@@ -48,6 +48,8 @@ pub(crate) struct Writer {
     pub(crate) head_tx: watch::Sender<Seq>,
     pub(crate) poisoned: Arc<AtomicBool>,
     pub(crate) max_pending_per_user: Arc<AtomicU64>,
+    /// The server's registry (WAL sync time, events per sync).
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
 }
 
 use crate::clock::now_ms;
@@ -69,9 +71,10 @@ impl Writer {
             let db = self.db.clone();
             let head_tx = self.head_tx.clone();
             let poisoned = self.poisoned.clone();
+            let metrics = self.metrics.clone();
             std::thread::Builder::new()
                 .name("ledger-sync".into())
-                .spawn(move || sync_loop(&db, &sync_rx, &head_tx, &poisoned))
+                .spawn(move || sync_loop(&db, &sync_rx, &head_tx, &poisoned, &metrics))
         };
         let syncer = match syncer {
             Ok(h) => h,
@@ -261,6 +264,7 @@ fn sync_loop(
     rx: &std::sync::mpsc::Receiver<Written>,
     head_tx: &watch::Sender<Seq>,
     poisoned: &AtomicBool,
+    metrics: &crate::metrics::Metrics,
 ) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
@@ -273,7 +277,6 @@ fn sync_loop(
         } else {
             db.flush_wal(true).map_err(|e| e.into_string())
         };
-        let metrics = &*crate::metrics::METRICS;
         metrics
             .ledger_sync_seconds
             .observe(started.elapsed().as_secs_f64());

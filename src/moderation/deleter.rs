@@ -10,21 +10,23 @@ use crate::datastore::{DatastoreError, Datastores};
 use crate::ledger::{Command, Conflict, Ledger, LedgerError};
 use media_ledger_events::{Actor, BlobDeleted, FreedBlob, RequestId, Seq};
 use media_ledger_projections::{hash_refs, moderation};
+use std::sync::Arc;
 
-/// Test hook: while set, deletions are skipped and stay pending, as if the process had died
-/// right after the purge event was committed.
-#[doc(hidden)]
-pub static SKIP_DELETIONS: std::sync::atomic::AtomicBool =
-    std::sync::atomic::AtomicBool::new(false);
+/// Test hook of one server (`server::StartOptions::deletion_hook`): when it answers `true`
+/// for a purge, that purge's deletions are skipped and stay pending, as if the process had
+/// died right after the purge event was committed.
+pub type DeletionHook = Arc<dyn Fn(Seq) -> bool + Send + Sync>;
 
-/// Deletes (or keeps) each freed blob of purge `purge` and records it.
+/// Deletes (or keeps) each freed blob of purge `purge` and records it (unless `hook` says to
+/// leave them pending).
 pub async fn delete_freed(
     ledger: &Ledger,
     datastores: &Datastores,
+    hook: Option<&DeletionHook>,
     purge: Seq,
     freed: Vec<FreedBlob>,
 ) {
-    if SKIP_DELETIONS.load(std::sync::atomic::Ordering::SeqCst) {
+    if hook.is_some_and(|skip| skip(purge)) {
         tracing::warn!(
             purge = purge.0,
             blobs = freed.len(),
@@ -87,7 +89,11 @@ async fn delete_one(
 }
 
 /// Finishes every deletion a recorded purge left pending (after a crash).
-pub async fn resume(ledger: &Ledger, datastores: &Datastores) -> Result<usize, LedgerError> {
+pub async fn resume(
+    ledger: &Ledger,
+    datastores: &Datastores,
+    hook: Option<&DeletionHook>,
+) -> Result<usize, LedgerError> {
     let mut pending: Vec<(Seq, FreedBlob)> = Vec::new();
     ledger.scan("moderation", moderation::PENDING_PREFIX, |k, v| {
         if let Some(entry) = moderation::decode_pending(k, v) {
@@ -97,7 +103,7 @@ pub async fn resume(ledger: &Ledger, datastores: &Datastores) -> Result<usize, L
     })?;
     let n = pending.len();
     for (purge, blob) in pending {
-        delete_freed(ledger, datastores, purge, vec![blob]).await;
+        delete_freed(ledger, datastores, hook, purge, vec![blob]).await;
     }
     if n > 0 {
         tracing::info!(blobs = n, "resumed pending purge deletions");

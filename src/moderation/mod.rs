@@ -61,17 +61,24 @@ pub struct PurgeSpec {
 pub struct Moderation {
     ledger: Arc<Ledger>,
     datastores: Arc<Datastores>,
+    deletion_hook: Option<deleter::DeletionHook>,
     /// The homeserver admin API client.
     pub homeserver: homeserver::HomeserverAdmin,
 }
 
 impl Moderation {
-    /// Builds the service.
-    pub fn new(ledger: Arc<Ledger>, datastores: Arc<Datastores>, config: &Config) -> Self {
+    /// Builds the service (`deletion_hook`: see [`deleter::DeletionHook`]).
+    pub fn new(
+        ledger: Arc<Ledger>,
+        datastores: Arc<Datastores>,
+        config: &Config,
+        deletion_hook: Option<deleter::DeletionHook>,
+    ) -> Self {
         let ttl = std::time::Duration::from_millis(config.auth.whoami_cache_ttl_ms);
         Self {
             ledger,
             datastores,
+            deletion_hook,
             homeserver: homeserver::HomeserverAdmin::new(ttl),
         }
     }
@@ -209,8 +216,14 @@ impl Moderation {
                         if let Event::MediaPurgedV1(e) = c.event {
                             tracing::info!(actor = %act.actor, media = e.media.len(), thumbnails = e.thumbnails.len(), freed = e.freed.len(), seq = c.seq.0, "purge recorded");
                             affected.extend(e.media.iter().map(|m| m.media.clone()));
-                            deleter::delete_freed(&self.ledger, &self.datastores, c.seq, e.freed)
-                                .await;
+                            deleter::delete_freed(
+                                &self.ledger,
+                                &self.datastores,
+                                self.deletion_hook.as_ref(),
+                                c.seq,
+                                e.freed,
+                            )
+                            .await;
                         }
                     }
                     Err(LedgerError::Conflict(Conflict::NothingToDo)) => break,

@@ -317,7 +317,7 @@ impl Thumbnailer {
     }
 
     async fn read_source(&self, record: &MediaRecord) -> Result<Vec<u8>, ApiError> {
-        let mut stream = crate::media::open_blob(
+        let mut stream = crate::media::read::open_blob(
             &self.ledger,
             &self.datastores,
             &record.sha256,

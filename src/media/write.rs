@@ -1,28 +1,25 @@
-//! The command side of media: streams an upload into a datastore, then records it.
+//! The command side of media (uploads): streams an upload into a datastore, then records it.
 //!
 //! Order is the durability contract: bytes are spooled and hashed, fsynced, committed into the
 //! datastore (rename + directory fsync), and only then is `MediaUploaded` appended. The HTTP
 //! answer waits for the append's sync.
 
+use super::{new_media_id, pick_datastore};
 use crate::config::{Config, DatastoreKind};
-use crate::datastore::{Datastore, Datastores};
+use crate::datastore::Datastores;
 use crate::error::ApiError;
 use crate::ledger::{Command, Ledger};
+use crate::upload_waiters::UploadWaiters;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use media_ledger_events::{
-    Actor, AsyncUploadCreated, ContentType, Event, MediaId, MediaRef, MediaUploaded, RequestId,
-    ServerName, Sha256, UserId,
+    Actor, AsyncUploadCreated, ContentType, Event, MediaRef, MediaUploaded, RequestId, ServerName,
+    Sha256, UserId,
 };
-use media_ledger_projections::{datastore_sizes, hash_refs};
-use rand::distr::{Alphanumeric, SampleString};
 use sha2::Digest;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
-
-/// Length of generated media ids.
-pub const MEDIA_ID_LEN: usize = 32;
 
 /// What the uploader said about the bytes.
 #[derive(Debug, Clone, Default)]
@@ -38,7 +35,7 @@ pub struct MediaService {
     ledger: Arc<Ledger>,
     datastores: Arc<Datastores>,
     config: Arc<Config>,
-    waiters: crate::upload_waiters::UploadWaiters,
+    waiters: Arc<UploadWaiters>,
 }
 
 /// Removes a spool file unless the upload got as far as committing it.
@@ -52,76 +49,6 @@ impl Drop for SpoolGuard {
             }
         }
     }
-}
-
-/// Among the datastores accepting `kind`, the one holding the fewest bytes (running figures
-/// of `datastore_sizes`).
-pub fn pick_datastore(
-    ledger: &Ledger,
-    datastores: &Datastores,
-    kind: DatastoreKind,
-) -> Result<Arc<dyn Datastore>, ApiError> {
-    let sizes = ledger.view("datastore_sizes")?;
-    datastores
-        .pick(kind, |id| {
-            datastore_sizes::totals(&sizes, id).map(|t| t.total_bytes)
-        })?
-        .cloned()
-        .ok_or_else(|| {
-            let what = match kind {
-                DatastoreKind::LocalMedia => "local media",
-                DatastoreKind::RemoteMedia => "remote media",
-                DatastoreKind::Thumbnails => "thumbnails",
-                DatastoreKind::All => "anything",
-            };
-            ApiError::unavailable(
-                "no datastore accepts this kind of media",
-                format!("no datastore accepts {what}"),
-            )
-        })
-}
-
-/// Opens (part of) the blob of `sha`. A transfer may switch the blob to another datastore
-/// and delete the old copy between the look-up and the open: on a missing blob, look again
-/// once.
-pub async fn open_blob(
-    ledger: &Ledger,
-    datastores: &Datastores,
-    sha: &media_ledger_events::Sha256,
-    start: u64,
-    len: u64,
-) -> Result<crate::datastore::BlobStream, ApiError> {
-    let mut last = None;
-    for _ in 0..2 {
-        let blob = hash_refs::get(&ledger.view("hash_refs")?, sha)?
-            .ok_or_else(|| ApiError::Internal(format!("no hash record for {sha}")))?;
-        if last.as_ref() == Some(&(blob.datastore.clone(), blob.location.clone())) {
-            break;
-        }
-        let store = datastores.get(&blob.datastore).ok_or_else(|| {
-            ApiError::Internal(format!(
-                "datastore {} of {sha} is not configured",
-                blob.datastore
-            ))
-        })?;
-        match store.open(&blob.location, start, len).await {
-            Err(crate::datastore::DatastoreError::Missing(_)) => {
-                last = Some((blob.datastore, blob.location));
-            }
-            other => return Ok(other?),
-        }
-    }
-    Err(ApiError::Internal(format!(
-        "blob {sha} is missing from its datastore"
-    )))
-}
-
-/// A fresh random media id.
-pub fn new_media_id() -> Result<MediaId, ApiError> {
-    Alphanumeric
-        .sample_string(&mut rand::rng(), MEDIA_ID_LEN)
-        .parse()
-        .map_err(ApiError::internal)
 }
 
 /// At most this much of a refused body is read and discarded (see [`drain`]).
@@ -149,10 +76,10 @@ use crate::clock::now_ms;
 impl MediaService {
     /// Builds the service.
     pub fn new(ledger: Arc<Ledger>, datastores: Arc<Datastores>, config: Arc<Config>) -> Self {
-        let waiters = crate::upload_waiters::UploadWaiters::new(
+        let waiters = Arc::new(UploadWaiters::new(
             config.downloads.max_waiters_per_media,
             config.downloads.max_waiters,
-        );
+        ));
         Self {
             ledger,
             datastores,
@@ -162,8 +89,8 @@ impl MediaService {
     }
 
     /// The downloads waiting for pending async uploads (woken when [`Self::upload_async`]
-    /// commits).
-    pub fn waiters(&self) -> &crate::upload_waiters::UploadWaiters {
+    /// commits; the read side waits on them).
+    pub fn waiters(&self) -> &Arc<UploadWaiters> {
         &self.waiters
     }
 
@@ -197,9 +124,7 @@ impl MediaService {
         S: Stream<Item = Result<Bytes, axum::Error>> + Unpin,
     {
         // Refuse early, before reading a byte; the writer checks again at commit.
-        if media_ledger_projections::media_index::get(&self.ledger.view("media_index")?, &media)?
-            .is_some()
-        {
+        if super::read::record(&self.ledger, &media)?.is_some() {
             return Err(ApiError::CannotOverwrite);
         }
         let pending = media_ledger_projections::pending_uploads::get(
