@@ -175,6 +175,14 @@ impl RemoteMedia {
             let _ = tokio::fs::remove_file(spool).await;
             return Err(e);
         }
+        // Where it came from, resolved before the blob lock is taken: a resolution that missed
+        // the cache (SRV, well-known) must not hold other writers of these bytes up.
+        let resolved = self
+            .client
+            .resolve(&media.origin)
+            .await
+            .map(|r| r.base)
+            .unwrap_or_default();
         // Held until the event is committed (see `blob_lock`); the event names the datastore
         // the bytes are really in, so a purge's deleter keeps a blob this media now shares.
         let blob = crate::blob_lock::lock(&sha).await;
@@ -184,12 +192,6 @@ impl RemoteMedia {
         if placed.committed.is_none() {
             let _ = tokio::fs::remove_file(spool).await;
         }
-        let resolved = self
-            .client
-            .resolve(&media.origin)
-            .await
-            .map(|r| r.base)
-            .unwrap_or_default();
         let event = RemoteMediaCached {
             media: media.clone(),
             sha256: sha,
