@@ -11,6 +11,7 @@ use crate::ledger::{Ledger, LedgerError};
 use crate::media::read::{locate, LocateError, Located};
 use futures_util::StreamExt;
 use media_ledger_events::{BlobLocation, DatastoreId, Sha256};
+use media_ledger_projections::names;
 use media_ledger_projections::{media_index, parse_media_key, thumbnails};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -72,7 +73,7 @@ pub async fn check_blobs(
 ) -> Result<BlobReport, LedgerError> {
     let mut report = BlobReport::default();
     let mut used: BTreeMap<Sha256, Users> = BTreeMap::new();
-    ledger.scan("media_index", b"", |k, v| {
+    ledger.scan(names::MEDIA_INDEX, b"", |k, v| {
         if !media_index::is_record_key(k) {
             return Ok(());
         }
@@ -83,7 +84,7 @@ pub async fn check_blobs(
         }
         Ok(())
     })?;
-    ledger.scan("thumbnails", b"", |k, v| {
+    ledger.scan(names::THUMBNAILS, b"", |k, v| {
         let t = thumbnails::decode_record(v)?;
         report.thumbnails += 1;
         used.entry(t.sha256).or_default().add(|| {
@@ -98,7 +99,7 @@ pub async fn check_blobs(
         Ok(())
     })?;
     report.blobs = used.len() as u64;
-    let view = ledger.view("hash_refs")?;
+    let view = ledger.view(names::HASH_REFS)?;
     let mut checks = Vec::with_capacity(used.len());
     for (sha, users) in used {
         let located = match locate(&view, datastores, &sha) {

@@ -11,6 +11,7 @@ use crate::error::ApiError;
 use crate::ledger::{Ledger, LedgerError};
 use media_ledger_events::{BlobLocation, DatastoreId, Sha256};
 use media_ledger_projections::hash_refs;
+use media_ledger_projections::names;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -36,7 +37,7 @@ pub async fn place(
     sha: &Sha256,
     _held: &BlobGuard,
 ) -> Result<Placed, ApiError> {
-    let existing = hash_refs::get(&ledger.view("hash_refs")?, sha)?;
+    let existing = hash_refs::get(&ledger.view(names::HASH_REFS)?, sha)?;
     match existing {
         Some(h) if blob_present(datastores, &h.datastore, &h.location, h.size_bytes).await => {
             Ok(Placed {
@@ -96,7 +97,7 @@ pub async fn discard_unrecorded(
         return;
     }
     let claimed = match ledger
-        .view_current("hash_refs")
+        .view_current(names::HASH_REFS)
         .and_then(|v| Ok(hash_refs::get(&v, sha)?))
     {
         Ok(record) => {

@@ -4,6 +4,7 @@ use anyhow::{bail, Context};
 use media_ledger::config::Config;
 use media_ledger::ledger::Ledger;
 use media_ledger_events::{MediaRef, Seq};
+use media_ledger_projections::names;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -253,7 +254,7 @@ fn tasks(config: &Config, follow: Option<u64>) -> anyhow::Result<ExitCode> {
     use media_ledger_projections::tasks;
     let Some(id) = follow else {
         let ledger = Ledger::open_read_only(&config.database.path)?;
-        ledger.scan("tasks", b"t", |k, v| {
+        ledger.scan(names::TASKS, b"t", |k, v| {
             if let Some(entry) = tasks::decode_task_entry(k, v) {
                 let (seq, t) = entry?;
                 let state = match (&t.ended_at_ms, &t.error_message) {
@@ -282,7 +283,7 @@ fn tasks(config: &Config, follow: Option<u64>) -> anyhow::Result<ExitCode> {
     loop {
         // Re-open each time: a read-only open sees the server's writes as of opening.
         let ledger = Ledger::open_read_only(&config.database.path)?;
-        let t = tasks::get(&ledger.view("tasks")?, Seq(id))?
+        let t = tasks::get(&ledger.view(names::TASKS)?, Seq(id))?
             .with_context(|| format!("no task {id}"))?;
         drop(ledger);
         let pct = if t.bytes_total == 0 {

@@ -8,6 +8,7 @@
 
 use crate::ledger::Ledger;
 use media_ledger_events::DatastoreId;
+use media_ledger_projections::names;
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -222,7 +223,7 @@ fn render_state(ledger: &Ledger, datastores: &[DatastoreId], out: &mut String) {
     out.push_str(
         "# TYPE media_ledger_task_bytes_done gauge\n# TYPE media_ledger_task_bytes_total gauge\n",
     );
-    let _ = ledger.scan("tasks", b"t", |k, v| {
+    let _ = ledger.scan(names::TASKS, b"t", |k, v| {
         if let Some(Ok((seq, t))) = tasks::decode_task_entry(k, v) {
             let _ = writeln!(
                 out,
@@ -238,7 +239,7 @@ fn render_state(ledger: &Ledger, datastores: &[DatastoreId], out: &mut String) {
     out.push_str(
         "# TYPE media_ledger_datastore_bytes gauge\n# TYPE media_ledger_datastore_hashes gauge\n",
     );
-    if let Ok(view) = ledger.view("datastore_sizes") {
+    if let Ok(view) = ledger.view(names::DATASTORE_SIZES) {
         for id in datastores {
             if let Ok(t) = datastore_sizes::totals(&view, id) {
                 let id = escape(id.as_str());
@@ -251,7 +252,7 @@ fn render_state(ledger: &Ledger, datastores: &[DatastoreId], out: &mut String) {
         }
     }
     let mut pending = 0u64;
-    let _ = ledger.scan("moderation", moderation::PENDING_PREFIX, |_, _| {
+    let _ = ledger.scan(names::MODERATION, moderation::PENDING_PREFIX, |_, _| {
         pending += 1;
         Ok(())
     });

@@ -13,6 +13,7 @@ use crate::datastore::{Configured, Datastores};
 use crate::ledger::{Ledger, LedgerError};
 use media_ledger_events::{BlobLocation, DatastoreId, Sha256};
 use media_ledger_projections::hash_refs::{self, HashRecord};
+use media_ledger_projections::names;
 use media_ledger_projections::{moderation, tasks};
 use std::collections::HashSet;
 
@@ -38,14 +39,14 @@ struct PendingDeletions {
 impl PendingDeletions {
     fn read(ledger: &Ledger) -> Result<Self, LedgerError> {
         let mut purge = HashSet::new();
-        ledger.scan("moderation", moderation::PENDING_PREFIX, |k, v| {
+        ledger.scan(names::MODERATION, moderation::PENDING_PREFIX, |k, v| {
             if let Some(entry) = moderation::decode_pending(k, v) {
                 purge.insert(entry?.1.sha256);
             }
             Ok(())
         })?;
         let mut transfer = HashSet::new();
-        ledger.scan("tasks", tasks::DELETION_PREFIX, |k, v| {
+        ledger.scan(names::TASKS, tasks::DELETION_PREFIX, |k, v| {
             if let Some(entry) = tasks::decode_deletion_entry(k, v) {
                 transfer.insert(entry?.0);
             }
@@ -93,7 +94,7 @@ async fn sweep_one(
     let (mut swept, mut kept) = (0u64, 0u64);
     for (loc, sha) in listing.blobs {
         let record = match ledger
-            .view("hash_refs")
+            .view(names::HASH_REFS)
             .and_then(|v| Ok(hash_refs::get(&v, &sha)?))
         {
             Ok(r) => r,

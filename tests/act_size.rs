@@ -11,6 +11,7 @@
 //! a fetch): what is under test is the act, not tens of thousands of federation fetches.
 
 use crate::common;
+use media_ledger_projections::names;
 
 use common::{TestServer, ADMIN, DS};
 use media_ledger::ledger::{Command, Ledger};
@@ -206,10 +207,12 @@ async fn quarantine_of_a_server_with_long_names_is_split_and_the_log_stays_reada
     // media index says so for each, read back after the restart.
     let ledger = srv.server().ledger.clone();
     for m in media.iter().step_by(997) {
-        let rec =
-            media_ledger_projections::media_index::get(&ledger.view("media_index").unwrap(), m)
-                .unwrap()
-                .unwrap();
+        let rec = media_ledger_projections::media_index::get(
+            &ledger.view(names::MEDIA_INDEX).unwrap(),
+            m,
+        )
+        .unwrap()
+        .unwrap();
         assert!(rec.quarantined, "{m} not quarantined");
     }
     drop(ledger);
@@ -249,9 +252,11 @@ async fn remote_purge_of_media_with_thumbnails_is_split_and_the_log_stays_readab
     assert_log_readable(&mut srv).await;
     let ledger = srv.server().ledger.clone();
     for m in media.iter().step_by(499) {
-        let rec =
-            media_ledger_projections::media_index::get(&ledger.view("media_index").unwrap(), m)
-                .unwrap();
+        let rec = media_ledger_projections::media_index::get(
+            &ledger.view(names::MEDIA_INDEX).unwrap(),
+            m,
+        )
+        .unwrap();
         assert!(rec.is_none(), "{m} survived the purge");
     }
     drop(ledger);

@@ -5,6 +5,7 @@
 //! datastore. `verify --blobs` finds a live blob that is not where its records say.
 
 use crate::common;
+use media_ledger_projections::names;
 
 use common::{random_bytes, sha256_hex, Opts, TestServer};
 use media_ledger::config::Config;
@@ -273,9 +274,9 @@ async fn verify_blobs_reports_missing_blobs() {
 async fn a_writer_refused_by_a_halted_projection_keeps_its_blob() {
     let mut srv = TestServer::start().await;
     let ledger = srv.server().ledger.clone();
-    ledger.halt_projection("hash_refs", "halted by the test");
+    ledger.halt_projection(names::HASH_REFS, "halted by the test");
     assert!(matches!(
-        ledger.view_current("hash_refs"),
+        ledger.view_current(media_ledger_projections::names::HASH_REFS),
         Err(media_ledger::ledger::LedgerError::Halted(_))
     ));
     drop(ledger);

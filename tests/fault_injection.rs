@@ -14,6 +14,7 @@
 //!   media without a live, downloadable copy.
 
 use crate::common;
+use media_ledger_projections::names;
 
 use async_trait::async_trait;
 use common::{
@@ -457,7 +458,7 @@ fn count_events(srv: &TestServer, ty: &str) -> usize {
 fn pending_deletions(srv: &TestServer) -> usize {
     let mut n = 0;
     ledger(srv)
-        .scan("moderation", moderation::PENDING_PREFIX, |k, v| {
+        .scan(names::MODERATION, moderation::PENDING_PREFIX, |k, v| {
             if let Some(e) = moderation::decode_pending(k, v) {
                 e.unwrap();
                 n += 1;
@@ -516,7 +517,7 @@ async fn assert_consistent(srv: &TestServer, dirs: &Dirs) -> Value {
     }
     let mut records = Vec::new();
     ledger(srv)
-        .scan("hash_refs", hash_refs::HASH_PREFIX, |k, v| {
+        .scan(names::HASH_REFS, hash_refs::HASH_PREFIX, |k, v| {
             if let Some(e) = hash_refs::decode_hash_entry(k, v) {
                 records.push(e.unwrap());
             }

@@ -4,6 +4,7 @@
 //! counting reverse proxy, a legacy-only homeserver, a server that never answers).
 
 use crate::common;
+use media_ledger_projections::names;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -769,7 +770,7 @@ async fn a_halted_projection_answers_503_on_the_remote_path() {
     let mxc = b.upload_bytes(random_bytes(1000)).await;
     a.server()
         .ledger
-        .halt_projection("hash_refs", "halted by the test");
+        .halt_projection(names::HASH_REFS, "halted by the test");
     let resp = authed_download(&a, &mxc).await;
     let v = expect_error(resp, StatusCode::SERVICE_UNAVAILABLE, "M_UNKNOWN").await;
     assert!(!v["error"].as_str().unwrap().contains("hash_refs"), "{v}");

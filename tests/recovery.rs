@@ -9,6 +9,7 @@
 //! snapshot downloads byte-identical and the restored ledger verifies.
 
 use crate::common;
+use media_ledger_projections::names;
 
 use common::{
     blob_files, config_text, expect_error, random_bytes, sha256_hex, Opts, TestServer, ADMIN,
@@ -190,7 +191,7 @@ async fn replay_until_gives_the_state_as_of_n() {
     assert_eq!((head.seq, divergence), (Seq(n), None));
     {
         let ledger = Ledger::open_read_only(&into).unwrap();
-        let index = ledger.view("media_index").unwrap();
+        let index = ledger.view(names::MEDIA_INDEX).unwrap();
         let ra = media_index::get(&index, &media_ref(&ma))
             .unwrap()
             .expect("the media purged after N is back");
@@ -449,7 +450,9 @@ async fn verify_cli_names_the_first_bad_sequence() {
         let db_path = dir.path().join("ledger");
         let names = rocksdb::DB::list_cf(&rocksdb::Options::default(), &db_path).unwrap();
         let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), &db_path, &names).unwrap();
-        let cf = db.cf_handle("media_index").unwrap();
+        let cf = db
+            .cf_handle(media_ledger_projections::names::MEDIA_INDEX.as_str())
+            .unwrap();
         let (k, _) = db
             .iterator_cf(cf, rocksdb::IteratorMode::Start)
             .next()

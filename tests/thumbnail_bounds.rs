@@ -10,6 +10,7 @@
 
 use crate::common;
 use crate::fault_injection::{start, Faults, Op};
+use media_ledger_projections::names;
 
 use common::{expect_error, header, parse_mxc, random_bytes, Opts, TestServer, ALICE, DS};
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -250,7 +251,7 @@ async fn the_file_extension_comes_from_a_fixed_table() {
     let ledger = srv.server().ledger.clone();
     let (server, _) = parse_mxc(&plain);
     let hash = media_ledger_projections::hash_refs::get(
-        &ledger.view("hash_refs").unwrap(),
+        &ledger.view(names::HASH_REFS).unwrap(),
         &common::sha256_hex(&tiny).parse().unwrap(),
     )
     .unwrap()
@@ -296,7 +297,7 @@ async fn a_halted_projection_answers_503_on_the_thumbnail_path() {
         .await;
     srv.server()
         .ledger
-        .halt_projection("thumbnails", "halted by the test");
+        .halt_projection(names::THUMBNAILS, "halted by the test");
     let v = expect_error(
         get(&srv, Some(ALICE), &path(&mxc, false, "width=96&height=96")).await,
         StatusCode::SERVICE_UNAVAILABLE,

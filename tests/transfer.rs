@@ -4,6 +4,7 @@
 //! during a transfer, S3 dying mid-transfer, and SIGKILLs of the real binary mid-transfer.
 
 use crate::common;
+use media_ledger_projections::names;
 
 use common::s3::{file_blob_path, free_port, S3Server, BUCKET, MULTIPART};
 use common::{
@@ -1212,7 +1213,7 @@ async fn a_halted_projection_answers_503_on_the_transfer_path() {
     upload_set(&api, &[10, 20]).await;
     srv.server()
         .ledger
-        .halt_projection("tasks", "halted by the test");
+        .halt_projection(names::TASKS, "halted by the test");
     let resp = api.transfer_raw("a", "b", Some(SECRET), None).await;
     let v = expect_error(resp, StatusCode::SERVICE_UNAVAILABLE, "M_UNKNOWN").await;
     assert!(!v["error"].as_str().unwrap().contains("tasks"), "{v}");

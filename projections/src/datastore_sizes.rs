@@ -10,7 +10,7 @@ use crate::{get_value, invariant, put_value, KvRead, KvTx, Projection, Projectio
 use media_ledger_events::{DatastoreId, Envelope, Event, Sha256};
 use serde::{Deserialize, Serialize};
 
-const NAME: &str = "datastore_sizes";
+const NAME: &str = crate::names::DATASTORE_SIZES.as_str();
 
 /// How many media and thumbnail rows of one datastore have one hash.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

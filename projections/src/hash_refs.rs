@@ -12,7 +12,7 @@ use media_ledger_events::{BlobLocation, DatastoreId, Envelope, Event, FreedBlob,
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-const NAME: &str = "hash_refs";
+const NAME: &str = crate::names::HASH_REFS.as_str();
 
 /// One distinct content.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -63,10 +63,67 @@ pub trait KvTx: KvRead {
     fn delete(&mut self, key: &[u8]);
 }
 
+/// A projection's name: its column family and its checkpoint key. Callers name projections by
+/// the constants of [`names`], never by string literals, so a misspelt name does not compile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProjectionName(&'static str);
+
+impl ProjectionName {
+    const fn new(name: &'static str) -> Self {
+        Self(name)
+    }
+
+    /// The name as text (the column family).
+    pub const fn as_str(self) -> &'static str {
+        self.0
+    }
+
+    /// The name's bytes (the checkpoint key).
+    pub const fn as_bytes(self) -> &'static [u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl PartialEq<str> for ProjectionName {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl std::fmt::Display for ProjectionName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+/// The name of every projection.
+pub mod names {
+    use super::ProjectionName;
+
+    /// [`crate::media_index`].
+    pub const MEDIA_INDEX: ProjectionName = ProjectionName::new("media_index");
+    /// [`crate::hash_refs`].
+    pub const HASH_REFS: ProjectionName = ProjectionName::new("hash_refs");
+    /// [`crate::datastore_sizes`].
+    pub const DATASTORE_SIZES: ProjectionName = ProjectionName::new("datastore_sizes");
+    /// [`crate::pending_uploads`].
+    pub const PENDING_UPLOADS: ProjectionName = ProjectionName::new("pending_uploads");
+    /// [`crate::tasks`].
+    pub const TASKS: ProjectionName = ProjectionName::new("tasks");
+    /// [`crate::thumbnails`].
+    pub const THUMBNAILS: ProjectionName = ProjectionName::new("thumbnails");
+    /// [`crate::moderation`].
+    pub const MODERATION: ProjectionName = ProjectionName::new("moderation");
+}
+
 /// A pure fold of events into a key space.
 pub trait Projection: Send + Sync {
-    /// Stable name: the column family and the checkpoint key.
+    /// Stable name: the column family and the checkpoint key (one of [`names`]).
     fn name(&self) -> &'static str;
+    /// [`Projection::name`], typed.
+    fn projection_name(&self) -> ProjectionName {
+        ProjectionName::new(self.name())
+    }
     /// Bumped whenever the state layout or the fold changes; a stored state of another
     /// version is rebuilt from sequence 0.
     fn version(&self) -> u32;

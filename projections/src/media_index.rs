@@ -18,7 +18,7 @@ use media_ledger_events::{
 };
 use serde::{Deserialize, Serialize};
 
-const NAME: &str = "media_index";
+const NAME: &str = crate::names::MEDIA_INDEX.as_str();
 
 /// Whether the media was uploaded here or cached from another server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

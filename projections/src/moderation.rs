@@ -24,7 +24,7 @@ use media_ledger_events::{
 };
 use serde::{Deserialize, Serialize};
 
-const NAME: &str = "moderation";
+const NAME: &str = crate::names::MODERATION.as_str();
 
 /// The scopes in which a hash is blocked.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -12,7 +12,7 @@ use crate::{
 use media_ledger_events::{Envelope, Event, MediaRef, UserId};
 use serde::{Deserialize, Serialize};
 
-const NAME: &str = "pending_uploads";
+const NAME: &str = crate::names::PENDING_UPLOADS.as_str();
 
 /// A reserved, still empty media id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,7 +8,7 @@ use crate::{get_value, invariant, put_value, KvRead, KvTx, Projection, Projectio
 use media_ledger_events::{BlobLocation, DatastoreId, Envelope, Event, Seq, Sha256};
 use serde::{Deserialize, Serialize};
 
-const NAME: &str = "tasks";
+const NAME: &str = crate::names::TASKS.as_str();
 
 /// One task as the admin API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,7 +11,7 @@ use crate::{
 use media_ledger_events::{ContentType, Envelope, Event, MediaRef, Sha256, ThumbnailMethod};
 use serde::{Deserialize, Serialize};
 
-const NAME: &str = "thumbnails";
+const NAME: &str = crate::names::THUMBNAILS.as_str();
 
 /// One stored thumbnail.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

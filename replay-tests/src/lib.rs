@@ -110,7 +110,7 @@ pub fn state_of(ledger: &Ledger) -> Result<MemoryState, LedgerError> {
     let mut state = MemoryState::default();
     for p in ALL {
         let mut kv = MemoryKv::default();
-        ledger.scan(p.name(), b"", |k, v| {
+        ledger.scan(p.projection_name(), b"", |k, v| {
             kv.0.insert(k.to_vec(), v.to_vec());
             Ok(())
         })?;

@@ -7,6 +7,7 @@ mod moderation;
 use media_ledger_events::{codec, DatastoreId, MediaRef, Sha256, ThumbnailMethod};
 use media_ledger_projections::datastore_sizes::{self, HashCount};
 use media_ledger_projections::memory::{MemoryKv, MemoryState};
+use media_ledger_projections::names;
 use media_ledger_projections::{
     hash_refs, media_index, parse_media_key, pending_uploads, tasks, thumbnails, ProjectionError,
 };
@@ -237,7 +238,7 @@ fn render_datastore_sizes(kv: &MemoryKv) -> Value {
                         let ds = String::from_utf8_lossy(ds).into_owned();
                         let count = codec::decode::<HashCount>(v).map(Some).map_err(|source| {
                             ProjectionError::Corrupt {
-                                name: "datastore_sizes",
+                                name: names::DATASTORE_SIZES.as_str(),
                                 source,
                             }
                         });
@@ -312,13 +313,13 @@ pub fn snapshot(state: &MemoryState) -> Value {
     let mut out = Map::new();
     for (name, kv) in &state.spaces {
         let rendered = match *name {
-            "media_index" => render_media_index(kv),
-            "hash_refs" => render_hash_refs(kv),
-            "datastore_sizes" => render_datastore_sizes(kv),
-            "pending_uploads" => render_pending_uploads(kv),
-            "tasks" => render_tasks(kv),
-            "thumbnails" => render_thumbnails(kv),
-            "moderation" => moderation::render(kv),
+            n if n == names::MEDIA_INDEX.as_str() => render_media_index(kv),
+            n if n == names::HASH_REFS.as_str() => render_hash_refs(kv),
+            n if n == names::DATASTORE_SIZES.as_str() => render_datastore_sizes(kv),
+            n if n == names::PENDING_UPLOADS.as_str() => render_pending_uploads(kv),
+            n if n == names::TASKS.as_str() => render_tasks(kv),
+            n if n == names::THUMBNAILS.as_str() => render_thumbnails(kv),
+            n if n == names::MODERATION.as_str() => moderation::render(kv),
             _ => render_hex(kv),
         };
         out.insert((*name).to_owned(), rendered);

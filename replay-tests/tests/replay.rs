@@ -9,7 +9,8 @@ use media_ledger_events::{
     RemoteMediaCached, Seq,
 };
 use media_ledger_projections::memory::MemoryState;
-use media_ledger_projections::ALL;
+use media_ledger_projections::names;
+use media_ledger_projections::{ProjectionName, ALL};
 use media_ledger_replay_tests::{
     ledger_envelopes, ops, replay, snapshot, state_of, submit_all, Plan, Step,
 };
@@ -123,9 +124,9 @@ proptest! {
     ) {
         let plan = Plan::new(&ops).unwrap();
         let k = split.index(plan.steps.len() + 1);
-        let names: Vec<&str> = match ALL.get(halted) {
-            Some(p) => vec![p.name()],
-            None => ALL.iter().map(|p| p.name()).collect(),
+        let names: Vec<ProjectionName> = match ALL.get(halted) {
+            Some(p) => vec![p.projection_name()],
+            None => ALL.iter().map(|p| p.projection_name()).collect(),
         };
         let dir = tempfile::tempdir().unwrap();
 
@@ -133,12 +134,19 @@ proptest! {
         submit_ok(&ledger, &plan.steps[..k], group);
         let at_halt = ledger.head();
         for name in &names {
-            ledger.halt_projection(name, "halted by the test");
+            ledger.halt_projection(*name, "halted by the test");
         }
         // The projections some command is validated against.
         let validating = names.iter().any(|n| {
-            ["media_index", "pending_uploads", "hash_refs", "tasks", "thumbnails", "moderation"]
-                .contains(n)
+            [
+                names::MEDIA_INDEX,
+                names::PENDING_UPLOADS,
+                names::HASH_REFS,
+                names::TASKS,
+                names::THUMBNAILS,
+                names::MODERATION,
+            ]
+            .contains(n)
         });
         for (step, outcome) in plan.steps[k..].iter().zip(submit_all(&ledger, &plan.steps[k..], group).unwrap()) {
             match outcome {
@@ -149,7 +157,7 @@ proptest! {
         }
         let mut failed: Vec<&str> = ledger.failed_projections().into_iter().map(|(n, _)| n).collect();
         failed.sort_unstable();
-        let mut want = names.clone();
+        let mut want: Vec<&str> = names.iter().map(|n| n.as_str()).collect();
         want.sort_unstable();
         prop_assert_eq!(failed, want);
         let head = ledger.head();
@@ -160,7 +168,7 @@ proptest! {
         prop_assert_eq!(h.seq, head);
         if head > at_halt {
             let d = divergence.expect("a halted projection must show as divergent");
-            prop_assert!(names.contains(&d.projection), "{d:?}");
+            prop_assert!(names.iter().any(|n| n.as_str() == d.projection), "{d:?}");
         } else if head > Seq(0) {
             prop_assert_eq!(divergence, None);
         }
@@ -352,7 +360,7 @@ fn a_halted_projection_does_not_let_bad_commands_in() {
         .unwrap()
         .remove(0)
         .unwrap();
-    ledger.halt_projection("media_index", "halted by the test");
+    ledger.halt_projection(names::MEDIA_INDEX, "halted by the test");
     // The second upload of the same id must be refused (the stale index cannot vouch for
     // it), not recorded as an event no replay can fold.
     let outcomes = submit_all(&ledger, &[twice], 1).unwrap();

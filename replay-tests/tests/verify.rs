@@ -5,6 +5,7 @@
 use media_ledger::ledger::{raw, Divergence, Ledger, LedgerError};
 use media_ledger_events::codec::{self, Chain, CHAIN_LEN, GENESIS_CHAIN};
 use media_ledger_events::{RequestId, Seq};
+use media_ledger_projections::names;
 use media_ledger_projections::ALL;
 use media_ledger_replay_tests::{submit_all, Op, Plan};
 use proptest::prelude::*;
@@ -331,7 +332,7 @@ fn lagging_projection_is_reported() {
         .unwrap()
         .remove(0)
         .unwrap();
-    ledger.halt_projection("hash_refs", "test");
+    ledger.halt_projection(names::HASH_REFS, "test");
     submit_all(&ledger, &plan.steps[1..], 1)
         .unwrap()
         .remove(0)

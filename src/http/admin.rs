@@ -8,6 +8,7 @@ use crate::ledger::LedgerError;
 use axum::extract::State as S;
 use axum::Json;
 use media_ledger_events::{DatastoreId, Seq};
+use media_ledger_projections::names;
 use media_ledger_projections::size_estimate::{SizeEstimate, SizeEstimator};
 use media_ledger_projections::tasks::{self, TaskRecord};
 use media_ledger_projections::{datastore_sizes, hash_refs, media_index};
@@ -46,7 +47,7 @@ pub async fn size_estimate(
         return Err(ApiError::NotFound(format!("unknown datastore {id}")));
     }
     let estimate = match q.before_ts {
-        None => datastore_sizes::totals(&state.ledger.view("datastore_sizes")?, &id)?,
+        None => datastore_sizes::totals(&state.ledger.view(names::DATASTORE_SIZES)?, &id)?,
         Some(before) => {
             let s = state.clone();
             tokio::task::spawn_blocking(move || estimate_before(&s, &id, before))
@@ -63,9 +64,9 @@ fn estimate_before(
     ds: &DatastoreId,
     before_ms: u64,
 ) -> Result<SizeEstimate, ApiError> {
-    let hashes = state.ledger.view("hash_refs")?;
+    let hashes = state.ledger.view(names::HASH_REFS)?;
     let mut est = SizeEstimator::default();
-    state.ledger.scan("media_index", b"", |k, v| {
+    state.ledger.scan(names::MEDIA_INDEX, b"", |k, v| {
         if !media_index::is_record_key(k) {
             return Ok(());
         }
@@ -80,7 +81,7 @@ fn estimate_before(
         Ok::<(), LedgerError>(())
     })?;
     // Thumbnail rows: their blob's datastore and last access come from the hash record.
-    state.ledger.scan("thumbnails", b"", |_, v| {
+    state.ledger.scan(names::THUMBNAILS, b"", |_, v| {
         let t = media_ledger_projections::thumbnails::decode_record(v)?;
         if let Some(h) = hash_refs::get(&hashes, &t.sha256)? {
             if &h.datastore == ds && h.last_access_ms < before_ms {
@@ -135,7 +136,7 @@ async fn estimate_of(
 ) -> Result<SizeEstimate, ApiError> {
     match before_ts {
         None => Ok(datastore_sizes::totals(
-            &state.ledger.view("datastore_sizes")?,
+            &state.ledger.view(names::DATASTORE_SIZES)?,
             id,
         )?),
         Some(before) => {
@@ -172,7 +173,7 @@ fn task_json(seq: Seq, t: &TaskRecord) -> Value {
 
 fn all_tasks(state: &State, unfinished_only: bool) -> Result<Vec<Value>, ApiError> {
     let mut out = Vec::new();
-    state.ledger.scan("tasks", b"t", |k, v| {
+    state.ledger.scan(names::TASKS, b"t", |k, v| {
         if let Some(entry) = tasks::decode_task_entry(k, v) {
             let (seq, t) = entry?;
             if !unfinished_only || !t.is_finished() {
@@ -204,7 +205,7 @@ pub async fn task(
         .parse::<u64>()
         .map(Seq)
         .map_err(|_| ApiError::InvalidParam(format!("invalid task id {id:?}")))?;
-    let t = tasks::get(&state.ledger.view("tasks")?, seq)?
+    let t = tasks::get(&state.ledger.view(names::TASKS)?, seq)?
         .ok_or_else(|| ApiError::NotFound(format!("no task {id}")))?;
     Ok(Json(task_json(seq, &t)))
 }

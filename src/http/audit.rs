@@ -12,6 +12,7 @@ use axum::extract::State as S;
 use axum::http::Uri;
 use axum::Json;
 use media_ledger_events::{Actor, Envelope, Event, MediaRef, ServerName};
+use media_ledger_projections::names;
 use media_ledger_projections::{hash_refs, media_index, thumbnails};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -159,7 +160,7 @@ pub async fn usage(
             media_bytes += r.size_bytes;
         })?;
         let (mut thumbs, mut thumb_bytes) = (0u64, 0u64);
-        ledger.scan("thumbnails", &prefix, |_, v| {
+        ledger.scan(names::THUMBNAILS, &prefix, |_, v| {
             thumbs += 1;
             thumb_bytes += thumbnails::decode_record(v)?.size_bytes;
             Ok(())
@@ -247,7 +248,7 @@ pub async fn usage_uploads(
                 },
             )?;
         } else {
-            let index = ledger.view("media_index")?;
+            let index = ledger.view(names::MEDIA_INDEX)?;
             for m in wanted {
                 if let Some(r) = media_index::get(&index, &m)?.filter(|r| !r.tombstone) {
                     out.push((m, r));
@@ -258,7 +259,7 @@ pub async fn usage_uploads(
     })
     .await
     .map_err(ApiError::internal)??;
-    let refs = state.ledger.view("hash_refs")?;
+    let refs = state.ledger.view(names::HASH_REFS)?;
     let mut out = Map::new();
     for (m, r) in records {
         let location = hash_refs::get(&refs, &r.sha256)?.map(|h| h.location.to_string());

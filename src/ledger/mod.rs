@@ -27,7 +27,7 @@ pub use writer::{Command, Committed, Conflict, PurgeRequest, MAX_GROUP};
 use crate::metrics::Metrics;
 use media_ledger_events::codec::CodecError;
 use media_ledger_events::{codec, Actor, Envelope, MediaAccessed, RequestId, Seq};
-use media_ledger_projections::ALL;
+use media_ledger_projections::{ProjectionName, ALL};
 use parking_lot::Mutex;
 use rocksdb::{Direction, IteratorMode, DB};
 use std::path::Path;
@@ -292,20 +292,20 @@ impl Ledger {
     }
 
     /// Read access to a projection's committed state.
-    pub fn view(&self, projection: &str) -> Result<DbRead<'_>, LedgerError> {
+    pub fn view(&self, projection: ProjectionName) -> Result<DbRead<'_>, LedgerError> {
         Ok(DbRead {
             db: &self.db,
-            cf: store::cf(&self.db, projection)?,
+            cf: store::cf(&self.db, projection.as_str())?,
         })
     }
 
     /// [`Ledger::view`] for a decision that deletes bytes: refused ([`LedgerError::Halted`])
     /// when the projection has halted, as its stored state may lack what events already
     /// committed (and acknowledged) in the halting group recorded.
-    pub fn view_current(&self, projection: &str) -> Result<DbRead<'_>, LedgerError> {
+    pub fn view_current(&self, projection: ProjectionName) -> Result<DbRead<'_>, LedgerError> {
         let failed = self.failed.lock();
         for (p, f) in ALL.iter().zip(failed.iter()) {
-            if p.name() == projection && f.is_some() {
+            if p.name() == projection.as_str() && f.is_some() {
                 return Err(LedgerError::Halted(p.name()));
             }
         }
@@ -316,11 +316,11 @@ impl Ledger {
     /// Visits every `(key, value)` of a projection whose key starts with `prefix`.
     pub fn scan(
         &self,
-        projection: &str,
+        projection: ProjectionName,
         prefix: &[u8],
         mut visit: impl FnMut(&[u8], &[u8]) -> Result<(), LedgerError>,
     ) -> Result<(), LedgerError> {
-        let cf = store::cf(&self.db, projection)?;
+        let cf = store::cf(&self.db, projection.as_str())?;
         for item in self
             .db
             .iterator_cf(cf, IteratorMode::From(prefix, Direction::Forward))
@@ -338,12 +338,12 @@ impl Ledger {
     /// last key `<= start` downwards, while `visit` returns `Ok(true)`.
     pub fn scan_rev(
         &self,
-        projection: &str,
+        projection: ProjectionName,
         prefix: &[u8],
         start: &[u8],
         mut visit: impl FnMut(&[u8], &[u8]) -> Result<bool, LedgerError>,
     ) -> Result<(), LedgerError> {
-        let cf = store::cf(&self.db, projection)?;
+        let cf = store::cf(&self.db, projection.as_str())?;
         for item in self
             .db
             .iterator_cf(cf, IteratorMode::From(start, Direction::Reverse))
@@ -427,8 +427,8 @@ impl Ledger {
     /// Halts a projection as if it had failed: later events skip it and its checkpoint stays
     /// where it is, so the next open resumes it from that checkpoint. For recovery tests.
     #[doc(hidden)]
-    pub fn halt_projection(&self, name: &str, reason: &str) {
-        if let Some(i) = ALL.iter().position(|p| p.name() == name) {
+    pub fn halt_projection(&self, name: ProjectionName, reason: &str) {
+        if let Some(i) = ALL.iter().position(|p| p.name() == name.as_str()) {
             if let Some(slot) = self.failed.lock().get_mut(i) {
                 *slot = Some(reason.to_owned());
             }

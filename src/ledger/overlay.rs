@@ -6,7 +6,7 @@
 
 use super::store::cf;
 use super::LedgerError;
-use media_ledger_projections::{KvRead, KvTx, ProjectionError, ALL};
+use media_ledger_projections::{KvRead, KvTx, ProjectionError, ProjectionName, ALL};
 use rocksdb::{WriteBatch, DB};
 use std::collections::HashMap;
 
@@ -49,8 +49,9 @@ impl Overlay {
     pub(crate) fn read<'a>(
         &'a self,
         db: &'a DB,
-        name: &str,
+        name: ProjectionName,
     ) -> Result<ScopedRead<'a>, LedgerError> {
+        let name = name.as_str();
         let index = ALL
             .iter()
             .position(|p| p.name() == name)
@@ -70,11 +71,11 @@ impl Overlay {
     pub(crate) fn entries<'a>(
         &'a self,
         _db: &DB,
-        name: &str,
+        name: ProjectionName,
     ) -> Result<impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)> + 'a, LedgerError> {
         let index = ALL
             .iter()
-            .position(|p| p.name() == name)
+            .position(|p| p.name() == name.as_str())
             .ok_or_else(|| LedgerError::Storage(format!("no projection {name}")))?;
         let space = self
             .spaces
@@ -88,11 +89,11 @@ impl Overlay {
     pub(crate) fn scan(
         &self,
         db: &DB,
-        name: &str,
+        name: ProjectionName,
         prefix: &[u8],
     ) -> Result<Vec<KeyValue>, LedgerError> {
         let mut all = std::collections::BTreeMap::new();
-        let handle = cf(db, name)?;
+        let handle = cf(db, name.as_str())?;
         for item in db.iterator_cf(
             handle,
             rocksdb::IteratorMode::From(prefix, rocksdb::Direction::Forward),

@@ -21,6 +21,7 @@ use super::store::{
 };
 use super::LedgerError;
 use media_ledger_events::{codec, Seq};
+use media_ledger_projections::names;
 use media_ledger_projections::ALL;
 use rocksdb::{WriteBatch, DB};
 use std::path::Path;
@@ -146,9 +147,10 @@ fn reset(db: &mut DB, name: &str) -> Result<(), LedgerError> {
 /// the projections fold in two groups side by side (the machine has 2 cores; the split puts
 /// about half the fold work in each group).
 fn group_of(name: &str) -> usize {
-    match name {
-        "hash_refs" | "datastore_sizes" => 1,
-        _ => 0,
+    if name == names::HASH_REFS.as_str() || name == names::DATASTORE_SIZES.as_str() {
+        1
+    } else {
+        0
     }
 }
 

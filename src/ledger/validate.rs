@@ -7,6 +7,7 @@ use super::writer::Writer;
 use super::LedgerError;
 use media_ledger_events::{Event, Seq};
 use media_ledger_projections::{hash_refs, media_index, pending_uploads, tasks, thumbnails, ALL};
+use media_ledger_projections::{names, ProjectionName};
 use std::sync::atomic::Ordering;
 
 impl Writer {
@@ -20,27 +21,32 @@ impl Writer {
     ) -> Result<Event, LedgerError> {
         let db = &self.db;
         // Validation must read the true state: a halted projection's state is stale.
-        let needs: &[&str] = match &cmd {
-            Command::Upload { .. } => {
-                &["media_index", "pending_uploads", "hash_refs", "moderation"]
+        let needs: &[ProjectionName] = match &cmd {
+            Command::Upload { .. } => &[
+                names::MEDIA_INDEX,
+                names::PENDING_UPLOADS,
+                names::HASH_REFS,
+                names::MODERATION,
+            ],
+            Command::CreateAsync(_) => &[names::MEDIA_INDEX, names::PENDING_UPLOADS],
+            Command::Access(_) => &[names::MEDIA_INDEX],
+            Command::StartTransfer(_) | Command::TaskProgress(_) => &[names::TASKS],
+            Command::MoveBlob(_) => &[names::HASH_REFS, names::TASKS],
+            Command::RecordThumbnail(_) => {
+                &[names::MEDIA_INDEX, names::HASH_REFS, names::THUMBNAILS]
             }
-            Command::CreateAsync(_) => &["media_index", "pending_uploads"],
-            Command::Access(_) => &["media_index"],
-            Command::StartTransfer(_) | Command::TaskProgress(_) => &["tasks"],
-            Command::MoveBlob(_) => &["hash_refs", "tasks"],
-            Command::RecordThumbnail(_) => &["media_index", "hash_refs", "thumbnails"],
-            Command::CacheRemote(_) => &["media_index", "hash_refs", "moderation"],
+            Command::CacheRemote(_) => &[names::MEDIA_INDEX, names::HASH_REFS, names::MODERATION],
             Command::Quarantine { .. } | Command::Unquarantine { .. } => {
-                &["media_index", "moderation"]
+                &[names::MEDIA_INDEX, names::MODERATION]
             }
-            Command::SetAttributes(_) => &["media_index"],
-            Command::Purge(_) => &["media_index", "hash_refs", "thumbnails"],
-            Command::RecordBlobDeleted(_) => &["moderation"],
+            Command::SetAttributes(_) => &[names::MEDIA_INDEX],
+            Command::Purge(_) => &[names::MEDIA_INDEX, names::HASH_REFS, names::THUMBNAILS],
+            Command::RecordBlobDeleted(_) => &[names::MODERATION],
         };
         {
             let failed = self.failed.lock();
             for (p, f) in ALL.iter().zip(failed.iter()) {
-                if f.is_some() && needs.contains(&p.name()) {
+                if f.is_some() && needs.iter().any(|n| n.as_str() == p.name()) {
                     return Err(LedgerError::Halted(p.name()));
                 }
             }
@@ -50,8 +56,8 @@ impl Writer {
                 mut event,
                 completes_async,
             } => {
-                let index = overlay.read(db, "media_index")?;
-                let pending = overlay.read(db, "pending_uploads")?;
+                let index = overlay.read(db, names::MEDIA_INDEX)?;
+                let pending = overlay.read(db, names::PENDING_UPLOADS)?;
                 let reservation = pending_uploads::get(&pending, &event.media)?;
                 if media_index::get(&index, &event.media)?.is_some() {
                     return Err(LedgerError::Conflict(match completes_async {
@@ -82,8 +88,8 @@ impl Writer {
                 Ok(Event::MediaUploadedV1(event))
             }
             Command::CreateAsync(event) => {
-                let index = overlay.read(db, "media_index")?;
-                let pending = overlay.read(db, "pending_uploads")?;
+                let index = overlay.read(db, names::MEDIA_INDEX)?;
+                let pending = overlay.read(db, names::PENDING_UPLOADS)?;
                 if media_index::get(&index, &event.media)?.is_some()
                     || pending_uploads::get(&pending, &event.media)?.is_some()
                 {
@@ -99,7 +105,7 @@ impl Writer {
                 Ok(Event::AsyncUploadCreatedV1(event))
             }
             Command::Access(event) => {
-                let index = overlay.read(db, "media_index")?;
+                let index = overlay.read(db, names::MEDIA_INDEX)?;
                 match media_index::get(&index, &event.media)? {
                     Some(r) if r.sha256 == event.sha256 && !r.tombstone => {
                         Ok(Event::MediaAccessedV1(event))
@@ -108,7 +114,8 @@ impl Writer {
                 }
             }
             Command::CacheRemote(mut event) => {
-                if media_index::get(&overlay.read(db, "media_index")?, &event.media)?.is_some() {
+                if media_index::get(&overlay.read(db, names::MEDIA_INDEX)?, &event.media)?.is_some()
+                {
                     return Err(LedgerError::Conflict(Conflict::MediaExists));
                 }
                 self.check_not_quarantined(overlay, &event.media, &event.sha256)?;
@@ -121,12 +128,12 @@ impl Writer {
                 Ok(Event::RemoteMediaCachedV1(event))
             }
             Command::RecordThumbnail(mut event) => {
-                if media_index::get(&overlay.read(db, "media_index")?, &event.media)?
+                if media_index::get(&overlay.read(db, names::MEDIA_INDEX)?, &event.media)?
                     .is_none_or(|r| r.tombstone)
                 {
                     return Err(LedgerError::Conflict(Conflict::UnknownMedia));
                 }
-                let thumbs = overlay.read(db, "thumbnails")?;
+                let thumbs = overlay.read(db, names::THUMBNAILS)?;
                 if thumbnails::get(
                     &thumbs,
                     &event.media,
@@ -165,7 +172,7 @@ impl Writer {
             }
             Command::MoveBlob(event) => {
                 self.require_unfinished(overlay, event.task)?;
-                let hashes = overlay.read(db, "hash_refs")?;
+                let hashes = overlay.read(db, names::HASH_REFS)?;
                 match hash_refs::get(&hashes, &event.sha256)? {
                     Some(h)
                         if h.datastore == event.from_datastore
@@ -188,7 +195,7 @@ impl Writer {
                 reason,
             } => self.validate_unquarantine(overlay, authority, media, reason),
             Command::SetAttributes(event) => {
-                match media_index::get(&overlay.read(db, "media_index")?, &event.media)? {
+                match media_index::get(&overlay.read(db, names::MEDIA_INDEX)?, &event.media)? {
                     Some(r) if !r.tombstone => Ok(Event::MediaAttributesSetV1(event)),
                     _ => Err(LedgerError::Conflict(Conflict::UnknownMedia)),
                 }
@@ -212,7 +219,7 @@ impl Writer {
     /// changes (the overlay) on top.
     fn unfinished_tasks(&self, overlay: &Overlay) -> Result<Vec<tasks::TaskRecord>, LedgerError> {
         let mut all = std::collections::BTreeMap::new();
-        let cf = super::store::cf(&self.db, "tasks")?;
+        let cf = super::store::cf(&self.db, names::TASKS.as_str())?;
         for item in self.db.iterator_cf(
             cf,
             rocksdb::IteratorMode::From(b"t", rocksdb::Direction::Forward),
@@ -226,7 +233,7 @@ impl Writer {
                 all.insert(seq, t);
             }
         }
-        for (k, v) in overlay.entries(&self.db, "tasks")? {
+        for (k, v) in overlay.entries(&self.db, names::TASKS)? {
             if let Some(entry) = v.and_then(|v| tasks::decode_task_entry(k, v)) {
                 let (seq, t) = entry?;
                 all.insert(seq, t);
@@ -245,7 +252,7 @@ impl Writer {
         datastore: &mut media_ledger_events::DatastoreId,
         location: &mut media_ledger_events::BlobLocation,
     ) -> Result<(), LedgerError> {
-        if let Some(existing) = hash_refs::get(&overlay.read(&self.db, "hash_refs")?, sha)? {
+        if let Some(existing) = hash_refs::get(&overlay.read(&self.db, names::HASH_REFS)?, sha)? {
             *datastore = existing.datastore;
             *location = existing.location;
         }
@@ -253,7 +260,7 @@ impl Writer {
     }
 
     fn require_unfinished(&self, overlay: &Overlay, task: Seq) -> Result<(), LedgerError> {
-        let view = overlay.read(&self.db, "tasks")?;
+        let view = overlay.read(&self.db, names::TASKS)?;
         match tasks::get(&view, task)? {
             Some(t) if !t.is_finished() => Ok(()),
             _ => Err(LedgerError::Conflict(Conflict::NoSuchTask)),

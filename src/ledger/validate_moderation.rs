@@ -11,6 +11,7 @@ use media_ledger_events::{
     MediaUnquarantined, ModerationTarget, PurgedMedia, PurgedThumbnail, Sha256,
 };
 use media_ledger_projections::media_index::{self, MediaKind};
+use media_ledger_projections::names;
 use media_ledger_projections::{hash_refs, moderation, thumbnails};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
@@ -67,8 +68,8 @@ impl Writer {
         if authority == Authority::Uploader {
             return Err(conflict(Conflict::WrongEvent));
         }
-        let index = overlay.read(&self.db, "media_index")?;
-        let mods = overlay.read(&self.db, "moderation")?;
+        let index = overlay.read(&self.db, names::MEDIA_INDEX)?;
+        let mods = overlay.read(&self.db, names::MODERATION)?;
         let mut hashes: Vec<Sha256> = Vec::new();
         let mut hashes_seen: HashSet<Sha256> = HashSet::new();
         let mut changed: Vec<MediaRef> = Vec::new();
@@ -140,8 +141,8 @@ impl Writer {
         if !in_scope(&authority, &media) {
             return Err(conflict(Conflict::OutOfScope));
         }
-        let index = overlay.read(&self.db, "media_index")?;
-        let mods = overlay.read(&self.db, "moderation")?;
+        let index = overlay.read(&self.db, names::MEDIA_INDEX)?;
+        let mods = overlay.read(&self.db, names::MODERATION)?;
         let rec = media_index::get(&index, &media)?.ok_or(conflict(Conflict::UnknownMedia))?;
         let blocks = moderation::blocks(&mods, &rec.sha256)?;
         let lifts_block = match &authority {
@@ -187,8 +188,8 @@ impl Writer {
         overlay: &Overlay,
         req: PurgeRequest,
     ) -> Result<Event, LedgerError> {
-        let index = overlay.read(&self.db, "media_index")?;
-        let refs = overlay.read(&self.db, "hash_refs")?;
+        let index = overlay.read(&self.db, names::MEDIA_INDEX)?;
+        let refs = overlay.read(&self.db, names::HASH_REFS)?;
         let mut media = Vec::new();
         let mut thumbs = Vec::new();
         let mut drops: BTreeMap<Sha256, u64> = BTreeMap::new();
@@ -252,7 +253,7 @@ impl Writer {
             size.add(&entry)?;
             size.add(&freed_entry(rec.sha256, &blob))?;
             let mut its_thumbs = Vec::new();
-            for (k, v) in overlay.scan(&self.db, "thumbnails", &thumbnails::media_prefix(c))? {
+            for (k, v) in overlay.scan(&self.db, names::THUMBNAILS, &thumbnails::media_prefix(c))? {
                 let t = thumbnails::decode_record(&v)?;
                 let (width, height, method, animated) = thumbnails::parse_thumb_key(&k)
                     .ok_or_else(|| LedgerError::Storage("malformed thumbnail key".into()))?;
@@ -317,7 +318,7 @@ impl Writer {
         overlay: &Overlay,
         event: BlobDeleted,
     ) -> Result<Event, LedgerError> {
-        let mods = overlay.read(&self.db, "moderation")?;
+        let mods = overlay.read(&self.db, names::MODERATION)?;
         if moderation::pending(&mods, event.purge, &event.sha256)?.is_some() {
             Ok(Event::BlobDeletedV1(event))
         } else {
@@ -332,7 +333,7 @@ impl Writer {
         media: &MediaRef,
         sha: &Sha256,
     ) -> Result<(), LedgerError> {
-        let mods = overlay.read(&self.db, "moderation")?;
+        let mods = overlay.read(&self.db, names::MODERATION)?;
         if moderation::blocks(&mods, sha)?.blocks(&media.origin) {
             return Err(conflict(Conflict::Quarantined));
         }

@@ -18,6 +18,7 @@ use crate::error::ApiError;
 use crate::ledger::Ledger;
 use media_ledger_events::MediaId;
 use media_ledger_projections::datastore_sizes;
+use media_ledger_projections::names;
 use rand::distr::{Alphanumeric, SampleString};
 use std::sync::Arc;
 
@@ -39,7 +40,7 @@ pub fn pick_datastore(
     datastores: &Datastores,
     kind: DatastoreKind,
 ) -> Result<Arc<dyn Datastore>, ApiError> {
-    let sizes = ledger.view("datastore_sizes")?;
+    let sizes = ledger.view(names::DATASTORE_SIZES)?;
     datastores
         .pick(kind, |id| {
             datastore_sizes::totals(&sizes, id).map(|t| t.total_bytes)

@@ -21,6 +21,7 @@ use crate::upload_waiters::UploadWaiters;
 use media_ledger_events::{Actor, MediaRef, ServerName, Sha256};
 use media_ledger_projections::hash_refs::{self, HashRecord};
 use media_ledger_projections::media_index::{self, MediaRecord};
+use media_ledger_projections::names;
 use media_ledger_projections::{pending_uploads, KvRead, ProjectionError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +29,7 @@ use tokio::sync::watch;
 
 /// The live record of `media`, if any (a tombstone is a record).
 pub fn record(ledger: &Ledger, media: &MediaRef) -> Result<Option<MediaRecord>, ApiError> {
-    Ok(media_index::get(&ledger.view("media_index")?, media)?)
+    Ok(media_index::get(&ledger.view(names::MEDIA_INDEX)?, media)?)
 }
 
 /// Whether `record` of `media` is no longer the live record (purged, or replaced by a new
@@ -97,7 +98,7 @@ pub fn locate(
 }
 
 fn locate_now(ledger: &Ledger, datastores: &Datastores, sha: &Sha256) -> Result<Located, ApiError> {
-    locate(&ledger.view("hash_refs")?, datastores, sha).map_err(|e| e.into_api(sha))
+    locate(&ledger.view(names::HASH_REFS)?, datastores, sha).map_err(|e| e.into_api(sha))
 }
 
 fn missing(sha: &Sha256) -> ApiError {
@@ -206,7 +207,7 @@ impl MediaReader {
                 return Ok(r);
             }
             let expires_at_ms =
-                match pending_uploads::get(&self.ledger.view("pending_uploads")?, media)? {
+                match pending_uploads::get(&self.ledger.view(names::PENDING_UPLOADS)?, media)? {
                     Some(p) if p.expires_at_ms > now_ms() => p.expires_at_ms,
                     _ => return Err(ApiError::NotFound("media not found".into())),
                 };

@@ -16,6 +16,7 @@ use media_ledger_events::{
     Actor, AsyncUploadCreated, ContentType, Event, MediaRef, MediaUploaded, RequestId, ServerName,
     Sha256, UserId,
 };
+use media_ledger_projections::names;
 use sha2::Digest;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -128,7 +129,7 @@ impl MediaService {
             return Err(ApiError::CannotOverwrite);
         }
         let pending = media_ledger_projections::pending_uploads::get(
-            &self.ledger.view("pending_uploads")?,
+            &self.ledger.view(names::PENDING_UPLOADS)?,
             &media,
         )?;
         match pending {
@@ -292,7 +293,7 @@ pub fn quarantined_error() -> ApiError {
 /// Refuses early (before storing anything) bytes quarantined for `media`'s origin; the
 /// writer checks again at commit.
 pub fn refuse_quarantined(ledger: &Ledger, media: &MediaRef, sha: &Sha256) -> Result<(), ApiError> {
-    let mods = ledger.view("moderation")?;
+    let mods = ledger.view(names::MODERATION)?;
     if media_ledger_projections::moderation::blocks(&mods, sha)?.blocks(&media.origin) {
         return Err(quarantined_error());
     }

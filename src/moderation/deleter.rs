@@ -9,6 +9,7 @@
 use crate::datastore::{DatastoreError, Datastores};
 use crate::ledger::{Command, Conflict, Ledger, LedgerError};
 use media_ledger_events::{Actor, BlobDeleted, FreedBlob, RequestId, Seq};
+use media_ledger_projections::names;
 use media_ledger_projections::{hash_refs, moderation};
 use std::sync::Arc;
 
@@ -50,7 +51,7 @@ async fn delete_one(
     let _lock = crate::blob_lock::lock(&blob.sha256).await;
     let kept = {
         let view = ledger
-            .view_current("hash_refs")
+            .view_current(names::HASH_REFS)
             .map_err(|e| e.to_string())?;
         hash_refs::get(&view, &blob.sha256)
             .map_err(|e| e.to_string())?
@@ -95,7 +96,7 @@ pub async fn resume(
     hook: Option<&DeletionHook>,
 ) -> Result<usize, LedgerError> {
     let mut pending: Vec<(Seq, FreedBlob)> = Vec::new();
-    ledger.scan("moderation", moderation::PENDING_PREFIX, |k, v| {
+    ledger.scan(names::MODERATION, moderation::PENDING_PREFIX, |k, v| {
         if let Some(entry) = moderation::decode_pending(k, v) {
             pending.push(entry?);
         }

@@ -10,6 +10,7 @@ use crate::ledger::{Ledger, LedgerError};
 use media_ledger_events::{Authority, Envelope, Event, MediaRef, Seq, ServerName, Sha256};
 use media_ledger_projections::media_index::{self, MediaRecord};
 use media_ledger_projections::moderation;
+use media_ledger_projections::names;
 use std::collections::{BTreeMap, HashSet};
 
 /// How far a reader of the moderation record sees.
@@ -181,26 +182,31 @@ impl AuditFilter {
         start.push(0xff);
         let mut seqs: Vec<Seq> = Vec::new();
         let mut more = false;
-        ledger.scan_rev("moderation", moderation::AUDIT_PREFIX, &start, |k, v| {
-            let Some(entry) = moderation::decode_audit(k, v) else {
-                return Ok(true);
-            };
-            let (seq, e) = entry?;
-            if self.until_ts.is_some_and(|u| e.recorded_at_ms > u) {
-                return Ok(true);
-            }
-            if self.since_ts.is_some_and(|s| e.recorded_at_ms < s) {
-                return Ok(false);
-            }
-            if self.keeps(&e) {
-                if seqs.len() == limit {
-                    more = true;
+        ledger.scan_rev(
+            names::MODERATION,
+            moderation::AUDIT_PREFIX,
+            &start,
+            |k, v| {
+                let Some(entry) = moderation::decode_audit(k, v) else {
+                    return Ok(true);
+                };
+                let (seq, e) = entry?;
+                if self.until_ts.is_some_and(|u| e.recorded_at_ms > u) {
+                    return Ok(true);
+                }
+                if self.since_ts.is_some_and(|s| e.recorded_at_ms < s) {
                     return Ok(false);
                 }
-                seqs.push(seq);
-            }
-            Ok(true)
-        })?;
+                if self.keeps(&e) {
+                    if seqs.len() == limit {
+                        more = true;
+                        return Ok(false);
+                    }
+                    seqs.push(seq);
+                }
+                Ok(true)
+            },
+        )?;
         let mut events = Vec::with_capacity(seqs.len());
         for seq in &seqs {
             if let Some(env) = ledger.event_at(*seq)? {
@@ -228,12 +234,16 @@ pub fn history(
     media: &MediaRef,
     scope: &Scope,
 ) -> Result<Option<History>, LedgerError> {
-    let record = media_index::get(&ledger.view("media_index")?, media)?;
+    let record = media_index::get(&ledger.view(names::MEDIA_INDEX)?, media)?;
     let mut seqs: Vec<Seq> = record.iter().map(|r| r.created_seq).collect();
-    ledger.scan("moderation", &moderation::history_prefix(media), |k, _| {
-        seqs.extend(moderation::seq_of_history_key(k));
-        Ok(())
-    })?;
+    ledger.scan(
+        names::MODERATION,
+        &moderation::history_prefix(media),
+        |k, _| {
+            seqs.extend(moderation::seq_of_history_key(k));
+            Ok(())
+        },
+    )?;
     let mut sha: Option<Sha256> = record.as_ref().map(|r| r.sha256);
     let mut envs: BTreeMap<u64, Envelope> = BTreeMap::new();
     for seq in &seqs {
@@ -256,7 +266,7 @@ pub fn history(
     if let Some(sha) = sha {
         let mut blob = Vec::new();
         ledger.scan(
-            "moderation",
+            names::MODERATION,
             &moderation::blob_history_prefix(&sha),
             |k, _| {
                 blob.extend(moderation::seq_of_history_key(k));

@@ -5,6 +5,7 @@
 use crate::ledger::{Ledger, LedgerError};
 use media_ledger_events::{Actor, MediaRef, ServerName, UserId};
 use media_ledger_projections::media_index::{self, MediaKind, MediaRecord};
+use media_ledger_projections::names;
 use media_ledger_projections::{moderation, origin_prefix, parse_media_key};
 
 /// Visits every live (not tombstoned) media record whose key starts with `prefix`.
@@ -13,7 +14,7 @@ pub fn visit_records(
     prefix: &[u8],
     mut f: impl FnMut(MediaRef, MediaRecord),
 ) -> Result<(), LedgerError> {
-    ledger.scan("media_index", prefix, |k, v| {
+    ledger.scan(names::MEDIA_INDEX, prefix, |k, v| {
         if !media_index::is_record_key(k) {
             return Ok(());
         }
@@ -66,7 +67,7 @@ pub fn quarantined(
     origin: Option<&ServerName>,
 ) -> Result<Vec<MediaRef>, LedgerError> {
     let mut out = Vec::new();
-    ledger.scan("moderation", moderation::QUARANTINED_PREFIX, |k, _| {
+    ledger.scan(names::MODERATION, moderation::QUARANTINED_PREFIX, |k, _| {
         if let Some(m) = moderation::quarantined_media_of_key(k) {
             if origin.is_none_or(|o| &m.origin == o) {
                 out.push(m);
@@ -106,7 +107,7 @@ pub fn old(
 
 /// The live (not tombstoned) record of `media`, if any.
 pub fn live_record(ledger: &Ledger, media: &MediaRef) -> Result<Option<MediaRecord>, LedgerError> {
-    Ok(media_index::get(&ledger.view("media_index")?, media)?.filter(|r| !r.tombstone))
+    Ok(media_index::get(&ledger.view(names::MEDIA_INDEX)?, media)?.filter(|r| !r.tombstone))
 }
 
 /// Those of `media` that have a record (live or a tombstone) created before `before_ms`.
@@ -115,7 +116,7 @@ pub fn created_before(
     media: Vec<MediaRef>,
     before_ms: u64,
 ) -> Result<Vec<MediaRef>, LedgerError> {
-    let index = ledger.view("media_index")?;
+    let index = ledger.view(names::MEDIA_INDEX)?;
     let mut out = Vec::new();
     for m in media {
         if media_index::get(&index, &m)?.is_some_and(|r| r.created_at_ms < before_ms) {

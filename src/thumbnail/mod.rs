@@ -27,6 +27,7 @@ use media_ledger_events::{
     Actor, MediaRef, RequestId, Sha256, ThumbnailGenerated, ThumbnailMethod,
 };
 use media_ledger_projections::media_index::MediaRecord;
+use media_ledger_projections::names;
 use media_ledger_projections::thumbnails::{self, ThumbRecord};
 use render::{cannot, render, THUMBNAILABLE};
 use sha2::Digest;
@@ -158,7 +159,7 @@ impl Thumbnailer {
             .ok_or_else(|| ApiError::NotFound("no thumbnail sizes configured".into()))?;
         let m = method_of(&size);
         if let Some(t) = thumbnails::get(
-            &self.ledger.view("thumbnails")?,
+            &self.ledger.view(names::THUMBNAILS)?,
             media,
             size.width,
             size.height,
@@ -192,7 +193,7 @@ impl Thumbnailer {
         let key = thumbnails::thumb_key(media, size.width, size.height, m, animated);
         let work = async {
             if let Some(t) = thumbnails::get(
-                &self.ledger.view("thumbnails")?,
+                &self.ledger.view(names::THUMBNAILS)?,
                 media,
                 size.width,
                 size.height,
@@ -305,7 +306,7 @@ impl Thumbnailer {
             Err(e) => return Err(e.into()),
         }
         thumbnails::get(
-            &self.ledger.view("thumbnails")?,
+            &self.ledger.view(names::THUMBNAILS)?,
             media,
             size.width,
             size.height,

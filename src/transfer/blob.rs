@@ -6,6 +6,7 @@ use crate::ledger::{Ledger, LedgerError};
 use futures_util::StreamExt;
 use media_ledger_events::{DatastoreId, Seq, Sha256};
 use media_ledger_projections::hash_refs::{self, HashRecord};
+use media_ledger_projections::names;
 use sha2::Digest;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
@@ -19,7 +20,7 @@ pub(super) fn select(
     before_ts_ms: Option<u64>,
 ) -> Result<Vec<(Sha256, HashRecord)>, LedgerError> {
     let mut out = Vec::new();
-    ledger.scan("hash_refs", hash_refs::HASH_PREFIX, |k, v| {
+    ledger.scan(names::HASH_REFS, hash_refs::HASH_PREFIX, |k, v| {
         if let Some(entry) = hash_refs::decode_hash_entry(k, v) {
             let (sha, h) = entry?;
             let accessed_before = before_ts_ms.is_none_or(|b| h.last_access_ms < b);

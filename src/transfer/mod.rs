@@ -22,6 +22,7 @@ use media_ledger_events::{
     Sha256, TransferFinished, TransferStarted,
 };
 use media_ledger_projections::hash_refs::{self, HashRecord};
+use media_ledger_projections::names;
 use media_ledger_projections::size_estimate::SizeEstimate;
 use media_ledger_projections::tasks::{self, TaskRecord};
 use std::collections::HashSet;
@@ -89,7 +90,7 @@ impl Transfers {
         // unfinished transfer is draining could land a live copy where that one is about to
         // delete an old copy. One direction at a time: refuse overlapping transfers.
         let mut clash = None;
-        self.ledger.scan("tasks", b"t", |k, v| {
+        self.ledger.scan(names::TASKS, b"t", |k, v| {
             if let Some(entry) = tasks::decode_task_entry(k, v) {
                 let (seq, t) = entry?;
                 if !t.is_finished()
@@ -137,7 +138,7 @@ impl Transfers {
     /// Resumes every unfinished task (at start-up).
     pub fn resume_all(self: &Arc<Self>) -> Result<(), LedgerError> {
         let mut unfinished = Vec::new();
-        self.ledger.scan("tasks", b"t", |k, v| {
+        self.ledger.scan(names::TASKS, b"t", |k, v| {
             if let Some(entry) = tasks::decode_task_entry(k, v) {
                 let (seq, t) = entry?;
                 if !t.is_finished() {
@@ -182,7 +183,7 @@ impl Transfers {
     }
 
     async fn run(self: Arc<Self>, task: Seq) -> Result<(), LedgerError> {
-        let Some(t) = tasks::get(&self.ledger.view("tasks")?, task)? else {
+        let Some(t) = tasks::get(&self.ledger.view(names::TASKS)?, task)? else {
             return Ok(());
         };
         if t.is_finished() {
@@ -210,7 +211,7 @@ impl Transfers {
         // 1. Source copies of blobs already moved (a crash came between switch and delete).
         let mut pending = Vec::new();
         self.ledger
-            .scan("tasks", &tasks::deletion_prefix(task), |k, v| {
+            .scan(names::TASKS, &tasks::deletion_prefix(task), |k, v| {
                 if let Some(entry) = tasks::decode_deletion_entry(k, v) {
                     pending.push(entry?);
                 }
@@ -285,7 +286,10 @@ impl Transfers {
                 Err(MoveError::Blob(e)) => {
                     // Purged (or moved by someone else) meanwhile: nothing left to move.
                     let gone = {
-                        let view = self.ledger.view("hash_refs").map_err(|e| e.to_string())?;
+                        let view = self
+                            .ledger
+                            .view(names::HASH_REFS)
+                            .map_err(|e| e.to_string())?;
                         hash_refs::get(&view, &sha)
                             .map_err(|e| e.to_string())?
                             .is_none_or(|h| h.datastore != t.source || h.location != rec.location)
@@ -373,7 +377,7 @@ impl Transfers {
         // lock, as the purge deleter: a writer of these bytes that found no record stores its
         // own copy here, and must not lose it between this look-up and the delete.
         let _blob = crate::blob_lock::lock(&sha).await;
-        let live = hash_refs::get(&self.ledger.view_current("hash_refs")?, &sha)?;
+        let live = hash_refs::get(&self.ledger.view_current(names::HASH_REFS)?, &sha)?;
         if live.is_some_and(|h| &h.datastore == ds && &h.location == location) {
             tracing::info!(task = task.0, %sha, "source copy is the live copy again; kept");
             return Ok(());

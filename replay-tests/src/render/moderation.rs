@@ -53,7 +53,7 @@ pub(super) fn render(kv: &MemoryKv) -> Value {
                 Some(media) => {
                     let seq = codec::decode::<Seq>(v).map(Some).map_err(|source| {
                         ProjectionError::Corrupt {
-                            name: "moderation",
+                            name: media_ledger_projections::names::MODERATION.as_str(),
                             source,
                         }
                     });
