@@ -49,32 +49,17 @@ fn sha_of(origin: &str, n: usize) -> Sha256 {
     hex.parse().unwrap()
 }
 
-/// Records `count` remote media of `origin` (distinct bytes), `group` commands at a time.
-async fn cache_remote(ledger: &Arc<Ledger>, origin: &str, count: usize) -> Vec<MediaRef> {
-    let ds: DatastoreId = DS.parse().unwrap();
-    let mut media = Vec::with_capacity(count);
+/// Submits every command (as the system), at most 2 048 at once, each must be recorded.
+async fn submit_all(ledger: &Arc<Ledger>, commands: impl IntoIterator<Item = Command>) {
     let mut pending = tokio::task::JoinSet::new();
-    for n in 0..count {
-        let m: MediaRef = format!("mxc://{origin}/{}", long_id(n)).parse().unwrap();
-        let sha = sha_of(origin, n);
-        let event = RemoteMediaCached {
-            media: m.clone(),
-            sha256: sha,
-            size_bytes: 10,
-            content_type: Some("image/png".parse::<ContentType>().unwrap()),
-            upload_name: None,
-            fetched_from: format!("https://{origin}"),
-            datastore: ds.clone(),
-            location: media_ledger::datastore::content_location(&sha).unwrap(),
-        };
-        media.push(m);
+    for cmd in commands {
         let ledger = ledger.clone();
         pending.spawn(async move {
             ledger
                 .submit(
                     media_ledger_events::Actor::System,
                     media_ledger_events::RequestId("seed".into()),
-                    Command::CacheRemote(event),
+                    cmd,
                 )
                 .await
                 .unwrap();
@@ -86,17 +71,39 @@ async fn cache_remote(ledger: &Arc<Ledger>, origin: &str, count: usize) -> Vec<M
     while let Some(r) = pending.join_next().await {
         r.unwrap();
     }
+}
+
+/// Records `count` remote media of `origin` (distinct bytes).
+async fn cache_remote(ledger: &Arc<Ledger>, origin: &str, count: usize) -> Vec<MediaRef> {
+    let ds: DatastoreId = DS.parse().unwrap();
+    let media: Vec<MediaRef> = (0..count)
+        .map(|n| format!("mxc://{origin}/{}", long_id(n)).parse().unwrap())
+        .collect();
+    let commands = media.iter().enumerate().map(|(n, m)| {
+        let sha = sha_of(origin, n);
+        Command::CacheRemote(RemoteMediaCached {
+            media: m.clone(),
+            sha256: sha,
+            size_bytes: 10,
+            content_type: Some("image/png".parse::<ContentType>().unwrap()),
+            upload_name: None,
+            fetched_from: format!("https://{origin}"),
+            datastore: ds.clone(),
+            location: media_ledger::datastore::content_location(&sha).unwrap(),
+        })
+    });
+    submit_all(ledger, commands.collect::<Vec<_>>()).await;
     media
 }
 
 /// Records `per_media` thumbnails of each media.
 async fn thumbnails(ledger: &Arc<Ledger>, media: &[MediaRef], per_media: u32) {
     let ds: DatastoreId = DS.parse().unwrap();
-    let mut pending = tokio::task::JoinSet::new();
-    for (i, m) in media.iter().enumerate() {
-        for t in 0..per_media {
+    let commands = media.iter().enumerate().flat_map(|(i, m)| {
+        let ds = ds.clone();
+        (0..per_media).map(move |t| {
             let sha = sha_of("thumb", i * 16 + t as usize);
-            let event = ThumbnailGenerated {
+            Command::RecordThumbnail(ThumbnailGenerated {
                 media: m.clone(),
                 width: 32 * (t + 1),
                 height: 32 * (t + 1),
@@ -107,26 +114,10 @@ async fn thumbnails(ledger: &Arc<Ledger>, media: &[MediaRef], per_media: u32) {
                 content_type: "image/png".parse().unwrap(),
                 datastore: ds.clone(),
                 location: media_ledger::datastore::content_location(&sha).unwrap(),
-            };
-            let ledger = ledger.clone();
-            pending.spawn(async move {
-                ledger
-                    .submit(
-                        media_ledger_events::Actor::System,
-                        media_ledger_events::RequestId("seed".into()),
-                        Command::RecordThumbnail(event),
-                    )
-                    .await
-                    .unwrap();
-            });
-            if pending.len() >= 2048 {
-                pending.join_next().await.unwrap().unwrap();
-            }
-        }
-    }
-    while let Some(r) = pending.join_next().await {
-        r.unwrap();
-    }
+            })
+        })
+    });
+    submit_all(ledger, commands.collect::<Vec<_>>()).await;
 }
 
 /// Every record after `from`: its size and, for moderation acts, (type, media count).

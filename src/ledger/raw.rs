@@ -25,8 +25,17 @@ pub fn append_unprojected(path: &Path, envelopes: &[Envelope]) -> Result<Head, L
             chain,
         };
     }
+    commit_with_head(&db, batch, head)
+}
+
+/// Writes `batch` with the new head, synced.
+fn commit_with_head(
+    db: &rocksdb::DB,
+    mut batch: WriteBatch,
+    head: Head,
+) -> Result<Head, LedgerError> {
     let (k, v) = head_entry(&head)?;
-    batch.put_cf(cf(&db, CF_META)?, k, v);
+    batch.put_cf(cf(db, CF_META)?, k, v);
     let mut opts = WriteOptions::default();
     opts.set_sync(true);
     db.write_opt(batch, &opts)?;
@@ -64,10 +73,5 @@ pub fn append_body(path: &Path, body: Vec<u8>) -> Result<Head, LedgerError> {
     let head = Head { seq, chain };
     let mut batch = WriteBatch::default();
     batch.put_cf(cf(&db, CF_LOG)?, seq_key(seq), record);
-    let (k, v) = head_entry(&head)?;
-    batch.put_cf(cf(&db, CF_META)?, k, v);
-    let mut opts = WriteOptions::default();
-    opts.set_sync(true);
-    db.write_opt(batch, &opts)?;
-    Ok(head)
+    commit_with_head(&db, batch, head)
 }

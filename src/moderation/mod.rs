@@ -20,7 +20,7 @@ pub mod select;
 use crate::config::Config;
 use crate::datastore::Datastores;
 use crate::error::ApiError;
-use crate::ledger::{Command, Conflict, Ledger, LedgerError, PurgeRequest};
+use crate::ledger::{Command, Committed, Conflict, Ledger, LedgerError, PurgeRequest};
 use media_ledger_events::{
     Actor, Authority, Event, MediaAttributesSet, MediaPurpose, MediaRef, ModerationTarget,
     RequestId,
@@ -88,6 +88,21 @@ impl Moderation {
         &self.ledger
     }
 
+    /// Submits one act of a moderation command: `None` once the writer answers that nothing
+    /// is left to do. An act cut at the writer's budget leaves the rest still qualifying, so
+    /// callers submit the same command again until then.
+    async fn next_act(&self, act: &Act, cmd: Command) -> Result<Option<Committed>, LedgerError> {
+        match self
+            .ledger
+            .submit(act.actor.clone(), act.request_id.clone(), cmd)
+            .await
+        {
+            Ok(c) => Ok(Some(c)),
+            Err(LedgerError::Conflict(Conflict::NothingToDo)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Quarantines `seeds` and their same-hash siblings in scope; the number of media changed.
     pub async fn quarantine(
         &self,
@@ -97,28 +112,16 @@ impl Moderation {
     ) -> Result<u64, ApiError> {
         let mut changed = 0u64;
         for chunk in seeds.chunks(MAX_ACT_MEDIA) {
-            // Again until nothing is left: an act cut at the writer's budget leaves the rest
-            // of the chunk (siblings included) still to quarantine.
-            loop {
-                let cmd = Command::Quarantine {
-                    authority: act.authority.clone(),
-                    target: target.clone(),
-                    seeds: chunk.to_vec(),
-                    reason: act.reason.clone(),
-                };
-                match self
-                    .ledger
-                    .submit(act.actor.clone(), act.request_id.clone(), cmd)
-                    .await
-                {
-                    Ok(c) => {
-                        if let Event::MediaQuarantinedV1(e) = &c.event {
-                            tracing::info!(actor = %act.actor, media = e.media.len(), seq = c.seq.0, "media quarantined");
-                            changed += e.media.len() as u64;
-                        }
-                    }
-                    Err(LedgerError::Conflict(Conflict::NothingToDo)) => break,
-                    Err(e) => return Err(e.into()),
+            let cmd = || Command::Quarantine {
+                authority: act.authority.clone(),
+                target: target.clone(),
+                seeds: chunk.to_vec(),
+                reason: act.reason.clone(),
+            };
+            while let Some(c) = self.next_act(act, cmd()).await? {
+                if let Event::MediaQuarantinedV1(e) = &c.event {
+                    tracing::info!(actor = %act.actor, media = e.media.len(), seq = c.seq.0, "media quarantined");
+                    changed += e.media.len() as u64;
                 }
             }
         }
@@ -128,24 +131,19 @@ impl Moderation {
     /// Lifts the quarantine of `media`; the number of media changed.
     pub async fn unquarantine(&self, act: &Act, media: MediaRef) -> Result<u64, ApiError> {
         let mut changed = 0u64;
-        // Again until nothing is left (an act cut at the writer's budget).
+        let cmd = || Command::Unquarantine {
+            authority: act.authority.clone(),
+            media: media.clone(),
+            reason: act.reason.clone(),
+        };
         loop {
-            let cmd = Command::Unquarantine {
-                authority: act.authority.clone(),
-                media: media.clone(),
-                reason: act.reason.clone(),
-            };
-            match self
-                .ledger
-                .submit(act.actor.clone(), act.request_id.clone(), cmd)
-                .await
-            {
-                Ok(c) => {
+            match self.next_act(act, cmd()).await {
+                Ok(Some(c)) => {
                     if let Event::MediaUnquarantinedV1(e) = &c.event {
                         changed += e.media.len() as u64;
                     }
                 }
-                Err(LedgerError::Conflict(Conflict::NothingToDo)) => return Ok(changed),
+                Ok(None) => return Ok(changed),
                 Err(LedgerError::Conflict(Conflict::UnknownMedia)) => {
                     return Err(ApiError::NotFound("media not found".into()))
                 }
@@ -190,10 +188,8 @@ impl Moderation {
     ) -> Result<Vec<MediaRef>, ApiError> {
         let mut affected = Vec::new();
         for chunk in candidates.chunks(MAX_ACT_MEDIA) {
-            // Again until nothing is left: an act cut at the writer's budget leaves the rest
-            // of the chunk still qualifying.
-            loop {
-                let req = PurgeRequest {
+            let cmd = || {
+                Command::Purge(PurgeRequest {
                     authority: act.authority.clone(),
                     uploader: (act.authority == Authority::Uploader).then(|| act.actor.clone()),
                     target: spec.target.clone(),
@@ -202,32 +198,20 @@ impl Moderation {
                     include_quarantined: spec.include_quarantined,
                     keep_shared: spec.keep_shared,
                     reason: act.reason.clone(),
-                };
-                match self
-                    .ledger
-                    .submit(
-                        act.actor.clone(),
-                        act.request_id.clone(),
-                        Command::Purge(req),
+                })
+            };
+            while let Some(c) = self.next_act(act, cmd()).await? {
+                if let Event::MediaPurgedV1(e) = c.event {
+                    tracing::info!(actor = %act.actor, media = e.media.len(), thumbnails = e.thumbnails.len(), freed = e.freed.len(), seq = c.seq.0, "purge recorded");
+                    affected.extend(e.media.iter().map(|m| m.media.clone()));
+                    deleter::delete_freed(
+                        &self.ledger,
+                        &self.datastores,
+                        self.deletion_hook.as_ref(),
+                        c.seq,
+                        e.freed,
                     )
-                    .await
-                {
-                    Ok(c) => {
-                        if let Event::MediaPurgedV1(e) = c.event {
-                            tracing::info!(actor = %act.actor, media = e.media.len(), thumbnails = e.thumbnails.len(), freed = e.freed.len(), seq = c.seq.0, "purge recorded");
-                            affected.extend(e.media.iter().map(|m| m.media.clone()));
-                            deleter::delete_freed(
-                                &self.ledger,
-                                &self.datastores,
-                                self.deletion_hook.as_ref(),
-                                c.seq,
-                                e.freed,
-                            )
-                            .await;
-                        }
-                    }
-                    Err(LedgerError::Conflict(Conflict::NothingToDo)) => break,
-                    Err(e) => return Err(e.into()),
+                    .await;
                 }
             }
         }
