@@ -18,6 +18,7 @@ use axum::Json;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use media_ledger_events::{Actor, MediaId, MediaRef, ServerName};
+use media_ledger_projections::media_index::MediaRecord;
 use serde_json::Value;
 use std::time::Duration;
 
@@ -107,16 +108,7 @@ pub async fn download(
 ) -> Result<Response, ApiError> {
     authenticate(&state, &headers, &uri, &hs.name).await?;
     let media = local_media(&hs.name, &id)?;
-    let record = state
-        .reader
-        .find(
-            &media,
-            Duration::from_millis(state.config.downloads.default_timeout_ms),
-        )
-        .await?;
-    if !record.servable() {
-        return Err(ApiError::NotFound("media not found".into()));
-    }
+    let record = servable(&state, &media).await?;
     let ct = record
         .content_type
         .as_ref()
@@ -134,6 +126,22 @@ pub async fn download(
     multipart(&ct, &disposition, record.size_bytes, body)
 }
 
+/// The record of a local media another server asks for, waiting on a pending async upload as
+/// a client download does; 404 unless it can be served.
+async fn servable(state: &State, media: &MediaRef) -> Result<MediaRecord, ApiError> {
+    let record = state
+        .reader
+        .find(
+            media,
+            Duration::from_millis(state.config.downloads.default_timeout_ms),
+        )
+        .await?;
+    if !record.servable() {
+        return Err(ApiError::NotFound("media not found".into()));
+    }
+    Ok(record)
+}
+
 /// `GET /_matrix/federation/v1/media/thumbnail/{id}`.
 pub async fn thumbnail(
     S(state): S<State>,
@@ -146,16 +154,7 @@ pub async fn thumbnail(
     authenticate(&state, &headers, &uri, &hs.name).await?;
     let media = local_media(&hs.name, &id)?;
     let req = parse_query(&q)?;
-    let record = state
-        .reader
-        .find(
-            &media,
-            Duration::from_millis(state.config.downloads.default_timeout_ms),
-        )
-        .await?;
-    if !record.servable() {
-        return Err(ApiError::NotFound("media not found".into()));
-    }
+    let record = servable(&state, &media).await?;
     let (thumb, _) = state
         .thumbnails
         .get(Some(Actor::System), &media, &record, req)
