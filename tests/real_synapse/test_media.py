@@ -231,3 +231,30 @@ def test_healthz_and_the_t2bot_admin_prefix(tokens):
                      403, "M_FORBIDDEN")
     assert answers[0] == answers[1]
     assert list(answers[0]) == ["files"], answers[0]
+
+
+def test_head_and_range_through_the_proxy(tokens):
+    data = bytes(range(256)) * 40
+    mxc = upload_raw(tokens["alice"], data)
+    server, media_id = mxc_parts(mxc)
+    url = f"{PROXY}/_matrix/client/v1/media/download/{server}/{media_id}"
+    r = http("HEAD", url, token=tokens["bob"])
+    assert r.status == 200
+    assert int(r.headers["content-length"]) == len(data)
+    assert r.body == b""
+    r = http("GET", url, token=tokens["bob"], headers={"Range": "bytes=1000-1999"})
+    assert r.status == 206, r.status
+    assert r.headers["content-range"] == f"bytes 1000-1999/{len(data)}"
+    assert r.body == data[1000:2000]
+
+
+def test_synapse_admin_quarantines_a_user_media(tokens, accounts):
+    carol = accounts["carol"].user_id
+    mine = [upload_raw(tokens["carol"], png(8 + i, 8)) for i in range(3)]
+    other = upload_raw(tokens["alice"], png(9, 9))
+    r = http("POST", f"{PROXY}{ADMIN_API}/quarantine/user/{quote(carol)}", token=tokens["mod"])
+    assert r.status == 200, r.body
+    assert r.json()["num_quarantined"] == len(mine)
+    for mxc in mine:
+        matrix_error(download_authed(tokens["bob"], mxc), 404, "M_NOT_FOUND")
+    assert download_authed(tokens["bob"], other).status == 200
