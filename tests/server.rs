@@ -22,6 +22,7 @@ mod errors;
 mod fault_injection;
 mod federation;
 mod metrics;
+mod mmr_compat;
 mod model;
 mod moderation_purge;
 mod moderation_quarantine;

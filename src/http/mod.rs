@@ -2,7 +2,9 @@
 //!
 //! Route groups live one per file ([`upload`], [`download`], [`admin`]); this file merges them
 //! and adds what every response needs: CORS headers, `OPTIONS` answered without endpoint logic,
-//! a request id, and Matrix errors for unknown routes and wrong methods.
+//! a request id, and Matrix errors for unknown routes and wrong methods. The admin routes are
+//! served under matrix-media-repo's two prefixes (`unstable/admin` and
+//! `unstable/io.t2bot.media/admin`); `/healthz` answers liveness probes.
 
 pub mod admin;
 pub mod audit;
@@ -117,32 +119,9 @@ pub fn router(state: State) -> Router {
             "/_matrix/federation/v1/media/thumbnail/{media_id}",
             get(federation::thumbnail),
         )
-        .route(
-            "/_matrix/media/unstable/admin/datastores",
-            get(admin::datastores),
-        )
-        .route(
-            "/_matrix/media/unstable/admin/datastores/{id}/size_estimate",
-            get(admin::size_estimate),
-        )
-        .route(
-            "/_matrix/media/unstable/admin/datastores/{src}/transfer_to/{dst}",
-            post(admin::transfer_to),
-        )
-        .route(
-            "/_matrix/media/unstable/admin/tasks/all",
-            get(admin::tasks_all),
-        )
-        .route(
-            "/_matrix/media/unstable/admin/tasks/unfinished",
-            get(admin::tasks_unfinished),
-        )
-        .route("/_matrix/media/unstable/admin/tasks/{id}", get(admin::task))
-        .route(
-            "/_matrix/media/unstable/admin/snapshot",
-            post(admin::snapshot),
-        )
-        .merge(moderation_routes())
+        .merge(admin_routes(ADMIN_PREFIX))
+        .merge(admin_routes(T2BOT_ADMIN_PREFIX))
+        .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::Unrecognized })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
@@ -154,74 +133,100 @@ pub fn router(state: State) -> Router {
         .with_state(state)
 }
 
-/// The moderation, audit and usage routes.
-fn moderation_routes() -> Router<State> {
+/// The admin API's first path prefix (matrix-media-repo's).
+const ADMIN_PREFIX: &str = "/_matrix/media/unstable/admin";
+/// matrix-media-repo's second admin prefix, an alias of [`ADMIN_PREFIX`] operators script against.
+const T2BOT_ADMIN_PREFIX: &str = "/_matrix/media/unstable/io.t2bot.media/admin";
+
+/// Every admin route (datastores, tasks, moderation, audit and usage) under the prefix `a`.
+fn admin_routes(a: &str) -> Router<State> {
+    Router::new()
+        .route(&format!("{a}/datastores"), get(admin::datastores))
+        .route(
+            &format!("{a}/datastores/{{id}}/size_estimate"),
+            get(admin::size_estimate),
+        )
+        .route(
+            &format!("{a}/datastores/{{src}}/transfer_to/{{dst}}"),
+            post(admin::transfer_to),
+        )
+        .route(&format!("{a}/tasks/all"), get(admin::tasks_all))
+        .route(
+            &format!("{a}/tasks/unfinished"),
+            get(admin::tasks_unfinished),
+        )
+        .route(&format!("{a}/tasks/{{id}}"), get(admin::task))
+        .route(&format!("{a}/snapshot"), post(admin::snapshot))
+        .merge(moderation_routes(a))
+}
+
+/// The moderation, audit and usage routes under the admin prefix `a`.
+fn moderation_routes(a: &str) -> Router<State> {
     use moderation as m;
-    const A: &str = "/_matrix/media/unstable/admin";
     Router::new()
         .route(
-            &format!("{A}/quarantine/user/{{user_id}}"),
+            &format!("{a}/quarantine/user/{{user_id}}"),
             post(m::quarantine_user),
         )
         .route(
-            &format!("{A}/quarantine/server/{{server_name}}"),
+            &format!("{a}/quarantine/server/{{server_name}}"),
             post(m::quarantine_server),
         )
         .route(
-            &format!("{A}/quarantine/room/{{room_id}}"),
+            &format!("{a}/quarantine/room/{{room_id}}"),
             post(m::quarantine_room),
         )
         .route(
-            &format!("{A}/quarantine/{{server}}/{{media_id}}"),
+            &format!("{a}/quarantine/{{server}}/{{media_id}}"),
             post(m::quarantine_media),
         )
         .route(
-            &format!("{A}/unquarantine/{{server}}/{{media_id}}"),
+            &format!("{a}/unquarantine/{{server}}/{{media_id}}"),
             post(m::unquarantine_media),
         )
         .route(
-            &format!("{A}/media/{{server}}/{{media_id}}/attributes"),
+            &format!("{a}/media/{{server}}/{{media_id}}/attributes"),
             get(m::get_attributes).post(m::set_attributes),
         )
         .route(
-            &format!("{A}/media/{{server}}/{{media_id}}/attributes/set"),
+            &format!("{a}/media/{{server}}/{{media_id}}/attributes/set"),
             post(m::set_attributes),
         )
         .route(
-            &format!("{A}/media/{{server}}/{{media_id}}/history"),
+            &format!("{a}/media/{{server}}/{{media_id}}/history"),
             get(audit::history),
         )
-        .route(&format!("{A}/purge/remote"), post(purge::purge_remote))
-        .route(&format!("{A}/purge_remote"), post(purge::purge_remote))
+        .route(&format!("{a}/purge/remote"), post(purge::purge_remote))
+        .route(&format!("{a}/purge_remote"), post(purge::purge_remote))
         .route(
-            &format!("{A}/purge/quarantined"),
+            &format!("{a}/purge/quarantined"),
             post(purge::purge_quarantined),
         )
-        .route(&format!("{A}/purge/old"), post(purge::purge_old))
+        .route(&format!("{a}/purge/old"), post(purge::purge_old))
         .route(
-            &format!("{A}/purge/user/{{user_id}}"),
+            &format!("{a}/purge/user/{{user_id}}"),
             post(purge::purge_user),
         )
         .route(
-            &format!("{A}/purge/server/{{server_name}}"),
+            &format!("{a}/purge/server/{{server_name}}"),
             post(purge::purge_server),
         )
         .route(
-            &format!("{A}/purge/room/{{room_id}}"),
+            &format!("{a}/purge/room/{{room_id}}"),
             post(purge::purge_room),
         )
         .route(
-            &format!("{A}/purge/{{server}}/{{media_id}}"),
+            &format!("{a}/purge/{{server}}/{{media_id}}"),
             post(purge::purge_media),
         )
-        .route(&format!("{A}/audit"), get(audit::audit))
-        .route(&format!("{A}/usage/{{server_name}}"), get(audit::usage))
+        .route(&format!("{a}/audit"), get(audit::audit))
+        .route(&format!("{a}/usage/{{server_name}}"), get(audit::usage))
         .route(
-            &format!("{A}/usage/{{server_name}}/users"),
+            &format!("{a}/usage/{{server_name}}/users"),
             get(audit::usage_users),
         )
         .route(
-            &format!("{A}/usage/{{server_name}}/uploads"),
+            &format!("{a}/usage/{{server_name}}/uploads"),
             get(audit::usage_uploads),
         )
 }
@@ -313,4 +318,10 @@ async fn cors(req: Request, next: Next) -> Response {
         HeaderValue::from_static("Content-Length, Content-Range, Content-Disposition"),
     );
     resp
+}
+
+/// `GET`/`HEAD /healthz`: matrix-media-repo's liveness answer, for probes that script
+/// against it. It answers while the server accepts requests; it reads no state.
+async fn healthz() -> Response {
+    axum::Json(serde_json::json!({"ok": true, "status": "Probably not dead"})).into_response()
 }

@@ -1,0 +1,85 @@
+"""The reverse proxy of the real-Synapse suite, as an operator deploys media-ledger: one
+public listener; the media routes go to media-ledger, everything else to Synapse.
+
+Routed to media-ledger: /_matrix/media/* (the legacy media API and the admin API under
+unstable/admin and unstable/io.t2bot.media/admin) and /_matrix/client/v1/media/* (the
+authenticated media API). Bodies are streamed both ways; the client's Host is passed on
+(media-ledger picks the homeserver by it) with X-Forwarded-For/-Proto.
+
+usage: proxy.py LISTEN_PORT SYNAPSE_URL MEDIA_LEDGER_URL
+"""
+
+import sys
+
+from aiohttp import ClientSession, ClientTimeout, web
+
+MEDIA_PREFIXES = ("/_matrix/media/", "/_matrix/client/v1/media/")
+HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+}
+
+
+def upstream_for(path: str, synapse: str, ledger: str) -> str:
+    return ledger if path.startswith(MEDIA_PREFIXES) else synapse
+
+
+def main() -> None:
+    port, synapse, ledger = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+
+    async def start(app: web.Application) -> None:
+        app["session"] = ClientSession(
+            auto_decompress=False, timeout=ClientTimeout(total=300)
+        )
+
+    async def stop(app: web.Application) -> None:
+        await app["session"].close()
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        target = upstream_for(request.path, synapse, ledger) + request.raw_path
+        headers = {
+            k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP
+        }
+        peer = request.remote or ""
+        headers["X-Forwarded-For"] = peer
+        headers["X-Forwarded-Proto"] = request.scheme
+
+        async def body():
+            async for chunk in request.content.iter_chunked(65536):
+                yield chunk
+
+        data = body() if request.body_exists else None
+        async with request.app["session"].request(
+            request.method,
+            target,
+            headers=headers,
+            data=data,
+            allow_redirects=False,
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
+        ) as up:
+            out = web.StreamResponse(status=up.status, reason=up.reason)
+            for k, v in up.headers.items():
+                if k.lower() not in HOP_BY_HOP:
+                    out.headers.add(k, v)
+            await out.prepare(request)
+            if request.method != "HEAD":
+                async for chunk in up.content.iter_chunked(65536):
+                    await out.write(chunk)
+            await out.write_eof()
+            return out
+
+    app = web.Application(client_max_size=0)
+    app.on_startup.append(start)
+    app.on_cleanup.append(stop)
+    app.router.add_route("*", "/{tail:.*}", handle)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+if __name__ == "__main__":
+    main()
