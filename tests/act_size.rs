@@ -188,6 +188,7 @@ async fn quarantine_of_a_server_with_long_names_is_split_and_the_log_stays_reada
     assert_eq!(v["num_quarantined"], N as u64);
 
     let acts = acts_after(&srv.db_path(), before);
+    eprintln!("quarantine of {N} media recorded as {} acts", acts.len());
     assert!(acts.len() >= 16, "one act of 17 MB was not split: {acts:?}");
     assert!(acts.iter().all(|(kind, _)| *kind == "quarantine"));
     assert_eq!(acts.iter().map(|(_, n)| n).sum::<usize>(), N);
@@ -236,6 +237,7 @@ async fn remote_purge_of_media_with_thumbnails_is_split_and_the_log_stays_readab
         .into_iter()
         .filter(|(kind, _)| *kind == "purge")
         .collect();
+    eprintln!("purge of {N} media × 5 thumbnails recorded as {} acts", acts.len());
     assert!(acts.len() >= 2, "the purge was not split: {acts:?}");
     assert_eq!(acts.iter().map(|(_, n)| n).sum::<usize>(), N);
 
