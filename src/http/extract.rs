@@ -8,7 +8,7 @@ use crate::error::ApiError;
 use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
-use media_ledger_events::{MediaId, MediaRef, RequestId, ServerName, UserId};
+use media_ledger_events::{MediaId, MediaRef, RequestId, RoomId, ServerName, UserId};
 use rand::distr::{Alphanumeric, SampleString};
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
@@ -253,22 +253,16 @@ impl<S: Send + Sync> FromRequestParts<S> for UserPath {
     }
 }
 
-/// A `{room_id}` path parameter: `!opaque:server`, printable ASCII, at most 255 bytes; else
-/// `M_INVALID_PARAM`.
-pub struct RoomPath(pub String);
+/// A `{room_id}` path parameter by the room id grammar ([`RoomId`]: `!opaque:server`, or room
+/// version 12's `!` + 43 url-safe base64 characters); else `M_INVALID_PARAM`.
+pub struct RoomPath(pub RoomId);
 
 impl<S: Send + Sync> FromRequestParts<S> for RoomPath {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let MPath(room) = MPath::<String>::from_request_parts(parts, state).await?;
-        let ok = room.len() <= 255
-            && room.starts_with('!')
-            && room.contains(':')
-            && room.chars().all(|c| c.is_ascii_graphic());
-        if ok {
-            Ok(RoomPath(room))
-        } else {
-            Err(ApiError::InvalidParam(format!("invalid room id {room:?}")))
-        }
+        room.parse()
+            .map(RoomPath)
+            .map_err(|_| ApiError::InvalidParam(format!("invalid room id {room:?}")))
     }
 }
