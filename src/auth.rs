@@ -2,10 +2,17 @@
 //!
 //! A token is, in order: the shared-secret admin token, a static token from config, or a token
 //! the request's homeserver knows (`GET /_matrix/client/v3/account/whoami` on its `cs_api`,
-//! cached for `auth.whoami_cache_ttl_ms`). Failed look-ups are not cached. Whichever way it
+//! cached for `auth.whoami_cache_ttl_ms`, with whoami's `is_guest`). Failed look-ups are not
+//! cached; a token the homeserver refuses is answered with the homeserver's status, errcode
+//! and `soft_logout` (an expired refreshable token stays a soft logout). Whichever way it
 //! resolves, a token stands for a user of the request's homeserver: a whoami answer naming
 //! another server is refused, and a static token is valid only on its user's homeserver
 //! (a repository admin's on every homeserver).
+//!
+//! Logging out goes through here too ([`Auth::logout`]): the homeserver's
+//! `POST /_matrix/client/{r0,v3}/logout[/all]` is asked with the caller's token, then the
+//! cache forgets the token (or, for `logout/all`, every token of its user), and a whoami
+//! answer that was on its way while the logout happened is not cached.
 
 use crate::config::{Config, HomeserverConfig};
 use crate::error::ApiError;
@@ -42,11 +49,36 @@ impl Principal {
     }
 }
 
+/// A resolved token: who, and whether the homeserver calls them a guest (guests may
+/// download, not upload or reserve: Synapse's `allow_guest`).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// Who is asking.
+    pub principal: Principal,
+    /// A guest account of the homeserver (whoami's `is_guest`).
+    pub guest: bool,
+}
+
+/// A token the homeserver knows, as whoami answered it.
+struct Cached {
+    user: UserId,
+    guest: bool,
+    at: Instant,
+}
+
+/// The whoami cache, and how many logouts have evicted from it: a whoami answer is cached only
+/// if no logout evicted while it was asked (it may have raced the logout).
+#[derive(Default)]
+struct Cache {
+    tokens: HashMap<(ServerName, String), Cached>,
+    evictions: u64,
+}
+
 /// Resolves tokens.
 pub struct Auth {
     config: Arc<Config>,
     client: reqwest::Client,
-    cache: Mutex<HashMap<(ServerName, String), (UserId, Instant)>>,
+    cache: Mutex<Cache>,
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -56,6 +88,40 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[derive(serde::Deserialize)]
 struct WhoAmI {
     user_id: UserId,
+    #[serde(default)]
+    is_guest: bool,
+}
+
+/// The homeserver's refusal of a token (401 or 403), passed on as it said it: its errcode
+/// (when it looks like one), its message (bounded) and its `soft_logout`.
+async fn refusal(resp: reqwest::Response) -> ApiError {
+    let status = resp.status();
+    let body =
+        crate::federation::client::capped_json(resp, crate::federation::client::MAX_JSON_BYTES)
+            .await
+            .unwrap_or_default();
+    let errcode = body["errcode"]
+        .as_str()
+        .filter(|c| {
+            !c.is_empty()
+                && c.len() <= 128
+                && c.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+        })
+        .unwrap_or("M_UNKNOWN_TOKEN");
+    let message: String = body["error"]
+        .as_str()
+        .unwrap_or("unknown access token")
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(512)
+        .collect();
+    ApiError::TokenRefused {
+        status,
+        errcode: errcode.to_owned(),
+        message,
+        soft_logout: body["soft_logout"].as_bool(),
+    }
 }
 
 impl Auth {
@@ -68,15 +134,28 @@ impl Auth {
         Self {
             config,
             client,
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(Cache::default()),
         }
     }
 
     /// The principal of `token` on homeserver `hs`.
     pub async fn resolve(&self, hs: &HomeserverConfig, token: &str) -> Result<Principal, ApiError> {
+        self.resolve_caller(hs, token).await.map(|c| c.principal)
+    }
+
+    /// The principal of `token` on homeserver `hs`, and whether it is a guest.
+    pub async fn resolve_caller(
+        &self,
+        hs: &HomeserverConfig,
+        token: &str,
+    ) -> Result<Caller, ApiError> {
+        let member = |principal| Caller {
+            principal,
+            guest: false,
+        };
         let secret = &self.config.auth.shared_secret;
         if !secret.is_empty() && constant_time_eq(secret.as_bytes(), token.as_bytes()) {
-            return Ok(Principal::SharedSecretAdmin);
+            return Ok(member(Principal::SharedSecretAdmin));
         }
         if let Some(t) = self
             .config
@@ -90,7 +169,7 @@ impl Auth {
             // secret does). Refused here, it is never sent on to this homeserver's whoami:
             // it is another homeserver's secret.
             if self.static_token_valid_on(&t.user_id, hs) {
-                return Ok(Principal::User(t.user_id.clone()));
+                return Ok(member(Principal::User(t.user_id.clone())));
             }
             tracing::warn!(homeserver = %hs.name, user_id = %t.user_id, "static token of a user of another server; token refused");
             return Err(ApiError::UnknownToken);
@@ -100,11 +179,18 @@ impl Auth {
         };
         let key = (hs.name.clone(), token.to_owned());
         let ttl = Duration::from_millis(self.config.auth.whoami_cache_ttl_ms);
-        if let Some((user, at)) = self.cache.lock().get(&key) {
-            if at.elapsed() < ttl {
-                return Ok(Principal::User(user.clone()));
+        let evictions = {
+            let cache = self.cache.lock();
+            if let Some(c) = cache.tokens.get(&key) {
+                if c.at.elapsed() < ttl {
+                    return Ok(Caller {
+                        principal: Principal::User(c.user.clone()),
+                        guest: c.guest,
+                    });
+                }
             }
-        }
+            cache.evictions
+        };
         let url = format!(
             "{}/_matrix/client/v3/account/whoami",
             cs_api.trim_end_matches('/')
@@ -138,17 +224,119 @@ impl Auth {
                     return Err(ApiError::UnknownToken);
                 }
                 let mut cache = self.cache.lock();
-                if cache.len() > 100_000 {
-                    cache.retain(|_, (_, at)| at.elapsed() < ttl);
+                if cache.evictions == evictions {
+                    if cache.tokens.len() > 100_000 {
+                        cache.tokens.retain(|_, c| c.at.elapsed() < ttl);
+                    }
+                    cache.tokens.insert(
+                        key,
+                        Cached {
+                            user: who.user_id.clone(),
+                            guest: who.is_guest,
+                            at: Instant::now(),
+                        },
+                    );
                 }
-                cache.insert(key, (who.user_id.clone(), Instant::now()));
-                Ok(Principal::User(who.user_id))
+                Ok(Caller {
+                    principal: Principal::User(who.user_id),
+                    guest: who.is_guest,
+                })
             }
-            401 | 403 => Err(ApiError::UnknownToken),
+            401 | 403 => Err(refusal(resp).await),
             s => Err(ApiError::unavailable(
                 "the homeserver answered whoami badly",
                 format_args!("homeserver {} whoami answered {s}", hs.name),
             )),
+        }
+    }
+
+    /// Logs `token` out at homeserver `hs` (`all`: every session of its user), asking its
+    /// `POST /_matrix/client/{version}/logout[/all]` with the token; answers the homeserver's
+    /// status and JSON. Whatever it answers, the token (for `all`: every cached token of the
+    /// user the token stood for) is forgotten, so the next request asks whoami again.
+    pub async fn logout(
+        &self,
+        hs: &HomeserverConfig,
+        token: &str,
+        version: &str,
+        all: bool,
+    ) -> Result<(reqwest::StatusCode, serde_json::Value), ApiError> {
+        if self.is_configured_token(token) {
+            // Never sent to a homeserver: it is ours (or another homeserver's user's).
+            return Err(ApiError::Forbidden(
+                "a configured token (shared secret, static token) cannot be logged out".into(),
+            ));
+        }
+        let Some(cs_api) = &hs.cs_api else {
+            return Err(ApiError::NotFound(format!(
+                "homeserver {} has no cs_api: log out at the homeserver",
+                hs.name
+            )));
+        };
+        // The user of a `logout/all`, learnt before the homeserver forgets the token.
+        let user = if all {
+            match self.resolve(hs, token).await {
+                Ok(Principal::User(u)) => Some(u),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        let url = format!(
+            "{}/_matrix/client/{version}/logout{}",
+            cs_api.trim_end_matches('/'),
+            if all { "/all" } else { "" }
+        );
+        let sent = self
+            .client
+            .post(&url)
+            .bearer_auth(token)
+            .json(&serde_json::json!({}))
+            .send()
+            .await;
+        // Evict after the homeserver acted (or failed to): a whoami asked before this point
+        // finds its answer refused by the eviction count, one asked after sees the logout.
+        self.evict(hs, token, user.as_ref());
+        let resp = sent.map_err(|e| {
+            ApiError::unavailable(
+                "the homeserver cannot be reached",
+                format_args!("homeserver {} unreachable: {e}", hs.name),
+            )
+        })?;
+        let status = resp.status();
+        let body =
+            crate::federation::client::capped_json(resp, crate::federation::client::MAX_JSON_BYTES)
+                .await
+                .map_err(|e| {
+                    ApiError::bad_gateway(
+                        "the homeserver answered the logout badly",
+                        format_args!("homeserver {} logout answered {status}: {e}", hs.name),
+                    )
+                })?;
+        Ok((status, body))
+    }
+
+    /// Whether `token` is the shared secret or a static token of the config.
+    fn is_configured_token(&self, token: &str) -> bool {
+        let secret = &self.config.auth.shared_secret;
+        (!secret.is_empty() && constant_time_eq(secret.as_bytes(), token.as_bytes()))
+            || self
+                .config
+                .auth
+                .static_tokens
+                .iter()
+                .any(|t| constant_time_eq(t.token.as_bytes(), token.as_bytes()))
+    }
+
+    /// Forgets `token` on `hs` and, with `user`, every cached token of that user there.
+    fn evict(&self, hs: &HomeserverConfig, token: &str, user: Option<&UserId>) {
+        let mut cache = self.cache.lock();
+        cache.evictions += 1;
+        cache.tokens.remove(&(hs.name.clone(), token.to_owned()));
+        if let Some(user) = user {
+            cache
+                .tokens
+                .retain(|(server, _), c| !(*server == hs.name && c.user == *user));
         }
     }
 

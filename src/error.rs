@@ -32,6 +32,24 @@ pub enum ApiError {
     /// The token is not known.
     #[error("unknown access token")]
     UnknownToken,
+    /// The homeserver refused the token (whoami answered 401 or 403): its status, errcode and
+    /// message are passed on, with its `soft_logout` when it gave one (an expired refreshable
+    /// token: the client refreshes instead of treating the session as destroyed).
+    #[error("{message}")]
+    TokenRefused {
+        /// The homeserver's status (401 or 403).
+        status: StatusCode,
+        /// The homeserver's errcode.
+        errcode: String,
+        /// The homeserver's message.
+        message: String,
+        /// The homeserver's `soft_logout`, if it said.
+        soft_logout: Option<bool>,
+    },
+    /// A guest account on an endpoint guests may not use (uploads, reservations, config,
+    /// moderation): 403 `M_GUEST_ACCESS_FORBIDDEN`, as Synapse answers.
+    #[error("Guest access not allowed")]
+    GuestAccessForbidden,
     /// A server-to-server request whose signature does not check out.
     #[error("{0}")]
     Unauthorized(String),
@@ -135,8 +153,10 @@ impl ApiError {
     }
 
     /// The Matrix errcode.
-    pub fn errcode(&self) -> &'static str {
+    pub fn errcode(&self) -> &str {
         match self {
+            ApiError::TokenRefused { errcode, .. } => errcode,
+            ApiError::GuestAccessForbidden => "M_GUEST_ACCESS_FORBIDDEN",
             ApiError::NotFound(_) => "M_NOT_FOUND",
             ApiError::TooLarge { .. } => "M_TOO_LARGE",
             ApiError::NotYetUploaded => "M_NOT_YET_UPLOADED",
@@ -169,7 +189,8 @@ impl ApiError {
             ApiError::MissingToken | ApiError::UnknownToken | ApiError::Unauthorized(_) => {
                 StatusCode::UNAUTHORIZED
             }
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::TokenRefused { status, .. } => *status,
+            ApiError::Forbidden(_) | ApiError::GuestAccessForbidden => StatusCode::FORBIDDEN,
             ApiError::InvalidParam(_)
             | ApiError::NotJson(_)
             | ApiError::MissingParam(_)
@@ -203,8 +224,13 @@ impl IntoResponse for ApiError {
             }
         };
         let mut body = json!({ "errcode": self.errcode(), "error": message });
-        if let ApiError::Busy { retry_after_ms, .. } = self {
-            body["retry_after_ms"] = json!(retry_after_ms);
+        match &self {
+            ApiError::Busy { retry_after_ms, .. } => body["retry_after_ms"] = json!(retry_after_ms),
+            ApiError::TokenRefused {
+                soft_logout: Some(soft),
+                ..
+            } => body["soft_logout"] = json!(soft),
+            _ => {}
         }
         let mut resp = (status, axum::Json(body)).into_response();
         match self {

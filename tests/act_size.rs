@@ -237,7 +237,10 @@ async fn remote_purge_of_media_with_thumbnails_is_split_and_the_log_stays_readab
         .into_iter()
         .filter(|(kind, _)| *kind == "purge")
         .collect();
-    eprintln!("purge of {N} media × 5 thumbnails recorded as {} acts", acts.len());
+    eprintln!(
+        "purge of {N} media × 5 thumbnails recorded as {} acts",
+        acts.len()
+    );
     assert!(acts.len() >= 2, "the purge was not split: {acts:?}");
     assert_eq!(acts.iter().map(|(_, n)| n).sum::<usize>(), N);
 

@@ -937,6 +937,76 @@ async fn quarantine_by_room_uses_the_homeserver_listing() {
     srv.stop().await;
 }
 
+/// Room version 12 (Synapse 1.163's default) ids have no server part: `!` + the create event's
+/// reference hash, 43 url-safe base64 characters. Quarantine and purge by room take them as
+/// they take `!opaque:server`, and ask the homeserver's room listing with the id as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_version_12_ids_quarantine_and_purge() {
+    let (mut srv, hs) = start_with_synapse(Opts::default()).await;
+    let l1 = random_bytes(2_101);
+    let l2 = random_bytes(2_102);
+    let local1 = upload_ok(&srv, "localhost", ALICE, l1.clone()).await;
+    let local2 = upload_ok(&srv, "localhost", ALICE, l2.clone()).await;
+    let v12 = "!cZ4Xg0K8yE_2m-Wq9LhVb7TnRj5aPd3sUfOiYkM1e6w";
+    assert_eq!(v12.len(), 44);
+    hs.set_room_media(v12, &[&local1], &[]);
+    assert_eq!(quarantine_bulk(&srv, BOB, &format!("room/{v12}")).await, 1);
+    assert_hidden(&srv, &local1).await;
+    assert_serves(&srv, &local2, &l2).await;
+    assert!(
+        hs.calls().iter().any(
+            |(p, t)| *p == format!("/_synapse/admin/v1/room/{v12}/media")
+                && t.as_deref() == Some(BOB)
+        ),
+        "{:?}",
+        hs.calls()
+    );
+    let (chunk, _) = audit(&srv, ADMIN, "?kind=quarantine").await;
+    assert_eq!(chunk.len(), 1, "{chunk:?}");
+    assert_eq!(
+        chunk[0]["details"]["target"],
+        json!({ "Room": v12 }),
+        "{chunk:?}"
+    );
+
+    // The purge by room takes the same id (the quarantined media becomes a tombstone).
+    hs.set_room_media(v12, &[&local1, &local2], &[]);
+    let resp = post(&srv, ADMIN, &format!("purge/room/{v12}"), None).await;
+    let v = json_ok(resp).await;
+    let affected: BTreeSet<&str> = v["affected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        affected,
+        BTreeSet::from([local1.as_str(), local2.as_str()]),
+        "{v}"
+    );
+    assert_hidden(&srv, &local2).await;
+
+    // Still refused: almost-v12 ids, padded or standard base64, a v12 id with a bad server.
+    for bad in [
+        &v12[..43],
+        &format!("{v12}A"),
+        &format!("{v12}="),
+        &v12.replace('_', "%2F"),
+        "!abc",
+        "!:localhost",
+    ] {
+        for route in ["quarantine/room", "purge/room"] {
+            expect_error(
+                post(&srv, ADMIN, &format!("{route}/{bad}"), None).await,
+                StatusCode::BAD_REQUEST,
+                "M_INVALID_PARAM",
+            )
+            .await;
+        }
+    }
+    srv.stop().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // What quarantined media serve
 // ---------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ mod act_size;
 mod admin;
 mod async_upload;
 mod auth;
+mod auth_homeserver;
 mod auth_scope;
 mod bad_input;
 mod blob_integrity;

@@ -21,6 +21,9 @@ pub enum IdError {
     /// Not a user id (`@localpart:server`).
     #[error("invalid user id: {0:?}")]
     UserId(String),
+    /// Not a room id (`!opaque:server`, or room version 12's `!` + 43 url-safe base64).
+    #[error("invalid room id: {0:?}")]
+    RoomId(String),
     /// Not a datastore id (`[A-Za-z0-9_.-]{1,64}`).
     #[error("invalid datastore id: {0:?}")]
     DatastoreId(String),
@@ -100,6 +103,14 @@ string_id!(
     UserId
 );
 string_id!(
+    /// A Matrix room id: `!opaque:server` (room versions 1–11), or room version 12's
+    /// `!` followed by the create event's reference hash (43 url-safe unpadded base64
+    /// characters, no server part). At most 255 bytes, printable ASCII.
+    RoomId,
+    is_room_id,
+    RoomId
+);
+string_id!(
     /// The stable id of a datastore, from config.
     DatastoreId,
     is_datastore_id,
@@ -175,6 +186,27 @@ fn is_user_id(s: &str) -> bool {
             .bytes()
             .all(|b| (0x21..=0x7e).contains(&b) && b != b':')
         && is_server_name(server)
+}
+
+fn is_room_id(s: &str) -> bool {
+    let Some(rest) = s.strip_prefix('!') else {
+        return false;
+    };
+    if s.len() > 255 || !s.bytes().all(|b| b.is_ascii_graphic()) {
+        return false;
+    }
+    match rest.split_once(':') {
+        // Room versions 1–11: an opaque part (any printable ASCII) and the creator's server.
+        Some((opaque, server)) => !opaque.is_empty() && is_server_name(server),
+        // Room version 12: the SHA-256 reference hash of the create event, url-safe
+        // unpadded base64 (32 bytes → 43 characters).
+        None => {
+            rest.len() == 43
+                && rest
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        }
+    }
 }
 
 fn is_datastore_id(s: &str) -> bool {
@@ -484,6 +516,41 @@ impl fmt::Display for Seq {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn room_ids_take_both_forms() {
+        let v12 = format!("!{}", "aB3-_".repeat(8) + "xyz");
+        assert_eq!(v12.len(), 44);
+        for ok in [
+            "!room:localhost",
+            "!OGEhHVWSdvArJzumhm:matrix.org",
+            "!a:example.com:8448",
+            "!x:[::1]",
+            v12.as_str(),
+        ] {
+            assert!(ok.parse::<RoomId>().is_ok(), "{ok}");
+        }
+        let long = format!("!{}:example.com", "a".repeat(250));
+        for bad in [
+            "",
+            "!",
+            "room:localhost",
+            "@user:localhost",
+            "!:localhost",
+            "!room:",
+            "!room:a/b",
+            "!ro om:localhost",
+            "!abc",
+            &v12[..43],
+            &format!("{v12}A"),
+            &v12.replace('-', "+"),
+            &v12.replace('_', "/"),
+            &format!("{v12}="),
+            long.as_str(),
+        ] {
+            assert!(bad.parse::<RoomId>().is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn server_names_follow_the_grammar() {

@@ -23,8 +23,8 @@ pub use event::{
     TransferStarted, MODERATION_KINDS,
 };
 pub use ids::{
-    BlobLocation, ContentType, DatastoreId, IdError, MediaId, MediaRef, Seq, ServerName, Sha256,
-    UserId,
+    BlobLocation, ContentType, DatastoreId, IdError, MediaId, MediaRef, RoomId, Seq, ServerName,
+    Sha256, UserId,
 };
 pub use moderation::{
     Authority, BlobDeleted, FreedBlob, MediaAttributesSet, MediaPurged, MediaPurpose,

@@ -1,7 +1,7 @@
 //! Download routes: legacy `/_matrix/media/{r0,v3}/download` and authenticated
 //! `/_matrix/client/v1/media/download`, with HEAD, single ranges and the security headers.
 
-use super::extract::{media_ref, request_id, Authed, Homeserver, MPath, MQuery, MaybeAuthed};
+use super::extract::{media_ref, request_id, GuestOk, Homeserver, MPath, MQuery, MaybeAuthed};
 use super::headers::{add_security_headers, content_disposition};
 use super::range::{parse_range, ByteRange};
 use super::State;
@@ -80,7 +80,7 @@ pub async fn legacy_named(
 /// `GET /_matrix/client/v1/media/download/{server}/{id}`.
 pub async fn authed(
     S(state): S<State>,
-    auth: Authed,
+    GuestOk(auth): GuestOk,
     MPath((server, id)): MPath<(String, String)>,
     MQuery(q): MQuery<DownloadQuery>,
     method: Method,
@@ -99,7 +99,7 @@ pub async fn authed(
 /// `GET /_matrix/client/v1/media/download/{server}/{id}/{filename}`.
 pub async fn authed_named(
     S(state): S<State>,
-    auth: Authed,
+    GuestOk(auth): GuestOk,
     MPath((server, id, name)): MPath<(String, String, String)>,
     MQuery(q): MQuery<DownloadQuery>,
     method: Method,

@@ -8,7 +8,7 @@ use crate::error::ApiError;
 use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
-use media_ledger_events::{MediaId, MediaRef, RequestId, ServerName, UserId};
+use media_ledger_events::{MediaId, MediaRef, RequestId, RoomId, ServerName, UserId};
 use rand::distr::{Alphanumeric, SampleString};
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
@@ -112,6 +112,8 @@ fn host(parts: &Parts) -> Option<String> {
 }
 
 /// The homeserver and principal of an authenticated request (`M_MISSING_TOKEN` without one).
+/// A guest account is refused (403 `M_GUEST_ACCESS_FORBIDDEN`, as Synapse refuses guests
+/// everywhere but the endpoints that allow them): where guests may come, take [`GuestOk`].
 pub struct Authed {
     /// Who is asking.
     pub principal: Principal,
@@ -121,17 +123,37 @@ pub struct Authed {
     pub token: String,
 }
 
-impl FromRequestParts<State> for Authed {
-    type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, state: &State) -> Result<Self, ApiError> {
+impl Authed {
+    async fn extract(parts: &Parts, state: &State, allow_guest: bool) -> Result<Self, ApiError> {
         let hs = state.config.homeserver_for(host(parts).as_deref()).clone();
         let token = token(parts)?.ok_or(ApiError::MissingToken)?;
-        let principal = state.auth.resolve(&hs, &token).await?;
+        let caller = state.auth.resolve_caller(&hs, &token).await?;
+        if caller.guest && !allow_guest {
+            return Err(ApiError::GuestAccessForbidden);
+        }
         Ok(Authed {
-            principal,
+            principal: caller.principal,
             homeserver: hs,
             token,
         })
+    }
+}
+
+impl FromRequestParts<State> for Authed {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &State) -> Result<Self, ApiError> {
+        Authed::extract(parts, state, false).await
+    }
+}
+
+/// An authenticated request where guest accounts are welcome too (downloads and thumbnails,
+/// Synapse's `allow_guest=True`).
+pub struct GuestOk(pub Authed);
+
+impl FromRequestParts<State> for GuestOk {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &State) -> Result<Self, ApiError> {
+        Authed::extract(parts, state, true).await.map(GuestOk)
     }
 }
 
@@ -253,22 +275,16 @@ impl<S: Send + Sync> FromRequestParts<S> for UserPath {
     }
 }
 
-/// A `{room_id}` path parameter: `!opaque:server`, printable ASCII, at most 255 bytes; else
-/// `M_INVALID_PARAM`.
-pub struct RoomPath(pub String);
+/// A `{room_id}` path parameter by the room id grammar ([`RoomId`]: `!opaque:server`, or room
+/// version 12's `!` + 43 url-safe base64 characters); else `M_INVALID_PARAM`.
+pub struct RoomPath(pub RoomId);
 
 impl<S: Send + Sync> FromRequestParts<S> for RoomPath {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let MPath(room) = MPath::<String>::from_request_parts(parts, state).await?;
-        let ok = room.len() <= 255
-            && room.starts_with('!')
-            && room.contains(':')
-            && room.chars().all(|c| c.is_ascii_graphic());
-        if ok {
-            Ok(RoomPath(room))
-        } else {
-            Err(ApiError::InvalidParam(format!("invalid room id {room:?}")))
-        }
+        room.parse()
+            .map(RoomPath)
+            .map_err(|_| ApiError::InvalidParam(format!("invalid room id {room:?}")))
     }
 }

@@ -12,6 +12,7 @@ pub mod download;
 pub mod extract;
 pub mod federation;
 pub mod headers;
+pub mod logout;
 pub mod moderation;
 pub mod moderator;
 pub mod purge;
@@ -109,6 +110,11 @@ pub fn router(state: State) -> Router {
         .route(
             "/_matrix/client/v1/media/thumbnail/{server}/{media_id}",
             get(thumbnail::authed),
+        )
+        .route("/_matrix/client/{version}/logout", post(logout::logout))
+        .route(
+            "/_matrix/client/{version}/logout/all",
+            post(logout::logout_all),
         )
         .route("/_matrix/key/v2/server", get(federation::server_keys))
         .route(

@@ -115,10 +115,10 @@ pub async fn quarantine_room(
     input: ActInput,
 ) -> Result<Json<Value>, ApiError> {
     let reason = input.reason()?;
-    let seeds = room_media(&state, &m, &room).await?;
+    let seeds = room_media(&state, &m, room.as_str()).await?;
     let n = state
         .moderation
-        .quarantine(&m.act(reason), ModerationTarget::Room(room), seeds)
+        .quarantine(&m.act(reason), ModerationTarget::Room(room.into()), seeds)
         .await?;
     Ok(Json(json!({ "num_quarantined": n })))
 }

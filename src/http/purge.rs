@@ -150,13 +150,13 @@ pub async fn purge_room(
 ) -> Result<Json<Value>, ApiError> {
     let reason = input.reason()?;
     let before = input.before_or_now();
-    let listed = room_media(&state, &m, &room).await?;
+    let listed = room_media(&state, &m, room.as_str()).await?;
     let candidates = run_select(&state, move |l| select::created_before(l, listed, before)).await?;
     let affected = state
         .moderation
         .purge(
             &m.act(reason),
-            spec(ModerationTarget::Room(room), Some(before)),
+            spec(ModerationTarget::Room(room.into()), Some(before)),
             candidates,
         )
         .await?;

@@ -2,7 +2,7 @@
 //! `/_matrix/client/v1/media/thumbnail`.
 
 use super::download::header_value;
-use super::extract::{media_ref, Authed, Homeserver, MPath, MQuery};
+use super::extract::{media_ref, GuestOk, Homeserver, MPath, MQuery};
 use super::headers::add_security_headers;
 use super::State;
 use crate::auth::Principal;
@@ -96,7 +96,7 @@ pub async fn legacy(
 /// `GET /_matrix/client/v1/media/thumbnail/{server}/{id}`.
 pub async fn authed(
     S(state): S<State>,
-    auth: Authed,
+    GuestOk(auth): GuestOk,
     MPath((server, id)): MPath<(String, String)>,
     MQuery(q): MQuery<ThumbQuery>,
     method: Method,

@@ -4,29 +4,46 @@
 //!   caller must be an admin itself (401 for an unknown token, 403 for a non-admin caller).
 //! - `GET /_synapse/admin/v1/room/{roomId}/media` → `{"local": [..], "remote": [..]}` as set
 //!   by [`FakeSynapse::set_room_media`]; admins only; 404 for a room never set.
-//! - `GET /_matrix/client/v3/account/whoami` → `{"user_id": ..}` for every known token (only
-//!   needed for tokens that are not static tokens of the media-ledger config).
+//! - `GET /_matrix/client/v3/account/whoami` → `{"user_id", "is_guest", "device_id"}` for
+//!   every known token (only needed for tokens that are not static tokens of the media-ledger
+//!   config). Like Synapse 1.163, an unknown token is 401 `M_UNKNOWN_TOKEN` with
+//!   `"soft_logout": false`, an expired one ([`FakeSynapse::expire`]) 401 `M_UNKNOWN_TOKEN`
+//!   "Access token has expired" with `"soft_logout": true`; guests ([`FakeSynapse::add_guest`])
+//!   answer `"is_guest": true` and are refused by the admin API (403
+//!   `M_GUEST_ACCESS_FORBIDDEN`).
+//! - `POST /_matrix/client/{r0,v3}/logout` → `{}`, the token forgotten (an expired token may
+//!   log out, as Synapse's `allow_expired`); `logout/all` → `{}`, every token of its user
+//!   forgotten.
 //!
 //! ```ignore
 //! let hs = FakeSynapse::start(&[("bob-token", "@bob:localhost")]).await;
 //! // homeserver config: cs_api = hs.url
 //! hs.set_room_media("!room:localhost", &["mxc://localhost/abc"], &["mxc://remote/def"]);
 //! ```
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::result_large_err
+)]
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 #[derive(Default)]
 struct Inner {
     /// token → (user id, is admin).
     users: HashMap<String, (String, bool)>,
+    /// Tokens of guest accounts.
+    guests: HashSet<String>,
+    /// Tokens past their expiry (refreshable tokens): soft-logged-out.
+    expired: HashSet<String>,
     /// room id → (local, remote).
     rooms: HashMap<String, (Vec<String>, Vec<String>)>,
     /// Every request: (path, bearer token).
@@ -55,14 +72,52 @@ fn matrix_error(status: StatusCode, errcode: &str, error: &str) -> Response {
     (status, Json(json!({ "errcode": errcode, "error": error }))).into_response()
 }
 
+/// Synapse's refusal of a token it does not know (`InvalidClientTokenError`): 401
+/// `M_UNKNOWN_TOKEN` with `soft_logout` (true for an expired token).
+fn token_error(message: &str, soft_logout: bool) -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        Json(json!({
+            "errcode": "M_UNKNOWN_TOKEN",
+            "error": message,
+            "soft_logout": soft_logout,
+        })),
+    )
+        .into_response()
+}
+
+/// The user of a valid token, or Synapse's refusal (`allow_expired`: an expired token counts).
+fn user_of(inner: &Inner, token: Option<&String>, allow_expired: bool) -> Result<String, Response> {
+    let Some(token) = token else {
+        return Err(matrix_error(
+            StatusCode::UNAUTHORIZED,
+            "M_MISSING_TOKEN",
+            "Missing access token",
+        ));
+    };
+    match inner.users.get(token) {
+        None => Err(token_error("Invalid access token passed.", false)),
+        Some(_) if inner.expired.contains(token) && !allow_expired => {
+            Err(token_error("Access token has expired", true))
+        }
+        Some((user, _)) => Ok(user.clone()),
+    }
+}
+
 /// `None` if the caller is an admin; else the error response Synapse would give.
 fn refuse_non_admin(inner: &Inner, token: Option<&String>) -> Option<Response> {
+    if let Err(r) = user_of(inner, token, false) {
+        return Some(r);
+    }
+    if token.is_some_and(|t| inner.guests.contains(t)) {
+        return Some(matrix_error(
+            StatusCode::FORBIDDEN,
+            "M_GUEST_ACCESS_FORBIDDEN",
+            "Guest access not allowed",
+        ));
+    }
     match token.and_then(|t| inner.users.get(t)) {
-        None => Some(matrix_error(
-            StatusCode::UNAUTHORIZED,
-            "M_UNKNOWN_TOKEN",
-            "Unknown access token",
-        )),
+        None => Some(token_error("Invalid access token passed.", false)),
         Some((_, false)) => Some(matrix_error(
             StatusCode::FORBIDDEN,
             "M_FORBIDDEN",
@@ -117,14 +172,71 @@ async fn whoami(State(inner): State<Shared>, headers: HeaderMap) -> Response {
         "/_matrix/client/v3/account/whoami".to_owned(),
         token.clone(),
     ));
-    match token.and_then(|t| g.users.get(&t).cloned()) {
-        Some((user, _)) => Json(json!({ "user_id": user })).into_response(),
-        None => matrix_error(
-            StatusCode::UNAUTHORIZED,
-            "M_UNKNOWN_TOKEN",
-            "Unknown access token",
-        ),
+    match user_of(&g, token.as_ref(), false) {
+        Ok(user) => {
+            let guest = token.as_ref().is_some_and(|t| g.guests.contains(t));
+            Json(json!({ "user_id": user, "is_guest": guest, "device_id": "FAKEDEVICE" }))
+                .into_response()
+        }
+        Err(r) => r,
     }
+}
+
+/// `POST /_matrix/client/{version}/logout[/all]`: the token (`all`: every token of its user)
+/// is forgotten; `{}`.
+fn logout_as(inner: &Shared, version: &str, headers: &HeaderMap, all: bool) -> Response {
+    let token = bearer(headers);
+    let mut g = inner.lock().unwrap();
+    let suffix = if all { "/all" } else { "" };
+    g.calls.push((
+        format!("/_matrix/client/{version}/logout{suffix}"),
+        token.clone(),
+    ));
+    if version != "r0" && version != "v3" {
+        return matrix_error(
+            StatusCode::NOT_FOUND,
+            "M_UNRECOGNIZED",
+            "Unrecognized request",
+        );
+    }
+    let user = match user_of(&g, token.as_ref(), true) {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    let gone: Vec<String> = g
+        .users
+        .iter()
+        .filter(|(t, (u, _))| {
+            if all {
+                *u == user
+            } else {
+                Some(*t) == token.as_ref()
+            }
+        })
+        .map(|(t, _)| t.clone())
+        .collect();
+    for t in gone {
+        g.users.remove(&t);
+        g.guests.remove(&t);
+        g.expired.remove(&t);
+    }
+    Json(json!({})).into_response()
+}
+
+async fn logout(
+    State(inner): State<Shared>,
+    Path(version): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    logout_as(&inner, &version, &headers, false)
+}
+
+async fn logout_all(
+    State(inner): State<Shared>,
+    Path(version): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    logout_as(&inner, &version, &headers, true)
 }
 
 impl FakeSynapse {
@@ -142,6 +254,8 @@ impl FakeSynapse {
             .route("/_synapse/admin/v1/users/{user}/admin", get(user_admin))
             .route("/_synapse/admin/v1/room/{room}/media", get(room_media))
             .route("/_matrix/client/v3/account/whoami", get(whoami))
+            .route("/_matrix/client/{version}/logout", post(logout))
+            .route("/_matrix/client/{version}/logout/all", post(logout_all))
             .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -163,6 +277,25 @@ impl FakeSynapse {
             .unwrap()
             .users
             .insert(token.to_owned(), (user_id.to_owned(), admin));
+    }
+
+    /// Adds a guest account's token (whoami answers `"is_guest": true`).
+    pub fn add_guest(&self, token: &str, user_id: &str) {
+        let mut g = self.inner.lock().unwrap();
+        g.users
+            .insert(token.to_owned(), (user_id.to_owned(), false));
+        g.guests.insert(token.to_owned());
+    }
+
+    /// Lets `token` expire (a refreshable token past its lifetime): Synapse then answers it
+    /// 401 `M_UNKNOWN_TOKEN` with `"soft_logout": true`.
+    pub fn expire(&self, token: &str) {
+        self.inner.lock().unwrap().expired.insert(token.to_owned());
+    }
+
+    /// Whether the homeserver still knows `token` (it was not logged out).
+    pub fn knows(&self, token: &str) -> bool {
+        self.inner.lock().unwrap().users.contains_key(token)
     }
 
     /// Sets what `GET /_synapse/admin/v1/room/{room}/media` answers.
