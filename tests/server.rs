@@ -30,6 +30,7 @@ mod recovery;
 mod restart;
 mod s3;
 mod thumbnail_bounds;
+mod thumbnail_output;
 mod thumbnails;
 mod transfer;
 mod upload_download;
