@@ -21,6 +21,7 @@ mod edge;
 mod errors;
 mod fault_injection;
 mod federation;
+mod freeze;
 mod metrics;
 mod model;
 mod moderation_purge;
