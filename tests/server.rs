@@ -26,6 +26,7 @@ mod metrics;
 mod model;
 mod moderation_purge;
 mod moderation_quarantine;
+mod operator_messages;
 mod purge_resume;
 mod recovery;
 mod restart;

@@ -415,10 +415,10 @@ pub fn filename_of(disposition: &str) -> Option<String> {
 }
 
 /// Largest JSON document read from a remote server (keys, errors, well-known).
-pub(super) const MAX_JSON_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_JSON_BYTES: usize = 64 * 1024;
 
 /// Reads a JSON body of at most `max` bytes, refusing (without reading further) a larger one.
-pub(super) async fn capped_json(
+pub(crate) async fn capped_json(
     mut resp: reqwest::Response,
     max: usize,
 ) -> Result<serde_json::Value, String> {
