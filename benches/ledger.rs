@@ -289,6 +289,9 @@ bind = "127.0.0.1:{port}"
 path = "{d}/db"
 [uploads]
 max_bytes = {max_bytes}
+[downloads]
+# The figures are of anonymous downloads on the deprecated endpoints (no whoami).
+freeze_unauthenticated = false
 [auth]
 shared_secret = "bench-admin"
 [[auth.static_tokens]]

@@ -175,6 +175,8 @@ impl Auth {
             return Err(ApiError::UnknownToken);
         }
         let Some(cs_api) = &hs.cs_api else {
+            // Said once at WARN at start-up (`homeserver_check`).
+            tracing::debug!(homeserver = %hs.name, "token refused: not a static token, and this homeserver has no cs_api to ask");
             return Err(ApiError::UnknownToken);
         };
         let key = (hs.name.clone(), token.to_owned());
@@ -204,7 +206,11 @@ impl Auth {
             .map_err(|e| {
                 ApiError::unavailable(
                     "the homeserver cannot be reached",
-                    format_args!("homeserver {} unreachable: {e}", hs.name),
+                    format_args!(
+                        "homeserver {} unreachable: {}",
+                        hs.name,
+                        crate::homeserver_check::error_chain(&e)
+                    ),
                 )
             })?;
         match resp.status().as_u16() {
@@ -220,7 +226,14 @@ impl Auth {
                     .server_name()
                     .eq_ignore_ascii_case(hs.name.as_str())
                 {
-                    tracing::warn!(homeserver = %hs.name, user_id = %who.user_id, "whoami named a user of another server; token refused");
+                    tracing::warn!(
+                        "{}",
+                        crate::homeserver_check::name_mismatch(
+                            hs,
+                            who.user_id.as_str(),
+                            who.user_id.server_name()
+                        )
+                    );
                     return Err(ApiError::UnknownToken);
                 }
                 let mut cache = self.cache.lock();

@@ -22,6 +22,7 @@ pub mod config;
 pub mod datastore;
 pub mod error;
 pub mod federation;
+pub mod homeserver_check;
 pub mod http;
 pub mod ledger;
 pub mod media;

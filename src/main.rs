@@ -5,7 +5,7 @@ use media_ledger::config::Config;
 use media_ledger::ledger::Ledger;
 use media_ledger_events::{MediaRef, Seq};
 use media_ledger_projections::names;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -86,9 +86,11 @@ fn main() -> ExitCode {
             .with_writer(std::io::stderr)
             .init();
     } else {
+        // Colours only for a terminal: journald and log files get plain text.
         tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
             .init();
     }
     match run() {

@@ -170,6 +170,15 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
         let _ = stopped.await;
     }));
     tracing::info!(%addr, head = ledger.head().0, "media-ledger listening");
+    // Operator messages about each homeserver's cs_api, in the background: start-up neither
+    // waits for nor fails on them.
+    tokio::spawn(crate::homeserver_check::check_all(config.clone()));
+    if config.downloads.allow_unauthenticated && config.downloads.freeze_unauthenticated {
+        tracing::info!(
+            after_ms = config.downloads.freeze_unauthenticated_after_ms,
+            "unauthenticated media freeze on: media created after this time is served on the deprecated /_matrix/media/{{r0,v3}} endpoints only with a valid access token"
+        );
+    }
     Ok(Server {
         addr,
         ledger,

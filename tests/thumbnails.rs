@@ -423,8 +423,9 @@ fn fixtures() -> Vec<Fixture> {
             bytes: webp(500, 400),
             upload_type: "image/webp",
             dims: (500, 400),
-            thumb_type: "image/png",
-            ext: "png",
+            // Opaque: a photo to thumbnail, as Synapse does (see `thumbnail_output`).
+            thumb_type: "image/jpeg",
+            ext: "jpg",
         },
     ]
 }

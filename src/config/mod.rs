@@ -141,6 +141,9 @@ impl Default for UploadsConfig {
     }
 }
 
+/// 2024-09-01T00:00:00Z: the default `downloads.freeze_unauthenticated_after_ms`.
+pub const DEFAULT_FREEZE_AFTER_MS: u64 = 1_725_148_800_000;
+
 /// `[downloads]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -153,6 +156,13 @@ pub struct DownloadsConfig {
     pub access_record_interval_ms: u64,
     /// Serve the deprecated unauthenticated `/_matrix/media/{r0,v3}/download` endpoints.
     pub allow_unauthenticated: bool,
+    /// The spec v1.11 freeze: media created at or after `freeze_unauthenticated_after_ms` is
+    /// served on the deprecated endpoints only to a request with a valid access token (else
+    /// 404 `M_NOT_FOUND`), as matrix-media-repo's `freezeUnauthenticatedMedia`.
+    pub freeze_unauthenticated: bool,
+    /// The freeze time (ms since the epoch); the default is 2024-09-01T00:00:00Z, shortly
+    /// after spec v1.11 (the date matrix.org froze its media).
+    pub freeze_unauthenticated_after_ms: u64,
     /// Largest remote media fetched, enforced while streaming.
     pub max_bytes: u64,
     /// Purge remote media cached more than this many days ago, hourly (0: never).
@@ -193,6 +203,8 @@ impl Default for DownloadsConfig {
             max_timeout_ms: 60_000,
             access_record_interval_ms: 60_000,
             allow_unauthenticated: true,
+            freeze_unauthenticated: true,
+            freeze_unauthenticated_after_ms: DEFAULT_FREEZE_AFTER_MS,
             max_bytes: 100 * 1024 * 1024,
             expire_after_days: 0,
             max_waiters_per_media: 100,

@@ -115,6 +115,27 @@ pub async fn authed_named(
     serve(&state, Some(auth.principal), wanted, q, &headers).await
 }
 
+/// The spec v1.11 freeze (`downloads.freeze_unauthenticated`): a media created at or after
+/// `freeze_unauthenticated_after_ms` is not served to a request without a valid token (only
+/// the deprecated endpoints have such requests): 404 `M_NOT_FOUND`, as Synapse and
+/// matrix-media-repo answer.
+pub(crate) fn refuse_frozen(
+    state: &State,
+    principal: Option<&Principal>,
+    record: &MediaRecord,
+) -> Result<(), ApiError> {
+    let dl = &state.config.downloads;
+    if principal.is_none()
+        && dl.freeze_unauthenticated
+        && record.created_at_ms >= dl.freeze_unauthenticated_after_ms
+    {
+        return Err(ApiError::NotFound(
+            "media not found: media uploaded after the unauthenticated media freeze is served only on the authenticated endpoints (/_matrix/client/v1/media/...)".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// What a quarantined or purged media gets instead of its bytes: 404 `M_NOT_FOUND` (the
 /// media's existence is not confirmed), or, for quarantined media when the config says so,
 /// the generated "media not allowed" PNG at `width`×`height` (`replace` true).
@@ -198,6 +219,7 @@ async fn serve(
             .reader
             .resolve(&media, timeout, allow_remote, actor.clone(), &ours)
             .await?;
+        refuse_frozen(state, principal.as_ref(), &record)?;
         let replace = !head && state.config.quarantine.replace_downloads;
         if let Some(refused) = refuse_unservable(&record, 512, 512, replace).await? {
             return Ok(refused);

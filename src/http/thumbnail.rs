@@ -141,6 +141,7 @@ async fn serve(
             .reader
             .resolve(&media, timeout, allow_remote, actor.clone(), ours)
             .await?;
+        super::download::refuse_frozen(state, principal.as_ref(), &record)?;
         let replace = !head && state.config.quarantine.replace_thumbnails;
         if let Some(refused) =
             super::download::refuse_unservable(&record, req.width, req.height, replace).await?

@@ -91,7 +91,11 @@ impl HomeserverAdmin {
             .map_err(|e| {
                 ApiError::unavailable(
                     "the homeserver cannot be reached",
-                    format_args!("homeserver {} unreachable: {e}", hs.name),
+                    format_args!(
+                        "homeserver {} unreachable: {}",
+                        hs.name,
+                        crate::homeserver_check::error_chain(&e)
+                    ),
                 )
             })?;
         let admin = match resp.status().as_u16() {
@@ -140,7 +144,11 @@ impl HomeserverAdmin {
             .map_err(|e| {
                 ApiError::unavailable(
                     "the homeserver cannot be reached",
-                    format_args!("homeserver {} unreachable: {e}", hs.name),
+                    format_args!(
+                        "homeserver {} unreachable: {}",
+                        hs.name,
+                        crate::homeserver_check::error_chain(&e)
+                    ),
                 )
             })?;
         match resp.status().as_u16() {

@@ -1,5 +1,5 @@
-//! Decoding and resizing one thumbnail (on a blocking worker), and the fixed tables of the
-//! image types thumbnailed and the file extensions served.
+//! Decoding and resizing one thumbnail (on a blocking worker), its output encoding, and the
+//! fixed tables of the image types thumbnailed and the file extensions served.
 
 use crate::config::ThumbnailSize;
 use crate::error::ApiError;
@@ -32,7 +32,7 @@ pub(super) fn cannot(why: &str) -> ApiError {
 }
 
 /// Decodes, checks and resizes; `None` when the original is no larger than the size (serve
-/// it as is). PNG output, JPEG for JPEG sources.
+/// it as is). The output format is [`encode`]'s choice.
 pub(super) fn render(
     source: &[u8],
     size: ThumbnailSize,
@@ -85,16 +85,39 @@ pub(super) fn render(
             image::imageops::FilterType::Triangle,
         ),
     };
+    encode(out, format)
+}
+
+/// The thumbnail's bytes and type: JPEG (quality 80) for photos — JPEG sources, and WebP
+/// sources without transparency, as Synapse does — else PNG, compressed with zlib's best level
+/// and adaptive filters, 8 bits per channel, with an alpha channel only where a pixel is not
+/// opaque (a PNG of a resized image is several times larger with the encoder's fast default).
+fn encode(
+    out: image::DynamicImage,
+    format: image::ImageFormat,
+) -> Result<Option<(Vec<u8>, &'static str)>, ApiError> {
+    use image::codecs::png::{CompressionType, FilterType, PngEncoder};
+    use image::DynamicImage;
+    let opaque = !out.color().has_alpha() || out.to_rgba8().pixels().all(|p| p[3] == u8::MAX);
+    let photo =
+        format == image::ImageFormat::Jpeg || (format == image::ImageFormat::WebP && opaque);
     let mut bytes = Vec::new();
-    let content_type = if format == image::ImageFormat::Jpeg {
+    if photo {
         let rgb = out.to_rgb8();
         let mut enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 80);
         enc.encode_image(&rgb).map_err(ApiError::internal)?;
-        "image/jpeg"
-    } else {
-        out.write_to(&mut Cursor::new(&mut bytes), image::ImageFormat::Png)
-            .map_err(ApiError::internal)?;
-        "image/png"
+        return Ok(Some((bytes, "image/jpeg")));
+    }
+    let grey = !out.color().has_color();
+    let reduced = match (grey, opaque) {
+        (true, true) => DynamicImage::ImageLuma8(out.to_luma8()),
+        (true, false) => DynamicImage::ImageLumaA8(out.to_luma_alpha8()),
+        (false, true) => DynamicImage::ImageRgb8(out.to_rgb8()),
+        (false, false) => DynamicImage::ImageRgba8(out.to_rgba8()),
     };
-    Ok(Some((bytes, content_type)))
+    let enc = PngEncoder::new_with_quality(&mut bytes, CompressionType::Best, FilterType::Adaptive);
+    reduced
+        .write_with_encoder(enc)
+        .map_err(ApiError::internal)?;
+    Ok(Some((bytes, "image/png")))
 }

@@ -61,6 +61,10 @@ pub struct Opts {
     pub shutdown_grace_ms: Option<u64>,
     /// Raw lines appended to the `[server]` table (`header_read_timeout_ms = 500`).
     pub server_extra: String,
+    /// `downloads.freeze_unauthenticated`; `None` = not written (the default: on). The suites
+    /// run with `Some(false)`: they test the deprecated endpoints' other behaviour on media
+    /// they just uploaded; `tests/freeze.rs` tests the freeze.
+    pub freeze_unauthenticated: Option<bool>,
 }
 
 impl Default for Opts {
@@ -78,6 +82,7 @@ impl Default for Opts {
             extra_toml: String::new(),
             shutdown_grace_ms: None,
             server_extra: String::new(),
+            freeze_unauthenticated: Some(false),
         }
     }
 }
@@ -178,6 +183,7 @@ async_expiry_ms = {async_expiry_ms}
 [downloads]
 default_timeout_ms = {default_timeout_ms}
 max_timeout_ms = {max_timeout_ms}
+{freeze}
 {downloads_extra}
 
 [auth]
@@ -203,6 +209,10 @@ whoami_cache_ttl_ms = {ttl}
             .map(|g| format!("shutdown_grace_ms = {g}"))
             .unwrap_or_default(),
         server_extra = opts.server_extra,
+        freeze = opts
+            .freeze_unauthenticated
+            .map(|f| format!("freeze_unauthenticated = {f}"))
+            .unwrap_or_default(),
     );
     expand_dirs(&text, dir)
 }

@@ -192,6 +192,8 @@ max_pending_per_user = 10000
 # Every download records an access event: more writes in flight when the process is killed.
 access_record_interval_ms = 0
 default_timeout_ms = 0
+# Anonymous downloads of new media on the deprecated endpoints are part of the load.
+freeze_unauthenticated = false
 
 [auth]
 shared_secret = "{SECRET}"
