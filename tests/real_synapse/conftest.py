@@ -102,10 +102,12 @@ class Account:
 
 @pytest.fixture(scope="session")
 def accounts() -> dict[str, Account]:
-    """alice, bob and carol (plain users; carol's media gets quarantined as a whole) and mod (a
-    Synapse admin), registered once per run."""
+    """alice, bob and carol (plain users; carol's media gets quarantined as a whole), dave (a
+    plain user whose every session gets logged out) and mod (a Synapse admin), registered once
+    per run."""
     out = {}
-    for name, admin in [("alice", False), ("bob", False), ("carol", False), ("mod", True)]:
+    for name, admin in [("alice", False), ("bob", False), ("carol", False), ("dave", False),
+                        ("mod", True)]:
         pw = secrets.token_urlsafe(12)
         out[name] = Account(register(name, pw, admin), pw)
     return out

@@ -2,8 +2,9 @@
 public listener; the media routes go to media-ledger, everything else to Synapse.
 
 Routed to media-ledger: /_matrix/media/* (the legacy media API and the admin API under
-unstable/admin and unstable/io.t2bot.media/admin) and /_matrix/client/v1/media/* (the
-authenticated media API). Bodies are streamed both ways; the client's Host is passed on
+unstable/admin and unstable/io.t2bot.media/admin), /_matrix/client/v1/media/* (the
+authenticated media API) and POST /_matrix/client/{r0,v3}/logout and logout/all (media-ledger
+passes them on to the homeserver and forgets the token at once). Bodies are streamed both ways; the client's Host is passed on
 (media-ledger picks the homeserver by it) with X-Forwarded-For/-Proto.
 
 usage: proxy.py LISTEN_PORT SYNAPSE_URL MEDIA_LEDGER_URL
@@ -14,6 +15,9 @@ import sys
 from aiohttp import ClientSession, ClientTimeout, web
 
 MEDIA_PREFIXES = ("/_matrix/media/", "/_matrix/client/v1/media/")
+LOGOUT_PATHS = {
+    f"/_matrix/client/{v}/logout{tail}" for v in ("r0", "v3") for tail in ("", "/all")
+}
 HOP_BY_HOP = {
     "connection",
     "keep-alive",
@@ -26,8 +30,10 @@ HOP_BY_HOP = {
 }
 
 
-def upstream_for(path: str, synapse: str, ledger: str) -> str:
-    return ledger if path.startswith(MEDIA_PREFIXES) else synapse
+def upstream_for(method: str, path: str, synapse: str, ledger: str) -> str:
+    if path.startswith(MEDIA_PREFIXES) or (method == "POST" and path in LOGOUT_PATHS):
+        return ledger
+    return synapse
 
 
 def main() -> None:
@@ -42,7 +48,7 @@ def main() -> None:
         await app["session"].close()
 
     async def handle(request: web.Request) -> web.StreamResponse:
-        target = upstream_for(request.path, synapse, ledger) + request.raw_path
+        target = upstream_for(request.method, request.path, synapse, ledger) + request.raw_path
         headers = {
             k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP
         }

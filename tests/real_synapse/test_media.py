@@ -216,6 +216,58 @@ def test_synapse_admin_quarantines_a_v11_room(accounts, tokens):
     matrix_error(download_authed(tokens["bob"], mxc), 404, "M_NOT_FOUND")
 
 
+async def room_with_image(accounts, data: bytes, name: str) -> tuple[str, str]:
+    """A room of Synapse's default version that alice creates and bob joins, with an m.image
+    of `data` alice posted and bob received; (room id, mxc)."""
+    alice, bob = await login(accounts["alice"]), await login(accounts["bob"])
+    try:
+        room = await shared_room(alice, bob)
+        mxc = await post_image(alice, room, data, name)
+        await wait_for_image(bob, room, mxc)
+        return room, mxc
+    finally:
+        await alice.close()
+        await bob.close()
+
+
+def assert_v12_room_id(room: str) -> None:
+    """Room version 12 (Synapse 1.163's default): `!` + 43 url-safe base64 characters, no
+    `:server`."""
+    assert room.startswith("!") and ":" not in room, room
+    assert len(room) == 44, room
+
+
+def test_synapse_admin_quarantines_a_v12_room(accounts, tokens):
+    data = png(26, 26)
+    room, mxc = run(room_with_image(accounts, data, "v12.png"))
+    assert_v12_room_id(room)
+    assert download_authed(tokens["bob"], mxc).body == data
+    # A plain user may not; the room id is accepted all the same (403, not 400).
+    r = http("POST", f"{PROXY}{ADMIN_API}/quarantine/room/{quote(room)}", token=tokens["bob"])
+    matrix_error(r, 403, "M_FORBIDDEN")
+    r = http("POST", f"{PROXY}{ADMIN_API}/quarantine/room/{quote(room)}", token=tokens["mod"])
+    assert r.status == 200, r.body
+    assert r.json()["num_quarantined"] == 1
+    matrix_error(download_authed(tokens["bob"], mxc), 404, "M_NOT_FOUND")
+    matrix_error(download_authed(tokens["alice"], mxc), 404, "M_NOT_FOUND")
+
+
+def test_synapse_admin_purges_a_v12_room(accounts, tokens):
+    data = png(28, 20)
+    room, mxc = run(room_with_image(accounts, data, "purged.png"))
+    assert_v12_room_id(room)
+    elsewhere = upload_raw(tokens["alice"], png(20, 28), "image/png")
+    assert download_authed(tokens["bob"], mxc).body == data
+    r = http("POST", f"{PROXY}{ADMIN_API}/purge/room/{quote(room)}", token=tokens["mod"])
+    assert r.status == 200, r.body
+    v = r.json()
+    assert v["purged"] is True, v
+    assert v["affected"] == [mxc], v
+    matrix_error(download_authed(tokens["bob"], mxc), 404, "M_NOT_FOUND")
+    # Media not posted in the room is kept.
+    assert download_authed(tokens["bob"], elsewhere).status == 200
+
+
 def test_healthz_and_the_t2bot_admin_prefix(tokens):
     r = http("GET", f"{LEDGER}/healthz")
     assert r.status == 200
