@@ -157,6 +157,27 @@ impl S3Server {
     /// answers.
     pub fn freeze(&self) {
         self.signal("STOP");
+        // `kill` returns once the signal is sent; a thread busy in the kernel (a slow disk)
+        // stops only when it gets back: wait until every thread is stopped.
+        let pid = self.child.as_ref().expect("s3s-fs running").id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            let all_stopped = std::fs::read_dir(format!("/proc/{pid}/task"))
+                .map(|tasks| {
+                    tasks.filter_map(Result::ok).all(|t| {
+                        std::fs::read_to_string(t.path().join("stat")).is_ok_and(|stat| {
+                            stat.rsplit_once(')')
+                                .is_some_and(|(_, rest)| rest.trim_start().starts_with('T'))
+                        })
+                    })
+                })
+                .unwrap_or(true);
+            if all_stopped {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        panic!("s3s-fs did not stop within 30 s");
     }
 
     /// Undoes [`S3Server::freeze`] (SIGCONT).
