@@ -1,4 +1,5 @@
-//! The `media-ledger` binary: `serve` (default), `replay`, `verify`, `events`.
+//! The `media-ledger` binary: `serve` (default), `replay`, `verify`, `events`, `tasks`,
+//! `snapshot`, `keys`.
 
 use anyhow::{bail, Context};
 use media_ledger::config::Config;
@@ -10,7 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 const USAGE: &str =
-    "usage: media-ledger [serve|replay|verify|events|tasks|snapshot] [--config PATH]
+    "usage: media-ledger [serve|replay|verify|events|tasks|snapshot|keys] [--config PATH]
   serve                 run the server (default)
   replay                rebuild every projection from sequence 0
   replay --until N --into DIR
@@ -23,7 +24,13 @@ const USAGE: &str =
                         where its records say (exit 5 when one does not)
   events [--from N] [--to N] [--media mxc://server/id]
                         print the log as JSON lines
-  tasks [--follow ID]   list transfer tasks, or follow one with a progress bar";
+  tasks [--follow ID]   list transfer tasks, or follow one with a progress bar
+  keys print [--homeserver NAME]
+                        our signing key's line in Synapse's key file format (generated if
+                        missing), to append to the homeserver's signing_key_path file
+  keys import PATH [--homeserver NAME] [--force]
+                        sign with the first key of Synapse's key file PATH (--force
+                        replaces a key of ours already there)";
 
 struct Args {
     command: String,
@@ -35,6 +42,10 @@ struct Args {
     until: Option<u64>,
     into: Option<PathBuf>,
     blobs: bool,
+    /// Words after the command (`keys print`, `keys import PATH`).
+    words: Vec<String>,
+    homeserver: Option<String>,
+    force: bool,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -48,6 +59,9 @@ fn parse_args() -> anyhow::Result<Args> {
         until: None,
         into: None,
         blobs: false,
+        words: Vec::new(),
+        homeserver: None,
+        force: false,
     };
     let mut it = std::env::args().skip(1);
     let mut first = true;
@@ -62,11 +76,16 @@ fn parse_args() -> anyhow::Result<Args> {
             "--until" => args.until = Some(value("--until")?.parse().context("--until")?),
             "--into" => args.into = Some(value("--into")?.into()),
             "--blobs" => args.blobs = true,
+            "--homeserver" => args.homeserver = Some(value("--homeserver")?),
+            "--force" => args.force = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
             }
             cmd if first && !cmd.starts_with('-') => args.command = cmd.to_owned(),
+            word if args.command == "keys" && !word.starts_with('-') => {
+                args.words.push(word.to_owned())
+            }
             other => bail!("unexpected argument {other:?}\n{USAGE}"),
         }
         first = false;
@@ -126,6 +145,7 @@ fn run() -> anyhow::Result<ExitCode> {
         }),
         "events" => events(&config, &args),
         "tasks" => tasks(&config, args.follow),
+        "keys" => keys(&config, &args),
         other => bail!("unknown command {other:?}\n{USAGE}"),
     }
 }
@@ -250,6 +270,67 @@ fn verify_blobs(config: &Config, code: ExitCode) -> anyhow::Result<ExitCode> {
             false => ExitCode::from(5),
         },
     )
+}
+
+/// `keys print` / `keys import PATH`: the key of `--homeserver` (needed only when the
+/// homeservers' key files differ).
+fn keys(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
+    use media_ledger::federation::keyfile::{import, Imported};
+    use media_ledger::federation::keys::SigningKey;
+    let hs = match &args.homeserver {
+        Some(name) => config
+            .homeservers
+            .iter()
+            .find(|h| h.name.as_str().eq_ignore_ascii_case(name))
+            .with_context(|| format!("{name} is not in [[homeservers]]"))?,
+        None => {
+            let paths: std::collections::BTreeSet<_> = config
+                .homeservers
+                .iter()
+                .map(|h| config.signing_key_path_for(&h.name))
+                .collect();
+            if paths.len() > 1 {
+                bail!("the homeservers have different key files (federation.signing_key_paths): name one with --homeserver");
+            }
+            config.homeserver_for(None)
+        }
+    };
+    let path = config.signing_key_path_for(&hs.name);
+    match args.words.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        ["print"] => {
+            let key = SigningKey::load_or_generate(&path)?;
+            print!("{}", key.synapse_line());
+            eprintln!(
+                "{} of {} (public key {}, from {}): append this line to the homeserver's signing_key_path file and restart it, so that it publishes the key",
+                key.key_id(),
+                hs.name,
+                key.public_key_base64(),
+                path.display()
+            );
+        }
+        ["import", from] => {
+            let (key, count, done) = import(std::path::Path::new(from), &path, args.force)?;
+            let others = match count {
+                1 => String::new(),
+                n => format!(" (the first of its {n} keys, the one it signs with)"),
+            };
+            match done {
+                Imported::Written => eprintln!(
+                    "{} of {from}{others} written to {}: media-ledger signs for {} with it from its next start",
+                    key.key_id(),
+                    path.display(),
+                    hs.name
+                ),
+                Imported::Unchanged => eprintln!(
+                    "{} already holds {} of {from}: nothing to do",
+                    path.display(),
+                    key.key_id()
+                ),
+            }
+        }
+        _ => bail!("keys needs `print` or `import PATH`\n{USAGE}"),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn tasks(config: &Config, follow: Option<u64>) -> anyhow::Result<ExitCode> {

@@ -113,16 +113,23 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
     let transfers =
         crate::transfer::Transfers::new(ledger.clone(), datastores.clone(), config.clone());
     transfers.resume_all().context("resuming transfers")?;
-    let key_path = config.signing_key_path();
-    let key = tokio::task::spawn_blocking(move || {
-        crate::federation::keys::SigningKey::load_or_generate(&key_path)
+    let keys_config = config.clone();
+    let keys = tokio::task::spawn_blocking(move || {
+        crate::federation::keyfile::Keyring::load(&keys_config)
     })
     .await?
-    .context("loading the federation signing key")?;
+    .context("loading the federation signing keys")?;
     let client = Arc::new(crate::federation::client::Client::new(
         config.federation.clone(),
-        Arc::new(key),
+        keys,
     ));
+    if config.federation.enabled && config.federation.check_published_key {
+        // In the background: start-up neither waits for nor fails on it.
+        tokio::spawn(crate::federation::diagnose::check_all_published(
+            config.clone(),
+            client.clone(),
+        ));
+    }
     let remote = Arc::new(crate::remote::RemoteMedia::new(
         client,
         ledger.clone(),

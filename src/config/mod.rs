@@ -314,6 +314,16 @@ impl Config {
             }
         }
         self.validate_static_tokens()?;
+        if let Some(name) = self.federation.signing_key_paths.keys().find(|n| {
+            !self
+                .homeservers
+                .iter()
+                .any(|h| h.name.as_str().eq_ignore_ascii_case(n))
+        }) {
+            return invalid(format!(
+                "federation.signing_key_paths names {name}, which is not in [[homeservers]]"
+            ));
+        }
         let mut ids = HashSet::new();
         for d in &self.datastores {
             if !ids.insert(d.id.as_str()) {
@@ -396,7 +406,17 @@ impl Config {
         .unwrap_or(&self.homeservers[0])
     }
 
-    /// Where our federation signing key lives.
+    /// Where the signing key of our homeserver `server` lives: its own
+    /// `federation.signing_key_paths` entry, else [`Config::signing_key_path`].
+    pub fn signing_key_path_for(&self, server: &ServerName) -> PathBuf {
+        self.federation
+            .signing_key_paths
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(server.as_str()))
+            .map_or_else(|| self.signing_key_path(), |(_, path)| path.clone())
+    }
+
+    /// Where our federation signing key lives (every homeserver's without its own).
     pub fn signing_key_path(&self) -> PathBuf {
         self.federation.signing_key_path.clone().unwrap_or_else(|| {
             let db = &self.database.path;

@@ -14,6 +14,14 @@ pub struct FederationConfig {
     /// Our ed25519 signing key, in Synapse's key file format; generated at first start.
     /// Default: `signing.key` beside the database directory.
     pub signing_key_path: Option<PathBuf>,
+    /// Homeserver name → its own signing key file, for homeservers whose keys differ (each
+    /// must publish the key media-ledger signs its requests with); the others use
+    /// `signing_key_path`.
+    pub signing_key_paths: BTreeMap<String, PathBuf>,
+    /// At start-up, fetch each homeserver's `/_matrix/key/v2/server` (from its `cs_api`, else
+    /// through federation discovery) and warn when our signing key is not among its
+    /// `verify_keys` (remote servers would refuse our requests with 401).
+    pub check_published_key: bool,
     /// Server name → base URL, bypassing discovery and the private-address rule (for
     /// private deployments and tests; plain `http://` is allowed only here).
     pub pins: BTreeMap<String, String>,
@@ -32,6 +40,8 @@ impl Default for FederationConfig {
         Self {
             enabled: true,
             signing_key_path: None,
+            signing_key_paths: BTreeMap::new(),
+            check_published_key: true,
             pins: BTreeMap::new(),
             blocked_servers: Vec::new(),
             connect_timeout_ms: 5_000,

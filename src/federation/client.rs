@@ -5,13 +5,13 @@
 //! off.
 
 use super::cache::BoundedCache;
+use super::keyfile::Keyring;
 use super::keys::SigningKey;
 use super::multipart;
 use super::xmatrix;
 use crate::config::FederationConfig;
 use bytes::Bytes;
 use media_ledger_events::{MediaId, ServerName};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Why a remote fetch failed, as the client will be told.
@@ -62,7 +62,8 @@ pub struct Fetched {
 pub struct Client {
     pub(super) http: reqwest::Client,
     pub(super) config: FederationConfig,
-    pub(super) key: Arc<SigningKey>,
+    /// Our key per homeserver.
+    pub(super) ours: Keyring,
     /// Where servers are; only resolutions a server answered at are kept.
     pub(super) cache: BoundedCache<ServerName, Resolved>,
     /// Verify keys fetched and checked.
@@ -80,7 +81,7 @@ const SERVER_TTL: Duration = Duration::from_secs(3600);
 
 impl Client {
     /// Builds the client (no redirects are followed: a `Location` is checked like any host).
-    pub fn new(config: FederationConfig, key: Arc<SigningKey>) -> Self {
+    pub fn new(config: FederationConfig, ours: Keyring) -> Self {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
@@ -90,7 +91,7 @@ impl Client {
         Self {
             http,
             config,
-            key,
+            ours,
             cache: BoundedCache::new(MAX_CACHED_SERVERS, SERVER_TTL),
             keys: BoundedCache::new(MAX_CACHED_SERVERS, SERVER_TTL),
             dns: Box::new(super::srv::SystemDns::new()),
@@ -105,9 +106,9 @@ impl Client {
         self
     }
 
-    /// Our signing key.
-    pub fn key(&self) -> &SigningKey {
-        &self.key
+    /// The signing key of our homeserver `server`.
+    pub fn key_for(&self, server: &ServerName) -> &SigningKey {
+        self.ours.for_server(server)
     }
 
     /// The verify keys of `server` (key id → public key), from its `/_matrix/key/v2/server`,
@@ -224,15 +225,10 @@ impl Client {
         let http = self
             .http_for(&url, r.pinned, r.connect_host.as_deref())
             .await?;
-        let auth = xmatrix::authorization(
-            &self.key,
-            our_name.as_str(),
-            origin.as_str(),
-            "GET",
-            &path,
-            None,
-        )
-        .map_err(|e| RemoteError::Failed(e.to_string()))?;
+        let key = self.key_for(our_name);
+        let auth =
+            xmatrix::authorization(key, our_name.as_str(), origin.as_str(), "GET", &path, None)
+                .map_err(|e| RemoteError::Failed(e.to_string()))?;
         let resp = http
             .get(&url)
             .header("Authorization", auth)
@@ -252,7 +248,23 @@ impl Client {
             return self.legacy(&r, origin, id, max_bytes, sink).await;
         }
         if status != 200 {
-            return Err(RemoteError::Failed(format!("{origin} answered {status}")));
+            let body = capped_bytes(resp, super::diagnose::MAX_LOGGED_BODY + 1).await;
+            if status == 401 || status == 403 {
+                tracing::warn!(
+                    "{}",
+                    super::diagnose::refusal_message(
+                        origin.as_str(),
+                        our_name.as_str(),
+                        key.key_id(),
+                        status,
+                        &body
+                    )
+                );
+            }
+            return Err(RemoteError::Failed(format!(
+                "{origin} answered {status}: {}",
+                super::diagnose::loggable_body(&body)
+            )));
         }
         if resp
             .content_length()
@@ -416,6 +428,21 @@ pub fn filename_of(disposition: &str) -> Option<String> {
 
 /// Largest JSON document read from a remote server (keys, errors, well-known).
 pub(crate) const MAX_JSON_BYTES: usize = 64 * 1024;
+
+/// The first `max` bytes of a body (fewer if it ends or fails first), for error messages.
+async fn capped_bytes(mut resp: reqwest::Response, max: usize) -> Vec<u8> {
+    let mut buf = Vec::new();
+    while buf.len() < max {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                let take = chunk.len().min(max - buf.len());
+                buf.extend_from_slice(&chunk[..take]);
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    buf
+}
 
 /// Reads a JSON body of at most `max` bytes, refusing (without reading further) a larger one.
 pub(crate) async fn capped_json(

@@ -273,7 +273,11 @@ mod tests {
             timeout_ms: 500,
             ..Default::default()
         };
-        Client::new(config, std::sync::Arc::new(key)).with_dns(Box::new(FakeDns(
+        Client::new(
+            config,
+            super::super::keyfile::Keyring::single(std::sync::Arc::new(key)),
+        )
+        .with_dns(Box::new(FakeDns(
             table,
             parking_lot::Mutex::new(Vec::new()),
         )))

@@ -1,8 +1,8 @@
 //! Our ed25519 server signing key, Matrix canonical JSON, and signing and verifying JSON
 //! objects (Matrix server-server API, "Signing JSON" and "Publishing Keys").
 //!
-//! - [`SigningKey`]: the key, loaded from (or first written to) a file in Synapse's format,
-//!   one line `ed25519 <version> <unpadded base64 of the 32-byte seed>`.
+//! - [`SigningKey`]: the key (its file, in Synapse's format, is read and written by
+//!   [`super::keyfile`]).
 //! - [`canonical_json`]: sorted keys, no whitespace, UTF-8, integers only.
 //! - [`SigningKey::sign_json`] / [`verify_json`]: the `signatures` block of a JSON object.
 //! - [`SigningKey::server_keys`] / [`parse_server_keys`]: the `/_matrix/key/v2/server` answer,
@@ -13,22 +13,19 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::Write as _;
-use std::path::Path;
 
 use base64::alphabet;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
 use ed25519_dalek::{Signer as _, VerifyingKey};
-use rand::Rng as _;
 use serde_json::{Map, Value};
 
 use super::FederationError;
 
 /// Unpadded standard base64 out; padded or unpadded in, unused trailing bits tolerated (the
 /// spec's own test seed `YJDBA9…XA1` has some).
-const B64: GeneralPurpose = GeneralPurpose::new(
+pub(super) const B64: GeneralPurpose = GeneralPurpose::new(
     &alphabet::STANDARD,
     GeneralPurposeConfig::new()
         .with_encode_padding(false)
@@ -40,7 +37,7 @@ const B64: GeneralPurpose = GeneralPurpose::new(
 const MAX_SAFE_INTEGER: i64 = (1 << 53) - 1;
 
 /// The only signing algorithm Matrix defines.
-const ED25519: &str = "ed25519";
+pub(super) const ED25519: &str = "ed25519";
 
 /// Our server's ed25519 signing key and its key id `ed25519:<version>`.
 ///
@@ -61,23 +58,6 @@ impl fmt::Debug for SigningKey {
 }
 
 impl SigningKey {
-    /// Loads the key from `path` (Synapse's signing key file format), or, when there is no
-    /// file there, generates a new key with a random version `a_XXXX` and writes it there,
-    /// creating the parent directories, with permissions 0600 on Unix.
-    ///
-    /// A file that exists but is not exactly one well-formed `ed25519 <version> <seed>` line
-    /// (blank lines aside) is refused, never overwritten.
-    pub fn load_or_generate(path: &Path) -> Result<Self, FederationError> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => Self::parse_key_file(path, &text),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::generate_into(path),
-            Err(e) => Err(FederationError::Key(format!(
-                "cannot read signing key file {}: {e}",
-                path.display()
-            ))),
-        }
-    }
-
     /// The key of version `version` (key id `ed25519:<version>`) whose 32-byte seed is `seed`.
     ///
     /// The version must match `[A-Za-z0-9_]+`.
@@ -198,140 +178,22 @@ impl SigningKey {
         Ok(answer)
     }
 
-    /// Parses the content of a key file read from `path` (named in the error messages).
-    fn parse_key_file(path: &Path, text: &str) -> Result<Self, FederationError> {
-        let refuse = |why: String| {
-            FederationError::Key(format!(
-                "signing key file {} is malformed: {why} (expected one line \
-                 `ed25519 <version> <unpadded base64 of the 32-byte seed>`, as Synapse writes)",
-                path.display()
-            ))
-        };
-        let lines: Vec<&str> = text
-            .lines()
-            .map(str::trim)
-            .filter(|line| !line.is_empty())
-            .collect();
-        let line = match lines.as_slice() {
-            [] => return Err(refuse("it is empty".to_owned())),
-            [line] => *line,
-            more => {
-                return Err(refuse(format!(
-                    "it holds {} keys; media-ledger signs with exactly one",
-                    more.len()
-                )))
-            }
-        };
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let [algorithm, version, seed] = fields.as_slice() else {
-            return Err(refuse(format!(
-                "its line has {} fields, not 3",
-                fields.len()
-            )));
-        };
-        if *algorithm != ED25519 {
-            return Err(refuse(format!(
-                "algorithm {algorithm:?} is not \"{ED25519}\""
-            )));
-        }
-        if !is_valid_version(version) {
-            return Err(refuse(format!(
-                "version {version:?} is not made of [A-Za-z0-9_]"
-            )));
-        }
-        let seed = B64
-            .decode(seed)
-            .map_err(|e| refuse(format!("the seed is not base64: {e}")))?;
-        let seed: [u8; 32] = seed
-            .try_into()
-            .map_err(|seed: Vec<u8>| refuse(format!("the seed is {} bytes, not 32", seed.len())))?;
-        Self::from_seed(version, seed)
+    /// The 32-byte seed, for writing the key file (`keyfile.rs`).
+    pub(super) fn seed(&self) -> [u8; 32] {
+        self.key.to_bytes()
     }
 
-    /// Generates a new key and writes it to `path`, which did not exist.
-    fn generate_into(path: &Path) -> Result<Self, FederationError> {
-        let io_error = |what: &str, e: std::io::Error| {
-            FederationError::Key(format!("cannot {what} {}: {e}", path.display()))
-        };
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| io_error("create the directory of signing key file", e))?;
-        }
-        let mut rng = rand::rng();
-        // Synapse's style of version: `a_` and four random letters or digits.
-        let mut version = String::from("a_");
-        version.extend(
-            (&mut rng)
-                .sample_iter(rand::distr::Alphanumeric)
-                .take(4)
-                .map(char::from),
-        );
-        let seed: [u8; 32] = rng.random();
-        let key = Self::from_seed(&version, seed)?;
-        let line = format!("{ED25519} {version} {}\n", B64.encode(seed));
-
-        // Write a temporary file beside it, then link it into place: no reader ever sees a
-        // half-written key, and a key file that appeared meanwhile is never overwritten.
-        let file_name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "signing.key".to_owned());
-        let tmp = path.with_file_name(format!(".{file_name}.{:016x}.tmp", rng.random::<u64>()));
-        let written = write_new_private_file(&tmp, line.as_bytes());
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(io_error("write signing key file", e));
-        }
-        let linked = match std::fs::hard_link(&tmp, path) {
-            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
-                // A file system without hard links: rename instead.
-                std::fs::rename(&tmp, path)
-            }
-            other => other,
-        };
-        let _ = std::fs::remove_file(&tmp);
-        match linked {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                // Someone else wrote one first: theirs is the key.
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| io_error("read signing key file", e))?;
-                return Self::parse_key_file(path, &text);
-            }
-            Err(e) => return Err(io_error("write signing key file", e)),
-        }
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            // Make the new directory entry durable; not every platform can open a directory.
-            if let Ok(dir) = std::fs::File::open(parent) {
-                let _ = dir.sync_all();
-            }
-        }
-        tracing::info!(
-            path = %path.display(),
-            key_id = key.key_id(),
-            "generated a new server signing key"
-        );
-        Ok(key)
+    /// The version, the key id without its `ed25519:`.
+    pub fn version(&self) -> &str {
+        self.key_id
+            .strip_prefix(ED25519)
+            .and_then(|v| v.strip_prefix(':'))
+            .unwrap_or(&self.key_id)
     }
-}
-
-/// Creates `path` (which must not exist) readable and writable by its owner only, writes
-/// `bytes` and flushes them to disk.
-fn write_new_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
 }
 
 /// A key version as the spec allows it: `[A-Za-z0-9_]+`.
-fn is_valid_version(version: &str) -> bool {
+pub(super) fn is_valid_version(version: &str) -> bool {
     !version.is_empty()
         && version
             .bytes()

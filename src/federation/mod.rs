@@ -3,11 +3,17 @@
 //!
 //! - [`keys`]: the ed25519 signing key (Synapse's key file format), canonical JSON, signing
 //!   and verifying JSON objects, our `/_matrix/key/v2/server` answer.
+//! - [`keyfile`]: the key file (Synapse's format), importing Synapse's key, one key per
+//!   homeserver.
+//! - [`diagnose`]: operator messages about our key (a remote's refusal, the start-up check
+//!   that each homeserver publishes it).
 //! - [`xmatrix`]: the `Authorization: X-Matrix …` header of server-to-server requests.
 
 pub mod cache;
 pub mod client;
+pub mod diagnose;
 pub mod discovery;
+pub mod keyfile;
 pub mod keys;
 pub mod multipart;
 pub mod srv;

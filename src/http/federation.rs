@@ -31,7 +31,7 @@ pub async fn server_keys(
     let keys = state
         .remote
         .client()
-        .key()
+        .key_for(&hs.name)
         .server_keys(hs.name.as_str(), now + 24 * 3600 * 1000)
         .map_err(ApiError::internal)?;
     Ok(Json(keys))
