@@ -33,6 +33,7 @@ mod purge_resume;
 mod recovery;
 mod restart;
 mod s3;
+mod synapse_admin;
 mod thumbnail_bounds;
 mod thumbnail_output;
 mod thumbnails;
