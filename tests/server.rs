@@ -34,6 +34,7 @@ mod recovery;
 mod restart;
 mod s3;
 mod signing_keys;
+mod synapse_admin;
 mod thumbnail_bounds;
 mod thumbnail_output;
 mod thumbnails;

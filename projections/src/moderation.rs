@@ -266,6 +266,14 @@ pub fn pending(
     get_value(NAME, kv, &pending_key(purge, sha))
 }
 
+/// The act (its sequence) that quarantined `media`, while it is quarantined.
+pub fn quarantine_act(
+    kv: &(impl KvRead + ?Sized),
+    media: &MediaRef,
+) -> Result<Option<Seq>, ProjectionError> {
+    get_value(NAME, kv, &quarantined_key(media))
+}
+
 /// The key prefix of live quarantined media, for scans.
 pub const QUARANTINED_PREFIX: &[u8] = b"m";
 

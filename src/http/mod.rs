@@ -4,7 +4,8 @@
 //! and adds what every response needs: CORS headers, `OPTIONS` answered without endpoint logic,
 //! a request id, and Matrix errors for unknown routes and wrong methods. The admin routes are
 //! served under matrix-media-repo's two prefixes (`unstable/admin` and
-//! `unstable/io.t2bot.media/admin`); `/healthz` answers liveness probes.
+//! `unstable/io.t2bot.media/admin`); the media part of Synapse's admin API under
+//! `/_synapse/admin/v1` ([`synapse_admin`]); `/healthz` answers liveness probes.
 
 pub mod admin;
 pub mod audit;
@@ -18,6 +19,7 @@ pub mod moderator;
 pub mod purge;
 pub mod range;
 pub mod serve;
+pub mod synapse_admin;
 pub mod thumbnail;
 pub mod upload;
 
@@ -127,6 +129,7 @@ pub fn router(state: State) -> Router {
         )
         .merge(admin_routes(ADMIN_PREFIX))
         .merge(admin_routes(T2BOT_ADMIN_PREFIX))
+        .merge(synapse_admin::routes())
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::Unrecognized })

@@ -1,6 +1,7 @@
 //! The homeserver's admin API, as Synapse exposes it: whether a user is a server admin
-//! (`GET /_synapse/admin/v1/users/{userId}/admin`) and which media a room holds
-//! (`GET /_synapse/admin/v1/room/{roomId}/media`). Both are called with the caller's own
+//! (`GET /_synapse/admin/v1/users/{userId}/admin`), which media a room holds
+//! (`GET /_synapse/admin/v1/room/{roomId}/media`) and the users' avatars
+//! (`GET /_synapse/admin/v2/users`, for `keep_profiles`). All are called with the caller's own
 //! token, so the homeserver decides what the caller may see.
 
 use crate::config::HomeserverConfig;
@@ -27,6 +28,22 @@ pub struct RoomMedia {
     #[serde(default)]
     pub remote: Vec<String>,
 }
+
+/// One page of `GET /_synapse/admin/v2/users`.
+#[derive(serde::Deserialize)]
+struct UsersPage {
+    #[serde(default)]
+    users: Vec<UserEntry>,
+    next_token: Option<serde_json::Value>,
+}
+
+#[derive(serde::Deserialize)]
+struct UserEntry {
+    avatar_url: Option<String>,
+}
+
+/// Most pages of users read for one avatar listing (at 500 a page: a million users).
+const MAX_USER_PAGES: usize = 2_000;
 
 #[derive(serde::Deserialize)]
 struct IsAdmin {
@@ -169,5 +186,74 @@ impl HomeserverAdmin {
                 format_args!("homeserver {} room media answered {s}", hs.name),
             )),
         }
+    }
+
+    /// The avatars (`mxc://` URIs) of every user of `hs`, deactivated ones included, as its
+    /// `GET /_synapse/admin/v2/users` lists them to the caller's `token`.
+    pub async fn profile_avatars(
+        &self,
+        hs: &HomeserverConfig,
+        token: &str,
+    ) -> Result<Vec<String>, ApiError> {
+        let mut avatars = Vec::new();
+        let mut from = String::from("0");
+        for _ in 0..MAX_USER_PAGES {
+            let mut url = Self::url(hs, &["_synapse", "admin", "v2", "users"])?;
+            url.query_pairs_mut()
+                .append_pair("from", &from)
+                .append_pair("limit", "500")
+                .append_pair("guests", "true")
+                .append_pair("deactivated", "true");
+            let resp = self
+                .client
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .map_err(|e| {
+                    ApiError::unavailable(
+                        "the homeserver cannot be reached",
+                        format_args!(
+                            "homeserver {} unreachable: {}",
+                            hs.name,
+                            crate::homeserver_check::error_chain(&e)
+                        ),
+                    )
+                })?;
+            let page: UsersPage =
+                match resp.status().as_u16() {
+                    200 => resp.json().await.map_err(|e| {
+                        ApiError::bad_gateway(
+                            "the homeserver answered the user listing badly",
+                            format_args!("homeserver {} users: {e}", hs.name),
+                        )
+                    })?,
+                    401 | 403 => return Err(ApiError::Forbidden(
+                        "keep_profiles needs the homeserver's user list (its admin API refused \
+                         your token): ask as an admin of the homeserver, or pass \
+                         keep_profiles=false"
+                            .into(),
+                    )),
+                    s => {
+                        return Err(ApiError::bad_gateway(
+                            "the homeserver answered the user listing badly",
+                            format_args!("homeserver {} users answered {s}", hs.name),
+                        ))
+                    }
+                };
+            avatars.extend(page.users.into_iter().filter_map(|u| u.avatar_url));
+            match page.next_token {
+                Some(serde_json::Value::String(t)) => from = t,
+                Some(serde_json::Value::Number(n)) => from = n.to_string(),
+                _ => return Ok(avatars),
+            }
+        }
+        Err(ApiError::bad_gateway(
+            "the homeserver answered the user listing badly",
+            format_args!(
+                "homeserver {} users: more than {MAX_USER_PAGES} pages",
+                hs.name
+            ),
+        ))
     }
 }

@@ -4,6 +4,9 @@
 //!   caller must be an admin itself (401 for an unknown token, 403 for a non-admin caller).
 //! - `GET /_synapse/admin/v1/room/{roomId}/media` → `{"local": [..], "remote": [..]}` as set
 //!   by [`FakeSynapse::set_room_media`]; admins only; 404 for a room never set.
+//! - `GET /_synapse/admin/v2/users?from&limit` → `{"users": [{"name", "avatar_url"}], "total"}`
+//!   and `next_token` (a string, as Synapse's) while more follow; admins only; avatars as set
+//!   by [`FakeSynapse::set_avatar`].
 //! - `GET /_matrix/client/v3/account/whoami` → `{"user_id", "is_guest", "device_id"}` for
 //!   every known token (only needed for tokens that are not static tokens of the media-ledger
 //!   config). Like Synapse 1.163, an unknown token is 401 `M_UNKNOWN_TOKEN` with
@@ -46,6 +49,8 @@ struct Inner {
     expired: HashSet<String>,
     /// room id → (local, remote).
     rooms: HashMap<String, (Vec<String>, Vec<String>)>,
+    /// user id → avatar `mxc://` URI.
+    avatars: HashMap<String, String>,
     /// Every request: (path, bearer token).
     calls: Vec<(String, Option<String>)>,
 }
@@ -165,6 +170,37 @@ async fn room_media(
     }
 }
 
+async fn users_v2(
+    State(inner): State<Shared>,
+    axum::extract::Query(q): axum::extract::Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let token = bearer(&headers);
+    let mut g = inner.lock().unwrap();
+    g.calls
+        .push(("/_synapse/admin/v2/users".to_owned(), token.clone()));
+    if let Some(r) = refuse_non_admin(&g, token.as_ref()) {
+        return r;
+    }
+    let mut names: Vec<String> = g.users.values().map(|(u, _)| u.clone()).collect();
+    names.extend(g.avatars.keys().cloned());
+    names.sort();
+    names.dedup();
+    let from: usize = q.get("from").map_or(0, |f| f.parse().unwrap());
+    let limit: usize = q.get("limit").map_or(100, |l| l.parse().unwrap());
+    let page: Vec<_> = names
+        .iter()
+        .skip(from)
+        .take(limit)
+        .map(|n| json!({ "name": n, "avatar_url": g.avatars.get(n) }))
+        .collect();
+    let mut out = json!({ "users": page, "total": names.len() });
+    if from + limit < names.len() {
+        out["next_token"] = json!((from + limit).to_string());
+    }
+    Json(out).into_response()
+}
+
 async fn whoami(State(inner): State<Shared>, headers: HeaderMap) -> Response {
     let token = bearer(&headers);
     let mut g = inner.lock().unwrap();
@@ -253,6 +289,7 @@ impl FakeSynapse {
         let app = Router::new()
             .route("/_synapse/admin/v1/users/{user}/admin", get(user_admin))
             .route("/_synapse/admin/v1/room/{room}/media", get(room_media))
+            .route("/_synapse/admin/v2/users", get(users_v2))
             .route("/_matrix/client/v3/account/whoami", get(whoami))
             .route("/_matrix/client/{version}/logout", post(logout))
             .route("/_matrix/client/{version}/logout/all", post(logout_all))
@@ -306,6 +343,15 @@ impl FakeSynapse {
             .unwrap()
             .rooms
             .insert(room.to_owned(), (own(local), own(remote)));
+    }
+
+    /// Sets `user`'s avatar (listed by `GET /_synapse/admin/v2/users`).
+    pub fn set_avatar(&self, user: &str, mxc: &str) {
+        self.inner
+            .lock()
+            .unwrap()
+            .avatars
+            .insert(user.to_owned(), mxc.to_owned());
     }
 
     /// Every request received so far: `(path, bearer token)`.
