@@ -1,7 +1,8 @@
 //! The read side of media: what handlers and services read a media through.
 //!
 //! - the record ([`record`]; [`MediaReader::find`] waits on a pending async upload,
-//!   [`MediaReader::resolve`] also fetches remote media from its origin);
+//!   [`MediaReader::resolve`] also fetches remote media from its origin, and reads a media
+//!   of the request's homeserver through from it, `crate::read_through`);
 //! - where the bytes of a SHA-256 are: the datastore and location its hash record names
 //!   ([`locate`], also used by `verify --blobs`);
 //! - opening ([`open_blob`]) or checking ([`check_blob`]) that blob. A transfer may switch the
