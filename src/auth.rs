@@ -360,6 +360,19 @@ impl Auth {
             || self.config.auth.admins.contains(user)
     }
 
+    /// Whether `token` is one the homeserver resolves (neither the shared secret nor a static
+    /// token): only such a token is sent on to the homeserver to read media through.
+    pub fn is_homeserver_token(&self, token: &str) -> bool {
+        let secret = &self.config.auth.shared_secret;
+        (secret.is_empty() || !constant_time_eq(secret.as_bytes(), token.as_bytes()))
+            && !self
+                .config
+                .auth
+                .static_tokens
+                .iter()
+                .any(|t| constant_time_eq(t.token.as_bytes(), token.as_bytes()))
+    }
+
     /// Whether `p` may use the admin API.
     pub fn is_admin(&self, p: &Principal) -> bool {
         match p {

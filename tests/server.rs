@@ -30,6 +30,7 @@ mod moderation_purge;
 mod moderation_quarantine;
 mod operator_messages;
 mod purge_resume;
+mod read_through;
 mod recovery;
 mod restart;
 mod s3;

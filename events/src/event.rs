@@ -50,6 +50,10 @@ pub enum Event {
     MediaPurgedV1(MediaPurged),
     /// A blob freed by a purge was deleted (or kept, re-referenced meanwhile).
     BlobDeletedV1(BlobDeleted),
+    /// Media one of our homeservers stored itself (before the switch to media-ledger, or
+    /// uploaded to it directly) was read through from that homeserver and stored here (blob
+    /// durable before this); the envelope's actor is who asked for it, its time the import's.
+    MediaImportedV1(MediaImported),
 }
 
 /// The kinds of moderation act, in the audit API's words.
@@ -74,6 +78,7 @@ impl Event {
             Event::MediaAttributesSetV1(_) => "media.attributes_set.v1",
             Event::MediaPurgedV1(_) => "media.purged.v1",
             Event::BlobDeletedV1(_) => "blob.deleted.v1",
+            Event::MediaImportedV1(_) => "media.imported.v1",
         }
     }
 
@@ -85,6 +90,7 @@ impl Event {
             Event::MediaAccessedV1(e) => Some(&e.media),
             Event::ThumbnailGeneratedV1(e) => Some(&e.media),
             Event::RemoteMediaCachedV1(e) => Some(&e.media),
+            Event::MediaImportedV1(e) => Some(&e.media),
             Event::MediaAttributesSetV1(e) => Some(&e.media),
             // Moderation acts name many media: see `affected_media`.
             Event::MediaQuarantinedV1(_)
@@ -109,6 +115,7 @@ impl Event {
             Event::BlobTransferFailedV1(e) => Some(&e.sha256),
             Event::ThumbnailGeneratedV1(e) => Some(&e.sha256),
             Event::RemoteMediaCachedV1(e) => Some(&e.sha256),
+            Event::MediaImportedV1(e) => Some(&e.sha256),
             Event::BlobDeletedV1(e) => Some(&e.sha256),
             Event::MediaQuarantinedV1(_)
             | Event::MediaUnquarantinedV1(_)
@@ -322,6 +329,33 @@ pub struct RemoteMediaCached {
     pub upload_name: Option<String>,
     /// Where it was fetched from (the resolved base URL).
     pub fetched_from: String,
+    /// The datastore holding the blob.
+    pub datastore: DatastoreId,
+    /// Where in it.
+    pub location: BlobLocation,
+}
+
+/// A local media the homeserver stored itself, now stored here: a media of one of our
+/// homeservers' origins that media-ledger had no record of. It is local media (the import
+/// time is the envelope's); its uploader is unknown (the homeserver's download API does not
+/// say).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaImported {
+    /// The media (its origin is one of our homeservers).
+    pub media: MediaRef,
+    /// Digest of the bytes.
+    pub sha256: Sha256,
+    /// Their length.
+    pub size_bytes: u64,
+    /// As the homeserver declared it.
+    pub content_type: Option<ContentType>,
+    /// The homeserver's file name.
+    pub upload_name: Option<String>,
+    /// Where it was read from (the homeserver's `cs_api` base URL).
+    pub origin_homeserver: String,
+    /// When the homeserver created the media, if it said (the read-through cannot know: then
+    /// `None`, and the import's envelope time stands for it).
+    pub origin_created_at_ms: Option<u64>,
     /// The datastore holding the blob.
     pub datastore: DatastoreId,
     /// Where in it.

@@ -19,8 +19,8 @@ pub use codec::CodecError;
 pub use envelope::{Actor, Envelope, RequestId};
 pub use event::{
     AsyncUploadCreated, BlobMoved, BlobSourceDeleted, BlobTransferFailed, Event, MediaAccessed,
-    MediaUploaded, RemoteMediaCached, ThumbnailGenerated, ThumbnailMethod, TransferFinished,
-    TransferStarted, MODERATION_KINDS,
+    MediaImported, MediaUploaded, RemoteMediaCached, ThumbnailGenerated, ThumbnailMethod,
+    TransferFinished, TransferStarted, MODERATION_KINDS,
 };
 pub use ids::{
     BlobLocation, ContentType, DatastoreId, IdError, MediaId, MediaRef, RoomId, Seq, ServerName,

@@ -17,10 +17,10 @@ use common::{from_hex, id, mxc, to_hex};
 use media_ledger_events::codec::{self, Chain, CHAIN_LEN, GENESIS_CHAIN, RECORD_FORMAT_V1};
 use media_ledger_events::{
     Actor, AsyncUploadCreated, Authority, BlobDeleted, BlobMoved, BlobSourceDeleted,
-    BlobTransferFailed, Envelope, Event, FreedBlob, MediaAccessed, MediaAttributesSet, MediaPurged,
-    MediaPurpose, MediaQuarantined, MediaUnquarantined, MediaUploaded, ModerationTarget,
-    PurgedMedia, PurgedThumbnail, RemoteMediaCached, RequestId, Seq, Sha256, ThumbnailGenerated,
-    ThumbnailMethod, TransferFinished, TransferStarted,
+    BlobTransferFailed, Envelope, Event, FreedBlob, MediaAccessed, MediaAttributesSet,
+    MediaImported, MediaPurged, MediaPurpose, MediaQuarantined, MediaUnquarantined, MediaUploaded,
+    ModerationTarget, PurgedMedia, PurgedThumbnail, RemoteMediaCached, RequestId, Seq, Sha256,
+    ThumbnailGenerated, ThumbnailMethod, TransferFinished, TransferStarted,
 };
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -58,6 +58,7 @@ fn golden_for(event: &Event) -> Golden {
         Event::MediaAttributesSetV1(_) => golden_media_attributes_set(),
         Event::MediaPurgedV1(_) => golden_media_purged(),
         Event::BlobDeletedV1(_) => golden_blob_deleted(),
+        Event::MediaImportedV1(_) => golden_media_imported(),
     }
 }
 
@@ -79,6 +80,7 @@ fn variant_name(event: &Event) -> &'static str {
         Event::MediaAttributesSetV1(_) => "MediaAttributesSetV1",
         Event::MediaPurgedV1(_) => "MediaPurgedV1",
         Event::BlobDeletedV1(_) => "BlobDeletedV1",
+        Event::MediaImportedV1(_) => "MediaImportedV1",
     }
 }
 
@@ -100,6 +102,7 @@ fn all_golden() -> Vec<Golden> {
         golden_media_attributes_set(),
         golden_media_purged(),
         golden_blob_deleted(),
+        golden_media_imported(),
     ]
 }
 
@@ -313,6 +316,31 @@ fn golden_remote_media_cached() -> Golden {
                 fetched_from: "https://matrix.remote.example:8448".into(),
                 datastore: id("ds-main"),
                 location: id("c0/c1/c0c1c2c3c4c5"),
+            }),
+        },
+    }
+}
+
+/// A media Synapse stored itself, read through for a user's download: one option of each
+/// kind set, one unset, the homeserver's creation time known.
+fn golden_media_imported() -> Golden {
+    Golden {
+        prev: [0x16; CHAIN_LEN],
+        env: Envelope {
+            seq: Seq(600_001),
+            recorded_at_ms: 1_700_006_000_250,
+            actor: Actor::User(id("@alice:example.org")),
+            request_id: RequestId("req-import".into()),
+            event: Event::MediaImportedV1(MediaImported {
+                media: mxc("mxc://example.org/SynapseStored_1"),
+                sha256: Sha256(std::array::from_fn(|i| 0x60 | i as u8)),
+                size_bytes: 65_536,
+                content_type: Some(id("image/gif")),
+                upload_name: None,
+                origin_homeserver: "http://synapse.internal:8008".into(),
+                origin_created_at_ms: Some(1_600_000_000_000),
+                datastore: id("ds-main"),
+                location: id("60/61/606162636465"),
             }),
         },
     }

@@ -57,6 +57,9 @@ impl Projection for DatastoreSizes {
             Event::RemoteMediaCachedV1(e) => {
                 add_row(tx, &e.datastore, &e.sha256, e.size_bytes, Row::Media)
             }
+            Event::MediaImportedV1(e) => {
+                add_row(tx, &e.datastore, &e.sha256, e.size_bytes, Row::Media)
+            }
             Event::ThumbnailGeneratedV1(e) => {
                 add_row(tx, &e.datastore, &e.sha256, e.size_bytes, Row::Thumbnail)
             }

@@ -126,6 +126,29 @@ impl Projection for MediaIndex {
                     access_count: 0,
                 },
             ),
+            // Local media the homeserver stored itself: its creation time is the homeserver's
+            // when known (the unauthenticated freeze judges by it), else the import's.
+            Event::MediaImportedV1(e) => insert(
+                tx,
+                env,
+                &e.media,
+                MediaRecord {
+                    sha256: e.sha256,
+                    size_bytes: e.size_bytes,
+                    content_type: e.content_type.clone(),
+                    upload_name: e.upload_name.clone(),
+                    uploader: Actor::System,
+                    created_at_ms: e.origin_created_at_ms.unwrap_or(env.recorded_at_ms),
+                    kind: MediaKind::Local,
+                    datastore: e.datastore.clone(),
+                    quarantined: false,
+                    last_access_ms: env.recorded_at_ms,
+                    pinned: false,
+                    tombstone: false,
+                    created_seq: env.seq,
+                    access_count: 0,
+                },
+            ),
             Event::MediaAccessedV1(e) => {
                 let key = media_key(&e.media);
                 let mut record: MediaRecord = get_value(NAME, tx, &key)?

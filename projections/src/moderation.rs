@@ -244,7 +244,8 @@ impl Projection for Moderation {
             | Event::MediaAccessedV1(_)
             | Event::TransferStartedV1(_)
             | Event::TransferFinishedV1(_)
-            | Event::RemoteMediaCachedV1(_) => Ok(()),
+            | Event::RemoteMediaCachedV1(_)
+            | Event::MediaImportedV1(_) => Ok(()),
         }
     }
 }

@@ -109,6 +109,7 @@ impl Projection for PendingUploads {
             | Event::TransferFinishedV1(_)
             | Event::ThumbnailGeneratedV1(_)
             | Event::RemoteMediaCachedV1(_)
+            | Event::MediaImportedV1(_)
             | Event::MediaQuarantinedV1(_)
             | Event::MediaUnquarantinedV1(_)
             | Event::MediaAttributesSetV1(_)

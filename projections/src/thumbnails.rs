@@ -115,7 +115,8 @@ impl Projection for Thumbnails {
             | Event::BlobSourceDeletedV1(_)
             | Event::BlobTransferFailedV1(_)
             | Event::TransferFinishedV1(_)
-            | Event::RemoteMediaCachedV1(_) => Ok(()),
+            | Event::RemoteMediaCachedV1(_)
+            | Event::MediaImportedV1(_) => Ok(()),
         }
     }
 }

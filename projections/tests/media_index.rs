@@ -4,9 +4,9 @@
 mod common;
 
 use common::{
-    access, assert_invariant, create_async, default_location, ds, location, media, media_on, moved,
-    moved_at, sha, source_deleted, space, start_transfer, state_of, transfer_failed,
-    transfer_finished, upload, upload_at,
+    access, assert_invariant, create_async, default_location, ds, imported, location, media,
+    media_on, moved, moved_at, sha, source_deleted, space, start_transfer, state_of,
+    transfer_failed, transfer_finished, upload, upload_at,
 };
 use media_ledger_events::{Actor, Event, MediaUploaded, Seq};
 use media_ledger_projections::media_index::{self, MediaIndex, MediaKind, MediaRecord};
@@ -74,6 +74,33 @@ fn upload_records_every_field() {
             created_seq: Seq(1),
             access_count: 0,
         })
+    );
+}
+
+// Media the homeserver stored itself is local media of an unknown uploader, created when the
+// homeserver says (else at the import), sharing the blob index with uploads of its bytes.
+#[test]
+fn imported_media_is_local_with_the_homeservers_time() {
+    let s = state_of(&[
+        upload(1, 1_000, "m1", 1, 100, "A"),
+        imported(2, 2_000, "s1", 1, 100, "A", None),
+        imported(3, 3_000, "s2", 2, 7, "B", Some(500)),
+    ]);
+    let s1 = get(&s, "s1").unwrap();
+    assert_eq!(s1.kind, MediaKind::Local);
+    assert_eq!(s1.uploader, Actor::System);
+    assert_eq!((s1.created_at_ms, s1.last_access_ms), (2_000, 2_000));
+    assert_eq!(s1.created_seq, Seq(2));
+    assert_eq!(s1.upload_name, None);
+    let s2 = get(&s, "s2").unwrap();
+    assert_eq!((s2.created_at_ms, s2.last_access_ms), (500, 3_000));
+    assert_eq!(s2.datastore, ds("B"));
+    assert_eq!(with_hash(&s, 1), vec![media("m1"), media("s1")]);
+    // Imported twice: as impossible as an upload twice.
+    let mut twice = s.clone();
+    assert_invariant(
+        twice.apply(&imported(4, 4_000, "s1", 1, 100, "A", None)),
+        "media_index",
     );
 }
 

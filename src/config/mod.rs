@@ -261,6 +261,21 @@ pub struct HomeserverConfig {
     /// Serves requests whose Host matches no homeserver.
     #[serde(default)]
     pub default: bool,
+    /// Read through media of this homeserver we have no record of (media it stored itself)
+    /// from its `cs_api`, with the request's token (`read_through.rs`); default: on when
+    /// `cs_api` is set.
+    #[serde(default)]
+    pub read_through: Option<bool>,
+}
+
+impl HomeserverConfig {
+    /// The `cs_api` to read media through from, if read-through is on.
+    pub fn read_through_api(&self) -> Option<&str> {
+        match (self.read_through, &self.cs_api) {
+            (Some(false), _) | (_, None) => None,
+            (_, Some(api)) => Some(api),
+        }
+    }
 }
 
 impl Config {
@@ -311,6 +326,12 @@ impl Config {
         for h in &self.homeservers {
             if !names.insert(h.name.as_str()) {
                 return invalid(format!("homeserver {} configured twice", h.name));
+            }
+            if h.read_through == Some(true) && h.cs_api.is_none() {
+                return invalid(format!(
+                    "homeserver {}: read_through = true needs its cs_api (where to read media through from)",
+                    h.name
+                ));
             }
         }
         self.validate_static_tokens()?;

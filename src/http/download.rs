@@ -1,7 +1,9 @@
 //! Download routes: legacy `/_matrix/media/{r0,v3}/download` and authenticated
 //! `/_matrix/client/v1/media/download`, with HEAD, single ranges and the security headers.
 
-use super::extract::{media_ref, request_id, GuestOk, Homeserver, MPath, MQuery, MaybeAuthed};
+use super::extract::{
+    media_ref, request_id, GuestOk, Homeserver, MPath, MQuery, MaybeAuthed, ReadThroughToken,
+};
 use super::headers::{add_security_headers, content_disposition};
 use super::range::{parse_range, ByteRange};
 use super::State;
@@ -36,10 +38,12 @@ fn legacy_allowed(state: &State) -> Result<(), ApiError> {
 }
 
 /// `GET /_matrix/media/{r0,v3}/download/{server}/{id}`.
+#[allow(clippy::too_many_arguments)] // axum extractors, one per argument
 pub async fn legacy(
     S(state): S<State>,
     Homeserver(hs): Homeserver,
     MaybeAuthed(principal): MaybeAuthed,
+    ReadThroughToken(read_through): ReadThroughToken,
     MPath((server, id)): MPath<(String, String)>,
     MQuery(q): MQuery<DownloadQuery>,
     method: Method,
@@ -52,15 +56,18 @@ pub async fn legacy(
         filename: None,
         head: method == Method::HEAD,
         ours: hs.name,
+        read_through,
     };
     serve(&state, principal, wanted, q, &headers).await
 }
 
 /// `GET /_matrix/media/{r0,v3}/download/{server}/{id}/{filename}`.
+#[allow(clippy::too_many_arguments)] // axum extractors, one per argument
 pub async fn legacy_named(
     S(state): S<State>,
     Homeserver(hs): Homeserver,
     MaybeAuthed(principal): MaybeAuthed,
+    ReadThroughToken(read_through): ReadThroughToken,
     MPath((server, id, name)): MPath<(String, String, String)>,
     MQuery(q): MQuery<DownloadQuery>,
     method: Method,
@@ -73,6 +80,7 @@ pub async fn legacy_named(
         filename: Some(name),
         head: method == Method::HEAD,
         ours: hs.name,
+        read_through,
     };
     serve(&state, principal, wanted, q, &headers).await
 }
@@ -81,6 +89,7 @@ pub async fn legacy_named(
 pub async fn authed(
     S(state): S<State>,
     GuestOk(auth): GuestOk,
+    ReadThroughToken(read_through): ReadThroughToken,
     MPath((server, id)): MPath<(String, String)>,
     MQuery(q): MQuery<DownloadQuery>,
     method: Method,
@@ -92,6 +101,7 @@ pub async fn authed(
         filename: None,
         head: method == Method::HEAD,
         ours: auth.homeserver.name,
+        read_through,
     };
     serve(&state, Some(auth.principal), wanted, q, &headers).await
 }
@@ -100,6 +110,7 @@ pub async fn authed(
 pub async fn authed_named(
     S(state): S<State>,
     GuestOk(auth): GuestOk,
+    ReadThroughToken(read_through): ReadThroughToken,
     MPath((server, id, name)): MPath<(String, String, String)>,
     MQuery(q): MQuery<DownloadQuery>,
     method: Method,
@@ -111,6 +122,7 @@ pub async fn authed_named(
         filename: Some(name),
         head: method == Method::HEAD,
         ours: auth.homeserver.name,
+        read_through,
     };
     serve(&state, Some(auth.principal), wanted, q, &headers).await
 }
@@ -183,6 +195,8 @@ struct Wanted<'a> {
     head: bool,
     /// The homeserver the request is for (remote fetches are made on its behalf).
     ours: media_ledger_events::ServerName,
+    /// The token to read a media of `ours` through with ([`ReadThroughToken`]).
+    read_through: Option<String>,
 }
 
 async fn serve(
@@ -198,6 +212,7 @@ async fn serve(
         filename,
         head,
         ours,
+        read_through,
     } = wanted;
     let media = media_ref(server, id)?;
     let dl = &state.config.downloads;
@@ -217,7 +232,14 @@ async fn serve(
     let (record, stream, status, start, len) = loop {
         let record = state
             .reader
-            .resolve(&media, timeout, allow_remote, actor.clone(), &ours)
+            .resolve(
+                &media,
+                timeout,
+                allow_remote,
+                actor.clone(),
+                &ours,
+                read_through.as_deref(),
+            )
             .await?;
         refuse_frozen(state, principal.as_ref(), &record)?;
         let replace = !head && state.config.quarantine.replace_downloads;

@@ -237,6 +237,26 @@ impl FromRequestParts<State> for MaybeAuthed {
     }
 }
 
+/// The request's token, to read a media of its homeserver through from it
+/// (`read_through.rs`): `None` without a token, for the shared secret or a static token (never
+/// sent to a homeserver), and for a read-through's own request (it carries
+/// [`crate::read_through::LOOP_HEADER`]). Whether the token is valid is the principal's
+/// extractor's business: this is used only beside a resolved principal.
+pub struct ReadThroughToken(pub Option<String>);
+
+impl FromRequestParts<State> for ReadThroughToken {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &State) -> Result<Self, ApiError> {
+        if parts.headers.contains_key(crate::read_through::LOOP_HEADER) {
+            return Ok(ReadThroughToken(None));
+        }
+        let token = token(parts).ok().flatten();
+        Ok(ReadThroughToken(
+            token.filter(|t| state.auth.is_homeserver_token(t)),
+        ))
+    }
+}
+
 /// `{server}/{media_id}` path parameters as a [`MediaRef`] ([`media_ref`]: the strict server
 /// name, the media id grammar); else `M_INVALID_PARAM`.
 pub struct MediaPath(pub MediaRef);

@@ -2,7 +2,7 @@
 //! `/_matrix/client/v1/media/thumbnail`.
 
 use super::download::header_value;
-use super::extract::{media_ref, GuestOk, Homeserver, MPath, MQuery};
+use super::extract::{media_ref, GuestOk, Homeserver, MPath, MQuery, ReadThroughToken};
 use super::headers::add_security_headers;
 use super::State;
 use crate::auth::Principal;
@@ -73,6 +73,7 @@ pub async fn legacy(
     S(state): S<State>,
     Homeserver(hs): Homeserver,
     super::extract::MaybeAuthed(principal): super::extract::MaybeAuthed,
+    ReadThroughToken(read_through): ReadThroughToken,
     MPath((server, id)): MPath<(String, String)>,
     MQuery(q): MQuery<ThumbQuery>,
     method: Method,
@@ -89,6 +90,7 @@ pub async fn legacy(
         (&server, &id),
         q,
         method == Method::HEAD,
+        read_through.as_deref(),
     )
     .await
 }
@@ -97,6 +99,7 @@ pub async fn legacy(
 pub async fn authed(
     S(state): S<State>,
     GuestOk(auth): GuestOk,
+    ReadThroughToken(read_through): ReadThroughToken,
     MPath((server, id)): MPath<(String, String)>,
     MQuery(q): MQuery<ThumbQuery>,
     method: Method,
@@ -108,6 +111,7 @@ pub async fn authed(
         (&server, &id),
         q,
         method == Method::HEAD,
+        read_through.as_deref(),
     )
     .await
 }
@@ -119,6 +123,7 @@ async fn serve(
     (server, id): (&str, &str),
     q: ThumbQuery,
     head: bool,
+    read_through: Option<&str>,
 ) -> Result<Response, ApiError> {
     let media = media_ref(server, id)?;
     let req = parse_query(&q)?;
@@ -139,7 +144,14 @@ async fn serve(
     let (stream, len, content_type) = loop {
         let record = state
             .reader
-            .resolve(&media, timeout, allow_remote, actor.clone(), ours)
+            .resolve(
+                &media,
+                timeout,
+                allow_remote,
+                actor.clone(),
+                ours,
+                read_through,
+            )
             .await?;
         super::download::refuse_frozen(state, principal.as_ref(), &record)?;
         let replace = !head && state.config.quarantine.replace_thumbnails;

@@ -2,8 +2,8 @@
 
 use media_ledger_events::{
     Actor, AsyncUploadCreated, Authority, BlobDeleted, BlobMoved, Event, MediaAccessed,
-    MediaAttributesSet, MediaRef, MediaUploaded, ModerationTarget, RemoteMediaCached,
-    ThumbnailGenerated, TransferStarted, UserId,
+    MediaAttributesSet, MediaImported, MediaRef, MediaUploaded, ModerationTarget,
+    RemoteMediaCached, ThumbnailGenerated, TransferStarted, UserId,
 };
 
 /// A state change to validate and record.
@@ -34,6 +34,10 @@ pub enum Command {
     /// Record a fetched remote media whose blob is durable (location may be replaced by an
     /// existing blob of the same bytes).
     CacheRemote(RemoteMediaCached),
+    /// Record media one of our homeservers stored itself, read through from it, whose blob is
+    /// durable (location may be replaced by an existing blob of the same bytes). Refused when
+    /// the media id is recorded or reserved here.
+    ImportMedia(MediaImported),
     /// Quarantine the seeds and every media sharing their bytes, in the authority's scope.
     Quarantine {
         /// Repository-wide or one homeserver's.

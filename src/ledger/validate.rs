@@ -36,6 +36,12 @@ impl Writer {
                 &[names::MEDIA_INDEX, names::HASH_REFS, names::THUMBNAILS]
             }
             Command::CacheRemote(_) => &[names::MEDIA_INDEX, names::HASH_REFS, names::MODERATION],
+            Command::ImportMedia(_) => &[
+                names::MEDIA_INDEX,
+                names::PENDING_UPLOADS,
+                names::HASH_REFS,
+                names::MODERATION,
+            ],
             Command::Quarantine { .. } | Command::Unquarantine { .. } => {
                 &[names::MEDIA_INDEX, names::MODERATION]
             }
@@ -126,6 +132,26 @@ impl Writer {
                     &mut event.location,
                 )?;
                 Ok(Event::RemoteMediaCachedV1(event))
+            }
+            Command::ImportMedia(mut event) => {
+                // A reservation of ours for that id (an async upload on its way) wins.
+                if media_index::get(&overlay.read(db, names::MEDIA_INDEX)?, &event.media)?.is_some()
+                    || pending_uploads::get(
+                        &overlay.read(db, names::PENDING_UPLOADS)?,
+                        &event.media,
+                    )?
+                    .is_some()
+                {
+                    return Err(LedgerError::Conflict(Conflict::MediaExists));
+                }
+                self.check_not_quarantined(overlay, &event.media, &event.sha256)?;
+                self.adopt_existing_blob(
+                    overlay,
+                    &event.sha256,
+                    &mut event.datastore,
+                    &mut event.location,
+                )?;
+                Ok(Event::MediaImportedV1(event))
             }
             Command::RecordThumbnail(mut event) => {
                 if media_index::get(&overlay.read(db, names::MEDIA_INDEX)?, &event.media)?

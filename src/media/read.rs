@@ -1,7 +1,8 @@
 //! The read side of media: what handlers and services read a media through.
 //!
 //! - the record ([`record`]; [`MediaReader::find`] waits on a pending async upload,
-//!   [`MediaReader::resolve`] also fetches remote media from its origin);
+//!   [`MediaReader::resolve`] also fetches remote media from its origin, and reads a media
+//!   of the request's homeserver through from it, `crate::read_through`);
 //! - where the bytes of a SHA-256 are: the datastore and location its hash record names
 //!   ([`locate`], also used by `verify --blobs`);
 //! - opening ([`open_blob`]) or checking ([`check_blob`]) that blob. A transfer may switch the
@@ -16,6 +17,7 @@ use crate::config::Config;
 use crate::datastore::{BlobStream, Datastore, DatastoreError, Datastores};
 use crate::error::ApiError;
 use crate::ledger::Ledger;
+use crate::read_through::ReadThrough;
 use crate::remote::RemoteMedia;
 use crate::upload_waiters::UploadWaiters;
 use media_ledger_events::{Actor, MediaRef, ServerName, Sha256};
@@ -153,6 +155,7 @@ pub struct MediaReader {
     config: Arc<Config>,
     waiters: Arc<UploadWaiters>,
     remote: Arc<RemoteMedia>,
+    read_through: Arc<ReadThrough>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -167,19 +170,28 @@ impl MediaReader {
         remote: Arc<RemoteMedia>,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
+        let read_through = Arc::new(ReadThrough::new(
+            ledger.clone(),
+            datastores.clone(),
+            config.clone(),
+        ));
         Self {
             ledger,
             datastores,
             config,
             waiters,
             remote,
+            read_through,
             shutdown,
         }
     }
 
     /// The media record: local (waiting for a pending async upload), else fetched from its
     /// origin over federation unless `allow_remote` is false. `ours` is the homeserver the
-    /// request is for (a fetch is made on its behalf).
+    /// request is for (a fetch is made on its behalf). A media of `ours` we have no record of
+    /// is read through from that homeserver (`read_through.rs`) when `read_through` holds the
+    /// request's homeserver token (`None`: anonymous, a token of ours, or a read-through's own
+    /// request) and `allow_remote` holds.
     pub async fn resolve(
         &self,
         media: &MediaRef,
@@ -187,10 +199,20 @@ impl MediaReader {
         allow_remote: bool,
         actor: Actor,
         ours: &ServerName,
+        read_through: Option<&str>,
     ) -> Result<MediaRecord, ApiError> {
         match self.find(media, timeout).await {
             Err(ApiError::NotFound(_)) if allow_remote && !self.config.is_local(&media.origin) => {
                 self.remote.get(actor, ours, media).await
+            }
+            Err(ApiError::NotFound(m)) => {
+                let hs = self.config.homeservers.iter().find(|h| &h.name == ours);
+                match (hs, read_through) {
+                    (Some(hs), Some(token)) if allow_remote && &media.origin == ours => {
+                        self.read_through.get(actor, hs, token, media).await
+                    }
+                    _ => Err(ApiError::NotFound(m)),
+                }
             }
             other => other,
         }

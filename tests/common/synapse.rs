@@ -17,6 +17,13 @@
 //! - `POST /_matrix/client/{r0,v3}/logout` → `{}`, the token forgotten (an expired token may
 //!   log out, as Synapse's `allow_expired`); `logout/all` → `{}`, every token of its user
 //!   forgotten.
+//! - `GET /_matrix/client/v1/media/download/{server}/{id}` and the legacy
+//!   `GET /_matrix/media/v3/download/{server}/{id}` → the bytes stored by
+//!   [`FakeSynapse::put_media`] (its `Content-Type`, `Content-Disposition` with its name), for
+//!   a valid token only (401 like whoami otherwise; Synapse 1.163 asks a token on the legacy
+//!   endpoint too once media is frozen); 404 `M_NOT_FOUND` for unknown media. With
+//!   [`FakeSynapse::without_v1_media`] the v1 endpoint answers 404 `M_UNRECOGNIZED`, as a
+//!   Synapse before 1.111.
 //!
 //! ```ignore
 //! let hs = FakeSynapse::start(&[("bob-token", "@bob:localhost")]).await;
@@ -53,6 +60,10 @@ struct Inner {
     avatars: HashMap<String, String>,
     /// Every request: (path, bearer token).
     calls: Vec<(String, Option<String>)>,
+    /// `server/id` → (bytes, content type, file name): media the homeserver stored itself.
+    media: HashMap<String, (Vec<u8>, String, Option<String>)>,
+    /// The v1 media endpoints are unknown (an old Synapse).
+    no_v1_media: bool,
 }
 
 type Shared = Arc<Mutex<Inner>>;
@@ -275,6 +286,67 @@ async fn logout_all(
     logout_as(&inner, &version, &headers, true)
 }
 
+/// A media download as Synapse serves it on `path` (`v1`: the authenticated endpoint).
+fn media_download(
+    inner: &Shared,
+    path: String,
+    key: &str,
+    v1: bool,
+    headers: &HeaderMap,
+) -> Response {
+    let token = bearer(headers);
+    let mut g = inner.lock().unwrap();
+    g.calls.push((path, token.clone()));
+    if v1 && g.no_v1_media {
+        return matrix_error(
+            StatusCode::NOT_FOUND,
+            "M_UNRECOGNIZED",
+            "Unrecognized request",
+        );
+    }
+    if let Err(r) = user_of(&g, token.as_ref(), false) {
+        return r;
+    }
+    match g.media.get(key) {
+        Some((bytes, content_type, name)) => {
+            let mut resp = bytes.clone().into_response();
+            let h = resp.headers_mut();
+            h.insert(
+                axum::http::header::CONTENT_TYPE,
+                content_type.parse().unwrap(),
+            );
+            if let Some(n) = name {
+                h.insert(
+                    axum::http::header::CONTENT_DISPOSITION,
+                    format!("inline; filename={n}").parse().unwrap(),
+                );
+            }
+            resp
+        }
+        None => matrix_error(StatusCode::NOT_FOUND, "M_NOT_FOUND", "Not found"),
+    }
+}
+
+async fn download_v1(
+    State(inner): State<Shared>,
+    Path((server, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let key = format!("{server}/{id}");
+    let path = format!("/_matrix/client/v1/media/download/{key}");
+    media_download(&inner, path, &key, true, &headers)
+}
+
+async fn download_legacy(
+    State(inner): State<Shared>,
+    Path((server, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let key = format!("{server}/{id}");
+    let path = format!("/_matrix/media/v3/download/{key}");
+    media_download(&inner, path, &key, false, &headers)
+}
+
 impl FakeSynapse {
     /// Starts a fake Synapse whose admins are `admins` (`(access token, user id)`).
     pub async fn start(admins: &[(&str, &str)]) -> Self {
@@ -293,6 +365,14 @@ impl FakeSynapse {
             .route("/_matrix/client/v3/account/whoami", get(whoami))
             .route("/_matrix/client/{version}/logout", post(logout))
             .route("/_matrix/client/{version}/logout/all", post(logout_all))
+            .route(
+                "/_matrix/client/v1/media/download/{server}/{id}",
+                get(download_v1),
+            )
+            .route(
+                "/_matrix/media/v3/download/{server}/{id}",
+                get(download_legacy),
+            )
             .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -352,6 +432,23 @@ impl FakeSynapse {
             .unwrap()
             .avatars
             .insert(user.to_owned(), mxc.to_owned());
+    }
+
+    /// Stores a media the homeserver holds itself, `server/id` (as in an mxc URI).
+    pub fn put_media(&self, server_id: &str, bytes: &[u8], content_type: &str, name: Option<&str>) {
+        self.inner.lock().unwrap().media.insert(
+            server_id.to_owned(),
+            (
+                bytes.to_vec(),
+                content_type.to_owned(),
+                name.map(str::to_owned),
+            ),
+        );
+    }
+
+    /// Makes the v1 media endpoints unknown (404 `M_UNRECOGNIZED`), as before Synapse 1.111.
+    pub fn without_v1_media(&self) {
+        self.inner.lock().unwrap().no_v1_media = true;
     }
 
     /// Every request received so far: `(path, bearer token)`.

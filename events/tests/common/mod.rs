@@ -6,8 +6,8 @@ use media_ledger_events::codec::{self, Chain, CHAIN_LEN};
 use media_ledger_events::{
     Actor, AsyncUploadCreated, Authority, BlobDeleted, BlobLocation, BlobMoved, BlobSourceDeleted,
     BlobTransferFailed, ContentType, DatastoreId, Envelope, Event, FreedBlob, MediaAccessed,
-    MediaAttributesSet, MediaId, MediaPurged, MediaPurpose, MediaQuarantined, MediaRef,
-    MediaUnquarantined, MediaUploaded, ModerationTarget, PurgedMedia, PurgedThumbnail,
+    MediaAttributesSet, MediaId, MediaImported, MediaPurged, MediaPurpose, MediaQuarantined,
+    MediaRef, MediaUnquarantined, MediaUploaded, ModerationTarget, PurgedMedia, PurgedThumbnail,
     RemoteMediaCached, RequestId, Seq, ServerName, Sha256, ThumbnailGenerated, ThumbnailMethod,
     TransferFinished, TransferStarted, UserId,
 };
@@ -70,7 +70,7 @@ pub fn body_of(record: &[u8]) -> &[u8] {
 
 /// How many variants `Event` has; [`variant_index`] does not compile until it is told of a new
 /// one, and then this must follow.
-pub const VARIANTS: usize = 15;
+pub const VARIANTS: usize = 16;
 
 /// The declaration index of the variant of `event` (no wildcard arm: a new variant must be
 /// added here, and then to [`event`] and [`sample_envelopes`]).
@@ -91,6 +91,7 @@ pub fn variant_index(event: &Event) -> usize {
         Event::MediaAttributesSetV1(_) => 12,
         Event::MediaPurgedV1(_) => 13,
         Event::BlobDeletedV1(_) => 14,
+        Event::MediaImportedV1(_) => 15,
     }
 }
 
@@ -331,6 +332,23 @@ pub fn sample_envelopes() -> Vec<Envelope> {
                 datastore: id("remote"),
                 location: id("07/07/0707"),
                 kept: false,
+            }),
+        },
+        Envelope {
+            seq: Seq(16),
+            recorded_at_ms: 1_700_000_008_000,
+            actor: Actor::User(id("@alice:example.org")),
+            request_id: RequestId("req-16".into()),
+            event: Event::MediaImportedV1(MediaImported {
+                media: mxc("mxc://example.org/fromSynapse1"),
+                sha256: Sha256([16; 32]),
+                size_bytes: 777,
+                content_type: Some(id("image/png")),
+                upload_name: None,
+                origin_homeserver: "http://127.0.0.1:8008".into(),
+                origin_created_at_ms: None,
+                datastore: id("local"),
+                location: id("10/10/1010"),
             }),
         },
     ]
@@ -609,6 +627,43 @@ pub fn remote_media_cached() -> impl Strategy<Value = RemoteMediaCached> {
         )
 }
 
+pub fn media_imported() -> impl Strategy<Value = MediaImported> {
+    (
+        media_ref(),
+        sha256(),
+        any::<u64>(),
+        proptest::option::of(content_type()),
+        proptest::option::of(any::<String>()),
+        any::<String>(),
+        proptest::option::of(any::<u64>()),
+        datastore_id(),
+        blob_location(),
+    )
+        .prop_map(
+            |(
+                media,
+                sha256,
+                size_bytes,
+                content_type,
+                upload_name,
+                origin_homeserver,
+                origin_created_at_ms,
+                datastore,
+                location,
+            )| MediaImported {
+                media,
+                sha256,
+                size_bytes,
+                content_type,
+                upload_name,
+                origin_homeserver,
+                origin_created_at_ms,
+                datastore,
+                location,
+            },
+        )
+}
+
 pub fn authority() -> impl Strategy<Value = Authority> {
     prop_oneof![
         Just(Authority::RepositoryAdmin),
@@ -816,6 +871,7 @@ pub fn event() -> impl Strategy<Value = Event> {
         media_attributes_set().prop_map(Event::MediaAttributesSetV1),
         media_purged().prop_map(Event::MediaPurgedV1),
         blob_deleted().prop_map(Event::BlobDeletedV1),
+        media_imported().prop_map(Event::MediaImportedV1),
     ]
 }
 

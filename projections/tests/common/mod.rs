@@ -3,9 +3,9 @@
 
 use media_ledger_events::{
     Actor, AsyncUploadCreated, BlobLocation, BlobMoved, BlobSourceDeleted, BlobTransferFailed,
-    DatastoreId, Envelope, Event, MediaAccessed, MediaRef, MediaUploaded, RemoteMediaCached,
-    RequestId, Seq, Sha256, ThumbnailGenerated, ThumbnailMethod, TransferFinished, TransferStarted,
-    UserId,
+    DatastoreId, Envelope, Event, MediaAccessed, MediaImported, MediaRef, MediaUploaded,
+    RemoteMediaCached, RequestId, Seq, Sha256, ThumbnailGenerated, ThumbnailMethod,
+    TransferFinished, TransferStarted, UserId,
 };
 use media_ledger_projections::memory::{MemoryKv, MemoryState};
 use media_ledger_projections::ProjectionError;
@@ -121,6 +121,36 @@ pub fn remote_at(
             fetched_from: format!("https://{REMOTE}"),
             datastore: ds(ds_id),
             location: loc,
+        }),
+    )
+}
+
+/// `media_id` of [`ORIGIN`] read through from the homeserver with bytes `sha(sha_n)` of
+/// `size` and stored in `ds_id` at the default location, on behalf of `@bob:example.org`;
+/// `origin_created` is the homeserver's creation time, if known.
+pub fn imported(
+    seq: u64,
+    time: u64,
+    media_id: &str,
+    sha_n: u8,
+    size: u64,
+    ds_id: &str,
+    origin_created: Option<u64>,
+) -> Envelope {
+    envelope(
+        seq,
+        time,
+        Actor::User(user("@bob:example.org")),
+        Event::MediaImportedV1(MediaImported {
+            media: media(media_id),
+            sha256: sha(sha_n),
+            size_bytes: size,
+            content_type: Some("image/png".parse().unwrap()),
+            upload_name: None,
+            origin_homeserver: "http://127.0.0.1:8008".into(),
+            origin_created_at_ms: origin_created,
+            datastore: ds(ds_id),
+            location: default_location(sha_n, ds_id),
         }),
     )
 }
