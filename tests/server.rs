@@ -12,6 +12,7 @@ mod common;
 
 mod act_size;
 mod admin;
+mod appservice;
 mod async_upload;
 mod auth;
 mod auth_homeserver;

@@ -103,6 +103,14 @@ pub fn token(parts: &Parts) -> Result<Option<String>, ApiError> {
     Ok(q.get("access_token").filter(|t| !t.is_empty()).cloned())
 }
 
+/// The `user_id` query parameter: the user an appservice's token acts as (the homeserver's
+/// whoami decides whether it may).
+fn masquerade(parts: &Parts) -> Option<String> {
+    let q: HashMap<String, String> =
+        serde_urlencoded::from_str(parts.uri.query().unwrap_or_default()).unwrap_or_default();
+    q.get("user_id").filter(|u| !u.is_empty()).cloned()
+}
+
 fn host(parts: &Parts) -> Option<String> {
     parts
         .headers
@@ -127,7 +135,10 @@ impl Authed {
     async fn extract(parts: &Parts, state: &State, allow_guest: bool) -> Result<Self, ApiError> {
         let hs = state.config.homeserver_for(host(parts).as_deref()).clone();
         let token = token(parts)?.ok_or(ApiError::MissingToken)?;
-        let caller = state.auth.resolve_caller(&hs, &token).await?;
+        let caller = state
+            .auth
+            .resolve_as(&hs, &token, masquerade(parts).as_deref())
+            .await?;
         if caller.guest && !allow_guest {
             return Err(ApiError::GuestAccessForbidden);
         }
@@ -233,7 +244,11 @@ impl FromRequestParts<State> for MaybeAuthed {
             return Ok(MaybeAuthed(None));
         };
         let hs = state.config.homeserver_for(host(parts).as_deref()).clone();
-        Ok(MaybeAuthed(state.auth.resolve(&hs, &token).await.ok()))
+        let caller = state
+            .auth
+            .resolve_as(&hs, &token, masquerade(parts).as_deref())
+            .await;
+        Ok(MaybeAuthed(caller.ok().map(|c| c.principal)))
     }
 }
 
