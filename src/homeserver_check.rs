@@ -127,6 +127,7 @@ mod tests {
             name: media_ledger_events::ServerName::parse_strict(name).unwrap(),
             cs_api,
             default: true,
+            hosts: Vec::new(),
         }
     }
 

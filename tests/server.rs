@@ -30,6 +30,7 @@ mod model;
 mod moderation_purge;
 mod moderation_quarantine;
 mod operator_messages;
+mod proxy;
 mod purge_resume;
 mod recovery;
 mod restart;

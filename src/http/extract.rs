@@ -111,12 +111,26 @@ fn masquerade(parts: &Parts) -> Option<String> {
     q.get("user_id").filter(|u| !u.is_empty()).cloned()
 }
 
+/// The host the request is for: what [`super::forwarded`] decided (a trusted proxy's
+/// `X-Forwarded-Host`, else `Host`), or `Host` where that middleware did not run.
 fn host(parts: &Parts) -> Option<String> {
+    if let Some(info) = parts.extensions.get::<super::forwarded::ClientInfo>() {
+        return info.host.clone();
+    }
     parts
         .headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .map(str::to_owned)
+}
+
+/// Names the request's user in its span (so in its log lines).
+fn record_user(principal: &Principal) {
+    let span = tracing::Span::current();
+    match principal {
+        Principal::User(u) => span.record("user", u.as_str()),
+        Principal::SharedSecretAdmin => span.record("user", "shared-secret-admin"),
+    };
 }
 
 /// The homeserver and principal of an authenticated request (`M_MISSING_TOKEN` without one).
@@ -139,6 +153,7 @@ impl Authed {
             .auth
             .resolve_as(&hs, &token, masquerade(parts).as_deref())
             .await?;
+        record_user(&caller.principal);
         if caller.guest && !allow_guest {
             return Err(ApiError::GuestAccessForbidden);
         }
@@ -248,7 +263,11 @@ impl FromRequestParts<State> for MaybeAuthed {
             .auth
             .resolve_as(&hs, &token, masquerade(parts).as_deref())
             .await;
-        Ok(MaybeAuthed(caller.ok().map(|c| c.principal)))
+        let principal = caller.ok().map(|c| c.principal);
+        if let Some(p) = &principal {
+            record_user(p);
+        }
+        Ok(MaybeAuthed(principal))
     }
 }
 
