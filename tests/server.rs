@@ -29,6 +29,7 @@ mod mmr_compat;
 mod model;
 mod moderation_purge;
 mod moderation_quarantine;
+mod nginx;
 mod operator_messages;
 mod proxy;
 mod purge_resume;

@@ -128,8 +128,10 @@ fn host(parts: &Parts) -> Option<String> {
 fn record_user(principal: &Principal) {
     let span = tracing::Span::current();
     match principal {
-        Principal::User(u) => span.record("user", u.as_str()),
-        Principal::SharedSecretAdmin => span.record("user", "shared-secret-admin"),
+        Principal::User(u) => span.record("user", tracing::field::display(u)),
+        Principal::SharedSecretAdmin => {
+            span.record("user", tracing::field::display("shared-secret-admin"))
+        }
     };
 }
 

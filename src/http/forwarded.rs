@@ -172,7 +172,7 @@ pub async fn forwarded(
         span.record("client", tracing::field::display(c));
     }
     if let Some(h) = &info.host {
-        span.record("host", h.as_str());
+        span.record("host", tracing::field::display(h));
     }
     let known = info
         .host
