@@ -9,6 +9,13 @@
 //! another server is refused, and a static token is valid only on its user's homeserver
 //! (a repository admin's on every homeserver).
 //!
+//! An appservice masquerading as one of its users (`?user_id=@ghost:hs` beside its `as_token`)
+//! is resolved as the homeserver resolves it: whoami is asked with the same `user_id`, and
+//! Synapse answers the masqueraded user when the appservice may act as them (else 403, passed
+//! on). The answer is cached per (token, `user_id`), so the ghost, not the bridge bot, is
+//! the request's principal (the uploader and actor recorded). A plain user's token ignores
+//! `user_id`, as Synapse does.
+//!
 //! Logging out goes through here too ([`Auth::logout`]): the homeserver's
 //! `POST /_matrix/client/{r0,v3}/logout[/all]` is asked with the caller's token, then the
 //! cache forgets the token (or, for `logout/all`, every token of its user), and a whoami
@@ -70,7 +77,8 @@ struct Cached {
 /// if no logout evicted while it was asked (it may have raced the logout).
 #[derive(Default)]
 struct Cache {
-    tokens: HashMap<(ServerName, String), Cached>,
+    /// (homeserver, token, masqueraded `user_id`) → whoami's answer.
+    tokens: HashMap<(ServerName, String, Option<String>), Cached>,
     evictions: u64,
 }
 
@@ -80,6 +88,9 @@ pub struct Auth {
     client: reqwest::Client,
     cache: Mutex<Cache>,
 }
+
+/// The longest `user_id` (masquerading) query parameter passed on: Synapse's user id limit.
+pub const MAX_USER_ID_LEN: usize = 255;
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -149,6 +160,24 @@ impl Auth {
         hs: &HomeserverConfig,
         token: &str,
     ) -> Result<Caller, ApiError> {
+        self.resolve_as(hs, token, None).await
+    }
+
+    /// The principal of `token` on homeserver `hs` with the request's `user_id` query
+    /// parameter (an appservice's masquerading, [`MAX_USER_ID_LEN`] bytes at most): whoami is
+    /// asked with it, so the homeserver decides whether the token may act as that user. A
+    /// configured token (shared secret, static token) ignores it.
+    pub async fn resolve_as(
+        &self,
+        hs: &HomeserverConfig,
+        token: &str,
+        as_user: Option<&str>,
+    ) -> Result<Caller, ApiError> {
+        if as_user.is_some_and(|u| u.len() > MAX_USER_ID_LEN) {
+            return Err(ApiError::InvalidParam(format!(
+                "user_id longer than {MAX_USER_ID_LEN} bytes"
+            )));
+        }
         let member = |principal| Caller {
             principal,
             guest: false,
@@ -179,7 +208,11 @@ impl Auth {
             tracing::debug!(homeserver = %hs.name, "token refused: not a static token, and this homeserver has no cs_api to ask");
             return Err(ApiError::UnknownToken);
         };
-        let key = (hs.name.clone(), token.to_owned());
+        let key = (
+            hs.name.clone(),
+            token.to_owned(),
+            as_user.map(str::to_owned),
+        );
         let ttl = Duration::from_millis(self.config.auth.whoami_cache_ttl_ms);
         let evictions = {
             let cache = self.cache.lock();
@@ -197,22 +230,20 @@ impl Auth {
             "{}/_matrix/client/v3/account/whoami",
             cs_api.trim_end_matches('/')
         );
-        let resp = self
-            .client
-            .get(&url)
-            .bearer_auth(token)
-            .send()
-            .await
-            .map_err(|e| {
-                ApiError::unavailable(
-                    "the homeserver cannot be reached",
-                    format_args!(
-                        "homeserver {} unreachable: {}",
-                        hs.name,
-                        crate::homeserver_check::error_chain(&e)
-                    ),
-                )
-            })?;
+        let mut request = self.client.get(&url).bearer_auth(token);
+        if let Some(user) = as_user {
+            request = request.query(&[("user_id", user)]);
+        }
+        let resp = request.send().await.map_err(|e| {
+            ApiError::unavailable(
+                "the homeserver cannot be reached",
+                format_args!(
+                    "homeserver {} unreachable: {}",
+                    hs.name,
+                    crate::homeserver_check::error_chain(&e)
+                ),
+            )
+        })?;
         match resp.status().as_u16() {
             200 => {
                 let who: WhoAmI = resp.json().await.map_err(|e| {
@@ -345,12 +376,11 @@ impl Auth {
     fn evict(&self, hs: &HomeserverConfig, token: &str, user: Option<&UserId>) {
         let mut cache = self.cache.lock();
         cache.evictions += 1;
-        cache.tokens.remove(&(hs.name.clone(), token.to_owned()));
-        if let Some(user) = user {
-            cache
-                .tokens
-                .retain(|(server, _), c| !(*server == hs.name && c.user == *user));
-        }
+        // Every entry of the token (each masqueraded user_id), and with `user` every one of
+        // that user.
+        cache.tokens.retain(|(server, t, _), c| {
+            !(*server == hs.name && (t == token || user.is_some_and(|u| c.user == *u)))
+        });
     }
 
     /// Whether a static token standing for `user` authenticates on homeserver `hs`: the

@@ -80,6 +80,10 @@ pub enum ApiError {
     /// No such endpoint.
     #[error("unrecognized request")]
     Unrecognized,
+    /// A host that names no homeserver, with `server.refuse_unknown_hosts`: 400
+    /// `M_UNRECOGNIZED`.
+    #[error("this server serves no homeserver for host {0:?}")]
+    UnknownHost(String),
     /// The request body stopped arriving (no bytes for `server.body_idle_timeout_ms`).
     #[error("the request body stalled: no bytes within the idle timeout")]
     BodyStalled,
@@ -169,7 +173,9 @@ impl ApiError {
             ApiError::MissingParam(_) => "M_MISSING_PARAM",
             ApiError::NotJson(_) => "M_NOT_JSON",
             ApiError::LimitExceeded(_) | ApiError::Busy { .. } => "M_LIMIT_EXCEEDED",
-            ApiError::Unrecognized | ApiError::MethodNotAllowed => "M_UNRECOGNIZED",
+            ApiError::Unrecognized | ApiError::MethodNotAllowed | ApiError::UnknownHost(_) => {
+                "M_UNRECOGNIZED"
+            }
             ApiError::RangeNotSatisfiable { .. } => "M_INVALID_PARAM",
             ApiError::Unavailable { .. }
             | ApiError::BadGateway { .. }
@@ -194,6 +200,7 @@ impl ApiError {
             ApiError::InvalidParam(_)
             | ApiError::NotJson(_)
             | ApiError::MissingParam(_)
+            | ApiError::UnknownHost(_)
             | ApiError::CannotThumbnail(_) => StatusCode::BAD_REQUEST,
             ApiError::LimitExceeded(_) | ApiError::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,

@@ -128,6 +128,7 @@ mod tests {
             cs_api,
             default: true,
             read_through: None,
+            hosts: Vec::new(),
         }
     }
 

@@ -12,6 +12,7 @@ mod common;
 
 mod act_size;
 mod admin;
+mod appservice;
 mod async_upload;
 mod auth;
 mod auth_homeserver;
@@ -28,7 +29,9 @@ mod mmr_compat;
 mod model;
 mod moderation_purge;
 mod moderation_quarantine;
+mod nginx;
 mod operator_messages;
+mod proxy;
 mod purge_resume;
 mod read_through;
 mod recovery;

@@ -95,6 +95,76 @@ pub struct ServerConfig {
     /// and its connection closed.
     #[serde(default = "default_body_idle_timeout_ms")]
     pub body_idle_timeout_ms: u64,
+    /// Reverse proxies (IP addresses or CIDR blocks) whose `X-Forwarded-For`,
+    /// `X-Forwarded-Host` and `X-Forwarded-Proto` are believed; from any other peer they are
+    /// ignored. Empty (the default): none.
+    #[serde(default)]
+    pub trusted_proxies: Vec<IpNet>,
+    /// A request whose host (`Host`, or a trusted proxy's `X-Forwarded-Host`) names no
+    /// homeserver (`name` or `hosts`) is answered 400 `M_UNRECOGNIZED` instead of going to the
+    /// default homeserver (`/healthz` and `/metrics` excepted). Off by default: it is logged.
+    #[serde(default)]
+    pub refuse_unknown_hosts: bool,
+}
+
+/// An IP address or a CIDR block (`10.0.0.0/8`, `::1`, `fd00::/8`), as in `trusted_proxies`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    addr: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    /// Whether `ip` is in the block (an IPv4-mapped IPv6 address counts as its IPv4).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        let bits = |a: IpAddr| -> (u128, u8) {
+            match a {
+                IpAddr::V4(v4) => (u128::from(u32::from(v4)), 32),
+                IpAddr::V6(v6) => (u128::from(v6), 128),
+            }
+        };
+        let ((net, width), (ip, ip_width)) = (bits(self.addr), bits(ip));
+        if width != ip_width {
+            return false;
+        }
+        let host_bits = u32::from(width - self.prefix);
+        net.checked_shr(host_bits).unwrap_or(0) == ip.checked_shr(host_bits).unwrap_or(0)
+    }
+}
+
+impl std::str::FromStr for IpNet {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: std::net::IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{s:?} is not an IP address or CIDR block"))?;
+        let width = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => width,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= width)
+                .ok_or_else(|| format!("{s:?}: the prefix length must be 0..={width}"))?,
+        };
+        Ok(IpNet { addr, prefix })
+    }
+}
+
+impl<'de> Deserialize<'de> for IpNet {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 fn default_shutdown_grace_ms() -> u64 {
@@ -266,6 +336,10 @@ pub struct HomeserverConfig {
     /// `cs_api` is set.
     #[serde(default)]
     pub read_through: Option<bool>,
+    /// Further host names that address this homeserver (the client-facing
+    /// `matrix.example.org` of `example.org`), matched as `name` is.
+    #[serde(default)]
+    pub hosts: Vec<String>,
 }
 
 impl HomeserverConfig {
@@ -308,6 +382,16 @@ impl Config {
             return invalid(
                 "server.header_read_timeout_ms and server.body_idle_timeout_ms must be > 0".into(),
             );
+        }
+        let mut hosts = HashSet::new();
+        for h in &self.homeservers {
+            for host in std::iter::once(h.name.as_str()).chain(h.hosts.iter().map(String::as_str)) {
+                if !hosts.insert(host.to_ascii_lowercase()) {
+                    return invalid(format!(
+                        "host {host:?} names two homeservers (a homeserver's name or hosts)"
+                    ));
+                }
+            }
         }
         if self.homeservers.iter().filter(|h| h.default).count() > 1 {
             return invalid("at most one homeserver may have default = true".into());
@@ -414,17 +498,22 @@ impl Config {
 
     /// The homeserver that a request with this `Host` header is for.
     pub fn homeserver_for(&self, host: Option<&str>) -> &HomeserverConfig {
+        host.and_then(|h| self.homeserver_named(h))
+            .or_else(|| self.homeservers.iter().find(|h| h.default))
+            .unwrap_or(&self.homeservers[0])
+    }
+
+    /// The homeserver a host (`Host` header value) names by its `name` or one of its `hosts`,
+    /// exactly or without the port; none for any other host.
+    pub fn homeserver_named(&self, host: &str) -> Option<&HomeserverConfig> {
         // Host names are case-insensitive (RFC 9110 §4.2.3).
         let by_name = |n: &str| {
-            self.homeservers
-                .iter()
-                .find(|h| h.name.as_str().eq_ignore_ascii_case(n))
+            self.homeservers.iter().find(|h| {
+                h.name.as_str().eq_ignore_ascii_case(n)
+                    || h.hosts.iter().any(|a| a.eq_ignore_ascii_case(n))
+            })
         };
-        host.and_then(|h| {
-            by_name(h).or_else(|| by_name(h.rsplit_once(':').map_or(h, |(name, _)| name)))
-        })
-        .or_else(|| self.homeservers.iter().find(|h| h.default))
-        .unwrap_or(&self.homeservers[0])
+        by_name(host).or_else(|| by_name(host.rsplit_once(':').map_or(host, |(name, _)| name)))
     }
 
     /// Where the signing key of our homeserver `server` lives: its own

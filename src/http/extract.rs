@@ -103,12 +103,36 @@ pub fn token(parts: &Parts) -> Result<Option<String>, ApiError> {
     Ok(q.get("access_token").filter(|t| !t.is_empty()).cloned())
 }
 
+/// The `user_id` query parameter: the user an appservice's token acts as (the homeserver's
+/// whoami decides whether it may).
+fn masquerade(parts: &Parts) -> Option<String> {
+    let q: HashMap<String, String> =
+        serde_urlencoded::from_str(parts.uri.query().unwrap_or_default()).unwrap_or_default();
+    q.get("user_id").filter(|u| !u.is_empty()).cloned()
+}
+
+/// The host the request is for: what [`super::forwarded`] decided (a trusted proxy's
+/// `X-Forwarded-Host`, else `Host`), or `Host` where that middleware did not run.
 fn host(parts: &Parts) -> Option<String> {
+    if let Some(info) = parts.extensions.get::<super::forwarded::ClientInfo>() {
+        return info.host.clone();
+    }
     parts
         .headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .map(str::to_owned)
+}
+
+/// Names the request's user in its span (so in its log lines).
+fn record_user(principal: &Principal) {
+    let span = tracing::Span::current();
+    match principal {
+        Principal::User(u) => span.record("user", tracing::field::display(u)),
+        Principal::SharedSecretAdmin => {
+            span.record("user", tracing::field::display("shared-secret-admin"))
+        }
+    };
 }
 
 /// The homeserver and principal of an authenticated request (`M_MISSING_TOKEN` without one).
@@ -127,7 +151,11 @@ impl Authed {
     async fn extract(parts: &Parts, state: &State, allow_guest: bool) -> Result<Self, ApiError> {
         let hs = state.config.homeserver_for(host(parts).as_deref()).clone();
         let token = token(parts)?.ok_or(ApiError::MissingToken)?;
-        let caller = state.auth.resolve_caller(&hs, &token).await?;
+        let caller = state
+            .auth
+            .resolve_as(&hs, &token, masquerade(parts).as_deref())
+            .await?;
+        record_user(&caller.principal);
         if caller.guest && !allow_guest {
             return Err(ApiError::GuestAccessForbidden);
         }
@@ -233,7 +261,15 @@ impl FromRequestParts<State> for MaybeAuthed {
             return Ok(MaybeAuthed(None));
         };
         let hs = state.config.homeserver_for(host(parts).as_deref()).clone();
-        Ok(MaybeAuthed(state.auth.resolve(&hs, &token).await.ok()))
+        let caller = state
+            .auth
+            .resolve_as(&hs, &token, masquerade(parts).as_deref())
+            .await;
+        let principal = caller.ok().map(|c| c.principal);
+        if let Some(p) = &principal {
+            record_user(p);
+        }
+        Ok(MaybeAuthed(principal))
     }
 }
 

@@ -12,6 +12,7 @@ pub mod audit;
 pub mod download;
 pub mod extract;
 pub mod federation;
+pub mod forwarded;
 pub mod headers;
 pub mod logout;
 pub mod moderation;
@@ -135,6 +136,10 @@ pub fn router(state: State) -> Router {
         .fallback(|| async { ApiError::Unrecognized })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::middleware::from_fn_with_state(
+            forwarded::HostCheck::new(state.config.clone()),
+            forwarded::forwarded,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
             state.metrics.clone(),
             observe,
         ))
@@ -257,8 +262,8 @@ async fn metrics(axum::extract::State(state): axum::extract::State<State>) -> Re
     }
 }
 
-/// Gives the request an id (its events and log lines carry it; the answer says it in
-/// `X-Request-Id`), and counts it, its bytes and its latency per route in the server's `m`.
+/// Gives the request an id (its events and log lines carry it, with the client address, the
+/// host and the user; the answer says it in `X-Request-Id`), logs its answer, and counts it, its bytes and its latency per route in the server's `m`.
 async fn observe(
     axum::extract::State(m): axum::extract::State<Arc<Metrics>>,
     req: Request,
@@ -275,13 +280,29 @@ async fn observe(
             .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
     }
     let id = extract::new_request_id();
-    let span = tracing::info_span!("request", request_id = %id, %method, %route);
+    // `client` and `host` are filled by `forwarded`, `user` by the token extractors.
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        %method,
+        %route,
+        client = tracing::field::Empty,
+        host = tracing::field::Empty,
+        user = tracing::field::Empty,
+    );
     let mut resp = extract::REQUEST_ID
         .scope(
             id.clone(),
-            tracing::Instrument::instrument(next.run(req), span),
+            tracing::Instrument::instrument(next.run(req), span.clone()),
         )
         .await;
+    span.in_scope(|| {
+        tracing::info!(
+            status = resp.status().as_u16(),
+            ms = started.elapsed().as_millis() as u64,
+            "request answered"
+        );
+    });
     if let Ok(v) = HeaderValue::from_str(&id.0) {
         resp.headers_mut().insert("x-request-id", v);
     }

@@ -4,7 +4,8 @@
 //! same bound closes a kept-alive connection left idle), and a request body may pause at
 //! most `server.body_idle_timeout_ms` between frames (the reader gets a timeout error, which
 //! [`ApiError::body`](crate::error::ApiError::body) answers 408). TCP_NODELAY on every
-//! connection (a small answer must not wait for the client's delayed ACK). On `stop`: no new
+//! connection (a small answer must not wait for the client's delayed ACK). Every request
+//! carries its TCP peer (`ConnectInfo<SocketAddr>`, read by [`super::forwarded`]). On `stop`: no new
 //! connections, every open one finishes its request in flight and closes; the future ends
 //! when the last one has. The connections are tasks of the future's own set, so dropping it
 //! (the caller aborting it after the grace period) closes whatever is still open.
@@ -44,11 +45,11 @@ pub async fn serve(
     let mut connections = JoinSet::new();
     tokio::pin!(stop);
     loop {
-        let tcp = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             // Reap ended connections as they go (the set keeps them until joined).
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
+                Ok(accepted) => accepted,
                 // The peer gave up before we took it: nothing to do.
                 Err(e) if is_connection_error(&e) => continue,
                 Err(e) => {
@@ -65,7 +66,10 @@ pub async fn serve(
         }
         let body_idle = limits.body_idle;
         let service = app.clone().map_request(move |req: Request<Incoming>| {
-            req.map(|body| Body::new(TimeoutBody::new(body_idle, body)))
+            let mut req = req.map(|body| Body::new(TimeoutBody::new(body_idle, body)));
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            req
         });
         connections.spawn(connection(
             tcp,

@@ -14,6 +14,12 @@
 //!   "Access token has expired" with `"soft_logout": true`; guests ([`FakeSynapse::add_guest`])
 //!   answer `"is_guest": true` and are refused by the admin API (403
 //!   `M_GUEST_ACCESS_FORBIDDEN`).
+//! - Appservices ([`FakeSynapse::add_appservice`]): whoami with the `as_token` answers the
+//!   sender, or with `?user_id=` the user it masquerades as, checked as Synapse 1.163's
+//!   `validate_appservice_can_control_user_id` does: the sender itself, else a user of the
+//!   namespace (here a user id prefix) that is registered ([`FakeSynapse::register`]); else 403
+//!   `M_FORBIDDEN` ("Application service cannot masquerade as this user (…)." / "Application
+//!   service has not registered this user (…)"). A plain user's token ignores `user_id`.
 //! - `POST /_matrix/client/{r0,v3}/logout` → `{}`, the token forgotten (an expired token may
 //!   log out, as Synapse's `allow_expired`); `logout/all` → `{}`, every token of its user
 //!   forgotten.
@@ -58,6 +64,10 @@ struct Inner {
     rooms: HashMap<String, (Vec<String>, Vec<String>)>,
     /// user id → avatar `mxc://` URI.
     avatars: HashMap<String, String>,
+    /// as_token → (sender, user id prefix of its exclusive namespace).
+    appservices: HashMap<String, (String, String)>,
+    /// Users registered on the homeserver (the ghosts an appservice registered).
+    registered: HashSet<String>,
     /// Every request: (path, bearer token).
     calls: Vec<(String, Option<String>)>,
     /// `server/id` → (bytes, content type, file name): media the homeserver stored itself.
@@ -212,13 +222,36 @@ async fn users_v2(
     Json(out).into_response()
 }
 
-async fn whoami(State(inner): State<Shared>, headers: HeaderMap) -> Response {
+async fn whoami(
+    State(inner): State<Shared>,
+    axum::extract::Query(query): axum::extract::Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
     let token = bearer(&headers);
     let mut g = inner.lock().unwrap();
-    g.calls.push((
-        "/_matrix/client/v3/account/whoami".to_owned(),
-        token.clone(),
-    ));
+    let path = match query.get("user_id") {
+        Some(u) => format!("/_matrix/client/v3/account/whoami?user_id={u}"),
+        None => "/_matrix/client/v3/account/whoami".to_owned(),
+    };
+    g.calls.push((path, token.clone()));
+    if let Some((sender, prefix)) = token.as_ref().and_then(|t| g.appservices.get(t)) {
+        let user = query.get("user_id").unwrap_or(sender);
+        if user != sender && !user.starts_with(prefix.as_str()) {
+            return matrix_error(
+                StatusCode::FORBIDDEN,
+                "M_FORBIDDEN",
+                &format!("Application service cannot masquerade as this user ({user})."),
+            );
+        }
+        if user != sender && !g.registered.contains(user) {
+            return matrix_error(
+                StatusCode::FORBIDDEN,
+                "M_FORBIDDEN",
+                &format!("Application service has not registered this user ({user})"),
+            );
+        }
+        return Json(json!({ "user_id": user, "is_guest": false })).into_response();
+    }
     match user_of(&g, token.as_ref(), false) {
         Ok(user) => {
             let guest = token.as_ref().is_some_and(|t| g.guests.contains(t));
@@ -402,6 +435,25 @@ impl FakeSynapse {
         g.users
             .insert(token.to_owned(), (user_id.to_owned(), false));
         g.guests.insert(token.to_owned());
+    }
+
+    /// Adds an appservice: its `as_token`, its sender (`@bot:server`) and the user id prefix
+    /// of its namespace (`@ghost_`), standing for Synapse's namespace regex.
+    pub fn add_appservice(&self, as_token: &str, sender: &str, prefix: &str) {
+        self.inner
+            .lock()
+            .unwrap()
+            .appservices
+            .insert(as_token.to_owned(), (sender.to_owned(), prefix.to_owned()));
+    }
+
+    /// Registers a user (as an appservice registers its ghosts).
+    pub fn register(&self, user_id: &str) {
+        self.inner
+            .lock()
+            .unwrap()
+            .registered
+            .insert(user_id.to_owned());
     }
 
     /// Lets `token` expire (a refreshable token past its lifetime): Synapse then answers it
