@@ -40,12 +40,15 @@ fn nginx() -> Option<PathBuf> {
 fn readme_snippet() -> String {
     let readme =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
-    let start = readme
-        .find("```nginx\n")
-        .expect("README has an nginx snippet")
-        + 9;
-    let len = readme[start..].find("```").unwrap();
-    readme[start..start + len].to_owned()
+    // The README's nginx block for the whole server (the one that sets the body limit; other
+    // nginx blocks are fragments of it).
+    readme
+        .split("```nginx\n")
+        .skip(1)
+        .filter_map(|block| block.split("```").next())
+        .find(|block| block.contains("client_max_body_size"))
+        .expect("README has the nginx server snippet")
+        .to_owned()
 }
 
 /// Waits until something answers on `port`.
