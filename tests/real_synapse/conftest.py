@@ -1,6 +1,7 @@
 """Fixtures of the real-Synapse suite. `.ci/synapse-suite` starts Synapse, media-ledger and
 the proxy and passes their addresses in RS_* variables; the tests reach everything through
-the proxy (as a client would), except media-ledger's own /healthz.
+the proxy (as a client would), except media-ledger's own /healthz, its `events` CLI (the log,
+read beside the running server) and Synapse itself where a test needs what Synapse holds.
 
 Users are registered with Synapse's shared-secret admin API (raw HTTP: a client library has
 no call for it); logging in is the client library's (matrix-nio).
@@ -13,6 +14,7 @@ import io
 import json
 import os
 import secrets
+import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -27,6 +29,9 @@ LEDGER = os.environ["RS_LEDGER"]
 SERVER_NAME = os.environ["RS_SERVER_NAME"]
 SHARED_SECRET = os.environ["RS_SHARED_SECRET"]
 LEDGER_SECRET = os.environ["RS_LEDGER_SECRET"]
+AS_TOKEN = os.environ["RS_AS_TOKEN"]
+LEDGER_BIN = os.environ["RS_LEDGER_BIN"]
+LEDGER_CONFIG = os.environ["RS_LEDGER_CONFIG"]
 
 ADMIN_API = "/_matrix/media/unstable/admin"
 T2BOT_ADMIN_API = "/_matrix/media/unstable/io.t2bot.media/admin"
@@ -159,3 +164,22 @@ def download_authed(token: str, mxc: str) -> Reply:
     server, media_id = mxc_parts(mxc)
     return http("GET", f"{PROXY}/_matrix/client/v1/media/download/{server}/{media_id}",
                 token=token)
+
+
+def ledger_events(mxc: str) -> list[dict]:
+    """media-ledger's log entries about `mxc` (`media-ledger events --media`, read-only beside
+    the running server), as JSON values."""
+    out = subprocess.run([LEDGER_BIN, "events", "--config", LEDGER_CONFIG, "--media", mxc],
+                         capture_output=True, timeout=60, check=True, text=True)
+    return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+
+
+def upload_to_synapse(token: str, data: bytes, content_type: str = "application/octet-stream",
+                      filename: str | None = None) -> str:
+    """Uploads straight to Synapse's own media repository (not through the proxy), as a bridge
+    or a client of the days before media-ledger did; returns the mxc."""
+    q = f"?filename={quote(filename)}" if filename else ""
+    r = http("POST", f"{SYNAPSE}/_matrix/media/v3/upload{q}", token=token, body=data,
+             headers={"Content-Type": content_type})
+    assert r.status == 200, r.body
+    return r.json()["content_uri"]

@@ -3,13 +3,15 @@ public listener; the media routes go to media-ledger, everything else to Synapse
 
 Routed to media-ledger: /_matrix/media/* (the legacy media API and the admin API under
 unstable/admin and unstable/io.t2bot.media/admin), /_matrix/client/v1/media/* (the
-authenticated media API) and POST /_matrix/client/{r0,v3}/logout and logout/all (media-ledger
-passes them on to the homeserver and forgets the token at once). Bodies are streamed both ways; the client's Host is passed on
+authenticated media API), POST /_matrix/client/{r0,v3}/logout and logout/all (media-ledger
+passes them on to the homeserver and forgets the token at once) and the media part of Synapse's
+admin API under /_synapse/admin/v1 (README's nginx regex). Bodies are streamed both ways; the client's Host is passed on
 (media-ledger picks the homeserver by it) with X-Forwarded-For/-Proto.
 
 usage: proxy.py LISTEN_PORT SYNAPSE_URL MEDIA_LEDGER_URL
 """
 
+import re
 import sys
 
 from aiohttp import ClientSession, ClientTimeout, web
@@ -18,6 +20,11 @@ MEDIA_PREFIXES = ("/_matrix/media/", "/_matrix/client/v1/media/")
 LOGOUT_PATHS = {
     f"/_matrix/client/{v}/logout{tail}" for v in ("r0", "v3") for tail in ("", "/all")
 }
+# The media part of Synapse's admin API (README's nginx location, "Deploying beside Synapse").
+SYNAPSE_MEDIA_ADMIN = re.compile(
+    r"^/_synapse/admin/v1/(media/|purge_media_cache$|statistics/users/media$|quarantine_media/"
+    r"|users/[^/]+/media$|user/[^/]+/media/quarantine$|room/[^/]+/media/quarantine$)"
+)
 HOP_BY_HOP = {
     "connection",
     "keep-alive",
@@ -31,7 +38,11 @@ HOP_BY_HOP = {
 
 
 def upstream_for(method: str, path: str, synapse: str, ledger: str) -> str:
-    if path.startswith(MEDIA_PREFIXES) or (method == "POST" and path in LOGOUT_PATHS):
+    if (
+        path.startswith(MEDIA_PREFIXES)
+        or (method == "POST" and path in LOGOUT_PATHS)
+        or SYNAPSE_MEDIA_ADMIN.match(path)
+    ):
         return ledger
     return synapse
 
