@@ -75,6 +75,18 @@ def test_b_user_downloads_media_of_a_served_by_media_ledger(tokens):
     assert max(thumb.size) <= 96, thumb.size
 
 
+def test_media_quarantined_on_a_is_not_served_to_b(tokens):
+    data = png(40, 30)
+    mxc = upload(A_PUBLIC, tokens["alice"], data, "image/png", "q.png")
+    server, media_id = mxc_parts(mxc)
+    # A's Synapse admin quarantines it through media-ledger's admin API (A's public address).
+    r = http("POST", f"{A_PUBLIC}/_matrix/media/unstable/admin/quarantine/{server}/{media_id}",
+             token=tokens["amod"])
+    assert r.status == 200, (r.status, r.body[:300])
+    # B never fetched it: media-ledger's federation endpoint refuses it, B answers 404.
+    matrix_error(download(B, tokens["bob"], mxc), 404, "M_NOT_FOUND")
+
+
 def test_a_federation_media_endpoint_checks_x_matrix(tokens):
     data = b"signed for B only " * 100
     mxc = upload(A_PUBLIC, tokens["alice"], data, "application/octet-stream", "f.bin")
@@ -194,3 +206,4 @@ def test_image_posted_in_a_room_joined_from_both_servers(accounts):
             await bob.close()
 
     run(go())
+
