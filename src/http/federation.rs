@@ -47,7 +47,9 @@ async fn authenticate(
     let value = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .ok_or(ApiError::MissingToken)?;
+        // Synapse's answer to a federation request without X-Matrix (not M_MISSING_TOKEN, which
+        // is about access tokens).
+        .ok_or_else(|| ApiError::Unauthorized("missing X-Matrix Authorization header".into()))?;
     let x = xmatrix::parse(value).map_err(|e| ApiError::Unauthorized(e.to_string()))?;
     let origin = ServerName::parse_strict(&x.origin)
         .map_err(|_| ApiError::Unauthorized("bad origin".into()))?;
