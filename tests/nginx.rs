@@ -12,7 +12,8 @@ use reqwest::StatusCode;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-struct Child(std::process::Child);
+/// A child process, killed when dropped (also used by `caddy.rs`).
+pub(crate) struct Child(pub(crate) std::process::Child);
 
 impl Drop for Child {
     fn drop(&mut self) {
@@ -21,7 +22,7 @@ impl Drop for Child {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -52,7 +53,7 @@ fn readme_snippet() -> String {
 }
 
 /// Waits until something answers on `port`.
-async fn wait_listening(port: u16, what: &str, log: &Path) {
+pub(crate) async fn wait_listening(port: u16, what: &str, log: &Path) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await

@@ -19,6 +19,7 @@ mod auth_homeserver;
 mod auth_scope;
 mod bad_input;
 mod blob_integrity;
+mod caddy;
 mod edge;
 mod errors;
 mod fault_injection;
