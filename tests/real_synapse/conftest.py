@@ -183,3 +183,18 @@ def upload_to_synapse(token: str, data: bytes, content_type: str = "application/
              headers={"Content-Type": content_type})
     assert r.status == 200, r.body
     return r.json()["content_uri"]
+
+
+SUMMARY: list[str] = []
+
+
+def summary(line: str) -> None:
+    """A line for the summary printed at the end of the run (shown under `pytest -q` too)."""
+    SUMMARY.append(line)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if SUMMARY:
+        terminalreporter.section("measured")
+        for line in SUMMARY:
+            terminalreporter.write_line(line)
