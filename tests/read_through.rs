@@ -273,3 +273,53 @@ async fn a_thumbnail_reads_the_original_through() {
     assert_eq!(hs.calls_to(V1), 1);
     assert_eq!(imports(&srv).len(), 1);
 }
+
+/// A media the homeserver stored before the switch, never read through yet, quarantined by a
+/// homeserver admin (our route and Synapse's): it is read through first with the admin's token,
+/// so the quarantine reaches it, and a later download does not read it through and serve it.
+#[tokio::test]
+async fn quarantine_reaches_media_not_read_through_yet() {
+    const MOD: &str = "mod-token";
+    let hs = FakeSynapse::start(&[(MOD, "@mod:localhost")]).await;
+    hs.add_user(CAROL, "@carol:localhost", false);
+    let srv = TestServer::start_with(Opts {
+        homeservers: Some(format!(
+            "[[homeservers]]\nname = \"localhost\"\ncs_api = \"{}\"\ndefault = true\n",
+            hs.url
+        )),
+        ..Opts::default()
+    })
+    .await;
+    for (id, path) in [
+        (
+            "OldQuarantine1",
+            "/_matrix/media/unstable/admin/quarantine/localhost/OldQuarantine1",
+        ),
+        (
+            "OldQuarantine2",
+            "/_synapse/admin/v1/media/quarantine/localhost/OldQuarantine2",
+        ),
+    ] {
+        hs.put_media(
+            &format!("localhost/{id}"),
+            &random_bytes(2000),
+            "image/png",
+            None,
+        );
+        let resp = srv
+            .client
+            .post(srv.url(path))
+            .bearer_auth(MOD)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+        let resp = download(&srv, id, Some(CAROL)).await;
+        expect_error(resp, StatusCode::NOT_FOUND, "M_NOT_FOUND").await;
+    }
+    assert_eq!(
+        imports(&srv).len(),
+        2,
+        "each read through once, by the quarantine"
+    );
+}

@@ -40,6 +40,7 @@ pub async fn quarantine_media(
     input: ActInput,
 ) -> Result<Json<Value>, ApiError> {
     m.own_server(media.origin.as_str())?;
+    m.read_through_first(&state, &media).await;
     let act = m.act(input.reason()?);
     let n = state
         .moderation
@@ -116,6 +117,10 @@ pub async fn quarantine_room(
 ) -> Result<Json<Value>, ApiError> {
     let reason = input.reason()?;
     let seeds = room_media(&state, &m, room.as_str()).await?;
+    // The room's media the homeserver stored itself before the switch: read through first.
+    for media in &seeds {
+        m.read_through_first(&state, media).await;
+    }
     let n = state
         .moderation
         .quarantine(&m.act(reason), ModerationTarget::Room(room.into()), seeds)

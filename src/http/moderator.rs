@@ -17,7 +17,7 @@ use crate::moderation::Act;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use media_ledger_events::{Actor, Authority, RequestId, ServerName, UserId};
+use media_ledger_events::{Actor, Authority, MediaRef, RequestId, ServerName, UserId};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -114,6 +114,33 @@ impl<R: Requirement> FromRequestParts<State> for Moderator<R> {
 
 impl<R: Requirement> Moderator<R> {
     /// The actor recorded in the events.
+    /// Before an act on `media` of the request's homeserver that media-ledger has no record
+    /// of: reads it through from the homeserver (it stored the media itself, before the
+    /// switch), with the caller's token when the homeserver resolved it, so the act reaches
+    /// bytes the next download would otherwise read through and serve. A media the
+    /// homeserver does not have either stays unknown (the act then changes nothing).
+    pub async fn read_through_first(&self, state: &State, media: &MediaRef) {
+        if media.origin != self.caller.homeserver.name
+            || !state.auth.is_homeserver_token(&self.caller.token)
+        {
+            return;
+        }
+        if let Err(e) = state
+            .reader
+            .resolve(
+                media,
+                std::time::Duration::ZERO,
+                true,
+                self.actor(),
+                &self.caller.homeserver.name,
+                Some(&self.caller.token),
+            )
+            .await
+        {
+            tracing::debug!(%media, error = %e, "no read-through before the act");
+        }
+    }
+
     pub fn actor(&self) -> Actor {
         self.caller.principal.actor()
     }

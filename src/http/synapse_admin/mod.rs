@@ -139,6 +139,7 @@ async fn quarantine_media(
     MediaPath(media): MediaPath,
 ) -> Result<Json<Value>, ApiError> {
     m.own_server(media.origin.as_str())?;
+    m.read_through_first(&state, &media).await;
     state
         .moderation
         .quarantine(
@@ -169,6 +170,10 @@ async fn quarantine_room(
     RoomPath(room): RoomPath,
 ) -> Result<Json<Value>, ApiError> {
     let seeds = room_media(&state, &m, room.as_str()).await?;
+    // The room's media the homeserver stored itself before the switch: read through first.
+    for media in &seeds {
+        m.read_through_first(&state, media).await;
+    }
     let n = state
         .moderation
         .quarantine(&act(&m), ModerationTarget::Room(room.into()), seeds)
