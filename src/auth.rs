@@ -13,13 +13,17 @@
 //! is resolved as the homeserver resolves it: whoami is asked with the same `user_id`, and
 //! Synapse answers the masqueraded user when the appservice may act as them (else 403, passed
 //! on). The answer is cached per (token, `user_id`), so the ghost, not the bridge bot, is
-//! the request's principal (the uploader and actor recorded). A plain user's token ignores
-//! `user_id`, as Synapse does.
+//! the request's principal (the uploader and actor recorded); such a masqueraded principal
+//! ([`Caller::masqueraded`]) never has an admin's capacity. A plain user's token ignores
+//! `user_id`, as Synapse does: once whoami answered it as its own user for another `user_id`,
+//! it is cached under the token alone and answers every `user_id` (no whoami per `user_id`).
+//! The cache is bounded ([`MAX_CACHED`], an amortised sweep).
 //!
 //! Logging out goes through here too ([`Auth::logout`]): the homeserver's
-//! `POST /_matrix/client/{r0,v3}/logout[/all]` is asked with the caller's token, then the
-//! cache forgets the token (or, for `logout/all`, every token of its user), and a whoami
-//! answer that was on its way while the logout happened is not cached.
+//! `POST /_matrix/client/{r0,v3}/logout[/all]` is asked with the caller's token; when the
+//! homeserver logged it out (2xx) the cache forgets the token (or, for `logout/all`, every
+//! token of its user), and a whoami answer for it that was on its way meanwhile is not cached;
+//! when it refused the token (401) only that token is forgotten. Nothing else is touched.
 
 use crate::config::{Config, HomeserverConfig};
 use crate::error::ApiError;
@@ -64,22 +68,106 @@ pub struct Caller {
     pub principal: Principal,
     /// A guest account of the homeserver (whoami's `is_guest`).
     pub guest: bool,
+    /// Resolved through `?user_id=` (an appservice acting as one of its users), not the
+    /// token's own user: such a principal never has an admin's capacity.
+    pub masqueraded: bool,
 }
 
 /// A token the homeserver knows, as whoami answered it.
+#[derive(Clone)]
 struct Cached {
     user: UserId,
     guest: bool,
     at: Instant,
 }
 
-/// The whoami cache, and how many logouts have evicted from it: a whoami answer is cached only
-/// if no logout evicted while it was asked (it may have raced the logout).
+/// What the cache knows of one token of one homeserver.
+#[derive(Default)]
+struct TokenEntry {
+    /// whoami's answer without `user_id`, or with one it ignored.
+    own: Option<Cached>,
+    /// Whoami answered this token's own user for a `user_id` naming someone else: the token
+    /// is no appservice's and ignores `user_id` (as Synapse does), so `own` answers every one.
+    ignores_user_id: bool,
+    /// An appservice's masquerades: `user_id` → whoami's answer.
+    masquerades: HashMap<String, Cached>,
+}
+
+impl TokenEntry {
+    fn len(&self) -> usize {
+        usize::from(self.own.is_some()) + self.masquerades.len()
+    }
+}
+
+/// Most answers the whoami cache holds: past it, an insert sweeps the expired ones and, if
+/// still more than half full, drops tokens until half full (amortised: at most one sweep per
+/// `MAX_CACHED / 2` inserts).
+const MAX_CACHED: usize = 100_000;
+
+/// How long a logged-out token (or a `logout/all` user) is remembered, so a whoami answer
+/// asked before the logout (the whoami client times out after 10 s) is not cached after it;
+/// at most [`MAX_CACHED`] of each are (past it, forgotten: a late answer may then be cached).
+const LOGOUT_MEMORY: Duration = Duration::from_secs(60);
+
+/// The whoami cache. Logouts evict only their own token's (or user's) entries, and remember
+/// them a while so a whoami answer that raced the logout is not cached.
 #[derive(Default)]
 struct Cache {
-    /// (homeserver, token, masqueraded `user_id`) → whoami's answer.
-    tokens: HashMap<(ServerName, String, Option<String>), Cached>,
-    evictions: u64,
+    /// (homeserver, token) → whoami's answers.
+    tokens: HashMap<(ServerName, String), TokenEntry>,
+    /// Answers held (the entries of every token).
+    len: usize,
+    /// Tokens logged out lately (the homeserver said so).
+    logged_out: HashMap<(ServerName, String), Instant>,
+    /// Users logged out everywhere lately (`logout/all`).
+    logged_out_users: HashMap<(ServerName, UserId), Instant>,
+}
+
+impl Cache {
+    /// Frees room before an insert ([`MAX_CACHED`]).
+    fn make_room(&mut self, ttl: Duration) {
+        if self.len < MAX_CACHED {
+            return;
+        }
+        for entry in self.tokens.values_mut() {
+            entry.own = entry.own.take().filter(|c| c.at.elapsed() < ttl);
+            entry.masquerades.retain(|_, c| c.at.elapsed() < ttl);
+        }
+        self.tokens.retain(|_, e| e.len() > 0);
+        self.len = self.tokens.values().map(TokenEntry::len).sum();
+        if self.len > MAX_CACHED / 2 {
+            let mut drop = Vec::new();
+            let mut left = self.len;
+            for (key, entry) in &self.tokens {
+                if left <= MAX_CACHED / 2 {
+                    break;
+                }
+                left -= entry.len();
+                drop.push(key.clone());
+            }
+            for key in drop {
+                self.tokens.remove(&key);
+            }
+            self.len = left;
+        }
+    }
+
+    /// Whether a whoami answer for `token` (standing for `user`) asked at `asked` may be
+    /// cached: no logout of the token, nor of every session of the user, since.
+    fn may_cache(&self, key: &(ServerName, String), user: &UserId, asked: Instant) -> bool {
+        self.logged_out.get(key).is_none_or(|at| *at < asked)
+            && self
+                .logged_out_users
+                .get(&(key.0.clone(), user.clone()))
+                .is_none_or(|at| *at < asked)
+    }
+
+    /// Forgets every answer of `key`'s token.
+    fn forget(&mut self, key: &(ServerName, String)) {
+        if let Some(e) = self.tokens.remove(key) {
+            self.len -= e.len();
+        }
+    }
 }
 
 /// Resolves tokens.
@@ -181,6 +269,7 @@ impl Auth {
         let member = |principal| Caller {
             principal,
             guest: false,
+            masqueraded: false,
         };
         let secret = &self.config.auth.shared_secret;
         if !secret.is_empty() && constant_time_eq(secret.as_bytes(), token.as_bytes()) {
@@ -208,24 +297,31 @@ impl Auth {
             tracing::debug!(homeserver = %hs.name, "token refused: not a static token, and this homeserver has no cs_api to ask");
             return Err(ApiError::UnknownToken);
         };
-        let key = (
-            hs.name.clone(),
-            token.to_owned(),
-            as_user.map(str::to_owned),
-        );
+        let key = (hs.name.clone(), token.to_owned());
         let ttl = Duration::from_millis(self.config.auth.whoami_cache_ttl_ms);
-        let evictions = {
+        let fresh = |c: &Cached, masqueraded| {
+            (c.at.elapsed() < ttl).then(|| Caller {
+                principal: Principal::User(c.user.clone()),
+                guest: c.guest,
+                masqueraded,
+            })
+        };
+        {
             let cache = self.cache.lock();
-            if let Some(c) = cache.tokens.get(&key) {
-                if c.at.elapsed() < ttl {
-                    return Ok(Caller {
-                        principal: Principal::User(c.user.clone()),
-                        guest: c.guest,
-                    });
+            if let Some(entry) = cache.tokens.get(&key) {
+                let hit = match as_user {
+                    None => entry.own.as_ref().and_then(|c| fresh(c, false)),
+                    Some(_) if entry.ignores_user_id => {
+                        entry.own.as_ref().and_then(|c| fresh(c, false))
+                    }
+                    Some(u) => entry.masquerades.get(u).and_then(|c| fresh(c, true)),
+                };
+                if let Some(caller) = hit {
+                    return Ok(caller);
                 }
             }
-            cache.evictions
-        };
+        }
+        let asked = Instant::now();
         let url = format!(
             "{}/_matrix/client/v3/account/whoami",
             cs_api.trim_end_matches('/')
@@ -267,23 +363,36 @@ impl Auth {
                     );
                     return Err(ApiError::UnknownToken);
                 }
+                // Answered as the `user_id` asked: a masquerade (the homeserver let the
+                // appservice act as that user). Answered as someone else: the token's own
+                // user, `user_id` ignored (a plain token), cached as the token's own answer.
+                let masquerade = as_user.filter(|u| *u == who.user_id.as_str());
+                let cached = Cached {
+                    user: who.user_id.clone(),
+                    guest: who.is_guest,
+                    at: Instant::now(),
+                };
                 let mut cache = self.cache.lock();
-                if cache.evictions == evictions {
-                    if cache.tokens.len() > 100_000 {
-                        cache.tokens.retain(|_, c| c.at.elapsed() < ttl);
+                if cache.may_cache(&key, &who.user_id, asked) {
+                    cache.make_room(ttl);
+                    let entry = cache.tokens.entry(key).or_default();
+                    let before = entry.len();
+                    match masquerade {
+                        Some(u) => {
+                            entry.masquerades.insert(u.to_owned(), cached);
+                        }
+                        None => {
+                            entry.own = Some(cached);
+                            entry.ignores_user_id |= as_user.is_some();
+                        }
                     }
-                    cache.tokens.insert(
-                        key,
-                        Cached {
-                            user: who.user_id.clone(),
-                            guest: who.is_guest,
-                            at: Instant::now(),
-                        },
-                    );
+                    let after = entry.len();
+                    cache.len = cache.len + after - before;
                 }
                 Ok(Caller {
                     principal: Principal::User(who.user_id),
                     guest: who.is_guest,
+                    masqueraded: masquerade.is_some(),
                 })
             }
             401 | 403 => Err(refusal(resp).await),
@@ -296,8 +405,8 @@ impl Auth {
 
     /// Logs `token` out at homeserver `hs` (`all`: every session of its user), asking its
     /// `POST /_matrix/client/{version}/logout[/all]` with the token; answers the homeserver's
-    /// status and JSON. Whatever it answers, the token (for `all`: every cached token of the
-    /// user the token stood for) is forgotten, so the next request asks whoami again.
+    /// status and JSON. When it logged the token out, the token (for `all`: every cached token
+    /// of the user the token stood for) is forgotten, so the next request asks whoami again.
     pub async fn logout(
         &self,
         hs: &HomeserverConfig,
@@ -331,22 +440,27 @@ impl Auth {
             cs_api.trim_end_matches('/'),
             if all { "/all" } else { "" }
         );
-        let sent = self
+        let resp = self
             .client
             .post(&url)
             .bearer_auth(token)
             .json(&serde_json::json!({}))
             .send()
-            .await;
-        // Evict after the homeserver acted (or failed to): a whoami asked before this point
-        // finds its answer refused by the eviction count, one asked after sees the logout.
-        self.evict(hs, token, user.as_ref());
-        let resp = sent.map_err(|e| {
-            ApiError::unavailable(
-                "the homeserver cannot be reached",
-                format_args!("homeserver {} unreachable: {e}", hs.name),
-            )
-        })?;
+            .await
+            .map_err(|e| {
+                ApiError::unavailable(
+                    "the homeserver cannot be reached",
+                    format_args!("homeserver {} unreachable: {e}", hs.name),
+                )
+            })?;
+        // Only a logout the homeserver did (2xx), or its refusal of this very token (401: it
+        // is no session, or no longer), evicts, and only this token's (or user's) entries: a
+        // stranger's garbage token evicts nothing of anyone else's.
+        if resp.status().is_success() {
+            self.evict(hs, token, user.as_ref(), true);
+        } else if resp.status() == reqwest::StatusCode::UNAUTHORIZED {
+            self.evict(hs, token, None, false);
+        }
         let status = resp.status();
         let body =
             crate::federation::client::capped_json(resp, crate::federation::client::MAX_JSON_BYTES)
@@ -372,15 +486,53 @@ impl Auth {
                 .any(|t| constant_time_eq(t.token.as_bytes(), token.as_bytes()))
     }
 
-    /// Forgets `token` on `hs` and, with `user`, every cached token of that user there.
-    fn evict(&self, hs: &HomeserverConfig, token: &str, user: Option<&UserId>) {
+    /// Forgets `token` on `hs` and, with `user`, every cached token of that user there;
+    /// `logged_out`: remembers the logout a while, so a whoami answer that raced it is not
+    /// cached.
+    fn evict(&self, hs: &HomeserverConfig, token: &str, user: Option<&UserId>, logged_out: bool) {
+        let key = (hs.name.clone(), token.to_owned());
         let mut cache = self.cache.lock();
-        cache.evictions += 1;
-        // Every entry of the token (each masqueraded user_id), and with `user` every one of
-        // that user.
-        cache.tokens.retain(|(server, t, _), c| {
-            !(*server == hs.name && (t == token || user.is_some_and(|u| c.user == *u)))
-        });
+        cache.forget(&key);
+        let now = Instant::now();
+        if logged_out {
+            if cache.logged_out.len() >= MAX_CACHED {
+                cache
+                    .logged_out
+                    .retain(|_, at| at.elapsed() < LOGOUT_MEMORY);
+                if cache.logged_out.len() >= MAX_CACHED / 2 {
+                    cache.logged_out.clear();
+                }
+            }
+            cache.logged_out.insert(key, now);
+        }
+        if let Some(u) = user {
+            // A `logout/all` the homeserver did: every token of the user (a full scan, only
+            // for a real session's `logout/all`).
+            let gone: Vec<_> = cache
+                .tokens
+                .iter()
+                .filter(|((server, _), e)| {
+                    *server == hs.name
+                        && (e.own.as_ref().is_some_and(|c| c.user == *u)
+                            || e.masquerades.values().any(|c| c.user == *u))
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in gone {
+                cache.forget(&k);
+            }
+            if cache.logged_out_users.len() >= MAX_CACHED {
+                cache
+                    .logged_out_users
+                    .retain(|_, at| at.elapsed() < LOGOUT_MEMORY);
+                if cache.logged_out_users.len() >= MAX_CACHED / 2 {
+                    cache.logged_out_users.clear();
+                }
+            }
+            cache
+                .logged_out_users
+                .insert((hs.name.clone(), u.clone()), now);
+        }
     }
 
     /// Whether a static token standing for `user` authenticates on homeserver `hs`: the

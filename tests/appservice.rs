@@ -162,3 +162,74 @@ async fn the_homeservers_refusal_of_a_masquerade_is_passed_on() {
     .await;
     assert_eq!(hs.calls_to(&format!("{WHOAMI}?user_id=@gg")), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_masqueraded_repository_admin_is_no_admin() {
+    let hs = FakeSynapse::start(&[]).await;
+    // A bridge whose namespace covers the repository admin `@admin:localhost` (test config).
+    hs.add_appservice(AS_TOKEN, BOT, "@admin");
+    hs.register("@admin:localhost");
+    let srv = TestServer::start_with(Opts {
+        homeservers: Some(format!(
+            "[[homeservers]]\nname = \"localhost\"\ncs_api = \"{}\"\ndefault = true\n",
+            hs.url
+        )),
+        whoami_cache_ttl_ms: 300_000,
+        ..Opts::default()
+    })
+    .await;
+    // The homeserver lets the appservice act as the user (an upload works, as that user)...
+    mxc_of(upload_as(&srv, AS_TOKEN, Some("@admin:localhost")).await).await;
+    // ...but never in an admin's capacity: an `Admin` route and a moderation route refuse.
+    for (method, path) in [
+        (
+            reqwest::Method::GET,
+            "/_matrix/media/unstable/admin/datastores",
+        ),
+        (
+            reqwest::Method::POST,
+            "/_matrix/media/unstable/admin/quarantine/user/@carol:localhost",
+        ),
+        (
+            reqwest::Method::GET,
+            "/_matrix/media/unstable/admin/usage/localhost/users",
+        ),
+    ] {
+        let resp = srv
+            .client
+            .request(method, srv.url(path))
+            .bearer_auth(AS_TOKEN)
+            .query(&[("user_id", "@admin:localhost")])
+            .json(&serde_json::json!({}))
+            .send()
+            .await
+            .unwrap();
+        expect_error(resp, StatusCode::FORBIDDEN, "M_FORBIDDEN").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_token_with_many_user_ids_asks_whoami_once() {
+    let (srv, hs) = start().await;
+    for i in 0..40 {
+        let u = format!("@someone_{i}:localhost");
+        let resp = upload_as(&srv, CAROL, Some(&u)).await;
+        mxc_of(resp).await;
+    }
+    // The first `user_id` showed the token ignores it (whoami answered carol): every other
+    // one is answered from the token's own cache entry.
+    let asked = hs
+        .calls()
+        .iter()
+        .filter(|(p, _)| p.starts_with(WHOAMI))
+        .count();
+    assert_eq!(asked, 1, "{:?}", hs.calls());
+    let usage = uploaders(&srv).await;
+    assert_eq!(
+        usage["@carol:localhost"]["uploaded"]
+            .as_array()
+            .map(Vec::len),
+        Some(40),
+        "{usage}"
+    );
+}

@@ -357,3 +357,30 @@ async fn logout_without_a_homeserver_api_is_not_found() {
     .await;
     srv.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strangers_logout_evicts_nothing_of_anyone_else() {
+    let (srv, hs) = start().await;
+    assert_eq!(upload(&srv, ERIN).await.status(), StatusCode::OK);
+    for path in ["/_matrix/client/v3/logout", "/_matrix/client/v3/logout/all"] {
+        for _ in 0..5 {
+            expect_error(
+                logout(&srv, path, Some("garbage-token")).await,
+                StatusCode::UNAUTHORIZED,
+                "M_UNKNOWN_TOKEN",
+            )
+            .await;
+        }
+    }
+    // erin's token is still cached, and a user first seen now is cached as usual.
+    let before = hs.calls_to(WHOAMI);
+    assert_eq!(upload(&srv, ERIN).await.status(), StatusCode::OK);
+    assert_eq!(hs.calls_to(WHOAMI), before, "erin's token was evicted");
+    assert_eq!(upload(&srv, CAROL).await.status(), StatusCode::OK);
+    assert_eq!(upload(&srv, CAROL).await.status(), StatusCode::OK);
+    assert_eq!(
+        hs.calls_to(WHOAMI),
+        before + 1,
+        "carol's token was not cached"
+    );
+}

@@ -145,6 +145,9 @@ pub struct Authed {
     pub homeserver: HomeserverConfig,
     /// The access token (to ask the homeserver's admin API on the caller's behalf).
     pub token: String,
+    /// The principal is an appservice's user resolved through `?user_id=`, not the token's
+    /// own: never a repository or homeserver admin (a plain user's capacity).
+    pub masqueraded: bool,
 }
 
 impl Authed {
@@ -163,6 +166,7 @@ impl Authed {
             principal: caller.principal,
             homeserver: hs,
             token,
+            masqueraded: caller.masqueraded,
         })
     }
 }
@@ -185,14 +189,15 @@ impl FromRequestParts<State> for GuestOk {
     }
 }
 
-/// An authenticated repository admin (`M_FORBIDDEN` for anyone else).
+/// An authenticated repository admin (`M_FORBIDDEN` for anyone else, and for a principal an
+/// appservice masquerades as: `?user_id=` never lends an admin's capacity).
 pub struct Admin(pub Principal);
 
 impl FromRequestParts<State> for Admin {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &State) -> Result<Self, ApiError> {
         let a = Authed::from_request_parts(parts, state).await?;
-        if state.auth.is_admin(&a.principal) {
+        if !a.masqueraded && state.auth.is_admin(&a.principal) {
             Ok(Admin(a.principal))
         } else {
             Err(ApiError::Forbidden(

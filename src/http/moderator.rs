@@ -93,15 +93,20 @@ impl<R: Requirement> FromRequestParts<State> for Moderator<R> {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &State) -> Result<Self, ApiError> {
         let caller = Authed::from_request_parts(parts, state).await?;
-        let capacity = policy::capacity(
-            &state.auth,
-            state.config.quarantine.allow_local_admins,
-            &state.moderation.homeserver,
-            &caller.principal,
-            &caller.homeserver,
-            &caller.token,
-        )
-        .await?;
+        // A principal an appservice masquerades as (`?user_id=`) is a plain user here.
+        let capacity = if caller.masqueraded {
+            Capacity::User
+        } else {
+            policy::capacity(
+                &state.auth,
+                state.config.quarantine.allow_local_admins,
+                &state.moderation.homeserver,
+                &caller.principal,
+                &caller.homeserver,
+                &caller.token,
+            )
+            .await?
+        };
         let grant = R::grant(&capacity)?;
         Ok(Moderator {
             grant,

@@ -11,11 +11,14 @@ use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+/// (homeserver, token, user asked about): what an admin answer is cached under.
+type AdminKey = (String, String, String);
+
 /// Calls a homeserver's admin API.
 pub struct HomeserverAdmin {
     client: reqwest::Client,
     ttl: Duration,
-    cache: Mutex<HashMap<(String, String), (bool, Instant)>>,
+    cache: Mutex<HashMap<AdminKey, (bool, Instant)>>,
 }
 
 /// The media of a room, as the homeserver lists it.
@@ -79,7 +82,8 @@ impl HomeserverAdmin {
         Ok(url)
     }
 
-    /// Whether `user` is an admin of `hs`, as `hs` says when asked with `token`.
+    /// Whether `user` is an admin of `hs`, as `hs` says when asked with `token` (cached per
+    /// homeserver, token and user: one token's answer about one user says nothing of another).
     pub async fn is_admin(
         &self,
         hs: &HomeserverConfig,
@@ -89,7 +93,11 @@ impl HomeserverAdmin {
         if hs.cs_api.is_none() {
             return Ok(false);
         }
-        let key = (hs.name.to_string(), token.to_owned());
+        let key = (
+            hs.name.to_string(),
+            token.to_owned(),
+            user.as_str().to_owned(),
+        );
         if let Some((admin, at)) = self.cache.lock().get(&key) {
             if at.elapsed() < self.ttl {
                 return Ok(*admin);
@@ -139,6 +147,10 @@ impl HomeserverAdmin {
         if cache.len() > 10_000 {
             let ttl = self.ttl;
             cache.retain(|_, (_, at)| at.elapsed() < ttl);
+            if cache.len() > 5_000 {
+                // Still full of fresh answers: start over rather than scan on every insert.
+                cache.clear();
+            }
         }
         cache.insert(key, (admin, Instant::now()));
         Ok(admin)
