@@ -26,6 +26,7 @@ use crate::ledger::{Command, Conflict, Ledger, LedgerError};
 use futures_util::StreamExt;
 use media_ledger_events::{Actor, ContentType, MediaImported, MediaRef, Sha256};
 use media_ledger_projections::media_index::MediaRecord;
+use media_ledger_projections::{moderation, names};
 use sha2::Digest;
 use std::sync::Arc;
 use std::time::Duration;
@@ -86,11 +87,29 @@ impl ReadThrough {
             if let Some(r) = crate::media::read::record(&self.ledger, media)? {
                 return Ok(r);
             }
+            // Purged here: not read through again (the writer refuses the import anyway).
+            if self.purged_here(media)? {
+                return Err(ApiError::NotFound("media not found".into()));
+            }
             self.import(actor, cs_api, token, media).await?;
             crate::media::read::record(&self.ledger, media)?
                 .ok_or_else(|| ApiError::NotFound("media not found".into()))
         };
         self.inflight.run(media.clone(), work).await
+    }
+
+    /// Whether `media` has a history here but no record: it was purged here.
+    fn purged_here(&self, media: &MediaRef) -> Result<bool, ApiError> {
+        let mut any = false;
+        self.ledger.scan(
+            names::MODERATION,
+            &moderation::history_prefix(media),
+            |_, _| {
+                any = true;
+                Ok(())
+            },
+        )?;
+        Ok(any)
     }
 
     /// Asks the homeserver: the v1 endpoint, then the legacy one if v1 is unknown there.

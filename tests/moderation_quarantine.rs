@@ -20,6 +20,10 @@ use std::time::{Duration, Instant};
 
 const API: &str = "/_matrix/media/unstable/admin";
 const OTHER: &str = "other.test";
+/// Tokens only the fake Synapse knows (of `@bob:localhost` and `@admin:localhost`, admins
+/// there): the routes that list a room's media ask the homeserver with the caller's token.
+const HS_BOB: &str = "hs-bob-token";
+const HS_ADMIN: &str = "hs-admin-token";
 
 // ---------------------------------------------------------------------------------------------
 // Setup and request helpers
@@ -60,6 +64,8 @@ async fn start_plain() -> TestServer {
 async fn start_with_synapse(extra: Opts) -> (TestServer, FakeSynapse) {
     let hs = FakeSynapse::start(&[(BOB, "@bob:localhost"), (ADMIN, "@admin:localhost")]).await;
     hs.add_user(ALICE, "@alice:localhost", false);
+    hs.add_user(HS_BOB, "@bob:localhost", true);
+    hs.add_user(HS_ADMIN, "@admin:localhost", true);
     let srv = TestServer::start_with(Opts {
         homeservers: Some(two_homeservers(Some(&hs.url))),
         ..extra
@@ -889,14 +895,17 @@ async fn quarantine_by_room_uses_the_homeserver_listing() {
 
     // A homeserver admin gets only the room's local media.
     hs.set_room_media("!one:localhost", &[&local1], &[&remote1]);
-    assert_eq!(quarantine_bulk(&srv, BOB, "room/!one:localhost").await, 1);
+    assert_eq!(
+        quarantine_bulk(&srv, HS_BOB, "room/!one:localhost").await,
+        1
+    );
     assert_hidden(&srv, &local1).await;
     assert_serves(&srv, &remote1, &r1).await;
     assert!(
         hs.calls()
             .iter()
             .any(|(p, t)| p == "/_synapse/admin/v1/room/!one:localhost/media"
-                && t.as_deref() == Some(BOB)),
+                && t.as_deref() == Some(HS_BOB)),
         "{:?}",
         hs.calls()
     );
@@ -910,15 +919,21 @@ async fn quarantine_by_room_uses_the_homeserver_listing() {
             "mxc://elsewhere.test/BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB",
         ],
     );
-    assert_eq!(quarantine_bulk(&srv, ADMIN, "room/!two:localhost").await, 2);
+    assert_eq!(
+        quarantine_bulk(&srv, HS_ADMIN, "room/!two:localhost").await,
+        2
+    );
     assert_hidden(&srv, &local2).await;
     assert_hidden(&srv, &remote1).await;
     assert_serves(&srv, &not_in_room, &outside).await;
-    assert_eq!(quarantine_bulk(&srv, ADMIN, "room/!two:localhost").await, 0);
+    assert_eq!(
+        quarantine_bulk(&srv, HS_ADMIN, "room/!two:localhost").await,
+        0
+    );
 
     // A room the homeserver does not know, and a malformed room id.
     expect_error(
-        post(&srv, ADMIN, "quarantine/room/!unknown:localhost", None).await,
+        post(&srv, HS_ADMIN, "quarantine/room/!unknown:localhost", None).await,
         StatusCode::NOT_FOUND,
         "M_NOT_FOUND",
     )
@@ -950,13 +965,16 @@ async fn room_version_12_ids_quarantine_and_purge() {
     let v12 = "!cZ4Xg0K8yE_2m-Wq9LhVb7TnRj5aPd3sUfOiYkM1e6w";
     assert_eq!(v12.len(), 44);
     hs.set_room_media(v12, &[&local1], &[]);
-    assert_eq!(quarantine_bulk(&srv, BOB, &format!("room/{v12}")).await, 1);
+    assert_eq!(
+        quarantine_bulk(&srv, HS_BOB, &format!("room/{v12}")).await,
+        1
+    );
     assert_hidden(&srv, &local1).await;
     assert_serves(&srv, &local2, &l2).await;
     assert!(
         hs.calls().iter().any(
             |(p, t)| *p == format!("/_synapse/admin/v1/room/{v12}/media")
-                && t.as_deref() == Some(BOB)
+                && t.as_deref() == Some(HS_BOB)
         ),
         "{:?}",
         hs.calls()
@@ -971,7 +989,7 @@ async fn room_version_12_ids_quarantine_and_purge() {
 
     // The purge by room takes the same id (the quarantined media becomes a tombstone).
     hs.set_room_media(v12, &[&local1, &local2], &[]);
-    let resp = post(&srv, ADMIN, &format!("purge/room/{v12}"), None).await;
+    let resp = post(&srv, HS_ADMIN, &format!("purge/room/{v12}"), None).await;
     let v = json_ok(resp).await;
     let affected: BTreeSet<&str> = v["affected"]
         .as_array()

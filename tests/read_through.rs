@@ -323,3 +323,58 @@ async fn quarantine_reaches_media_not_read_through_yet() {
         "each read through once, by the quarantine"
     );
 }
+
+/// A media read through and then purged here stays gone: the homeserver still has it, but the
+/// next download answers 404 without asking it again, and the writer refuses to import that
+/// id again (whoever asks).
+#[tokio::test]
+async fn a_purged_media_is_not_read_through_again() {
+    let (srv, hs) = start("", "").await;
+    let bytes = random_bytes(1200);
+    hs.put_media("localhost/PurgeMe1", &bytes, "image/png", None);
+    let first = download(&srv, "PurgeMe1", Some(CAROL)).await;
+    assert_eq!(first.status(), StatusCode::OK);
+    assert_eq!(first.bytes().await.unwrap().as_ref(), &bytes[..]);
+
+    let p = srv
+        .client
+        .post(srv.url("/_matrix/media/unstable/admin/purge/localhost/PurgeMe1"))
+        .bearer_auth(SECRET)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(p.status(), StatusCode::OK, "{}", p.text().await.unwrap());
+
+    for _ in 0..2 {
+        expect_error(
+            download(&srv, "PurgeMe1", Some(CAROL)).await,
+            StatusCode::NOT_FOUND,
+            "M_NOT_FOUND",
+        )
+        .await;
+    }
+    assert_eq!(hs.calls_to(V1) + hs.calls_to(LEGACY), 1, "{:?}", hs.calls());
+    let recorded = imports(&srv);
+    assert_eq!(recorded.len(), 1);
+
+    // The writer itself refuses the import of that id again.
+    let refused = srv
+        .server()
+        .ledger
+        .submit(
+            media_ledger_events::Actor::System,
+            media_ledger_events::RequestId("again".into()),
+            media_ledger::ledger::Command::ImportMedia(recorded[0].clone()),
+        )
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(media_ledger::ledger::LedgerError::Conflict(
+                media_ledger::ledger::Conflict::MediaExists
+            ))
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(imports(&srv).len(), 1);
+}

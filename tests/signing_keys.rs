@@ -39,6 +39,34 @@ fn run(config: &Path, args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// `keys import X --force` where X is our own key file (README's layout pointing
+/// `signing_key_path` at Synapse's file), even spelt differently, is refused and leaves
+/// Synapse's file (all its keys, its mode) as it was.
+#[test]
+fn keys_import_of_our_own_key_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let synapse = dir.path().join("hs.signing.key");
+    let text = format!(
+        "ed25519 a_HsKy {}\ned25519 a_Old1 {}\n",
+        B64.encode([8u8; 32]),
+        B64.encode([9u8; 32])
+    );
+    std::fs::write(&synapse, &text).unwrap();
+    let opts = Opts {
+        extra_toml: "[federation]\nsigning_key_path = {dir:hs.signing.key}\n".to_owned(),
+        ..Opts::default()
+    };
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, common::config_text(dir.path(), &opts)).unwrap();
+    let same = dir.path().join(".").join("hs.signing.key");
+    for arg in [synapse.to_str().unwrap(), same.to_str().unwrap()] {
+        let (ok, _, err) = run(&config, &["keys", "import", arg, "--force"]);
+        assert!(!ok, "{err}");
+        assert!(err.contains("already the key file"), "{err}");
+        assert_eq!(std::fs::read_to_string(&synapse).unwrap(), text);
+    }
+}
+
 fn two_homeservers() -> String {
     "[[homeservers]]\nname = \"a.test\"\ndefault = true\n\n\
      [[homeservers]]\nname = \"b.test\"\n"

@@ -14,6 +14,9 @@ use serde_json::Value;
 
 const SA: &str = "/_synapse/admin/v1";
 const OTHER: &str = "other.test";
+/// A token only the fake Synapse knows (of `@bob:localhost`, an admin there): the routes that
+/// ask the homeserver with the caller's token need one.
+const HS_BOB: &str = "hs-bob-token";
 
 /// bob is an admin of localhost (and the repository admin's token is accepted by the fake
 /// Synapse too), alice a plain user; localhost asks the fake Synapse, other.test has no
@@ -21,6 +24,7 @@ const OTHER: &str = "other.test";
 async fn start() -> (TestServer, FakeSynapse) {
     let hs = FakeSynapse::start(&[(BOB, "@bob:localhost"), (ADMIN, "@admin:localhost")]).await;
     hs.add_user(ALICE, "@alice:localhost", false);
+    hs.add_user(HS_BOB, "@bob:localhost", true);
     let homeservers = format!(
         "[[homeservers]]\nname = \"localhost\"\ndefault = true\ncs_api = \"{}\"\n\n\
          [[homeservers]]\nname = \"{OTHER}\"\n",
@@ -268,13 +272,19 @@ async fn room_and_user_quarantine_count_what_they_quarantined() {
     let v = ok(
         &srv,
         Method::POST,
-        BOB,
+        HS_BOB,
         &format!("room/{room}/media/quarantine"),
     )
     .await;
     assert_eq!(v["num_quarantined"], 1);
     // Already quarantined: nothing more, through the legacy path too.
-    let v = ok(&srv, Method::POST, BOB, &format!("quarantine_media/{room}")).await;
+    let v = ok(
+        &srv,
+        Method::POST,
+        HS_BOB,
+        &format!("quarantine_media/{room}"),
+    )
+    .await;
     assert_eq!(v["num_quarantined"], 0);
     for id in [a1, a2, b1] {
         let info = ok(&srv, Method::GET, BOB, &format!("media/localhost/{id}")).await;
@@ -461,7 +471,7 @@ async fn deletion_by_id_and_by_date_spare_what_synapse_spares() {
     let v = ok(
         &srv,
         Method::POST,
-        BOB,
+        HS_BOB,
         "media/delete?before_ts=40000000000",
     )
     .await;
@@ -472,7 +482,7 @@ async fn deletion_by_id_and_by_date_spare_what_synapse_spares() {
     let v = ok(
         &srv,
         Method::POST,
-        BOB,
+        HS_BOB,
         &format!("media/delete?before_ts={before}&size_gt=100"),
     )
     .await;
@@ -569,4 +579,71 @@ async fn purge_media_cache_and_statistics_answer_synapses_shapes() {
         .await;
         expect_error(r, StatusCode::BAD_REQUEST, "M_INVALID_PARAM").await;
     }
+}
+
+/// The shared secret and static tokens are never sent to the homeserver: listing a room's
+/// media (Synapse's route and ours) and `keep_profiles` (the avatars) need a token the
+/// homeserver resolved, else 400 saying so; `keep_profiles=false` works with any admin token.
+#[tokio::test]
+async fn secrets_and_static_tokens_never_reach_the_homeserver() {
+    let (srv, hs) = start().await;
+    let room = "!r:localhost";
+    hs.set_room_media(room, &[], &[]);
+    let before = now_ms() + 60_000;
+    for token in [common::SECRET, ADMIN] {
+        for (method, path) in [
+            (Method::POST, format!("{SA}/room/{room}/media/quarantine")),
+            (Method::POST, format!("{SA}/quarantine_media/{room}")),
+            (
+                Method::POST,
+                format!("{SA}/media/delete?before_ts={before}"),
+            ),
+            (
+                Method::POST,
+                format!("{SA}/media/localhost/delete?before_ts={before}&keep_profiles=true"),
+            ),
+            (
+                Method::POST,
+                format!("/_matrix/media/unstable/admin/quarantine/room/{room}"),
+            ),
+            (
+                Method::POST,
+                format!("/_matrix/media/unstable/admin/purge/room/{room}"),
+            ),
+        ] {
+            let r = srv
+                .client
+                .request(method, srv.url(&path))
+                .header(reqwest::header::HOST, "localhost")
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status();
+            let v: Value = r.json().await.unwrap();
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {v}");
+            assert_eq!(v["errcode"], "M_INVALID_PARAM", "{path}: {v}");
+            assert!(
+                v["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("homeserver admin's token"),
+                "{path}: {v}"
+            );
+        }
+        let v = ok(
+            &srv,
+            Method::POST,
+            token,
+            &format!("media/delete?before_ts={before}&keep_profiles=false"),
+        )
+        .await;
+        assert_eq!(v["total"], 0);
+    }
+    let leaked: Vec<_> = hs
+        .calls()
+        .into_iter()
+        .filter(|(_, t)| matches!(t.as_deref(), Some(common::SECRET) | Some(ADMIN)))
+        .collect();
+    assert!(leaked.is_empty(), "{leaked:?}");
 }

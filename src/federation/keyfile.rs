@@ -166,12 +166,24 @@ pub enum Imported {
 /// `replace`: remote servers that cached the old key still accept it until it expires, but
 /// media-ledger stops signing with it.
 ///
+/// `from` and `to` naming the same file (`signing_key_path` pointing at Synapse's key file) is
+/// refused: the import would rewrite Synapse's file with only its first key.
+///
 /// Returns the imported key, how many keys `from` held, and what was done.
 pub fn import(
     from: &Path,
     to: &Path,
     replace: bool,
 ) -> Result<(SigningKey, usize, Imported), FederationError> {
+    if let (Ok(a), Ok(b)) = (std::fs::canonicalize(from), std::fs::canonicalize(to)) {
+        if a == b {
+            return Err(FederationError::Key(format!(
+                "{} is already the key file media-ledger signs with (signing_key_path): \
+                 nothing to import, and importing would rewrite it with only its first key",
+                from.display()
+            )));
+        }
+    }
     let text = std::fs::read_to_string(from).map_err(|e| {
         FederationError::Key(format!("cannot read key file {}: {e}", from.display()))
     })?;

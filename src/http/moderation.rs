@@ -94,12 +94,18 @@ pub async fn quarantine_server(
 }
 
 /// The media of a room the moderator reaches (`policy::room_media`), as the homeserver lists
-/// it to them.
+/// it to them. Only a token the homeserver resolved is sent to it (never the shared secret or
+/// a static token): else 400 `M_INVALID_PARAM`.
 pub(super) async fn room_media(
     state: &State,
     m: &Moderator<need::Admin>,
     room: &str,
 ) -> Result<Vec<MediaRef>, ApiError> {
+    if !state.auth.is_homeserver_token(&m.caller.token) {
+        return Err(ApiError::InvalidParam(
+            "listing a room's media needs a homeserver admin's token".into(),
+        ));
+    }
     let listed = state
         .moderation
         .homeserver

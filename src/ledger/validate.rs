@@ -6,7 +6,9 @@ use super::overlay::Overlay;
 use super::writer::Writer;
 use super::LedgerError;
 use media_ledger_events::{Event, Seq};
-use media_ledger_projections::{hash_refs, media_index, pending_uploads, tasks, thumbnails, ALL};
+use media_ledger_projections::{
+    hash_refs, media_index, moderation, pending_uploads, tasks, thumbnails, ALL,
+};
 use media_ledger_projections::{names, ProjectionName};
 use std::sync::atomic::Ordering;
 
@@ -142,6 +144,12 @@ impl Writer {
                     )?
                     .is_some()
                 {
+                    return Err(LedgerError::Conflict(Conflict::MediaExists));
+                }
+                // A media that had a history here and no record was purged here: importing it
+                // again (the homeserver may still have it) would undo the purge.
+                let history = moderation::history_prefix(&event.media);
+                if !overlay.scan(db, names::MODERATION, &history)?.is_empty() {
                     return Err(LedgerError::Conflict(Conflict::MediaExists));
                 }
                 self.check_not_quarantined(overlay, &event.media, &event.sha256)?;

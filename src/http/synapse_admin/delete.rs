@@ -151,6 +151,13 @@ async fn delete_old_local(
     })?;
     let keep_profiles = boolean(q.keep_profiles.as_deref(), true, "keep_profiles")?;
     let avatars: HashSet<MediaRef> = if keep_profiles {
+        // Only a token the homeserver resolved goes to it: never the shared secret or a
+        // static token.
+        if !state.auth.is_homeserver_token(&m.caller.token) {
+            return Err(ApiError::InvalidParam(
+                "keep_profiles needs a homeserver admin's token; pass keep_profiles=false".into(),
+            ));
+        }
         let listed = state
             .moderation
             .homeserver
