@@ -74,6 +74,30 @@ pub async fn place(
     }
 }
 
+/// Submits `cmd`, the event recording `placed`, while the blob's lock (`held`) is still taken;
+/// a refusal removes this writer's copy ([`discard_unrecorded`]). `MediaExists` (another writer
+/// recorded the media meanwhile) is not an error: the caller looks the media up again.
+pub async fn submit_placed(
+    ledger: &Ledger,
+    actor: media_ledger_events::Actor,
+    request_id: media_ledger_events::RequestId,
+    cmd: crate::ledger::Command,
+    placed: &Placed,
+    sha: &Sha256,
+    held: &BlobGuard,
+) -> Result<(), ApiError> {
+    match ledger.submit(actor, request_id, cmd).await {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            discard_unrecorded(ledger, placed, sha, held, &e).await;
+            match e {
+                LedgerError::Conflict(crate::ledger::Conflict::MediaExists) => Ok(()),
+                e => Err(e.into()),
+            }
+        }
+    }
+}
+
 /// After the event recording `placed` was refused: removes the copy this writer committed,
 /// unless a record claims it (a record of another writer at the same content-addressed place).
 /// Still under the blob's lock (`_held`), so no other writer of these bytes is between its

@@ -22,7 +22,7 @@ use crate::coalesce::Coalescer;
 use crate::config::{Config, DatastoreKind, HomeserverConfig};
 use crate::datastore::{Datastore, Datastores};
 use crate::error::ApiError;
-use crate::ledger::{Command, Conflict, Ledger, LedgerError};
+use crate::ledger::{Command, Ledger};
 use futures_util::StreamExt;
 use media_ledger_events::{Actor, ContentType, MediaImported, MediaRef, Sha256};
 use media_ledger_projections::media_index::MediaRecord;
@@ -274,25 +274,17 @@ impl ReadThrough {
             datastore: placed.datastore.clone(),
             location: placed.location.clone(),
         };
-        let submitted = self
-            .ledger
-            .submit(
-                actor,
-                crate::http::extract::request_id(),
-                Command::ImportMedia(event),
-            )
-            .await;
-        if let Err(e) = submitted {
-            crate::blob_place::discard_unrecorded(&self.ledger, &placed, &sha, &blob, &e).await;
-            match e {
-                // Recorded or reserved meanwhile (an upload of ours): the caller looks again.
-                LedgerError::Conflict(Conflict::MediaExists) => {}
-                LedgerError::Conflict(Conflict::Quarantined) => {
-                    return Err(crate::media::quarantined_error())
-                }
-                e => return Err(e.into()),
-            }
-        }
+        // Recorded or reserved meanwhile (an upload of ours): the caller looks again.
+        crate::blob_place::submit_placed(
+            &self.ledger,
+            actor,
+            crate::http::extract::request_id(),
+            Command::ImportMedia(event),
+            &placed,
+            &sha,
+            &blob,
+        )
+        .await?;
         drop(blob);
         tracing::info!(%media, sha256 = %sha, size_bytes = size, "media read through from its homeserver");
         Ok(())

@@ -11,7 +11,7 @@ use crate::config::{Config, DatastoreKind};
 use crate::datastore::{Datastore, Datastores};
 use crate::error::ApiError;
 use crate::federation::client::{Client, RemoteError};
-use crate::ledger::{Command, Conflict, Ledger, LedgerError};
+use crate::ledger::{Command, Ledger};
 use bytes::Bytes;
 use media_ledger_events::{Actor, MediaRef, RemoteMediaCached, RequestId, ServerName, Sha256};
 use media_ledger_projections::media_index::MediaRecord;
@@ -202,24 +202,16 @@ impl RemoteMedia {
             datastore: placed.datastore.clone(),
             location: placed.location.clone(),
         };
-        let submitted = self
-            .ledger
-            .submit(
-                actor,
-                RequestId(format!("remote-{}", media.media_id)),
-                Command::CacheRemote(event),
-            )
-            .await;
-        if let Err(e) = submitted {
-            crate::blob_place::discard_unrecorded(&self.ledger, &placed, &sha, &blob, &e).await;
-            match e {
-                LedgerError::Conflict(Conflict::MediaExists) => {}
-                LedgerError::Conflict(Conflict::Quarantined) => {
-                    return Err(crate::media::quarantined_error())
-                }
-                e => return Err(e.into()),
-            }
-        }
+        crate::blob_place::submit_placed(
+            &self.ledger,
+            actor,
+            RequestId(format!("remote-{}", media.media_id)),
+            Command::CacheRemote(event),
+            &placed,
+            &sha,
+            &blob,
+        )
+        .await?;
         drop(blob);
         tracing::info!(%media, sha256 = %sha, size_bytes = size, "remote media cached");
         // `None`: purged since (see `get`).
