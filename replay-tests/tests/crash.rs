@@ -879,6 +879,20 @@ async fn purge(ctx: &Ctx, rng: &mut StdRng) -> Result<(), Cut> {
         // Quarantined bytes are evidence: their uploader may not purge them (refused, or
         // skipped by the writer when the quarantine came after the check); nothing changed.
         StatusCode::FORBIDDEN if !strict && token != SECRET && a.errcode() == "M_FORBIDDEN" => {}
+        // Its bytes are (or may be) quarantined: an upload acknowledged after the quarantine
+        // of the same bytes was, though committed before it, is quarantined with its
+        // siblings while the model still has it present. Refused to its uploader; it is not
+        // served any more.
+        StatusCode::FORBIDDEN
+            if token != SECRET
+                && a.errcode() == "M_FORBIDDEN"
+                && m.media[i]
+                    .content
+                    .as_ref()
+                    .is_some_and(|c| m.blocked.contains_key(&c.sha)) =>
+        {
+            m.media[i].allowed = GONE;
+        }
         _ => m.violation(strict, format!("purge of {id} answered {}", a.describe())),
     }
     Ok(())
