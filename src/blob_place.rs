@@ -3,7 +3,8 @@
 //! the blob already recorded for that hash (checked present, and recorded with *its*
 //! datastore, never the writer's own pick), put the bytes back where the record says when that
 //! blob is missing, or commit their own copy. After a refused event, a copy the writer
-//! committed is removed at once unless a record claims it.
+//! committed is removed at once unless a record claims it. [`place_and_record`] is the one
+//! sequence uploads, remote fetches and read-throughs go through.
 
 use crate::blob_lock::BlobGuard;
 use crate::datastore::{Datastore, Datastores};
@@ -74,28 +75,32 @@ pub async fn place(
     }
 }
 
-/// Submits `cmd`, the event recording `placed`, while the blob's lock (`held`) is still taken;
-/// a refusal removes this writer's copy ([`discard_unrecorded`]). `MediaExists` (another writer
-/// recorded the media meanwhile) is not an error: the caller looks the media up again.
-pub async fn submit_placed(
+/// The one way a writer records spooled bytes of `sha`: under the blob's lock (held until
+/// the event is committed, invariant 17), places them ([`place`]), removes the spool file
+/// unless it was committed, and submits the event `cmd(&placed)`. A refused event removes this
+/// writer's copy ([`discard_unrecorded`]). The outer error is a placement failure (the spool
+/// file is then the caller's to remove); the inner result is the writer's answer.
+#[allow(clippy::too_many_arguments)]
+pub async fn place_and_record(
     ledger: &Ledger,
+    datastores: &Datastores,
+    ds: &Arc<dyn Datastore>,
+    spool: &Path,
+    sha: &Sha256,
     actor: media_ledger_events::Actor,
     request_id: media_ledger_events::RequestId,
-    cmd: crate::ledger::Command,
-    placed: &Placed,
-    sha: &Sha256,
-    held: &BlobGuard,
-) -> Result<(), ApiError> {
-    match ledger.submit(actor, request_id, cmd).await {
-        Ok(_) => Ok(()),
-        Err(e) => {
-            discard_unrecorded(ledger, placed, sha, held, &e).await;
-            match e {
-                LedgerError::Conflict(crate::ledger::Conflict::MediaExists) => Ok(()),
-                e => Err(e.into()),
-            }
-        }
+    cmd: impl FnOnce(&Placed) -> crate::ledger::Command,
+) -> Result<Result<crate::ledger::Committed, LedgerError>, ApiError> {
+    let held = crate::blob_lock::lock(sha).await;
+    let placed = place(ledger, datastores, ds, spool, sha, &held).await?;
+    if placed.committed.is_none() {
+        let _ = tokio::fs::remove_file(spool).await;
     }
+    let submitted = ledger.submit(actor, request_id, cmd(&placed)).await;
+    if let Err(e) = &submitted {
+        discard_unrecorded(ledger, &placed, sha, &held, e).await;
+    }
+    Ok(submitted)
 }
 
 /// After the event recording `placed` was refused: removes the copy this writer committed,
@@ -106,7 +111,7 @@ pub async fn submit_placed(
 /// Only a definite refusal (`why` is a [`LedgerError::Conflict`]: the writer decided against
 /// the event) discards: after a halted projection, a storage failure or a stop, what the
 /// ledger holds is not certain, and the start-up sweep (after a clean catch-up) decides.
-pub async fn discard_unrecorded(
+async fn discard_unrecorded(
     ledger: &Ledger,
     placed: &Placed,
     sha: &Sha256,

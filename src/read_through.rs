@@ -22,15 +22,13 @@ use crate::coalesce::Coalescer;
 use crate::config::{Config, DatastoreKind, HomeserverConfig};
 use crate::datastore::{Datastore, Datastores};
 use crate::error::ApiError;
-use crate::ledger::{Command, Ledger};
+use crate::ledger::{Command, Conflict, Ledger, LedgerError};
 use futures_util::StreamExt;
-use media_ledger_events::{Actor, ContentType, MediaImported, MediaRef, Sha256};
+use media_ledger_events::{Actor, ContentType, MediaImported, MediaRef};
 use media_ledger_projections::media_index::MediaRecord;
 use media_ledger_projections::{moderation, names};
-use sha2::Digest;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
 
 /// Marks a request made by a read-through; such a request never reads through itself.
 pub const LOOP_HEADER: &str = "x-media-ledger-read-through";
@@ -225,12 +223,7 @@ impl ReadThrough {
         let upload_name = header("content-disposition")
             .as_deref()
             .and_then(crate::federation::client::filename_of);
-        let file = tokio::fs::File::create(spool)
-            .await
-            .map_err(ApiError::internal)?;
-        let mut out = tokio::io::BufWriter::with_capacity(1 << 20, file);
-        let mut hasher = sha2::Sha256::new();
-        let mut size = 0u64;
+        let mut out = crate::media::Spool::create(spool, max).await?;
         let mut body = resp.bytes_stream();
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|e| {
@@ -239,53 +232,39 @@ impl ReadThrough {
                     format_args!("read-through of {media}: {e}"),
                 )
             })?;
-            size += chunk.len() as u64;
-            if size > max {
-                return Err(ApiError::TooLarge { limit_bytes: max });
-            }
-            hasher.update(&chunk);
-            out.write_all(&chunk).await.map_err(ApiError::internal)?;
+            out.push(&chunk).await?;
         }
-        out.flush().await.map_err(ApiError::internal)?;
-        let file = out.into_inner();
-        if ds.spool_needs_sync() {
-            file.sync_all().await.map_err(ApiError::internal)?;
-        }
-        drop(file);
-        let sha = Sha256(hasher.finalize().into());
+        let (sha, size) = out.finish(ds.spool_needs_sync()).await?;
         crate::media::refuse_quarantined(&self.ledger, media, &sha)?;
-        // Held until the event is committed (see `blob_lock`).
-        let blob = crate::blob_lock::lock(&sha).await;
-        let placed =
-            crate::blob_place::place(&self.ledger, &self.datastores, ds, spool, &sha, &blob)
-                .await?;
-        if placed.committed.is_none() {
-            let _ = tokio::fs::remove_file(spool).await;
-        }
-        let event = MediaImported {
-            media: media.clone(),
-            sha256: sha,
-            size_bytes: size,
-            content_type,
-            upload_name,
-            origin_homeserver: cs_api.to_owned(),
-            // Synapse's download API does not say when it stored the media.
-            origin_created_at_ms: None,
-            datastore: placed.datastore.clone(),
-            location: placed.location.clone(),
-        };
-        // Recorded or reserved meanwhile (an upload of ours): the caller looks again.
-        crate::blob_place::submit_placed(
+        let recorded = crate::blob_place::place_and_record(
             &self.ledger,
+            &self.datastores,
+            ds,
+            spool,
+            &sha,
             actor,
             crate::http::extract::request_id(),
-            Command::ImportMedia(event),
-            &placed,
-            &sha,
-            &blob,
+            |placed| {
+                Command::ImportMedia(MediaImported {
+                    media: media.clone(),
+                    sha256: sha,
+                    size_bytes: size,
+                    content_type,
+                    upload_name,
+                    origin_homeserver: cs_api.to_owned(),
+                    // Synapse's download API does not say when it stored the media.
+                    origin_created_at_ms: None,
+                    datastore: placed.datastore.clone(),
+                    location: placed.location.clone(),
+                })
+            },
         )
         .await?;
-        drop(blob);
+        match recorded {
+            // Recorded or reserved meanwhile (an upload of ours): the caller looks again.
+            Ok(_) | Err(LedgerError::Conflict(Conflict::MediaExists)) => {}
+            Err(e) => return Err(e.into()),
+        }
         tracing::info!(%media, sha256 = %sha, size_bytes = size, "media read through from its homeserver");
         Ok(())
     }

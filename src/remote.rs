@@ -11,13 +11,11 @@ use crate::config::{Config, DatastoreKind};
 use crate::datastore::{Datastore, Datastores};
 use crate::error::ApiError;
 use crate::federation::client::{Client, RemoteError};
-use crate::ledger::{Command, Ledger};
+use crate::ledger::{Command, Conflict, Ledger, LedgerError};
 use bytes::Bytes;
-use media_ledger_events::{Actor, MediaRef, RemoteMediaCached, RequestId, ServerName, Sha256};
+use media_ledger_events::{Actor, MediaRef, RemoteMediaCached, RequestId, ServerName};
 use media_ledger_projections::media_index::MediaRecord;
-use sha2::Digest;
 use std::sync::Arc;
-use tokio::io::AsyncWriteExt;
 
 /// How many times a fetch is made when a purge removes the media right after each.
 const FETCH_ATTEMPTS: usize = 3;
@@ -133,14 +131,10 @@ impl RemoteMedia {
         our_name: &ServerName,
         media: &MediaRef,
     ) -> Result<Option<MediaRecord>, ApiError> {
-        let file = tokio::fs::File::create(spool)
-            .await
-            .map_err(ApiError::internal)?;
-        let out = Arc::new(tokio::sync::Mutex::new((
-            tokio::io::BufWriter::with_capacity(1 << 20, file),
-            sha2::Sha256::new(),
-            0u64,
-        )));
+        let max = self.config.downloads.max_bytes;
+        let out = Arc::new(tokio::sync::Mutex::new(
+            crate::media::Spool::create(spool, max).await?,
+        ));
         let sink_out = out.clone();
         let fetched = self
             .client
@@ -148,33 +142,26 @@ impl RemoteMedia {
                 our_name,
                 &media.origin,
                 &media.media_id,
-                self.config.downloads.max_bytes,
+                max,
                 move |chunk: Bytes| {
                     let out = sink_out.clone();
                     async move {
-                        let mut g = out.lock().await;
-                        g.1.update(&chunk);
-                        g.2 += chunk.len() as u64;
-                        g.0.write_all(&chunk).await.map_err(|e| e.to_string())
+                        out.lock()
+                            .await
+                            .push(&chunk)
+                            .await
+                            .map_err(|e| e.to_string())
                     }
                 },
             )
             .await?;
-        // The sink (and its clone of `out`) is gone with the download: the state is ours.
-        let (mut writer, hasher, size) = Arc::try_unwrap(out)
+        // The sink (and its clone of `out`) is gone with the download: the spool is ours.
+        let (sha, size) = Arc::try_unwrap(out)
             .map_err(|_| ApiError::Internal("remote fetch sink still shared".into()))?
-            .into_inner();
-        writer.flush().await.map_err(ApiError::internal)?;
-        let file = writer.into_inner();
-        if ds.spool_needs_sync() {
-            file.sync_all().await.map_err(ApiError::internal)?;
-        }
-        drop(file);
-        let sha = Sha256(hasher.finalize().into());
-        if let Err(e) = crate::media::refuse_quarantined(&self.ledger, media, &sha) {
-            let _ = tokio::fs::remove_file(spool).await;
-            return Err(e);
-        }
+            .into_inner()
+            .finish(ds.spool_needs_sync())
+            .await?;
+        crate::media::refuse_quarantined(&self.ledger, media, &sha)?;
         // Where it came from, resolved before the blob lock is taken: a resolution that missed
         // the cache (SRV, well-known) must not hold other writers of these bytes up.
         let resolved = self
@@ -183,36 +170,35 @@ impl RemoteMedia {
             .await
             .map(|r| r.base)
             .unwrap_or_default();
-        // Held until the event is committed (see `blob_lock`); the event names the datastore
-        // the bytes are really in, so a purge's deleter keeps a blob this media now shares.
-        let blob = crate::blob_lock::lock(&sha).await;
-        let placed =
-            crate::blob_place::place(&self.ledger, &self.datastores, ds, spool, &sha, &blob)
-                .await?;
-        if placed.committed.is_none() {
-            let _ = tokio::fs::remove_file(spool).await;
-        }
-        let event = RemoteMediaCached {
-            media: media.clone(),
-            sha256: sha,
-            size_bytes: size,
-            content_type: fetched.content_type.and_then(|c| c.parse().ok()),
-            upload_name: fetched.filename,
-            fetched_from: resolved,
-            datastore: placed.datastore.clone(),
-            location: placed.location.clone(),
-        };
-        crate::blob_place::submit_placed(
+        // The event names the datastore the bytes are really in, so a purge's deleter keeps a
+        // blob this media now shares.
+        let recorded = crate::blob_place::place_and_record(
             &self.ledger,
+            &self.datastores,
+            ds,
+            spool,
+            &sha,
             actor,
             RequestId(format!("remote-{}", media.media_id)),
-            Command::CacheRemote(event),
-            &placed,
-            &sha,
-            &blob,
+            |placed| {
+                Command::CacheRemote(RemoteMediaCached {
+                    media: media.clone(),
+                    sha256: sha,
+                    size_bytes: size,
+                    content_type: fetched.content_type.and_then(|c| c.parse().ok()),
+                    upload_name: fetched.filename,
+                    fetched_from: resolved,
+                    datastore: placed.datastore.clone(),
+                    location: placed.location.clone(),
+                })
+            },
         )
         .await?;
-        drop(blob);
+        match recorded {
+            // Recorded meanwhile by another fetch: looked up below.
+            Ok(_) | Err(LedgerError::Conflict(Conflict::MediaExists)) => {}
+            Err(e) => return Err(e.into()),
+        }
         tracing::info!(%media, sha256 = %sha, size_bytes = size, "remote media cached");
         // `None`: purged since (see `get`).
         crate::media::read::record(&self.ledger, media)

@@ -5,9 +5,11 @@
 //! of a datastore for new bytes.
 
 pub mod read;
+pub mod spool;
 pub mod write;
 
 pub use read::MediaReader;
+pub use spool::Spool;
 pub use write::{
     drain, quarantined_error, refuse_quarantined, MediaService, UploadMeta, DRAIN_MAX_BYTES,
 };

@@ -17,10 +17,8 @@ use media_ledger_events::{
     Sha256, UserId,
 };
 use media_ledger_projections::names;
-use sha2::Digest;
 use std::path::PathBuf;
 use std::sync::Arc;
-use tokio::io::AsyncWriteExt;
 
 /// What the uploader said about the bytes.
 #[derive(Debug, Clone, Default)]
@@ -190,53 +188,35 @@ impl MediaService {
         let mut guard = SpoolGuard(Some(spool_path.clone()));
         let (sha, size_bytes) = self.spool(&spool_path, body, ds.spool_needs_sync()).await?;
         refuse_quarantined(&self.ledger, &media, &sha)?;
-        // Held until the event is committed: a purge's deleter cannot take these bytes away
-        // between the look-up below and the commit (see `blob_lock`).
-        let blob = crate::blob_lock::lock(&sha).await;
-        let placed = crate::blob_place::place(
+        let fills_reservation = completes_async.is_some();
+        let (meta_ct, meta_name, uploader) = (meta.content_type, meta.upload_name, actor.clone());
+        let recorded = crate::blob_place::place_and_record(
             &self.ledger,
             &self.datastores,
             &ds,
             &spool_path,
             &sha,
-            &blob,
+            actor,
+            request_id,
+            |placed| Command::Upload {
+                event: MediaUploaded {
+                    media: media.clone(),
+                    sha256: sha,
+                    size_bytes,
+                    content_type: meta_ct,
+                    upload_name: meta_name,
+                    uploader,
+                    datastore: placed.datastore.clone(),
+                    location: placed.location.clone(),
+                },
+                completes_async,
+            },
         )
         .await?;
-        if placed.committed.is_some() {
-            guard.0 = None;
-        }
-        drop(guard);
-
-        let event = MediaUploaded {
-            media: media.clone(),
-            sha256: sha,
-            size_bytes,
-            content_type: meta.content_type,
-            upload_name: meta.upload_name,
-            uploader: actor.clone(),
-            datastore: placed.datastore.clone(),
-            location: placed.location.clone(),
-        };
-        let fills_reservation = completes_async.is_some();
-        let submitted = self
-            .ledger
-            .submit(
-                actor,
-                request_id,
-                Command::Upload {
-                    event,
-                    completes_async,
-                },
-            )
-            .await;
-        let committed = match submitted {
-            Ok(c) => c,
-            Err(e) => {
-                // E.g. the loser of two PUTs filling one reservation: its blob goes now.
-                crate::blob_place::discard_unrecorded(&self.ledger, &placed, &sha, &blob, &e).await;
-                return Err(e.into());
-            }
-        };
+        // Placed: the spool file was committed or removed.
+        guard.0 = None;
+        // E.g. the loser of two PUTs filling one reservation (its blob is gone already).
+        let committed = recorded?;
         if fills_reservation {
             self.waiters.filled(&media);
         }
@@ -246,40 +226,29 @@ impl MediaService {
         Ok(media)
     }
 
-    /// Streams `body` into `path`, hashing it and enforcing the size limit; fsyncs the file
-    /// when `sync` (the datastore will rename it into place).
+    /// Streams `body` into `path`, hashing it and enforcing the size limit (the rest of a
+    /// body over it is drained); fsyncs the file when `sync` (the datastore will rename it
+    /// into place).
     async fn spool<S>(
         &self,
-        path: &PathBuf,
+        path: &std::path::Path,
         mut body: S,
         sync: bool,
     ) -> Result<(Sha256, u64), ApiError>
     where
         S: Stream<Item = Result<Bytes, axum::Error>> + Unpin,
     {
-        let limit = self.config.uploads.max_bytes;
-        let file = tokio::fs::File::create(path)
-            .await
-            .map_err(ApiError::internal)?;
-        let mut out = tokio::io::BufWriter::with_capacity(1 << 20, file);
-        let mut hasher = sha2::Sha256::new();
-        let mut size: u64 = 0;
+        let mut spool = super::Spool::create(path, self.config.uploads.max_bytes).await?;
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(ApiError::body)?;
-            size = size.saturating_add(chunk.len() as u64);
-            if size > limit {
-                drain(body).await;
-                return Err(ApiError::TooLarge { limit_bytes: limit });
+            if let Err(e) = spool.push(&chunk).await {
+                if matches!(e, ApiError::TooLarge { .. }) {
+                    drain(body).await;
+                }
+                return Err(e);
             }
-            hasher.update(&chunk);
-            out.write_all(&chunk).await.map_err(ApiError::internal)?;
         }
-        out.flush().await.map_err(ApiError::internal)?;
-        let file = out.into_inner();
-        if sync {
-            file.sync_all().await.map_err(ApiError::internal)?;
-        }
-        Ok((Sha256(hasher.finalize().into()), size))
+        spool.finish(sync).await
     }
 }
 
