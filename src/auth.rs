@@ -71,6 +71,9 @@ pub struct Caller {
     /// Resolved through `?user_id=` (an appservice acting as one of its users), not the
     /// token's own user: such a principal never has an admin's capacity.
     pub masqueraded: bool,
+    /// The homeserver resolved the token (whoami), so it may be sent to that homeserver on
+    /// the caller's behalf; never for the shared secret or a static token.
+    pub via_homeserver: bool,
 }
 
 /// A token the homeserver knows, as whoami answered it.
@@ -270,6 +273,7 @@ impl Auth {
             principal,
             guest: false,
             masqueraded: false,
+            via_homeserver: false,
         };
         let secret = &self.config.auth.shared_secret;
         if !secret.is_empty() && constant_time_eq(secret.as_bytes(), token.as_bytes()) {
@@ -304,6 +308,7 @@ impl Auth {
                 principal: Principal::User(c.user.clone()),
                 guest: c.guest,
                 masqueraded,
+                via_homeserver: true,
             })
         };
         {
@@ -393,6 +398,7 @@ impl Auth {
                     principal: Principal::User(who.user_id),
                     guest: who.is_guest,
                     masqueraded: masquerade.is_some(),
+                    via_homeserver: true,
                 })
             }
             401 | 403 => Err(refusal(resp).await),
@@ -475,7 +481,7 @@ impl Auth {
     }
 
     /// Whether `token` is the shared secret or a static token of the config.
-    fn is_configured_token(&self, token: &str) -> bool {
+    pub fn is_configured_token(&self, token: &str) -> bool {
         let secret = &self.config.auth.shared_secret;
         (!secret.is_empty() && constant_time_eq(secret.as_bytes(), token.as_bytes()))
             || self
@@ -540,19 +546,6 @@ impl Auth {
     fn static_token_valid_on(&self, user: &UserId, hs: &HomeserverConfig) -> bool {
         user.server_name().eq_ignore_ascii_case(hs.name.as_str())
             || self.config.auth.admins.contains(user)
-    }
-
-    /// Whether `token` is one the homeserver resolves (neither the shared secret nor a static
-    /// token): only such a token is sent on to the homeserver to read media through.
-    pub fn is_homeserver_token(&self, token: &str) -> bool {
-        let secret = &self.config.auth.shared_secret;
-        (secret.is_empty() || !constant_time_eq(secret.as_bytes(), token.as_bytes()))
-            && !self
-                .config
-                .auth
-                .static_tokens
-                .iter()
-                .any(|t| constant_time_eq(t.token.as_bytes(), token.as_bytes()))
     }
 
     /// Whether `p` may use the admin API.

@@ -148,6 +148,8 @@ pub struct Authed {
     /// The principal is an appservice's user resolved through `?user_id=`, not the token's
     /// own: never a repository or homeserver admin (a plain user's capacity).
     pub masqueraded: bool,
+    /// The homeserver resolved the token ([`Authed::homeserver_token`]).
+    via_homeserver: bool,
 }
 
 impl Authed {
@@ -167,7 +169,14 @@ impl Authed {
             homeserver: hs,
             token,
             masqueraded: caller.masqueraded,
+            via_homeserver: caller.via_homeserver,
         })
+    }
+
+    /// The token, when the homeserver resolved it: only such a token is sent to the
+    /// homeserver on the caller's behalf (never the shared secret or a static token).
+    pub fn homeserver_token(&self) -> Option<&str> {
+        self.via_homeserver.then_some(self.token.as_str())
     }
 }
 
@@ -293,7 +302,7 @@ impl FromRequestParts<State> for ReadThroughToken {
         }
         let token = token(parts).ok().flatten();
         Ok(ReadThroughToken(
-            token.filter(|t| state.auth.is_homeserver_token(t)),
+            token.filter(|t| !state.auth.is_configured_token(t)),
         ))
     }
 }

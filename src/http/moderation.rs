@@ -101,15 +101,13 @@ pub(super) async fn room_media(
     m: &Moderator<need::Admin>,
     room: &str,
 ) -> Result<Vec<MediaRef>, ApiError> {
-    if !state.auth.is_homeserver_token(&m.caller.token) {
-        return Err(ApiError::InvalidParam(
-            "listing a room's media needs a homeserver admin's token".into(),
-        ));
-    }
+    let token = m.caller.homeserver_token().ok_or_else(|| {
+        ApiError::InvalidParam("listing a room's media needs a homeserver admin's token".into())
+    })?;
     let listed = state
         .moderation
         .homeserver
-        .room_media(&m.caller.homeserver, &m.caller.token, room)
+        .room_media(&m.caller.homeserver, token, room)
         .await?;
     Ok(policy::room_media(&listed, m.authority()))
 }

@@ -125,9 +125,10 @@ impl<R: Requirement> Moderator<R> {
     /// bytes the next download would otherwise read through and serve. A media the
     /// homeserver does not have either stays unknown (the act then changes nothing).
     pub async fn read_through_first(&self, state: &State, media: &MediaRef) {
-        if media.origin != self.caller.homeserver.name
-            || !state.auth.is_homeserver_token(&self.caller.token)
-        {
+        let Some(token) = self.caller.homeserver_token() else {
+            return;
+        };
+        if media.origin != self.caller.homeserver.name {
             return;
         }
         if let Err(e) = state
@@ -138,7 +139,7 @@ impl<R: Requirement> Moderator<R> {
                 true,
                 self.actor(),
                 &self.caller.homeserver.name,
-                Some(&self.caller.token),
+                Some(token),
             )
             .await
         {

@@ -153,15 +153,15 @@ async fn delete_old_local(
     let avatars: HashSet<MediaRef> = if keep_profiles {
         // Only a token the homeserver resolved goes to it: never the shared secret or a
         // static token.
-        if !state.auth.is_homeserver_token(&m.caller.token) {
-            return Err(ApiError::InvalidParam(
+        let token = m.caller.homeserver_token().ok_or_else(|| {
+            ApiError::InvalidParam(
                 "keep_profiles needs a homeserver admin's token; pass keep_profiles=false".into(),
-            ));
-        }
+            )
+        })?;
         let listed = state
             .moderation
             .homeserver
-            .profile_avatars(&m.caller.homeserver, &m.caller.token)
+            .profile_avatars(&m.caller.homeserver, token)
             .await?;
         select::parse_mxcs(&listed).into_iter().collect()
     } else {
