@@ -335,16 +335,10 @@ impl Auth {
         if let Some(user) = as_user {
             request = request.query(&[("user_id", user)]);
         }
-        let resp = request.send().await.map_err(|e| {
-            ApiError::unavailable(
-                "the homeserver cannot be reached",
-                format_args!(
-                    "homeserver {} unreachable: {}",
-                    hs.name,
-                    crate::homeserver_check::error_chain(&e)
-                ),
-            )
-        })?;
+        let resp = request
+            .send()
+            .await
+            .map_err(|e| crate::homeserver_check::unreachable(&hs.name, &e))?;
         match resp.status().as_u16() {
             200 => {
                 let who: WhoAmI = resp.json().await.map_err(|e| {
@@ -453,12 +447,7 @@ impl Auth {
             .json(&serde_json::json!({}))
             .send()
             .await
-            .map_err(|e| {
-                ApiError::unavailable(
-                    "the homeserver cannot be reached",
-                    format_args!("homeserver {} unreachable: {e}", hs.name),
-                )
-            })?;
+            .map_err(|e| crate::homeserver_check::unreachable(&hs.name, &e))?;
         // Only a logout the homeserver did (2xx), or its refusal of this very token (401: it
         // is no session, or no longer), evicts, and only this token's (or user's) entries: a
         // stranger's garbage token evicts nothing of anyone else's.

@@ -6,8 +6,19 @@
 //! chain of an error for log lines.
 
 use crate::config::{Config, HomeserverConfig};
+use crate::error::ApiError;
+use media_ledger_events::ServerName;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// The answer when a request to homeserver `hs` could not be sent: a fixed 503 message for the
+/// client, the error with its whole cause chain (a TLS failure says why) for the log.
+pub fn unreachable(hs: &ServerName, e: &reqwest::Error) -> ApiError {
+    ApiError::unavailable(
+        "the homeserver cannot be reached",
+        format_args!("homeserver {hs} unreachable: {}", error_chain(e)),
+    )
+}
 
 /// An error and its sources, `: `-separated (reqwest's own text is only "error sending
 /// request for url (…)"; the cause — refused, DNS, certificate — is in its sources). A source

@@ -113,16 +113,7 @@ impl HomeserverAdmin {
             .bearer_auth(token)
             .send()
             .await
-            .map_err(|e| {
-                ApiError::unavailable(
-                    "the homeserver cannot be reached",
-                    format_args!(
-                        "homeserver {} unreachable: {}",
-                        hs.name,
-                        crate::homeserver_check::error_chain(&e)
-                    ),
-                )
-            })?;
+            .map_err(|e| crate::homeserver_check::unreachable(&hs.name, &e))?;
         let admin = match resp.status().as_u16() {
             200 => {
                 resp.json::<IsAdmin>()
@@ -170,16 +161,7 @@ impl HomeserverAdmin {
             .bearer_auth(token)
             .send()
             .await
-            .map_err(|e| {
-                ApiError::unavailable(
-                    "the homeserver cannot be reached",
-                    format_args!(
-                        "homeserver {} unreachable: {}",
-                        hs.name,
-                        crate::homeserver_check::error_chain(&e)
-                    ),
-                )
-            })?;
+            .map_err(|e| crate::homeserver_check::unreachable(&hs.name, &e))?;
         match resp.status().as_u16() {
             200 => resp.json().await.map_err(|e| {
                 ApiError::bad_gateway(
@@ -222,16 +204,7 @@ impl HomeserverAdmin {
                 .bearer_auth(token)
                 .send()
                 .await
-                .map_err(|e| {
-                    ApiError::unavailable(
-                        "the homeserver cannot be reached",
-                        format_args!(
-                            "homeserver {} unreachable: {}",
-                            hs.name,
-                            crate::homeserver_check::error_chain(&e)
-                        ),
-                    )
-                })?;
+                .map_err(|e| crate::homeserver_check::unreachable(&hs.name, &e))?;
             let page: UsersPage =
                 match resp.status().as_u16() {
                     200 => resp.json().await.map_err(|e| {
