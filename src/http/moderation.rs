@@ -14,7 +14,7 @@ use crate::ledger::{Ledger, LedgerError};
 use crate::moderation::{policy, select, Act};
 use axum::extract::State as S;
 use axum::Json;
-use media_ledger_events::{MediaPurpose, MediaRef, ModerationTarget};
+use media_ledger_events::{MediaPurpose, MediaRef, ModerationTarget, RoomId};
 use serde_json::{json, Value};
 
 pub(super) fn mxcs(media: &[MediaRef]) -> Vec<String> {
@@ -50,7 +50,7 @@ pub async fn quarantine_media(
 }
 
 /// Selects the seeds (off the async threads), quarantines them, answers the count.
-async fn quarantine_selected(
+pub(super) async fn quarantine_selected(
     state: &State,
     act: &Act,
     target: ModerationTarget,
@@ -119,15 +119,26 @@ pub async fn quarantine_room(
     RoomPath(room): RoomPath,
     input: ActInput,
 ) -> Result<Json<Value>, ApiError> {
-    let reason = input.reason()?;
-    let seeds = room_media(&state, &m, room.as_str()).await?;
-    // The room's media the homeserver stored itself before the switch: read through first.
+    let act = m.act(input.reason()?);
+    quarantine_room_as(&state, &m, &act, room).await
+}
+
+/// Quarantines the room's media as the homeserver lists them (ours and Synapse's route),
+/// reading through first those the homeserver stored itself before the switch; answers the
+/// count.
+pub(super) async fn quarantine_room_as(
+    state: &State,
+    m: &Moderator<need::Admin>,
+    act: &Act,
+    room: RoomId,
+) -> Result<Json<Value>, ApiError> {
+    let seeds = room_media(state, m, room.as_str()).await?;
     for media in &seeds {
-        m.read_through_first(&state, media).await;
+        m.read_through_first(state, media).await;
     }
     let n = state
         .moderation
-        .quarantine(&m.act(reason), ModerationTarget::Room(room.into()), seeds)
+        .quarantine(act, ModerationTarget::Room(room.into()), seeds)
         .await?;
     Ok(Json(json!({ "num_quarantined": n })))
 }

@@ -15,7 +15,7 @@ mod delete;
 pub mod listing;
 
 use super::extract::{media_ref, MPath, MQuery, MediaPath, RoomPath, UserPath};
-use super::moderation::{room_media, run_select};
+use super::moderation::{quarantine_room_as, quarantine_selected, run_select};
 use super::moderator::{need, Moderator, Requirement};
 use super::State;
 use crate::error::ApiError;
@@ -169,16 +169,7 @@ async fn quarantine_room(
     m: Moderator<need::Admin>,
     RoomPath(room): RoomPath,
 ) -> Result<Json<Value>, ApiError> {
-    let seeds = room_media(&state, &m, room.as_str()).await?;
-    // The room's media the homeserver stored itself before the switch: read through first.
-    for media in &seeds {
-        m.read_through_first(&state, media).await;
-    }
-    let n = state
-        .moderation
-        .quarantine(&act(&m), ModerationTarget::Room(room.into()), seeds)
-        .await?;
-    Ok(Json(json!({ "num_quarantined": n })))
+    quarantine_room_as(&state, &m, &act(&m), room).await
 }
 
 /// `POST user/{user_id}/media/quarantine`: the user's media; `{"num_quarantined": n}`.
@@ -189,12 +180,10 @@ async fn quarantine_user(
 ) -> Result<Json<Value>, ApiError> {
     m.own_server(user.server_name())?;
     let u = user.clone();
-    let seeds = run_select(&state, move |l| select::by_user(l, &u, u64::MAX)).await?;
-    let n = state
-        .moderation
-        .quarantine(&act(&m), ModerationTarget::User(user), seeds)
-        .await?;
-    Ok(Json(json!({ "num_quarantined": n })))
+    quarantine_selected(&state, &act(&m), ModerationTarget::User(user), move |l| {
+        select::by_user(l, &u, u64::MAX)
+    })
+    .await
 }
 
 /// A `{media_id}` of the request's homeserver.
