@@ -6,7 +6,8 @@ unstable/admin and unstable/io.t2bot.media/admin), /_matrix/client/v1/media/* (t
 authenticated media API), POST /_matrix/client/{r0,v3}/logout and logout/all (media-ledger
 passes them on to the homeserver and forgets the token at once) and the media part of Synapse's
 admin API under /_synapse/admin/v1 (README's nginx regex). Bodies are streamed both ways; the client's Host is passed on
-(media-ledger picks the homeserver by it) with X-Forwarded-For/-Proto.
+(media-ledger picks the homeserver by it) with X-Forwarded-For/-Proto. The federation suite's
+TLS proxy (`tests/real_synapse_federation/tls_proxy.py`) runs the same `serve`.
 
 usage: proxy.py LISTEN_PORT SYNAPSE_URL MEDIA_LEDGER_URL
 """
@@ -15,6 +16,7 @@ import re
 import sys
 
 from aiohttp import ClientSession, ClientTimeout, web
+from yarl import URL
 
 MEDIA_PREFIXES = ("/_matrix/media/", "/_matrix/client/v1/media/")
 LOGOUT_PATHS = {
@@ -47,8 +49,10 @@ def upstream_for(method: str, path: str, synapse: str, ledger: str) -> str:
     return synapse
 
 
-def main() -> None:
-    port, synapse, ledger = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+def serve(port: int, route, ssl_context=None) -> None:
+    """Runs the proxy on 127.0.0.1:`port` until killed: `route(method, path)` gives the
+    upstream base URL of each request. The path and query go on as received (a federation
+    request's signature covers them byte for byte: yarl must not decode %21, %40, %3A)."""
 
     async def start(app: web.Application) -> None:
         app["session"] = ClientSession(
@@ -59,12 +63,11 @@ def main() -> None:
         await app["session"].close()
 
     async def handle(request: web.Request) -> web.StreamResponse:
-        target = upstream_for(request.method, request.path, synapse, ledger) + request.raw_path
+        upstream = route(request.method, request.path)
         headers = {
             k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP
         }
-        peer = request.remote or ""
-        headers["X-Forwarded-For"] = peer
+        headers["X-Forwarded-For"] = request.remote or ""
         headers["X-Forwarded-Proto"] = request.scheme
 
         async def body():
@@ -74,7 +77,7 @@ def main() -> None:
         data = body() if request.body_exists else None
         async with request.app["session"].request(
             request.method,
-            target,
+            URL(upstream + request.raw_path, encoded=True),
             headers=headers,
             data=data,
             allow_redirects=False,
@@ -95,7 +98,14 @@ def main() -> None:
     app.on_startup.append(start)
     app.on_cleanup.append(stop)
     app.router.add_route("*", "/{tail:.*}", handle)
-    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+    web.run_app(
+        app, host="127.0.0.1", port=port, ssl_context=ssl_context, print=None, access_log=None
+    )
+
+
+def main() -> None:
+    port, synapse, ledger = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+    serve(port, lambda method, path: upstream_for(method, path, synapse, ledger))
 
 
 if __name__ == "__main__":
