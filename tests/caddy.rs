@@ -10,33 +10,26 @@
 //! Debian's `caddy` (`.ci/deps` installs it); skipped with a message when no caddy is found.
 
 use crate::common;
-use crate::nginx::{free_port, wait_listening, Child};
+use common::proxy::{
+    free_port, installed, media_ledger_behind_proxy, readme_block, request_line, wait_listening,
+    Child,
+};
 
 use reqwest::StatusCode;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The README's Caddy site address, replaced by a TLS-free one in the test.
 const SITE: &str = "matrix.example.org, matrix.example.org:8448 {";
 
 fn caddy() -> Option<PathBuf> {
-    ["/usr/bin/caddy", "/usr/local/bin/caddy", "/usr/sbin/caddy"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
+    installed(&["/usr/bin/caddy", "/usr/local/bin/caddy", "/usr/sbin/caddy"])
 }
 
 /// The ```caddy block of README.md.
 fn readme_snippet() -> String {
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
-    readme
-        .split("```caddy\n")
-        .nth(1)
-        .and_then(|block| block.split("```").next())
-        .expect("README has the Caddy snippet")
-        .to_owned()
+    readme_block("caddy", SITE)
 }
 
 /// What the stub Synapse saw: the request URI as received, and its `Host`.
@@ -79,30 +72,7 @@ async fn the_readme_caddy_snippet_fronts_media_ledger() {
     let synapse_seen = stub_synapse(synapse_port).await;
 
     // media-ledger: uploads up to 1 MiB, Caddy trusted, unknown hosts refused.
-    let config = common::config_text(
-        dir.path(),
-        &common::Opts {
-            bind: Some(format!("127.0.0.1:{ml_port}")),
-            max_bytes: 1024 * 1024,
-            server_extra: "trusted_proxies = [\"127.0.0.1\"]\nrefuse_unknown_hosts = true\n"
-                .to_owned(),
-            ..common::Opts::default()
-        },
-    );
-    let config_path = dir.path().join("config.toml");
-    std::fs::write(&config_path, &config).unwrap();
-    let ml_log = dir.path().join("media-ledger.log");
-    let _ml = Child(
-        std::process::Command::new(env!("CARGO_BIN_EXE_media-ledger"))
-            .args(["serve", "--config"])
-            .arg(&config_path)
-            .env("RUST_LOG", "info")
-            .env_remove("LOG_FORMAT")
-            .stderr(std::fs::File::create(&ml_log).unwrap())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let (_ml, ml_log) = media_ledger_behind_proxy(dir.path(), ml_port);
 
     // Caddy: the README's snippet, its site address plain HTTP on a free port, its upstreams
     // ours; no admin endpoint, and its data and config dirs in the temp dir.
@@ -246,19 +216,8 @@ async fn the_readme_caddy_snippet_fronts_media_ledger() {
     );
 
     // The upload's log line names the client Caddy saw (not the one it claimed) and the user.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let log = std::fs::read_to_string(&ml_log).unwrap();
-        let line = log
-            .lines()
-            .find(|l| l.contains("request answered") && l.contains("/_matrix/media/v3/upload"));
-        if let Some(line) = line {
-            assert!(line.contains("client=127.0.0.2"), "{line}");
-            assert!(line.contains("user=@alice:localhost"), "{line}");
-            assert!(line.contains("host=localhost"), "{line}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "no request line in {log}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let line = request_line(&ml_log, "/_matrix/media/v3/upload").await;
+    assert!(line.contains("client=127.0.0.2"), "{line}");
+    assert!(line.contains("user=@alice:localhost"), "{line}");
+    assert!(line.contains("host=localhost"), "{line}");
 }

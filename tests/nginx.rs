@@ -7,65 +7,22 @@
 //! `nginx-light` (`.ci/deps` installs it); skipped with a message when no nginx is found.
 
 use crate::common;
+use common::proxy::{
+    free_port, installed, media_ledger_behind_proxy, readme_block, request_line, wait_listening,
+    Child,
+};
 
 use reqwest::StatusCode;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
-
-/// A child process, killed when dropped (also used by `caddy.rs`).
-pub(crate) struct Child(pub(crate) std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use std::path::PathBuf;
 
 fn nginx() -> Option<PathBuf> {
-    ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
+    installed(&["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"])
 }
 
-/// The first ```nginx block of README.md.
+/// The README's nginx block for the whole server (the one that sets the body limit; other
+/// nginx blocks are fragments of it).
 fn readme_snippet() -> String {
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
-    // The README's nginx block for the whole server (the one that sets the body limit; other
-    // nginx blocks are fragments of it).
-    readme
-        .split("```nginx\n")
-        .skip(1)
-        .filter_map(|block| block.split("```").next())
-        .find(|block| block.contains("client_max_body_size"))
-        .expect("README has the nginx server snippet")
-        .to_owned()
-}
-
-/// Waits until something answers on `port`.
-pub(crate) async fn wait_listening(port: u16, what: &str, log: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not start: {}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    readme_block("nginx", "client_max_body_size")
 }
 
 #[tokio::test]
@@ -78,30 +35,7 @@ async fn the_readme_nginx_snippet_fronts_media_ledger() {
     let (ml_port, nginx_port, synapse_port) = (free_port(), free_port(), free_port());
 
     // media-ledger: uploads up to 1 MiB, nginx trusted, unknown hosts refused.
-    let config = common::config_text(
-        dir.path(),
-        &common::Opts {
-            bind: Some(format!("127.0.0.1:{ml_port}")),
-            max_bytes: 1024 * 1024,
-            server_extra: "trusted_proxies = [\"127.0.0.1\"]\nrefuse_unknown_hosts = true\n"
-                .to_owned(),
-            ..common::Opts::default()
-        },
-    );
-    let config_path = dir.path().join("config.toml");
-    std::fs::write(&config_path, &config).unwrap();
-    let ml_log = dir.path().join("media-ledger.log");
-    let _ml = Child(
-        std::process::Command::new(env!("CARGO_BIN_EXE_media-ledger"))
-            .args(["serve", "--config"])
-            .arg(&config_path)
-            .env("RUST_LOG", "info")
-            .env_remove("LOG_FORMAT")
-            .stderr(std::fs::File::create(&ml_log).unwrap())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let (_ml, ml_log) = media_ledger_behind_proxy(dir.path(), ml_port);
 
     // nginx: the README's snippet, its addresses and body limit (= uploads.max_bytes) ours.
     let snippet = readme_snippet();
@@ -189,19 +123,8 @@ async fn the_readme_nginx_snippet_fronts_media_ledger() {
     assert!(body["error"].is_string());
 
     // The upload's log line names the forwarded client and the user.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let log = std::fs::read_to_string(&ml_log).unwrap();
-        let line = log
-            .lines()
-            .find(|l| l.contains("request answered") && l.contains("/_matrix/media/v3/upload"));
-        if let Some(line) = line {
-            assert!(line.contains("client=203.0.113.7"), "{line}");
-            assert!(line.contains("user=@alice:localhost"), "{line}");
-            assert!(line.contains("host=localhost"), "{line}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "no request line in {log}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let line = request_line(&ml_log, "/_matrix/media/v3/upload").await;
+    assert!(line.contains("client=203.0.113.7"), "{line}");
+    assert!(line.contains("user=@alice:localhost"), "{line}");
+    assert!(line.contains("host=localhost"), "{line}");
 }
