@@ -6,7 +6,9 @@
 //! and consumers handle both.
 
 use crate::envelope::Actor;
-use crate::ids::{BlobLocation, ContentType, DatastoreId, MediaRef, Seq, Sha256, UserId};
+use crate::ids::{
+    BlobLocation, ContentType, DatastoreId, MediaRef, Seq, ServerName, Sha256, UserId,
+};
 pub use crate::moderation::{
     Authority, BlobDeleted, FreedBlob, MediaAttributesSet, MediaPurged, MediaPurpose,
     MediaQuarantined, MediaUnquarantined, ModerationTarget, PurgedMedia, PurgedThumbnail,
@@ -54,6 +56,14 @@ pub enum Event {
     /// uploaded to it directly) was read through from that homeserver and stored here (blob
     /// durable before this); the envelope's actor is who asked for it, its time the import's.
     MediaImportedV1(MediaImported),
+    /// A link preview was fetched for a user of `homeserver` (the envelope's actor): the
+    /// OpenGraph object answered and the image it offers, stored as media of that homeserver
+    /// by a `media.uploaded.v1` recorded just before. Served from the `url_previews`
+    /// projection while fresh.
+    UrlPreviewedV1(UrlPreviewed),
+    /// Previews fetched before `before_ms` were dropped from the cache (`purge/old`); their
+    /// images are no longer offered and become purgeable.
+    UrlPreviewsExpiredV1(UrlPreviewsExpired),
 }
 
 /// The kinds of moderation act, in the audit API's words.
@@ -79,6 +89,8 @@ impl Event {
             Event::MediaPurgedV1(_) => "media.purged.v1",
             Event::BlobDeletedV1(_) => "blob.deleted.v1",
             Event::MediaImportedV1(_) => "media.imported.v1",
+            Event::UrlPreviewedV1(_) => "url.previewed.v1",
+            Event::UrlPreviewsExpiredV1(_) => "url.previews_expired.v1",
         }
     }
 
@@ -92,6 +104,7 @@ impl Event {
             Event::RemoteMediaCachedV1(e) => Some(&e.media),
             Event::MediaImportedV1(e) => Some(&e.media),
             Event::MediaAttributesSetV1(e) => Some(&e.media),
+            Event::UrlPreviewedV1(e) => e.image.as_ref(),
             // Moderation acts name many media: see `affected_media`.
             Event::MediaQuarantinedV1(_)
             | Event::MediaUnquarantinedV1(_)
@@ -101,7 +114,8 @@ impl Event {
             | Event::BlobMovedV1(_)
             | Event::BlobSourceDeletedV1(_)
             | Event::BlobTransferFailedV1(_)
-            | Event::TransferFinishedV1(_) => None,
+            | Event::TransferFinishedV1(_)
+            | Event::UrlPreviewsExpiredV1(_) => None,
         }
     }
 
@@ -123,7 +137,9 @@ impl Event {
             | Event::MediaPurgedV1(_)
             | Event::AsyncUploadCreatedV1(_)
             | Event::TransferStartedV1(_)
-            | Event::TransferFinishedV1(_) => None,
+            | Event::TransferFinishedV1(_)
+            | Event::UrlPreviewedV1(_)
+            | Event::UrlPreviewsExpiredV1(_) => None,
         }
     }
 }
@@ -360,4 +376,29 @@ pub struct MediaImported {
     pub datastore: DatastoreId,
     /// Where in it.
     pub location: BlobLocation,
+}
+
+/// A link preview, as fetched: what `preview_url` answers for `url` on `homeserver` while the
+/// preview is fresh.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UrlPreviewed {
+    /// The homeserver whose user asked (the image is media of this origin).
+    pub homeserver: ServerName,
+    /// The URL asked for, normalised (no fragment, no credentials).
+    pub url: String,
+    /// The OpenGraph object answered, as JSON text (an object): `og:image` is the image's
+    /// `mxc://` URI, with `og:image:type`, `og:image:width`, `og:image:height` and
+    /// `matrix:image:size` beside it.
+    pub og: String,
+    /// The stored image, a media of `homeserver` recorded before this event.
+    pub image: Option<MediaRef>,
+}
+
+/// Previews dropped from the cache: each `(homeserver, url)` listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UrlPreviewsExpired {
+    /// The previews, fetched before `before_ms`.
+    pub previews: Vec<(ServerName, String)>,
+    /// The cut-off the purge was asked for.
+    pub before_ms: u64,
 }

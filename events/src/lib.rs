@@ -20,7 +20,7 @@ pub use envelope::{Actor, Envelope, RequestId};
 pub use event::{
     AsyncUploadCreated, BlobMoved, BlobSourceDeleted, BlobTransferFailed, Event, MediaAccessed,
     MediaImported, MediaUploaded, RemoteMediaCached, ThumbnailGenerated, ThumbnailMethod,
-    TransferFinished, TransferStarted, MODERATION_KINDS,
+    TransferFinished, TransferStarted, UrlPreviewed, UrlPreviewsExpired, MODERATION_KINDS,
 };
 pub use ids::{
     BlobLocation, ContentType, DatastoreId, IdError, MediaId, MediaRef, RoomId, Seq, ServerName,

@@ -20,7 +20,8 @@ use media_ledger_events::{
     BlobTransferFailed, Envelope, Event, FreedBlob, MediaAccessed, MediaAttributesSet,
     MediaImported, MediaPurged, MediaPurpose, MediaQuarantined, MediaUnquarantined, MediaUploaded,
     ModerationTarget, PurgedMedia, PurgedThumbnail, RemoteMediaCached, RequestId, Seq, Sha256,
-    ThumbnailGenerated, ThumbnailMethod, TransferFinished, TransferStarted,
+    ThumbnailGenerated, ThumbnailMethod, TransferFinished, TransferStarted, UrlPreviewed,
+    UrlPreviewsExpired,
 };
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -59,6 +60,8 @@ fn golden_for(event: &Event) -> Golden {
         Event::MediaPurgedV1(_) => golden_media_purged(),
         Event::BlobDeletedV1(_) => golden_blob_deleted(),
         Event::MediaImportedV1(_) => golden_media_imported(),
+        Event::UrlPreviewedV1(_) => golden_url_previewed(),
+        Event::UrlPreviewsExpiredV1(_) => golden_url_previews_expired(),
     }
 }
 
@@ -81,6 +84,8 @@ fn variant_name(event: &Event) -> &'static str {
         Event::MediaPurgedV1(_) => "MediaPurgedV1",
         Event::BlobDeletedV1(_) => "BlobDeletedV1",
         Event::MediaImportedV1(_) => "MediaImportedV1",
+        Event::UrlPreviewedV1(_) => "UrlPreviewedV1",
+        Event::UrlPreviewsExpiredV1(_) => "UrlPreviewsExpiredV1",
     }
 }
 
@@ -103,6 +108,8 @@ fn all_golden() -> Vec<Golden> {
         golden_media_purged(),
         golden_blob_deleted(),
         golden_media_imported(),
+        golden_url_previewed(),
+        golden_url_previews_expired(),
     ]
 }
 
@@ -341,6 +348,45 @@ fn golden_media_imported() -> Golden {
                 origin_created_at_ms: Some(1_600_000_000_000),
                 datastore: id("ds-main"),
                 location: id("60/61/606162636465"),
+            }),
+        },
+    }
+}
+
+/// A preview with its image, a non-ASCII title.
+fn golden_url_previewed() -> Golden {
+    Golden {
+        prev: [0x17; CHAIN_LEN],
+        env: Envelope {
+            seq: Seq(700_001),
+            recorded_at_ms: 1_700_007_000_250,
+            actor: Actor::User(id("@alice:example.org")),
+            request_id: RequestId("req-preview".into()),
+            event: Event::UrlPreviewedV1(UrlPreviewed {
+                homeserver: id("example.org"),
+                url: "https://example.com/article?id=7".into(),
+                og: r#"{"og:title":"Ünïcode","og:image":"mxc://example.org/PreviewImage_1","matrix:image:size":4096}"#.into(),
+                image: Some(mxc("mxc://example.org/PreviewImage_1")),
+            }),
+        },
+    }
+}
+
+/// Two previews expired by an admin's `purge/old`.
+fn golden_url_previews_expired() -> Golden {
+    Golden {
+        prev: [0x18; CHAIN_LEN],
+        env: Envelope {
+            seq: Seq(800_001),
+            recorded_at_ms: 1_700_008_000_250,
+            actor: Actor::SharedSecretAdmin,
+            request_id: RequestId("req-expire".into()),
+            event: Event::UrlPreviewsExpiredV1(UrlPreviewsExpired {
+                previews: vec![
+                    (id("example.org"), "https://example.com/a".into()),
+                    (id("other.example"), "http://example.net/b".into()),
+                ],
+                before_ms: 1_700_008_000_000,
             }),
         },
     }

@@ -161,7 +161,9 @@ impl Projection for DatastoreSizes {
             | Event::TransferStartedV1(_)
             | Event::BlobSourceDeletedV1(_)
             | Event::BlobTransferFailedV1(_)
-            | Event::TransferFinishedV1(_) => Ok(()),
+            | Event::TransferFinishedV1(_)
+            | Event::UrlPreviewedV1(_)
+            | Event::UrlPreviewsExpiredV1(_) => Ok(()),
         }
     }
 }

@@ -270,7 +270,9 @@ impl Projection for HashRefs {
             | Event::MediaQuarantinedV1(_)
             | Event::MediaUnquarantinedV1(_)
             | Event::MediaAttributesSetV1(_)
-            | Event::BlobDeletedV1(_) => Ok(()),
+            | Event::BlobDeletedV1(_)
+            | Event::UrlPreviewedV1(_)
+            | Event::UrlPreviewsExpiredV1(_) => Ok(()),
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod pending_uploads;
 pub mod size_estimate;
 pub mod tasks;
 pub mod thumbnails;
+pub mod url_previews;
 
 use media_ledger_events::{codec, Envelope, MediaRef, ServerName};
 use serde::{de::DeserializeOwned, Serialize};
@@ -114,6 +115,8 @@ pub mod names {
     pub const THUMBNAILS: ProjectionName = ProjectionName::new("thumbnails");
     /// [`crate::moderation`].
     pub const MODERATION: ProjectionName = ProjectionName::new("moderation");
+    /// [`crate::url_previews`].
+    pub const URL_PREVIEWS: ProjectionName = ProjectionName::new("url_previews");
 }
 
 /// A pure fold of events into a key space.
@@ -140,6 +143,7 @@ pub static ALL: &[&dyn Projection] = &[
     &tasks::Tasks,
     &thumbnails::Thumbnails,
     &moderation::Moderation,
+    &url_previews::UrlPreviews,
 ];
 
 /// The key of a media in every projection keyed by media: `origin 0x00 media_id`

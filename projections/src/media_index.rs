@@ -199,7 +199,9 @@ impl Projection for MediaIndex {
             // Thumbnails are not media rows (matrix-media-repo's are, which hides their bytes
             // from purge); they live in the `thumbnails` projection.
             | Event::ThumbnailGeneratedV1(_)
-            | Event::BlobDeletedV1(_) => Ok(()),
+            | Event::BlobDeletedV1(_)
+            | Event::UrlPreviewedV1(_)
+            | Event::UrlPreviewsExpiredV1(_) => Ok(()),
         }
     }
 }

@@ -9,7 +9,7 @@
 //!   have not been recorded yet (start-up resumes them).
 //! - `b'a' ‖ seq (8 BE)` → [`AuditEntry`]: one per moderation act, newest last.
 //! - `b'h' ‖ media key ‖ 0x00 ‖ seq (8 BE)` → empty: later events about one media
-//!   (moderation acts, thumbnails); its creation and access count are in `media_index`.
+//!   (moderation acts, thumbnails, the link preview that stored it); its creation and access count are in `media_index`.
 //! - `b's' ‖ sha256 ‖ seq (8 BE)` → empty: events about one blob (moves, failed moves,
 //!   source and purge deletions).
 //!
@@ -239,13 +239,21 @@ impl Projection for Moderation {
                 tx.put(&with_seq(history_prefix(&e.media), env.seq), Vec::new());
                 Ok(())
             }
+            // The preview that produced an image is part of that media's history.
+            Event::UrlPreviewedV1(e) => {
+                if let Some(image) = &e.image {
+                    tx.put(&with_seq(history_prefix(image), env.seq), Vec::new());
+                }
+                Ok(())
+            }
             Event::MediaUploadedV1(_)
             | Event::AsyncUploadCreatedV1(_)
             | Event::MediaAccessedV1(_)
             | Event::TransferStartedV1(_)
             | Event::TransferFinishedV1(_)
             | Event::RemoteMediaCachedV1(_)
-            | Event::MediaImportedV1(_) => Ok(()),
+            | Event::MediaImportedV1(_)
+            | Event::UrlPreviewsExpiredV1(_) => Ok(()),
         }
     }
 }

@@ -157,6 +157,8 @@ impl Projection for Tasks {
             | Event::ThumbnailGeneratedV1(_)
             | Event::RemoteMediaCachedV1(_)
             | Event::MediaImportedV1(_)
+            | Event::UrlPreviewedV1(_)
+            | Event::UrlPreviewsExpiredV1(_)
             | Event::MediaQuarantinedV1(_)
             | Event::MediaUnquarantinedV1(_)
             | Event::MediaAttributesSetV1(_)

@@ -116,7 +116,9 @@ impl Projection for Thumbnails {
             | Event::BlobTransferFailedV1(_)
             | Event::TransferFinishedV1(_)
             | Event::RemoteMediaCachedV1(_)
-            | Event::MediaImportedV1(_) => Ok(()),
+            | Event::MediaImportedV1(_)
+            | Event::UrlPreviewedV1(_)
+            | Event::UrlPreviewsExpiredV1(_) => Ok(()),
         }
     }
 }

@@ -164,7 +164,8 @@ fn every_projection_has_a_space_and_a_unique_name() {
             "moderation",
             "pending_uploads",
             "tasks",
-            "thumbnails"
+            "thumbnails",
+            "url_previews"
         ])
     );
     for p in ALL {

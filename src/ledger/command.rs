@@ -3,7 +3,8 @@
 use media_ledger_events::{
     Actor, AsyncUploadCreated, Authority, BlobDeleted, BlobMoved, Event, MediaAccessed,
     MediaAttributesSet, MediaImported, MediaRef, MediaUploaded, ModerationTarget,
-    RemoteMediaCached, ThumbnailGenerated, TransferStarted, UserId,
+    RemoteMediaCached, ThumbnailGenerated, TransferStarted, UrlPreviewed, UrlPreviewsExpired,
+    UserId,
 };
 
 /// A state change to validate and record.
@@ -64,6 +65,11 @@ pub enum Command {
     Purge(PurgeRequest),
     /// Record that a blob freed by a purge was deleted (or kept).
     RecordBlobDeleted(BlobDeleted),
+    /// Record a fetched link preview; its image, if any, must be a live media of the
+    /// preview's homeserver (recorded just before).
+    RecordPreview(UrlPreviewed),
+    /// Drop previews from the cache (`purge/old`).
+    ExpirePreviews(UrlPreviewsExpired),
 }
 
 /// What a purge request asks the writer to decide.

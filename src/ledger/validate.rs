@@ -50,6 +50,8 @@ impl Writer {
             Command::SetAttributes(_) => &[names::MEDIA_INDEX],
             Command::Purge(_) => &[names::MEDIA_INDEX, names::HASH_REFS, names::THUMBNAILS],
             Command::RecordBlobDeleted(_) => &[names::MODERATION],
+            Command::RecordPreview(_) => &[names::MEDIA_INDEX, names::MODERATION],
+            Command::ExpirePreviews(_) => &[],
         };
         {
             let failed = self.failed.lock();
@@ -161,6 +163,20 @@ impl Writer {
                 )?;
                 Ok(Event::MediaImportedV1(event))
             }
+            Command::RecordPreview(event) => {
+                if let Some(image) = &event.image {
+                    let record = media_index::get(&overlay.read(db, names::MEDIA_INDEX)?, image)?;
+                    match record {
+                        Some(r) if !r.tombstone && image.origin == event.homeserver => {
+                            // Quarantined since it was stored: never offered.
+                            self.check_not_quarantined(overlay, image, &r.sha256)?;
+                        }
+                        _ => return Err(LedgerError::Conflict(Conflict::UnknownMedia)),
+                    }
+                }
+                Ok(Event::UrlPreviewedV1(event))
+            }
+            Command::ExpirePreviews(event) => Ok(Event::UrlPreviewsExpiredV1(event)),
             Command::RecordThumbnail(mut event) => {
                 if media_index::get(&overlay.read(db, names::MEDIA_INDEX)?, &event.media)?
                     .is_none_or(|r| r.tombstone)

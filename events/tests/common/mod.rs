@@ -9,7 +9,7 @@ use media_ledger_events::{
     MediaAttributesSet, MediaId, MediaImported, MediaPurged, MediaPurpose, MediaQuarantined,
     MediaRef, MediaUnquarantined, MediaUploaded, ModerationTarget, PurgedMedia, PurgedThumbnail,
     RemoteMediaCached, RequestId, Seq, ServerName, Sha256, ThumbnailGenerated, ThumbnailMethod,
-    TransferFinished, TransferStarted, UserId,
+    TransferFinished, TransferStarted, UrlPreviewed, UrlPreviewsExpired, UserId,
 };
 use proptest::prelude::*;
 use sha2::Digest;
@@ -70,7 +70,7 @@ pub fn body_of(record: &[u8]) -> &[u8] {
 
 /// How many variants `Event` has; [`variant_index`] does not compile until it is told of a new
 /// one, and then this must follow.
-pub const VARIANTS: usize = 16;
+pub const VARIANTS: usize = 18;
 
 /// The declaration index of the variant of `event` (no wildcard arm: a new variant must be
 /// added here, and then to [`event`] and [`sample_envelopes`]).
@@ -92,6 +92,8 @@ pub fn variant_index(event: &Event) -> usize {
         Event::MediaPurgedV1(_) => 13,
         Event::BlobDeletedV1(_) => 14,
         Event::MediaImportedV1(_) => 15,
+        Event::UrlPreviewedV1(_) => 16,
+        Event::UrlPreviewsExpiredV1(_) => 17,
     }
 }
 
@@ -349,6 +351,28 @@ pub fn sample_envelopes() -> Vec<Envelope> {
                 origin_created_at_ms: None,
                 datastore: id("local"),
                 location: id("10/10/1010"),
+            }),
+        },
+        Envelope {
+            seq: Seq(17),
+            recorded_at_ms: 1_700_000_009_000,
+            actor: Actor::User(id("@alice:example.org")),
+            request_id: RequestId("req-17".into()),
+            event: Event::UrlPreviewedV1(UrlPreviewed {
+                homeserver: id("example.org"),
+                url: "https://example.com/page".into(),
+                og: r#"{"og:title":"A page","og:image":"mxc://example.org/fromSynapse1"}"#.into(),
+                image: Some(mxc("mxc://example.org/fromSynapse1")),
+            }),
+        },
+        Envelope {
+            seq: Seq(18),
+            recorded_at_ms: 1_700_000_010_000,
+            actor: Actor::SharedSecretAdmin,
+            request_id: RequestId("req-18".into()),
+            event: Event::UrlPreviewsExpiredV1(UrlPreviewsExpired {
+                previews: vec![(id("example.org"), "https://example.com/page".into())],
+                before_ms: 1_700_000_009_500,
             }),
         },
     ]
@@ -872,6 +896,30 @@ pub fn event() -> impl Strategy<Value = Event> {
         media_purged().prop_map(Event::MediaPurgedV1),
         blob_deleted().prop_map(Event::BlobDeletedV1),
         media_imported().prop_map(Event::MediaImportedV1),
+        (
+            server_name(),
+            any::<String>(),
+            any::<String>(),
+            proptest::option::of(media_ref())
+        )
+            .prop_map(
+                |(homeserver, url, og, image)| Event::UrlPreviewedV1(UrlPreviewed {
+                    homeserver,
+                    url,
+                    og,
+                    image
+                })
+            ),
+        (
+            proptest::collection::vec((server_name(), any::<String>()), 0..4),
+            any::<u64>()
+        )
+            .prop_map(|(previews, before_ms)| Event::UrlPreviewsExpiredV1(
+                UrlPreviewsExpired {
+                    previews,
+                    before_ms
+                }
+            )),
     ]
 }
 
