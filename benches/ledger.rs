@@ -1,6 +1,6 @@
 //! Throughput figures of the real paths, printed beside this machine's own ceilings.
 //!
-//! `cargo bench --bench ledger [-- fsync append replay upload http transfer thumbnail]`
+//! `cargo bench --bench ledger [-- fsync append replay upload http transfer thumbnail preview]`
 //! (default: all).
 //! The HTTP parts start the release `media-ledger` binary as a child process and drive it
 //! over loopback; client and server share the machine's cores.
@@ -49,6 +49,9 @@ fn main() {
     }
     if want("thumbnail") {
         bench_thumbnail();
+    }
+    if want("preview") {
+        bench_preview();
     }
 }
 
@@ -830,6 +833,111 @@ fn bench_thumbnail() {
             );
         });
     }
+}
+
+/// A small site on loopback for link previews: `/page/{n}` is an OpenGraph page whose image is
+/// `/img/{n}.png` (a distinct 64×48 PNG each).
+async fn preview_site() -> String {
+    use axum::extract::Path as P;
+    use axum::response::IntoResponse;
+    let app = axum::Router::new()
+        .route(
+            "/page/{n}",
+            axum::routing::get(|P(n): P<u32>| async move {
+                let html = format!(
+                    "<html><head><title>Page {n}</title>\
+                     <meta property=\"og:title\" content=\"Page number {n}\">\
+                     <meta property=\"og:description\" content=\"A page to preview, number {n}.\">\
+                     <meta property=\"og:site_name\" content=\"Bench site\">\
+                     <meta property=\"og:image\" content=\"/img/{n}.png\"></head>\
+                     <body><p>{}</p></body></html>",
+                    "Some text. ".repeat(200)
+                );
+                ([("content-type", "text/html; charset=utf-8")], html)
+            }),
+        )
+        .route(
+            "/img/{n}",
+            axum::routing::get(|P(n): P<String>| async move {
+                let seed = n.trim_end_matches(".png").parse::<u8>().unwrap_or(0);
+                let img = image::RgbImage::from_fn(64, 48, |x, y| {
+                    image::Rgb([seed, (x * 4) as u8, (y * 5) as u8])
+                });
+                let mut png = std::io::Cursor::new(Vec::new());
+                img.write_to(&mut png, image::ImageFormat::Png).unwrap();
+                ([("content-type", "image/png")], png.into_inner()).into_response()
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+/// Link previews: the first preview of distinct pages (page, image, two events), then the same
+/// previews from the cache, beside the server's cheapest authenticated JSON answer
+/// (`/_matrix/client/v1/media/config`), all with a static token (no whoami).
+fn bench_preview() {
+    const PAGES: usize = 40;
+    const FETCH_CLIENTS: usize = 4;
+    const CLIENTS: usize = 32;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempdir();
+    let extra = "[url_previews]\nip_range_allowlist = [\"127.0.0.1\"]\nrate_limit_burst = 1000\n";
+    let child = Child::start_with(dir.path(), 16 << 20, extra);
+    rt.block_on(async {
+        let site = preview_site().await;
+        let mut auth = reqwest::header::HeaderMap::new();
+        auth.insert(
+            reqwest::header::AUTHORIZATION,
+            "Bearer bench-user".parse().unwrap(),
+        );
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(CLIENTS)
+            .default_headers(auth)
+            .build()
+            .unwrap();
+        let urls: Vec<String> = (0..PAGES)
+            .map(|n| {
+                format!(
+                    "{}/_matrix/client/v1/media/preview_url?url={site}/page/{n}",
+                    child.base
+                )
+            })
+            .collect();
+        let t = Instant::now();
+        futures_util::stream::iter(urls.clone())
+            .map(|u| {
+                let client = client.clone();
+                async move {
+                    let resp = client.get(u).send().await.unwrap();
+                    assert!(resp.status().is_success(), "{}", resp.status());
+                    let og: serde_json::Value = resp.json().await.unwrap();
+                    assert!(og["og:image"].as_str().unwrap().starts_with("mxc://"));
+                }
+            })
+            .buffer_unordered(FETCH_CLIENTS)
+            .collect::<Vec<()>>()
+            .await;
+        let fetch_rate = PAGES as f64 / t.elapsed().as_secs_f64();
+        println!(
+            "preview: first previews of distinct pages (page + 64×48 PNG image, both events durable), {FETCH_CLIENTS} concurrent clients: {fetch_rate:.0} previews/s"
+        );
+        let rate = requests_for(&client, urls, CLIENTS, Duration::from_secs(5)).await;
+        println!(
+            "preview: cached previews, {CLIENTS} concurrent clients: {rate:.0} req/s ({:.0}× the first previews)",
+            rate / fetch_rate
+        );
+        let config = vec![format!("{}/_matrix/client/v1/media/config", child.base)];
+        let base = requests_for(&client, config, CLIENTS, Duration::from_secs(5)).await;
+        println!(
+            "preview: baseline, /_matrix/client/v1/media/config with the same token, {CLIENTS} concurrent clients: {base:.0} req/s (cached previews at {:.0}% of it)",
+            rate * 100.0 / base
+        );
+    });
 }
 
 /// `clients` concurrent loops GETting `urls` (each client walking them from its own offset)

@@ -20,6 +20,13 @@ pub enum ApiError {
         /// The limit.
         limit_bytes: u64,
     },
+    /// What a remote site answered is larger than our limit (a link preview's page): 502
+    /// `M_TOO_LARGE`, as Synapse answers.
+    #[error("the remote content exceeds the limit of {limit_bytes} bytes")]
+    UpstreamTooLarge {
+        /// The limit.
+        limit_bytes: u64,
+    },
     /// An async upload was not filled in time.
     #[error("media has not been uploaded yet")]
     NotYetUploaded,
@@ -162,7 +169,7 @@ impl ApiError {
             ApiError::TokenRefused { errcode, .. } => errcode,
             ApiError::GuestAccessForbidden => "M_GUEST_ACCESS_FORBIDDEN",
             ApiError::NotFound(_) => "M_NOT_FOUND",
-            ApiError::TooLarge { .. } => "M_TOO_LARGE",
+            ApiError::TooLarge { .. } | ApiError::UpstreamTooLarge { .. } => "M_TOO_LARGE",
             ApiError::NotYetUploaded => "M_NOT_YET_UPLOADED",
             ApiError::CannotOverwrite => "M_CANNOT_OVERWRITE_MEDIA",
             ApiError::MissingToken => "M_MISSING_TOKEN",
@@ -207,7 +214,9 @@ impl ApiError {
             ApiError::BodyStalled => StatusCode::REQUEST_TIMEOUT,
             ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::BadGateway { .. } => StatusCode::BAD_GATEWAY,
+            ApiError::BadGateway { .. } | ApiError::UpstreamTooLarge { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -28,6 +28,7 @@ pub mod ledger;
 pub mod media;
 pub mod metrics;
 pub mod moderation;
+pub mod preview;
 pub mod read_through;
 pub mod remote;
 pub mod server;

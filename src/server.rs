@@ -145,8 +145,18 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
         remote.clone(),
         shutdown.clone(),
     );
+    let previews = Arc::new(
+        crate::preview::Previews::new(
+            config.clone(),
+            ledger.clone(),
+            datastores.clone(),
+            MediaService::new(ledger.clone(), datastores.clone(), config.clone()),
+        )
+        .map_err(|e| anyhow::anyhow!("link previews: {e}"))?,
+    );
     let state = Arc::new(AppState {
         shutdown,
+        previews,
         moderation,
         transfers,
         remote,

@@ -10,7 +10,7 @@
 //! | CVE-2024-53863 (uncommon decoders) | `only_png_jpeg_gif_and_webp_are_thumbnailed` |
 //! | CVE-2024-52805 (unbounded request bodies) | `upload_bodies_are_cut_off_while_streaming`, `json_bodies_are_capped_with_a_matrix_error` |
 //! | CVE-2024-37303 (unauthenticated remote fetches) | `unauthenticated_requests_never_fetch_remote_media` |
-//! | CVE-2022-31052, GHSA-98px-6486-j7qc (URL previews) | `url_previews_are_not_served` |
+//! | CVE-2022-31052, GHSA-98px-6486-j7qc (URL previews) | `url_previews_never_reach_private_addresses` |
 //! | CVE-2021-21273 (every outbound fetch) | `signature_key_fetches_obey_the_address_rule` |
 //! | CVE-2021-21392 (IPv6 transition forms) + SSRF | `ssrf_*` |
 //! | tokens in logs, request ids | `tokens_never_reach_the_logs_and_request_ids_do` (the real binary) |
@@ -1130,7 +1130,7 @@ async fn unauthenticated_requests_never_fetch_remote_media() {
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn url_previews_are_not_served() {
+async fn url_previews_never_reach_private_addresses() {
     let s = sentinel().await;
     let mut srv = TestServer::start().await;
     let target = format!("http%3A%2F%2F127.0.0.1%3A{}%2F", s.port);
@@ -1146,7 +1146,8 @@ async fn url_previews_are_not_served() {
             .send()
             .await
             .unwrap();
-        expect_error(resp, StatusCode::NOT_FOUND, "M_UNRECOGNIZED").await;
+        // The default config allows no private range: refused before any connection.
+        expect_error(resp, StatusCode::FORBIDDEN, "M_FORBIDDEN").await;
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(s.hits(), 0);

@@ -6,7 +6,7 @@
 //! `X-Forwarded-For` is replaced by Caddy, not believed), an upload over `uploads.max_bytes`
 //! answered 413 in Matrix JSON by media-ledger itself (Caddy sets no limit), and each route to
 //! the right upstream: media, federation media, logout and Synapse's media admin API to
-//! media-ledger; URL previews and everything else to Synapse, the request URI unchanged. Needs
+//! media-ledger (URL previews included); everything else to Synapse, the request URI unchanged. Needs
 //! Debian's `caddy` (`.ci/deps` installs it); skipped with a message when no caddy is found.
 
 use crate::common;
@@ -166,12 +166,12 @@ async fn the_readme_caddy_snippet_fronts_media_ledger() {
     let make_join = "/_matrix/federation/v1/make_join/%21room%3Aexample.org/%40u%3Aexample.org";
     for (path, to_synapse) in [
         (
-            "/_matrix/media/v3/preview_url?url=https://example.org",
-            true,
+            "/_matrix/media/v3/preview_url?url=http://10.0.0.1/",
+            false,
         ),
         (
-            "/_matrix/client/v1/media/preview_url?url=https://example.org",
-            true,
+            "/_matrix/client/v1/media/preview_url?url=http://10.0.0.1/",
+            false,
         ),
         ("/_matrix/client/v3/login", true),
         ("/_matrix/key/v2/server", true),

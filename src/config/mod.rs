@@ -5,11 +5,13 @@
 
 mod datastore;
 mod overlap;
+mod previews;
 mod tasks;
 
 pub use datastore::{
     Backend, ChecksumMode, DatastoreConfig, DatastoreKind, DatastoreType, S3Config,
 };
+pub use previews::{OEmbedProvider, UrlPreviewsConfig};
 pub use tasks::{
     FederationConfig, ThumbnailMethodConfig, ThumbnailSize, ThumbnailsConfig, TransfersConfig,
 };
@@ -71,6 +73,9 @@ pub struct Config {
     /// Moderation.
     #[serde(default)]
     pub quarantine: QuarantineConfig,
+    /// Link previews.
+    #[serde(default)]
+    pub url_previews: UrlPreviewsConfig,
     /// The homeservers whose media this repository serves.
     pub homeservers: Vec<HomeserverConfig>,
     /// Where blobs are kept.
@@ -419,6 +424,7 @@ impl Config {
             }
         }
         self.validate_static_tokens()?;
+        self.url_previews.validate()?;
         if let Some(name) = self.federation.signing_key_paths.keys().find(|n| {
             !self
                 .homeservers

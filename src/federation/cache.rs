@@ -156,3 +156,46 @@ mod tests {
         assert_eq!(c.get(&"a"), None);
     }
 }
+
+/// Failing hosts and until when they are left alone: the first failure backs a host off for
+/// `base`, each further one doubles it (at most 10 minutes), a success forgets it. Bounded
+/// like every per-host cache here (hosts come from requests).
+pub struct Backoff {
+    hosts: BoundedCache<String, (Instant, Duration)>,
+    base: Duration,
+}
+
+/// The longest back-off.
+const MAX_BACKOFF: Duration = Duration::from_secs(600);
+
+impl Backoff {
+    /// No host backed off yet; at most `capacity` hosts remembered.
+    pub fn new(capacity: usize, base: Duration) -> Self {
+        Self {
+            // Longer than the longest back-off, so doubling continues.
+            hosts: BoundedCache::new(capacity, MAX_BACKOFF * 2),
+            base,
+        }
+    }
+
+    /// Whether `host` is being left alone now.
+    pub fn is_backed_off(&self, host: &str) -> bool {
+        self.hosts
+            .get(&host.to_owned())
+            .is_some_and(|(until, _)| Instant::now() < until)
+    }
+
+    /// Records how a request to `host` went.
+    pub fn record(&self, host: &str, ok: bool) {
+        let host = host.to_owned();
+        if ok {
+            self.hosts.remove(&host);
+        } else {
+            let next = self
+                .hosts
+                .get(&host)
+                .map_or(self.base, |(_, d)| (d * 2).min(MAX_BACKOFF));
+            self.hosts.insert(host, (Instant::now() + next, next));
+        }
+    }
+}

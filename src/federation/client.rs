@@ -12,7 +12,7 @@ use super::xmatrix;
 use crate::config::FederationConfig;
 use bytes::Bytes;
 use media_ledger_events::{MediaId, ServerName};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Why a remote fetch failed, as the client will be told.
 #[derive(Debug, thiserror::Error)]
@@ -70,7 +70,7 @@ pub struct Client {
     pub(super) keys: BoundedCache<ServerName, VerifyKeys>,
     pub(super) dns: Box<dyn super::srv::SrvLookup>,
     /// Failing hosts: until when, and the last back-off.
-    pub(super) backoff: BoundedCache<String, (Instant, Duration)>,
+    pub(super) backoff: super::cache::Backoff,
 }
 
 /// Entries of each per-server cache (resolutions, keys, back-offs): names come from
@@ -82,6 +82,10 @@ const SERVER_TTL: Duration = Duration::from_secs(3600);
 impl Client {
     /// Builds the client (no redirects are followed: a `Location` is checked like any host).
     pub fn new(config: FederationConfig, ours: Keyring) -> Self {
+        let backoff = super::cache::Backoff::new(
+            MAX_CACHED_SERVERS,
+            Duration::from_millis(config.backoff_base_ms),
+        );
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
@@ -95,8 +99,7 @@ impl Client {
             cache: BoundedCache::new(MAX_CACHED_SERVERS, SERVER_TTL),
             keys: BoundedCache::new(MAX_CACHED_SERVERS, SERVER_TTL),
             dns: Box::new(super::srv::SystemDns::new()),
-            // Longer than the longest back-off (10 minutes), so doubling continues.
-            backoff: BoundedCache::new(MAX_CACHED_SERVERS, Duration::from_secs(1200)),
+            backoff,
         }
     }
 
@@ -158,25 +161,14 @@ impl Client {
     }
 
     fn check_backoff(&self, host: &str) -> Result<(), RemoteError> {
-        match self.backoff.get(&host.to_owned()) {
-            Some((until, _)) if Instant::now() < until => {
-                Err(RemoteError::BackedOff(host.to_owned()))
-            }
-            _ => Ok(()),
+        if self.backoff.is_backed_off(host) {
+            return Err(RemoteError::BackedOff(host.to_owned()));
         }
+        Ok(())
     }
 
     fn record(&self, host: &str, ok: bool) {
-        let host = host.to_owned();
-        if ok {
-            self.backoff.remove(&host);
-        } else {
-            let next = self.backoff.get(&host).map_or(
-                Duration::from_millis(self.config.backoff_base_ms),
-                |(_, d)| (d * 2).min(Duration::from_secs(600)),
-            );
-            self.backoff.insert(host, (Instant::now() + next, next));
-        }
+        self.backoff.record(host, ok);
     }
 
     /// Fetches `mxc://origin/id` on behalf of our server `our_name`, feeding the bytes to

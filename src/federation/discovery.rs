@@ -210,27 +210,38 @@ impl Client {
         let bare = host.trim_start_matches('[').trim_end_matches(']');
         // An SRV target: connect there, keep the URL's host for Host and TLS.
         let lookup = connect_host.unwrap_or(bare);
-        let addrs: Vec<IpAddr> = match lookup.parse::<IpAddr>() {
-            Ok(ip) => vec![ip],
-            Err(_) => tokio::net::lookup_host((lookup, port))
-                .await
-                .map_err(|e| RemoteError::Failed(format!("cannot resolve {bare}: {e}")))?
-                .map(|a| a.ip())
-                .collect(),
-        };
-        if addrs.is_empty() || addrs.iter().any(|ip| !is_public(*ip)) {
-            return Err(RemoteError::Forbidden(format!(
-                "{bare} resolves to a private or reserved address"
-            )));
-        }
-        Ok((
-            bare.to_owned(),
-            addrs
-                .into_iter()
-                .map(|ip| std::net::SocketAddr::new(ip, port))
-                .collect(),
-        ))
+        let addrs = resolve_checked(lookup, port, is_public).await?;
+        Ok((bare.to_owned(), addrs))
     }
+}
+
+/// The addresses of `host` (a name or an IP literal) at `port`, all of which `permitted`
+/// accepts, else `Forbidden`: the one address rule of every outgoing fetch (federation and
+/// link previews). The caller connects to exactly these addresses (`resolve_to_addrs`), so a
+/// DNS answer that changes after the check cannot point the request elsewhere.
+pub async fn resolve_checked(
+    host: &str,
+    port: u16,
+    permitted: impl Fn(IpAddr) -> bool,
+) -> Result<Vec<std::net::SocketAddr>, RemoteError> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let addrs: Vec<IpAddr> = match bare.parse::<IpAddr>() {
+        Ok(ip) => vec![ip],
+        Err(_) => tokio::net::lookup_host((bare, port))
+            .await
+            .map_err(|e| RemoteError::Failed(format!("cannot resolve {bare}: {e}")))?
+            .map(|a| a.ip())
+            .collect(),
+    };
+    if addrs.is_empty() || addrs.iter().any(|ip| !permitted(*ip)) {
+        return Err(RemoteError::Forbidden(format!(
+            "{bare} resolves to a private or reserved address"
+        )));
+    }
+    Ok(addrs
+        .into_iter()
+        .map(|ip| std::net::SocketAddr::new(ip, port))
+        .collect())
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ pub struct DownloadQuery {
     allow_remote: Option<String>,
 }
 
-fn legacy_allowed(state: &State) -> Result<(), ApiError> {
+pub(super) fn legacy_allowed(state: &State) -> Result<(), ApiError> {
     if state.config.downloads.allow_unauthenticated {
         Ok(())
     } else {

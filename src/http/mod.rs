@@ -17,6 +17,7 @@ pub mod headers;
 pub mod logout;
 pub mod moderation;
 pub mod moderator;
+pub mod preview;
 pub mod purge;
 pub mod range;
 pub mod serve;
@@ -61,6 +62,8 @@ pub struct AppState {
     pub remote: Arc<crate::remote::RemoteMedia>,
     /// Quarantine, purge and attributes.
     pub moderation: Arc<crate::moderation::Moderation>,
+    /// Link previews.
+    pub previews: Arc<crate::preview::Previews>,
     /// Turns `true` when the server starts shutting down: long waits end early.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// The server's metrics registry.
@@ -95,6 +98,10 @@ pub fn router(state: State) -> Router {
             .route(
                 &format!("/_matrix/media/{v}/thumbnail/{{server}}/{{media_id}}"),
                 get(thumbnail::legacy),
+            )
+            .route(
+                &format!("/_matrix/media/{v}/preview_url"),
+                get(preview::legacy),
             );
     }
     r.route("/_matrix/media/v1/create", post(upload::create))
@@ -114,6 +121,7 @@ pub fn router(state: State) -> Router {
             "/_matrix/client/v1/media/thumbnail/{server}/{media_id}",
             get(thumbnail::authed),
         )
+        .route("/_matrix/client/v1/media/preview_url", get(preview::authed))
         .route("/_matrix/client/{version}/logout", post(logout::logout))
         .route(
             "/_matrix/client/{version}/logout/all",

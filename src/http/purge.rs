@@ -163,7 +163,9 @@ pub async fn purge_room(
     Ok(purged(&affected))
 }
 
-/// `POST purge/old?before_ts=&include_local=` (by last access): repository admins only.
+/// `POST purge/old?before_ts=&include_local=` (by last access): repository admins only. Link
+/// previews fetched before `before_ts` leave the cache first, and preview images no fresh
+/// preview offers are purged with the remote media (they are cache too).
 pub async fn purge_old(
     S(state): S<State>,
     m: Moderator<need::Repository>,
@@ -172,11 +174,22 @@ pub async fn purge_old(
     let act = m.act(input.reason()?);
     let before = input.before_or_now();
     let include_local = input.query.include_local.unwrap_or(false);
+    let expired = run_select(&state, move |l| select::previews_before(l, before)).await?;
+    state
+        .previews
+        .expire(act.actor.clone(), act.request_id.clone(), before, expired)
+        .await?;
     purge_selected(
         &state,
         &act,
         spec(ModerationTarget::Old { include_local }, Some(before)),
-        move |l| select::old(l, before, include_local),
+        move |l| {
+            let mut media = select::old(l, before, include_local)?;
+            if !include_local {
+                media.extend(select::unused_preview_images(l, before)?);
+            }
+            Ok(media)
+        },
     )
     .await
 }

@@ -37,8 +37,20 @@ pub struct MediaService {
     waiters: Arc<UploadWaiters>,
 }
 
+/// Bytes spooled and hashed in a datastore's spool, not yet recorded.
+pub struct Spooled {
+    /// The datastore whose spool holds them (and that takes them unless the blob exists).
+    pub ds: Arc<dyn crate::datastore::Datastore>,
+    /// The spool file.
+    pub path: PathBuf,
+    /// Their digest.
+    pub sha: Sha256,
+    /// Their length.
+    pub size_bytes: u64,
+}
+
 /// Removes a spool file unless the upload got as far as committing it.
-struct SpoolGuard(Option<PathBuf>);
+pub(crate) struct SpoolGuard(pub(crate) Option<PathBuf>);
 
 impl Drop for SpoolGuard {
     fn drop(&mut self) {
@@ -187,6 +199,36 @@ impl MediaService {
         let spool_path = ds.spool_dir().join(format!("{}.part", new_media_id()?));
         let mut guard = SpoolGuard(Some(spool_path.clone()));
         let (sha, size_bytes) = self.spool(&spool_path, body, ds.spool_needs_sync()).await?;
+        guard.0 = None;
+        let spooled = Spooled {
+            ds,
+            path: spool_path,
+            sha,
+            size_bytes,
+        };
+        self.record_spooled(actor, request_id, media, completes_async, meta, spooled)
+            .await
+    }
+
+    /// Records bytes already spooled (and hashed) in `spooled.ds`'s spool as the new local
+    /// media `media`: refuses quarantined bytes, places the blob under its lock and records
+    /// `media.uploaded.v1` (the spool file is committed or removed, whatever happens).
+    pub async fn record_spooled(
+        &self,
+        actor: Actor,
+        request_id: RequestId,
+        media: MediaRef,
+        completes_async: Option<UserId>,
+        meta: UploadMeta,
+        spooled: Spooled,
+    ) -> Result<MediaRef, ApiError> {
+        let Spooled {
+            ds,
+            path: spool_path,
+            sha,
+            size_bytes,
+        } = spooled;
+        let mut guard = SpoolGuard(Some(spool_path.clone()));
         refuse_quarantined(&self.ledger, &media, &sha)?;
         let fills_reservation = completes_async.is_some();
         let (meta_ct, meta_name, uploader) = (meta.content_type, meta.upload_name, actor.clone());

@@ -6,7 +6,7 @@ use crate::ledger::{Ledger, LedgerError};
 use media_ledger_events::{Actor, MediaRef, ServerName, UserId};
 use media_ledger_projections::media_index::{self, MediaKind, MediaRecord};
 use media_ledger_projections::names;
-use media_ledger_projections::{moderation, origin_prefix, parse_media_key};
+use media_ledger_projections::{moderation, origin_prefix, parse_media_key, url_previews};
 
 /// Visits every live (not tombstoned) media record whose key starts with `prefix`.
 pub fn visit_records(
@@ -129,4 +129,57 @@ pub fn created_before(
 /// Parses the `mxc://server/id` URIs a homeserver listed; malformed ones are skipped.
 pub fn parse_mxcs<'a>(uris: impl IntoIterator<Item = &'a String>) -> Vec<MediaRef> {
     uris.into_iter().filter_map(|u| u.parse().ok()).collect()
+}
+
+/// Link previews fetched before `before_ms`: `(homeserver, url)`.
+pub fn previews_before(
+    ledger: &Ledger,
+    before_ms: u64,
+) -> Result<Vec<(ServerName, String)>, LedgerError> {
+    let mut out = Vec::new();
+    ledger.scan(names::URL_PREVIEWS, url_previews::PREVIEW_PREFIX, |k, v| {
+        let record = url_previews::decode_record(v)?;
+        if let (Some(key), true) = (
+            url_previews::parse_preview_key(k),
+            record.fetched_at_ms < before_ms,
+        ) {
+            out.push(key);
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Preview images no cached preview offers any more (expired, or fetched again since), last
+/// accessed before `before_ms`: cache, purged by `purge/old` like remote media.
+pub fn unused_preview_images(
+    ledger: &Ledger,
+    before_ms: u64,
+) -> Result<Vec<MediaRef>, LedgerError> {
+    let previews = ledger.view(names::URL_PREVIEWS)?;
+    let index = ledger.view(names::MEDIA_INDEX)?;
+    let mut images = Vec::new();
+    ledger.scan(names::URL_PREVIEWS, url_previews::IMAGE_PREFIX, |k, _| {
+        if let Some(m) = k
+            .strip_prefix(url_previews::IMAGE_PREFIX)
+            .and_then(parse_media_key)
+        {
+            images.push(m);
+        }
+        Ok(())
+    })?;
+    let mut out = Vec::new();
+    for m in images {
+        let Some(of) = url_previews::image_of(&previews, &m)? else {
+            continue;
+        };
+        let offered = url_previews::get(&previews, &of.homeserver, &of.url)?
+            .is_some_and(|p| p.image.as_ref() == Some(&m));
+        let old = media_index::get(&index, &m)?
+            .is_some_and(|r| !r.tombstone && r.last_access_ms < before_ms);
+        if !offered && old {
+            out.push(m);
+        }
+    }
+    Ok(out)
 }
