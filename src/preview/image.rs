@@ -50,10 +50,13 @@ pub const IMAGE_FIELDS: [&str; 5] = [
     "matrix:image:size",
 ];
 
-/// Whether `content_type` names an image type we store for previews.
+/// The image type `content_type` names (its `type/subtype`, parameters dropped), if it is one.
 pub fn is_image(content_type: Option<&str>) -> Option<ContentType> {
-    let ct = ContentType::normalise(content_type?)?;
-    ct.as_str().starts_with("image/").then_some(ct)
+    let essence = ContentType::normalise(content_type?)?.essence();
+    if !essence.starts_with("image/") {
+        return None;
+    }
+    ContentType::normalise(&essence)
 }
 
 impl super::Previews {

@@ -391,7 +391,7 @@ fn is_html(content_type: Option<&str>) -> bool {
     // No type at all: try it as a page, as browsers would.
     content_type
         .and_then(ContentType::normalise)
-        .is_none_or(|ct| matches!(ct.as_str(), "text/html" | "application/xhtml+xml"))
+        .is_none_or(|ct| matches!(ct.essence().as_str(), "text/html" | "application/xhtml+xml"))
 }
 
 fn to_json(og: media_ledger_preview::Og) -> Map<String, Value> {
