@@ -165,10 +165,7 @@ async fn the_readme_caddy_snippet_fronts_media_ledger() {
     // Each route reaches its upstream; Synapse gets the URI byte for byte and the Host.
     let make_join = "/_matrix/federation/v1/make_join/%21room%3Aexample.org/%40u%3Aexample.org";
     for (path, to_synapse) in [
-        (
-            "/_matrix/media/v3/preview_url?url=http://10.0.0.1/",
-            false,
-        ),
+        ("/_matrix/media/v3/preview_url?url=http://10.0.0.1/", false),
         (
             "/_matrix/client/v1/media/preview_url?url=http://10.0.0.1/",
             false,

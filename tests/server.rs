@@ -45,3 +45,4 @@ mod thumbnail_output;
 mod thumbnails;
 mod transfer;
 mod upload_download;
+mod url_preview;

@@ -121,42 +121,6 @@ impl<K: Hash + Eq + Clone, V> Inner<K, V> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn holds_at_most_capacity_and_stays_consistent() {
-        let c = BoundedCache::new(100, Duration::from_secs(3600));
-        for i in 0..10_000u32 {
-            c.insert(i, i * 2);
-            assert!(c.len() <= 100);
-        }
-        assert_eq!(c.len(), 100);
-        // Every held key still finds its own value (indexes survived the swaps).
-        let inner = c.inner.lock();
-        for (i, k) in inner.keys.iter().enumerate() {
-            let (v, _, index) = inner.map[k];
-            assert_eq!((v, index), (k * 2, i));
-        }
-        assert_eq!(inner.map.len(), inner.keys.len());
-    }
-
-    #[test]
-    fn expired_entries_are_not_returned() {
-        let c = BoundedCache::new(10, Duration::ZERO);
-        c.insert("a", 1);
-        assert_eq!(c.get(&"a"), None);
-        assert!(c.is_empty());
-        let c = BoundedCache::new(10, Duration::from_secs(60));
-        c.insert("a", 1);
-        c.insert("a", 2);
-        assert_eq!((c.get(&"a"), c.len()), (Some(2), 1));
-        c.remove(&"a");
-        assert_eq!(c.get(&"a"), None);
-    }
-}
-
 /// Failing hosts and until when they are left alone: the first failure backs a host off for
 /// `base`, each further one doubles it (at most 10 minutes), a success forgets it. Bounded
 /// like every per-host cache here (hosts come from requests).
@@ -197,5 +161,41 @@ impl Backoff {
                 .map_or(self.base, |(_, d)| (d * 2).min(MAX_BACKOFF));
             self.hosts.insert(host, (Instant::now() + next, next));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holds_at_most_capacity_and_stays_consistent() {
+        let c = BoundedCache::new(100, Duration::from_secs(3600));
+        for i in 0..10_000u32 {
+            c.insert(i, i * 2);
+            assert!(c.len() <= 100);
+        }
+        assert_eq!(c.len(), 100);
+        // Every held key still finds its own value (indexes survived the swaps).
+        let inner = c.inner.lock();
+        for (i, k) in inner.keys.iter().enumerate() {
+            let (v, _, index) = inner.map[k];
+            assert_eq!((v, index), (k * 2, i));
+        }
+        assert_eq!(inner.map.len(), inner.keys.len());
+    }
+
+    #[test]
+    fn expired_entries_are_not_returned() {
+        let c = BoundedCache::new(10, Duration::ZERO);
+        c.insert("a", 1);
+        assert_eq!(c.get(&"a"), None);
+        assert!(c.is_empty());
+        let c = BoundedCache::new(10, Duration::from_secs(60));
+        c.insert("a", 1);
+        c.insert("a", 2);
+        assert_eq!((c.get(&"a"), c.len()), (Some(2), 1));
+        c.remove(&"a");
+        assert_eq!(c.get(&"a"), None);
     }
 }

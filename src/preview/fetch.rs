@@ -92,9 +92,11 @@ impl Fetcher {
     /// GETs `url`, following at most `max_redirects` redirects, each hop checked; answers the
     /// first 2xx response.
     pub async fn open(&self, url: Url, accept: &str) -> Result<Opened, FetchError> {
-        let mut url = strip_credentials(url);
+        let mut url = url;
         for _ in 0..=self.config.max_redirects {
+            // The rules see each hop as given; what is fetched has no credentials.
             self.check_url(&url)?;
+            url = strip_credentials(url);
             let host = url.host_str().unwrap_or_default().to_owned();
             if self.backoff.is_backed_off(&host) {
                 return Err(FetchError::BackedOff(host));
@@ -147,7 +149,7 @@ impl Fetcher {
                     .ok_or_else(|| {
                         FetchError::Failed(format!("{host}: redirect without a usable Location"))
                     })?;
-                url = strip_credentials(next);
+                url = next;
                 continue;
             }
             if !status.is_success() {

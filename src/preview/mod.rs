@@ -105,8 +105,11 @@ impl Previews {
         homeserver: &ServerName,
         raw_url: &str,
     ) -> Result<Value, ApiError> {
-        let url = normalise(raw_url)?;
-        self.fetcher.check_url(&url)?;
+        let given = parse_url(raw_url)?;
+        // The rules see the URL as given (credentials and fragment included), then the
+        // URL fetched and cached has neither.
+        self.fetcher.check_url(&given)?;
+        let url = fetch::strip_credentials(given);
         let key = url.to_string();
         if let Some(og) = self.fresh(homeserver, &key)? {
             return Ok(og);
@@ -176,7 +179,7 @@ impl Previews {
         url: Url,
     ) -> Result<Value, ApiError> {
         let key = url.to_string();
-        let (mut og, image_url) = match self.from_provider(&url).await {
+        let (mut og, image_url) = match self.via_provider(&url).await {
             Some(found) => found,
             None => {
                 let opened = self.fetcher.open(url.clone(), ACCEPT_PAGE).await?;
@@ -228,7 +231,7 @@ impl Previews {
 
     /// The preview from a configured or built-in oEmbed provider of `url`, if one matches
     /// and answers.
-    async fn from_provider(&self, url: &Url) -> Option<(Map<String, Value>, Option<Url>)> {
+    async fn via_provider(&self, url: &Url) -> Option<(Map<String, Value>, Option<Url>)> {
         let provider = oembed::match_provider(&self.providers, url)?;
         let at = oembed::request_url(&provider.endpoint, url)?;
         let found = self.oembed_at(at, url).await?;
@@ -370,9 +373,8 @@ pub fn compile_rules(config: &Config) -> Result<Vec<UrlRule>, String> {
         .collect()
 }
 
-/// Parses the `url` parameter: an absolute http(s) URL of at most [`MAX_URL_BYTES`], without
-/// credentials or fragment.
-fn normalise(raw: &str) -> Result<Url, ApiError> {
+/// Parses the `url` parameter: an absolute http(s) URL of at most [`MAX_URL_BYTES`].
+fn parse_url(raw: &str) -> Result<Url, ApiError> {
     if raw.len() > MAX_URL_BYTES {
         return Err(ApiError::InvalidParam(format!(
             "url is longer than {MAX_URL_BYTES} bytes"
@@ -384,7 +386,7 @@ fn normalise(raw: &str) -> Result<Url, ApiError> {
             "only http and https URLs can be previewed".into(),
         ));
     }
-    Ok(fetch::strip_credentials(url))
+    Ok(url)
 }
 
 fn is_html(content_type: Option<&str>) -> bool {

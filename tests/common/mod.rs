@@ -4,6 +4,7 @@
 
 pub mod proxy;
 pub mod s3;
+pub mod site;
 pub mod synapse;
 
 use media_ledger::config::Config;
