@@ -300,6 +300,31 @@ fn render_hex(kv: &MemoryKv) -> Value {
     )
 }
 
+/// Link previews as `previews` by `"<homeserver> <url>"` and `images` by MXC URI.
+fn render_url_previews(kv: &MemoryKv) -> Value {
+    use media_ledger_projections::url_previews;
+    let (mut previews, mut images, mut out) = (Map::new(), Map::new(), Map::new());
+    for (k, v) in &kv.0 {
+        if let Some((hs, url)) = url_previews::parse_preview_key(k) {
+            let record = url_previews::get(kv, &hs, &url);
+            previews.insert(format!("{hs} {url}"), json_of(record, v));
+        } else if let Some(m) = k
+            .strip_prefix(url_previews::IMAGE_PREFIX)
+            .and_then(parse_media_key)
+        {
+            images.insert(m.to_string(), json_of(url_previews::image_of(kv, &m), v));
+        } else {
+            unparsed(&mut out, k, v);
+        }
+    }
+    for (name, map) in [("previews", previews), ("images", images)] {
+        if !map.is_empty() {
+            out.insert(name.into(), Value::Object(map));
+        }
+    }
+    Value::Object(out)
+}
+
 /// Renders every projection's state readably: media by MXC URI (and the hash → media index
 /// under `media_index.by_hash`), hashes and datastores by name (a hash lists the media and,
 /// under `thumbnail_refs` when there are any, the thumbnails referring to it), transfers as
@@ -320,6 +345,7 @@ pub fn snapshot(state: &MemoryState) -> Value {
             n if n == names::TASKS.as_str() => render_tasks(kv),
             n if n == names::THUMBNAILS.as_str() => render_thumbnails(kv),
             n if n == names::MODERATION.as_str() => moderation::render(kv),
+            n if n == names::URL_PREVIEWS.as_str() => render_url_previews(kv),
             _ => render_hex(kv),
         };
         out.insert((*name).to_owned(), rendered);
