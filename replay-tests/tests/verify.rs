@@ -14,7 +14,7 @@ use std::path::Path;
 use tempfile::TempDir;
 
 /// Records in the fixture ledger.
-const N: u64 = 21;
+const N: u64 = 22;
 /// The record damaged in the middle.
 const MID: u64 = 5;
 
@@ -111,7 +111,8 @@ fn fixture() -> TempDir {
         Op::Unquarantine { pick: 0, scope: 0 },
     ])
     .unwrap();
-    assert_eq!(plan.steps.len() as u64, N);
+    // The last record is a link preview (below), outside the plan's model.
+    assert_eq!(plan.steps.len() as u64 + 1, N);
     let purge = plan
         .steps
         .iter()
@@ -133,6 +134,32 @@ fn fixture() -> TempDir {
     for outcome in submit_all(&ledger, &plan.steps, 1).unwrap() {
         outcome.unwrap();
     }
+    // A link preview offering b (live, pinned) as its image: url_previews has state too.
+    let image = plan
+        .steps
+        .iter()
+        .find_map(|s| match &s.expected {
+            media_ledger_events::Event::MediaUploadedV1(u) if u.media.media_id.as_str() == "b" => {
+                Some(u.media.clone())
+            }
+            _ => None,
+        })
+        .expect("the fixture uploads b");
+    let preview = media_ledger_events::UrlPreviewed {
+        homeserver: image.origin.clone(),
+        url: "https://example.com/page".into(),
+        og: r#"{"og:title":"A page"}"#.into(),
+        image: Some(image),
+    };
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(ledger.submit(
+            media_ledger_events::Actor::System,
+            RequestId("preview".into()),
+            media_ledger::ledger::Command::RecordPreview(preview),
+        ))
+        .unwrap();
     drop(ledger);
     assert_intact(dir.path());
     dir
