@@ -24,6 +24,7 @@ pub mod error;
 pub mod federation;
 pub mod homeserver_check;
 pub mod http;
+pub mod import;
 pub mod ledger;
 pub mod media;
 pub mod metrics;

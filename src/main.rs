@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 const USAGE: &str =
-    "usage: media-ledger [serve|replay|verify|events|tasks|snapshot|keys] [--config PATH]
+    "usage: media-ledger [serve|replay|verify|events|tasks|snapshot|keys|import] [--config PATH]
   serve                 run the server (default)
   replay                rebuild every projection from sequence 0
   replay --until N --into DIR
@@ -28,6 +28,9 @@ const USAGE: &str =
   keys print [--homeserver NAME]
                         our signing key's line in Synapse's key file format (generated if
                         missing), to append to the homeserver's signing_key_path file
+  import synapse --database DB --media-store DIR [...]
+                        import Synapse's media with their ids (server stopped;
+                        `media-ledger import --help` for the options)
   keys import PATH [--homeserver NAME] [--force]
                         sign with the first key of Synapse's key file PATH (--force
                         replaces a key of ours already there)";
@@ -122,6 +125,11 @@ fn main() -> ExitCode {
 }
 
 fn run() -> anyhow::Result<ExitCode> {
+    // `import` has arguments of its own.
+    if std::env::args().nth(1).as_deref() == Some("import") {
+        media_ledger::import::cli::run(std::env::args().skip(2))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let args = parse_args()?;
     let config = Config::load(&args.config)?;
     match args.command.as_str() {

@@ -64,6 +64,10 @@ pub enum Event {
     /// Previews fetched before `before_ms` were dropped from the cache (`purge/old`); their
     /// images are no longer offered and become purgeable.
     UrlPreviewsExpiredV1(UrlPreviewsExpired),
+    /// A media of another media store (Synapse's, matrix-media-repo's, an archive) was
+    /// migrated here with its id, origin, uploader and times (blob durable before this); the
+    /// envelope's actor is who ran the import, `source` says where the row came from.
+    MediaMigratedV1(MediaMigrated),
 }
 
 /// The kinds of moderation act, in the audit API's words.
@@ -91,6 +95,7 @@ impl Event {
             Event::MediaImportedV1(_) => "media.imported.v1",
             Event::UrlPreviewedV1(_) => "url.previewed.v1",
             Event::UrlPreviewsExpiredV1(_) => "url.previews_expired.v1",
+            Event::MediaMigratedV1(_) => "media.migrated.v1",
         }
     }
 
@@ -105,6 +110,7 @@ impl Event {
             Event::MediaImportedV1(e) => Some(&e.media),
             Event::MediaAttributesSetV1(e) => Some(&e.media),
             Event::UrlPreviewedV1(e) => e.image.as_ref(),
+            Event::MediaMigratedV1(e) => Some(&e.media),
             // Moderation acts name many media: see `affected_media`.
             Event::MediaQuarantinedV1(_)
             | Event::MediaUnquarantinedV1(_)
@@ -130,6 +136,7 @@ impl Event {
             Event::ThumbnailGeneratedV1(e) => Some(&e.sha256),
             Event::RemoteMediaCachedV1(e) => Some(&e.sha256),
             Event::MediaImportedV1(e) => Some(&e.sha256),
+            Event::MediaMigratedV1(e) => Some(&e.sha256),
             Event::BlobDeletedV1(e) => Some(&e.sha256),
             Event::MediaQuarantinedV1(_)
             | Event::MediaUnquarantinedV1(_)
@@ -401,4 +408,33 @@ pub struct UrlPreviewsExpired {
     pub previews: Vec<(ServerName, String)>,
     /// The cut-off the purge was asked for.
     pub before_ms: u64,
+}
+
+/// A media migrated from another media store, as it was there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaMigrated {
+    /// Its id and origin, unchanged.
+    pub media: MediaRef,
+    /// Digest of the bytes (computed here, checked against the source's when it had one).
+    pub sha256: Sha256,
+    /// Their length.
+    pub size_bytes: u64,
+    /// As the source recorded it.
+    pub content_type: Option<ContentType>,
+    /// As the source recorded it.
+    pub upload_name: Option<String>,
+    /// Who uploaded it (local media whose source names a valid user).
+    pub uploader: Option<UserId>,
+    /// Cached remote media (else local media of `media.origin`).
+    pub remote: bool,
+    /// When the source stored it.
+    pub created_at_ms: u64,
+    /// When the source last served it.
+    pub last_access_ms: u64,
+    /// Where it came from: `synapse <server name> <table>`, `mmr …`, `archive …`.
+    pub source: String,
+    /// The datastore holding the blob.
+    pub datastore: DatastoreId,
+    /// Where in it.
+    pub location: BlobLocation,
 }

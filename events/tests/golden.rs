@@ -18,10 +18,10 @@ use media_ledger_events::codec::{self, Chain, CHAIN_LEN, GENESIS_CHAIN, RECORD_F
 use media_ledger_events::{
     Actor, AsyncUploadCreated, Authority, BlobDeleted, BlobMoved, BlobSourceDeleted,
     BlobTransferFailed, Envelope, Event, FreedBlob, MediaAccessed, MediaAttributesSet,
-    MediaImported, MediaPurged, MediaPurpose, MediaQuarantined, MediaUnquarantined, MediaUploaded,
-    ModerationTarget, PurgedMedia, PurgedThumbnail, RemoteMediaCached, RequestId, Seq, Sha256,
-    ThumbnailGenerated, ThumbnailMethod, TransferFinished, TransferStarted, UrlPreviewed,
-    UrlPreviewsExpired,
+    MediaImported, MediaMigrated, MediaPurged, MediaPurpose, MediaQuarantined, MediaUnquarantined,
+    MediaUploaded, ModerationTarget, PurgedMedia, PurgedThumbnail, RemoteMediaCached, RequestId,
+    Seq, Sha256, ThumbnailGenerated, ThumbnailMethod, TransferFinished, TransferStarted,
+    UrlPreviewed, UrlPreviewsExpired,
 };
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -62,6 +62,7 @@ fn golden_for(event: &Event) -> Golden {
         Event::MediaImportedV1(_) => golden_media_imported(),
         Event::UrlPreviewedV1(_) => golden_url_previewed(),
         Event::UrlPreviewsExpiredV1(_) => golden_url_previews_expired(),
+        Event::MediaMigratedV1(_) => golden_media_migrated(),
     }
 }
 
@@ -86,6 +87,7 @@ fn variant_name(event: &Event) -> &'static str {
         Event::MediaImportedV1(_) => "MediaImportedV1",
         Event::UrlPreviewedV1(_) => "UrlPreviewedV1",
         Event::UrlPreviewsExpiredV1(_) => "UrlPreviewsExpiredV1",
+        Event::MediaMigratedV1(_) => "MediaMigratedV1",
     }
 }
 
@@ -110,6 +112,7 @@ fn all_golden() -> Vec<Golden> {
         golden_media_imported(),
         golden_url_previewed(),
         golden_url_previews_expired(),
+        golden_media_migrated(),
     ]
 }
 
@@ -387,6 +390,33 @@ fn golden_url_previews_expired() -> Golden {
                     (id("other.example"), "http://example.net/b".into()),
                 ],
                 before_ms: 1_700_008_000_000,
+            }),
+        },
+    }
+}
+
+/// A remote media cached by Synapse, migrated with its times; no uploader.
+fn golden_media_migrated() -> Golden {
+    Golden {
+        prev: [0x19; CHAIN_LEN],
+        env: Envelope {
+            seq: Seq(900_001),
+            recorded_at_ms: 1_700_009_000_250,
+            actor: Actor::System,
+            request_id: RequestId("import-synapse".into()),
+            event: Event::MediaMigratedV1(MediaMigrated {
+                media: mxc("mxc://remote.example/CachedBySynapse"),
+                sha256: Sha256(std::array::from_fn(|i| 0x90 | (i as u8 & 0x0f))),
+                size_bytes: 77_777,
+                content_type: Some(id("video/mp4")),
+                upload_name: Some("clip.mp4".into()),
+                uploader: None,
+                remote: true,
+                created_at_ms: 1_600_000_000_000,
+                last_access_ms: 1_690_000_000_000,
+                source: "synapse example.org remote_media_cache".into(),
+                datastore: id("ds-main"),
+                location: id("90/91/909192939495"),
             }),
         },
     }

@@ -60,6 +60,9 @@ impl Projection for DatastoreSizes {
             Event::MediaImportedV1(e) => {
                 add_row(tx, &e.datastore, &e.sha256, e.size_bytes, Row::Media)
             }
+            Event::MediaMigratedV1(e) => {
+                add_row(tx, &e.datastore, &e.sha256, e.size_bytes, Row::Media)
+            }
             Event::ThumbnailGeneratedV1(e) => {
                 add_row(tx, &e.datastore, &e.sha256, e.size_bytes, Row::Thumbnail)
             }

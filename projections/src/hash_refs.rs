@@ -129,6 +129,15 @@ impl Projection for HashRefs {
                 &e.location,
                 e.size_bytes,
             ),
+            Event::MediaMigratedV1(e) => add_media_ref(
+                tx,
+                env,
+                &e.media,
+                &e.sha256,
+                &e.datastore,
+                &e.location,
+                e.size_bytes,
+            ),
             Event::ThumbnailGeneratedV1(e) => {
                 let rk = thumb_ref_key(
                     &e.sha256,

@@ -149,6 +149,32 @@ impl Projection for MediaIndex {
                     access_count: 0,
                 },
             ),
+            // Media of another store, as it was there: its uploader, kind and times.
+            Event::MediaMigratedV1(e) => insert(
+                tx,
+                env,
+                &e.media,
+                MediaRecord {
+                    sha256: e.sha256,
+                    size_bytes: e.size_bytes,
+                    content_type: e.content_type.clone(),
+                    upload_name: e.upload_name.clone(),
+                    uploader: e.uploader.clone().map_or(Actor::System, Actor::User),
+                    created_at_ms: e.created_at_ms,
+                    kind: if e.remote {
+                        MediaKind::Remote
+                    } else {
+                        MediaKind::Local
+                    },
+                    datastore: e.datastore.clone(),
+                    quarantined: false,
+                    last_access_ms: e.last_access_ms,
+                    pinned: false,
+                    tombstone: false,
+                    created_seq: env.seq,
+                    access_count: 0,
+                },
+            ),
             Event::MediaAccessedV1(e) => {
                 let key = media_key(&e.media);
                 let mut record: MediaRecord = get_value(NAME, tx, &key)?

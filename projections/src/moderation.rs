@@ -253,7 +253,8 @@ impl Projection for Moderation {
             | Event::TransferFinishedV1(_)
             | Event::RemoteMediaCachedV1(_)
             | Event::MediaImportedV1(_)
-            | Event::UrlPreviewsExpiredV1(_) => Ok(()),
+            | Event::UrlPreviewsExpiredV1(_)
+            | Event::MediaMigratedV1(_) => Ok(()),
         }
     }
 }

@@ -118,7 +118,8 @@ impl Projection for Thumbnails {
             | Event::RemoteMediaCachedV1(_)
             | Event::MediaImportedV1(_)
             | Event::UrlPreviewedV1(_)
-            | Event::UrlPreviewsExpiredV1(_) => Ok(()),
+            | Event::UrlPreviewsExpiredV1(_)
+            | Event::MediaMigratedV1(_) => Ok(()),
         }
     }
 }

@@ -167,7 +167,8 @@ impl Projection for UrlPreviews {
             | Event::MediaUnquarantinedV1(_)
             | Event::MediaAttributesSetV1(_)
             | Event::BlobDeletedV1(_)
-            | Event::MediaImportedV1(_) => Ok(()),
+            | Event::MediaImportedV1(_)
+            | Event::MediaMigratedV1(_) => Ok(()),
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use media_ledger_events::{
     Actor, AsyncUploadCreated, Authority, BlobDeleted, BlobMoved, Event, MediaAccessed,
-    MediaAttributesSet, MediaImported, MediaRef, MediaUploaded, ModerationTarget,
+    MediaAttributesSet, MediaImported, MediaMigrated, MediaRef, MediaUploaded, ModerationTarget,
     RemoteMediaCached, ThumbnailGenerated, TransferStarted, UrlPreviewed, UrlPreviewsExpired,
     UserId,
 };
@@ -70,6 +70,10 @@ pub enum Command {
     RecordPreview(UrlPreviewed),
     /// Drop previews from the cache (`purge/old`).
     ExpirePreviews(UrlPreviewsExpired),
+    /// Record a media migrated from another store whose blob is durable (location may be
+    /// replaced by an existing blob of the same bytes). Refused when the media id is recorded
+    /// or reserved here, or was purged here, and when its bytes are quarantined for its origin.
+    Migrate(MediaMigrated),
 }
 
 /// What a purge request asks the writer to decide.

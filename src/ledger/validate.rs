@@ -38,7 +38,7 @@ impl Writer {
                 &[names::MEDIA_INDEX, names::HASH_REFS, names::THUMBNAILS]
             }
             Command::CacheRemote(_) => &[names::MEDIA_INDEX, names::HASH_REFS, names::MODERATION],
-            Command::ImportMedia(_) => &[
+            Command::ImportMedia(_) | Command::Migrate(_) => &[
                 names::MEDIA_INDEX,
                 names::PENDING_UPLOADS,
                 names::HASH_REFS,
@@ -138,22 +138,7 @@ impl Writer {
                 Ok(Event::RemoteMediaCachedV1(event))
             }
             Command::ImportMedia(mut event) => {
-                // A reservation of ours for that id (an async upload on its way) wins.
-                if media_index::get(&overlay.read(db, names::MEDIA_INDEX)?, &event.media)?.is_some()
-                    || pending_uploads::get(
-                        &overlay.read(db, names::PENDING_UPLOADS)?,
-                        &event.media,
-                    )?
-                    .is_some()
-                {
-                    return Err(LedgerError::Conflict(Conflict::MediaExists));
-                }
-                // A media that had a history here and no record was purged here: importing it
-                // again (the homeserver may still have it) would undo the purge.
-                let history = moderation::history_prefix(&event.media);
-                if !overlay.scan(db, names::MODERATION, &history)?.is_empty() {
-                    return Err(LedgerError::Conflict(Conflict::MediaExists));
-                }
+                self.check_new_media_id(overlay, &event.media)?;
                 self.check_not_quarantined(overlay, &event.media, &event.sha256)?;
                 self.adopt_existing_blob(
                     overlay,
@@ -177,6 +162,17 @@ impl Writer {
                 Ok(Event::UrlPreviewedV1(event))
             }
             Command::ExpirePreviews(event) => Ok(Event::UrlPreviewsExpiredV1(event)),
+            Command::Migrate(mut event) => {
+                self.check_new_media_id(overlay, &event.media)?;
+                self.check_not_quarantined(overlay, &event.media, &event.sha256)?;
+                self.adopt_existing_blob(
+                    overlay,
+                    &event.sha256,
+                    &mut event.datastore,
+                    &mut event.location,
+                )?;
+                Ok(Event::MediaMigratedV1(event))
+            }
             Command::RecordThumbnail(mut event) => {
                 if media_index::get(&overlay.read(db, names::MEDIA_INDEX)?, &event.media)?
                     .is_none_or(|r| r.tombstone)
@@ -315,5 +311,28 @@ impl Writer {
             Some(t) if !t.is_finished() => Ok(()),
             _ => Err(LedgerError::Conflict(Conflict::NoSuchTask)),
         }
+    }
+}
+
+impl Writer {
+    /// Refuses (`MediaExists`) an id recorded or reserved here (a reservation of ours, an
+    /// async upload on its way, wins), or that had a history here and no record: it was
+    /// purged here, and recording it again would undo the purge.
+    fn check_new_media_id(
+        &self,
+        overlay: &Overlay,
+        media: &media_ledger_events::MediaRef,
+    ) -> Result<(), LedgerError> {
+        let db = &self.db;
+        if media_index::get(&overlay.read(db, names::MEDIA_INDEX)?, media)?.is_some()
+            || pending_uploads::get(&overlay.read(db, names::PENDING_UPLOADS)?, media)?.is_some()
+        {
+            return Err(LedgerError::Conflict(Conflict::MediaExists));
+        }
+        let history = moderation::history_prefix(media);
+        if !overlay.scan(db, names::MODERATION, &history)?.is_empty() {
+            return Err(LedgerError::Conflict(Conflict::MediaExists));
+        }
+        Ok(())
     }
 }

@@ -6,10 +6,10 @@ use media_ledger_events::codec::{self, Chain, CHAIN_LEN};
 use media_ledger_events::{
     Actor, AsyncUploadCreated, Authority, BlobDeleted, BlobLocation, BlobMoved, BlobSourceDeleted,
     BlobTransferFailed, ContentType, DatastoreId, Envelope, Event, FreedBlob, MediaAccessed,
-    MediaAttributesSet, MediaId, MediaImported, MediaPurged, MediaPurpose, MediaQuarantined,
-    MediaRef, MediaUnquarantined, MediaUploaded, ModerationTarget, PurgedMedia, PurgedThumbnail,
-    RemoteMediaCached, RequestId, Seq, ServerName, Sha256, ThumbnailGenerated, ThumbnailMethod,
-    TransferFinished, TransferStarted, UrlPreviewed, UrlPreviewsExpired, UserId,
+    MediaAttributesSet, MediaId, MediaImported, MediaMigrated, MediaPurged, MediaPurpose,
+    MediaQuarantined, MediaRef, MediaUnquarantined, MediaUploaded, ModerationTarget, PurgedMedia,
+    PurgedThumbnail, RemoteMediaCached, RequestId, Seq, ServerName, Sha256, ThumbnailGenerated,
+    ThumbnailMethod, TransferFinished, TransferStarted, UrlPreviewed, UrlPreviewsExpired, UserId,
 };
 use proptest::prelude::*;
 use sha2::Digest;
@@ -70,7 +70,7 @@ pub fn body_of(record: &[u8]) -> &[u8] {
 
 /// How many variants `Event` has; [`variant_index`] does not compile until it is told of a new
 /// one, and then this must follow.
-pub const VARIANTS: usize = 18;
+pub const VARIANTS: usize = 19;
 
 /// The declaration index of the variant of `event` (no wildcard arm: a new variant must be
 /// added here, and then to [`event`] and [`sample_envelopes`]).
@@ -94,6 +94,7 @@ pub fn variant_index(event: &Event) -> usize {
         Event::MediaImportedV1(_) => 15,
         Event::UrlPreviewedV1(_) => 16,
         Event::UrlPreviewsExpiredV1(_) => 17,
+        Event::MediaMigratedV1(_) => 18,
     }
 }
 
@@ -373,6 +374,26 @@ pub fn sample_envelopes() -> Vec<Envelope> {
             event: Event::UrlPreviewsExpiredV1(UrlPreviewsExpired {
                 previews: vec![(id("example.org"), "https://example.com/page".into())],
                 before_ms: 1_700_000_009_500,
+            }),
+        },
+        Envelope {
+            seq: Seq(19),
+            recorded_at_ms: 1_700_000_011_000,
+            actor: Actor::SharedSecretAdmin,
+            request_id: RequestId("import-1".into()),
+            event: Event::MediaMigratedV1(MediaMigrated {
+                media: mxc("mxc://example.org/fromSynapseStore"),
+                sha256: Sha256([19; 32]),
+                size_bytes: 1234,
+                content_type: Some(id("image/jpeg")),
+                upload_name: Some("photo.jpg".into()),
+                uploader: Some(id("@alice:example.org")),
+                remote: false,
+                created_at_ms: 1_600_000_000_000,
+                last_access_ms: 1_650_000_000_000,
+                source: "synapse example.org local_media_repository".into(),
+                datastore: id("local"),
+                location: id("13/13/1313"),
             }),
         },
     ]
@@ -920,6 +941,47 @@ pub fn event() -> impl Strategy<Value = Event> {
                     before_ms
                 }
             )),
+        (
+            media_ref(),
+            sha256(),
+            any::<u64>(),
+            proptest::option::of(content_type()),
+            proptest::option::of(any::<String>()),
+            proptest::option::of(user_id()),
+            any::<bool>(),
+            (any::<u64>(), any::<u64>()),
+            any::<String>(),
+            datastore_id(),
+            blob_location(),
+        )
+            .prop_map(
+                |(
+                    media,
+                    sha256,
+                    size_bytes,
+                    content_type,
+                    upload_name,
+                    uploader,
+                    remote,
+                    (created_at_ms, last_access_ms),
+                    source,
+                    datastore,
+                    location,
+                )| Event::MediaMigratedV1(MediaMigrated {
+                    media,
+                    sha256,
+                    size_bytes,
+                    content_type,
+                    upload_name,
+                    uploader,
+                    remote,
+                    created_at_ms,
+                    last_access_ms,
+                    source,
+                    datastore,
+                    location,
+                })
+            ),
     ]
 }
 

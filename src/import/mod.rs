@@ -1,0 +1,536 @@
+//! Migration from another media store (`media-ledger import …`): rows read from the source
+//! ([`synapse`]) become media here with their ids, origins, uploaders, names, types and
+//! times (`media.migrated.v1`), their thumbnails (`thumbnail.generated.v1`), their quarantine
+//! (an act by the source's `quarantined_by`) and their protection (pinned).
+//!
+//! Each file is read once: spooled into the target datastore while hashed (or, with `link`,
+//! hashed and hard-linked), checked against the row's length and SHA-256, and only then placed
+//! under its blob lock and recorded (`blob_place::place_and_record`, invariant 6). A row whose
+//! file is missing or disagrees is reported and skipped, never recorded. Every step is
+//! idempotent against the ledger (an id already recorded is not imported again; a thumbnail,
+//! quarantine or pin already there is not recorded again), so an import killed at any point
+//! and run again completes what it left, and never records a media twice.
+
+pub mod cli;
+pub mod db;
+pub mod synapse;
+
+use crate::blob_place::place_and_record;
+use crate::config::DatastoreKind;
+use crate::datastore::{Datastore, Datastores};
+use crate::ledger::{Command, Conflict, Ledger, LedgerError};
+use crate::moderation::{Act, Moderation};
+use futures_util::StreamExt;
+use media_ledger_events::{
+    Actor, Authority, ContentType, DatastoreId, MediaMigrated, MediaPurpose, MediaRef,
+    ModerationTarget, RequestId, Sha256, ThumbnailGenerated, ThumbnailMethod, UserId,
+};
+use media_ledger_projections::{media_index, names, thumbnails};
+use serde::Serialize;
+use sha2::Digest;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::io::AsyncReadExt;
+
+/// One thumbnail of a source row.
+#[derive(Debug, Clone)]
+pub struct ThumbRow {
+    /// Pixels.
+    pub width: u32,
+    /// Pixels.
+    pub height: u32,
+    /// Crop or scale.
+    pub method: ThumbnailMethod,
+    /// Its type.
+    pub content_type: String,
+    /// The length the source recorded.
+    pub length: Option<i64>,
+    /// Its file, if the row names one.
+    pub path: Option<PathBuf>,
+}
+
+/// One media of the source.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// Its id and origin.
+    pub media: MediaRef,
+    /// Its file, if the row names one.
+    pub path: Option<PathBuf>,
+    /// The length the source recorded.
+    pub length: Option<i64>,
+    /// The SHA-256 the source recorded (hex), if any.
+    pub sha256_hex: Option<String>,
+    /// As recorded.
+    pub content_type: Option<String>,
+    /// As recorded.
+    pub upload_name: Option<String>,
+    /// As recorded (local media).
+    pub uploader: Option<UserId>,
+    /// Cached remote media.
+    pub remote: bool,
+    /// When the source stored it.
+    pub created_at_ms: u64,
+    /// When the source last served it.
+    pub last_access_ms: u64,
+    /// Who quarantined it there.
+    pub quarantined_by: Option<String>,
+    /// Protected from quarantine there.
+    pub pinned: bool,
+    /// Where the row came from.
+    pub source: String,
+    /// Its thumbnails.
+    pub thumbnails: Vec<ThumbRow>,
+}
+
+/// What a source holds: the rows, and those that cannot name a media (what, why).
+pub struct Source {
+    /// Importable rows.
+    pub rows: Vec<Row>,
+    /// Rows refused as read.
+    pub bad: Vec<(String, String)>,
+}
+
+/// How to import.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Put every blob into this datastore (else: the datastore new media of the kind go to).
+    pub datastore: Option<DatastoreId>,
+    /// Hard-link files into a `file` datastore instead of copying (same filesystem).
+    pub link: bool,
+    /// Read and check everything, record nothing.
+    pub dry_run: bool,
+    /// Rows imported at once.
+    pub parallel: usize,
+}
+
+/// A row (or thumbnail) not imported, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Skipped {
+    /// What (`mxc://…`, or the row as read).
+    pub media: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// The end of an import.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    /// Media recorded by this run.
+    pub imported: u64,
+    /// Media found recorded already (an earlier run).
+    pub already_imported: u64,
+    /// Thumbnails recorded by this run.
+    pub thumbnails: u64,
+    /// Media quarantined by this run.
+    pub quarantined: u64,
+    /// Media pinned by this run.
+    pub pinned: u64,
+    /// Bytes of the media recorded by this run.
+    pub bytes: u64,
+    /// How long it took.
+    pub seconds: f64,
+    /// What was not imported.
+    pub skipped: Vec<Skipped>,
+}
+
+enum Outcome {
+    Imported(u64),
+    Already,
+}
+
+/// The import of one source into one ledger.
+pub struct Importer {
+    ledger: Arc<Ledger>,
+    datastores: Arc<Datastores>,
+    moderation: Moderation,
+    options: Options,
+}
+
+/// Bytes spooled and hashed.
+struct Spooled {
+    ds: Arc<dyn Datastore>,
+    path: PathBuf,
+    sha: Sha256,
+    size: u64,
+}
+
+impl Importer {
+    /// An importer writing to `ledger` and `datastores`.
+    pub fn new(
+        ledger: Arc<Ledger>,
+        datastores: Arc<Datastores>,
+        moderation: Moderation,
+        options: Options,
+    ) -> Self {
+        Self {
+            ledger,
+            datastores,
+            moderation,
+            options,
+        }
+    }
+
+    /// Imports every row of `source`, `parallel` at a time; a ledger failure (not a refusal of
+    /// one row) stops the import.
+    pub async fn run(&self, source: Source) -> Result<Report, LedgerError> {
+        let started = std::time::Instant::now();
+        let mut report = Report {
+            skipped: source
+                .bad
+                .into_iter()
+                .map(|(media, reason)| Skipped { media, reason })
+                .collect(),
+            ..Report::default()
+        };
+        let total = source.rows.len();
+        let mut done = 0usize;
+        let mut last_print = std::time::Instant::now();
+        let mut results = futures_util::stream::iter(source.rows.iter())
+            .map(|row| async move { (row, self.one(row).await) })
+            .buffer_unordered(self.options.parallel.max(1));
+        while let Some((row, result)) = results.next().await {
+            done += 1;
+            match result {
+                Ok((outcome, extra)) => {
+                    match outcome {
+                        Outcome::Imported(bytes) => {
+                            report.imported += 1;
+                            report.bytes += bytes;
+                        }
+                        Outcome::Already => report.already_imported += 1,
+                    }
+                    report.thumbnails += extra.thumbnails;
+                    report.quarantined += extra.quarantined;
+                    report.pinned += extra.pinned;
+                    report.skipped.extend(extra.skipped);
+                }
+                Err(RowError::Skip(reason)) => report.skipped.push(Skipped {
+                    media: row.media.to_string(),
+                    reason,
+                }),
+                Err(RowError::Fatal(e)) => return Err(e),
+            }
+            if last_print.elapsed().as_secs() >= 2 || done == total {
+                last_print = std::time::Instant::now();
+                eprintln!(
+                    "import: {done}/{total} rows ({} imported, {} already there, {} skipped)",
+                    report.imported,
+                    report.already_imported,
+                    report.skipped.len()
+                );
+            }
+        }
+        report.seconds = started.elapsed().as_secs_f64();
+        Ok(report)
+    }
+
+    fn record_of(&self, media: &MediaRef) -> Result<Option<media_index::MediaRecord>, RowError> {
+        let view = self
+            .ledger
+            .view(names::MEDIA_INDEX)
+            .map_err(RowError::Fatal)?;
+        media_index::get(&view, media).map_err(|e| RowError::Fatal(e.into()))
+    }
+
+    async fn one(&self, row: &Row) -> Result<(Outcome, Extra), RowError> {
+        let outcome = match self.record_of(&row.media)? {
+            Some(_) => Outcome::Already,
+            None => {
+                let path = row.path.as_deref().ok_or_else(|| {
+                    RowError::Skip("the row names no file in the media store".into())
+                })?;
+                let kind = if row.remote {
+                    DatastoreKind::RemoteMedia
+                } else {
+                    DatastoreKind::LocalMedia
+                };
+                let spooled = self.spool(path, kind, row.length).await?;
+                if let Some(want) = &row.sha256_hex {
+                    if !want.eq_ignore_ascii_case(&spooled.sha.to_string()) {
+                        let _ = tokio::fs::remove_file(&spooled.path).await;
+                        return Err(RowError::Skip(format!(
+                            "the file's SHA-256 is {}, the row says {want}",
+                            spooled.sha
+                        )));
+                    }
+                }
+                if self.options.dry_run {
+                    let _ = tokio::fs::remove_file(&spooled.path).await;
+                    return Ok((Outcome::Imported(spooled.size), Extra::default()));
+                }
+                self.migrate(row, spooled).await?
+            }
+        };
+        if self.options.dry_run {
+            return Ok((outcome, Extra::default()));
+        }
+        let mut extra = Extra::default();
+        self.thumbnails(row, &mut extra).await?;
+        self.moderate(row, &mut extra).await?;
+        Ok((outcome, extra))
+    }
+
+    /// Reads `path` once into the spool of the datastore of `kind` (or the chosen one),
+    /// hashing it, and checks its length.
+    async fn spool(
+        &self,
+        path: &Path,
+        kind: DatastoreKind,
+        length: Option<i64>,
+    ) -> Result<Spooled, RowError> {
+        let ds = match &self.options.datastore {
+            Some(id) => self
+                .datastores
+                .get(id)
+                .cloned()
+                .ok_or_else(|| RowError::Skip(format!("no datastore {id}")))?,
+            None => crate::media::pick_datastore(&self.ledger, &self.datastores, kind)
+                .map_err(|e| RowError::Skip(e.to_string()))?,
+        };
+        let spool = ds.spool_dir().join(format!(
+            "import-{}.part",
+            crate::media::new_media_id().map_err(|e| RowError::Skip(e.to_string()))?
+        ));
+        let result = if self.options.link {
+            link_and_hash(path, &spool).await
+        } else {
+            copy_and_hash(path, &spool, ds.spool_needs_sync()).await
+        };
+        let (sha, size) = match result {
+            Ok(done) => done,
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&spool).await;
+                return Err(RowError::Skip(format!("{}: {e}", path.display())));
+            }
+        };
+        if let Some(want) = length {
+            if u64::try_from(want).ok() != Some(size) {
+                let _ = tokio::fs::remove_file(&spool).await;
+                return Err(RowError::Skip(format!(
+                    "{} has {size} bytes, the row says {want}",
+                    path.display()
+                )));
+            }
+        }
+        Ok(Spooled {
+            ds,
+            path: spool,
+            sha,
+            size,
+        })
+    }
+
+    async fn migrate(&self, row: &Row, s: Spooled) -> Result<Outcome, RowError> {
+        let size = s.size;
+        let recorded = place_and_record(
+            &self.ledger,
+            &self.datastores,
+            &s.ds,
+            &s.path,
+            &s.sha,
+            Actor::System,
+            request_id(&row.media),
+            |placed| {
+                Command::Migrate(MediaMigrated {
+                    media: row.media.clone(),
+                    sha256: s.sha,
+                    size_bytes: size,
+                    content_type: row.content_type.as_deref().and_then(ContentType::normalise),
+                    upload_name: row
+                        .upload_name
+                        .clone()
+                        .filter(|n| !n.is_empty() && !n.chars().any(char::is_control)),
+                    uploader: row.uploader.clone(),
+                    remote: row.remote,
+                    created_at_ms: row.created_at_ms,
+                    last_access_ms: row.last_access_ms.max(row.created_at_ms),
+                    source: row.source.clone(),
+                    datastore: placed.datastore.clone(),
+                    location: placed.location.clone(),
+                })
+            },
+        )
+        .await
+        .map_err(|e| RowError::Skip(e.to_string()))?;
+        match recorded {
+            Ok(_) => Ok(Outcome::Imported(size)),
+            Err(LedgerError::Conflict(Conflict::MediaExists)) => Ok(Outcome::Already),
+            Err(LedgerError::Conflict(Conflict::Quarantined)) => Err(RowError::Skip(
+                "its bytes are quarantined here for its origin".into(),
+            )),
+            Err(e) => Err(RowError::Fatal(e)),
+        }
+    }
+
+    async fn thumbnails(&self, row: &Row, extra: &mut Extra) -> Result<(), RowError> {
+        for t in &row.thumbnails {
+            let exists = {
+                let view = self
+                    .ledger
+                    .view(names::THUMBNAILS)
+                    .map_err(RowError::Fatal)?;
+                thumbnails::get(&view, &row.media, t.width, t.height, t.method, false)
+                    .map_err(|e| RowError::Fatal(e.into()))?
+                    .is_some()
+            };
+            let what = format!(
+                "{} thumbnail {}x{} {:?}",
+                row.media, t.width, t.height, t.method
+            );
+            let (Some(path), Some(ct), false) = (
+                t.path.as_deref(),
+                ContentType::normalise(&t.content_type),
+                exists,
+            ) else {
+                continue;
+            };
+            let spooled = match self.spool(path, DatastoreKind::Thumbnails, t.length).await {
+                Ok(s) => s,
+                Err(RowError::Skip(reason)) => {
+                    extra.skipped.push(Skipped {
+                        media: what,
+                        reason,
+                    });
+                    continue;
+                }
+                Err(fatal) => return Err(fatal),
+            };
+            let recorded = place_and_record(
+                &self.ledger,
+                &self.datastores,
+                &spooled.ds,
+                &spooled.path,
+                &spooled.sha,
+                Actor::System,
+                request_id(&row.media),
+                |placed| {
+                    Command::RecordThumbnail(ThumbnailGenerated {
+                        media: row.media.clone(),
+                        width: t.width,
+                        height: t.height,
+                        method: t.method,
+                        animated: false,
+                        sha256: spooled.sha,
+                        size_bytes: spooled.size,
+                        content_type: ct.clone(),
+                        datastore: placed.datastore.clone(),
+                        location: placed.location.clone(),
+                    })
+                },
+            )
+            .await
+            .map_err(|e| RowError::Skip(e.to_string()))?;
+            match recorded {
+                Ok(_) => extra.thumbnails += 1,
+                Err(LedgerError::Conflict(Conflict::ThumbnailExists)) => {}
+                Err(LedgerError::Conflict(c)) => extra.skipped.push(Skipped {
+                    media: what,
+                    reason: c.to_string(),
+                }),
+                Err(e) => return Err(RowError::Fatal(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// The source's quarantine (an act by its `quarantined_by`) and protection (pinned), when
+    /// the media does not have them here yet.
+    async fn moderate(&self, row: &Row, extra: &mut Extra) -> Result<(), RowError> {
+        let Some(record) = self.record_of(&row.media)? else {
+            return Ok(());
+        };
+        let fatal = |e: crate::error::ApiError| RowError::Skip(e.to_string());
+        if let (Some(by), false) = (&row.quarantined_by, record.quarantined) {
+            let actor = by.parse::<UserId>().map_or(Actor::System, Actor::User);
+            let act = Act {
+                actor,
+                request_id: request_id(&row.media),
+                authority: Authority::RepositoryAdmin,
+                reason: Some(format!("quarantined by {by} in {}; imported", row.source)),
+            };
+            extra.quarantined += self
+                .moderation
+                .quarantine(
+                    &act,
+                    ModerationTarget::Media(row.media.clone()),
+                    vec![row.media.clone()],
+                )
+                .await
+                .map_err(fatal)?;
+        }
+        if row.pinned && !record.pinned {
+            let act = Act {
+                actor: Actor::System,
+                request_id: request_id(&row.media),
+                authority: Authority::RepositoryAdmin,
+                reason: Some(format!("protected in {}; imported", row.source)),
+            };
+            self.moderation
+                .set_purpose(&act, row.media.clone(), MediaPurpose::Pinned)
+                .await
+                .map_err(fatal)?;
+            extra.pinned += 1;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct Extra {
+    thumbnails: u64,
+    quarantined: u64,
+    pinned: u64,
+    skipped: Vec<Skipped>,
+}
+
+enum RowError {
+    /// This row is not imported (reported); the import goes on.
+    Skip(String),
+    /// The ledger failed: the import stops.
+    Fatal(LedgerError),
+}
+
+fn request_id(media: &MediaRef) -> RequestId {
+    RequestId(format!("import-{}-{}", media.origin, media.media_id))
+}
+
+/// Copies `from` into `to` while hashing it (fsynced when the datastore renames spool files
+/// into place).
+async fn copy_and_hash(from: &Path, to: &Path, sync: bool) -> anyhow::Result<(Sha256, u64)> {
+    let mut input = tokio::fs::File::open(from).await?;
+    let mut spool = crate::media::Spool::create(to, u64::MAX)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = input.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        spool
+            .push(buf.get(..n).unwrap_or_default())
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    spool.finish(sync).await.map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// Hashes `from` (read once) and hard-links it as `to`; falls back to a copy when the link is
+/// refused (another filesystem).
+async fn link_and_hash(from: &Path, to: &Path) -> anyhow::Result<(Sha256, u64)> {
+    let (from_owned, to_owned) = (from.to_owned(), to.to_owned());
+    let linked = tokio::task::spawn_blocking(move || -> anyhow::Result<Option<(Sha256, u64)>> {
+        let mut f = std::fs::File::open(&from_owned)?;
+        let mut hasher = sha2::Sha256::new();
+        let size = std::io::copy(&mut f, &mut hasher)?;
+        match std::fs::hard_link(&from_owned, &to_owned) {
+            Ok(()) => Ok(Some((Sha256(hasher.finalize().into()), size))),
+            Err(_) => Ok(None),
+        }
+    })
+    .await??;
+    match linked {
+        Some(done) => Ok(done),
+        None => copy_and_hash(from, to, true).await,
+    }
+}
