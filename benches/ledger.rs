@@ -1,6 +1,6 @@
 //! Throughput figures of the real paths, printed beside this machine's own ceilings.
 //!
-//! `cargo bench --bench ledger [-- fsync append replay upload http transfer thumbnail preview]`
+//! `cargo bench --bench ledger [-- fsync append replay upload http transfer thumbnail preview import]`
 //! (default: all).
 //! The HTTP parts start the release `media-ledger` binary as a child process and drive it
 //! over loopback; client and server share the machine's cores.
@@ -52,6 +52,9 @@ fn main() {
     }
     if want("preview") {
         bench_preview();
+    }
+    if want("import") {
+        bench_import();
     }
 }
 
@@ -938,6 +941,141 @@ fn bench_preview() {
             rate * 100.0 / base
         );
     });
+}
+
+/// A Synapse media store of `count` local media of `size` bytes each (distinct content) and
+/// its SQLite database (the columns of Synapse's `local_media_repository`).
+fn synapse_store(dir: &Path, count: usize, size: usize) {
+    let db = rusqlite::Connection::open(dir.join("homeserver.db")).unwrap();
+    db.execute_batch(
+        "CREATE TABLE local_media_repository ( media_id TEXT, media_type TEXT, media_length INTEGER, \
+         created_ts BIGINT, upload_name TEXT, user_id TEXT, quarantined_by TEXT, url_cache TEXT, \
+         last_access_ts BIGINT, safe_from_quarantine BOOLEAN NOT NULL DEFAULT 0, UNIQUE (media_id) );
+         CREATE TABLE remote_media_cache ( media_origin TEXT, media_id TEXT, media_type TEXT, \
+         created_ts BIGINT, upload_name TEXT, media_length INTEGER, filesystem_id TEXT, \
+         last_access_ts BIGINT, quarantined_by TEXT, UNIQUE (media_origin, media_id) );",
+    )
+    .unwrap();
+    let tx = db.unchecked_transaction().unwrap();
+    for i in 0..count {
+        let id = format!("BenchMedia{i:08}xxxxxxxx");
+        let file = dir
+            .join("media_store/local_content")
+            .join(&id[0..2])
+            .join(&id[2..4]);
+        std::fs::create_dir_all(&file).unwrap();
+        std::fs::write(file.join(&id[4..]), pseudo_random(size, 50_000 + i as u64)).unwrap();
+        tx.execute(
+            "INSERT INTO local_media_repository VALUES (?1, 'application/octet-stream', ?2, \
+             1600000000000, 'file.bin', '@bench:localhost', NULL, NULL, 1650000000000, 0)",
+            rusqlite::params![id, size as i64],
+        )
+        .unwrap();
+    }
+    tx.commit().unwrap();
+}
+
+/// The machine's own rate of what an import does to each file, from `threads` threads: read
+/// it, SHA-256 it, write the copy, fsync it, rename it into place.
+fn raw_copy_files(files: &[std::path::PathBuf], into: &Path, threads: usize) -> f64 {
+    let next = Arc::new(AtomicU64::new(0));
+    let files = Arc::new(files.to_vec());
+    let start = Instant::now();
+    let workers: Vec<_> = (0..threads)
+        .map(|t| {
+            let (next, files, into) = (next.clone(), files.clone(), into.to_owned());
+            std::thread::spawn(move || loop {
+                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                let Some(src) = files.get(i) else { break };
+                let data = std::fs::read(src).unwrap();
+                let digest = sha2::Sha256::digest(&data);
+                let tmp = into.join(format!("{t}-{i}.part"));
+                let mut f = std::fs::File::create(&tmp).unwrap();
+                std::io::Write::write_all(&mut f, &data).unwrap();
+                f.sync_all().unwrap();
+                std::fs::rename(&tmp, into.join(format!("{digest:x}"))).unwrap();
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    files.len() as f64 / start.elapsed().as_secs_f64()
+}
+
+/// `import synapse` of a generated media store (the release binary, as an operator runs it),
+/// beside the machine doing the same file work itself.
+fn bench_import() {
+    for (count, size) in [(2000usize, 64 * 1024usize), (64, 4 << 20)] {
+        let src = tempdir();
+        synapse_store(src.path(), count, size);
+        let mb = (count * size) as f64 / 1e6;
+        let dir = tempdir();
+        let config = format!(
+            "[server]\nbind = \"127.0.0.1:1\"\n[database]\npath = \"{d}/db\"\n\
+             [[homeservers]]\nname = \"localhost\"\n\
+             [[datastores]]\nid = \"files\"\ntype = \"file\"\npath = \"{d}/media\"\nkinds = [\"all\"]\n",
+            d = dir.path().display()
+        );
+        let cfg = dir.path().join("config.toml");
+        std::fs::write(&cfg, config).unwrap();
+        for parallel in [1usize, 4] {
+            let run_dir = tempdir();
+            let cfg_run = run_dir.path().join("config.toml");
+            std::fs::write(
+                &cfg_run,
+                std::fs::read_to_string(&cfg).unwrap().replace(
+                    &dir.path().display().to_string(),
+                    &run_dir.path().display().to_string(),
+                ),
+            )
+            .unwrap();
+            let t = Instant::now();
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_media-ledger"))
+                .args(["import", "synapse", "--config"])
+                .arg(&cfg_run)
+                .arg("--database")
+                .arg(src.path().join("homeserver.db"))
+                .arg("--media-store")
+                .arg(src.path().join("media_store"))
+                .args(["--parallel", &parallel.to_string()])
+                .env("RUST_LOG", "warn")
+                .output()
+                .unwrap();
+            let secs = t.elapsed().as_secs_f64();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(report["imported"], count as u64, "{report}");
+            println!(
+                "import: {count} media of {} KiB from a Synapse store (SQLite), --parallel {parallel}: {:.0} media/s, {:.0} MB/s ({secs:.1} s, process start and DB read included)",
+                size / 1024,
+                count as f64 / secs,
+                mb / secs
+            );
+        }
+        let files: Vec<std::path::PathBuf> = (0..count)
+            .map(|i| {
+                let id = format!("BenchMedia{i:08}xxxxxxxx");
+                src.path()
+                    .join("media_store/local_content")
+                    .join(&id[0..2])
+                    .join(&id[2..4])
+                    .join(&id[4..])
+            })
+            .collect();
+        for threads in [1usize, 4] {
+            let into = tempdir();
+            let rate = raw_copy_files(&files, into.path(), threads);
+            println!(
+                "import: ceiling, the machine reading, hashing, writing, fsyncing and renaming the same {count} files from {threads} thread(s): {rate:.0} files/s, {:.0} MB/s",
+                rate * size as f64 / 1e6
+            );
+        }
+    }
 }
 
 /// `clients` concurrent loops GETting `urls` (each client walking them from its own offset)

@@ -20,6 +20,10 @@ pub enum Authority {
     HomeserverAdmin(ServerName),
     /// The uploader of the media (purge of their own media only).
     Uploader,
+    /// A migration from another media store carrying over that store's own act (Synapse's
+    /// `quarantined_by`, its protection): every origin, like a repository admin; the actor is
+    /// who acted there.
+    Import,
 }
 
 impl Authority {
@@ -27,7 +31,7 @@ impl Authority {
     pub fn origin(&self) -> Option<&ServerName> {
         match self {
             Authority::HomeserverAdmin(s) => Some(s),
-            Authority::RepositoryAdmin | Authority::Uploader => None,
+            Authority::RepositoryAdmin | Authority::Uploader | Authority::Import => None,
         }
     }
 }

@@ -597,6 +597,7 @@ fn authorities_in_json_in_bincode_and_by_origin() {
             [&[1u8, 11][..], b"example.org"].concat(),
         ),
         (Authority::Uploader, json!("Uploader"), vec![2]),
+        (Authority::Import, json!("Import"), vec![3]),
     ] {
         assert_eq!(serde_json::to_value(&a).unwrap(), value);
         assert_eq!(serde_json::from_value::<Authority>(value).unwrap(), a);
@@ -606,6 +607,7 @@ fn authorities_in_json_in_bincode_and_by_origin() {
     }
     assert_eq!(Authority::RepositoryAdmin.origin(), None);
     assert_eq!(Authority::Uploader.origin(), None);
+    assert_eq!(Authority::Import.origin(), None);
     assert_eq!(
         Authority::HomeserverAdmin(origin.clone()).origin(),
         Some(&origin)
@@ -622,7 +624,7 @@ fn authorities_in_json_in_bincode_and_by_origin() {
             "{bad} accepted"
         );
     }
-    assert!(codec::decode::<Authority>(&[3]).is_err());
+    assert!(codec::decode::<Authority>(&[4]).is_err());
     assert!(codec::decode::<Authority>(&[1, 3, b'a', b' ', b'b']).is_err());
 }
 

@@ -175,7 +175,7 @@ impl Projection for Moderation {
                                 b.homeservers.push((s.clone(), env.seq));
                             }
                         }
-                        Authority::RepositoryAdmin | Authority::Uploader => {
+                        Authority::RepositoryAdmin | Authority::Uploader | Authority::Import => {
                             b.repository.get_or_insert(env.seq);
                         }
                     }
@@ -192,7 +192,7 @@ impl Projection for Moderation {
                     let mut b: QuarantineBlocks = get_value(NAME, tx, &key)?.unwrap_or_default();
                     match &e.authority {
                         Authority::HomeserverAdmin(s) => b.homeservers.retain(|(h, _)| h != s),
-                        Authority::RepositoryAdmin | Authority::Uploader => {
+                        Authority::RepositoryAdmin | Authority::Uploader | Authority::Import => {
                             b = QuarantineBlocks::default();
                         }
                     }

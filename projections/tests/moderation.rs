@@ -51,6 +51,7 @@ fn actor_of(authority: &Authority) -> Actor {
         Authority::RepositoryAdmin => Actor::SharedSecretAdmin,
         Authority::HomeserverAdmin(s) => Actor::User(user(&format!("@admin:{s}"))),
         Authority::Uploader => Actor::User(user("@alice:example.org")),
+        Authority::Import => Actor::User(user("@mod:example.org")),
     }
 }
 

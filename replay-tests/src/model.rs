@@ -263,7 +263,9 @@ fn authority(scope: usize) -> Result<Option<Authority>, BoxError> {
 fn moderator(authority: &Authority) -> Result<Actor, BoxError> {
     Ok(match authority {
         Authority::HomeserverAdmin(s) => Actor::User(format!("@admin:{s}").parse()?),
-        Authority::RepositoryAdmin | Authority::Uploader => Actor::SharedSecretAdmin,
+        Authority::RepositoryAdmin | Authority::Uploader | Authority::Import => {
+            Actor::SharedSecretAdmin
+        }
     })
 }
 

@@ -641,7 +641,7 @@ fn generator_covers_every_kind_of_command() {
                     match req.authority {
                         Authority::Uploader => note("uploader purge"),
                         Authority::HomeserverAdmin(_) => note("homeserver purge"),
-                        Authority::RepositoryAdmin => {}
+                        Authority::RepositoryAdmin | Authority::Import => {}
                     }
                     for m in &e.media {
                         if m.tombstone {

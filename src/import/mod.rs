@@ -445,7 +445,7 @@ impl Importer {
             let act = Act {
                 actor,
                 request_id: request_id(&row.media),
-                authority: Authority::RepositoryAdmin,
+                authority: Authority::Import,
                 reason: Some(format!("quarantined by {by} in {}; imported", row.source)),
             };
             extra.quarantined += self
@@ -462,7 +462,7 @@ impl Importer {
             let act = Act {
                 actor: Actor::System,
                 request_id: request_id(&row.media),
-                authority: Authority::RepositoryAdmin,
+                authority: Authority::Import,
                 reason: Some(format!("protected in {}; imported", row.source)),
             };
             self.moderation

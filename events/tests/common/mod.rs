@@ -714,6 +714,7 @@ pub fn authority() -> impl Strategy<Value = Authority> {
         Just(Authority::RepositoryAdmin),
         server_name().prop_map(Authority::HomeserverAdmin),
         Just(Authority::Uploader),
+        Just(Authority::Import),
     ]
 }
 
