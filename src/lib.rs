@@ -21,6 +21,7 @@ pub mod coalesce;
 pub mod config;
 pub mod datastore;
 pub mod error;
+pub mod export;
 pub mod federation;
 pub mod homeserver_check;
 pub mod http;

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 const USAGE: &str =
-    "usage: media-ledger [serve|replay|verify|events|tasks|snapshot|keys|import] [--config PATH]
+    "usage: media-ledger [serve|replay|verify|events|tasks|snapshot|keys|import|export] [--config PATH]
   serve                 run the server (default)
   replay                rebuild every projection from sequence 0
   replay --until N --into DIR
@@ -31,6 +31,8 @@ const USAGE: &str =
   import synapse --database DB --media-store DIR [...]
                         import Synapse's media with their ids (server stopped;
                         `media-ledger import --help` for the options)
+  export (--user @u:s | --server NAME) --into DIR
+                        a matrix-media-repo archive of their media (server stopped)
   keys import PATH [--homeserver NAME] [--force]
                         sign with the first key of Synapse's key file PATH (--force
                         replaces a key of ours already there)";
@@ -126,9 +128,16 @@ fn main() -> ExitCode {
 
 fn run() -> anyhow::Result<ExitCode> {
     // `import` has arguments of its own.
-    if std::env::args().nth(1).as_deref() == Some("import") {
-        media_ledger::import::cli::run(std::env::args().skip(2))?;
-        return Ok(ExitCode::SUCCESS);
+    match std::env::args().nth(1).as_deref() {
+        Some("import") => {
+            media_ledger::import::cli::run(std::env::args().skip(2))?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some("export") => {
+            media_ledger::export::run(std::env::args().skip(2))?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
     }
     let args = parse_args()?;
     let config = Config::load(&args.config)?;

@@ -68,6 +68,9 @@ pub enum Event {
     /// migrated here with its id, origin, uploader and times (blob durable before this); the
     /// envelope's actor is who ran the import, `source` says where the row came from.
     MediaMigratedV1(MediaMigrated),
+    /// Media of a user or a server were exported as an archive (matrix-media-repo's format);
+    /// the envelope's actor is who exported them.
+    MediaExportedV1(MediaExported),
 }
 
 /// The kinds of moderation act, in the audit API's words.
@@ -96,6 +99,7 @@ impl Event {
             Event::UrlPreviewedV1(_) => "url.previewed.v1",
             Event::UrlPreviewsExpiredV1(_) => "url.previews_expired.v1",
             Event::MediaMigratedV1(_) => "media.migrated.v1",
+            Event::MediaExportedV1(_) => "media.exported.v1",
         }
     }
 
@@ -121,7 +125,8 @@ impl Event {
             | Event::BlobSourceDeletedV1(_)
             | Event::BlobTransferFailedV1(_)
             | Event::TransferFinishedV1(_)
-            | Event::UrlPreviewsExpiredV1(_) => None,
+            | Event::UrlPreviewsExpiredV1(_)
+            | Event::MediaExportedV1(_) => None,
         }
     }
 
@@ -146,7 +151,8 @@ impl Event {
             | Event::TransferStartedV1(_)
             | Event::TransferFinishedV1(_)
             | Event::UrlPreviewedV1(_)
-            | Event::UrlPreviewsExpiredV1(_) => None,
+            | Event::UrlPreviewsExpiredV1(_)
+            | Event::MediaExportedV1(_) => None,
         }
     }
 }
@@ -437,4 +443,19 @@ pub struct MediaMigrated {
     pub datastore: DatastoreId,
     /// Where in it.
     pub location: BlobLocation,
+}
+
+/// An export archive was written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaExported {
+    /// The user id or server name exported.
+    pub entity: String,
+    /// Media in the archive (quarantined media are never exported).
+    pub media_count: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Quarantined media left out.
+    pub quarantined_left_out: u64,
+    /// The archive's parts (the manifest's included).
+    pub parts: u32,
 }

@@ -19,9 +19,9 @@ pub use codec::CodecError;
 pub use envelope::{Actor, Envelope, RequestId};
 pub use event::{
     AsyncUploadCreated, BlobMoved, BlobSourceDeleted, BlobTransferFailed, Event, MediaAccessed,
-    MediaImported, MediaMigrated, MediaUploaded, RemoteMediaCached, ThumbnailGenerated,
-    ThumbnailMethod, TransferFinished, TransferStarted, UrlPreviewed, UrlPreviewsExpired,
-    MODERATION_KINDS,
+    MediaExported, MediaImported, MediaMigrated, MediaUploaded, RemoteMediaCached,
+    ThumbnailGenerated, ThumbnailMethod, TransferFinished, TransferStarted, UrlPreviewed,
+    UrlPreviewsExpired, MODERATION_KINDS,
 };
 pub use ids::{
     BlobLocation, ContentType, DatastoreId, IdError, MediaId, MediaRef, RoomId, Seq, ServerName,

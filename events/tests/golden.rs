@@ -18,10 +18,10 @@ use media_ledger_events::codec::{self, Chain, CHAIN_LEN, GENESIS_CHAIN, RECORD_F
 use media_ledger_events::{
     Actor, AsyncUploadCreated, Authority, BlobDeleted, BlobMoved, BlobSourceDeleted,
     BlobTransferFailed, Envelope, Event, FreedBlob, MediaAccessed, MediaAttributesSet,
-    MediaImported, MediaMigrated, MediaPurged, MediaPurpose, MediaQuarantined, MediaUnquarantined,
-    MediaUploaded, ModerationTarget, PurgedMedia, PurgedThumbnail, RemoteMediaCached, RequestId,
-    Seq, Sha256, ThumbnailGenerated, ThumbnailMethod, TransferFinished, TransferStarted,
-    UrlPreviewed, UrlPreviewsExpired,
+    MediaExported, MediaImported, MediaMigrated, MediaPurged, MediaPurpose, MediaQuarantined,
+    MediaUnquarantined, MediaUploaded, ModerationTarget, PurgedMedia, PurgedThumbnail,
+    RemoteMediaCached, RequestId, Seq, Sha256, ThumbnailGenerated, ThumbnailMethod,
+    TransferFinished, TransferStarted, UrlPreviewed, UrlPreviewsExpired,
 };
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -63,6 +63,7 @@ fn golden_for(event: &Event) -> Golden {
         Event::UrlPreviewedV1(_) => golden_url_previewed(),
         Event::UrlPreviewsExpiredV1(_) => golden_url_previews_expired(),
         Event::MediaMigratedV1(_) => golden_media_migrated(),
+        Event::MediaExportedV1(_) => golden_media_exported(),
     }
 }
 
@@ -88,6 +89,7 @@ fn variant_name(event: &Event) -> &'static str {
         Event::UrlPreviewedV1(_) => "UrlPreviewedV1",
         Event::UrlPreviewsExpiredV1(_) => "UrlPreviewsExpiredV1",
         Event::MediaMigratedV1(_) => "MediaMigratedV1",
+        Event::MediaExportedV1(_) => "MediaExportedV1",
     }
 }
 
@@ -113,6 +115,7 @@ fn all_golden() -> Vec<Golden> {
         golden_url_previewed(),
         golden_url_previews_expired(),
         golden_media_migrated(),
+        golden_media_exported(),
     ]
 }
 
@@ -417,6 +420,26 @@ fn golden_media_migrated() -> Golden {
                 source: "synapse example.org remote_media_cache".into(),
                 datastore: id("ds-main"),
                 location: id("90/91/909192939495"),
+            }),
+        },
+    }
+}
+
+/// A server's export by the shared secret, one quarantined media left out.
+fn golden_media_exported() -> Golden {
+    Golden {
+        prev: [0x20; CHAIN_LEN],
+        env: Envelope {
+            seq: Seq(1_000_001),
+            recorded_at_ms: 1_700_010_000_250,
+            actor: Actor::SharedSecretAdmin,
+            request_id: RequestId("export-server".into()),
+            event: Event::MediaExportedV1(MediaExported {
+                entity: "example.org".into(),
+                media_count: 1_234,
+                bytes: 987_654_321,
+                quarantined_left_out: 3,
+                parts: 5,
             }),
         },
     }

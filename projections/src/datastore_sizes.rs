@@ -166,7 +166,8 @@ impl Projection for DatastoreSizes {
             | Event::BlobTransferFailedV1(_)
             | Event::TransferFinishedV1(_)
             | Event::UrlPreviewedV1(_)
-            | Event::UrlPreviewsExpiredV1(_) => Ok(()),
+            | Event::UrlPreviewsExpiredV1(_)
+            | Event::MediaExportedV1(_) => Ok(()),
         }
     }
 }

@@ -227,7 +227,8 @@ impl Projection for MediaIndex {
             | Event::ThumbnailGeneratedV1(_)
             | Event::BlobDeletedV1(_)
             | Event::UrlPreviewedV1(_)
-            | Event::UrlPreviewsExpiredV1(_) => Ok(()),
+            | Event::UrlPreviewsExpiredV1(_)
+            | Event::MediaExportedV1(_) => Ok(()),
         }
     }
 }

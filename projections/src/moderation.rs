@@ -254,6 +254,7 @@ impl Projection for Moderation {
             | Event::RemoteMediaCachedV1(_)
             | Event::MediaImportedV1(_)
             | Event::UrlPreviewsExpiredV1(_)
+            | Event::MediaExportedV1(_)
             | Event::MediaMigratedV1(_) => Ok(()),
         }
     }

@@ -159,6 +159,7 @@ impl Projection for Tasks {
             | Event::MediaImportedV1(_)
             | Event::UrlPreviewedV1(_)
             | Event::UrlPreviewsExpiredV1(_)
+            | Event::MediaExportedV1(_)
             | Event::MediaMigratedV1(_)
             | Event::MediaQuarantinedV1(_)
             | Event::MediaUnquarantinedV1(_)

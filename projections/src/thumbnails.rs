@@ -119,6 +119,7 @@ impl Projection for Thumbnails {
             | Event::MediaImportedV1(_)
             | Event::UrlPreviewedV1(_)
             | Event::UrlPreviewsExpiredV1(_)
+            | Event::MediaExportedV1(_)
             | Event::MediaMigratedV1(_) => Ok(()),
         }
     }

@@ -168,7 +168,8 @@ impl Projection for UrlPreviews {
             | Event::MediaAttributesSetV1(_)
             | Event::BlobDeletedV1(_)
             | Event::MediaImportedV1(_)
-            | Event::MediaMigratedV1(_) => Ok(()),
+            | Event::MediaMigratedV1(_)
+            | Event::MediaExportedV1(_) => Ok(()),
         }
     }
 }

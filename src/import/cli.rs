@@ -1,13 +1,14 @@
-//! `media-ledger import synapse …`: arguments, opening the ledger and the datastores (the
+//! `media-ledger import synapse|mmr …`: arguments, opening the ledger and the datastores (the
 //! server must not be running: the ledger is opened exclusively), the source, the run, and
 //! the summary as one JSON object on stdout.
 
-use super::{Importer, Options};
+use super::{Importer, Options, Source};
 use crate::config::Config;
 use crate::datastore::Datastores;
 use crate::ledger::Ledger;
 use anyhow::{bail, Context};
 use media_ledger_events::ServerName;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -16,8 +17,16 @@ pub const USAGE: &str =
     "usage: media-ledger import synapse --config PATH --database SQLITE_FILE|postgres://URL
          --media-store DIR [--server-name NAME] [--datastore ID] [--link] [--dry-run]
          [--parallel N]
-  Imports Synapse's media (local, cached remote, thumbnails, quarantine, protection) with
-  their ids; run it with the server stopped. Run again to resume: nothing is imported twice.";
+       media-ledger import mmr --config PATH --database postgres://URL
+         --datastore-path ID=DIR [--datastore-path ID=DIR ...] [--datastore ID] [--link]
+         [--dry-run] [--parallel N]
+  Imports Synapse's or matrix-media-repo's media (local, cached remote, thumbnails,
+  quarantine, protection) with their ids; run it with the server stopped. Run again to
+  resume: nothing is imported twice. For mmr, give each file datastore of MMR's config
+  (`datastores:` id and opts.path) as --datastore-path ID=DIR.
+       media-ledger import archive --config PATH PART... [--dry-run] [--parallel N]
+  Restores a matrix-media-repo (v2) export archive, ours or MMR's: every part, the
+  export-manifest one included.";
 
 struct Args {
     kind: String,
@@ -25,6 +34,10 @@ struct Args {
     database: Option<String>,
     media_store: Option<PathBuf>,
     server_name: Option<String>,
+    datastore_paths: HashMap<String, PathBuf>,
+    mmr_config: Option<PathBuf>,
+    /// `import archive`: the part files.
+    parts: Vec<PathBuf>,
     options: Options,
 }
 
@@ -35,6 +48,9 @@ fn parse(args: impl Iterator<Item = String>) -> anyhow::Result<Args> {
         database: None,
         media_store: None,
         server_name: None,
+        datastore_paths: HashMap::new(),
+        mmr_config: None,
+        parts: Vec::new(),
         options: Options {
             parallel: 4,
             ..Options::default()
@@ -48,6 +64,15 @@ fn parse(args: impl Iterator<Item = String>) -> anyhow::Result<Args> {
             "--database" => out.database = Some(value("--database")?),
             "--media-store" => out.media_store = Some(value("--media-store")?.into()),
             "--server-name" => out.server_name = Some(value("--server-name")?),
+            "--datastore-path" => {
+                let v = value("--datastore-path")?;
+                let (id, dir) = v
+                    .split_once('=')
+                    .filter(|(id, dir)| !id.is_empty() && !dir.is_empty())
+                    .with_context(|| format!("--datastore-path {v:?}: expected ID=DIR"))?;
+                out.datastore_paths.insert(id.to_owned(), dir.into());
+            }
+            "--mmr-config" => out.mmr_config = Some(value("--mmr-config")?.into()),
             "--datastore" => {
                 out.options.datastore = Some(
                     value("--datastore")?
@@ -65,49 +90,114 @@ fn parse(args: impl Iterator<Item = String>) -> anyhow::Result<Args> {
                 std::process::exit(0);
             }
             k if out.kind.is_empty() && !k.starts_with('-') => out.kind = k.to_owned(),
+            part if out.kind == "archive" && !part.starts_with('-') => out.parts.push(part.into()),
             other => bail!("unexpected argument {other:?}\n{USAGE}"),
         }
     }
     Ok(out)
 }
 
-/// Runs `import` with the arguments after it.
-pub fn run(args: impl Iterator<Item = String>) -> anyhow::Result<()> {
-    let args = parse(args)?;
-    if args.kind != "synapse" {
-        bail!("import: what to import? (synapse)\n{USAGE}");
+/// The folders the source's files are read from exist (before the config is read).
+fn check_paths(args: &Args) -> anyhow::Result<()> {
+    if args.kind == "synapse" {
+        let media_store = args
+            .media_store
+            .as_ref()
+            .context("--media-store is required")?;
+        if !media_store.is_dir() {
+            bail!("--media-store {}: not a directory", media_store.display());
+        }
+        return Ok(());
     }
-    let database = args.database.context("--database is required")?;
-    let media_store = args.media_store.context("--media-store is required")?;
-    if !media_store.is_dir() {
-        bail!("--media-store {}: not a directory", media_store.display());
+    if let Some(path) = &args.mmr_config {
+        bail!(
+            "--mmr-config {}: this build reads no YAML; pass each file datastore of its \
+             `datastores:` list as --datastore-path ID=DIR (its id and opts.path)",
+            path.display()
+        );
     }
-    let config = Config::load(&args.config)?;
+    for (id, dir) in &args.datastore_paths {
+        if !dir.is_dir() {
+            bail!("--datastore-path {id}={}: not a directory", dir.display());
+        }
+    }
+    Ok(())
+}
+
+/// Reads Synapse's media tables and media store.
+fn synapse_source(args: &Args, config: &Config, database: &str) -> anyhow::Result<Source> {
+    let media_store = args
+        .media_store
+        .as_ref()
+        .context("--media-store is required")?;
     let server_name: ServerName = match &args.server_name {
         Some(n) => {
             ServerName::parse_strict(n).map_err(|e| anyhow::anyhow!("--server-name: {e}"))?
         }
         None => config.homeserver_for(None).name.clone(),
     };
+    if !config.homeservers.iter().any(|h| h.name == server_name) {
+        bail!(
+            "--server-name {server_name}: not a [[homeservers]] name of the config (its local \
+             media would be served by no homeserver)"
+        );
+    }
+    let mut db = super::db::Db::open(database)?;
+    super::synapse::read(&mut db, media_store, &server_name).with_context(|| {
+        format!(
+            "reading Synapse's media tables from {}",
+            super::db::redact(database)
+        )
+    })
+}
+
+/// Reads MMR's media tables and its file datastores (the config's homeservers are local).
+fn mmr_source(args: &Args, config: &Config, database: &str) -> anyhow::Result<Source> {
+    let homeservers: Vec<ServerName> = config.homeservers.iter().map(|h| h.name.clone()).collect();
+    let mut db = super::db::Db::open(database)?;
+    super::mmr::read(&mut db, &args.datastore_paths, &homeservers).with_context(|| {
+        format!(
+            "reading matrix-media-repo's media tables from {}",
+            super::db::redact(database)
+        )
+    })
+}
+
+/// Runs `import` with the arguments after it.
+pub fn run(args: impl Iterator<Item = String>) -> anyhow::Result<()> {
+    let args = parse(args)?;
+    if args.kind == "archive" {
+        return archive(args);
+    }
+    if args.kind != "synapse" && args.kind != "mmr" {
+        bail!("import: what to import? (synapse, mmr, archive)\n{USAGE}");
+    }
+    let database = args.database.clone().context("--database is required")?;
+    check_paths(&args)?;
+    let config = Config::load(&args.config)?;
     if let Some(id) = &args.options.datastore {
         if !config.datastores.iter().any(|d| &d.id == id) {
             bail!("--datastore {id}: no such datastore in the config");
         }
     }
     // The source first: a database that cannot be read stops before the ledger is touched.
-    let mut db = super::db::Db::open(&database)?;
-    let source = super::synapse::read(&mut db, &media_store, &server_name).with_context(|| {
-        format!(
-            "reading Synapse's media tables from {}",
-            super::db::redact(&database)
-        )
-    })?;
-    drop(db);
+    let (source, what) = if args.kind == "mmr" {
+        (mmr_source(&args, &config, &database)?, "matrix-media-repo")
+    } else {
+        (synapse_source(&args, &config, &database)?, "Synapse")
+    };
     eprintln!(
-        "import: {} media rows read from Synapse ({} unusable)",
+        "import: {} media rows read from {what} ({} unusable)",
         source.rows.len(),
         source.bad.len()
     );
+    let report = import_into(&config, source, args.options)?;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+/// Opens the ledger and datastores of `config` and imports `source` into them.
+fn import_into(config: &Config, source: Source, options: Options) -> anyhow::Result<super::Report> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -130,14 +220,69 @@ pub fn run(args: impl Iterator<Item = String>) -> anyhow::Result<()> {
             .context("checking datastore identity markers")?;
         let datastores = Arc::new(datastores);
         let moderation =
-            crate::moderation::Moderation::new(ledger.clone(), datastores.clone(), &config, None);
-        let importer = Importer::new(ledger.clone(), datastores, moderation, args.options);
+            crate::moderation::Moderation::new(ledger.clone(), datastores.clone(), config, None);
+        let importer = Importer::new(ledger.clone(), datastores, moderation, options);
         let report = importer.run(source).await?;
         drop(importer);
         // Everything recorded is synced before the writer stops.
         tokio::task::spawn_blocking(move || ledger.shutdown()).await?;
         anyhow::Ok(report)
     })?;
-    println!("{}", serde_json::to_string(&report)?);
+    Ok(report)
+}
+
+/// `import archive PART...`: unpacks the parts into a work folder beside the ledger, then
+/// imports the manifest's media (origins that are not ours are cached remote media).
+fn archive(args: Args) -> anyhow::Result<()> {
+    if args.parts.is_empty() {
+        bail!("import archive: which part files?\n{USAGE}");
+    }
+    let config = Config::load(&args.config)?;
+    let work = tempfile_dir(&config)?;
+    let result = (|| {
+        let manifest = super::archive::unpack(&args.parts, &work)?;
+        let label = args
+            .parts
+            .iter()
+            .filter_map(|p| p.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut source = super::archive::read(&manifest, &work, &label);
+        for row in &mut source.rows {
+            row.remote = !config
+                .homeservers
+                .iter()
+                .any(|h| h.name == row.media.origin);
+            if row.remote {
+                row.uploader = None;
+            }
+        }
+        eprintln!(
+            "import: {} media in the archive of {} ({} unusable)",
+            source.rows.len(),
+            manifest.entity_id,
+            source.bad.len()
+        );
+        import_into(&config, source, args.options)
+    })();
+    let _ = std::fs::remove_dir_all(&work);
+    println!("{}", serde_json::to_string(&result?)?);
     Ok(())
+}
+
+/// A fresh work folder beside the ledger (same filesystem as the datastores, usually).
+fn tempfile_dir(config: &Config) -> anyhow::Result<PathBuf> {
+    let base = config
+        .database
+        .path
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(std::env::temp_dir);
+    let dir = base.join(format!(
+        ".import-archive-{}",
+        crate::media::new_media_id().map_err(|e| anyhow::anyhow!("{e}"))?
+    ));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
 }

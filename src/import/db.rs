@@ -65,17 +65,17 @@ impl Db {
             Ok(Db::Postgres(Box::new(client)))
         } else {
             if !std::path::Path::new(spec).is_file() {
-                anyhow::bail!("{spec}: no such database file");
+                anyhow::bail!("{}: no such database file", redact(spec));
             }
             let conn = rusqlite::Connection::open_with_flags(
                 spec,
                 rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
                     | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
             )
-            .with_context(|| format!("opening SQLite database {spec}"))?;
+            .with_context(|| format!("opening SQLite database {}", redact(spec)))?;
             // Fails here, not halfway, when the file is not a database.
             conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))
-                .with_context(|| format!("{spec} is not a readable SQLite database"))?;
+                .with_context(|| format!("{} is not a readable SQLite database", redact(spec)))?;
             Ok(Db::Sqlite(conn))
         }
     }
@@ -195,14 +195,27 @@ fn pg_row(row: &postgres::Row) -> Vec<SqlValue> {
         .collect()
 }
 
-/// A database URL without its password, for messages.
+/// A database URL without its secrets, for messages: the password of the user part becomes
+/// `***`, a query string (`?password=…`, `?user=…`) is shown as `?***`; a string that is not a
+/// URL but holds `password=` (a libpq key/value string) is not shown at all.
 pub fn redact(spec: &str) -> String {
-    match (spec.find("://"), spec.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &spec[s + 3..at];
-            let user = creds.split(':').next().unwrap_or_default();
-            format!("{}{user}:***{}", &spec[..s + 3], &spec[at..])
-        }
-        _ => spec.to_owned(),
+    if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
+        return match reqwest::Url::parse(spec) {
+            Ok(mut url) => {
+                if url.password().is_some() {
+                    let _ = url.set_password(Some("***"));
+                }
+                if url.query().is_some() {
+                    url.set_query(Some("***"));
+                }
+                url.set_fragment(None);
+                url.to_string()
+            }
+            Err(_) => "a postgres:// URL that does not parse".to_owned(),
+        };
     }
+    if spec.contains("password=") {
+        return "a connection string".to_owned();
+    }
+    spec.to_owned()
 }

@@ -11,8 +11,10 @@
 //! quarantine or pin already there is not recorded again), so an import killed at any point
 //! and run again completes what it left, and never records a media twice.
 
+pub mod archive;
 pub mod cli;
 pub mod db;
+pub mod mmr;
 pub mod synapse;
 
 use crate::blob_place::place_and_record;
@@ -200,8 +202,6 @@ impl Importer {
                         Outcome::Already => report.already_imported += 1,
                     }
                     report.thumbnails += extra.thumbnails;
-                    report.quarantined += extra.quarantined;
-                    report.pinned += extra.pinned;
                     report.skipped.extend(extra.skipped);
                 }
                 Err(RowError::Skip(reason)) => report.skipped.push(Skipped {
@@ -218,6 +218,16 @@ impl Importer {
                     report.already_imported,
                     report.skipped.len()
                 );
+            }
+        }
+        if !self.options.dry_run {
+            // Pins before quarantines (a quarantine reaches same-hash siblings, never pinned
+            // ones), and both after every media is recorded (siblings exist when it does).
+            for row in &source.rows {
+                report.pinned += self.pin(row).await?;
+            }
+            for row in &source.rows {
+                report.quarantined += self.quarantine(row).await?;
             }
         }
         report.seconds = started.elapsed().as_secs_f64();
@@ -256,17 +266,14 @@ impl Importer {
                 }
                 if self.options.dry_run {
                     let _ = tokio::fs::remove_file(&spooled.path).await;
-                    return Ok((Outcome::Imported(spooled.size), Extra::default()));
+                    Outcome::Imported(spooled.size)
+                } else {
+                    self.migrate(row, spooled).await?
                 }
-                self.migrate(row, spooled).await?
             }
         };
-        if self.options.dry_run {
-            return Ok((outcome, Extra::default()));
-        }
         let mut extra = Extra::default();
         self.thumbnails(row, &mut extra).await?;
-        self.moderate(row, &mut extra).await?;
         Ok((outcome, extra))
     }
 
@@ -395,6 +402,11 @@ impl Importer {
                 }
                 Err(fatal) => return Err(fatal),
             };
+            if self.options.dry_run {
+                let _ = tokio::fs::remove_file(&spooled.path).await;
+                extra.thumbnails += 1;
+                continue;
+            }
             let recorded = place_and_record(
                 &self.ledger,
                 &self.datastores,
@@ -433,53 +445,91 @@ impl Importer {
         Ok(())
     }
 
-    /// The source's quarantine (an act by its `quarantined_by`) and protection (pinned), when
-    /// the media does not have them here yet.
-    async fn moderate(&self, row: &Row, extra: &mut Extra) -> Result<(), RowError> {
-        let Some(record) = self.record_of(&row.media)? else {
-            return Ok(());
+    /// The source's protection (pinned), when the media does not have it here yet; 1 when
+    /// this run pinned it.
+    async fn pin(&self, row: &Row) -> Result<u64, LedgerError> {
+        let Some(record) = self.record_of(&row.media).map_err(RowError::into_fatal)? else {
+            return Ok(0);
         };
-        let fatal = |e: crate::error::ApiError| RowError::Skip(e.to_string());
-        if let (Some(by), false) = (&row.quarantined_by, record.quarantined) {
-            let actor = by.parse::<UserId>().map_or(Actor::System, Actor::User);
-            let act = Act {
-                actor,
-                request_id: request_id(&row.media),
-                authority: Authority::Import,
-                reason: Some(format!("quarantined by {by} in {}; imported", row.source)),
-            };
-            extra.quarantined += self
-                .moderation
-                .quarantine(
-                    &act,
-                    ModerationTarget::Media(row.media.clone()),
-                    vec![row.media.clone()],
+        if !row.pinned || record.pinned || record.tombstone {
+            return Ok(0);
+        }
+        let act = Act {
+            actor: Actor::System,
+            request_id: request_id(&row.media),
+            authority: Authority::Import,
+            reason: Some(format!("protected in {}; imported", row.source)),
+        };
+        self.moderation
+            .set_purpose(&act, row.media.clone(), MediaPurpose::Pinned)
+            .await
+            .map_err(api_fatal)?;
+        Ok(1)
+    }
+
+    /// The source's quarantine (an act by its `quarantined_by`), or one because the bytes are
+    /// quarantined here for the media's origin, when the media is not quarantined here yet;
+    /// the number of media the act changed.
+    async fn quarantine(&self, row: &Row) -> Result<u64, LedgerError> {
+        let Some(record) = self.record_of(&row.media).map_err(RowError::into_fatal)? else {
+            return Ok(0);
+        };
+        if record.quarantined || record.tombstone || record.pinned {
+            return Ok(0);
+        }
+        let (actor, reason) = match &row.quarantined_by {
+            Some(by) => (
+                by.parse::<UserId>().map_or(Actor::System, Actor::User),
+                format!("quarantined by {by} in {}; imported", row.source),
+            ),
+            None => {
+                let mods = self.ledger.view(names::MODERATION)?;
+                if !media_ledger_projections::moderation::blocks(&mods, &record.sha256)?
+                    .blocks(&row.media.origin)
+                {
+                    return Ok(0);
+                }
+                (
+                    Actor::System,
+                    "imported with bytes quarantined here".to_owned(),
                 )
-                .await
-                .map_err(fatal)?;
+            }
+        };
+        let act = Act {
+            actor,
+            request_id: request_id(&row.media),
+            authority: Authority::Import,
+            reason: Some(reason),
+        };
+        self.moderation
+            .quarantine(
+                &act,
+                ModerationTarget::Media(row.media.clone()),
+                vec![row.media.clone()],
+            )
+            .await
+            .map_err(api_fatal)
+    }
+}
+
+/// A moderation act refused for another reason than the ledger failing is a bug here: the
+/// import stops with it.
+fn api_fatal(e: crate::error::ApiError) -> LedgerError {
+    LedgerError::Storage(format!("recording an imported act: {e}"))
+}
+
+impl RowError {
+    fn into_fatal(self) -> LedgerError {
+        match self {
+            RowError::Fatal(e) => e,
+            RowError::Skip(m) => LedgerError::Storage(m),
         }
-        if row.pinned && !record.pinned {
-            let act = Act {
-                actor: Actor::System,
-                request_id: request_id(&row.media),
-                authority: Authority::Import,
-                reason: Some(format!("protected in {}; imported", row.source)),
-            };
-            self.moderation
-                .set_purpose(&act, row.media.clone(), MediaPurpose::Pinned)
-                .await
-                .map_err(fatal)?;
-            extra.pinned += 1;
-        }
-        Ok(())
     }
 }
 
 #[derive(Default)]
 struct Extra {
     thumbnails: u64,
-    quarantined: u64,
-    pinned: u64,
     skipped: Vec<Skipped>,
 }
 

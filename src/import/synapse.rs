@@ -130,6 +130,9 @@ fn millis(v: &SqlValue) -> u64 {
 /// its local media). A row that cannot name a media (an id or origin outside the grammar) is
 /// returned as `Err((what, why))` to be reported.
 pub fn read(db: &mut Db, media_store: &Path, server_name: &ServerName) -> anyhow::Result<Source> {
+    if db.columns("local_media_repository")?.is_empty() {
+        anyhow::bail!("not a Synapse database: it has no local_media_repository table");
+    }
     let mut thumbs: HashMap<(String, String), Vec<ThumbRow>> = HashMap::new();
     let local_origin = server_name.as_str().to_owned();
     for r in db.select("local_media_repository_thumbnails", LOCAL_THUMBS)? {

@@ -2,9 +2,9 @@
 
 use media_ledger_events::{
     Actor, AsyncUploadCreated, Authority, BlobDeleted, BlobMoved, Event, MediaAccessed,
-    MediaAttributesSet, MediaImported, MediaMigrated, MediaRef, MediaUploaded, ModerationTarget,
-    RemoteMediaCached, ThumbnailGenerated, TransferStarted, UrlPreviewed, UrlPreviewsExpired,
-    UserId,
+    MediaAttributesSet, MediaExported, MediaImported, MediaMigrated, MediaRef, MediaUploaded,
+    ModerationTarget, RemoteMediaCached, ThumbnailGenerated, TransferStarted, UrlPreviewed,
+    UrlPreviewsExpired, UserId,
 };
 
 /// A state change to validate and record.
@@ -72,8 +72,11 @@ pub enum Command {
     ExpirePreviews(UrlPreviewsExpired),
     /// Record a media migrated from another store whose blob is durable (location may be
     /// replaced by an existing blob of the same bytes). Refused when the media id is recorded
-    /// or reserved here, or was purged here, and when its bytes are quarantined for its origin.
+    /// or reserved here, or was purged here. Bytes quarantined here are recorded (the importer
+    /// then quarantines the media).
     Migrate(MediaMigrated),
+    /// Record an export archive written.
+    Export(MediaExported),
 }
 
 /// What a purge request asks the writer to decide.

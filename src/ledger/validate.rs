@@ -51,7 +51,7 @@ impl Writer {
             Command::Purge(_) => &[names::MEDIA_INDEX, names::HASH_REFS, names::THUMBNAILS],
             Command::RecordBlobDeleted(_) => &[names::MODERATION],
             Command::RecordPreview(_) => &[names::MEDIA_INDEX, names::MODERATION],
-            Command::ExpirePreviews(_) => &[],
+            Command::ExpirePreviews(_) | Command::Export(_) => &[],
         };
         {
             let failed = self.failed.lock();
@@ -162,9 +162,12 @@ impl Writer {
                 Ok(Event::UrlPreviewedV1(event))
             }
             Command::ExpirePreviews(event) => Ok(Event::UrlPreviewsExpiredV1(event)),
+            Command::Export(event) => Ok(Event::MediaExportedV1(event)),
             Command::Migrate(mut event) => {
+                // No quarantine check: the media existed before, in the source; when its
+                // bytes are quarantined here, the importer quarantines it right after
+                // (invariant 38), so it is kept as evidence and never served.
                 self.check_new_media_id(overlay, &event.media)?;
-                self.check_not_quarantined(overlay, &event.media, &event.sha256)?;
                 self.adopt_existing_blob(
                     overlay,
                     &event.sha256,

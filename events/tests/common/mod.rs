@@ -6,10 +6,11 @@ use media_ledger_events::codec::{self, Chain, CHAIN_LEN};
 use media_ledger_events::{
     Actor, AsyncUploadCreated, Authority, BlobDeleted, BlobLocation, BlobMoved, BlobSourceDeleted,
     BlobTransferFailed, ContentType, DatastoreId, Envelope, Event, FreedBlob, MediaAccessed,
-    MediaAttributesSet, MediaId, MediaImported, MediaMigrated, MediaPurged, MediaPurpose,
-    MediaQuarantined, MediaRef, MediaUnquarantined, MediaUploaded, ModerationTarget, PurgedMedia,
-    PurgedThumbnail, RemoteMediaCached, RequestId, Seq, ServerName, Sha256, ThumbnailGenerated,
-    ThumbnailMethod, TransferFinished, TransferStarted, UrlPreviewed, UrlPreviewsExpired, UserId,
+    MediaAttributesSet, MediaExported, MediaId, MediaImported, MediaMigrated, MediaPurged,
+    MediaPurpose, MediaQuarantined, MediaRef, MediaUnquarantined, MediaUploaded, ModerationTarget,
+    PurgedMedia, PurgedThumbnail, RemoteMediaCached, RequestId, Seq, ServerName, Sha256,
+    ThumbnailGenerated, ThumbnailMethod, TransferFinished, TransferStarted, UrlPreviewed,
+    UrlPreviewsExpired, UserId,
 };
 use proptest::prelude::*;
 use sha2::Digest;
@@ -70,7 +71,7 @@ pub fn body_of(record: &[u8]) -> &[u8] {
 
 /// How many variants `Event` has; [`variant_index`] does not compile until it is told of a new
 /// one, and then this must follow.
-pub const VARIANTS: usize = 19;
+pub const VARIANTS: usize = 20;
 
 /// The declaration index of the variant of `event` (no wildcard arm: a new variant must be
 /// added here, and then to [`event`] and [`sample_envelopes`]).
@@ -95,6 +96,7 @@ pub fn variant_index(event: &Event) -> usize {
         Event::UrlPreviewedV1(_) => 16,
         Event::UrlPreviewsExpiredV1(_) => 17,
         Event::MediaMigratedV1(_) => 18,
+        Event::MediaExportedV1(_) => 19,
     }
 }
 
@@ -394,6 +396,19 @@ pub fn sample_envelopes() -> Vec<Envelope> {
                 source: "synapse example.org local_media_repository".into(),
                 datastore: id("local"),
                 location: id("13/13/1313"),
+            }),
+        },
+        Envelope {
+            seq: Seq(20),
+            recorded_at_ms: 1_700_000_012_000,
+            actor: Actor::User(id("@alice:example.org")),
+            request_id: RequestId("export-1".into()),
+            event: Event::MediaExportedV1(MediaExported {
+                entity: "@alice:example.org".into(),
+                media_count: 2,
+                bytes: 4096,
+                quarantined_left_out: 1,
+                parts: 2,
             }),
         },
     ]
@@ -982,6 +997,24 @@ pub fn event() -> impl Strategy<Value = Event> {
                     datastore,
                     location,
                 })
+            ),
+        (
+            any::<String>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u32>()
+        )
+            .prop_map(
+                |(entity, media_count, bytes, quarantined_left_out, parts)| {
+                    Event::MediaExportedV1(MediaExported {
+                        entity,
+                        media_count,
+                        bytes,
+                        quarantined_left_out,
+                        parts,
+                    })
+                }
             ),
     ]
 }
