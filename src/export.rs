@@ -104,7 +104,8 @@ fn finish_part(part: Part) -> anyhow::Result<PathBuf> {
 }
 
 fn append(part: &mut Part, name: &str, data: &[u8], mtime_ms: u64) -> anyhow::Result<()> {
-    let mut header = tar::Header::new_gnu();
+    let mut header = tar::Header::new_ustar();
+    header.set_entry_type(tar::EntryType::Regular);
     header.set_size(data.len() as u64);
     header.set_mode(0o644);
     header.set_mtime(mtime_ms / 1000);
@@ -152,13 +153,18 @@ pub async fn export(
                 "name": r.upload_name.clone().unwrap_or_default(),
                 "file_name": name,
                 "size_bytes": data.len(),
-                "content_type": r.content_type.as_ref().map(|c| c.served()).unwrap_or_default(),
+                "content_type": r.content_type.as_ref().map(|c| c.as_str().to_owned()).unwrap_or_default(),
                 "s3_url": "",
                 "sha256": r.sha256.to_string(),
                 "origin": m.origin.as_str(),
                 "media_id": m.media_id.as_str(),
                 "created_ts": r.created_at_ms,
-                "uploader": match &r.uploader { Actor::User(u) => u.as_str().to_owned(), _ => String::new() },
+                // MMR's importer reads this as a user id: media without one (migrated without
+                // an uploader) are attributed to the exported entity's user, else left out.
+                "uploader": match (&r.uploader, entity) {
+                    (Actor::User(u), _) | (_, Entity::User(u)) => u.as_str().to_owned(),
+                    _ => String::new(),
+                },
             }),
         );
         if part.size >= part_size {

@@ -13,6 +13,7 @@ mod common;
 mod act_size;
 mod admin;
 mod appservice;
+mod archive;
 mod async_upload;
 mod auth;
 mod auth_homeserver;

@@ -71,7 +71,7 @@ pub fn unpack(parts: &[PathBuf], work: &Path) -> anyhow::Result<Manifest> {
     let mut manifest = None;
     for part in parts {
         let file = std::fs::File::open(part).with_context(|| format!("{}", part.display()))?;
-        let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(file));
+        let mut tar = tar::Archive::new(flate2::read::MultiGzDecoder::new(file));
         for entry in tar
             .entries()
             .with_context(|| format!("{}: not a gzipped tar", part.display()))?
