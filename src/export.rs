@@ -18,6 +18,9 @@ use media_ledger_projections::origin_prefix;
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
 
+/// The file of an export folder (server exports) saying whose export it is.
+pub const STATE_FILE: &str = "export.json";
+
 /// Whose media.
 #[derive(Debug, Clone)]
 pub enum Entity {
@@ -84,9 +87,12 @@ struct Part {
     size: u64,
 }
 
+/// A part is written as `<name>.partial` and renamed to its name once complete and synced, so
+/// a listing of `*.tgz` (the export API's metadata) shows only whole parts.
 fn new_part(into: &Path, name: &str) -> anyhow::Result<Part> {
     let path = into.join(name);
-    let file = std::fs::File::create(&path).with_context(|| path.display().to_string())?;
+    let partial = into.join(format!("{name}.partial"));
+    let file = std::fs::File::create(&partial).with_context(|| partial.display().to_string())?;
     Ok(Part {
         builder: tar::Builder::new(flate2::write::GzEncoder::new(
             file,
@@ -100,6 +106,14 @@ fn new_part(into: &Path, name: &str) -> anyhow::Result<Part> {
 fn finish_part(part: Part) -> anyhow::Result<PathBuf> {
     let file = part.builder.into_inner()?.finish()?;
     file.sync_all()?;
+    let name = part
+        .path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned());
+    let partial = part
+        .path
+        .with_file_name(format!("{}.partial", name.unwrap_or_default()));
+    std::fs::rename(&partial, &part.path)?;
     Ok(part.path)
 }
 
@@ -126,7 +140,10 @@ pub async fn export(
     actor: Actor,
 ) -> anyhow::Result<Exported> {
     std::fs::create_dir_all(into)?;
-    if std::fs::read_dir(into)?.next().is_some() {
+    if std::fs::read_dir(into)?
+        .filter_map(Result::ok)
+        .any(|e| e.file_name() != STATE_FILE)
+    {
         anyhow::bail!("{}: not empty", into.display());
     }
     let (media, quarantined_left_out) = select(ledger, entity)?;
@@ -175,9 +192,9 @@ pub async fn export(
     if part.size > 0 || parts.is_empty() {
         parts.push(finish_part(part)?);
     } else {
-        let path = part.path.clone();
+        let partial = part.path.with_extension("tgz.partial");
         drop(part);
-        let _ = std::fs::remove_file(path);
+        let _ = std::fs::remove_file(partial);
     }
     let mut last = new_part(into, "export-manifest.tgz")?;
     let body = json!({

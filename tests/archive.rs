@@ -983,3 +983,144 @@ async fn a_part_that_is_not_gzip_is_refused() {
     let summary = import(&b_config, &parts).summary();
     assert_eq!(summary["imported"], 1, "{summary}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// The export API (matrix-media-repo's routes)
+// ---------------------------------------------------------------------------------------------
+
+const ADMIN_API: &str = "/_matrix/media/unstable/admin";
+
+async fn post_export(srv: &TestServer, token: &str, path: &str) -> reqwest::Response {
+    srv.client
+        .post(srv.url(&format!("{ADMIN_API}{path}")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn get_as(srv: &TestServer, token: &str, path: &str) -> reqwest::Response {
+    srv.client
+        .get(srv.url(&format!("{ADMIN_API}{path}")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The metadata of export `id` once it is complete.
+async fn finished_metadata(srv: &TestServer, token: &str, id: &str) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let resp = get_as(srv, token, &format!("/export/{id}/metadata")).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        let v: Value = resp.json().await.unwrap();
+        if v["complete"] == true {
+            return v;
+        }
+        assert!(v["error"].is_null(), "{v}");
+        assert!(std::time::Instant::now() < deadline, "export not done: {v}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// A user exports their own media over HTTP; the parts download and restore on a fresh server;
+/// another user can neither start that export nor see it; the export can be deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_exports_their_own_media_over_http_and_nobody_else_sees_it() {
+    let mut a = TestServer::start().await;
+    let p = populate(&a).await;
+
+    // bob may not export alice; alice may.
+    let resp = post_export(&a, BOB, "/user/@alice:localhost/export").await;
+    common::expect_error(resp, StatusCode::FORBIDDEN, "M_FORBIDDEN").await;
+    let resp = post_export(&a, ALICE, "/user/@alice:localhost/export").await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let started: Value = resp.json().await.unwrap();
+    let id = started["export_id"].as_str().unwrap().to_owned();
+    assert!(started["task_id"].is_number(), "{started}");
+
+    let meta = finished_metadata(&a, ALICE, &id).await;
+    assert_eq!(meta["entity"], "@alice:localhost", "{meta}");
+    let listed = meta["parts"].as_array().unwrap().clone();
+    assert_eq!(
+        listed.last().unwrap()["name"],
+        "export-manifest.tgz",
+        "{meta}"
+    );
+    // Not alice's export: bob sees nothing of it (404 as for an unknown id); an admin does.
+    for path in [
+        format!("/export/{id}/metadata"),
+        format!("/export/{id}/part/1"),
+    ] {
+        let resp = get_as(&a, BOB, &path).await;
+        common::expect_error(resp, StatusCode::NOT_FOUND, "M_NOT_FOUND").await;
+    }
+    assert_eq!(
+        get_as(&a, ADMIN, &format!("/export/{id}/metadata"))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let resp = get_as(&a, ALICE, "/export/..%2F..%2Fetc/metadata").await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+
+    // Download every part, then restore them on a fresh server.
+    let dl = tempfile::tempdir().unwrap();
+    let mut parts = Vec::new();
+    for part in &listed {
+        let n = part["index"].as_u64().unwrap();
+        let resp = get_as(&a, ALICE, &format!("/export/{id}/part/{n}")).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.headers()["content-type"], "application/gzip");
+        let bytes = resp.bytes().await.unwrap();
+        assert_eq!(bytes.len() as u64, part["size"].as_u64().unwrap());
+        let path = dl.path().join(part["name"].as_str().unwrap());
+        std::fs::write(&path, &bytes).unwrap();
+        parts.push(path);
+    }
+    let (mut b, b_config) = fresh_stopped_server().await;
+    let summary = import(&b_config, &parts).summary();
+    assert_eq!(summary["imported"], 2, "{summary}");
+    assert!(skipped(&summary).is_empty(), "{summary}");
+    b.restart().await;
+    for (mxc, bytes) in [&p.big, &p.named] {
+        assert_eq!(&b.download_bytes(mxc).await, bytes);
+    }
+    let resp = b.download(&p.quarantined.0).await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+
+    // Deleted: gone for everyone; the export stays recorded in A's log.
+    let resp = a
+        .client
+        .delete(a.url(&format!("{ADMIN_API}/export/{id}")))
+        .bearer_auth(ALICE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let resp = get_as(&a, ADMIN, &format!("/export/{id}/metadata")).await;
+    common::expect_error(resp, StatusCode::NOT_FOUND, "M_NOT_FOUND").await;
+    a.stop().await;
+    let recorded = events_of(&config_file(&a), "media.exported.v1");
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    b.stop().await;
+}
+
+/// A server export over HTTP needs an admin of that server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_export_over_http_needs_an_admin() {
+    let mut a = TestServer::start().await;
+    populate(&a).await;
+    let resp = post_export(&a, ALICE, "/server/localhost/export").await;
+    common::expect_error(resp, StatusCode::FORBIDDEN, "M_FORBIDDEN").await;
+    let resp = post_export(&a, ADMIN, "/server/localhost/export").await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let id = resp.json::<Value>().await.unwrap()["export_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let meta = finished_metadata(&a, ADMIN, &id).await;
+    assert_eq!(meta["entity"], "localhost", "{meta}");
+    a.stop().await;
+}

@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod audit;
 pub mod download;
+pub mod exports;
 pub mod extract;
 pub mod federation;
 pub mod forwarded;
@@ -164,6 +165,23 @@ const T2BOT_ADMIN_PREFIX: &str = "/_matrix/media/unstable/io.t2bot.media/admin";
 fn admin_routes(a: &str) -> Router<State> {
     Router::new()
         .route(&format!("{a}/datastores"), get(admin::datastores))
+        .route(
+            &format!("{a}/user/{{user_id}}/export"),
+            post(exports::user_export),
+        )
+        .route(
+            &format!("{a}/server/{{server}}/export"),
+            post(exports::server_export),
+        )
+        .route(
+            &format!("{a}/export/{{id}}/metadata"),
+            get(exports::metadata),
+        )
+        .route(&format!("{a}/export/{{id}}/part/{{n}}"), get(exports::part))
+        .route(
+            &format!("{a}/export/{{id}}"),
+            axum::routing::delete(exports::delete),
+        )
         .route(
             &format!("{a}/datastores/{{id}}/size_estimate"),
             get(admin::size_estimate),
