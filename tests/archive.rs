@@ -1124,3 +1124,69 @@ async fn a_server_export_over_http_needs_an_admin() {
     assert_eq!(meta["entity"], "localhost", "{meta}");
     a.stop().await;
 }
+
+/// An archive uploaded part by part to a running server (matrix-media-repo's import API,
+/// repository admins only) is imported once closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_archive_uploaded_to_the_import_api_is_imported_when_closed() {
+    let mut a = TestServer::start().await;
+    let p = populate(&a).await;
+    a.stop().await;
+    let into = tempfile::tempdir().unwrap();
+    let summary = export(&config_file(&a), &["--user", "@alice:localhost"], into.path()).summary();
+    let parts = parts_of(&summary);
+    assert!(parts.len() >= 2, "{summary}");
+
+    let b = TestServer::start().await;
+    let post = |path: String, token: &'static str, body: Vec<u8>| {
+        let req = b
+            .client
+            .post(b.url(&format!("{ADMIN_API}{path}")))
+            .bearer_auth(token)
+            .body(body);
+        async move { req.send().await.unwrap() }
+    };
+    let first = std::fs::read(&parts[0]).unwrap();
+    let resp = post("/import".into(), ALICE, first.clone()).await;
+    common::expect_error(resp, StatusCode::FORBIDDEN, "M_FORBIDDEN").await;
+    let resp = post("/import".into(), ADMIN, first).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let id = resp.json::<Value>().await.unwrap()["import_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for part in &parts[1..] {
+        let resp = post(
+            format!("/import/{id}/part"),
+            ADMIN,
+            std::fs::read(part).unwrap(),
+        )
+        .await;
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
+    let resp = post(format!("/import/{id}/close"), ADMIN, Vec::new()).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let done = loop {
+        let v: Value = get_as(&b, ADMIN, &format!("/import/{id}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        if v["done"] == true {
+            break v;
+        }
+        assert!(std::time::Instant::now() < deadline, "{v}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(done["summary"]["imported"], 2, "{done}");
+    assert_eq!(done["closed"], true, "{done}");
+    for (mxc, bytes) in [&p.big, &p.named] {
+        assert_eq!(&b.download_bytes(mxc).await, bytes);
+    }
+    // Closed: no more parts.
+    let resp = post(format!("/import/{id}/part"), ADMIN, vec![1, 2, 3]).await;
+    common::expect_error(resp, StatusCode::BAD_REQUEST, "M_INVALID_PARAM").await;
+    let resp = get_as(&b, ADMIN, "/import/not-an-id").await;
+    common::expect_error(resp, StatusCode::BAD_REQUEST, "M_INVALID_PARAM").await;
+}

@@ -15,6 +15,7 @@ pub mod extract;
 pub mod federation;
 pub mod forwarded;
 pub mod headers;
+pub mod imports;
 pub mod logout;
 pub mod moderation;
 pub mod moderator;
@@ -182,6 +183,10 @@ fn admin_routes(a: &str) -> Router<State> {
             &format!("{a}/export/{{id}}"),
             axum::routing::delete(exports::delete),
         )
+        .route(&format!("{a}/import"), post(imports::start))
+        .route(&format!("{a}/import/{{id}}"), get(imports::status))
+        .route(&format!("{a}/import/{{id}}/part"), post(imports::part))
+        .route(&format!("{a}/import/{{id}}/close"), post(imports::close))
         .route(
             &format!("{a}/datastores/{{id}}/size_estimate"),
             get(admin::size_estimate),

@@ -219,8 +219,12 @@ fn import_into(config: &Config, source: Source, options: Options) -> anyhow::Res
             .await
             .context("checking datastore identity markers")?;
         let datastores = Arc::new(datastores);
-        let moderation =
-            crate::moderation::Moderation::new(ledger.clone(), datastores.clone(), config, None);
+        let moderation = Arc::new(crate::moderation::Moderation::new(
+            ledger.clone(),
+            datastores.clone(),
+            config,
+            None,
+        ));
         let importer = Importer::new(ledger.clone(), datastores, moderation, options);
         let report = importer.run(source).await?;
         drop(importer);
@@ -231,6 +235,39 @@ fn import_into(config: &Config, source: Source, options: Options) -> anyhow::Res
     Ok(report)
 }
 
+/// The media of the archive `parts`, unpacked into `work`: origins that are not one of the
+/// config's homeservers are cached remote media.
+pub fn archive_source(
+    config: &Config,
+    parts: &[PathBuf],
+    work: &std::path::Path,
+) -> anyhow::Result<Source> {
+    let manifest = super::archive::unpack(parts, work)?;
+    let label = parts
+        .iter()
+        .filter_map(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut source = super::archive::read(&manifest, work, &label);
+    for row in &mut source.rows {
+        row.remote = !config
+            .homeservers
+            .iter()
+            .any(|h| h.name == row.media.origin);
+        if row.remote {
+            row.uploader = None;
+        }
+    }
+    eprintln!(
+        "import: {} media in the archive of {} ({} unusable)",
+        source.rows.len(),
+        manifest.entity_id,
+        source.bad.len()
+    );
+    Ok(source)
+}
+
 /// `import archive PART...`: unpacks the parts into a work folder beside the ledger, then
 /// imports the manifest's media (origins that are not ours are cached remote media).
 fn archive(args: Args) -> anyhow::Result<()> {
@@ -239,33 +276,8 @@ fn archive(args: Args) -> anyhow::Result<()> {
     }
     let config = Config::load(&args.config)?;
     let work = tempfile_dir(&config)?;
-    let result = (|| {
-        let manifest = super::archive::unpack(&args.parts, &work)?;
-        let label = args
-            .parts
-            .iter()
-            .filter_map(|p| p.file_name())
-            .map(|n| n.to_string_lossy().into_owned())
-            .collect::<Vec<_>>()
-            .join(", ");
-        let mut source = super::archive::read(&manifest, &work, &label);
-        for row in &mut source.rows {
-            row.remote = !config
-                .homeservers
-                .iter()
-                .any(|h| h.name == row.media.origin);
-            if row.remote {
-                row.uploader = None;
-            }
-        }
-        eprintln!(
-            "import: {} media in the archive of {} ({} unusable)",
-            source.rows.len(),
-            manifest.entity_id,
-            source.bad.len()
-        );
-        import_into(&config, source, args.options)
-    })();
+    let result = archive_source(&config, &args.parts, &work)
+        .and_then(|source| import_into(&config, source, args.options));
     let _ = std::fs::remove_dir_all(&work);
     println!("{}", serde_json::to_string(&result?)?);
     Ok(())

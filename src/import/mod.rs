@@ -144,7 +144,7 @@ enum Outcome {
 pub struct Importer {
     ledger: Arc<Ledger>,
     datastores: Arc<Datastores>,
-    moderation: Moderation,
+    moderation: Arc<Moderation>,
     options: Options,
 }
 
@@ -161,7 +161,7 @@ impl Importer {
     pub fn new(
         ledger: Arc<Ledger>,
         datastores: Arc<Datastores>,
-        moderation: Moderation,
+        moderation: Arc<Moderation>,
         options: Options,
     ) -> Self {
         Self {
@@ -187,8 +187,14 @@ impl Importer {
         let total = source.rows.len();
         let mut done = 0usize;
         let mut last_print = std::time::Instant::now();
-        let mut results = futures_util::stream::iter(source.rows.iter())
-            .map(|row| async move { (row, self.one(row).await) })
+        let rows = &source.rows;
+        // By index, not by reference: a closure taking `&Row` makes the stream's future not
+        // general enough to be spawned (the server runs archive imports in the background).
+        let mut results = futures_util::stream::iter(0..rows.len())
+            .map(|i| async move {
+                let row = &rows[i];
+                (row, self.one(row).await)
+            })
             .buffer_unordered(self.options.parallel.max(1));
         while let Some((row, result)) = results.next().await {
             done += 1;
