@@ -1133,7 +1133,12 @@ async fn an_archive_uploaded_to_the_import_api_is_imported_when_closed() {
     let p = populate(&a).await;
     a.stop().await;
     let into = tempfile::tempdir().unwrap();
-    let summary = export(&config_file(&a), &["--user", "@alice:localhost"], into.path()).summary();
+    let summary = export(
+        &config_file(&a),
+        &["--user", "@alice:localhost"],
+        into.path(),
+    )
+    .summary();
     let parts = parts_of(&summary);
     assert!(parts.len() >= 2, "{summary}");
 
