@@ -281,17 +281,7 @@ pub fn run(args: impl Iterator<Item = String>) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let exported = rt.block_on(async {
-        let path = config.database.path.clone();
-        let ledger = tokio::task::spawn_blocking(move || Ledger::open(&path, &mut |_, _| {}))
-            .await?
-            .with_context(|| {
-                format!(
-                    "opening the ledger at {} (is the server running on it? stop it first)",
-                    config.database.path.display()
-                )
-            })?;
-        let datastores =
-            Datastores::from_config(&config.datastores).context("opening datastores")?;
+        let (ledger, datastores) = crate::import::cli::open_exclusive(&config).await?;
         let out = export(
             &ledger,
             &datastores,
@@ -301,6 +291,7 @@ pub fn run(args: impl Iterator<Item = String>) -> anyhow::Result<()> {
             Actor::System,
         )
         .await;
+        // Everything recorded is synced before the writer stops.
         tokio::task::spawn_blocking(move || ledger.shutdown()).await?;
         out
     })?;

@@ -196,29 +196,34 @@ pub fn run(args: impl Iterator<Item = String>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The ledger and datastores of `config`, for a command run with the server stopped: the
+/// ledger opened exclusively (a running server holds it: the error says so), the
+/// datastores' identity markers checked.
+pub async fn open_exclusive(config: &Config) -> anyhow::Result<(Arc<Ledger>, Arc<Datastores>)> {
+    let path = config.database.path.clone();
+    let ledger = tokio::task::spawn_blocking(move || Ledger::open(&path, &mut |_, _| {}))
+        .await?
+        .with_context(|| {
+            format!(
+                "opening the ledger at {} (is the server running on it? stop it first)",
+                config.database.path.display()
+            )
+        })?;
+    let datastores = Datastores::from_config(&config.datastores).context("opening datastores")?;
+    datastores
+        .claim_all()
+        .await
+        .context("checking datastore identity markers")?;
+    Ok((Arc::new(ledger), Arc::new(datastores)))
+}
+
 /// Opens the ledger and datastores of `config` and imports `source` into them.
 fn import_into(config: &Config, source: Source, options: Options) -> anyhow::Result<super::Report> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     let report = rt.block_on(async {
-        let path = config.database.path.clone();
-        let ledger = tokio::task::spawn_blocking(move || Ledger::open(&path, &mut |_, _| {}))
-            .await?
-            .with_context(|| {
-                format!(
-                    "opening the ledger at {} (is the server running on it? stop it first)",
-                    config.database.path.display()
-                )
-            })?;
-        let ledger = Arc::new(ledger);
-        let datastores =
-            Datastores::from_config(&config.datastores).context("opening datastores")?;
-        datastores
-            .claim_all()
-            .await
-            .context("checking datastore identity markers")?;
-        let datastores = Arc::new(datastores);
+        let (ledger, datastores) = open_exclusive(config).await?;
         let moderation = Arc::new(crate::moderation::Moderation::new(
             ledger.clone(),
             datastores.clone(),

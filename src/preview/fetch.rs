@@ -185,18 +185,23 @@ impl Fetcher {
     ) -> Result<(Url, Option<String>, Bytes), FetchError> {
         let opened = self.open(url, accept).await?;
         let (url, content_type) = (opened.url.clone(), opened.content_type.clone());
-        let mut body = Vec::new();
-        opened
-            .stream(max, |chunk| {
-                body.extend_from_slice(&chunk);
-                std::future::ready(Ok(()))
-            })
-            .await?;
+        let body = opened.read_all(max).await?;
         Ok((url, content_type, Bytes::from(body)))
     }
 }
 
 impl Opened {
+    /// The whole body, at most `max` bytes.
+    pub async fn read_all(self, max: u64) -> Result<Vec<u8>, FetchError> {
+        let mut body = Vec::new();
+        self.stream(max, |chunk| {
+            body.extend_from_slice(&chunk);
+            std::future::ready(Ok(()))
+        })
+        .await?;
+        Ok(body)
+    }
+
     /// Feeds the body to `sink` chunk by chunk, failing once more than `max` bytes came.
     pub async fn stream<F, Fut>(self, max: u64, mut sink: F) -> Result<u64, FetchError>
     where

@@ -201,13 +201,7 @@ impl Previews {
                 }
                 let max = self.config.url_previews.max_page_bytes;
                 let page_url = opened.url.clone();
-                let mut body = Vec::new();
-                opened
-                    .stream(max, |chunk| {
-                        body.extend_from_slice(&chunk);
-                        std::future::ready(Ok(()))
-                    })
-                    .await?;
+                let body = opened.read_all(max).await?;
                 let mut page =
                     media_ledger_preview::page_from_bytes(&body, ct.as_deref(), &page_url);
                 // A discovery link: its answer fills what the page does not say (Synapse's
