@@ -377,14 +377,17 @@ fn tasks(config: &Config, follow: Option<u64>) -> anyhow::Result<ExitCode> {
             }
             Ok(())
         })?;
+        media_ledger::import::cli::list_tasks(&ledger)?;
         return Ok(ExitCode::SUCCESS);
     };
     let mut err = std::io::stderr();
     loop {
         // Re-open each time: a read-only open sees the server's writes as of opening.
         let ledger = Ledger::open_read_only(&config.database.path)?;
-        let t = tasks::get(&ledger.view(names::TASKS)?, Seq(id))?
-            .with_context(|| format!("no task {id}"))?;
+        let Some(t) = tasks::get(&ledger.view(names::TASKS)?, Seq(id))? else {
+            drop(ledger);
+            return media_ledger::import::cli::follow_task(&config.database.path, Seq(id));
+        };
         drop(ledger);
         let pct = if t.bytes_total == 0 {
             100.0

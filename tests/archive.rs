@@ -486,13 +486,35 @@ async fn a_users_export_leaves_quarantined_media_out_and_restores_identically_el
     }
     b.stop().await;
 
-    // Again: everything is there already; nothing is recorded.
-    let events_before = events(&b_config).len();
+    // The run was a task: `media-ledger tasks` lists it, finished.
+    let listed = run(&[
+        std::ffi::OsStr::new("tasks"),
+        std::ffi::OsStr::new("--config"),
+        b_config.as_os_str(),
+    ]);
+    assert!(
+        listed.stdout.contains("import archive\tfinished\t2/2 rows"),
+        "{}",
+        listed.stdout
+    );
+
+    // Again: everything is there already; nothing but the run's own task is recorded.
+    let not_task = |evs: Vec<Value>| {
+        evs.into_iter()
+            .filter(|e| {
+                !e["type"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .starts_with("import.")
+            })
+            .count()
+    };
+    let events_before = not_task(events(&b_config));
     let summary = import(&b_config, &parts).summary();
     assert_eq!(summary["imported"], 0, "{summary}");
     assert_eq!(summary["already_imported"], 2, "{summary}");
     assert_eq!(skipped(&summary), [], "{summary}");
-    assert_eq!(events(&b_config).len(), events_before);
+    assert_eq!(not_task(events(&b_config)), events_before);
     assert_no_work_folder(&b);
 }
 
@@ -1186,6 +1208,25 @@ async fn an_archive_uploaded_to_the_import_api_is_imported_when_closed() {
     };
     assert_eq!(done["summary"]["imported"], 2, "{done}");
     assert_eq!(done["closed"], true, "{done}");
+    // The import is a task of the tasks API, finished, with its figures.
+    let tasks: Value = get_as(&b, ADMIN, "/tasks/all").await.json().await.unwrap();
+    let import_task = tasks
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["task_name"] == "import")
+        .unwrap_or_else(|| panic!("no import task: {tasks}"))
+        .clone();
+    assert_eq!(import_task["is_finished"], true, "{import_task}");
+    assert_eq!(import_task["imported"], 2, "{import_task}");
+    assert_eq!(import_task["params"]["kind"], "archive", "{import_task}");
+    let id_of_task = import_task["task_id"].as_u64().unwrap();
+    let one: Value = get_as(&b, ADMIN, &format!("/tasks/{id_of_task}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(one, import_task);
     for (mxc, bytes) in [&p.big, &p.named] {
         assert_eq!(&b.download_bytes(mxc).await, bytes);
     }

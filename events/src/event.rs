@@ -71,6 +71,10 @@ pub enum Event {
     /// Media of a user or a server were exported as an archive (matrix-media-repo's format);
     /// the envelope's actor is who exported them.
     MediaExportedV1(MediaExported),
+    /// An import from another media store started; the task's id is this event's sequence.
+    ImportStartedV1(ImportStarted),
+    /// How far an import task got (the last one of a task says it finished).
+    ImportProgressV1(ImportProgress),
 }
 
 /// The kinds of moderation act, in the audit API's words.
@@ -100,6 +104,8 @@ impl Event {
             Event::UrlPreviewsExpiredV1(_) => "url.previews_expired.v1",
             Event::MediaMigratedV1(_) => "media.migrated.v1",
             Event::MediaExportedV1(_) => "media.exported.v1",
+            Event::ImportStartedV1(_) => "import.started.v1",
+            Event::ImportProgressV1(_) => "import.progress.v1",
         }
     }
 
@@ -126,7 +132,9 @@ impl Event {
             | Event::BlobTransferFailedV1(_)
             | Event::TransferFinishedV1(_)
             | Event::UrlPreviewsExpiredV1(_)
-            | Event::MediaExportedV1(_) => None,
+            | Event::MediaExportedV1(_)
+            | Event::ImportStartedV1(_)
+            | Event::ImportProgressV1(_) => None,
         }
     }
 
@@ -152,7 +160,9 @@ impl Event {
             | Event::TransferFinishedV1(_)
             | Event::UrlPreviewedV1(_)
             | Event::UrlPreviewsExpiredV1(_)
-            | Event::MediaExportedV1(_) => None,
+            | Event::MediaExportedV1(_)
+            | Event::ImportStartedV1(_)
+            | Event::ImportProgressV1(_) => None,
         }
     }
 }
@@ -458,4 +468,36 @@ pub struct MediaExported {
     pub quarantined_left_out: u64,
     /// The archive's parts (the manifest's included).
     pub parts: u32,
+}
+
+/// An import task began.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportStarted {
+    /// `synapse`, `mmr` or `archive`.
+    pub kind: String,
+    /// What is imported (a database without its password, archive parts).
+    pub source: String,
+    /// Rows the source holds.
+    pub rows_total: u64,
+}
+
+/// How far an import task got.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportProgress {
+    /// The task (its `import.started.v1`).
+    pub task: Seq,
+    /// Rows dealt with.
+    pub rows_done: u64,
+    /// Media recorded by this task.
+    pub imported: u64,
+    /// Media found recorded already.
+    pub already_imported: u64,
+    /// Rows (and thumbnails) skipped.
+    pub skipped: u64,
+    /// Bytes of the media recorded.
+    pub bytes: u64,
+    /// The task ended (with `error` when it stopped on one).
+    pub finished: bool,
+    /// Why it stopped.
+    pub error: Option<String>,
 }

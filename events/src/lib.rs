@@ -18,10 +18,10 @@ pub mod moderation;
 pub use codec::CodecError;
 pub use envelope::{Actor, Envelope, RequestId};
 pub use event::{
-    AsyncUploadCreated, BlobMoved, BlobSourceDeleted, BlobTransferFailed, Event, MediaAccessed,
-    MediaExported, MediaImported, MediaMigrated, MediaUploaded, RemoteMediaCached,
-    ThumbnailGenerated, ThumbnailMethod, TransferFinished, TransferStarted, UrlPreviewed,
-    UrlPreviewsExpired, MODERATION_KINDS,
+    AsyncUploadCreated, BlobMoved, BlobSourceDeleted, BlobTransferFailed, Event, ImportProgress,
+    ImportStarted, MediaAccessed, MediaExported, MediaImported, MediaMigrated, MediaUploaded,
+    RemoteMediaCached, ThumbnailGenerated, ThumbnailMethod, TransferFinished, TransferStarted,
+    UrlPreviewed, UrlPreviewsExpired, MODERATION_KINDS,
 };
 pub use ids::{
     BlobLocation, ContentType, DatastoreId, IdError, MediaId, MediaRef, RoomId, Seq, ServerName,

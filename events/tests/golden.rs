@@ -17,11 +17,11 @@ use common::{from_hex, id, mxc, to_hex};
 use media_ledger_events::codec::{self, Chain, CHAIN_LEN, GENESIS_CHAIN, RECORD_FORMAT_V1};
 use media_ledger_events::{
     Actor, AsyncUploadCreated, Authority, BlobDeleted, BlobMoved, BlobSourceDeleted,
-    BlobTransferFailed, Envelope, Event, FreedBlob, MediaAccessed, MediaAttributesSet,
-    MediaExported, MediaImported, MediaMigrated, MediaPurged, MediaPurpose, MediaQuarantined,
-    MediaUnquarantined, MediaUploaded, ModerationTarget, PurgedMedia, PurgedThumbnail,
-    RemoteMediaCached, RequestId, Seq, Sha256, ThumbnailGenerated, ThumbnailMethod,
-    TransferFinished, TransferStarted, UrlPreviewed, UrlPreviewsExpired,
+    BlobTransferFailed, Envelope, Event, FreedBlob, ImportProgress, ImportStarted, MediaAccessed,
+    MediaAttributesSet, MediaExported, MediaImported, MediaMigrated, MediaPurged, MediaPurpose,
+    MediaQuarantined, MediaUnquarantined, MediaUploaded, ModerationTarget, PurgedMedia,
+    PurgedThumbnail, RemoteMediaCached, RequestId, Seq, Sha256, ThumbnailGenerated,
+    ThumbnailMethod, TransferFinished, TransferStarted, UrlPreviewed, UrlPreviewsExpired,
 };
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -64,6 +64,8 @@ fn golden_for(event: &Event) -> Golden {
         Event::UrlPreviewsExpiredV1(_) => golden_url_previews_expired(),
         Event::MediaMigratedV1(_) => golden_media_migrated(),
         Event::MediaExportedV1(_) => golden_media_exported(),
+        Event::ImportStartedV1(_) => golden_import_started(),
+        Event::ImportProgressV1(_) => golden_import_progress(),
     }
 }
 
@@ -90,6 +92,8 @@ fn variant_name(event: &Event) -> &'static str {
         Event::UrlPreviewsExpiredV1(_) => "UrlPreviewsExpiredV1",
         Event::MediaMigratedV1(_) => "MediaMigratedV1",
         Event::MediaExportedV1(_) => "MediaExportedV1",
+        Event::ImportStartedV1(_) => "ImportStartedV1",
+        Event::ImportProgressV1(_) => "ImportProgressV1",
     }
 }
 
@@ -116,6 +120,8 @@ fn all_golden() -> Vec<Golden> {
         golden_url_previews_expired(),
         golden_media_migrated(),
         golden_media_exported(),
+        golden_import_started(),
+        golden_import_progress(),
     ]
 }
 
@@ -440,6 +446,47 @@ fn golden_media_exported() -> Golden {
                 bytes: 987_654_321,
                 quarantined_left_out: 3,
                 parts: 5,
+            }),
+        },
+    }
+}
+
+/// An import task of a PostgreSQL database.
+fn golden_import_started() -> Golden {
+    Golden {
+        prev: [0x21; CHAIN_LEN],
+        env: Envelope {
+            seq: Seq(1_100_001),
+            recorded_at_ms: 1_700_011_000_250,
+            actor: Actor::System,
+            request_id: RequestId("import-mmr".into()),
+            event: Event::ImportStartedV1(ImportStarted {
+                kind: "mmr".into(),
+                source: "matrix-media-repo database postgres://mmr:***@db/mediarepo".into(),
+                rows_total: 1_000_000,
+            }),
+        },
+    }
+}
+
+/// The end of an import task that stopped on an error.
+fn golden_import_progress() -> Golden {
+    Golden {
+        prev: [0x22; CHAIN_LEN],
+        env: Envelope {
+            seq: Seq(1_100_002),
+            recorded_at_ms: 1_700_011_000_500,
+            actor: Actor::System,
+            request_id: RequestId("import-task-1100001".into()),
+            event: Event::ImportProgressV1(ImportProgress {
+                task: Seq(1_100_001),
+                rows_done: 5_000,
+                imported: 4_990,
+                already_imported: 3,
+                skipped: 7,
+                bytes: 123_456_789,
+                finished: true,
+                error: Some("storage: disk full".into()),
             }),
         },
     }

@@ -282,7 +282,9 @@ impl Projection for HashRefs {
             | Event::BlobDeletedV1(_)
             | Event::UrlPreviewedV1(_)
             | Event::UrlPreviewsExpiredV1(_)
-            | Event::MediaExportedV1(_) => Ok(()),
+            | Event::MediaExportedV1(_)
+            | Event::ImportStartedV1(_)
+            | Event::ImportProgressV1(_) => Ok(()),
         }
     }
 }

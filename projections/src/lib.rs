@@ -12,6 +12,7 @@
 
 pub mod datastore_sizes;
 pub mod hash_refs;
+pub mod import_tasks;
 pub mod media_index;
 pub mod memory;
 pub mod moderation;

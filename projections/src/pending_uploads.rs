@@ -113,6 +113,8 @@ impl Projection for PendingUploads {
             | Event::UrlPreviewedV1(_)
             | Event::UrlPreviewsExpiredV1(_)
             | Event::MediaExportedV1(_)
+            | Event::ImportStartedV1(_)
+            | Event::ImportProgressV1(_)
             | Event::MediaMigratedV1(_)
             | Event::MediaQuarantinedV1(_)
             | Event::MediaUnquarantinedV1(_)

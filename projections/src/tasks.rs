@@ -1,4 +1,5 @@
-//! Background tasks (datastore transfers) and their progress.
+//! Background tasks (datastore transfers; imports in [`crate::import_tasks`]) and their
+//! progress.
 //!
 //! Keys: `b't' ‖ task seq (8 bytes BE)` → [`TaskRecord`]; `b'd' ‖ task seq ‖ sha256` →
 //! [`PendingDeletion`], blobs moved by the task whose source copy is not yet deleted (a restart
@@ -151,6 +152,8 @@ impl Projection for Tasks {
                 t.ended_at_ms = Some(env.recorded_at_ms);
                 t.error_message = e.error_message.clone();
             }),
+            Event::ImportStartedV1(e) => crate::import_tasks::started(tx, env, e),
+            Event::ImportProgressV1(e) => crate::import_tasks::progressed(tx, env, e),
             Event::MediaUploadedV1(_)
             | Event::AsyncUploadCreatedV1(_)
             | Event::MediaAccessedV1(_)

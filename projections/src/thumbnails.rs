@@ -120,6 +120,8 @@ impl Projection for Thumbnails {
             | Event::UrlPreviewedV1(_)
             | Event::UrlPreviewsExpiredV1(_)
             | Event::MediaExportedV1(_)
+            | Event::ImportStartedV1(_)
+            | Event::ImportProgressV1(_)
             | Event::MediaMigratedV1(_) => Ok(()),
         }
     }

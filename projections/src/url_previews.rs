@@ -169,7 +169,9 @@ impl Projection for UrlPreviews {
             | Event::BlobDeletedV1(_)
             | Event::MediaImportedV1(_)
             | Event::MediaMigratedV1(_)
-            | Event::MediaExportedV1(_) => Ok(()),
+            | Event::MediaExportedV1(_)
+            | Event::ImportStartedV1(_)
+            | Event::ImportProgressV1(_) => Ok(()),
         }
     }
 }

@@ -11,7 +11,7 @@ use media_ledger_events::{DatastoreId, Seq};
 use media_ledger_projections::names;
 use media_ledger_projections::size_estimate::{SizeEstimate, SizeEstimator};
 use media_ledger_projections::tasks::{self, TaskRecord};
-use media_ledger_projections::{datastore_sizes, hash_refs, media_index};
+use media_ledger_projections::{datastore_sizes, hash_refs, import_tasks, media_index};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -182,7 +182,39 @@ fn all_tasks(state: &State, unfinished_only: bool) -> Result<Vec<Value>, ApiErro
         }
         Ok::<(), LedgerError>(())
     })?;
+    state
+        .ledger
+        .scan(names::TASKS, import_tasks::IMPORT_PREFIX, |k, v| {
+            if let Some(entry) = import_tasks::decode_entry(k, v) {
+                let (seq, t) = entry?;
+                if !unfinished_only || !t.is_finished() {
+                    out.push(import_task_json(seq, &t));
+                }
+            }
+            Ok::<(), LedgerError>(())
+        })?;
+    out.sort_by_key(|t| t["task_id"].as_u64());
     Ok(out)
+}
+
+/// An import task (`media-ledger import`, the archive import API) in the tasks API's shape.
+fn import_task_json(seq: Seq, t: &import_tasks::ImportTask) -> Value {
+    let p = t.progress.as_ref();
+    json!({
+        "task_id": seq.0,
+        "task_name": "import",
+        "params": { "kind": t.kind, "source": t.source },
+        "start_ts": t.started_at_ms,
+        "end_ts": t.ended_at_ms.unwrap_or(0),
+        "is_finished": t.is_finished(),
+        "error_message": p.and_then(|p| p.error.clone()).unwrap_or_default(),
+        "rows_total": t.rows_total,
+        "rows_done": p.map_or(0, |p| p.rows_done),
+        "imported": p.map_or(0, |p| p.imported),
+        "already_imported": p.map_or(0, |p| p.already_imported),
+        "skipped": p.map_or(0, |p| p.skipped),
+        "bytes_done": p.map_or(0, |p| p.bytes),
+    })
 }
 
 /// `GET /_matrix/media/unstable/admin/tasks/all`.
@@ -205,9 +237,13 @@ pub async fn task(
         .parse::<u64>()
         .map(Seq)
         .map_err(|_| ApiError::InvalidParam(format!("invalid task id {id:?}")))?;
-    let t = tasks::get(&state.ledger.view(names::TASKS)?, seq)?
+    let view = state.ledger.view(names::TASKS)?;
+    if let Some(t) = tasks::get(&view, seq)? {
+        return Ok(Json(task_json(seq, &t)));
+    }
+    let t = import_tasks::get(&view, seq)?
         .ok_or_else(|| ApiError::NotFound(format!("no task {id}")))?;
-    Ok(Json(task_json(seq, &t)))
+    Ok(Json(import_task_json(seq, &t)))
 }
 
 /// `POST /_matrix/media/unstable/admin/snapshot`: a consistent copy of the ledger into

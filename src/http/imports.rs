@@ -168,7 +168,17 @@ async fn run(state: &State, dir: &Path) -> anyhow::Result<crate::import::Report>
             ..Default::default()
         },
     );
-    let report = importer.run(source).await;
+    let id = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let report = importer
+        .run_task(
+            source,
+            "archive",
+            &format!("archive uploaded as import {id}"),
+        )
+        .await;
     let _ = std::fs::remove_dir_all(&work);
     for p in parts {
         let _ = std::fs::remove_file(p);

@@ -191,7 +191,8 @@ pub fn run(args: impl Iterator<Item = String>) -> anyhow::Result<()> {
         source.rows.len(),
         source.bad.len()
     );
-    let report = import_into(&config, source, args.options)?;
+    let described = format!("{what} database {}", super::db::redact(&database));
+    let report = import_into(&config, source, args.options, &args.kind, &described)?;
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
 }
@@ -218,7 +219,13 @@ pub async fn open_exclusive(config: &Config) -> anyhow::Result<(Arc<Ledger>, Arc
 }
 
 /// Opens the ledger and datastores of `config` and imports `source` into them.
-fn import_into(config: &Config, source: Source, options: Options) -> anyhow::Result<super::Report> {
+fn import_into(
+    config: &Config,
+    source: Source,
+    options: Options,
+    kind: &str,
+    what: &str,
+) -> anyhow::Result<super::Report> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -231,7 +238,7 @@ fn import_into(config: &Config, source: Source, options: Options) -> anyhow::Res
             None,
         ));
         let importer = Importer::new(ledger.clone(), datastores, moderation, options);
-        let report = importer.run(source).await?;
+        let report = importer.run_task(source, kind, what).await?;
         drop(importer);
         // Everything recorded is synced before the writer stops.
         tokio::task::spawn_blocking(move || ledger.shutdown()).await?;
@@ -281,8 +288,14 @@ fn archive(args: Args) -> anyhow::Result<()> {
     }
     let config = Config::load(&args.config)?;
     let work = tempfile_dir(&config)?;
+    let described = args
+        .parts
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(" ");
     let result = archive_source(&config, &args.parts, &work)
-        .and_then(|source| import_into(&config, source, args.options));
+        .and_then(|source| import_into(&config, source, args.options, "archive", &described));
     let _ = std::fs::remove_dir_all(&work);
     println!("{}", serde_json::to_string(&result?)?);
     Ok(())
@@ -302,4 +315,75 @@ fn tempfile_dir(config: &Config) -> anyhow::Result<PathBuf> {
     ));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
+}
+
+/// `media-ledger tasks`: one line per import task, after the transfers.
+pub fn list_tasks(ledger: &Ledger) -> anyhow::Result<()> {
+    use media_ledger_projections::{import_tasks, names};
+    ledger.scan(names::TASKS, import_tasks::IMPORT_PREFIX, |k, v| {
+        if let Some(entry) = import_tasks::decode_entry(k, v) {
+            let (seq, t) = entry?;
+            println!("{seq}\timport {}\t{}", t.kind, task_line(&t));
+        }
+        Ok(())
+    })?;
+    Ok(())
+}
+
+fn task_line(t: &media_ledger_projections::import_tasks::ImportTask) -> String {
+    let p = t
+        .progress
+        .clone()
+        .unwrap_or(media_ledger_events::ImportProgress {
+            task: media_ledger_events::Seq(0),
+            rows_done: 0,
+            imported: 0,
+            already_imported: 0,
+            skipped: 0,
+            bytes: 0,
+            finished: false,
+            error: None,
+        });
+    let state = match (t.is_finished(), &p.error) {
+        (false, _) => "running (or killed: run the import again)",
+        (true, None) => "finished",
+        (true, Some(_)) => "failed",
+    };
+    format!(
+        "{state}\t{}/{} rows\t{} imported, {} already there, {} skipped, {:.1} MB{}",
+        p.rows_done,
+        t.rows_total,
+        p.imported,
+        p.already_imported,
+        p.skipped,
+        p.bytes as f64 / 1e6,
+        p.error.map(|e| format!("\t{e}")).unwrap_or_default()
+    )
+}
+
+/// `media-ledger tasks --follow ID` of an import task: its progress until it ends (read-only,
+/// beside the import).
+pub fn follow_task(
+    db: &std::path::Path,
+    id: media_ledger_events::Seq,
+) -> anyhow::Result<std::process::ExitCode> {
+    use media_ledger_projections::{import_tasks, names};
+    loop {
+        // Re-open each time: a read-only open sees the writer's records as of opening.
+        let ledger = Ledger::open_read_only(db)?;
+        let t = import_tasks::get(&ledger.view(names::TASKS)?, id)?
+            .with_context(|| format!("no task {id}"))?;
+        drop(ledger);
+        eprint!("\r{}", task_line(&t));
+        if t.is_finished() {
+            eprintln!();
+            let failed = t.progress.and_then(|p| p.error).is_some();
+            return Ok(if failed {
+                std::process::ExitCode::from(4)
+            } else {
+                std::process::ExitCode::SUCCESS
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
 }

@@ -25,7 +25,7 @@ use crate::moderation::{Act, Moderation};
 use futures_util::StreamExt;
 use media_ledger_events::{
     Actor, Authority, ContentType, DatastoreId, MediaMigrated, MediaPurpose, MediaRef,
-    ModerationTarget, RequestId, Sha256, ThumbnailGenerated, ThumbnailMethod, UserId,
+    ModerationTarget, RequestId, Seq, Sha256, ThumbnailGenerated, ThumbnailMethod, UserId,
 };
 use media_ledger_projections::{media_index, names, thumbnails};
 use serde::Serialize;
@@ -175,6 +175,74 @@ impl Importer {
     /// Imports every row of `source`, `parallel` at a time; a ledger failure (not a refusal of
     /// one row) stops the import.
     pub async fn run(&self, source: Source) -> Result<Report, LedgerError> {
+        self.run_in(source, None).await
+    }
+
+    /// [`Self::run`] as a task of the tasks API (`import.started.v1`, then its progress every
+    /// couple of seconds and at the end, `import.progress.v1`); `kind` and `what` describe
+    /// the source. A dry run records no task.
+    pub async fn run_task(
+        &self,
+        source: Source,
+        kind: &str,
+        what: &str,
+    ) -> Result<Report, LedgerError> {
+        if self.options.dry_run {
+            return self.run(source).await;
+        }
+        let rows_total = (source.rows.len() + source.bad.len()) as u64;
+        let started = self
+            .ledger
+            .submit(
+                Actor::System,
+                RequestId(format!("import-{kind}")),
+                Command::StartImport(media_ledger_events::ImportStarted {
+                    kind: kind.to_owned(),
+                    source: what.to_owned(),
+                    rows_total,
+                }),
+            )
+            .await?;
+        let task = started.seq;
+        eprintln!(
+            "import: task {} (media-ledger tasks --follow {})",
+            task.0, task.0
+        );
+        let outcome = self.run_in(source, Some(task)).await;
+        let (report, error) = match &outcome {
+            Ok(r) => (r.clone(), None),
+            Err(e) => (Report::default(), Some(e.to_string())),
+        };
+        self.progress(task, rows_total, &report, true, error).await;
+        outcome
+    }
+
+    /// Records how far `task` got (a failure to record is logged: the import goes on).
+    async fn progress(
+        &self,
+        task: Seq,
+        done: u64,
+        r: &Report,
+        finished: bool,
+        error: Option<String>,
+    ) {
+        let cmd = Command::ImportProgress(media_ledger_events::ImportProgress {
+            task,
+            rows_done: done,
+            imported: r.imported,
+            already_imported: r.already_imported,
+            skipped: r.skipped.len() as u64,
+            bytes: r.bytes,
+            finished,
+            error,
+        });
+        let id = RequestId(format!("import-task-{}", task.0));
+        if let Err(e) = self.ledger.submit(Actor::System, id, cmd).await {
+            tracing::warn!(task = task.0, error = %e, "cannot record the import's progress");
+        }
+    }
+
+    async fn run_in(&self, source: Source, task: Option<Seq>) -> Result<Report, LedgerError> {
         let started = std::time::Instant::now();
         let mut report = Report {
             skipped: source
@@ -218,6 +286,9 @@ impl Importer {
             }
             if last_print.elapsed().as_secs() >= 2 || done == total {
                 last_print = std::time::Instant::now();
+                if let Some(task) = task {
+                    self.progress(task, done as u64, &report, false, None).await;
+                }
                 eprintln!(
                     "import: {done}/{total} rows ({} imported, {} already there, {} skipped)",
                     report.imported,

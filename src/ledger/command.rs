@@ -1,10 +1,10 @@
 //! The commands the writer accepts and why it may refuse them.
 
 use media_ledger_events::{
-    Actor, AsyncUploadCreated, Authority, BlobDeleted, BlobMoved, Event, MediaAccessed,
-    MediaAttributesSet, MediaExported, MediaImported, MediaMigrated, MediaRef, MediaUploaded,
-    ModerationTarget, RemoteMediaCached, ThumbnailGenerated, TransferStarted, UrlPreviewed,
-    UrlPreviewsExpired, UserId,
+    Actor, AsyncUploadCreated, Authority, BlobDeleted, BlobMoved, Event, ImportProgress,
+    ImportStarted, MediaAccessed, MediaAttributesSet, MediaExported, MediaImported, MediaMigrated,
+    MediaRef, MediaUploaded, ModerationTarget, RemoteMediaCached, ThumbnailGenerated,
+    TransferStarted, UrlPreviewed, UrlPreviewsExpired, UserId,
 };
 
 /// A state change to validate and record.
@@ -77,6 +77,10 @@ pub enum Command {
     Migrate(MediaMigrated),
     /// Record an export archive written.
     Export(MediaExported),
+    /// Start an import task; its id is the sequence it gets.
+    StartImport(ImportStarted),
+    /// Record an unfinished import task's progress (or its end).
+    ImportProgress(ImportProgress),
 }
 
 /// What a purge request asks the writer to decide.

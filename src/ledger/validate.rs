@@ -51,7 +51,8 @@ impl Writer {
             Command::Purge(_) => &[names::MEDIA_INDEX, names::HASH_REFS, names::THUMBNAILS],
             Command::RecordBlobDeleted(_) => &[names::MODERATION],
             Command::RecordPreview(_) => &[names::MEDIA_INDEX, names::MODERATION],
-            Command::ExpirePreviews(_) | Command::Export(_) => &[],
+            Command::ExpirePreviews(_) | Command::Export(_) | Command::StartImport(_) => &[],
+            Command::ImportProgress(_) => &[names::TASKS],
         };
         {
             let failed = self.failed.lock();
@@ -163,6 +164,14 @@ impl Writer {
             }
             Command::ExpirePreviews(event) => Ok(Event::UrlPreviewsExpiredV1(event)),
             Command::Export(event) => Ok(Event::MediaExportedV1(event)),
+            Command::StartImport(event) => Ok(Event::ImportStartedV1(event)),
+            Command::ImportProgress(event) => {
+                let tasks = overlay.read(db, names::TASKS)?;
+                match media_ledger_projections::import_tasks::get(&tasks, event.task)? {
+                    Some(t) if !t.is_finished() => Ok(Event::ImportProgressV1(event)),
+                    _ => Err(LedgerError::Conflict(Conflict::NoSuchTask)),
+                }
+            }
             Command::Migrate(mut event) => {
                 // No quarantine check: the media existed before, in the source; when its
                 // bytes are quarantined here, the importer quarantines it right after

@@ -26,68 +26,35 @@ import os
 import random
 import secrets
 import shutil
-import signal
-import socket
 import sqlite3
 import subprocess
 import tempfile
 import time
 from collections import Counter
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from conftest import (
-    LEDGER_BIN, SERVER_NAME, SYNAPSE, http, matrix_error, mxc_parts, quote, register, summary,
+    LEDGER_BIN, SERVER_NAME, SYNAPSE, http, matrix_error, mxc_parts, quote, summary,
     upload_to_synapse,
 )
+from importing import (
+    CROP_SIZES, IMPORT_TIMEOUT, MEDIA_STORE, SYNAPSE_DIR, V1, Ledger, Rows, as_booleans,
+    backup_db, body_of, differences, events, free_port, fresh_ledger, import_summary,
+    import_synapse_cmd, media_info, mxc_of, noisy_image, quarantine_and_protect, query, rows_of,
+    run_timed, serving, synapse_users, thumbnail, upload_plan,
+)
+from importing import download as download_from
 from PIL import Image
 
-SYNAPSE_DIR = Path(os.environ["RS_SYNAPSE_DIR"])
-MEDIA_STORE = SYNAPSE_DIR / "media_store"
-SYNAPSE_DB = SYNAPSE_DIR / "homeserver.db"
 # Beside Synapse's folder, in the suite's work folder: on the same filesystem as the media store
 # (for --link), removed with the work folder on success, kept with it on failure.
 WORK = SYNAPSE_DIR.parent / "import-tests"
-V1 = "/_synapse/admin/v1"
 ADMIN = "/_matrix/media/unstable/admin"
-# The thumbnail sizes compared (Synapse's and media-ledger's default crop sizes: both serve the
-# stored one for them; a scale thumbnail is stored by Synapse at the scaled image's own size).
-CROP_SIZES = [(32, 32), (96, 96)]
-IMPORT_TIMEOUT = 180
 
 
 # --- helpers ----------------------------------------------------------------------------------
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def synapse_login(user_id: str, password: str) -> str:
-    """An access token from Synapse itself (not through the proxy)."""
-    r = http("POST", f"{SYNAPSE}/_matrix/client/v3/login", body={
-        "type": "m.login.password", "identifier": {"type": "m.id.user", "user": user_id},
-        "password": password, "initial_device_display_name": "import tests"})
-    assert r.status == 200, r.body
-    return r.json()["access_token"]
-
-
-def noisy_image(width: int, height: int, fmt: str) -> bytes:
-    """A unique image (random pixels, so no other media shares its bytes: Synapse quarantines
-    by hash) with some structure for the thumbnailer."""
-    rng = random.Random(secrets.randbits(64))
-    img = Image.new("RGB", (width, height))
-    img.putdata([((x * 255) // width ^ rng.randrange(32), (y * 255) // height, rng.randrange(256))
-                 for y in range(height) for x in range(width)])
-    buf = io.BytesIO()
-    img.save(buf, format=fmt)
-    return buf.getvalue()
-
 
 def local_content(store: Path, media_id: str) -> Path:
     """Where Synapse keeps a local media (synapse/media/filepath.py)."""
@@ -100,155 +67,20 @@ def local_thumbnail(store: Path, media_id: str, w: int, h: int, ctype: str, meth
             / f"{w}-{h}-{top}-{sub}-{method}")
 
 
-def backup_db(dst: Path) -> Path:
-    """A consistent copy of Synapse's live SQLite database (SQLite's online backup)."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    src = sqlite3.connect(f"file:{SYNAPSE_DB}?mode=ro", uri=True)
-    out = sqlite3.connect(dst)
-    with out:
-        src.backup(out)
-    src.close()
-    out.close()
-    return dst
-
-
-def query(db: Path, sql: str, args=()) -> list:
-    con = sqlite3.connect(db)
-    try:
-        return con.execute(sql, args).fetchall()
-    finally:
-        con.close()
-
-
-@dataclass
-class Rows:
-    """What a Synapse database copy holds, as the import summary counts it."""
-    local: int
-    remote: int
-    thumbnails: int
-    quarantined: int
-    pinned: int
-    bytes: int
-
-    @property
-    def media(self) -> int:
-        return self.local + self.remote
-
-
-def rows_of(db: Path) -> Rows:
-    one = lambda sql: query(db, sql)[0][0] or 0  # noqa: E731
-    return Rows(
-        local=one("SELECT count(*) FROM local_media_repository"),
-        remote=one("SELECT count(*) FROM remote_media_cache"),
-        thumbnails=one("SELECT count(*) FROM local_media_repository_thumbnails")
-        + one("SELECT count(*) FROM remote_media_cache_thumbnails"),
-        quarantined=one("SELECT count(*) FROM local_media_repository"
-                        " WHERE quarantined_by IS NOT NULL")
-        + one("SELECT count(*) FROM remote_media_cache WHERE quarantined_by IS NOT NULL"),
-        pinned=one("SELECT count(*) FROM local_media_repository WHERE safe_from_quarantine"),
-        bytes=one("SELECT sum(media_length) FROM local_media_repository")
-        + one("SELECT sum(media_length) FROM remote_media_cache"),
-    )
-
-
-@dataclass
-class Ledger:
-    """A fresh media-ledger data folder and its config: the one homeserver (no cs_api), a file
-    datastore, a static token and a shared secret."""
-    root: Path
-    port: int
-    secret: str = field(default_factory=lambda: secrets.token_urlsafe(16))
-    token: str = field(default_factory=lambda: secrets.token_urlsafe(16))
-    user: str = f"@import-check:{SERVER_NAME}"
-
-    @property
-    def config(self) -> Path:
-        return self.root / "media-ledger.toml"
-
-    @property
-    def ledger_path(self) -> Path:
-        return self.root / "ledger"
-
-    @property
-    def media_dir(self) -> Path:
-        return self.root / "media"
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-
 def new_ledger(name: str, cs_api: str | None = None) -> Ledger:
-    """`cs_api`: none (the default) for every ledger an import is checked on."""
-    WORK.mkdir(parents=True, exist_ok=True)
-    led = Ledger(Path(tempfile.mkdtemp(prefix=f"{name}.", dir=WORK)), free_port())
-    led.config.write_text(f"""
-[server]
-bind = "127.0.0.1:{led.port}"
-shutdown_grace_ms = 1000
-
-[database]
-path = "{led.ledger_path}"
-
-[auth]
-shared_secret = "{led.secret}"
-admins = []
-
-[[auth.static_tokens]]
-token = "{led.token}"
-user_id = "{led.user}"
-
-[federation]
-signing_key_path = "{led.root}/signing.key"
-check_published_key = false
-
-# No cs_api: no token of Synapse's is accepted and nothing is read through from Synapse.
-[[homeservers]]
-name = "{SERVER_NAME}"
-default = true
-{f'cs_api = "{cs_api}"' if cs_api else ""}
-
-[[datastores]]
-id = "files"
-type = "file"
-path = "{led.media_dir}"
-kinds = ["all"]
-""")
-    return led
-
-
-def import_cmd(led: Ledger, db, store: Path, *extra: str) -> list[str]:
-    return [LEDGER_BIN, "import", "synapse", "--config", str(led.config), "--database", str(db),
-            "--media-store", str(store), *extra]
+    """A fresh data folder (see importing.fresh_ledger). `cs_api`: none (the default) for every
+    ledger an import is checked on."""
+    return fresh_ledger(WORK, name, f"@import-check:{SERVER_NAME}", cs_api=cs_api)
 
 
 def run_import(led: Ledger, db, store: Path = MEDIA_STORE, *extra: str,
                ok: bool = True) -> tuple[subprocess.CompletedProcess, dict | None]:
     """Runs the importer to its end; its stdout is exactly one JSON object (the summary)."""
-    p = subprocess.run(import_cmd(led, db, store, *extra), capture_output=True, text=True,
-                       timeout=IMPORT_TIMEOUT)
+    p, _ = run_timed(import_synapse_cmd(led, db, store, *extra), IMPORT_TIMEOUT)
     if not ok:
         return p, None
-    assert p.returncode == 0, (p.returncode, p.stdout[-2000:], p.stderr[-4000:])
-    try:
-        out = json.loads(p.stdout)
-    except ValueError:
-        pytest.fail(f"stdout is not one JSON object: {p.stdout[-2000:]!r}")
-    assert isinstance(out, dict), out
-    for key in ("imported", "already_imported", "thumbnails", "quarantined", "pinned", "bytes",
-                "seconds", "skipped"):
-        assert key in out, (key, out)
-    return p, out
+    return p, import_summary(p)
 
-
-def events(led: Ledger) -> list[dict]:
-    """The ledger's log (`media-ledger events`); no ledger folder yet: nothing recorded."""
-    if not led.ledger_path.exists():
-        return []
-    p = subprocess.run([LEDGER_BIN, "events", "--config", str(led.config)], capture_output=True,
-                       text=True, timeout=60)
-    assert p.returncode == 0, p.stderr[-2000:]
-    return [json.loads(line) for line in p.stdout.splitlines() if line.strip()]
 
 
 def migrated_count(led: Ledger) -> int | str:
@@ -271,18 +103,11 @@ def blob_count(led: Ledger) -> int:
     return len(blobs_of(led))
 
 
-def body_of(e: dict) -> dict:
-    return next(iter(e["event"].values()))
-
-
 def affected(e: dict) -> list[str]:
     """The media an event names (one, or a moderation act's list), as mxc URIs."""
     m = body_of(e).get("media")
     return [mxc_of(x) for x in (m if isinstance(m, list) else [m] if m else [])]
 
-
-def mxc_of(m) -> str:
-    return m if isinstance(m, str) else f"mxc://{m['origin']}/{m['media_id']}"
 
 
 @dataclass
@@ -329,59 +154,9 @@ def state_of(evs: list[dict]) -> State:
                  [k for k, n in thumbs.items() if n > 1])
 
 
-@contextmanager
-def serving(led: Ledger):
-    """`media-ledger serve` on the ledger until the block ends (SIGTERM, then waited for)."""
-    log = open(led.root / "serve.log", "ab")
-    p = subprocess.Popen([LEDGER_BIN, "serve", "--config", str(led.config)], stdout=log,
-                         stderr=subprocess.STDOUT, env={**os.environ, "NO_COLOR": "1"})
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert p.poll() is None, (
-                f"media-ledger serve exited ({p.returncode}): "
-                f"{(led.root / 'serve.log').read_text()[-3000:]}")
-            try:
-                if http("GET", f"{led.url}/healthz", timeout=2).status == 200:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "media-ledger serve did not answer in 60 s"
-            time.sleep(0.1)
-        yield led.url
-    finally:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-        log.close()
-
-
 def download(led: Ledger, mxc: str, token: str | None = None):
-    server, media_id = mxc_parts(mxc)
-    return http("GET", f"{led.url}/_matrix/client/v1/media/download/{server}/{media_id}",
-                token=token or led.token)
-
-
-def thumbnail(base: str, token: str, mxc: str, w: int, h: int, method: str = "crop"):
-    server, media_id = mxc_parts(mxc)
-    return http("GET", f"{base}/_matrix/client/v1/media/thumbnail/{server}/{media_id}"
-                       f"?width={w}&height={h}&method={method}", token=token)
-
-
-def media_info(base: str, token: str, mxc: str) -> dict:
-    server, media_id = mxc_parts(mxc)
-    r = http("GET", f"{base}{V1}/media/{server}/{quote(media_id)}", token=token)
-    assert r.status == 200, (mxc, r.status, r.body[:300])
-    return r.json()["media_info"]
-
-
-def differences(got: dict, want: dict) -> dict:
-    return {k: {"media-ledger": got.get(k, "<absent>"), "synapse": want.get(k, "<absent>")}
-            for k in sorted(set(got) | set(want))
-            if got.get(k, "<absent>") != want.get(k, "<absent>")}
+    """From the ledger's own server, with its static token unless another is given."""
+    return download_from(led.url, token or led.token, mxc)
 
 
 def linked_copy(src: Path, dst: Path) -> Path:
@@ -402,21 +177,6 @@ def replace(path: Path, data: bytes | None) -> None:
 # --- what Synapse holds -----------------------------------------------------------------------
 
 @dataclass
-class Media:
-    mxc: str
-    data: bytes
-    content_type: str
-    upload_name: str | None
-    uploader: str
-    thumbnails: dict = field(default_factory=dict)  # (w, h) -> bytes Synapse served (crop)
-    served_type: str = ""  # the Content-Type Synapse served it with
-
-    @property
-    def media_id(self) -> str:
-        return mxc_parts(self.mxc)[1]
-
-
-@dataclass
 class Fixture:
     media: dict          # name -> Media
     quarantined: str     # name
@@ -432,11 +192,7 @@ class Fixture:
 @pytest.fixture(scope="module")
 def synapse_media() -> Fixture:
     tag = secrets.token_hex(3)
-    users, tokens = {}, {}
-    for name, admin in [("alice", False), ("bob", False), ("mod", True)]:
-        pw = secrets.token_urlsafe(12)
-        users[name] = register(f"import_{name}_{tag}", pw, admin)
-        tokens[name] = synapse_login(users[name], pw)
+    users, tokens = synapse_users("import", tag, "import tests")
 
     plan = [
         # name, uploader, bytes, content type, upload name
@@ -450,11 +206,7 @@ def synapse_media() -> Fixture:
         ("spare", "bob", b"a media whose row the bad-input test renames\n" * 7, "text/plain",
          "spare.txt"),
     ]
-    media = {}
-    for name, who, data, ctype, filename in plan:
-        mxc = upload_to_synapse(tokens[who], data, ctype, filename)
-        assert mxc_parts(mxc)[0] == SERVER_NAME, mxc
-        media[name] = Media(mxc, data, ctype, filename, users[who])
+    media = upload_plan(plan, users, tokens)
 
     # How Synapse serves each, and the thumbnails it serves (generated at upload,
     # dynamic_thumbnails off), the same bytes as in its media store.
@@ -473,13 +225,7 @@ def synapse_media() -> Fixture:
             assert stored.read_bytes() == r.body, stored
             m.thumbnails[(w, h)] = r.body
 
-    q, p = media["quarantined"], media["protected"]
-    r = http("POST", f"{SYNAPSE}{V1}/media/quarantine/{SERVER_NAME}/{q.media_id}",
-             token=tokens["mod"])
-    assert r.status == 200, r.body
-    r = http("POST", f"{SYNAPSE}{V1}/media/protect/{p.media_id}", token=tokens["mod"])
-    assert r.status == 200, r.body
-    assert download_status(tokens["alice"], q.mxc) == 404  # Synapse refuses it now
+    quarantine_and_protect(tokens, media["quarantined"], media["protected"])
 
     # Synapse's media_info of each, read before and after the copy until both agree (Synapse
     # writes last-access times in the background): what the copy holds is what Synapse said.
@@ -497,23 +243,6 @@ def synapse_media() -> Fixture:
     assert after["protected"]["safe_from_quarantine"] is True, after["protected"]
     return Fixture(media, "quarantined", "protected", users["mod"], tokens, users, after, db,
                    rows_of(db))
-
-
-def as_booleans(info: dict) -> dict:
-    """Synapse's media_info with its booleans as booleans: on SQLite Synapse answers the
-    columns as stored, `safe_from_quarantine: 1` and `authenticated: 1` (on PostgreSQL
-    `true`); media-ledger answers `true`, as Synapse's own documentation shows it."""
-    out = dict(info)
-    for k in ("safe_from_quarantine", "authenticated"):
-        if out.get(k) in (0, 1) and not isinstance(out[k], bool):
-            out[k] = bool(out[k])
-    return out
-
-
-def download_status(token: str, mxc: str) -> int:
-    server, media_id = mxc_parts(mxc)
-    return http("GET", f"{SYNAPSE}/_matrix/client/v1/media/download/{server}/{media_id}",
-                token=token).status
 
 
 @dataclass
@@ -629,8 +358,13 @@ def test_a_second_run_imports_nothing_and_records_nothing(synapse_media, importe
     assert out["already_imported"] == imported.summary["imported"], (out, imported.summary)
     assert out["skipped"] == [], out
     after = events(led)
-    assert len(after) == len(before), [e["type"] for e in after[len(before):]]
-    assert after == before
+    # Only the run's own task is recorded: it started, and it finished having imported nothing.
+    new = after[len(before):]
+    assert [e["type"] for e in new][:1] == ["import.started.v1"], [e["type"] for e in new]
+    assert {e["type"] for e in new} <= {"import.started.v1", "import.progress.v1"}, new
+    done = [body_of(e) for e in new if e["type"] == "import.progress.v1"][-1]
+    assert done["finished"] is True and done["imported"] == 0, done
+    assert after[:len(before)] == before
 
 
 def test_the_import_refuses_a_ledger_its_server_has_open(synapse_media, imported):
@@ -711,7 +445,7 @@ def kill_and_compare(fx: Fixture, seed: int, rng: random.Random, db: Path) -> No
     total_blobs = blob_count(one)
     kills = []
     for k in range(3):
-        p = subprocess.Popen(import_cmd(killed, db, MEDIA_STORE, *extra),
+        p = subprocess.Popen(import_synapse_cmd(killed, db, MEDIA_STORE, *extra),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if k == 0:
             delay = rng.uniform(0.05, min(0.8, max(0.1, one_shot / 2)))

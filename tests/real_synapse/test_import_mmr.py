@@ -14,29 +14,24 @@ quarantine and pin, the thumbnail is served for its size; running the import aga
 same paths, then with none: the paths MMR's `datastores` table records) imports nothing."""
 
 import hashlib
-import io
-import json
 import os
-import random
 import secrets
-import signal
-import socket
 import string
 import subprocess
 import tempfile
 import time
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg2
 import pytest
 from conftest import LEDGER_BIN, http, matrix_error, quote, summary
+from importing import (
+    SYNAPSE_DIR, V1, Ledger, events, fresh_ledger, import_summary, noisy_image, pg_connect,
+    run_timed, serving,
+)
 from pg import PgCluster, pg_cluster
-from PIL import Image
 
-WORK = Path(os.environ["RS_SYNAPSE_DIR"]).parent / "import-mmr"
-V1 = "/_synapse/admin/v1"
+WORK = SYNAPSE_DIR.parent / "import-mmr"
 TIMEOUT = 120
 HOME, HOME2 = "mmr.test", "mmr-two.test"  # MMR's `homeservers:`, media-ledger's too
 REMOTE = "elsewhere.test"                   # an origin MMR only cached media of
@@ -284,27 +279,9 @@ UPSERT_LAST_ACCESS = ("INSERT INTO last_access (sha256_hash, last_access_ts) VAL
 
 # --- helpers ------------------------------------------------------------------------------------
 
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def unique_id(n: int = 32) -> str:
     """An id as MMR makes them (random letters and digits)."""
     return "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(n))
-
-
-def noisy_image(width: int, height: int, fmt: str) -> bytes:
-    rng = random.Random(secrets.randbits(64))
-    img = Image.new("RGB", (width, height))
-    img.putdata([((x * 255) // width ^ rng.randrange(32), (y * 255) // height, rng.randrange(256))
-                 for y in range(height) for x in range(width)])
-    buf = io.BytesIO()
-    img.save(buf, format=fmt)
-    return buf.getvalue()
 
 
 def sha256(data: bytes) -> str:
@@ -342,115 +319,22 @@ class Mmr:
     skipped: dict                # name -> (what, reason fragment)
 
 
-@dataclass
-class Ledger:
-    root: Path
-    port: int
-    secret: str = field(default_factory=lambda: secrets.token_urlsafe(16))
-    token: str = field(default_factory=lambda: secrets.token_urlsafe(16))
-
-    @property
-    def config(self) -> Path:
-        return self.root / "media-ledger.toml"
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-
 def new_ledger(name: str) -> Ledger:
-    WORK.mkdir(parents=True, exist_ok=True)
-    led = Ledger(Path(tempfile.mkdtemp(prefix=f"{name}.", dir=WORK)), free_port())
-    led.config.write_text(f"""
-[server]
-bind = "127.0.0.1:{led.port}"
-shutdown_grace_ms = 1000
-
-[database]
-path = "{led.root}/ledger"
-
-[auth]
-shared_secret = "{led.secret}"
-admins = []
-
-[[auth.static_tokens]]
-token = "{led.token}"
-user_id = "@mmr-import-check:{HOME}"
-
-[federation]
-signing_key_path = "{led.root}/signing.key"
-check_published_key = false
-
-# MMR's homeservers, no cs_api: every byte served comes from the import.
-[[homeservers]]
-name = "{HOME}"
-default = true
-
-[[homeservers]]
-name = "{HOME2}"
-
-[[datastores]]
-id = "files"
-type = "file"
-path = "{led.root}/media"
-kinds = ["all"]
-""")
-    return led
+    """A fresh data folder (see importing.fresh_ledger) with MMR's homeservers, no cs_api:
+    every byte served comes from the import."""
+    return fresh_ledger(WORK, name, f"@mmr-import-check:{HOME}", homeservers=(HOME, HOME2))
 
 
 def run_import(led: Ledger, mmr: Mmr, *extra: str, paths: bool = True):
     args = [LEDGER_BIN, "import", "mmr", "--config", str(led.config), "--database", mmr.pg.url()]
     if paths:
         args += ["--datastore-path", f"{mmr.ds_id}={mmr.ds_dir}"]
-    t0 = time.monotonic()
-    p = subprocess.run([*args, *extra], capture_output=True, text=True, timeout=TIMEOUT)
-    return p, time.monotonic() - t0
+    return run_timed([*args, *extra], TIMEOUT)
 
 
 def import_ok(led: Ledger, mmr: Mmr, paths: bool = True) -> tuple[dict, float]:
     p, took = run_import(led, mmr, paths=paths)
-    assert p.returncode == 0, (p.returncode, p.stdout[-2000:], p.stderr[-4000:])
-    try:
-        out = json.loads(p.stdout)
-    except ValueError:
-        pytest.fail(f"stdout is not one JSON object: {p.stdout[-2000:]!r}")
-    return out, took
-
-
-def events(led: Ledger, mxc: str) -> list[dict]:
-    p = subprocess.run([LEDGER_BIN, "events", "--config", str(led.config), "--media", mxc],
-                       capture_output=True, text=True, timeout=60)
-    assert p.returncode == 0, p.stderr[-2000:]
-    return [json.loads(line) for line in p.stdout.splitlines() if line.strip()]
-
-
-@contextmanager
-def serving(led: Ledger):
-    log = open(led.root / "serve.log", "ab")
-    p = subprocess.Popen([LEDGER_BIN, "serve", "--config", str(led.config)], stdout=log,
-                         stderr=subprocess.STDOUT, env={**os.environ, "NO_COLOR": "1"})
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert p.poll() is None, (
-                f"media-ledger serve exited ({p.returncode}): "
-                f"{(led.root / 'serve.log').read_text()[-3000:]}")
-            try:
-                if http("GET", f"{led.url}/healthz", timeout=2).status == 200:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "media-ledger serve did not answer in 60 s"
-            time.sleep(0.1)
-        yield led.url
-    finally:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-        log.close()
+    return import_summary(p), took
 
 
 # --- MMR's database and datastore, as MMR writes them ----------------------------------------------
@@ -466,8 +350,7 @@ def mmr() -> Mmr:
 
 
 def build_mmr(pg: PgCluster) -> Mmr:
-    con = psycopg2.connect(host=pg.host, port=pg.port, user=pg.user, password=pg.password,
-                           dbname=pg.database)
+    con = pg_connect(pg)
     con.autocommit = True
     cur = con.cursor()
     for _name, _commit, sql in MMR_MIGRATIONS:
@@ -586,8 +469,7 @@ def imported(mmr) -> Imported:
 
 def test_the_schema_is_mmrs(mmr):
     """The rows went through MMR's own schema (its user_stats trigger counted the uploads)."""
-    con = psycopg2.connect(host=mmr.pg.host, port=mmr.pg.port, user=mmr.pg.user,
-                           password=mmr.pg.password, dbname=mmr.pg.database)
+    con = pg_connect(mmr.pg)
     try:
         with con.cursor() as cur:
             cur.execute("SELECT data_type FROM information_schema.columns "

@@ -21,103 +21,37 @@ The import reads the whole of Synapse's database, so it also brings the media ot
 files stored at Synapse: counts are checked against the rows of the database copy, and the
 media checked one by one are this file's own (its own users)."""
 
-import io
 import json
 import os
-import random
 import secrets
 import shutil
-import signal
-import socket
-import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg2
 import pytest
 import yaml
-from conftest import (
-    LEDGER_BIN, SERVER_NAME, SYNAPSE, http, matrix_error, mxc_parts, quote, register, summary,
-    upload_to_synapse,
+from conftest import SERVER_NAME, SYNAPSE, matrix_error, mxc_parts, quote, summary
+from importing import (
+    CROP_SIZES, IMPORT_TIMEOUT, SYNAPSE_DIR, Ledger, Rows, as_booleans, backup_db, body_of,
+    differences, download, events, free_port, fresh_ledger, import_summary, import_synapse_cmd,
+    media_info, mxc_of, noisy_image, pg_connect, quarantine_and_protect, rows_of, run_timed,
+    serving, sqlite_one, synapse_users, thumbnail, upload_plan,
 )
 from pg import PgCluster, pg_cluster
-from PIL import Image
 
-SYNAPSE_DIR = Path(os.environ["RS_SYNAPSE_DIR"])
-MEDIA_STORE = SYNAPSE_DIR / "media_store"
-SYNAPSE_DB = SYNAPSE_DIR / "homeserver.db"
 # In the suite's work folder: removed with it on success, kept with it on failure (with the
 # PostgreSQL server's log and synapse_port_db's output).
 WORK = SYNAPSE_DIR.parent / "import-postgres"
-V1 = "/_synapse/admin/v1"
-CROP_SIZES = [(32, 32), (96, 96)]
-TIMEOUT = 180
 # The tables the importer reads, and so the ones whose rows must reach PostgreSQL.
 MEDIA_TABLES = ["local_media_repository", "local_media_repository_thumbnails",
                 "remote_media_cache", "remote_media_cache_thumbnails"]
 
 
 # --- helpers ------------------------------------------------------------------------------------
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def synapse_login(user_id: str, password: str) -> str:
-    """An access token from Synapse itself (not through the proxy)."""
-    r = http("POST", f"{SYNAPSE}/_matrix/client/v3/login", body={
-        "type": "m.login.password", "identifier": {"type": "m.id.user", "user": user_id},
-        "password": password, "initial_device_display_name": "postgres import tests"})
-    assert r.status == 200, r.body
-    return r.json()["access_token"]
-
-
-def noisy_image(width: int, height: int, fmt: str) -> bytes:
-    """A unique image (random pixels: no other media shares its bytes, and Synapse quarantines
-    by hash) with some structure for the thumbnailer."""
-    rng = random.Random(secrets.randbits(64))
-    img = Image.new("RGB", (width, height))
-    img.putdata([((x * 255) // width ^ rng.randrange(32), (y * 255) // height, rng.randrange(256))
-                 for y in range(height) for x in range(width)])
-    buf = io.BytesIO()
-    img.save(buf, format=fmt)
-    return buf.getvalue()
-
-
-def backup_db(dst: Path) -> Path:
-    """A consistent copy of Synapse's live SQLite database (SQLite's online backup)."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    src = sqlite3.connect(f"file:{SYNAPSE_DB}?mode=ro", uri=True)
-    out = sqlite3.connect(dst)
-    with out:
-        src.backup(out)
-    src.close()
-    out.close()
-    return dst
-
-
-def sqlite_one(db: Path, sql: str):
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        return con.execute(sql).fetchone()[0]
-    finally:
-        con.close()
-
-
-def pg_connect(pg: PgCluster):
-    return psycopg2.connect(host=pg.host, port=pg.port, user=pg.user, password=pg.password,
-                            dbname=pg.database)
-
 
 def pg_rows(pg: PgCluster, sql: str, args=()) -> list:
     con = pg_connect(pg)
@@ -133,122 +67,19 @@ def pg_one(pg: PgCluster, sql: str, args=()):
     return pg_rows(pg, sql, args)[0][0]
 
 
-@dataclass
-class Rows:
-    """What a Synapse database copy holds, as the import summary counts it."""
-    media: int
-    thumbnails: int
-    quarantined: int
-    pinned: int
-    bytes: int
-
-
-def rows_of(db: Path) -> Rows:
-    one = lambda sql: sqlite_one(db, sql) or 0  # noqa: E731
-    return Rows(
-        media=one("SELECT count(*) FROM local_media_repository")
-        + one("SELECT count(*) FROM remote_media_cache"),
-        thumbnails=one("SELECT count(*) FROM local_media_repository_thumbnails")
-        + one("SELECT count(*) FROM remote_media_cache_thumbnails"),
-        quarantined=one("SELECT count(*) FROM local_media_repository"
-                        " WHERE quarantined_by IS NOT NULL")
-        + one("SELECT count(*) FROM remote_media_cache WHERE quarantined_by IS NOT NULL"),
-        pinned=one("SELECT count(*) FROM local_media_repository WHERE safe_from_quarantine"),
-        bytes=one("SELECT sum(media_length) FROM local_media_repository")
-        + one("SELECT sum(media_length) FROM remote_media_cache"),
-    )
-
-
-@dataclass
-class Ledger:
-    """A fresh media-ledger data folder and its config: the one homeserver (no cs_api), a file
-    datastore, a static token and a shared secret."""
-    root: Path
-    port: int
-    secret: str = field(default_factory=lambda: secrets.token_urlsafe(16))
-    token: str = field(default_factory=lambda: secrets.token_urlsafe(16))
-    user: str = f"@pg-import-check:{SERVER_NAME}"
-
-    @property
-    def config(self) -> Path:
-        return self.root / "media-ledger.toml"
-
-    @property
-    def ledger_path(self) -> Path:
-        return self.root / "ledger"
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-
 def new_ledger(name: str) -> Ledger:
-    WORK.mkdir(parents=True, exist_ok=True)
-    led = Ledger(Path(tempfile.mkdtemp(prefix=f"{name}.", dir=WORK)), free_port())
-    led.config.write_text(f"""
-[server]
-bind = "127.0.0.1:{led.port}"
-shutdown_grace_ms = 1000
-
-[database]
-path = "{led.ledger_path}"
-
-[auth]
-shared_secret = "{led.secret}"
-admins = []
-
-[[auth.static_tokens]]
-token = "{led.token}"
-user_id = "{led.user}"
-
-[federation]
-signing_key_path = "{led.root}/signing.key"
-check_published_key = false
-
-# No cs_api: no token of Synapse's is accepted and nothing is read through from Synapse.
-[[homeservers]]
-name = "{SERVER_NAME}"
-default = true
-
-[[datastores]]
-id = "files"
-type = "file"
-path = "{led.root}/media"
-kinds = ["all"]
-""")
-    return led
+    """A fresh data folder (see importing.fresh_ledger)."""
+    return fresh_ledger(WORK, name, f"@pg-import-check:{SERVER_NAME}")
 
 
 def run_import(led: Ledger, db) -> tuple[subprocess.CompletedProcess, float]:
-    t0 = time.monotonic()
-    p = subprocess.run([LEDGER_BIN, "import", "synapse", "--config", str(led.config),
-                        "--database", str(db), "--media-store", str(MEDIA_STORE)],
-                       capture_output=True, text=True, timeout=TIMEOUT)
-    return p, time.monotonic() - t0
+    return run_timed(import_synapse_cmd(led, db), IMPORT_TIMEOUT)
 
 
 def import_ok(led: Ledger, db) -> tuple[dict, float]:
     """Runs the importer to its end; its stdout is exactly one JSON object (the summary)."""
     p, took = run_import(led, db)
-    assert p.returncode == 0, (p.returncode, p.stdout[-2000:], p.stderr[-4000:])
-    try:
-        out = json.loads(p.stdout)
-    except ValueError:
-        pytest.fail(f"stdout is not one JSON object: {p.stdout[-2000:]!r}")
-    for key in ("imported", "already_imported", "thumbnails", "quarantined", "pinned", "bytes",
-                "seconds", "skipped"):
-        assert key in out, (key, out)
-    return out, took
-
-
-def events(led: Ledger) -> list[dict]:
-    """The ledger's log (`media-ledger events`); no ledger folder yet: nothing recorded."""
-    if not led.ledger_path.exists():
-        return []
-    p = subprocess.run([LEDGER_BIN, "events", "--config", str(led.config)], capture_output=True,
-                       text=True, timeout=60)
-    assert p.returncode == 0, p.stderr[-2000:]
-    return [json.loads(line) for line in p.stdout.splitlines() if line.strip()]
+    return import_summary(p), took
 
 
 # What differs between two runs recording the same facts: the position in the log, the clock,
@@ -259,94 +90,13 @@ PER_RUN = ("seq", "recorded_at_ms", "request_id")
 
 def facts(evs: list[dict]) -> Counter:
     """The log as a multiset of entries without their per-run fields (the import runs media
-    in parallel: the order is not a fact)."""
+    in parallel: the order is not a fact), and without the run's own task events (they name
+    the database read, which differs by design)."""
     return Counter(json.dumps({k: v for k, v in e.items() if k not in PER_RUN}, sort_keys=True)
-                   for e in evs)
-
-
-def body_of(e: dict) -> dict:
-    return next(iter(e["event"].values()))
-
-
-def mxc_of(m) -> str:
-    return m if isinstance(m, str) else f"mxc://{m['origin']}/{m['media_id']}"
-
-
-@contextmanager
-def serving(led: Ledger):
-    """`media-ledger serve` on the ledger until the block ends (SIGTERM, then waited for)."""
-    log = open(led.root / "serve.log", "ab")
-    p = subprocess.Popen([LEDGER_BIN, "serve", "--config", str(led.config)], stdout=log,
-                         stderr=subprocess.STDOUT, env={**os.environ, "NO_COLOR": "1"})
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert p.poll() is None, (
-                f"media-ledger serve exited ({p.returncode}): "
-                f"{(led.root / 'serve.log').read_text()[-3000:]}")
-            try:
-                if http("GET", f"{led.url}/healthz", timeout=2).status == 200:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "media-ledger serve did not answer in 60 s"
-            time.sleep(0.1)
-        yield led.url
-    finally:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-        log.close()
-
-
-def download(base: str, token: str, mxc: str):
-    server, media_id = mxc_parts(mxc)
-    return http("GET", f"{base}/_matrix/client/v1/media/download/{server}/{media_id}",
-                token=token)
-
-
-def thumbnail(base: str, token: str, mxc: str, w: int, h: int, method: str = "crop"):
-    server, media_id = mxc_parts(mxc)
-    return http("GET", f"{base}/_matrix/client/v1/media/thumbnail/{server}/{media_id}"
-                       f"?width={w}&height={h}&method={method}", token=token)
-
-
-def media_info(base: str, token: str, mxc: str) -> dict:
-    server, media_id = mxc_parts(mxc)
-    r = http("GET", f"{base}{V1}/media/{server}/{quote(media_id)}", token=token)
-    assert r.status == 200, (mxc, r.status, r.body[:300])
-    return r.json()["media_info"]
-
-
-def as_booleans(info: dict) -> dict:
-    """Synapse's media_info with its booleans as booleans (on SQLite Synapse answers them as
-    stored, 0/1; media-ledger answers true/false)."""
-    out = dict(info)
-    for k in ("safe_from_quarantine", "authenticated"):
-        if out.get(k) in (0, 1) and not isinstance(out[k], bool):
-            out[k] = bool(out[k])
-    return out
-
-
-def differences(got: dict, want: dict) -> dict:
-    return {k: {"media-ledger": got.get(k, "<absent>"), "synapse": want.get(k, "<absent>")}
-            for k in sorted(set(got) | set(want))
-            if got.get(k, "<absent>") != want.get(k, "<absent>")}
+                   for e in evs if not e["type"].startswith("import."))
 
 
 # --- what Synapse holds, on PostgreSQL too --------------------------------------------------------
-
-@dataclass
-class Media:
-    mxc: str
-    data: bytes
-    content_type: str
-    upload_name: str | None
-    thumbnails: dict = field(default_factory=dict)  # (w, h) -> bytes Synapse served (crop)
-
 
 @dataclass
 class Fixture:
@@ -398,11 +148,7 @@ def port_db(sqlite_db: Path, pg: PgCluster) -> float:
 @pytest.fixture(scope="module")
 def ported(pg) -> Fixture:
     tag = secrets.token_hex(3)
-    users, tokens = {}, {}
-    for name, admin in [("alice", False), ("bob", False), ("mod", True)]:
-        pw = secrets.token_urlsafe(12)
-        users[name] = register(f"pgimport_{name}_{tag}", pw, admin)
-        tokens[name] = synapse_login(users[name], pw)
+    users, tokens = synapse_users("pgimport", tag, "postgres import tests")
 
     plan = [
         # name, uploader, bytes, content type, upload name
@@ -414,11 +160,7 @@ def ported(pg) -> Fixture:
         (QUARANTINED, "bob", noisy_image(100, 100, "PNG"), "image/png", "reported.png"),
         (PROTECTED, "alice", noisy_image(110, 110, "PNG"), "image/png", "keep-me.png"),
     ]
-    media = {}
-    for name, who, data, ctype, filename in plan:
-        mxc = upload_to_synapse(tokens[who], data, ctype, filename)
-        assert mxc_parts(mxc)[0] == SERVER_NAME, mxc
-        media[name] = Media(mxc, data, ctype, filename)
+    media = upload_plan(plan, users, tokens)
 
     # What Synapse serves: each media's bytes (Synapse's own answer, not our upload) and the
     # thumbnails it generated at upload.
@@ -431,13 +173,7 @@ def ported(pg) -> Fixture:
                 assert r.status == 200, (m.mxc, w, h, r.status, r.body[:300])
                 m.thumbnails[(w, h)] = r.body
 
-    q, p = media[QUARANTINED], media[PROTECTED]
-    r = http("POST", f"{SYNAPSE}{V1}/media/quarantine/{SERVER_NAME}/{mxc_parts(q.mxc)[1]}",
-             token=tokens["mod"])
-    assert r.status == 200, r.body
-    r = http("POST", f"{SYNAPSE}{V1}/media/protect/{mxc_parts(p.mxc)[1]}", token=tokens["mod"])
-    assert r.status == 200, r.body
-    assert download(SYNAPSE, tokens["alice"], q.mxc).status == 404  # Synapse refuses it now
+    quarantine_and_protect(tokens, media[QUARANTINED], media[PROTECTED])
 
     # The copy: Synapse's media_info read before and after it until both agree (Synapse writes
     # last-access times in the background), and no background update pending in it

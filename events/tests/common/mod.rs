@@ -5,12 +5,12 @@
 use media_ledger_events::codec::{self, Chain, CHAIN_LEN};
 use media_ledger_events::{
     Actor, AsyncUploadCreated, Authority, BlobDeleted, BlobLocation, BlobMoved, BlobSourceDeleted,
-    BlobTransferFailed, ContentType, DatastoreId, Envelope, Event, FreedBlob, MediaAccessed,
-    MediaAttributesSet, MediaExported, MediaId, MediaImported, MediaMigrated, MediaPurged,
-    MediaPurpose, MediaQuarantined, MediaRef, MediaUnquarantined, MediaUploaded, ModerationTarget,
-    PurgedMedia, PurgedThumbnail, RemoteMediaCached, RequestId, Seq, ServerName, Sha256,
-    ThumbnailGenerated, ThumbnailMethod, TransferFinished, TransferStarted, UrlPreviewed,
-    UrlPreviewsExpired, UserId,
+    BlobTransferFailed, ContentType, DatastoreId, Envelope, Event, FreedBlob, ImportProgress,
+    ImportStarted, MediaAccessed, MediaAttributesSet, MediaExported, MediaId, MediaImported,
+    MediaMigrated, MediaPurged, MediaPurpose, MediaQuarantined, MediaRef, MediaUnquarantined,
+    MediaUploaded, ModerationTarget, PurgedMedia, PurgedThumbnail, RemoteMediaCached, RequestId,
+    Seq, ServerName, Sha256, ThumbnailGenerated, ThumbnailMethod, TransferFinished,
+    TransferStarted, UrlPreviewed, UrlPreviewsExpired, UserId,
 };
 use proptest::prelude::*;
 use sha2::Digest;
@@ -71,7 +71,7 @@ pub fn body_of(record: &[u8]) -> &[u8] {
 
 /// How many variants `Event` has; [`variant_index`] does not compile until it is told of a new
 /// one, and then this must follow.
-pub const VARIANTS: usize = 20;
+pub const VARIANTS: usize = 22;
 
 /// The declaration index of the variant of `event` (no wildcard arm: a new variant must be
 /// added here, and then to [`event`] and [`sample_envelopes`]).
@@ -97,6 +97,8 @@ pub fn variant_index(event: &Event) -> usize {
         Event::UrlPreviewsExpiredV1(_) => 17,
         Event::MediaMigratedV1(_) => 18,
         Event::MediaExportedV1(_) => 19,
+        Event::ImportStartedV1(_) => 20,
+        Event::ImportProgressV1(_) => 21,
     }
 }
 
@@ -409,6 +411,33 @@ pub fn sample_envelopes() -> Vec<Envelope> {
                 bytes: 4096,
                 quarantined_left_out: 1,
                 parts: 2,
+            }),
+        },
+        Envelope {
+            seq: Seq(21),
+            recorded_at_ms: 1_700_000_013_000,
+            actor: Actor::System,
+            request_id: RequestId("import-synapse".into()),
+            event: Event::ImportStartedV1(ImportStarted {
+                kind: "synapse".into(),
+                source: "Synapse database /var/lib/synapse/homeserver.db".into(),
+                rows_total: 2,
+            }),
+        },
+        Envelope {
+            seq: Seq(22),
+            recorded_at_ms: 1_700_000_014_000,
+            actor: Actor::System,
+            request_id: RequestId("import-task-21".into()),
+            event: Event::ImportProgressV1(ImportProgress {
+                task: Seq(21),
+                rows_done: 2,
+                imported: 1,
+                already_imported: 0,
+                skipped: 1,
+                bytes: 1234,
+                finished: true,
+                error: None,
             }),
         },
     ]
@@ -1013,6 +1042,40 @@ pub fn event() -> impl Strategy<Value = Event> {
                         bytes,
                         quarantined_left_out,
                         parts,
+                    })
+                }
+            ),
+        (any::<String>(), any::<String>(), any::<u64>()).prop_map(|(kind, source, rows_total)| {
+            Event::ImportStartedV1(ImportStarted {
+                kind,
+                source,
+                rows_total,
+            })
+        }),
+        (
+            any::<u64>(),
+            (any::<u64>(), any::<u64>(), any::<u64>()),
+            (any::<u64>(), any::<u64>()),
+            any::<bool>(),
+            proptest::option::of(any::<String>())
+        )
+            .prop_map(
+                |(
+                    task,
+                    (rows_done, imported, already_imported),
+                    (skipped, bytes),
+                    finished,
+                    error,
+                )| {
+                    Event::ImportProgressV1(ImportProgress {
+                        task: Seq(task),
+                        rows_done,
+                        imported,
+                        already_imported,
+                        skipped,
+                        bytes,
+                        finished,
+                        error,
                     })
                 }
             ),
