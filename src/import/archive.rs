@@ -123,6 +123,7 @@ pub fn read(manifest: &Manifest, work: &Path, label: &str) -> Source {
         rows.push(Row {
             media: MediaRef::new(origin, id),
             path: safe_name(&r.file_name).then(|| work.join(&r.file_name)),
+            object: None,
             length: Some(r.size_bytes),
             sha256_hex: Some(r.sha256.clone()).filter(|s| !s.is_empty()),
             content_type: Some(r.content_type.clone()).filter(|s| !s.is_empty()),

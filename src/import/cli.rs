@@ -18,7 +18,8 @@ pub const USAGE: &str =
          --media-store DIR [--server-name NAME] [--datastore ID] [--link] [--dry-run]
          [--parallel N]
        media-ledger import mmr --config PATH --database postgres://URL
-         --datastore-path ID=DIR [--datastore-path ID=DIR ...] [--datastore ID] [--link]
+         --datastore-path ID=DIR [--datastore-path ID=DIR ...] [--datastore-s3 ID=OURS ...]
+         [--datastore ID] [--link]
          [--dry-run] [--parallel N]
   Imports Synapse's or matrix-media-repo's media (local, cached remote, thumbnails,
   quarantine, protection) with their ids; run it with the server stopped. Run again to
@@ -35,6 +36,8 @@ struct Args {
     media_store: Option<PathBuf>,
     server_name: Option<String>,
     datastore_paths: HashMap<String, PathBuf>,
+    /// `--datastore-s3 MMR_ID=OUR_ID`.
+    datastore_objects: HashMap<String, media_ledger_events::DatastoreId>,
     mmr_config: Option<PathBuf>,
     /// `import archive`: the part files.
     parts: Vec<PathBuf>,
@@ -49,6 +52,7 @@ fn parse(args: impl Iterator<Item = String>) -> anyhow::Result<Args> {
         media_store: None,
         server_name: None,
         datastore_paths: HashMap::new(),
+        datastore_objects: HashMap::new(),
         mmr_config: None,
         parts: Vec::new(),
         options: Options {
@@ -71,6 +75,17 @@ fn parse(args: impl Iterator<Item = String>) -> anyhow::Result<Args> {
                     .filter(|(id, dir)| !id.is_empty() && !dir.is_empty())
                     .with_context(|| format!("--datastore-path {v:?}: expected ID=DIR"))?;
                 out.datastore_paths.insert(id.to_owned(), dir.into());
+            }
+            "--datastore-s3" => {
+                let v = value("--datastore-s3")?;
+                let (id, ours) = v
+                    .split_once('=')
+                    .filter(|(id, ours)| !id.is_empty() && !ours.is_empty())
+                    .with_context(|| format!("--datastore-s3 {v:?}: expected MMR_ID=OUR_ID"))?;
+                let ours = ours
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("--datastore-s3 {v:?}: {e}"))?;
+                out.datastore_objects.insert(id.to_owned(), ours);
             }
             "--mmr-config" => out.mmr_config = Some(value("--mmr-config")?.into()),
             "--datastore" => {
@@ -155,7 +170,18 @@ fn synapse_source(args: &Args, config: &Config, database: &str) -> anyhow::Resul
 fn mmr_source(args: &Args, config: &Config, database: &str) -> anyhow::Result<Source> {
     let homeservers: Vec<ServerName> = config.homeservers.iter().map(|h| h.name.clone()).collect();
     let mut db = super::db::Db::open(database)?;
-    super::mmr::read(&mut db, &args.datastore_paths, &homeservers).with_context(|| {
+    for ours in args.datastore_objects.values() {
+        if !config.datastores.iter().any(|d| &d.id == ours) {
+            bail!("--datastore-s3 …={ours}: no such datastore in the config");
+        }
+    }
+    super::mmr::read(
+        &mut db,
+        &args.datastore_paths,
+        &args.datastore_objects,
+        &homeservers,
+    )
+    .with_context(|| {
         format!(
             "reading matrix-media-repo's media tables from {}",
             super::db::redact(database)

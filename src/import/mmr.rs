@@ -16,8 +16,10 @@
 //! last-access time. Media of an origin that is none of `homeservers` are cached remote media.
 
 use super::db::{Db, SqlValue};
-use super::{Row, Source, ThumbRow};
-use media_ledger_events::{MediaId, MediaRef, ServerName, ThumbnailMethod, UserId};
+use super::{Object, Row, Source, ThumbRow};
+use media_ledger_events::{
+    BlobLocation, DatastoreId, MediaId, MediaRef, ServerName, ThumbnailMethod, UserId,
+};
 use std::collections::{HashMap, HashSet};
 use std::path::{Component, Path, PathBuf};
 
@@ -71,17 +73,40 @@ struct Known {
 /// Where the files of MMR's datastores are.
 struct Datastores<'a> {
     given: &'a HashMap<String, PathBuf>,
+    /// MMR's S3 datastores reached through a datastore of ours (`--datastore-s3`).
+    objects: &'a HashMap<String, DatastoreId>,
     known: HashMap<String, Known>,
 }
 
 impl Datastores<'_> {
+    /// Where `location` of datastore `id` is read: a file, or an object through a datastore
+    /// of ours (`--datastore-s3`); else why there is none to read.
+    fn locate(
+        &self,
+        id: &str,
+        location: &str,
+    ) -> Result<(Option<PathBuf>, Option<Object>), String> {
+        if let Some(ours) = self.objects.get(id) {
+            let location = location.parse::<BlobLocation>().map_err(|_| {
+                format!("MMR location {location:?} is not an object name of datastore {id}")
+            })?;
+            let object = Object {
+                datastore: ours.clone(),
+                location,
+            };
+            return Ok((None, Some(object)));
+        }
+        self.file(id, location).map(|p| (Some(p), None))
+    }
+
     /// The file of `location` in datastore `id`, or why there is none to read.
     fn file(&self, id: &str, location: &str) -> Result<PathBuf, String> {
         let dir = match (self.given.get(id), self.known.get(id)) {
             (Some(dir), _) => dir.clone(),
             (None, Some(k)) if k.kind == "s3" => {
                 return Err(format!(
-                    "MMR datastore {id} is S3: not supported by the importer yet"
+                    "MMR datastore {id} is S3: configure its bucket as a datastore here and \
+                     pass --datastore-s3 {id}=THAT_ID"
                 ))
             }
             (None, Some(k)) if k.kind == "file" && Path::new(&k.uri).is_dir() => {
@@ -138,6 +163,7 @@ fn text(v: &SqlValue) -> &str {
 pub fn read(
     db: &mut Db,
     datastore_paths: &HashMap<String, PathBuf>,
+    datastore_objects: &HashMap<String, DatastoreId>,
     homeservers: &[ServerName],
 ) -> anyhow::Result<Source> {
     let have = db.columns("media")?;
@@ -163,6 +189,7 @@ pub fn read(
     }
     let stores = Datastores {
         given: datastore_paths,
+        objects: datastore_objects,
         known,
     };
     let mut bad = Vec::new();
@@ -210,8 +237,8 @@ pub fn read(
             continue;
         }
         let ds = text(c("datastore_id"));
-        let path = match stores.file(ds, text(c("location"))) {
-            Ok(p) => p,
+        let (path, object) = match stores.locate(ds, text(c("location"))) {
+            Ok(found) => found,
             Err(reason) => {
                 bad.push((what, reason));
                 continue;
@@ -226,7 +253,8 @@ pub fn read(
                 method,
                 content_type: text(c("content_type")).to_owned(),
                 length: c("size_bytes").int(),
-                path: Some(path),
+                path,
+                object,
             });
     }
 
@@ -246,8 +274,8 @@ pub fn read(
         };
         let media = MediaRef::new(origin, id);
         let ds = text(c("datastore_id"));
-        let path = match stores.file(ds, text(c("location"))) {
-            Ok(p) => p,
+        let (path, object) = match stores.locate(ds, text(c("location"))) {
+            Ok(found) => found,
             Err(reason) => {
                 bad.push((media.to_string(), reason));
                 continue;
@@ -258,7 +286,8 @@ pub fn read(
         let created = millis(c("creation_ts"));
         let key = (raw_origin.to_owned(), raw_id.to_owned());
         rows.push(Row {
-            path: Some(path),
+            path,
+            object,
             length: c("size_bytes").int(),
             sha256_hex: (!sha.is_empty()).then(|| sha.to_owned()),
             content_type: c("content_type").text().map(str::to_owned),

@@ -22,6 +22,7 @@ use crate::config::DatastoreKind;
 use crate::datastore::{Datastore, Datastores};
 use crate::ledger::{Command, Conflict, Ledger, LedgerError};
 use crate::moderation::{Act, Moderation};
+use anyhow::Context;
 use futures_util::StreamExt;
 use media_ledger_events::{
     Actor, Authority, ContentType, DatastoreId, MediaMigrated, MediaPurpose, MediaRef,
@@ -49,6 +50,38 @@ pub struct ThumbRow {
     pub length: Option<i64>,
     /// Its file, if the row names one.
     pub path: Option<PathBuf>,
+    /// Or its object in a datastore of ours (a source's S3 bucket configured here).
+    pub object: Option<Object>,
+}
+
+/// A blob of the source read through a datastore of ours (an S3 bucket of matrix-media-repo,
+/// configured in media-ledger's config, read-only).
+#[derive(Debug, Clone)]
+pub struct Object {
+    /// The datastore of ours that reaches it.
+    pub datastore: DatastoreId,
+    /// Its name there.
+    pub location: media_ledger_events::BlobLocation,
+}
+
+/// Where a blob of the source is read from.
+#[derive(Clone, Copy)]
+enum Src<'a> {
+    File(&'a Path),
+    Object(&'a Object),
+}
+
+impl std::fmt::Display for Src<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Src::File(p) => write!(f, "{}", p.display()),
+            Src::Object(o) => write!(f, "{} in datastore {}", o.location, o.datastore),
+        }
+    }
+}
+
+fn src<'a>(path: Option<&'a Path>, object: Option<&'a Object>) -> Option<Src<'a>> {
+    path.map(Src::File).or(object.map(Src::Object))
 }
 
 /// One media of the source.
@@ -58,6 +91,8 @@ pub struct Row {
     pub media: MediaRef,
     /// Its file, if the row names one.
     pub path: Option<PathBuf>,
+    /// Or its object in a datastore of ours.
+    pub object: Option<Object>,
     /// The length the source recorded.
     pub length: Option<i64>,
     /// The SHA-256 the source recorded (hex), if any.
@@ -323,7 +358,7 @@ impl Importer {
         let outcome = match self.record_of(&row.media)? {
             Some(_) => Outcome::Already,
             None => {
-                let path = row.path.as_deref().ok_or_else(|| {
+                let path = src(row.path.as_deref(), row.object.as_ref()).ok_or_else(|| {
                     RowError::Skip("the row names no file in the media store".into())
                 })?;
                 let kind = if row.remote {
@@ -358,7 +393,7 @@ impl Importer {
     /// hashing it, and checks its length.
     async fn spool(
         &self,
-        path: &Path,
+        path: Src<'_>,
         kind: DatastoreKind,
         length: Option<i64>,
     ) -> Result<Spooled, RowError> {
@@ -375,24 +410,26 @@ impl Importer {
             "import-{}.part",
             crate::media::new_media_id().map_err(|e| RowError::Skip(e.to_string()))?
         ));
-        let result = if self.options.link {
-            link_and_hash(path, &spool).await
-        } else {
-            copy_and_hash(path, &spool, ds.spool_needs_sync()).await
+        let result = match path {
+            Src::File(p) if self.options.link => link_and_hash(p, &spool).await,
+            Src::File(p) => copy_and_hash(p, &spool, ds.spool_needs_sync()).await,
+            Src::Object(o) => {
+                self.object_and_hash(o, length, &spool, ds.spool_needs_sync())
+                    .await
+            }
         };
         let (sha, size) = match result {
             Ok(done) => done,
             Err(e) => {
                 let _ = tokio::fs::remove_file(&spool).await;
-                return Err(RowError::Skip(format!("{}: {e}", path.display())));
+                return Err(RowError::Skip(format!("{path}: {e}")));
             }
         };
         if let Some(want) = length {
             if u64::try_from(want).ok() != Some(size) {
                 let _ = tokio::fs::remove_file(&spool).await;
                 return Err(RowError::Skip(format!(
-                    "{} has {size} bytes, the row says {want}",
-                    path.display()
+                    "{path} has {size} bytes, the row says {want}"
                 )));
             }
         }
@@ -402,6 +439,38 @@ impl Importer {
             sha,
             size,
         })
+    }
+
+    /// Streams `o` (its recorded `length`, else its size there) into `to`, hashing it.
+    async fn object_and_hash(
+        &self,
+        o: &Object,
+        length: Option<i64>,
+        to: &Path,
+        sync: bool,
+    ) -> anyhow::Result<(Sha256, u64)> {
+        let store = self
+            .datastores
+            .get(&o.datastore)
+            .with_context(|| format!("no datastore {} in the config", o.datastore))?;
+        let len = match length.and_then(|l| u64::try_from(l).ok()) {
+            Some(l) => l,
+            None => store
+                .size_of(&o.location)
+                .await?
+                .context("no such object")?,
+        };
+        let mut stream = store.open(&o.location, 0, len).await?;
+        let mut spool = crate::media::Spool::create(to, u64::MAX)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        while let Some(chunk) = stream.next().await {
+            spool
+                .push(&chunk?)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        spool.finish(sync).await.map_err(|e| anyhow::anyhow!("{e}"))
     }
 
     async fn migrate(&self, row: &Row, s: Spooled) -> Result<Outcome, RowError> {
@@ -458,11 +527,14 @@ impl Importer {
                     .is_some()
             };
             let what = format!(
-                "{} thumbnail {}x{} {:?}",
-                row.media, t.width, t.height, t.method
+                "{} thumbnail {}x{} {}",
+                row.media,
+                t.width,
+                t.height,
+                t.method.as_str()
             );
             let (Some(path), Some(ct), false) = (
-                t.path.as_deref(),
+                src(t.path.as_deref(), t.object.as_ref()),
                 ContentType::normalise(&t.content_type),
                 exists,
             ) else {

@@ -161,6 +161,7 @@ pub fn read(db: &mut Db, media_store: &Path, server_name: &ServerName) -> anyhow
                 content_type: ct.to_owned(),
                 length: c("thumbnail_length").int(),
                 path,
+                object: None,
             });
     }
     for r in db.select("remote_media_cache_thumbnails", REMOTE_THUMBS)? {
@@ -191,6 +192,7 @@ pub fn read(db: &mut Db, media_store: &Path, server_name: &ServerName) -> anyhow
                 content_type: ct.to_owned(),
                 length: c("thumbnail_length").int(),
                 path,
+                object: None,
             });
     }
 
@@ -215,6 +217,7 @@ pub fn read(db: &mut Db, media_store: &Path, server_name: &ServerName) -> anyhow
         rows.push(Row {
             media: MediaRef::new(server_name.clone(), id),
             path,
+            object: None,
             length: c("media_length").int(),
             sha256_hex: c("sha256").text().map(str::to_owned),
             content_type: c("media_type").text().map(str::to_owned),
@@ -254,6 +257,7 @@ pub fn read(db: &mut Db, media_store: &Path, server_name: &ServerName) -> anyhow
         rows.push(Row {
             media: MediaRef::new(origin, id),
             path,
+            object: None,
             length: c("media_length").int(),
             sha256_hex: c("sha256").text().map(str::to_owned),
             content_type: c("media_type").text().map(str::to_owned),

@@ -16,6 +16,7 @@ same paths, then with none: the paths MMR's `datastores` table records) imports 
 import hashlib
 import os
 import secrets
+import socket
 import string
 import subprocess
 import tempfile
@@ -26,8 +27,8 @@ from pathlib import Path
 import pytest
 from conftest import LEDGER_BIN, http, matrix_error, quote, summary
 from importing import (
-    SYNAPSE_DIR, V1, Ledger, events, fresh_ledger, import_summary, noisy_image, pg_connect,
-    run_timed, serving,
+    SYNAPSE_DIR, V1, Ledger, download, events, free_port, fresh_ledger, import_summary,
+    noisy_image, pg_connect, run_timed, serving,
 )
 from pg import PgCluster, pg_cluster
 
@@ -317,6 +318,8 @@ class Mmr:
     s3_id: str
     media: dict                  # name -> Media, imported
     skipped: dict                # name -> (what, reason fragment)
+    s3_root: Path                # s3s-fs root: bucket `mmr-media` holds the S3 row's object
+    s3_media: tuple              # (mxc, bytes) of the row in the S3 datastore
 
 
 def new_ledger(name: str) -> Ledger:
@@ -433,8 +436,13 @@ def build_mmr(pg: PgCluster) -> Mmr:
     skipped["bad-size"] = (HOME2, unique_id(), data, ds_id, store(data), sha256(data),
                            len(data) + 1, f"has {len(data)} bytes, the row says {len(data) + 1}")
     data = os.urandom(7_000)
-    skipped["s3"] = (HOME, unique_id(), data, s3_id, unique_id() + "idv2fmt", sha256(data),
-                     len(data), f"MMR datastore {s3_id} is S3: not supported by the importer yet")
+    s3_loc = unique_id() + "idv2fmt"
+    s3_root = WORK / f"s3-root-{unique_id()}"
+    (s3_root / "mmr-media").mkdir(parents=True)
+    (s3_root / "mmr-media" / s3_loc).write_bytes(data)  # MMR's object name: its location
+    skipped["s3"] = (HOME, unique_id(), data, s3_id, s3_loc, sha256(data), len(data),
+                     f"MMR datastore {s3_id} is S3: configure its bucket as a datastore here")
+    s3_media = (f"mxc://{HOME}/{skipped['s3'][1]}", data)
     out = {}
     for name, (origin, mid, data, ds, loc, digest, size, reason) in skipped.items():
         cur.execute(INSERT_MEDIA, (origin, mid, "x.bin", "application/octet-stream", ALICE,
@@ -442,7 +450,7 @@ def build_mmr(pg: PgCluster) -> Mmr:
         out[name] = (f"mxc://{origin}/{mid}", reason)
     out["animated"] = (f"mxc://{HOME}/{png.media_id} thumbnail 32x32 crop", "animated")
     con.close()
-    return Mmr(pg, ds_id, ds_dir, s3_id, media, out)
+    return Mmr(pg, ds_id, ds_dir, s3_id, media, out, s3_root, s3_media)
 
 
 @dataclass
@@ -585,3 +593,51 @@ def test_refusals(mmr):
     assert p.returncode != 0 and "matrix-media-repo" in p.stderr, p.stderr[-800:]
     assert mmr.pg.password not in p.stderr + p.stdout
     assert not (led.root / "ledger").exists()
+
+
+def test_an_s3_datastore_is_read_through_a_datastore_of_ours(mmr):
+    """MMR's S3 datastore: its bucket (here s3s-fs, the suite's S3 server, objects named by
+    MMR's location) configured in media-ledger as a read-only datastore, and given with
+    --datastore-s3 MMR_ID=OURS: the row that was skipped without it is imported, byte-identical."""
+    binary = Path(LEDGER_BIN).parents[2] / "target" / "tools" / "bin" / "s3s-fs"
+    if not binary.exists():
+        pytest.skip(f"s3s-fs not installed at {binary} (.ci/run installs it)")
+    port = free_port()
+    proc = subprocess.Popen([str(binary), "--host", "127.0.0.1", "--port", str(port),
+                             "--access-key", "mmr-ak", "--secret-key", "mmr-secret",
+                             str(mmr.s3_root)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "s3s-fs did not start"
+                time.sleep(0.05)
+        led = new_ledger("mmr-s3")
+        with open(led.config, "a") as f:
+            f.write(f"""
+[[datastores]]
+id = "mmr-s3"
+type = "s3"
+endpoint = "http://127.0.0.1:{port}"
+bucket = "mmr-media"
+access_key_id = "mmr-ak"
+secret_access_key = "mmr-secret"
+kinds = []
+""")
+        p, _ = run_import(led, mmr, "--datastore-s3", f"{mmr.s3_id}=mmr-s3")
+        out = import_summary(p)
+        mxc, data = mmr.s3_media
+        assert mxc not in [x["media"] for x in out["skipped"]], out["skipped"]
+        with serving(led) as base:
+            r = download(base, led.token, mxc)
+            assert r.status == 200 and r.body == data, (r.status, r.body[:200])
+        # Unknown datastore of ours: refused before the ledger is touched.
+        p, _ = run_import(led, mmr, "--datastore-s3", f"{mmr.s3_id}=nope")
+        assert p.returncode != 0 and "nope" in p.stderr, p.stderr[-500:]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
