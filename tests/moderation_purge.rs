@@ -1440,3 +1440,26 @@ async fn moderation_answers_carry_well_formed_mxc_uris() {
     }
     srv.stop().await;
 }
+
+/// `purge/old?size_gt=`: only media larger than that many bytes go (Synapse's filter).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_old_with_size_gt_takes_only_larger_media() {
+    let mut srv = TestServer::start().await;
+    let small = srv.upload_bytes(random_bytes(100)).await;
+    let big = srv.upload_bytes(random_bytes(5_000)).await;
+    let far = now_ms() + 86_400_000;
+    let gone = purge(
+        &srv,
+        ADMIN,
+        &format!("old?before_ts={far}&include_local=true&size_gt=1000"),
+    )
+    .await;
+    assert_eq!(gone, set(&[&big]));
+    srv.download_bytes(&small).await;
+    let resp = srv.download(&big).await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    // Not a number: refused before anything is selected.
+    let resp = post(&srv, ADMIN, "purge/old?size_gt=many").await;
+    expect_error(resp, StatusCode::BAD_REQUEST, "M_INVALID_PARAM").await;
+    srv.stop().await;
+}

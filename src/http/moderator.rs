@@ -205,6 +205,8 @@ pub struct ModQuery {
     pub before_ts: Option<u64>,
     /// `purge/old` includes local media.
     pub include_local: Option<bool>,
+    /// `purge/old`: only media larger than this many bytes (Synapse's `size_gt`).
+    pub size_gt: Option<u64>,
 }
 
 /// The query (`M_INVALID_PARAM` when malformed) and the small JSON body (at most 64 KiB,

@@ -163,7 +163,8 @@ pub async fn purge_room(
     Ok(purged(&affected))
 }
 
-/// `POST purge/old?before_ts=&include_local=` (by last access): repository admins only. Link
+/// `POST purge/old?before_ts=&include_local=&size_gt=` (by last access; `size_gt`: only media
+/// larger than that many bytes): repository admins only. Link
 /// previews fetched before `before_ts` leave the cache first, and preview images no fresh
 /// preview offers are purged with the remote media (they are cache too).
 pub async fn purge_old(
@@ -174,6 +175,7 @@ pub async fn purge_old(
     let act = m.act(input.reason()?);
     let before = input.before_or_now();
     let include_local = input.query.include_local.unwrap_or(false);
+    let size_gt = input.query.size_gt.unwrap_or(0);
     let expired = run_select(&state, move |l| select::previews_before(l, before)).await?;
     state
         .previews
@@ -187,6 +189,9 @@ pub async fn purge_old(
             let mut media = select::old(l, before, include_local)?;
             if !include_local {
                 media.extend(select::unused_preview_images(l, before)?);
+            }
+            if size_gt > 0 {
+                media = select::larger_than(l, media, size_gt)?;
             }
             Ok(media)
         },

@@ -105,6 +105,22 @@ pub fn old(
     Ok(out)
 }
 
+/// Those of `media` whose live record is larger than `size_gt` bytes.
+pub fn larger_than(
+    ledger: &Ledger,
+    media: Vec<MediaRef>,
+    size_gt: u64,
+) -> Result<Vec<MediaRef>, LedgerError> {
+    let index = ledger.view(names::MEDIA_INDEX)?;
+    let mut out = Vec::new();
+    for m in media {
+        if media_index::get(&index, &m)?.is_some_and(|r| r.size_bytes > size_gt) {
+            out.push(m);
+        }
+    }
+    Ok(out)
+}
+
 /// The live (not tombstoned) record of `media`, if any.
 pub fn live_record(ledger: &Ledger, media: &MediaRef) -> Result<Option<MediaRecord>, LedgerError> {
     Ok(media_index::get(&ledger.view(names::MEDIA_INDEX)?, media)?.filter(|r| !r.tombstone))
