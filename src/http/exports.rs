@@ -69,6 +69,17 @@ fn write_state(dir: &std::path::Path, s: &ExportState) -> std::io::Result<()> {
 
 async fn start(state: &State, entity: Entity, actor: Actor) -> Result<Json<Value>, ApiError> {
     let id = crate::media::new_media_id()?.to_string();
+    let requester = actor.to_string();
+    {
+        let mut running = RUNNING.lock();
+        if running.iter().any(|(_, r)| r == &requester) {
+            return Err(ApiError::LimitExceeded(
+                "an export of yours is still being written; wait for it".into(),
+            ));
+        }
+        running.push((id.clone(), requester));
+    }
+    let done = scopeguard_remove(id.clone());
     let dir = exports_dir(state).join(&id);
     std::fs::create_dir_all(&dir).map_err(ApiError::internal)?;
     let mut st = ExportState {
@@ -81,6 +92,7 @@ async fn start(state: &State, entity: Entity, actor: Actor) -> Result<Json<Value
     let (ledger, datastores) = (state.ledger.clone(), state.datastores.clone());
     let export_id = id.clone();
     tokio::spawn(async move {
+        let _done = done;
         let result =
             crate::export::export(&ledger, &datastores, &entity, &dir, PART_SIZE, actor).await;
         match result {
@@ -108,7 +120,7 @@ pub async fn user_export(
     UserPath(user): UserPath,
 ) -> Result<Json<Value>, ApiError> {
     let own = !auth.masqueraded && auth.principal.user() == Some(&user);
-    if !own && !state.auth.is_admin(&auth.principal) {
+    if !own && !is_admin(&state, &auth) {
         return Err(ApiError::Forbidden(
             "only the user themself or a repository admin may export a user's media".into(),
         ));
@@ -126,12 +138,22 @@ pub async fn server_export(
     start(&state, Entity::Server(server), m.caller.principal.actor()).await
 }
 
+/// A repository admin (never an appservice acting as one of its users, invariant 31).
+fn is_admin(state: &State, auth: &Authed) -> bool {
+    !auth.masqueraded && state.auth.is_admin(&auth.principal)
+}
+
+/// Exports being written, by id and by requester: one at a time per requester (each copies
+/// every media of its entity), and a running one is neither deleted nor started twice.
+static RUNNING: std::sync::LazyLock<parking_lot::Mutex<Vec<(String, String)>>> =
+    std::sync::LazyLock::new(|| parking_lot::Mutex::new(Vec::new()));
+
 /// The export `id` if the caller may read it.
 fn readable(state: &State, auth: &Authed, id: &str) -> Result<(PathBuf, ExportState), ApiError> {
     let dir = export_dir(state, id)?;
     let st = read_state(&dir)?;
     let me = auth.principal.actor().to_string();
-    if st.requested_by != me && st.entity != me && !state.auth.is_admin(&auth.principal) {
+    if auth.masqueraded || (st.requested_by != me && st.entity != me && !is_admin(state, auth)) {
         // Not yours: as if it did not exist.
         return Err(ApiError::NotFound("no such export".into()));
     }
@@ -218,8 +240,9 @@ pub async fn delete(
     auth: Authed,
     MPath(id): MPath<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let (dir, st) = readable(&state, &auth, &id)?;
-    if !st.complete && st.error.is_none() {
+    let (dir, _) = readable(&state, &auth, &id)?;
+    // A folder left unfinished by a restart is no longer written: it may go.
+    if RUNNING.lock().iter().any(|(e, _)| e == &id) {
         return Err(ApiError::InvalidParam(
             "the export is still being written".into(),
         ));
@@ -228,4 +251,17 @@ pub async fn delete(
         .await
         .map_err(ApiError::internal)?;
     Ok(Json(json!({})))
+}
+
+/// Removes export `id` from [`RUNNING`] when dropped (the export ended, however).
+struct RunningGuard(String);
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        RUNNING.lock().retain(|(e, _)| e != &self.0);
+    }
+}
+
+fn scopeguard_remove(id: String) -> RunningGuard {
+    RunningGuard(id)
 }

@@ -19,6 +19,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 
+/// Numbering parts and closing imports, one at a time.
+static PARTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Largest part accepted.
 pub const MAX_PART_BYTES: u64 = 4 << 30;
 
@@ -47,12 +50,9 @@ async fn save_part(dir: &Path, body: Body) -> Result<(), ApiError> {
     if dir.join("closed").exists() {
         return Err(ApiError::InvalidParam("the import is closed".into()));
     }
-    let n = std::fs::read_dir(dir)
-        .map_err(ApiError::internal)?
-        .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().starts_with("part-"))
-        .count();
-    let path = dir.join(format!("part-{:05}.tgz", n + 1));
+    // Written as `upload-<random>.partial`, renamed to the next `part-N.tgz` once whole and
+    // synced: an interrupted or concurrent upload never leaves or mixes a part.
+    let path = dir.join(format!("upload-{}.partial", crate::media::new_media_id()?));
     let mut file = tokio::fs::File::create(&path)
         .await
         .map_err(ApiError::internal)?;
@@ -73,15 +73,33 @@ async fn save_part(dir: &Path, body: Body) -> Result<(), ApiError> {
                 limit_bytes: MAX_PART_BYTES,
             });
         }
-        file.write_all(&chunk).await.map_err(ApiError::internal)?;
+        if let Err(e) = file.write_all(&chunk).await {
+            let _ = tokio::fs::remove_file(&path).await;
+            return Err(ApiError::internal(e));
+        }
     }
-    file.sync_all().await.map_err(ApiError::internal)?;
+    if let Err(e) = file.sync_all().await {
+        let _ = tokio::fs::remove_file(&path).await;
+        return Err(ApiError::internal(e));
+    }
     if size == 0 {
         let _ = tokio::fs::remove_file(&path).await;
         return Err(ApiError::MissingParam(
             "the body is the archive part".into(),
         ));
     }
+    let _numbering = PARTS.lock().await;
+    if dir.join("closed").exists() {
+        let _ = tokio::fs::remove_file(&path).await;
+        return Err(ApiError::InvalidParam("the import is closed".into()));
+    }
+    let n = std::fs::read_dir(dir)
+        .map_err(ApiError::internal)?
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("part-"))
+        .count();
+    std::fs::rename(&path, dir.join(format!("part-{:05}.tgz", n + 1)))
+        .map_err(ApiError::internal)?;
     Ok(())
 }
 
@@ -120,12 +138,23 @@ pub async fn close(
     MPath(id): MPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let dir = import_dir(&state, &id)?;
-    if dir.join("closed").exists() {
-        return Err(ApiError::InvalidParam(
-            "the import is closed already".into(),
-        ));
+    {
+        // Under the numbering lock: no part is being renamed in, and one close only.
+        let _numbering = PARTS.lock().await;
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(dir.join("closed"))
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(ApiError::InvalidParam(
+                    "the import is closed already".into(),
+                ));
+            }
+            Err(e) => return Err(ApiError::internal(e)),
+        }
     }
-    std::fs::write(dir.join("closed"), b"").map_err(ApiError::internal)?;
     let state = state.clone();
     tokio::spawn(async move {
         let outcome = run(&state, &dir).await;

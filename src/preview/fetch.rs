@@ -84,6 +84,8 @@ impl Fetcher {
 
     /// Whether an address may be connected to: public (or allowlisted) and not blocklisted.
     fn permitted(&self, ip: IpAddr) -> bool {
+        // `::ffff:a.b.c.d` is a.b.c.d to the rules, as it is to the socket.
+        let ip = ip.to_canonical();
         let c = &self.config;
         !c.ip_range_blocklist.iter().any(|n| n.contains(ip))
             && (is_public(ip) || c.ip_range_allowlist.iter().any(|n| n.contains(ip)))
