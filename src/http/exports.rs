@@ -39,12 +39,7 @@ struct ExportState {
 }
 
 fn exports_dir(state: &State) -> PathBuf {
-    let db = &state.config.database.path;
-    let name = db
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "ledger".into());
-    db.with_file_name(format!("{name}-exports"))
+    super::beside_ledger(state, "exports")
 }
 
 /// The folder of export `id`; an id is 32 ASCII letters and digits (what we hand out).

@@ -26,12 +26,7 @@ static PARTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 pub const MAX_PART_BYTES: u64 = 4 << 30;
 
 fn imports_dir(state: &State) -> PathBuf {
-    let db = &state.config.database.path;
-    let name = db
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "ledger".into());
-    db.with_file_name(format!("{name}-imports"))
+    super::beside_ledger(state, "imports")
 }
 
 fn import_dir(state: &State, id: &str) -> Result<PathBuf, ApiError> {

@@ -75,6 +75,16 @@ pub struct AppState {
 /// The shared state handle.
 pub type State = Arc<AppState>;
 
+/// `<database.path>-<what>`: a folder beside the ledger (exports, uploaded archive parts).
+fn beside_ledger(state: &State, what: &str) -> std::path::PathBuf {
+    let db = &state.config.database.path;
+    let name = db
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "ledger".into());
+    db.with_file_name(format!("{name}-{what}"))
+}
+
 /// The full router.
 pub fn router(state: State) -> Router {
     let mut r = Router::new();

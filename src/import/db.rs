@@ -48,6 +48,29 @@ impl SqlValue {
     }
 }
 
+/// The value of column `name` in `row` (selected with `names`); NULL when absent.
+pub fn col<'a>(row: &'a [SqlValue], names: &[&str], name: &str) -> &'a SqlValue {
+    names
+        .iter()
+        .position(|n| *n == name)
+        .and_then(|i| row.get(i))
+        .unwrap_or(&SqlValue::Null)
+}
+
+/// A thumbnail method as both sources spell it.
+pub fn method_of(s: &str) -> Option<media_ledger_events::ThumbnailMethod> {
+    match s {
+        "crop" => Some(media_ledger_events::ThumbnailMethod::Crop),
+        "scale" => Some(media_ledger_events::ThumbnailMethod::Scale),
+        _ => None,
+    }
+}
+
+/// A time in ms (0 when NULL or negative).
+pub fn millis(v: &SqlValue) -> u64 {
+    v.int().and_then(|i| u64::try_from(i).ok()).unwrap_or(0)
+}
+
 /// A source database.
 pub enum Db {
     /// A SQLite file.

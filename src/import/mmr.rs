@@ -15,11 +15,9 @@
 //! quarantined), `media_attributes.purpose = 'pinned'` a pin, `last_access` (per SHA-256) the
 //! last-access time. Media of an origin that is none of `homeservers` are cached remote media.
 
-use super::db::{Db, SqlValue};
+use super::db::{col, method_of, millis, Db, SqlValue};
 use super::{Object, Row, Source, ThumbRow};
-use media_ledger_events::{
-    BlobLocation, DatastoreId, MediaId, MediaRef, ServerName, ThumbnailMethod, UserId,
-};
+use media_ledger_events::{BlobLocation, DatastoreId, MediaId, MediaRef, ServerName, UserId};
 use std::collections::{HashMap, HashSet};
 use std::path::{Component, Path, PathBuf};
 
@@ -55,14 +53,6 @@ const THUMBS: &[&str] = &[
 const ATTRIBUTES: &[&str] = &["origin", "media_id", "purpose"];
 const LAST_ACCESS: &[&str] = &["sha256_hash", "last_access_ts"];
 const DATASTORES: &[&str] = &["datastore_id", "ds_type", "uri"];
-
-fn col<'a>(row: &'a [SqlValue], names: &[&str], name: &str) -> &'a SqlValue {
-    names
-        .iter()
-        .position(|n| *n == name)
-        .and_then(|i| row.get(i))
-        .unwrap_or(&SqlValue::Null)
-}
 
 /// A datastore as MMR's `datastores` table describes it.
 struct Known {
@@ -138,18 +128,6 @@ impl Datastores<'_> {
         }
         Ok(dir.join(rel))
     }
-}
-
-fn method_of(s: &str) -> Option<ThumbnailMethod> {
-    match s {
-        "crop" => Some(ThumbnailMethod::Crop),
-        "scale" => Some(ThumbnailMethod::Scale),
-        _ => None,
-    }
-}
-
-fn millis(v: &SqlValue) -> u64 {
-    v.int().and_then(|i| u64::try_from(i).ok()).unwrap_or(0)
 }
 
 fn text(v: &SqlValue) -> &str {

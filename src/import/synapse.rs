@@ -6,9 +6,9 @@
 //! `remote_content/<origin>/aa/bb/rest` by `filesystem_id`, and the thumbnails under
 //! `local_thumbnails/…` and `remote_thumbnail/…` named `W-H-type-subtype-method`.
 
-use super::db::{Db, SqlValue};
+use super::db::{col, method_of, millis, Db};
 use super::{Row, Source, ThumbRow};
-use media_ledger_events::{MediaId, MediaRef, ServerName, ThumbnailMethod, UserId};
+use media_ledger_events::{MediaId, MediaRef, ServerName, UserId};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -55,14 +55,6 @@ const REMOTE_THUMBS: &[&str] = &[
     "thumbnail_length",
     "filesystem_id",
 ];
-
-fn col<'a>(row: &'a [SqlValue], names: &[&str], name: &str) -> &'a SqlValue {
-    names
-        .iter()
-        .position(|n| *n == name)
-        .and_then(|i| row.get(i))
-        .unwrap_or(&SqlValue::Null)
-}
 
 /// A path component Synapse would accept (`_validate_path_component`): no separator, not
 /// `.` or `..`.
@@ -112,18 +104,6 @@ fn thumb_name(w: i64, h: i64, content_type: &str, method: &str) -> Option<String
     let (top, sub) = content_type.split_once('/')?;
     let name = format!("{w}-{h}-{top}-{sub}-{method}");
     component(&name).map(str::to_owned)
-}
-
-fn method_of(s: &str) -> Option<ThumbnailMethod> {
-    match s {
-        "crop" => Some(ThumbnailMethod::Crop),
-        "scale" => Some(ThumbnailMethod::Scale),
-        _ => None,
-    }
-}
-
-fn millis(v: &SqlValue) -> u64 {
-    v.int().and_then(|i| u64::try_from(i).ok()).unwrap_or(0)
 }
 
 /// Reads every row of Synapse's media tables; `server_name` is Synapse's own (the origin of
