@@ -98,12 +98,28 @@ async fn save_part(dir: &Path, body: Body) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The body, when the caller may upload parts; else the refusal, once (a bounded part of) the
+/// body is read: a client still sending then sees the answer, not a reset connection.
+async fn allowed(
+    m: Result<Moderator<need::Repository>, ApiError>,
+    body: Body,
+) -> Result<Body, ApiError> {
+    match m {
+        Ok(_) => Ok(body),
+        Err(e) => {
+            crate::media::drain(body.into_data_stream()).await;
+            Err(e)
+        }
+    }
+}
+
 /// `POST import`: the body is the archive's first part.
 pub async fn start(
     S(state): S<State>,
-    _m: Moderator<need::Repository>,
+    m: Result<Moderator<need::Repository>, ApiError>,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
+    let body = allowed(m, body).await?;
     let id = crate::media::new_media_id()?.to_string();
     let dir = imports_dir(&state).join(&id);
     std::fs::create_dir_all(&dir).map_err(ApiError::internal)?;
@@ -117,10 +133,11 @@ pub async fn start(
 /// `POST import/{id}/part`: one more part.
 pub async fn part(
     S(state): S<State>,
-    _m: Moderator<need::Repository>,
+    m: Result<Moderator<need::Repository>, ApiError>,
     MPath(id): MPath<String>,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
+    let body = allowed(m, body).await?;
     let dir = import_dir(&state, &id)?;
     save_part(&dir, body).await?;
     Ok(Json(json!({})))
