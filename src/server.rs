@@ -157,6 +157,7 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
     let state = Arc::new(AppState {
         shutdown,
         previews,
+        archives: Default::default(),
         moderation,
         transfers,
         remote,

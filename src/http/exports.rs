@@ -21,6 +21,7 @@ use media_ledger_events::Actor;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Bytes per part of an export started over HTTP.
 const PART_SIZE: u64 = 100 * 1024 * 1024;
@@ -66,7 +67,7 @@ async fn start(state: &State, entity: Entity, actor: Actor) -> Result<Json<Value
     let id = crate::media::new_media_id()?.to_string();
     let requester = actor.to_string();
     {
-        let mut running = RUNNING.lock();
+        let mut running = state.archives.exports.lock();
         if running.iter().any(|(_, r)| r == &requester) {
             return Err(ApiError::LimitExceeded(
                 "an export of yours is still being written; wait for it".into(),
@@ -74,7 +75,7 @@ async fn start(state: &State, entity: Entity, actor: Actor) -> Result<Json<Value
         }
         running.push((id.clone(), requester));
     }
-    let done = scopeguard_remove(id.clone());
+    let done = RunningGuard(state.archives.exports.clone(), id.clone());
     let dir = exports_dir(state).join(&id);
     std::fs::create_dir_all(&dir).map_err(ApiError::internal)?;
     let mut st = ExportState {
@@ -138,10 +139,15 @@ fn is_admin(state: &State, auth: &Authed) -> bool {
     !auth.masqueraded && state.auth.is_admin(&auth.principal)
 }
 
-/// Exports being written, by id and by requester: one at a time per requester (each copies
-/// every media of its entity), and a running one is neither deleted nor started twice.
-static RUNNING: std::sync::LazyLock<parking_lot::Mutex<Vec<(String, String)>>> =
-    std::sync::LazyLock::new(|| parking_lot::Mutex::new(Vec::new()));
+/// Archive work of one server (invariant 29: nothing of it is process-wide): the exports
+/// being written, by id and requester — one at a time per requester (each copies every media of
+/// its entity), and a running one is neither deleted nor started twice — and the lock under
+/// which uploaded archive parts are numbered and imports closed (`imports.rs`).
+#[derive(Default)]
+pub struct ArchiveJobs {
+    exports: Arc<parking_lot::Mutex<Vec<(String, String)>>>,
+    pub(super) parts: tokio::sync::Mutex<()>,
+}
 
 /// The export `id` if the caller may read it.
 fn readable(state: &State, auth: &Authed, id: &str) -> Result<(PathBuf, ExportState), ApiError> {
@@ -237,7 +243,7 @@ pub async fn delete(
 ) -> Result<Json<Value>, ApiError> {
     let (dir, _) = readable(&state, &auth, &id)?;
     // A folder left unfinished by a restart is no longer written: it may go.
-    if RUNNING.lock().iter().any(|(e, _)| e == &id) {
+    if state.archives.exports.lock().iter().any(|(e, _)| e == &id) {
         return Err(ApiError::InvalidParam(
             "the export is still being written".into(),
         ));
@@ -248,15 +254,11 @@ pub async fn delete(
     Ok(Json(json!({})))
 }
 
-/// Removes export `id` from [`RUNNING`] when dropped (the export ended, however).
-struct RunningGuard(String);
+/// Removes export `.1` from the running exports `.0` when dropped (the export ended, however).
+struct RunningGuard(Arc<parking_lot::Mutex<Vec<(String, String)>>>, String);
 
 impl Drop for RunningGuard {
     fn drop(&mut self) {
-        RUNNING.lock().retain(|(e, _)| e != &self.0);
+        self.0.lock().retain(|(e, _)| e != &self.1);
     }
-}
-
-fn scopeguard_remove(id: String) -> RunningGuard {
-    RunningGuard(id)
 }

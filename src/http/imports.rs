@@ -19,9 +19,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 
-/// Numbering parts and closing imports, one at a time.
-static PARTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 /// Largest part accepted.
 pub const MAX_PART_BYTES: u64 = 4 << 30;
 
@@ -41,7 +38,7 @@ fn import_dir(state: &State, id: &str) -> Result<PathBuf, ApiError> {
 }
 
 /// Streams `body` into the next part file of `dir`.
-async fn save_part(dir: &Path, body: Body) -> Result<(), ApiError> {
+async fn save_part(state: &State, dir: &Path, body: Body) -> Result<(), ApiError> {
     if dir.join("closed").exists() {
         return Err(ApiError::InvalidParam("the import is closed".into()));
     }
@@ -83,7 +80,7 @@ async fn save_part(dir: &Path, body: Body) -> Result<(), ApiError> {
             "the body is the archive part".into(),
         ));
     }
-    let _numbering = PARTS.lock().await;
+    let _numbering = state.archives.parts.lock().await;
     if dir.join("closed").exists() {
         let _ = tokio::fs::remove_file(&path).await;
         return Err(ApiError::InvalidParam("the import is closed".into()));
@@ -123,7 +120,7 @@ pub async fn start(
     let id = crate::media::new_media_id()?.to_string();
     let dir = imports_dir(&state).join(&id);
     std::fs::create_dir_all(&dir).map_err(ApiError::internal)?;
-    if let Err(e) = save_part(&dir, body).await {
+    if let Err(e) = save_part(&state, &dir, body).await {
         let _ = std::fs::remove_dir_all(&dir);
         return Err(e);
     }
@@ -139,7 +136,7 @@ pub async fn part(
 ) -> Result<Json<Value>, ApiError> {
     let body = allowed(m, body).await?;
     let dir = import_dir(&state, &id)?;
-    save_part(&dir, body).await?;
+    save_part(&state, &dir, body).await?;
     Ok(Json(json!({})))
 }
 
@@ -152,7 +149,7 @@ pub async fn close(
     let dir = import_dir(&state, &id)?;
     {
         // Under the numbering lock: no part is being renamed in, and one close only.
-        let _numbering = PARTS.lock().await;
+        let _numbering = state.archives.parts.lock().await;
         match std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)

@@ -66,6 +66,8 @@ pub struct AppState {
     pub moderation: Arc<crate::moderation::Moderation>,
     /// Link previews.
     pub previews: Arc<crate::preview::Previews>,
+    /// Running exports and the archive-import part lock.
+    pub archives: exports::ArchiveJobs,
     /// Turns `true` when the server starts shutting down: long waits end early.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// The server's metrics registry.
