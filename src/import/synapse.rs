@@ -6,7 +6,7 @@
 //! `remote_content/<origin>/aa/bb/rest` by `filesystem_id`, and the thumbnails under
 //! `local_thumbnails/…` and `remote_thumbnail/…` named `W-H-type-subtype-method`.
 
-use super::db::{col, method_of, millis, Db};
+use super::db::{col, method_of, millis, Db, SqlValue};
 use super::{Row, Source, ThumbRow};
 use media_ledger_events::{MediaId, MediaRef, ServerName, UserId};
 use std::collections::HashMap;
@@ -106,6 +106,25 @@ fn thumb_name(w: i64, h: i64, content_type: &str, method: &str) -> Option<String
     component(&name).map(str::to_owned)
 }
 
+/// A thumbnail row of either table (`row`, selected with `names`), its file in `dir` (the media's
+/// thumbnail folder) named `W-H-type-subtype-method`; `None` when the row names no size,
+/// type or method.
+fn thumb_row(row: &[SqlValue], names: &[&str], dir: Option<PathBuf>) -> Option<ThumbRow> {
+    let c = |n| col(row, names, n);
+    let (ct, m) = (c("thumbnail_type").text()?, c("thumbnail_method").text()?);
+    let (w, h) = (c("thumbnail_width").int()?, c("thumbnail_height").int()?);
+    let method = method_of(m)?;
+    Some(ThumbRow {
+        width: u32::try_from(w).unwrap_or(0),
+        height: u32::try_from(h).unwrap_or(0),
+        method,
+        content_type: ct.to_owned(),
+        length: c("thumbnail_length").int(),
+        path: dir.zip(thumb_name(w, h, ct, m)).map(|(d, n)| d.join(n)),
+        object: None,
+    })
+}
+
 /// Reads every row of Synapse's media tables; `server_name` is Synapse's own (the origin of
 /// its local media). A row that cannot name a media (an id or origin outside the grammar) is
 /// returned as `Err((what, why))` to be reported.
@@ -117,63 +136,33 @@ pub fn read(db: &mut Db, media_store: &Path, server_name: &ServerName) -> anyhow
     let local_origin = server_name.as_str().to_owned();
     for r in db.select("local_media_repository_thumbnails", LOCAL_THUMBS)? {
         let c = |n| col(&r, LOCAL_THUMBS, n);
-        let (Some(id), Some(ct), Some(m)) = (
-            c("media_id").text(),
-            c("thumbnail_type").text(),
-            c("thumbnail_method").text(),
-        ) else {
+        let Some(id) = c("media_id").text() else {
             continue;
         };
-        let (w, h) = (c("thumbnail_width").int(), c("thumbnail_height").int());
-        let (Some(w), Some(h), Some(method)) = (w, h, method_of(m)) else {
-            continue;
-        };
-        let path = split_id(media_store, "local_thumbnails", None, id)
-            .zip(thumb_name(w, h, ct, m))
-            .map(|(d, n)| d.join(n));
-        thumbs
-            .entry((local_origin.clone(), id.to_owned()))
-            .or_default()
-            .push(ThumbRow {
-                width: u32::try_from(w).unwrap_or(0),
-                height: u32::try_from(h).unwrap_or(0),
-                method,
-                content_type: ct.to_owned(),
-                length: c("thumbnail_length").int(),
-                path,
-                object: None,
-            });
+        let dir = split_id(media_store, "local_thumbnails", None, id);
+        if let Some(t) = thumb_row(&r, LOCAL_THUMBS, dir) {
+            thumbs
+                .entry((local_origin.clone(), id.to_owned()))
+                .or_default()
+                .push(t);
+        }
     }
     for r in db.select("remote_media_cache_thumbnails", REMOTE_THUMBS)? {
         let c = |n| col(&r, REMOTE_THUMBS, n);
-        let (Some(origin), Some(id), Some(fid), Some(ct), Some(m)) = (
+        let (Some(origin), Some(id), Some(fid)) = (
             c("media_origin").text(),
             c("media_id").text(),
             c("filesystem_id").text(),
-            c("thumbnail_type").text(),
-            c("thumbnail_method").text(),
         ) else {
             continue;
         };
-        let (w, h) = (c("thumbnail_width").int(), c("thumbnail_height").int());
-        let (Some(w), Some(h), Some(method)) = (w, h, method_of(m)) else {
-            continue;
-        };
-        let path = split_id(media_store, "remote_thumbnail", Some(origin), fid)
-            .zip(thumb_name(w, h, ct, m))
-            .map(|(d, n)| d.join(n));
-        thumbs
-            .entry((origin.to_owned(), id.to_owned()))
-            .or_default()
-            .push(ThumbRow {
-                width: u32::try_from(w).unwrap_or(0),
-                height: u32::try_from(h).unwrap_or(0),
-                method,
-                content_type: ct.to_owned(),
-                length: c("thumbnail_length").int(),
-                path,
-                object: None,
-            });
+        let dir = split_id(media_store, "remote_thumbnail", Some(origin), fid);
+        if let Some(t) = thumb_row(&r, REMOTE_THUMBS, dir) {
+            thumbs
+                .entry((origin.to_owned(), id.to_owned()))
+                .or_default()
+                .push(t);
+        }
     }
 
     let mut rows = Vec::new();
