@@ -56,6 +56,9 @@ fn main() {
     if want("import") {
         bench_import();
     }
+    if want("abuse") {
+        bench_abuse();
+    }
 }
 
 fn num_cpus() -> usize {
@@ -310,9 +313,15 @@ id = "files"
 type = "file"
 path = "{d}/media"
 kinds = ["all"]
+{limits}
 {extra}
 "#,
-            d = dir.display()
+            d = dir.display(),
+            limits = if extra.contains("[rate_limits]") {
+                ""
+            } else {
+                "[rate_limits]\nenabled = false"
+            },
         );
         let cfg = dir.join("config.toml");
         std::fs::write(&cfg, config).unwrap();
@@ -1111,4 +1120,135 @@ async fn requests_for(
         t.await.unwrap();
     }
     done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Upload then download rates (64 KiB, 32 clients, 5 s each) against `base`, as `bench-user`
+/// on the authenticated download endpoint (so per-user download limits apply).
+fn authed_http_rates(rt: &tokio::runtime::Runtime, base: &str) -> (f64, f64) {
+    const SIZE: usize = 64 * 1024;
+    const CLIENTS: usize = 32;
+    rt.block_on(async {
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(CLIENTS)
+            .build()
+            .unwrap();
+        let counter = Arc::new(AtomicU64::new(0));
+        let uris = Arc::new(parking_lot::Mutex::new(Vec::<String>::new()));
+        let mut rates = Vec::new();
+        for upload in [true, false] {
+            let done = Arc::new(AtomicU64::new(0));
+            let stop = Arc::new(AtomicBool::new(false));
+            let start = Instant::now();
+            let targets: Arc<Vec<String>> = Arc::new(uris.lock().clone());
+            let mut tasks = Vec::new();
+            for c in 0..CLIENTS {
+                let (client, base, done, stop, counter, uris, targets) = (
+                    client.clone(),
+                    base.to_owned(),
+                    done.clone(),
+                    stop.clone(),
+                    counter.clone(),
+                    uris.clone(),
+                    targets.clone(),
+                );
+                tasks.push(tokio::spawn(async move {
+                    let mut k = c;
+                    while !stop.load(Ordering::Relaxed) {
+                        if upload {
+                            let body =
+                                pseudo_random(SIZE, counter.fetch_add(1, Ordering::Relaxed) + 10);
+                            let resp = client
+                                .post(format!("{base}/_matrix/media/v3/upload"))
+                                .bearer_auth("bench-user")
+                                .body(body)
+                                .send()
+                                .await
+                                .unwrap();
+                            assert!(resp.status().is_success(), "{}", resp.status());
+                            let v: serde_json::Value = resp.json().await.unwrap();
+                            let uri = v["content_uri"]
+                                .as_str()
+                                .unwrap()
+                                .trim_start_matches("mxc://")
+                                .to_owned();
+                            uris.lock().push(uri);
+                        } else {
+                            let uri = &targets[k % targets.len()];
+                            k += 7;
+                            let resp = client
+                                .get(format!("{base}/_matrix/client/v1/media/download/{uri}"))
+                                .bearer_auth("bench-user")
+                                .send()
+                                .await
+                                .unwrap();
+                            assert!(resp.status().is_success(), "{}", resp.status());
+                            assert_eq!(resp.bytes().await.unwrap().len(), SIZE);
+                        }
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                }));
+            }
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            stop.store(true, Ordering::Relaxed);
+            for t in tasks {
+                t.await.unwrap();
+            }
+            rates.push(done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64());
+        }
+        (rates[0], rates[1])
+    })
+}
+
+/// The hot paths with every abuse control on (a quota rule and an upload window for the user,
+/// per-user and per-address buckets on uploads and downloads, the download byte bucket: all
+/// with limits far above the load, so every check runs and none refuses) beside the same
+/// paths with them off, alternated twice to spread the machine's drift over both.
+fn bench_abuse() {
+    let controls = r#"
+[[uploads.quotas]]
+glob = "@bench:*"
+max_bytes = 1099511627776
+max_files = 100000000
+[[uploads.window_limits]]
+time_period = "1d"
+max_bytes = 1099511627776
+[[uploads.window_limits]]
+time_period = "1h"
+max_bytes = 1099511627776
+[rate_limits]
+enabled = true
+uploads = { user = { per_second = 1000000.0, burst = 1000000 }, address = { per_second = 1000000.0, burst = 1000000 } }
+create = { user = { per_second = 1000000.0, burst = 1000000 }, address = { per_second = 1000000.0, burst = 1000000 } }
+downloads = { user = { per_second = 1000000.0, burst = 1000000 }, address = { per_second = 1000000.0, burst = 1000000 } }
+download_bytes = { capacity_bytes = 1099511627776, drain_bytes_per_second = 1099511627776, overflow_bytes = 0 }
+"#;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut off = (0.0, 0.0);
+    let mut on = (0.0, 0.0);
+    for round in 0..2 {
+        for with in [false, true] {
+            let dir = tempdir();
+            let child = Child::start_with(dir.path(), 1 << 20, if with { controls } else { "" });
+            let (up, down) = authed_http_rates(&rt, &child.base);
+            println!(
+                "abuse: round {round}, controls {}: 64 KiB uploads {up:.0} req/s, authenticated downloads {down:.0} req/s",
+                if with { "on " } else { "off" }
+            );
+            let acc = if with { &mut on } else { &mut off };
+            acc.0 += up / 2.0;
+            acc.1 += down / 2.0;
+        }
+    }
+    println!(
+        "abuse: with every control on, uploads at {:.0}% and downloads at {:.0}% of the rate without (means of 2 alternated rounds: {:.0} vs {:.0} and {:.0} vs {:.0} req/s)",
+        on.0 * 100.0 / off.0,
+        on.1 * 100.0 / off.1,
+        on.0,
+        off.0,
+        on.1,
+        off.1
+    );
 }

@@ -84,6 +84,16 @@ pub enum ApiError {
         /// When to try again.
         retry_after_ms: u64,
     },
+    /// A per-user limit (quota, upload window) would be crossed: 403 `M_USER_LIMIT_EXCEEDED`
+    /// (spec v1.18, MSC4335) with `info_uri` where configured and `can_upgrade: false`; a
+    /// client that does not know the code sees an ordinary 403.
+    #[error("{message}")]
+    UserLimitExceeded {
+        /// What was crossed.
+        message: String,
+        /// `uploads.limit_info_uri`.
+        info_uri: Option<String>,
+    },
     /// No such endpoint.
     #[error("unrecognized request")]
     Unrecognized,
@@ -175,6 +185,7 @@ impl ApiError {
             ApiError::MissingToken => "M_MISSING_TOKEN",
             ApiError::UnknownToken => "M_UNKNOWN_TOKEN",
             ApiError::Forbidden(_) => "M_FORBIDDEN",
+            ApiError::UserLimitExceeded { .. } => "M_USER_LIMIT_EXCEEDED",
             ApiError::Unauthorized(_) => "M_UNAUTHORIZED",
             ApiError::InvalidParam(_) => "M_INVALID_PARAM",
             ApiError::MissingParam(_) => "M_MISSING_PARAM",
@@ -203,7 +214,9 @@ impl ApiError {
                 StatusCode::UNAUTHORIZED
             }
             ApiError::TokenRefused { status, .. } => *status,
-            ApiError::Forbidden(_) | ApiError::GuestAccessForbidden => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_)
+            | ApiError::GuestAccessForbidden
+            | ApiError::UserLimitExceeded { .. } => StatusCode::FORBIDDEN,
             ApiError::InvalidParam(_)
             | ApiError::NotJson(_)
             | ApiError::MissingParam(_)
@@ -242,6 +255,12 @@ impl IntoResponse for ApiError {
         let mut body = json!({ "errcode": self.errcode(), "error": message });
         match &self {
             ApiError::Busy { retry_after_ms, .. } => body["retry_after_ms"] = json!(retry_after_ms),
+            ApiError::UserLimitExceeded { info_uri, .. } => {
+                if let Some(uri) = info_uri {
+                    body["info_uri"] = json!(uri);
+                }
+                body["can_upgrade"] = json!(false);
+            }
             ApiError::TokenRefused {
                 soft_logout: Some(soft),
                 ..
@@ -306,6 +325,14 @@ impl From<Conflict> for ApiError {
             Conflict::RepositoryQuarantine | Conflict::OutOfScope => {
                 ApiError::Forbidden(c.to_string())
             }
+            Conflict::QuotaExceeded => ApiError::UserLimitExceeded {
+                message: "this upload would exceed your storage quota".into(),
+                info_uri: None,
+            },
+            Conflict::PendingQuota => ApiError::UserLimitExceeded {
+                message: "you hold as many unfilled reservations as your quota allows".into(),
+                info_uri: None,
+            },
             Conflict::TooManyPending => ApiError::LimitExceeded(
                 "too many pending uploads; fill or let some expire first".into(),
             ),

@@ -12,6 +12,7 @@
 //!
 //! The pure halves live in the `events` and `projections` crates.
 
+pub mod abuse;
 pub mod auth;
 pub mod blob_check;
 pub mod blob_lock;

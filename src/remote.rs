@@ -27,6 +27,7 @@ pub struct RemoteMedia {
     datastores: Arc<Datastores>,
     config: Arc<Config>,
     inflight: Coalescer<MediaRef>,
+    checker: Option<Arc<crate::abuse::check::ContentChecker>>,
 }
 
 impl From<RemoteError> for ApiError {
@@ -59,9 +60,19 @@ impl RemoteMedia {
             client,
             ledger,
             datastores,
+            checker: None,
             config,
             inflight: Coalescer::default(),
         }
+    }
+
+    /// Checks each fetched media with `checker` before recording it (`content_check`).
+    pub fn with_checker(
+        mut self,
+        checker: Option<Arc<crate::abuse::check::ContentChecker>>,
+    ) -> Self {
+        self.checker = checker.filter(|c| c.checks_remote());
+        self
     }
 
     /// The federation client.
@@ -162,6 +173,22 @@ impl RemoteMedia {
             .finish(ds.spool_needs_sync())
             .await?;
         crate::media::refuse_quarantined(&self.ledger, media, &sha)?;
+        let content_type: Option<media_ledger_events::ContentType> =
+            fetched.content_type.and_then(|c| c.parse().ok());
+        if let Some(checker) = &self.checker {
+            checker
+                .check(crate::abuse::check::Subject {
+                    media,
+                    sha256: &sha,
+                    size_bytes: size,
+                    content_type: content_type.as_ref(),
+                    uploader: None,
+                    kind: crate::abuse::check::Kind::Remote,
+                    path: spool,
+                    request_id: &RequestId(format!("remote-{}", media.media_id)),
+                })
+                .await?;
+        }
         // Where it came from, resolved before the blob lock is taken: a resolution that missed
         // the cache (SRV, well-known) must not hold other writers of these bytes up.
         let resolved = self
@@ -185,7 +212,7 @@ impl RemoteMedia {
                     media: media.clone(),
                     sha256: sha,
                     size_bytes: size,
-                    content_type: fetched.content_type.and_then(|c| c.parse().ok()),
+                    content_type: content_type.clone(),
                     upload_name: fetched.filename,
                     fetched_from: resolved,
                     datastore: placed.datastore.clone(),

@@ -44,6 +44,8 @@ pub struct StartOptions {
     pub datastore_hook: Option<DatastoreHook>,
     /// Leaves purges' deletions pending (see [`DeletionHook`]).
     pub deletion_hook: Option<DeletionHook>,
+    /// The time retention runs judge ages by, instead of the wall clock.
+    pub retention_clock: Option<crate::abuse::retention::Clock>,
 }
 
 /// Opens everything and starts serving on `config.server.bind`.
@@ -101,6 +103,18 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
             shutdown.clone(),
         ));
     }
+    let retention = crate::abuse::retention::SharedStatus::default();
+    if config.retention.enabled() {
+        let first = std::time::Duration::from_millis(config.retention.interval_ms.min(10_000));
+        tokio::spawn(crate::abuse::retention::retention_loop(
+            moderation.clone(),
+            config.retention.clone(),
+            retention.clone(),
+            first,
+            options.retention_clock.clone(),
+            shutdown.clone(),
+        ));
+    }
     if config.thumbnails.enabled
         && !config
             .datastores
@@ -130,13 +144,11 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
             client.clone(),
         ));
     }
-    let remote = Arc::new(crate::remote::RemoteMedia::new(
-        client,
-        ledger.clone(),
-        datastores.clone(),
-        config.clone(),
-    ));
     let media = MediaService::new(ledger.clone(), datastores.clone(), config.clone());
+    let remote = Arc::new(
+        crate::remote::RemoteMedia::new(client, ledger.clone(), datastores.clone(), config.clone())
+            .with_checker(media.checker().cloned()),
+    );
     let reader = MediaReader::new(
         ledger.clone(),
         datastores.clone(),
@@ -173,6 +185,8 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
         ledger: ledger.clone(),
         datastores,
         metrics: metrics.clone(),
+        rate_limits: crate::abuse::rate::RateLimits::new(&config.rate_limits),
+        retention,
     });
     let listener = tokio::net::TcpListener::bind(config.server.bind)
         .await

@@ -75,6 +75,7 @@ async fn stored_comma_content_types_are_served_as_the_parsed_type() {
                 Command::Upload {
                     event,
                     completes_async: None,
+                    quota: None,
                 },
             )
             .await

@@ -10,6 +10,10 @@
 
 mod common;
 
+mod abuse_check;
+mod abuse_quota;
+mod abuse_rate;
+mod abuse_retention;
 mod act_size;
 mod admin;
 mod appservice;

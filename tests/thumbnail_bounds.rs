@@ -273,6 +273,7 @@ async fn the_file_extension_comes_from_a_fixed_table() {
                     location: hash.location,
                 },
                 completes_async: None,
+                quota: None,
             },
         )
         .await

@@ -56,6 +56,11 @@ pub enum ModerationTarget {
         /// Whether local media is included.
         include_local: bool,
     },
+    /// Bytes by their SHA-256, whether or not a media holds them yet (the content check's
+    /// deny).
+    Hash(Sha256),
+    /// Thumbnails generated before a time (`retention.thumbnail_days`): the media stay.
+    Thumbnails,
 }
 
 /// Media quarantined: downloads are refused and later uploads or fetches of the same bytes

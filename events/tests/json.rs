@@ -668,6 +668,7 @@ fn moderation_targets_in_json_and_in_bincode() {
             json!({"Old": {"include_local": true}}),
             vec![6, 1],
         ),
+        (ModerationTarget::Thumbnails, json!("Thumbnails"), vec![8]),
     ] {
         assert_eq!(serde_json::to_value(&t).unwrap(), value);
         assert_eq!(

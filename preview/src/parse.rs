@@ -23,17 +23,30 @@ use scraper::{Html, HtmlTreeSink};
 const MAX_DEPTH: usize = 256;
 
 /// Start tags that never deepen the tree: void and raw-text elements, the document's own
-/// `html`/`head`/`body`, and elements that implicitly close one of their kind (`<p>`, `<li>`,
-/// `<td>`, `<a>`, headings…) rather than nest in it.
+/// `html`/`head`/`body`, and elements that implicitly close one of their kind wherever it is
+/// open in scope (`<p>`, `<li>`, `<td>`, `<a>`…) rather than nest in it. Headings, `<option>`
+/// and the ruby elements close one of their kind only when it is the current node, so they
+/// can nest through another element (`<h1><option><h1>…`): they are containers, modelled by
+/// [`sibling_class`].
 #[rustfmt::skip]
 const FLAT: &[&str] = &[
     "area", "base", "basefont", "bgsound", "br", "col", "embed", "frame", "hr", "img", "input",
     "keygen", "link", "meta", "param", "source", "track", "wbr", "image", "script", "style",
     "title", "textarea", "xmp", "iframe", "noembed", "noframes", "noscript", "plaintext", "html",
-    "head", "body", "p", "li", "dt", "dd", "option", "optgroup", "tr", "td", "th", "tbody",
-    "thead", "tfoot", "caption", "colgroup", "rb", "rt", "rp", "rtc", "a", "nobr", "button",
-    "form", "select", "h1", "h2", "h3", "h4", "h5", "h6",
+    "head", "body", "p", "li", "dt", "dd", "tr", "td", "th", "tbody", "thead", "tfoot",
+    "caption", "colgroup", "a", "nobr", "button", "form", "select",
 ];
+
+/// Elements that close the current node when it is of their class (headings; `option` and
+/// `optgroup`; the ruby annotations) instead of nesting in it: 0 for any other element.
+fn sibling_class(name: &str) -> u8 {
+    match name {
+        "h1" | "h2" | "h3" | "h4" | "h5" | "h6" => 1,
+        "option" | "optgroup" => 2,
+        "rb" | "rt" | "rp" | "rtc" => 3,
+        _ => 0,
+    }
+}
 
 /// Start tags that make the tree builder leave foreign (`svg`/`math`) content.
 #[rustfmt::skip]
@@ -42,6 +55,24 @@ const BREAKOUT: &[&str] = &[
     "embed", "h1", "h2", "h3", "h4", "h5", "h6", "head", "hr", "i", "img", "li", "listing",
     "menu", "meta", "nobr", "ol", "p", "pre", "ruby", "s", "small", "span", "strong", "strike",
     "sub", "sup", "table", "tt", "u", "ul", "var",
+];
+
+/// The HTML "special" elements a container can be (an end tag of an ordinary element is
+/// ignored when one of these is open inside it).
+#[rustfmt::skip]
+const SPECIAL: &[&str] = &[
+    "address", "applet", "article", "aside", "blockquote", "button", "caption", "center",
+    "colgroup", "dd", "details", "dir", "div", "dl", "dt", "fieldset", "figcaption", "figure",
+    "footer", "form", "frameset", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hgroup", "li",
+    "listing", "main", "marquee", "menu", "nav", "object", "ol", "p", "pre", "search", "section",
+    "select", "summary", "table", "tbody", "td", "template", "tfoot", "th", "thead", "tr", "ul",
+];
+
+/// Scope boundaries: an end tag of a special element is ignored when one of these is open
+/// inside it.
+#[rustfmt::skip]
+const SCOPE: &[&str] = &[
+    "applet", "caption", "html", "table", "td", "th", "marquee", "object", "template",
 ];
 
 /// Formatting elements: closed implicitly, the tree builder may re-open them later.
@@ -132,6 +163,15 @@ impl<S> Guard<S> {
         if flat {
             return true;
         }
+        let class = sibling_class(name);
+        if !foreign
+            && class != 0
+            && open
+                .last()
+                .is_some_and(|(top, ns)| *ns == Ns::Html && sibling_class(top) == class)
+        {
+            open.pop();
+        }
         if open.len() + self.lingering.get() >= MAX_DEPTH {
             return false;
         }
@@ -144,7 +184,10 @@ impl<S> Guard<S> {
         true
     }
 
-    /// Closes the innermost open `name` and whatever is open inside it.
+    /// Closes the innermost open `name` and whatever is open inside it, unless the tree
+    /// builder would ignore the end tag: an ordinary element's when a special element is open
+    /// inside it, a special element's when a scope boundary is (or anything foreign is: the
+    /// model errs towards depth, never below it).
     fn close(&self, tag: &Tag) {
         let mut open = self.open.borrow_mut();
         let Some(at) = open.iter().rposition(|(name, _)| *name == tag.name) else {
@@ -153,6 +196,17 @@ impl<S> Guard<S> {
             }
             return;
         };
+        let blockers: &[&str] = if SPECIAL.contains(&&*tag.name) {
+            SCOPE
+        } else {
+            SPECIAL
+        };
+        if open[at + 1..]
+            .iter()
+            .any(|(name, ns)| *ns != Ns::Html || blockers.contains(&&**name))
+        {
+            return;
+        }
         let implicit = open[at + 1..]
             .iter()
             .filter(|(name, _)| FORMATTING.contains(&&**name))
@@ -277,6 +331,8 @@ mod tests {
             ("<svg><title>", 2),
             ("<svg><desc><div>", 2),
             ("<h1><span>", 2),
+            ("<option x=''><h1/>", 4),
+            ("<rt><rt><b>", 4),
             ("<table><td>", 4),
             ("<ul><li>", 2),
             ("<svg/><span>", 2),

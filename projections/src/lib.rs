@@ -21,6 +21,7 @@ pub mod size_estimate;
 pub mod tasks;
 pub mod thumbnails;
 pub mod url_previews;
+pub mod usage;
 
 use media_ledger_events::{codec, Envelope, MediaRef, ServerName};
 use serde::{de::DeserializeOwned, Serialize};
@@ -118,6 +119,8 @@ pub mod names {
     pub const MODERATION: ProjectionName = ProjectionName::new("moderation");
     /// [`crate::url_previews`].
     pub const URL_PREVIEWS: ProjectionName = ProjectionName::new("url_previews");
+    /// [`crate::usage`].
+    pub const USAGE: ProjectionName = ProjectionName::new("usage");
 }
 
 /// A pure fold of events into a key space.
@@ -145,6 +148,7 @@ pub static ALL: &[&dyn Projection] = &[
     &thumbnails::Thumbnails,
     &moderation::Moderation,
     &url_previews::UrlPreviews,
+    &usage::Usage,
 ];
 
 /// The key of a media in every projection keyed by media: `origin 0x00 media_id`

@@ -165,7 +165,8 @@ fn every_projection_has_a_space_and_a_unique_name() {
             "pending_uploads",
             "tasks",
             "thumbnails",
-            "url_previews"
+            "url_previews",
+            "usage"
         ])
     );
     for p in ALL {

@@ -301,6 +301,39 @@ fn render_hex(kv: &MemoryKv) -> Value {
 }
 
 /// Link previews as `previews` by `"<homeserver> <url>"` and `images` by MXC URI.
+fn render_usage(kv: &MemoryKv) -> Value {
+    use media_ledger_projections::usage::{Counted, UserUsage};
+    let mut users = Map::new();
+    let mut counted = Map::new();
+    for (k, v) in &kv.0 {
+        match k.split_first() {
+            Some((b'u', user)) => {
+                let u = codec::decode::<UserUsage>(v).map(
+                    |u| json!({"bytes": u.bytes, "files": u.files, "window": u.window.buckets}),
+                );
+                users.insert(
+                    String::from_utf8_lossy(user).into_owned(),
+                    u.unwrap_or_else(|e| json!(format!("undecodable: {e}"))),
+                );
+            }
+            Some((b'm', media)) => {
+                let name =
+                    parse_media_key(media).map_or_else(|| format!("{media:?}"), |m| m.to_string());
+                let c = codec::decode::<Counted>(v)
+                    .map(|c| json!({"user": c.user.to_string(), "size_bytes": c.size_bytes}));
+                counted.insert(
+                    name,
+                    c.unwrap_or_else(|e| json!(format!("undecodable: {e}"))),
+                );
+            }
+            _ => {
+                counted.insert(format!("unknown key {k:?}"), json!(hex(v)));
+            }
+        }
+    }
+    json!({"users": users, "counted": counted})
+}
+
 fn render_url_previews(kv: &MemoryKv) -> Value {
     use media_ledger_projections::url_previews;
     let (mut previews, mut images, mut out) = (Map::new(), Map::new(), Map::new());
@@ -346,6 +379,7 @@ pub fn snapshot(state: &MemoryState) -> Value {
             n if n == names::THUMBNAILS.as_str() => render_thumbnails(kv),
             n if n == names::MODERATION.as_str() => moderation::render(kv),
             n if n == names::URL_PREVIEWS.as_str() => render_url_previews(kv),
+            n if n == names::USAGE.as_str() => render_usage(kv),
             _ => render_hex(kv),
         };
         out.insert((*name).to_owned(), rendered);

@@ -424,6 +424,7 @@ fn generator_covers_every_kind_of_command() {
                     Command::Upload {
                         event,
                         completes_async,
+                        ..
                     },
                     Event::MediaUploadedV1(recorded),
                 ) => {
@@ -1480,6 +1481,7 @@ fn moderation_acts_are_what_the_writer_decides() {
                 ..event.clone()
             },
             completes_async: None,
+            quota: None,
         },
         ..plan.steps[0].clone()
     };

@@ -3,11 +3,16 @@
 //! Every key is documented in the root `config.toml`. Unknown keys are refused so a typo fails
 //! loudly at start-up instead of silently meaning a default.
 
+mod abuse;
 mod datastore;
 mod overlap;
 mod previews;
 mod tasks;
 
+pub use abuse::{
+    glob_match, BucketConfig, ByteBucketConfig, ClassConfig, ContentCheckConfig, FailurePolicy,
+    QuotaRule, RateLimitsConfig, RetentionConfig, WindowLimit,
+};
 pub use datastore::{
     Backend, ChecksumMode, DatastoreConfig, DatastoreKind, DatastoreType, S3Config,
 };
@@ -76,6 +81,15 @@ pub struct Config {
     /// Link previews.
     #[serde(default)]
     pub url_previews: UrlPreviewsConfig,
+    /// Rate limits per user, client address and requesting server.
+    #[serde(default)]
+    pub rate_limits: RateLimitsConfig,
+    /// Purging media nobody accessed for long, and the remote cache's size cap.
+    #[serde(default)]
+    pub retention: RetentionConfig,
+    /// The external checker of new media.
+    #[serde(default)]
+    pub content_check: ContentCheckConfig,
     /// The homeservers whose media this repository serves.
     pub homeservers: Vec<HomeserverConfig>,
     /// Where blobs are kept.
@@ -204,6 +218,13 @@ pub struct UploadsConfig {
     pub async_expiry_ms: u64,
     /// How many unexpired reservations one user may hold.
     pub max_pending_per_user: u64,
+    /// Per-user quotas, first matching rule wins.
+    pub quotas: Vec<QuotaRule>,
+    /// Bytes a user may upload per time window (every user but repository admins).
+    pub window_limits: Vec<WindowLimit>,
+    /// Sent as `info_uri` with `M_USER_LIMIT_EXCEEDED` (where the user learns about their
+    /// limits).
+    pub limit_info_uri: Option<String>,
 }
 
 impl Default for UploadsConfig {
@@ -212,6 +233,9 @@ impl Default for UploadsConfig {
             max_bytes: 100 * 1024 * 1024,
             async_expiry_ms: 24 * 3600 * 1000,
             max_pending_per_user: 32,
+            quotas: Vec::new(),
+            window_limits: Vec::new(),
+            limit_info_uri: None,
         }
     }
 }
@@ -425,6 +449,13 @@ impl Config {
         }
         self.validate_static_tokens()?;
         self.url_previews.validate()?;
+        abuse::validate(
+            &self.uploads.quotas,
+            &self.uploads.window_limits,
+            &self.rate_limits,
+            &self.retention,
+            &self.content_check,
+        )?;
         if let Some(name) = self.federation.signing_key_paths.keys().find(|n| {
             !self
                 .homeservers

@@ -194,6 +194,31 @@ fn all_tasks(state: &State, unfinished_only: bool) -> Result<Vec<Value>, ApiErro
             Ok::<(), LedgerError>(())
         })?;
     out.sort_by_key(|t| t["task_id"].as_u64());
+    if state.config.retention.enabled() {
+        // The recurring retention purge: never finished, task id 0 (no event starts it).
+        let s = state.retention.lock().clone();
+        out.insert(
+            0,
+            json!({
+                "task_id": 0,
+                "task_name": "retention",
+                "params": {
+                    "local_media_days": state.config.retention.local_media_days,
+                    "remote_media_days": state.config.retention.remote_media_days,
+                    "thumbnail_days": state.config.retention.thumbnail_days,
+                    "remote_max_bytes": state.config.retention.remote_max_bytes,
+                    "interval_ms": state.config.retention.interval_ms,
+                },
+                "start_ts": s.last_run_start_ts,
+                "end_ts": s.last_run_end_ts,
+                "is_finished": false,
+                "next_run_ts": s.next_run_ts,
+                "media_removed": s.last_media_removed,
+                "thumbnails_removed": s.last_thumbnails_removed,
+                "error_message": s.last_error.unwrap_or_default(),
+            }),
+        );
+    }
     Ok(out)
 }
 

@@ -2,11 +2,13 @@
 //! `/_matrix/client/v1/media/download`, with HEAD, single ranges and the security headers.
 
 use super::extract::{
-    media_ref, request_id, GuestOk, Homeserver, MPath, MQuery, MaybeAuthed, ReadThroughToken,
+    media_ref, request_id, ClientAddr, GuestOk, Homeserver, MPath, MQuery, MaybeAuthed,
+    ReadThroughToken,
 };
 use super::headers::{add_security_headers, content_disposition};
 use super::range::{parse_range, ByteRange};
 use super::State;
+use crate::abuse::rate::{Caller, Class};
 use crate::auth::Principal;
 use crate::clock::now_ms;
 use crate::error::ApiError;
@@ -44,6 +46,7 @@ pub async fn legacy(
     Homeserver(hs): Homeserver,
     MaybeAuthed(principal): MaybeAuthed,
     ReadThroughToken(read_through): ReadThroughToken,
+    ClientAddr(client): ClientAddr,
     MPath((server, id)): MPath<(String, String)>,
     MQuery(q): MQuery<DownloadQuery>,
     method: Method,
@@ -57,6 +60,7 @@ pub async fn legacy(
         head: method == Method::HEAD,
         ours: hs.name,
         read_through,
+        client,
     };
     serve(&state, principal, wanted, q, &headers).await
 }
@@ -68,6 +72,7 @@ pub async fn legacy_named(
     Homeserver(hs): Homeserver,
     MaybeAuthed(principal): MaybeAuthed,
     ReadThroughToken(read_through): ReadThroughToken,
+    ClientAddr(client): ClientAddr,
     MPath((server, id, name)): MPath<(String, String, String)>,
     MQuery(q): MQuery<DownloadQuery>,
     method: Method,
@@ -81,15 +86,18 @@ pub async fn legacy_named(
         head: method == Method::HEAD,
         ours: hs.name,
         read_through,
+        client,
     };
     serve(&state, principal, wanted, q, &headers).await
 }
 
 /// `GET /_matrix/client/v1/media/download/{server}/{id}`.
+#[allow(clippy::too_many_arguments)] // axum extractors, one per argument
 pub async fn authed(
     S(state): S<State>,
     GuestOk(auth): GuestOk,
     ReadThroughToken(read_through): ReadThroughToken,
+    ClientAddr(client): ClientAddr,
     MPath((server, id)): MPath<(String, String)>,
     MQuery(q): MQuery<DownloadQuery>,
     method: Method,
@@ -102,15 +110,18 @@ pub async fn authed(
         head: method == Method::HEAD,
         ours: auth.homeserver.name,
         read_through,
+        client,
     };
     serve(&state, Some(auth.principal), wanted, q, &headers).await
 }
 
 /// `GET /_matrix/client/v1/media/download/{server}/{id}/{filename}`.
+#[allow(clippy::too_many_arguments)] // axum extractors, one per argument
 pub async fn authed_named(
     S(state): S<State>,
     GuestOk(auth): GuestOk,
     ReadThroughToken(read_through): ReadThroughToken,
+    ClientAddr(client): ClientAddr,
     MPath((server, id, name)): MPath<(String, String, String)>,
     MQuery(q): MQuery<DownloadQuery>,
     method: Method,
@@ -123,6 +134,7 @@ pub async fn authed_named(
         head: method == Method::HEAD,
         ours: auth.homeserver.name,
         read_through,
+        client,
     };
     serve(&state, Some(auth.principal), wanted, q, &headers).await
 }
@@ -181,6 +193,19 @@ pub(crate) async fn refuse_unservable(
     Ok(Some(resp))
 }
 
+/// Who is downloading, as the rate limits see them.
+pub(crate) fn limited_as<'a>(
+    state: &State,
+    principal: Option<&'a Principal>,
+    addr: Option<std::net::IpAddr>,
+) -> Caller<'a> {
+    Caller {
+        user: principal.and_then(Principal::user),
+        admin: principal.is_some_and(|p| state.auth.is_admin(p)),
+        addr,
+    }
+}
+
 pub(crate) fn header_value(s: &str) -> Result<HeaderValue, ApiError> {
     HeaderValue::from_str(s).map_err(ApiError::internal)
 }
@@ -197,6 +222,8 @@ struct Wanted<'a> {
     ours: media_ledger_events::ServerName,
     /// The token to read a media of `ours` through with ([`ReadThroughToken`]).
     read_through: Option<String>,
+    /// The client's address (rate limits).
+    client: Option<std::net::IpAddr>,
 }
 
 async fn serve(
@@ -213,8 +240,11 @@ async fn serve(
         head,
         ours,
         read_through,
+        client,
     } = wanted;
     let media = media_ref(server, id)?;
+    let caller = limited_as(state, principal.as_ref(), client);
+    state.rate_limits.request(Class::Downloads, &caller)?;
     let dl = &state.config.downloads;
     let timeout = Duration::from_millis(
         q.timeout_ms
@@ -258,6 +288,9 @@ async fn serve(
                 return Err(ApiError::RangeNotSatisfiable { size_bytes: size })
             }
         };
+        if !head {
+            state.rate_limits.download_bytes(&caller, len)?;
+        }
         // HEAD checks the blob is there (a HeadObject on S3) without reading it.
         let opened = if head {
             state

@@ -150,6 +150,8 @@ pub struct Authed {
     pub masqueraded: bool,
     /// The homeserver resolved the token ([`Authed::homeserver_token`]).
     via_homeserver: bool,
+    /// The client's address ([`client_addr`]).
+    pub client: Option<std::net::IpAddr>,
 }
 
 impl Authed {
@@ -170,6 +172,7 @@ impl Authed {
             token,
             masqueraded: caller.masqueraded,
             via_homeserver: caller.via_homeserver,
+            client: client_addr(parts),
         })
     }
 
@@ -177,6 +180,39 @@ impl Authed {
     /// homeserver on the caller's behalf (never the shared secret or a static token).
     pub fn homeserver_token(&self) -> Option<&str> {
         self.via_homeserver.then_some(self.token.as_str())
+    }
+
+    /// Whether this is a repository admin (or the shared secret) in their own name.
+    pub fn is_repository_admin(&self, state: &State) -> bool {
+        !self.masqueraded && state.auth.is_admin(&self.principal)
+    }
+
+    /// Who is asking, as the rate limits see them.
+    pub fn limited_as(&self, state: &State) -> crate::abuse::rate::Caller<'_> {
+        crate::abuse::rate::Caller {
+            user: self.principal.user(),
+            admin: self.is_repository_admin(state),
+            addr: self.client,
+        }
+    }
+}
+
+/// The client's address as [`super::forwarded`] decided it (the TCP peer, or a trusted
+/// proxy's `X-Forwarded-For`).
+pub fn client_addr(parts: &Parts) -> Option<std::net::IpAddr> {
+    parts
+        .extensions
+        .get::<super::forwarded::ClientInfo>()
+        .and_then(|i| i.client)
+}
+
+/// The client's address, for handlers without a token ([`client_addr`]).
+pub struct ClientAddr(pub Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        Ok(ClientAddr(client_addr(parts)))
     }
 }
 

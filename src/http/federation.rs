@@ -108,7 +108,8 @@ pub async fn download(
     headers: HeaderMap,
     uri: Uri,
 ) -> Result<Response, ApiError> {
-    authenticate(&state, &headers, &uri, &hs.name).await?;
+    let origin = authenticate(&state, &headers, &uri, &hs.name).await?;
+    state.rate_limits.federation(&origin)?;
     let media = local_media(&hs.name, &id)?;
     let record = servable(&state, &media).await?;
     let ct = record
@@ -153,7 +154,8 @@ pub async fn thumbnail(
     headers: HeaderMap,
     uri: Uri,
 ) -> Result<Response, ApiError> {
-    authenticate(&state, &headers, &uri, &hs.name).await?;
+    let origin = authenticate(&state, &headers, &uri, &hs.name).await?;
+    state.rate_limits.federation(&origin)?;
     let media = local_media(&hs.name, &id)?;
     let req = parse_query(&q)?;
     let record = servable(&state, &media).await?;

@@ -72,6 +72,10 @@ pub struct AppState {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// The server's metrics registry.
     pub metrics: Arc<Metrics>,
+    /// Rate limits per user, address and requesting server.
+    pub rate_limits: crate::abuse::rate::RateLimits,
+    /// The retention schedule's state (the tasks API shows it).
+    pub retention: crate::abuse::retention::SharedStatus,
 }
 
 /// The shared state handle.
@@ -119,6 +123,10 @@ pub fn router(state: State) -> Router {
             );
     }
     r.route("/_matrix/media/v1/create", post(upload::create))
+        .route(
+            "/_matrix/media/unstable/org.matrix.msc4034/usage",
+            get(upload::usage),
+        )
         .route(
             "/_matrix/client/v1/media/download/{server}/{media_id}",
             get(download::authed),

@@ -25,6 +25,7 @@ fn spec(target: ModerationTarget, before_ts_ms: Option<u64>) -> PurgeSpec {
         before_ts_ms,
         include_quarantined: true,
         keep_shared: false,
+        accessed_before_ms: None,
     }
 }
 
@@ -45,6 +46,7 @@ pub async fn purge_remote(
         before_ts_ms: Some(before),
         include_quarantined: false,
         keep_shared: true,
+        accessed_before_ms: None,
     };
     let removed = state.moderation.purge(&act, spec, candidates).await?;
     Ok(Json(json!({ "total_removed": removed.len() })))

@@ -69,11 +69,13 @@ pub fn parse_query(q: &ThumbQuery) -> Result<ThumbRequest, ApiError> {
 }
 
 /// `GET /_matrix/media/{r0,v3}/thumbnail/{server}/{id}`.
+#[allow(clippy::too_many_arguments)] // axum extractors, one per argument
 pub async fn legacy(
     S(state): S<State>,
     Homeserver(hs): Homeserver,
     super::extract::MaybeAuthed(principal): super::extract::MaybeAuthed,
     ReadThroughToken(read_through): ReadThroughToken,
+    super::extract::ClientAddr(client): super::extract::ClientAddr,
     MPath((server, id)): MPath<(String, String)>,
     MQuery(q): MQuery<ThumbQuery>,
     method: Method,
@@ -83,6 +85,10 @@ pub async fn legacy(
             "use the authenticated media endpoints".into(),
         ));
     }
+    let caller = super::download::limited_as(&state, principal.as_ref(), client);
+    state
+        .rate_limits
+        .request(crate::abuse::rate::Class::Downloads, &caller)?;
     serve(
         &state,
         principal,
@@ -100,10 +106,15 @@ pub async fn authed(
     S(state): S<State>,
     GuestOk(auth): GuestOk,
     ReadThroughToken(read_through): ReadThroughToken,
+    super::extract::ClientAddr(client): super::extract::ClientAddr,
     MPath((server, id)): MPath<(String, String)>,
     MQuery(q): MQuery<ThumbQuery>,
     method: Method,
 ) -> Result<Response, ApiError> {
+    let caller = super::download::limited_as(&state, Some(&auth.principal), client);
+    state
+        .rate_limits
+        .request(crate::abuse::rate::Class::Downloads, &caller)?;
     serve(
         &state,
         Some(auth.principal),

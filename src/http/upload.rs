@@ -3,6 +3,7 @@
 
 use super::extract::{media_ref, request_id, Authed, MPath, MQuery};
 use super::State;
+use crate::abuse::{quota, rate::Class};
 use crate::error::ApiError;
 use crate::media::UploadMeta;
 use axum::body::Body;
@@ -71,7 +72,9 @@ pub async fn upload(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let meta = match meta(&headers, q.filename, state.config.uploads.max_bytes) {
+    let meta = match limits(&state, &auth)
+        .and_then(|()| meta(&headers, q.filename, state.config.uploads.max_bytes))
+    {
         Ok(m) => m,
         Err(e) => return Err(drain_then(e, body).await),
     };
@@ -83,6 +86,7 @@ pub async fn upload(
             auth.homeserver.name.clone(),
             meta,
             body.into_data_stream(),
+            quota_of(&state, &auth),
         )
         .await?;
     Ok(Json(json!({ "content_uri": media.to_string() })))
@@ -103,10 +107,13 @@ pub async fn upload_async(
         .user()
         .cloned()
         .ok_or_else(|| ApiError::Forbidden("async uploads belong to users".into()))?;
-    let meta = match meta(&headers, q.filename, state.config.uploads.max_bytes) {
+    let meta = match limits(&state, &auth)
+        .and_then(|()| meta(&headers, q.filename, state.config.uploads.max_bytes))
+    {
         Ok(m) => m,
         Err(e) => return Err(drain_then(e, body).await),
     };
+    let quota = quota_of(&state, &auth);
     state
         .media
         .upload_async(
@@ -116,6 +123,7 @@ pub async fn upload_async(
             media,
             meta,
             body.into_data_stream(),
+            quota,
         )
         .await?;
     Ok(Json(json!({})))
@@ -128,25 +136,76 @@ pub async fn create(S(state): S<State>, auth: Authed) -> Result<Json<Value>, Api
         .user()
         .cloned()
         .ok_or_else(|| ApiError::Forbidden("async uploads belong to users".into()))?;
+    state
+        .rate_limits
+        .request(Class::Create, &auth.limited_as(&state))?;
+    let max_pending =
+        quota::rule(&state.config, &owner, auth.is_repository_admin(&state)).map(|r| r.max_pending);
     let (media, expires) = state
         .media
-        .create(owner, request_id(), auth.homeserver.name.clone())
+        .create(
+            owner,
+            request_id(),
+            auth.homeserver.name.clone(),
+            max_pending,
+        )
         .await?;
     Ok(Json(
         json!({ "content_uri": media.to_string(), "unused_expires_at": expires }),
     ))
 }
 
-fn config_body(state: &State) -> Json<Value> {
-    Json(json!({ "m.upload.size": state.config.uploads.max_bytes }))
+/// The upload rate limit of the caller.
+fn limits(state: &State, auth: &Authed) -> Result<(), ApiError> {
+    state
+        .rate_limits
+        .request(Class::Uploads, &auth.limited_as(state))
+}
+
+/// The caller's quota and upload windows (none for the shared secret).
+fn quota_of(state: &State, auth: &Authed) -> Option<crate::ledger::UploadQuota> {
+    let user = auth.principal.user()?;
+    quota::for_uploader(&state.config, user, auth.is_repository_admin(state))
+}
+
+/// `m.upload.size`, and the caller's quota as MSC4034 names it (limits that are not set are
+/// left out, as matrix-media-repo does).
+fn config_body(state: &State, auth: &Authed) -> Json<Value> {
+    let mut body = json!({ "m.upload.size": state.config.uploads.max_bytes });
+    if let Some(rule) = auth
+        .principal
+        .user()
+        .and_then(|u| quota::rule(&state.config, u, auth.is_repository_admin(state)))
+    {
+        if rule.max_bytes > 0 {
+            body["org.matrix.msc4034.storage.size"] = json!(rule.max_bytes);
+        }
+        if rule.max_files > 0 {
+            body["org.matrix.msc4034.storage.max_files"] = json!(rule.max_files);
+        }
+    }
+    Json(body)
 }
 
 /// `GET /_matrix/media/{r0,v3}/config`.
-pub async fn config_legacy(S(state): S<State>, _auth: Authed) -> Json<Value> {
-    config_body(&state)
+pub async fn config_legacy(S(state): S<State>, auth: Authed) -> Json<Value> {
+    config_body(&state, &auth)
 }
 
 /// `GET /_matrix/client/v1/media/config`.
-pub async fn config_authed(S(state): S<State>, _auth: Authed) -> Json<Value> {
-    config_body(&state)
+pub async fn config_authed(S(state): S<State>, auth: Authed) -> Json<Value> {
+    config_body(&state, &auth)
+}
+
+/// `GET /_matrix/media/unstable/org.matrix.msc4034/usage`:
+/// the caller's stored bytes and files (their live media; the shared secret has none).
+pub async fn usage(S(state): S<State>, auth: Authed) -> Result<Json<Value>, ApiError> {
+    let used = match auth.principal.user() {
+        Some(u) => quota::usage_of(&state.ledger, u)?,
+        None => Default::default(),
+    };
+    Ok(Json(json!({
+        "org.matrix.msc4034.storage.used": used.bytes,
+        "org.matrix.msc4034.storage.files": used.files,
+    })))
 }

@@ -17,9 +17,19 @@ pub enum Command {
         event: MediaUploaded,
         /// Owner check for `PUT /upload/{server}/{id}`.
         completes_async: Option<UserId>,
+        /// The uploader's limits, checked against the `usage` projection at commit.
+        quota: Option<UploadQuota>,
     },
     /// Reserve a media id.
     CreateAsync(AsyncUploadCreated),
+    /// Reserve a media id for an owner whose quota rule allows at most `max_pending` unfilled
+    /// reservations (checked with the group's earlier reservations), then as `CreateAsync`.
+    ReserveWithin {
+        /// The reservation.
+        event: AsyncUploadCreated,
+        /// The owner's `max_pending`.
+        max_pending: u64,
+    },
     /// Record a download.
     Access(MediaAccessed),
     /// Start a transfer; its task id is the sequence it gets.
@@ -83,6 +93,21 @@ pub enum Command {
     ImportProgress(ImportProgress),
 }
 
+/// The limits an upload must stay within, decided by the upload service from the config
+/// (quota rule, window limits) and checked by the writer against the `usage` projection with
+/// the group's earlier uploads, so concurrent uploads cannot cross them together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadQuota {
+    /// Whose usage.
+    pub user: UserId,
+    /// Total live bytes (0: none).
+    pub max_bytes: u64,
+    /// Live media (0: none).
+    pub max_files: u64,
+    /// `(window_ms, max_bytes)`: bytes uploaded within each window.
+    pub windows: Vec<(u64, u64)>,
+}
+
 /// What a purge request asks the writer to decide.
 #[derive(Debug, Clone)]
 pub struct PurgeRequest {
@@ -101,6 +126,9 @@ pub struct PurgeRequest {
     /// Remote purge: keep a candidate whose bytes are also used by local media or by media
     /// created at or after `before_ts_ms`.
     pub keep_shared: bool,
+    /// Keep a candidate accessed at or after this time (retention: a download since the
+    /// selection saves it).
+    pub accessed_before_ms: Option<u64>,
     /// Why.
     pub reason: Option<String>,
 }
@@ -123,6 +151,12 @@ pub enum Conflict {
     /// The media does not exist.
     #[error("unknown media")]
     UnknownMedia,
+    /// The upload would cross its uploader's quota or an upload window.
+    #[error("the upload would exceed the uploader's quota")]
+    QuotaExceeded,
+    /// The owner holds as many unfilled reservations as their quota rule allows.
+    #[error("too many unfilled reservations for the owner's quota")]
+    PendingQuota,
     /// The owner holds as many unexpired reservations as allowed.
     #[error("too many pending uploads")]
     TooManyPending,

@@ -22,7 +22,7 @@ pub use compare::Divergence;
 pub use overlay::DbRead;
 pub use projector::{Progress, ReplayReport};
 pub use store::{Checkpoint, Head, Undecodable};
-pub use writer::{Command, Committed, Conflict, PurgeRequest, MAX_GROUP};
+pub use writer::{Command, Committed, Conflict, PurgeRequest, UploadQuota, MAX_GROUP};
 
 use crate::metrics::Metrics;
 use media_ledger_events::codec::CodecError;

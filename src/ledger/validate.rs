@@ -7,7 +7,7 @@ use super::writer::Writer;
 use super::LedgerError;
 use media_ledger_events::{Event, Seq};
 use media_ledger_projections::{
-    hash_refs, media_index, moderation, pending_uploads, tasks, thumbnails, ALL,
+    hash_refs, media_index, moderation, pending_uploads, tasks, thumbnails, usage, ALL,
 };
 use media_ledger_projections::{names, ProjectionName};
 use std::sync::atomic::Ordering;
@@ -24,13 +24,22 @@ impl Writer {
         let db = &self.db;
         // Validation must read the true state: a halted projection's state is stale.
         let needs: &[ProjectionName] = match &cmd {
-            Command::Upload { .. } => &[
+            Command::Upload { quota: None, .. } => &[
                 names::MEDIA_INDEX,
                 names::PENDING_UPLOADS,
                 names::HASH_REFS,
                 names::MODERATION,
             ],
-            Command::CreateAsync(_) => &[names::MEDIA_INDEX, names::PENDING_UPLOADS],
+            Command::Upload { quota: Some(_), .. } => &[
+                names::MEDIA_INDEX,
+                names::PENDING_UPLOADS,
+                names::HASH_REFS,
+                names::MODERATION,
+                names::USAGE,
+            ],
+            Command::CreateAsync(_) | Command::ReserveWithin { .. } => {
+                &[names::MEDIA_INDEX, names::PENDING_UPLOADS]
+            }
             Command::Access(_) => &[names::MEDIA_INDEX],
             Command::StartTransfer(_) | Command::TaskProgress(_) => &[names::TASKS],
             Command::MoveBlob(_) => &[names::HASH_REFS, names::TASKS],
@@ -66,6 +75,7 @@ impl Writer {
             Command::Upload {
                 mut event,
                 completes_async,
+                quota,
             } => {
                 let index = overlay.read(db, names::MEDIA_INDEX)?;
                 let pending = overlay.read(db, names::PENDING_UPLOADS)?;
@@ -90,6 +100,12 @@ impl Writer {
                     }
                 }
                 self.check_not_quarantined(overlay, &event.media, &event.sha256)?;
+                if let Some(q) = quota {
+                    let used = usage::get(&overlay.read(db, names::USAGE)?, &q.user)?;
+                    if !quota_allows(&q, &used, event.size_bytes, time) {
+                        return Err(LedgerError::Conflict(Conflict::QuotaExceeded));
+                    }
+                }
                 self.adopt_existing_blob(
                     overlay,
                     &event.sha256,
@@ -97,6 +113,14 @@ impl Writer {
                     &mut event.location,
                 )?;
                 Ok(Event::MediaUploadedV1(event))
+            }
+            Command::ReserveWithin { event, max_pending } => {
+                let pending = overlay.read(db, names::PENDING_UPLOADS)?;
+                let live = pending_uploads::owner(&pending, &event.owner)?.live_at(time);
+                if u64::try_from(live).unwrap_or(u64::MAX) >= max_pending {
+                    return Err(LedgerError::Conflict(Conflict::PendingQuota));
+                }
+                self.validate(Command::CreateAsync(event), time, overlay)
             }
             Command::CreateAsync(event) => {
                 let index = overlay.read(db, names::MEDIA_INDEX)?;
@@ -347,4 +371,19 @@ impl Writer {
         }
         Ok(())
     }
+}
+
+/// Whether `size_bytes` more, uploaded at `now_ms`, keep `used` within `q`.
+pub fn quota_allows(
+    q: &super::command::UploadQuota,
+    used: &usage::UserUsage,
+    size_bytes: u64,
+    now_ms: u64,
+) -> bool {
+    let within = |max: u64, have: u64| max == 0 || have.saturating_add(size_bytes) <= max;
+    (q.max_files == 0 || used.files < q.max_files)
+        && within(q.max_bytes, used.bytes)
+        && q.windows
+            .iter()
+            .all(|&(window, max)| within(max, used.window.within(now_ms, window)))
 }

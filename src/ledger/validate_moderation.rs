@@ -75,19 +75,26 @@ impl Writer {
         let mut changed: Vec<MediaRef> = Vec::new();
         let mut seen: HashSet<MediaRef> = HashSet::new();
         let mut budget = Budget::default();
-        'seeds: for seed in &seeds {
+        // The bytes named: the target's hash (whether or not a media holds it), the seeds'.
+        let mut seed_hashes = Vec::new();
+        if let ModerationTarget::Hash(sha) = &target {
+            seed_hashes.push(*sha);
+        }
+        for seed in &seeds {
             if !in_scope(&authority, seed) {
                 continue;
             }
-            let Some(rec) = media_index::get(&index, seed)? else {
-                continue;
-            };
-            if !hashes_seen.insert(rec.sha256) {
+            if let Some(rec) = media_index::get(&index, seed)? {
+                seed_hashes.push(rec.sha256);
+            }
+        }
+        'seeds: for sha in seed_hashes {
+            if !hashes_seen.insert(sha) {
                 continue;
             }
-            budget.add(&rec.sha256)?;
-            hashes.push(rec.sha256);
-            for m in media_index::media_with_hash(&index, &rec.sha256)? {
+            budget.add(&sha)?;
+            hashes.push(sha);
+            for m in media_index::media_with_hash(&index, &sha)? {
                 if !in_scope(&authority, &m) || seen.contains(&m) {
                     continue;
                 }
@@ -202,6 +209,42 @@ impl Writer {
             let Some(rec) = media_index::get(&index, c)? else {
                 continue;
             };
+            if req.target == ModerationTarget::Thumbnails {
+                let before = req.before_ts_ms.unwrap_or(0);
+                if rec.tombstone || rec.pinned || (rec.quarantined && !req.include_quarantined) {
+                    continue;
+                }
+                let mut size = Budget::default();
+                let mut its_thumbs = Vec::new();
+                for (k, v) in
+                    overlay.scan(&self.db, names::THUMBNAILS, &thumbnails::media_prefix(c))?
+                {
+                    let t = thumbnails::decode_record(&v)?;
+                    if t.created_at_ms >= before {
+                        continue;
+                    }
+                    let thumb = self.purged_thumbnail(&refs, c, &k, &t, &mut size)?;
+                    its_thumbs.push(thumb);
+                }
+                if its_thumbs.is_empty() {
+                    continue;
+                }
+                if !thumbs.is_empty() && budget.0 + size.0 > ACT_BUDGET_BYTES {
+                    break;
+                }
+                budget.0 += size.0;
+                for t in &its_thumbs {
+                    *drops.entry(t.sha256).or_default() += 1;
+                }
+                thumbs.extend(its_thumbs);
+                continue;
+            }
+            if req
+                .accessed_before_ms
+                .is_some_and(|before| rec.last_access_ms >= before)
+            {
+                continue;
+            }
             // Quarantined bytes are evidence: only an admin's purge (with
             // `include_quarantined`) turns them into a tombstone and frees them.
             let admin = req.authority != Authority::Uploader;
@@ -255,24 +298,7 @@ impl Writer {
             let mut its_thumbs = Vec::new();
             for (k, v) in overlay.scan(&self.db, names::THUMBNAILS, &thumbnails::media_prefix(c))? {
                 let t = thumbnails::decode_record(&v)?;
-                let (width, height, method, animated) = thumbnails::parse_thumb_key(&k)
-                    .ok_or_else(|| LedgerError::Storage("malformed thumbnail key".into()))?;
-                let tblob = hash_refs::get(&refs, &t.sha256)?.ok_or_else(|| {
-                    LedgerError::Storage(format!("thumbnail of {c} has no hash record"))
-                })?;
-                size.add(&freed_entry(t.sha256, &tblob))?;
-                let thumb = PurgedThumbnail {
-                    media: c.clone(),
-                    width,
-                    height,
-                    method,
-                    animated,
-                    sha256: t.sha256,
-                    size_bytes: t.size_bytes,
-                    datastore: tblob.datastore,
-                };
-                size.add(&thumb)?;
-                its_thumbs.push(thumb);
+                its_thumbs.push(self.purged_thumbnail(&refs, c, &k, &t, &mut size)?);
             }
             if !media.is_empty() && budget.0 + size.0 > ACT_BUDGET_BYTES {
                 // This candidate, and the ones after it, are the next act's.
@@ -286,7 +312,7 @@ impl Writer {
             }
             thumbs.extend(its_thumbs);
         }
-        if media.is_empty() {
+        if media.is_empty() && thumbs.is_empty() {
             return Err(conflict(Conflict::NothingToDo));
         }
         let mut freed = Vec::new();
@@ -311,6 +337,36 @@ impl Writer {
             freed,
             reason: req.reason,
         }))
+    }
+
+    /// The purge entry of one thumbnail of `media` (key `key`, record `t`), its size and its
+    /// blob's freed entry added to `size`.
+    fn purged_thumbnail(
+        &self,
+        refs: &impl media_ledger_projections::KvRead,
+        media: &MediaRef,
+        key: &[u8],
+        t: &thumbnails::ThumbRecord,
+        size: &mut Budget,
+    ) -> Result<PurgedThumbnail, LedgerError> {
+        let (width, height, method, animated) = thumbnails::parse_thumb_key(key)
+            .ok_or_else(|| LedgerError::Storage("malformed thumbnail key".into()))?;
+        let tblob = hash_refs::get(refs, &t.sha256)?.ok_or_else(|| {
+            LedgerError::Storage(format!("thumbnail of {media} has no hash record"))
+        })?;
+        size.add(&freed_entry(t.sha256, &tblob))?;
+        let thumb = PurgedThumbnail {
+            media: media.clone(),
+            width,
+            height,
+            method,
+            animated,
+            sha256: t.sha256,
+            size_bytes: t.size_bytes,
+            datastore: tblob.datastore,
+        };
+        size.add(&thumb)?;
+        Ok(thumb)
     }
 
     pub(crate) fn validate_blob_deleted(

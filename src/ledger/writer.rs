@@ -29,7 +29,7 @@ pub struct Committed {
     pub event: Event,
 }
 
-pub use super::command::{Command, Conflict, PurgeRequest};
+pub use super::command::{Command, Conflict, PurgeRequest, UploadQuota};
 
 pub(crate) type Reply = oneshot::Sender<Result<Committed, LedgerError>>;
 

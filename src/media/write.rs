@@ -8,7 +8,7 @@ use super::{new_media_id, pick_datastore};
 use crate::config::{Config, DatastoreKind};
 use crate::datastore::Datastores;
 use crate::error::ApiError;
-use crate::ledger::{Command, Ledger};
+use crate::ledger::{Command, Ledger, UploadQuota};
 use crate::upload_waiters::UploadWaiters;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
@@ -35,6 +35,7 @@ pub struct MediaService {
     datastores: Arc<Datastores>,
     config: Arc<Config>,
     waiters: Arc<UploadWaiters>,
+    checker: Option<Arc<crate::abuse::check::ContentChecker>>,
 }
 
 /// Bytes spooled and hashed in a datastore's spool, not yet recorded.
@@ -91,11 +92,14 @@ impl MediaService {
             config.downloads.max_waiters_per_media,
             config.downloads.max_waiters,
         ));
+        let checker =
+            crate::abuse::check::ContentChecker::new(&config.content_check, ledger.clone());
         Self {
             ledger,
             datastores,
             config,
             waiters,
+            checker,
         }
     }
 
@@ -105,7 +109,12 @@ impl MediaService {
         &self.waiters
     }
 
-    /// `POST /upload`: stores the body under a new media id of `origin`.
+    /// The content checker, if one is configured.
+    pub fn checker(&self) -> Option<&Arc<crate::abuse::check::ContentChecker>> {
+        self.checker.as_ref()
+    }
+
+    /// `POST /upload`: stores the body under a new media id of `origin`, within `quota`.
     pub async fn upload<S>(
         &self,
         actor: Actor,
@@ -113,15 +122,18 @@ impl MediaService {
         origin: ServerName,
         meta: UploadMeta,
         body: S,
+        quota: Option<UploadQuota>,
     ) -> Result<MediaRef, ApiError>
     where
         S: Stream<Item = Result<Bytes, axum::Error>> + Unpin,
     {
         let media = MediaRef::new(origin, new_media_id()?);
-        self.store(actor, request_id, media, None, meta, body).await
+        self.store(actor, request_id, media, None, meta, body, quota)
+            .await
     }
 
     /// `PUT /upload/{server}/{id}`: fills a reserved media id.
+    #[allow(clippy::too_many_arguments)] // the request's parts, each named
     pub async fn upload_async<S>(
         &self,
         actor: Actor,
@@ -130,44 +142,53 @@ impl MediaService {
         media: MediaRef,
         meta: UploadMeta,
         body: S,
+        quota: Option<UploadQuota>,
     ) -> Result<MediaRef, ApiError>
     where
         S: Stream<Item = Result<Bytes, axum::Error>> + Unpin,
     {
-        // Refuse early, before reading a byte; the writer checks again at commit.
-        if super::read::record(&self.ledger, &media)?.is_some() {
+        // Refuse early, before storing a byte (the body is drained so the client sees the
+        // answer); the writer checks again at commit.
+        if let Err(e) = self.fillable(&media, &owner) {
+            drain(body).await;
+            return Err(e);
+        }
+        self.store(actor, request_id, media, Some(owner), meta, body, quota)
+            .await
+    }
+
+    /// Whether `owner` may fill the reservation `media` now.
+    fn fillable(&self, media: &MediaRef, owner: &UserId) -> Result<(), ApiError> {
+        if super::read::record(&self.ledger, media)?.is_some() {
             return Err(ApiError::CannotOverwrite);
         }
         let pending = media_ledger_projections::pending_uploads::get(
             &self.ledger.view(names::PENDING_UPLOADS)?,
-            &media,
+            media,
         )?;
         match pending {
             Some(p) if p.expires_at_ms <= now_ms() => {
-                return Err(ApiError::NotFound("media id reservation expired".into()))
+                Err(ApiError::NotFound("media id reservation expired".into()))
             }
-            Some(p) if p.owner != owner => {
-                return Err(ApiError::Forbidden(
-                    "media id reserved by another user".into(),
-                ))
-            }
-            Some(_) => {}
-            None => {
-                return Err(ApiError::NotFound(
-                    "no pending upload for this media id".into(),
-                ))
-            }
+            Some(p) if &p.owner != owner => Err(ApiError::Forbidden(
+                "media id reserved by another user".into(),
+            )),
+            Some(_) => Ok(()),
+            None => Err(ApiError::NotFound(
+                "no pending upload for this media id".into(),
+            )),
         }
-        self.store(actor, request_id, media, Some(owner), meta, body)
-            .await
     }
 
-    /// `POST /v1/create`: reserves a media id for `owner`.
+    /// `POST /v1/create`: reserves a media id for `owner`, who may hold at most
+    /// `max_pending` unfilled reservations when their quota rule says (the writer also holds
+    /// everyone to `uploads.max_pending_per_user`).
     pub async fn create(
         &self,
         owner: UserId,
         request_id: RequestId,
         origin: ServerName,
+        max_pending: Option<u64>,
     ) -> Result<(MediaRef, u64), ApiError> {
         let media = MediaRef::new(origin, new_media_id()?);
         let expires_at_ms = now_ms().saturating_add(self.config.uploads.async_expiry_ms);
@@ -176,13 +197,23 @@ impl MediaService {
             owner: owner.clone(),
             expires_at_ms,
         };
+        let cmd = match max_pending.filter(|m| *m > 0) {
+            Some(max_pending) => Command::ReserveWithin { event, max_pending },
+            None => Command::CreateAsync(event),
+        };
         self.ledger
-            .submit(Actor::User(owner), request_id, Command::CreateAsync(event))
+            .submit(Actor::User(owner), request_id, cmd)
             .await
-            .map_err(ApiError::from)?;
+            .map_err(|e| match ApiError::from(e) {
+                ApiError::UserLimitExceeded { message, .. } => {
+                    crate::abuse::quota::exceeded(&self.config, message)
+                }
+                e => e,
+            })?;
         Ok((media, expires_at_ms))
     }
 
+    #[allow(clippy::too_many_arguments)] // the request's parts, each named
     async fn store<S>(
         &self,
         actor: Actor,
@@ -191,14 +222,41 @@ impl MediaService {
         completes_async: Option<UserId>,
         meta: UploadMeta,
         body: S,
+        quota: Option<UploadQuota>,
     ) -> Result<MediaRef, ApiError>
     where
         S: Stream<Item = Result<Bytes, axum::Error>> + Unpin,
     {
+        let max = self.config.uploads.max_bytes;
+        // What is left of the uploader's limits bounds what is read (refused before a byte
+        // when nothing is).
+        let room = match &quota {
+            Some(q) => match crate::abuse::quota::room(&self.config, &self.ledger, q, now_ms()) {
+                Ok(room) => room,
+                Err(e) => {
+                    // Read (a bounded part of) the body first, so the client sees the 403.
+                    drain(body).await;
+                    return Err(e);
+                }
+            },
+            None => u64::MAX,
+        };
+        let limit = max.min(room);
         let ds = pick_datastore(&self.ledger, &self.datastores, DatastoreKind::LocalMedia)?;
         let spool_path = ds.spool_dir().join(format!("{}.part", new_media_id()?));
         let mut guard = SpoolGuard(Some(spool_path.clone()));
-        let (sha, size_bytes) = self.spool(&spool_path, body, ds.spool_needs_sync()).await?;
+        let (sha, size_bytes) = match self
+            .spool(&spool_path, body, ds.spool_needs_sync(), limit)
+            .await
+        {
+            Err(ApiError::TooLarge { .. }) if room < max => {
+                return Err(crate::abuse::quota::exceeded(
+                    &self.config,
+                    format!("this upload would exceed your quota ({room} bytes left)"),
+                ))
+            }
+            other => other?,
+        };
         guard.0 = None;
         let spooled = Spooled {
             ds,
@@ -206,8 +264,16 @@ impl MediaService {
             sha,
             size_bytes,
         };
-        self.record_spooled(actor, request_id, media, completes_async, meta, spooled)
-            .await
+        self.record_within(
+            actor,
+            request_id,
+            media,
+            completes_async,
+            meta,
+            spooled,
+            quota,
+        )
+        .await
     }
 
     /// Records bytes already spooled (and hashed) in `spooled.ds`'s spool as the new local
@@ -222,6 +288,31 @@ impl MediaService {
         meta: UploadMeta,
         spooled: Spooled,
     ) -> Result<MediaRef, ApiError> {
+        self.record_within(
+            actor,
+            request_id,
+            media,
+            completes_async,
+            meta,
+            spooled,
+            None,
+        )
+        .await
+    }
+
+    /// [`Self::record_spooled`] after the content check, with the uploader's limits checked
+    /// again by the writer.
+    #[allow(clippy::too_many_arguments)]
+    async fn record_within(
+        &self,
+        actor: Actor,
+        request_id: RequestId,
+        media: MediaRef,
+        completes_async: Option<UserId>,
+        meta: UploadMeta,
+        spooled: Spooled,
+        quota: Option<UploadQuota>,
+    ) -> Result<MediaRef, ApiError> {
         let Spooled {
             ds,
             path: spool_path,
@@ -230,6 +321,20 @@ impl MediaService {
         } = spooled;
         let mut guard = SpoolGuard(Some(spool_path.clone()));
         refuse_quarantined(&self.ledger, &media, &sha)?;
+        if let Some(checker) = &self.checker {
+            checker
+                .check(crate::abuse::check::Subject {
+                    media: &media,
+                    sha256: &sha,
+                    size_bytes,
+                    content_type: meta.content_type.as_ref(),
+                    uploader: Some(&actor),
+                    kind: crate::abuse::check::Kind::Upload,
+                    path: &spool_path,
+                    request_id: &request_id,
+                })
+                .await?;
+        }
         let fills_reservation = completes_async.is_some();
         let (meta_ct, meta_name, uploader) = (meta.content_type, meta.upload_name, actor.clone());
         let recorded = crate::blob_place::place_and_record(
@@ -252,13 +357,19 @@ impl MediaService {
                     location: placed.location.clone(),
                 },
                 completes_async,
+                quota,
             },
         )
         .await?;
         // Placed: the spool file was committed or removed.
         guard.0 = None;
         // E.g. the loser of two PUTs filling one reservation (its blob is gone already).
-        let committed = recorded?;
+        let committed = recorded.map_err(|e| match ApiError::from(e) {
+            ApiError::UserLimitExceeded { message, .. } => {
+                crate::abuse::quota::exceeded(&self.config, message)
+            }
+            e => e,
+        })?;
         if fills_reservation {
             self.waiters.filled(&media);
         }
@@ -276,11 +387,12 @@ impl MediaService {
         path: &std::path::Path,
         mut body: S,
         sync: bool,
+        limit: u64,
     ) -> Result<(Sha256, u64), ApiError>
     where
         S: Stream<Item = Result<Bytes, axum::Error>> + Unpin,
     {
-        let mut spool = super::Spool::create(path, self.config.uploads.max_bytes).await?;
+        let mut spool = super::Spool::create(path, limit).await?;
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(ApiError::body)?;
             if let Err(e) = spool.push(&chunk).await {

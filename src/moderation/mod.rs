@@ -55,6 +55,8 @@ pub struct PurgeSpec {
     pub include_quarantined: bool,
     /// Remote purge's sharing rule.
     pub keep_shared: bool,
+    /// Keep candidates accessed since (retention).
+    pub accessed_before_ms: Option<u64>,
 }
 
 /// The moderation service.
@@ -186,7 +188,28 @@ impl Moderation {
         spec: PurgeSpec,
         candidates: Vec<MediaRef>,
     ) -> Result<Vec<MediaRef>, ApiError> {
+        Ok(self.purge_counting(act, spec, candidates).await?.0)
+    }
+
+    /// Purges the thumbnails `spec` selects (target [`ModerationTarget::Thumbnails`]) of the
+    /// candidates, then deletes the blobs freed; returns how many thumbnails went.
+    pub async fn purge_thumbnails(
+        &self,
+        act: &Act,
+        spec: PurgeSpec,
+        candidates: Vec<MediaRef>,
+    ) -> Result<u64, ApiError> {
+        Ok(self.purge_counting(act, spec, candidates).await?.1)
+    }
+
+    async fn purge_counting(
+        &self,
+        act: &Act,
+        spec: PurgeSpec,
+        candidates: Vec<MediaRef>,
+    ) -> Result<(Vec<MediaRef>, u64), ApiError> {
         let mut affected = Vec::new();
+        let mut thumbnails = 0u64;
         for chunk in candidates.chunks(MAX_ACT_MEDIA) {
             let cmd = || {
                 Command::Purge(PurgeRequest {
@@ -197,6 +220,7 @@ impl Moderation {
                     candidates: chunk.to_vec(),
                     include_quarantined: spec.include_quarantined,
                     keep_shared: spec.keep_shared,
+                    accessed_before_ms: spec.accessed_before_ms,
                     reason: act.reason.clone(),
                 })
             };
@@ -204,6 +228,7 @@ impl Moderation {
                 if let Event::MediaPurgedV1(e) = c.event {
                     tracing::info!(actor = %act.actor, media = e.media.len(), thumbnails = e.thumbnails.len(), freed = e.freed.len(), seq = c.seq.0, "purge recorded");
                     affected.extend(e.media.iter().map(|m| m.media.clone()));
+                    thumbnails += e.thumbnails.len() as u64;
                     deleter::delete_freed(
                         &self.ledger,
                         &self.datastores,
@@ -215,7 +240,7 @@ impl Moderation {
                 }
             }
         }
-        Ok(affected)
+        Ok((affected, thumbnails))
     }
 }
 
@@ -245,6 +270,7 @@ pub async fn expire_remote_loop(
                     before_ts_ms: Some(before),
                     include_quarantined: false,
                     keep_shared: true,
+                    accessed_before_ms: None,
                 };
                 match service.purge(&act, spec, candidates).await {
                     Ok(removed) => tracing::info!(removed = removed.len(), "remote media expired"),

@@ -67,6 +67,9 @@ pub struct Opts {
     /// run with `Some(false)`: they test the deprecated endpoints' other behaviour on media
     /// they just uploaded; `tests/freeze.rs` tests the freeze.
     pub freeze_unauthenticated: Option<bool>,
+    /// The `[rate_limits]` table; the default turns them off (the suites upload fast as one
+    /// user); `tests/abuse_*.rs` test them.
+    pub rate_limits: String,
 }
 
 impl Default for Opts {
@@ -85,6 +88,7 @@ impl Default for Opts {
             shutdown_grace_ms: None,
             server_extra: String::new(),
             freeze_unauthenticated: Some(false),
+            rate_limits: "[rate_limits]\nenabled = false\n".to_owned(),
         }
     }
 }
@@ -193,11 +197,14 @@ shared_secret = "{SECRET}"
 admins = ["@admin:{primary}"]
 whoami_cache_ttl_ms = {ttl}
 
+{rate_limits}
+
 {static_tokens}
 {homeservers}
 {datastores}
 {extra_toml}
 "#,
+        rate_limits = opts.rate_limits,
         max_bytes = opts.max_bytes,
         async_expiry_ms = opts.async_expiry_ms,
         default_timeout_ms = opts.default_timeout_ms,

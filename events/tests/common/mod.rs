@@ -771,6 +771,8 @@ pub fn moderation_target() -> impl Strategy<Value = ModerationTarget> {
         Just(ModerationTarget::Quarantined),
         Just(ModerationTarget::Remote),
         any::<bool>().prop_map(|include_local| ModerationTarget::Old { include_local }),
+        sha256().prop_map(ModerationTarget::Hash),
+        Just(ModerationTarget::Thumbnails),
     ]
 }
 

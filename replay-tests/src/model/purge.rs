@@ -89,6 +89,7 @@ impl Model {
             candidates: vec![one.clone()],
             include_quarantined: true,
             keep_shared: false,
+            accessed_before_ms: None,
             reason,
         };
         let every = |keep: &dyn Fn(&Known) -> bool| -> Vec<MediaRef> {

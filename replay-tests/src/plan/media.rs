@@ -96,6 +96,7 @@ impl Model {
             command: Command::Upload {
                 event,
                 completes_async: None,
+                quota: None,
             },
             expected: Event::MediaUploadedV1(recorded),
         }))
@@ -161,6 +162,7 @@ impl Model {
             command: Command::Upload {
                 event,
                 completes_async: Some(owner),
+                quota: None,
             },
             expected: Event::MediaUploadedV1(recorded),
         }))

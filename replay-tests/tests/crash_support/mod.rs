@@ -207,6 +207,9 @@ timeout_ms = 20000
 [transfers]
 retry_base_ms = 50
 
+[rate_limits]
+enabled = false
+
 {tokens}[[homeservers]]
 name = "{server}"
 default = true

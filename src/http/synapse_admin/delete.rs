@@ -41,6 +41,7 @@ fn purge_spec(target: ModerationTarget, before: Option<u64>, quarantined: bool) 
         before_ts_ms: before,
         include_quarantined: quarantined,
         keep_shared: false,
+        accessed_before_ms: None,
     }
 }
 
