@@ -28,7 +28,13 @@ pub struct RemoteMedia {
     config: Arc<Config>,
     inflight: Coalescer<MediaRef>,
     checker: Option<Arc<crate::abuse::check::ContentChecker>>,
+    /// Remote media the content check denied lately: answered 403 without fetching again.
+    denied: crate::federation::cache::BoundedCache<MediaRef, ()>,
 }
+
+/// Remote media denials remembered at once, and for how long.
+const DENIED_REMEMBERED: usize = 10_000;
+const DENIED_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
 
 impl From<RemoteError> for ApiError {
     fn from(e: RemoteError) -> Self {
@@ -61,6 +67,7 @@ impl RemoteMedia {
             ledger,
             datastores,
             checker: None,
+            denied: crate::federation::cache::BoundedCache::new(DENIED_REMEMBERED, DENIED_TTL),
             config,
             inflight: Coalescer::default(),
         }
@@ -92,6 +99,9 @@ impl RemoteMedia {
             return Err(ApiError::NotFound(
                 "media not found (federation is disabled)".into(),
             ));
+        }
+        if self.denied.get(media).is_some() {
+            return Err(crate::abuse::check::denied());
         }
         let work = async {
             // A `purge/remote` may remove the media between the commit of its fetch and the
@@ -176,7 +186,7 @@ impl RemoteMedia {
         let content_type: Option<media_ledger_events::ContentType> =
             fetched.content_type.and_then(|c| c.parse().ok());
         if let Some(checker) = &self.checker {
-            checker
+            let checked = checker
                 .check(crate::abuse::check::Subject {
                     media,
                     sha256: &sha,
@@ -187,7 +197,13 @@ impl RemoteMedia {
                     path: spool,
                     request_id: &RequestId(format!("remote-{}", media.media_id)),
                 })
-                .await?;
+                .await;
+            if let Err(e) = checked {
+                if matches!(e, ApiError::Forbidden(_)) {
+                    self.denied.insert(media.clone(), ());
+                }
+                return Err(e);
+            }
         }
         // Where it came from, resolved before the blob lock is taken: a resolution that missed
         // the cache (SRV, well-known) must not hold other writers of these bytes up.

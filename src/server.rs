@@ -144,10 +144,13 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
             client.clone(),
         ));
     }
-    let media = MediaService::new(ledger.clone(), datastores.clone(), config.clone());
+    let checker = crate::abuse::check::ContentChecker::new(&config.content_check, ledger.clone())
+        .context("building the content check's HTTP client")?;
+    let media = MediaService::new(ledger.clone(), datastores.clone(), config.clone())
+        .with_checker(checker.clone());
     let remote = Arc::new(
         crate::remote::RemoteMedia::new(client, ledger.clone(), datastores.clone(), config.clone())
-            .with_checker(media.checker().cloned()),
+            .with_checker(checker.clone()),
     );
     let reader = MediaReader::new(
         ledger.clone(),
@@ -162,7 +165,8 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
             config.clone(),
             ledger.clone(),
             datastores.clone(),
-            MediaService::new(ledger.clone(), datastores.clone(), config.clone()),
+            MediaService::new(ledger.clone(), datastores.clone(), config.clone())
+                .with_checker(checker),
         )
         .map_err(|e| anyhow::anyhow!("link previews: {e}"))?,
     );

@@ -765,7 +765,8 @@ async fn fetched_remote_media_are_checked() {
     assert_eq!(srv.download_bytes(&a).await, a_bytes);
     assert_eq!(checker.count(), 1);
 
-    // Denied: 403, not cached, nothing left behind; fetched (and asked) again later.
+    // Denied: 403, not cached, nothing left behind. The denial is remembered (an hour, in
+    // memory): asking again neither fetches nor asks the checker, even once it would allow.
     checker.set(Mode::Deny(Some("remote says no")));
     let b_bytes = random_bytes(1_700);
     let b = fake.add("b", b_bytes.clone());
@@ -775,6 +776,11 @@ async fn fetched_remote_media_are_checked() {
     assert_eq!(count_blobs(&srv.media_dir()), 1);
     assert_eq!(spool_entries(&srv.media_dir()), 0);
     checker.set(Mode::Allow);
+    expect_error(srv.download(&b).await, StatusCode::FORBIDDEN, "M_FORBIDDEN").await;
+    assert_eq!(fake.hits("b"), 1);
+    assert_eq!(checker.count(), 2);
+    // A restart forgets it: fetched and asked again.
+    srv.restart().await;
     assert_eq!(srv.download_bytes(&b).await, b_bytes);
     assert_eq!(fake.hits("b"), 2);
     assert_eq!(checker.count(), 3);

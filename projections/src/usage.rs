@@ -8,7 +8,8 @@
 //!   a purge takes back exactly what was counted, once).
 //!
 //! A media counts from its `media.uploaded.v1` (uploader a user) or `media.migrated.v1` (a
-//! local media with an uploader) until a purge lists it (a tombstone holds no bytes, so a
+//! local media with an uploader) until a purge lists it or a `url.previewed.v1` names it as
+//! its image (the server's storage, not the user's) (a tombstone holds no bytes, so a
 //! quarantined media purged into one stops counting too). Uploads of the shared secret and of
 //! the system count for no one. The window records bytes uploaded, whatever became of them
 //! later: deleting a media does not give back upload allowance. Migrated media count in
@@ -93,6 +94,20 @@ impl UploadWindow {
             .fold(0u64, |acc, (_, _, b)| acc.saturating_add(*b))
     }
 
+    /// Takes `bytes` back from the newest buckets (a media counted that turned out not to be
+    /// the user's upload: a link preview's image).
+    pub fn take_back(&mut self, mut bytes: u64) {
+        for (_, _, b) in self.buckets.iter_mut().rev() {
+            let taken = bytes.min(*b);
+            *b -= taken;
+            bytes -= taken;
+            if bytes == 0 {
+                break;
+            }
+        }
+        self.buckets.retain(|(_, _, b)| *b > 0);
+    }
+
     /// When the oldest bytes counted in `window_ms` at `now_ms` leave that window (ms since
     /// the epoch), if any are counted.
     pub fn frees_at(&self, now_ms: u64, window_ms: u64) -> Option<u64> {
@@ -157,6 +172,32 @@ fn add(
     put_value(NAME, tx, &uk, &u)
 }
 
+/// Stops counting `media` (if it was counted): its bytes and file, and with `window` its
+/// bytes in the upload window too.
+fn take_back(
+    tx: &mut dyn KvTx,
+    media: &media_ledger_events::MediaRef,
+    window: bool,
+) -> Result<(), ProjectionError> {
+    let ck = counted_key(media);
+    let Some(c) = get_value::<Counted>(NAME, tx, &ck)? else {
+        return Ok(());
+    };
+    tx.delete(&ck);
+    let uk = user_key(&c.user);
+    let mut u: UserUsage = get_value(NAME, tx, &uk)?
+        .ok_or_else(|| invariant(NAME, format!("{media} counted for no one")))?;
+    u.bytes = u
+        .bytes
+        .checked_sub(c.size_bytes)
+        .ok_or_else(|| invariant(NAME, format!("{media}: usage of {} below zero", c.user)))?;
+    u.files = u.files.saturating_sub(1);
+    if window {
+        u.window.take_back(c.size_bytes);
+    }
+    put_value(NAME, tx, &uk, &u)
+}
+
 /// The usage projection.
 pub struct Usage;
 
@@ -165,7 +206,8 @@ impl Projection for Usage {
         NAME
     }
     fn version(&self) -> u32 {
-        1
+        // 2: link-preview images are taken back.
+        2
     }
     fn apply(&self, env: &Envelope, tx: &mut dyn KvTx) -> Result<(), ProjectionError> {
         match &env.event {
@@ -179,23 +221,16 @@ impl Projection for Usage {
             },
             Event::MediaPurgedV1(e) => {
                 for m in &e.media {
-                    let ck = counted_key(&m.media);
-                    let Some(c) = get_value::<Counted>(NAME, tx, &ck)? else {
-                        continue;
-                    };
-                    tx.delete(&ck);
-                    let uk = user_key(&c.user);
-                    let mut u: UserUsage = get_value(NAME, tx, &uk)?.ok_or_else(|| {
-                        invariant(NAME, format!("{} counted for no one", m.media))
-                    })?;
-                    u.bytes = u.bytes.checked_sub(c.size_bytes).ok_or_else(|| {
-                        invariant(NAME, format!("{}: usage of {} below zero", m.media, c.user))
-                    })?;
-                    u.files = u.files.saturating_sub(1);
-                    put_value(NAME, tx, &uk, &u)?;
+                    take_back(tx, &m.media, false)?;
                 }
                 Ok(())
             }
+            // A preview's image is stored as an upload of the user who asked; it is the
+            // server's, not their storage: taken back, window included.
+            Event::UrlPreviewedV1(e) => match &e.image {
+                Some(image) => take_back(tx, image, true),
+                None => Ok(()),
+            },
             Event::AsyncUploadCreatedV1(_)
             | Event::MediaAccessedV1(_)
             | Event::TransferStartedV1(_)
@@ -206,7 +241,6 @@ impl Projection for Usage {
             | Event::ThumbnailGeneratedV1(_)
             | Event::RemoteMediaCachedV1(_)
             | Event::MediaImportedV1(_)
-            | Event::UrlPreviewedV1(_)
             | Event::UrlPreviewsExpiredV1(_)
             | Event::MediaExportedV1(_)
             | Event::ImportStartedV1(_)

@@ -75,22 +75,25 @@ pub fn denied() -> ApiError {
 }
 
 impl ContentChecker {
-    /// The checker of `cfg`, or none when no `url` is set.
-    pub fn new(cfg: &ContentCheckConfig, ledger: Arc<Ledger>) -> Option<Arc<Self>> {
+    /// The checker of `cfg`, or none when no `url` is set; an HTTP client that cannot be
+    /// built stops start-up (a check silently off would let everything through).
+    pub fn new(
+        cfg: &ContentCheckConfig,
+        ledger: Arc<Ledger>,
+    ) -> Result<Option<Arc<Self>>, reqwest::Error> {
         if cfg.url.is_empty() {
-            return None;
+            return Ok(None);
         }
         let client = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_millis(cfg.timeout_ms))
             .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .ok()?;
-        Some(Arc::new(Self {
+            .build()?;
+        Ok(Some(Arc::new(Self {
             cfg: cfg.clone(),
             client,
             ledger,
-        }))
+        })))
     }
 
     /// Whether remote media are checked.
@@ -169,6 +172,8 @@ impl ContentChecker {
             req = req.bearer_auth(&self.cfg.secret);
         }
         let resp = req.body(body).send().await.map_err(|e| {
+            // Without the URL: it may carry a key the operator put in it.
+            let e = e.without_url();
             let e: &dyn std::error::Error = &e;
             crate::homeserver_check::error_chain(e)
         })?;

@@ -37,10 +37,12 @@ pub enum Class {
     Downloads,
 }
 
-/// A bucket key: a user, or an address (IPv6 by its /64, what one subscriber gets).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// A bucket key: a user (by a keyed hash of their id: no allocation per request, and with
+/// the process's random key nobody can pick an id colliding with another's), or an address
+/// (IPv6 by its /64, what one subscriber gets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Key {
-    User(String),
+    User(u64),
     V4(u32),
     V6(u64),
 }
@@ -95,8 +97,13 @@ fn level(b: &BucketConfig, (tokens, at): (f64, Instant), now: Instant) -> f64 {
     (tokens + secs * b.per_second).min(f64::from(b.burst))
 }
 
+/// The longest wait a 429 names (a day).
+const MAX_WAIT_MS: f64 = 86_400_000.0;
+
 fn wait_ms(b: &BucketConfig, level: f64) -> u64 {
-    (((1.0 - level) / b.per_second) * 1000.0).ceil().max(1.0) as u64
+    (((1.0 - level) / b.per_second) * 1000.0)
+        .ceil()
+        .clamp(1.0, MAX_WAIT_MS) as u64
 }
 
 struct ClassBuckets {
@@ -107,43 +114,55 @@ struct ClassBuckets {
 
 impl ClassBuckets {
     /// Takes a token of each bucket the caller has (user, address), or none if one is empty.
-    fn take(&self, caller: &Caller<'_>) -> Result<(), u64> {
-        let mut keys: Vec<(Key, &BucketConfig)> = Vec::with_capacity(2);
-        if let Some(u) = caller.user.filter(|_| self.user.enabled()) {
-            keys.push((Key::User(u.as_str().to_owned()), &self.user));
-        }
-        if let Some(a) = caller.addr.filter(|_| self.address.enabled()) {
-            keys.push((addr_key(a), &self.address));
-        }
-        if keys.is_empty() {
+    fn take(&self, user: Option<Key>, addr: Option<Key>) -> Result<(), u64> {
+        let keys = [
+            user.filter(|_| self.user.enabled())
+                .map(|k| (k, &self.user)),
+            addr.filter(|_| self.address.enabled())
+                .map(|k| (k, &self.address)),
+        ];
+        if keys.iter().all(Option::is_none) {
             return Ok(());
         }
         let now = Instant::now();
         let mut map = self.table.map.lock();
-        let mut levels = Vec::with_capacity(keys.len());
+        let mut levels = [0.0f64; 2];
         let mut wait = 0;
-        for (k, b) in &keys {
-            let l = map.get(k).map_or(f64::from(b.burst), |v| level(b, *v, now));
+        for (slot, (k, b)) in keys
+            .iter()
+            .enumerate()
+            .filter_map(|(i, k)| Some((i, (*k)?)))
+        {
+            let l = map
+                .get(&k)
+                .map_or(f64::from(b.burst), |v| level(b, *v, now));
             if l < 1.0 {
                 wait = wait.max(wait_ms(b, l));
             }
-            levels.push(l);
+            levels[slot] = l;
         }
         if wait > 0 {
             return Err(wait);
         }
-        for ((k, _), l) in keys.into_iter().zip(levels) {
-            if !map.contains_key(&k) {
-                let (user, address) = (self.user, self.address);
-                Table::make_room(&mut map, self.table.max, |k, v| {
-                    let b = match k {
-                        Key::User(_) => &user,
-                        Key::V4(_) | Key::V6(_) => &address,
-                    };
-                    level(b, *v, now) >= f64::from(b.burst)
-                });
+        for (slot, (k, _)) in keys
+            .iter()
+            .enumerate()
+            .filter_map(|(i, k)| Some((i, (*k)?)))
+        {
+            let taken = (levels[slot] - 1.0, now);
+            if let Some(v) = map.get_mut(&k) {
+                *v = taken;
+                continue;
             }
-            map.insert(k, (l - 1.0, now));
+            let (user, address) = (self.user, self.address);
+            Table::make_room(&mut map, self.table.max, |k, v| {
+                let b = match k {
+                    Key::User(_) => &user,
+                    Key::V4(_) | Key::V6(_) => &address,
+                };
+                level(b, *v, now) >= f64::from(b.burst)
+            });
+            map.insert(k, taken);
         }
         Ok(())
     }
@@ -162,14 +181,8 @@ impl ByteBuckets {
     }
 
     /// Pours `bytes` into each of the caller's buckets, or says when they would fit.
-    fn pour(&self, caller: &Caller<'_>, bytes: u64) -> Result<(), u64> {
-        let mut keys = Vec::with_capacity(2);
-        if let Some(u) = caller.user {
-            keys.push(Key::User(u.as_str().to_owned()));
-        }
-        if let Some(a) = caller.addr {
-            keys.push(addr_key(a));
-        }
+    fn pour(&self, user: Option<Key>, addr: Option<Key>, bytes: u64) -> Result<(), u64> {
+        let keys = [user, addr];
         let now = Instant::now();
         let limit = (self
             .cfg
@@ -177,27 +190,39 @@ impl ByteBuckets {
             .saturating_add(self.cfg.overflow_bytes)) as f64;
         let drain = self.cfg.drain_bytes_per_second as f64;
         let mut map = self.table.map.lock();
-        let mut levels = Vec::with_capacity(keys.len());
+        let mut levels = [0.0f64; 2];
         let mut wait = 0u64;
         let capacity = self.cfg.capacity_bytes as f64;
         // The level at which this download fits: at most the capacity, and room for it below
         // capacity + overflow; one larger than the whole bucket passes once it is empty.
         let target = capacity.min((limit - bytes as f64).max(0.0));
-        for k in &keys {
-            let l = map.get(k).map_or(0.0, |v| self.level(*v, now));
+        for (slot, k) in keys
+            .iter()
+            .enumerate()
+            .filter_map(|(i, k)| Some((i, (*k)?)))
+        {
+            let l = map.get(&k).map_or(0.0, |v| self.level(*v, now));
             if l > target {
-                wait = wait.max((((l - target) / drain) * 1000.0).ceil().max(1.0) as u64);
+                let ms = (((l - target) / drain) * 1000.0).ceil();
+                wait = wait.max(ms.clamp(1.0, MAX_WAIT_MS) as u64);
             }
-            levels.push(l);
+            levels[slot] = l;
         }
         if wait > 0 {
             return Err(wait);
         }
-        for (k, l) in keys.into_iter().zip(levels) {
-            if !map.contains_key(&k) {
-                Table::make_room(&mut map, self.table.max, |_, v| self.level(*v, now) <= 0.0);
+        for (slot, k) in keys
+            .iter()
+            .enumerate()
+            .filter_map(|(i, k)| Some((i, (*k)?)))
+        {
+            let poured = (levels[slot] + bytes as f64, now);
+            if let Some(v) = map.get_mut(&k) {
+                *v = poured;
+                continue;
             }
-            map.insert(k, (l + bytes as f64, now));
+            Table::make_room(&mut map, self.table.max, |_, v| self.level(*v, now) <= 0.0);
+            map.insert(k, poured);
         }
         Ok(())
     }
@@ -214,6 +239,7 @@ pub struct RateLimits {
     servers: Table<String>,
     exempt_users: Vec<UserId>,
     exempt_addresses: Vec<crate::config::IpNet>,
+    user_keys: std::collections::hash_map::RandomState,
 }
 
 impl RateLimits {
@@ -237,7 +263,18 @@ impl RateLimits {
             servers: Table::new(cfg.max_tracked),
             exempt_users: cfg.exempt_users.clone(),
             exempt_addresses: cfg.exempt_addresses.clone(),
+            user_keys: std::collections::hash_map::RandomState::new(),
         }
+    }
+
+    fn keys(&self, caller: &Caller<'_>) -> (Option<Key>, Option<Key>) {
+        use std::hash::BuildHasher;
+        (
+            caller
+                .user
+                .map(|u| Key::User(self.user_keys.hash_one(u.as_str()))),
+            caller.addr.map(addr_key),
+        )
     }
 
     fn exempt(&self, caller: &Caller<'_>) -> bool {
@@ -260,14 +297,21 @@ impl RateLimits {
             Class::Create => &self.create,
             Class::Downloads => &self.downloads,
         };
-        buckets.take(caller).map_err(busy)
+        if !buckets.user.enabled() && !buckets.address.enabled() {
+            return Ok(());
+        }
+        let (user, addr) = self.keys(caller);
+        buckets.take(user, addr).map_err(busy)
     }
 
     /// `bytes` about to be downloaded: 429 while the caller's byte bucket is over its
     /// capacity, or would be by more than the overflow.
     pub fn download_bytes(&self, caller: &Caller<'_>, bytes: u64) -> Result<(), ApiError> {
         match &self.bytes {
-            Some(b) if !self.exempt(caller) => b.pour(caller, bytes).map_err(busy),
+            Some(b) if !self.exempt(caller) => {
+                let (user, addr) = self.keys(caller);
+                b.pour(user, addr, bytes).map_err(busy)
+            }
             _ => Ok(()),
         }
     }

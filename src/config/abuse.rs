@@ -19,7 +19,8 @@ pub struct QuotaRule {
     /// Number of the user's live media.
     #[serde(default)]
     pub max_files: u64,
-    /// Unfilled `/create` reservations (else `uploads.max_pending_per_user`).
+    /// Unfilled `/create` reservations (0: `uploads.max_pending_per_user`, which also bounds
+    /// this).
     #[serde(default)]
     pub max_pending: u64,
 }
@@ -319,6 +320,12 @@ pub fn validate(
         {
             return invalid("uploads.window_limits: time_period must be between 1s and 31d".into());
         }
+        if w.max_bytes == 0 {
+            return invalid(
+                "uploads.window_limits: max_bytes must be > 0 (leave the window out for no limit)"
+                    .into(),
+            );
+        }
     }
     let buckets = [
         ("uploads.user", rate.uploads.user),
@@ -330,9 +337,10 @@ pub fn validate(
         ("federation", rate.federation),
     ];
     for (name, b) in buckets {
-        if !b.per_second.is_finite() || b.per_second < 0.0 || (b.enabled() && b.burst == 0) {
+        let ok = b.per_second == 0.0 || (b.per_second.is_finite() && b.per_second >= 0.001);
+        if !ok || (b.enabled() && b.burst == 0) {
             return invalid(format!(
-                "rate_limits.{name}: per_second must be >= 0 and burst >= 1 when it is set"
+                "rate_limits.{name}: per_second must be 0 (off) or at least 0.001, and burst >= 1 when it is set"
             ));
         }
     }

@@ -193,6 +193,28 @@ pub(crate) async fn refuse_unservable(
     Ok(Some(resp))
 }
 
+/// Records that `media` was served (a download, a thumbnail, a federation request), at most
+/// once per `downloads.access_record_interval_ms`, without waiting (ARCHITECTURE invariant
+/// 5): the last access is what `purge/old` and retention judge by.
+pub(crate) fn note_access(
+    state: &State,
+    principal: Option<&Principal>,
+    media: &media_ledger_events::MediaRef,
+    record: &MediaRecord,
+) {
+    let interval = state.config.downloads.access_record_interval_ms;
+    if now_ms().saturating_sub(record.last_access_ms) >= interval {
+        state.ledger.record_access(
+            principal.map_or(Actor::System, Principal::actor),
+            request_id(),
+            MediaAccessed {
+                media: media.clone(),
+                sha256: record.sha256,
+            },
+        );
+    }
+}
+
 /// Who is downloading, as the rate limits see them.
 pub(crate) fn limited_as<'a>(
     state: &State,
@@ -312,17 +334,7 @@ async fn serve(
     };
     let size = record.size_bytes;
 
-    if now_ms().saturating_sub(record.last_access_ms) >= dl.access_record_interval_ms {
-        let actor = principal.as_ref().map_or(Actor::System, Principal::actor);
-        state.ledger.record_access(
-            actor,
-            request_id(),
-            MediaAccessed {
-                media: media.clone(),
-                sha256: record.sha256,
-            },
-        );
-    }
+    note_access(state, principal.as_ref(), &media, &record);
 
     let essence = record
         .content_type

@@ -112,6 +112,7 @@ pub async fn download(
     state.rate_limits.federation(&origin)?;
     let media = local_media(&hs.name, &id)?;
     let record = servable(&state, &media).await?;
+    super::download::note_access(&state, None, &media, &record);
     let ct = record
         .content_type
         .as_ref()
@@ -159,6 +160,7 @@ pub async fn thumbnail(
     let media = local_media(&hs.name, &id)?;
     let req = parse_query(&q)?;
     let record = servable(&state, &media).await?;
+    super::download::note_access(&state, None, &media, &record);
     let (thumb, _) = state
         .thumbnails
         .get(Some(Actor::System), &media, &record, req)

@@ -171,6 +171,9 @@ async fn serve(
         {
             return Ok(refused);
         }
+        if !head {
+            super::download::note_access(state, principal.as_ref(), &media, &record);
+        }
         let opened = async {
             let (thumb, _size) = state
                 .thumbnails

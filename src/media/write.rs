@@ -92,14 +92,12 @@ impl MediaService {
             config.downloads.max_waiters_per_media,
             config.downloads.max_waiters,
         ));
-        let checker =
-            crate::abuse::check::ContentChecker::new(&config.content_check, ledger.clone());
         Self {
             ledger,
             datastores,
             config,
             waiters,
-            checker,
+            checker: None,
         }
     }
 
@@ -107,6 +105,15 @@ impl MediaService {
     /// commits; the read side waits on them).
     pub fn waiters(&self) -> &Arc<UploadWaiters> {
         &self.waiters
+    }
+
+    /// Asks `checker` about every new media before recording it (`content_check`).
+    pub fn with_checker(
+        mut self,
+        checker: Option<Arc<crate::abuse::check::ContentChecker>>,
+    ) -> Self {
+        self.checker = checker;
+        self
     }
 
     /// The content checker, if one is configured.
