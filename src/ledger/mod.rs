@@ -101,8 +101,10 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// Opens the ledger: verifies the log, catches projections up, starts the writer (its
-    /// figures go to a registry of its own; see [`Ledger::open_measured`]).
+    /// Opens the ledger: verifies the log from where the last start's verification ended
+    /// (`store::verify_log_since_verified`; the whole log is `verify`'s), catches projections
+    /// up, starts the writer (its figures go to a registry of its own; see
+    /// [`Ledger::open_measured`]).
     pub fn open(path: &Path, progress: Progress<'_>) -> Result<Self, LedgerError> {
         Self::open_measured(path, Arc::default(), progress)
     }
@@ -116,7 +118,10 @@ impl Ledger {
         std::fs::create_dir_all(path)
             .map_err(|e| LedgerError::Storage(format!("{}: {e}", path.display())))?;
         let mut db = store::open_db(path)?;
-        let head = store::verify_log(&db, |_| Ok(()))?;
+        let head = store::verify_log_since_verified(&db)?;
+        if head.seq.0 > 0 {
+            store::write_verified(&db, &head)?;
+        }
         let report = projector::catch_up(&mut db, head, progress)?;
         if report.events > 0 {
             tracing::info!(
@@ -134,8 +139,12 @@ impl Ledger {
         progress: Progress<'_>,
     ) -> Result<(Self, ReplayReport), LedgerError> {
         let mut db = store::open_db(path)?;
+        // A rebuild reads every record anyway: the whole chain is checked.
         let head = store::verify_log(&db, |_| Ok(()))?;
         let report = projector::rebuild_all(&mut db, head, progress)?;
+        if head.seq.0 > 0 {
+            store::write_verified(&db, &head)?;
+        }
         Ok((Self::start(db, head, Arc::default()), report))
     }
 

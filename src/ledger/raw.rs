@@ -55,6 +55,13 @@ pub fn write_record(path: &Path, seq: Seq, bytes: &[u8]) -> Result<(), LedgerErr
     Ok(())
 }
 
+/// Forgets where the last start-up's chain check ended, so the next start checks the whole
+/// log (benchmarks of that first start).
+pub fn forget_verified(path: &Path) -> Result<(), LedgerError> {
+    let db = store::open_db(path)?;
+    store::forget_verified(&db)
+}
+
 /// Removes record `seq`.
 pub fn delete_record(path: &Path, seq: Seq) -> Result<(), LedgerError> {
     let db = store::open_db(path)?;

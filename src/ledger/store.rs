@@ -16,6 +16,8 @@ pub(crate) const CF_LOG: &str = "log";
 pub(crate) const CF_META: &str = "meta";
 pub(crate) const CF_CHECKPOINTS: &str = "checkpoints";
 const HEAD_KEY: &[u8] = b"head";
+/// The last record a start-up verified the chain through (a [`Head`]).
+const VERIFIED_KEY: &[u8] = b"verified";
 
 /// The last committed record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,6 +103,27 @@ pub(crate) fn read_head(db: &DB) -> Result<Option<Head>, LedgerError> {
         Some(b) => Ok(Some(codec::decode(&b)?)),
         None => Ok(None),
     }
+}
+
+/// Where the last start-up finished verifying the chain, if one did.
+pub(crate) fn read_verified(db: &DB) -> Result<Option<Head>, LedgerError> {
+    match db.get_cf(cf(db, CF_META)?, VERIFIED_KEY)? {
+        Some(b) => Ok(Some(codec::decode(&b)?)),
+        None => Ok(None),
+    }
+}
+
+/// Records that the chain is verified through `head` (not synced: a lost marker only makes
+/// the next start verify more).
+pub(crate) fn write_verified(db: &DB, head: &Head) -> Result<(), LedgerError> {
+    db.put_cf(cf(db, CF_META)?, VERIFIED_KEY, codec::encode(head)?)?;
+    Ok(())
+}
+
+/// Removes the verified point ([`read_verified`]).
+pub(crate) fn forget_verified(db: &DB) -> Result<(), LedgerError> {
+    db.delete_cf(cf(db, CF_META)?, VERIFIED_KEY)?;
+    Ok(())
 }
 
 pub(crate) fn head_entry(head: &Head) -> Result<(&'static [u8], Vec<u8>), LedgerError> {
@@ -224,6 +247,39 @@ pub(crate) fn verify_log(
     visit: impl FnMut(Envelope) -> Result<(), LedgerError>,
 ) -> Result<Head, LedgerError> {
     let last = walk_log(db, Seq(1), GENESIS_CHAIN, visit)?;
+    check_head(db, last)
+}
+
+/// What a start-up verifies: from the last verified point ([`read_verified`]) on, so start-up
+/// time does not grow with the log. The record at that point must still be there with the
+/// chain value verified then (a replaced or removed record there or a removed tail past it is
+/// found); every record after it is checked as [`verify_log`] checks; the head must match.
+/// Records before the point were verified by an earlier start and are checked again only by
+/// `verify` ([`verify_log`]). Without a point, the whole log.
+pub(crate) fn verify_log_since_verified(db: &DB) -> Result<Head, LedgerError> {
+    let Some(point) = read_verified(db)?.filter(|p| p.seq.0 > 0) else {
+        return verify_log(db, |_| Ok(()));
+    };
+    // The record at the point must still chain from its predecessor to the value verified.
+    let record = db
+        .get_cf(cf(db, CF_LOG)?, seq_key(point.seq))?
+        .ok_or_else(|| LedgerError::Corrupt {
+            seq: point.seq,
+            reason: "record missing (the last start-up verified the log through it)".into(),
+        })?;
+    let before = chain_at(db, Seq(point.seq.0 - 1))?;
+    let changed = |reason: String| LedgerError::Corrupt {
+        seq: point.seq,
+        reason,
+    };
+    let (chain, _) =
+        codec::check_chain(&before, point.seq, &record).map_err(|e| changed(e.to_string()))?;
+    if chain != point.chain {
+        return Err(changed(
+            "the record where the last start-up's verification ended has changed".into(),
+        ));
+    }
+    let last = walk_log(db, Seq(point.seq.0 + 1), point.chain, |_| Ok(()))?;
     check_head(db, last)
 }
 

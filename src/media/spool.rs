@@ -2,29 +2,43 @@
 //! and the file is flushed (and fsynced when the datastore will rename it into place) before
 //! its blob is placed (ARCHITECTURE invariant 6). Uploads, remote fetches and read-throughs
 //! fill their spool files through it.
+//!
+//! The first [`MEMORY_BYTES`] are kept in memory: a body that ends within them is written,
+//! and fsynced, by one blocking call when it is finished (the file is created only then), so a
+//! small upload costs one hand-off to the blocking pool instead of one to create, one to write
+//! and one to sync. A longer body goes to the file as it streams.
 
 use crate::error::ApiError;
 use media_ledger_events::Sha256;
 use sha2::Digest;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt;
+
+/// Bytes held in memory before the file is created (also the file writer's buffer).
+const MEMORY_BYTES: usize = 1 << 20;
 
 /// Bytes written so far, their hash and count.
 pub struct Spool {
-    out: tokio::io::BufWriter<tokio::fs::File>,
+    path: PathBuf,
+    /// Until the body outgrows [`MEMORY_BYTES`]: its bytes; then the file.
+    out: Out,
     hasher: sha2::Sha256,
     size: u64,
     limit: u64,
 }
 
+enum Out {
+    Memory(Vec<u8>),
+    File(tokio::io::BufWriter<tokio::fs::File>),
+}
+
 impl Spool {
-    /// Creates the spool file at `path`; at most `limit` bytes may be pushed.
+    /// A spool for `path` (created when the first [`MEMORY_BYTES`] are exceeded, or by
+    /// [`Spool::finish`]); at most `limit` bytes may be pushed.
     pub async fn create(path: &Path, limit: u64) -> Result<Self, ApiError> {
-        let file = tokio::fs::File::create(path)
-            .await
-            .map_err(ApiError::internal)?;
         Ok(Self {
-            out: tokio::io::BufWriter::with_capacity(1 << 20, file),
+            path: path.to_owned(),
+            out: Out::Memory(Vec::new()),
             hasher: sha2::Sha256::new(),
             size: 0,
             limit,
@@ -41,18 +55,54 @@ impl Spool {
             });
         }
         self.hasher.update(chunk);
-        self.out.write_all(chunk).await.map_err(ApiError::internal)
+        match &mut self.out {
+            Out::Memory(buf) if buf.len() + chunk.len() <= MEMORY_BYTES => {
+                buf.extend_from_slice(chunk);
+                Ok(())
+            }
+            Out::Memory(buf) => {
+                let held = std::mem::take(buf);
+                let file = tokio::fs::File::create(&self.path)
+                    .await
+                    .map_err(ApiError::internal)?;
+                let mut w = tokio::io::BufWriter::with_capacity(MEMORY_BYTES, file);
+                w.write_all(&held).await.map_err(ApiError::internal)?;
+                w.write_all(chunk).await.map_err(ApiError::internal)?;
+                self.out = Out::File(w);
+                Ok(())
+            }
+            Out::File(w) => w.write_all(chunk).await.map_err(ApiError::internal),
+        }
     }
 
-    /// Flushes the file, fsyncs it when `sync`, and returns the digest and length of its bytes.
-    pub async fn finish(mut self, sync: bool) -> Result<(Sha256, u64), ApiError> {
-        self.out.flush().await.map_err(ApiError::internal)?;
-        if sync {
-            self.out
-                .into_inner()
-                .sync_all()
+    /// Writes out what is held, fsyncs the file when `sync`, and returns the digest and length
+    /// of its bytes.
+    pub async fn finish(self, sync: bool) -> Result<(Sha256, u64), ApiError> {
+        match self.out {
+            Out::Memory(buf) => {
+                let path = self.path;
+                tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                    use std::io::Write;
+                    let mut file = std::fs::File::create(&path)?;
+                    file.write_all(&buf)?;
+                    if sync {
+                        file.sync_all()?;
+                    }
+                    Ok(())
+                })
                 .await
+                .map_err(ApiError::internal)?
                 .map_err(ApiError::internal)?;
+            }
+            Out::File(mut w) => {
+                w.flush().await.map_err(ApiError::internal)?;
+                if sync {
+                    w.into_inner()
+                        .sync_all()
+                        .await
+                        .map_err(ApiError::internal)?;
+                }
+            }
         }
         Ok((Sha256(self.hasher.finalize().into()), self.size))
     }

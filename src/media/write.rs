@@ -56,8 +56,12 @@ pub(crate) struct SpoolGuard(pub(crate) Option<PathBuf>);
 impl Drop for SpoolGuard {
     fn drop(&mut self) {
         if let Some(p) = self.0.take() {
-            if let Err(e) = std::fs::remove_file(&p) {
-                tracing::warn!(path = %p.display(), error = %e, "cannot remove spool file");
+            match std::fs::remove_file(&p) {
+                // A body refused while it was still held in memory never made a file.
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    tracing::warn!(path = %p.display(), error = %e, "cannot remove spool file");
+                }
+                _ => {}
             }
         }
     }
