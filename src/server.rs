@@ -59,9 +59,17 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
     let db_path = config.database.path.clone();
     let metrics = Arc::new(Metrics::default());
     let ledger_metrics = metrics.clone();
+    let memory = (
+        config.database.block_cache_bytes,
+        config.database.write_buffer_bytes,
+    );
     let ledger = tokio::task::spawn_blocking(move || {
         let mut last = 0u64;
-        Ledger::open_measured(&db_path, ledger_metrics, &mut |done, total| {
+        let memory = crate::ledger::MemoryOptions {
+            block_cache_bytes: memory.0,
+            write_buffer_bytes: memory.1,
+        };
+        Ledger::open_with(&db_path, ledger_metrics, memory, &mut |done, total| {
             if done >= last + 100_000 || done == total {
                 last = done;
                 tracing::info!(done, total, "rebuilding projections");

@@ -206,6 +206,21 @@ fn default_body_idle_timeout_ms() -> u64 {
 pub struct DatabaseConfig {
     /// RocksDB directory holding the log and every projection.
     pub path: PathBuf,
+    /// RocksDB's block cache, shared by every column family (what it keeps of the log and the
+    /// projections read from disk).
+    #[serde(default = "default_block_cache_bytes")]
+    pub block_cache_bytes: usize,
+    /// All of RocksDB's memtables together (writes not yet flushed to disk).
+    #[serde(default = "default_write_buffer_bytes")]
+    pub write_buffer_bytes: usize,
+}
+
+fn default_block_cache_bytes() -> usize {
+    32 << 20
+}
+
+fn default_write_buffer_bytes() -> usize {
+    64 << 20
 }
 
 /// `[uploads]`.
@@ -406,6 +421,12 @@ impl Config {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
         if self.homeservers.is_empty() {
             return invalid("at least one [[homeservers]] is required".into());
+        }
+        if self.database.block_cache_bytes < 1 << 20 || self.database.write_buffer_bytes < 1 << 20 {
+            return invalid(
+                "database.block_cache_bytes and database.write_buffer_bytes must be at least 1 MiB"
+                    .into(),
+            );
         }
         if self.server.header_read_timeout_ms == 0 || self.server.body_idle_timeout_ms == 0 {
             return invalid(

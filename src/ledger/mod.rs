@@ -21,7 +21,7 @@ mod writer;
 pub use compare::Divergence;
 pub use overlay::DbRead;
 pub use projector::{Progress, ReplayReport};
-pub use store::{Checkpoint, Head, Undecodable};
+pub use store::{Checkpoint, Head, MemoryOptions, Undecodable};
 pub use writer::{Command, Committed, Conflict, PurgeRequest, UploadQuota, MAX_GROUP};
 
 use crate::metrics::Metrics;
@@ -115,9 +115,20 @@ impl Ledger {
         metrics: Arc<Metrics>,
         progress: Progress<'_>,
     ) -> Result<Self, LedgerError> {
+        Self::open_with(path, metrics, MemoryOptions::default(), progress)
+    }
+
+    /// [`Ledger::open_measured`] with RocksDB's memory bounded by `memory` (the server's
+    /// `[database]` settings).
+    pub fn open_with(
+        path: &Path,
+        metrics: Arc<Metrics>,
+        memory: MemoryOptions,
+        progress: Progress<'_>,
+    ) -> Result<Self, LedgerError> {
         std::fs::create_dir_all(path)
             .map_err(|e| LedgerError::Storage(format!("{}: {e}", path.display())))?;
-        let mut db = store::open_db(path)?;
+        let mut db = store::open_db_with(path, memory)?;
         let head = store::verify_log_since_verified(&db)?;
         if head.seq.0 > 0 {
             store::write_verified(&db, &head)?;

@@ -17,7 +17,8 @@
 
 use super::rebuild_cache::{CachedTx, RebuildCache};
 use super::store::{
-    self, cf, cf_options, chain_at, read_checkpoint, Checkpoint, Head, CF_CHECKPOINTS,
+    self, cf, cf_options, chain_at, read_checkpoint, Checkpoint, Head, MemoryOptions,
+    CF_CHECKPOINTS,
 };
 use super::LedgerError;
 use media_ledger_events::{codec, Seq};
@@ -130,7 +131,12 @@ impl Start {
 
 fn reset(db: &mut DB, name: &str) -> Result<(), LedgerError> {
     db.drop_cf(name)?;
-    db.create_cf(name, &cf_options())?;
+    // Until the next open this column family has a block cache of its own (RocksDB's
+    // default size): a rebuild is rare and the next start shares the cache again.
+    db.create_cf(
+        name,
+        &cf_options(None, MemoryOptions::default().write_buffer_bytes),
+    )?;
     let cp = Checkpoint {
         version: REBUILDING,
         seq: Seq(0),

@@ -104,7 +104,10 @@ impl RebuildCache {
         live.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let path = dir.join(format!("rebuild-{}.sst", p.name()));
         // Uncompressed: the rebuild is bound by CPU, and compaction recompresses later.
-        let mut opts = cf_options();
+        let mut opts = cf_options(
+            None,
+            super::store::MemoryOptions::default().write_buffer_bytes,
+        );
         opts.set_compression_type(rocksdb::DBCompressionType::None);
         let mut writer = rocksdb::SstFileWriter::create(&opts);
         writer.open(&path)?;

@@ -44,26 +44,61 @@ pub struct Checkpoint {
     pub seq: Seq,
 }
 
-/// Options of every column family (bloom filters for point look-ups).
-pub(crate) fn cf_options() -> Options {
+/// What RocksDB may hold in memory (`[database]`): one block cache shared by every column
+/// family, and a cap on all memtables together (RocksDB flushes the largest when the total
+/// reaches it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryOptions {
+    /// The shared block cache (uncompressed data and index blocks read from SST files).
+    pub block_cache_bytes: usize,
+    /// All memtables together (writes not yet flushed to SST files).
+    pub write_buffer_bytes: usize,
+}
+
+impl Default for MemoryOptions {
+    fn default() -> Self {
+        Self {
+            block_cache_bytes: 32 << 20,
+            write_buffer_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Options of every column family (bloom filters for point look-ups, the shared cache).
+pub(crate) fn cf_options(cache: Option<&rocksdb::Cache>, write_buffer_bytes: usize) -> Options {
     let mut opts = Options::default();
     let mut block = BlockBasedOptions::default();
     block.set_bloom_filter(10.0, false);
+    if let Some(cache) = cache {
+        block.set_block_cache(cache);
+    }
     opts.set_block_based_table_factory(&block);
+    // No single memtable larger than the total allowed (RocksDB's default is 64 MiB each).
+    opts.set_write_buffer_size(write_buffer_bytes.clamp(1 << 20, 64 << 20));
     opts
 }
 
-/// Opens (creating if needed) the database with every column family.
+/// Opens (creating if needed) the database with every column family, with the default
+/// memory bounds.
 pub(crate) fn open_db(path: &Path) -> Result<DB, LedgerError> {
+    open_db_with(path, MemoryOptions::default())
+}
+
+/// [`open_db`] with `memory`'s bounds.
+pub(crate) fn open_db_with(path: &Path, memory: MemoryOptions) -> Result<DB, LedgerError> {
     let mut opts = Options::default();
     opts.create_if_missing(true);
     opts.create_missing_column_families(true);
     opts.set_max_background_jobs(2);
+    opts.set_db_write_buffer_size(memory.write_buffer_bytes);
+    let cache = rocksdb::Cache::new_lru_cache(memory.block_cache_bytes)?;
     let names = [CF_LOG, CF_META, CF_CHECKPOINTS]
         .into_iter()
         .chain(ALL.iter().map(|p| p.name()));
     let cfs: Vec<_> = names
-        .map(|n| ColumnFamilyDescriptor::new(n, cf_options()))
+        .map(|n| {
+            ColumnFamilyDescriptor::new(n, cf_options(Some(&cache), memory.write_buffer_bytes))
+        })
         .collect();
     Ok(DB::open_cf_descriptors(&opts, path, cfs)?)
 }

@@ -61,7 +61,8 @@ pub(super) async fn copy(
     ));
     let result = async {
         let file = tokio::fs::File::create(&spool).await.map_err(|e| format!("spool: {e}"))?;
-        let mut out = tokio::io::BufWriter::with_capacity(1 << 20, file);
+        // 512 KiB writes: see `media::spool` on 1 MiB writes into the page cache.
+        let mut out = tokio::io::BufWriter::with_capacity(512 << 10, file);
         let mut hasher = sha2::Sha256::new();
         let mut n = 0u64;
         while let Some(chunk) = stream.next().await {
