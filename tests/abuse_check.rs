@@ -11,8 +11,9 @@
 //! closed (503, nothing kept).
 
 use crate::common;
+use common::fake_remote::fake_remote;
 
-use axum::extract::{DefaultBodyLimit, Path as APath, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -24,8 +25,6 @@ use common::{
 use media_ledger_events::{Actor, Authority, Envelope, Event, ModerationTarget, Seq};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -649,76 +648,6 @@ async fn link_preview_images_are_checked() {
 // ---------------------------------------------------------------------------------------------
 // Remote media
 // ---------------------------------------------------------------------------------------------
-
-/// A homeserver `fake.test` serving its media over the legacy download endpoint (the
-/// federation one answers `M_UNRECOGNIZED`), counting the downloads per media id.
-#[derive(Clone, Default)]
-struct FakeRemote {
-    media: Arc<Mutex<HashMap<String, Vec<u8>>>>,
-    hits: Arc<Mutex<HashMap<String, usize>>>,
-    total: Arc<AtomicUsize>,
-}
-
-impl FakeRemote {
-    fn add(&self, id: &str, bytes: Vec<u8>) -> String {
-        self.media.lock().unwrap().insert(id.to_owned(), bytes);
-        format!("mxc://fake.test/{id}")
-    }
-
-    fn hits(&self, id: &str) -> usize {
-        self.hits.lock().unwrap().get(id).copied().unwrap_or(0)
-    }
-}
-
-async fn fake_unrecognized() -> Response {
-    (
-        axum::http::StatusCode::NOT_FOUND,
-        [("content-type", "application/json")],
-        r#"{"errcode":"M_UNRECOGNIZED","error":"Unrecognized request"}"#,
-    )
-        .into_response()
-}
-
-async fn fake_legacy(
-    State(st): State<FakeRemote>,
-    APath((server, id)): APath<(String, String)>,
-) -> Response {
-    st.total.fetch_add(1, Ordering::SeqCst);
-    *st.hits.lock().unwrap().entry(id.clone()).or_default() += 1;
-    let bytes = st.media.lock().unwrap().get(&id).cloned();
-    match bytes {
-        Some(b) if server == "fake.test" => {
-            ([("content-type", "application/octet-stream")], b).into_response()
-        }
-        _ => (
-            axum::http::StatusCode::NOT_FOUND,
-            [("content-type", "application/json")],
-            r#"{"errcode":"M_NOT_FOUND","error":"no"}"#,
-        )
-            .into_response(),
-    }
-}
-
-/// Starts the fake homeserver; returns it and its base URL.
-async fn fake_remote() -> (FakeRemote, String) {
-    let st = FakeRemote::default();
-    let router = axum::Router::new()
-        .route(
-            "/_matrix/federation/v1/media/download/{id}",
-            axum::routing::get(fake_unrecognized),
-        )
-        .route(
-            "/_matrix/media/v3/download/{server}/{id}",
-            axum::routing::get(fake_legacy),
-        )
-        .with_state(st.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
-    });
-    (st, format!("http://{addr}"))
-}
 
 /// A server asking `checker` (`lines` in `[content_check]`) and pinning `fake.test` to `url`.
 async fn start_federating(checker: &Checker, lines: &str, url: &str) -> TestServer {

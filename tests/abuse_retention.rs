@@ -10,9 +10,8 @@
 //! (`remote_max_bytes`: the least recently accessed go, pinned ones stay).
 
 use crate::common;
+use common::fake_remote::fake_remote;
 
-use axum::extract::{Path as APath, State};
-use axum::response::{IntoResponse, Response};
 use common::{
     count_blobs, expect_error, parse_mxc, random_bytes, sha256_hex, Opts, TestServer, ADMIN, ALICE,
     BOB,
@@ -25,10 +24,10 @@ use media_ledger_events::{
 };
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const API: &str = "/_matrix/media/unstable/admin";
@@ -759,76 +758,6 @@ async fn a_run_cut_short_after_its_purge_is_finished_by_the_next_start() {
 // ---------------------------------------------------------------------------------------------
 // Remote media
 // ---------------------------------------------------------------------------------------------
-
-/// A homeserver `fake.test` serving its media over the legacy download endpoint (the
-/// federation one answers `M_UNRECOGNIZED`), counting the downloads per media id.
-#[derive(Clone, Default)]
-struct FakeRemote {
-    media: Arc<Mutex<HashMap<String, Vec<u8>>>>,
-    hits: Arc<Mutex<HashMap<String, usize>>>,
-    total: Arc<AtomicUsize>,
-}
-
-impl FakeRemote {
-    fn add(&self, id: &str, bytes: Vec<u8>) -> String {
-        self.media.lock().unwrap().insert(id.to_owned(), bytes);
-        format!("mxc://fake.test/{id}")
-    }
-
-    fn hits(&self, id: &str) -> usize {
-        self.hits.lock().unwrap().get(id).copied().unwrap_or(0)
-    }
-}
-
-async fn fake_unrecognized() -> Response {
-    (
-        axum::http::StatusCode::NOT_FOUND,
-        [("content-type", "application/json")],
-        r#"{"errcode":"M_UNRECOGNIZED","error":"Unrecognized request"}"#,
-    )
-        .into_response()
-}
-
-async fn fake_legacy(
-    State(st): State<FakeRemote>,
-    APath((server, id)): APath<(String, String)>,
-) -> Response {
-    st.total.fetch_add(1, Ordering::SeqCst);
-    *st.hits.lock().unwrap().entry(id.clone()).or_default() += 1;
-    let bytes = st.media.lock().unwrap().get(&id).cloned();
-    match bytes {
-        Some(b) if server == "fake.test" => {
-            ([("content-type", "application/octet-stream")], b).into_response()
-        }
-        _ => (
-            axum::http::StatusCode::NOT_FOUND,
-            [("content-type", "application/json")],
-            r#"{"errcode":"M_NOT_FOUND","error":"no"}"#,
-        )
-            .into_response(),
-    }
-}
-
-/// Starts the fake homeserver; returns it and its base URL.
-async fn fake_remote() -> (FakeRemote, String) {
-    let st = FakeRemote::default();
-    let router = axum::Router::new()
-        .route(
-            "/_matrix/federation/v1/media/download/{id}",
-            axum::routing::get(fake_unrecognized),
-        )
-        .route(
-            "/_matrix/media/v3/download/{server}/{id}",
-            axum::routing::get(fake_legacy),
-        )
-        .with_state(st.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
-    });
-    (st, format!("http://{addr}"))
-}
 
 /// The `[federation]` table pinning `fake.test` to `url`.
 fn federation_toml(url: &str) -> String {

@@ -2,6 +2,7 @@
 //! started in-process on 127.0.0.1:0, and small request/assertion helpers.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod fake_remote;
 pub mod proxy;
 pub mod s3;
 pub mod site;
