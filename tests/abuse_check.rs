@@ -12,6 +12,7 @@
 
 use crate::common;
 use common::fake_remote::fake_remote;
+use common::{admin_get, json_ok, path_of};
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::HeaderMap;
@@ -19,16 +20,14 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use common::site::{self, Site};
 use common::{
-    count_blobs, expect_error, parse_mxc, random_bytes, sha256_hex, spool_entries, Opts,
-    TestServer, ADMIN, ALICE, BOB,
+    count_blobs, expect_error, random_bytes, sha256_hex, spool_entries, Opts, TestServer, ALICE,
+    BOB,
 };
 use media_ledger_events::{Actor, Authority, Envelope, Event, ModerationTarget, Seq};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-const API: &str = "/_matrix/media/unstable/admin";
 
 // ---------------------------------------------------------------------------------------------
 // The checker
@@ -162,30 +161,6 @@ async fn start(checker: &Checker, lines: &str) -> TestServer {
         ..Opts::default()
     })
     .await
-}
-
-fn path_of(mxc: &str) -> String {
-    let (s, id) = parse_mxc(mxc);
-    format!("{s}/{id}")
-}
-
-async fn json_ok(resp: reqwest::Response) -> Value {
-    let status = resp.status();
-    let url = resp.url().clone();
-    let text = resp.text().await.unwrap();
-    assert_eq!(status, StatusCode::OK, "{url}: {text}");
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{url}: not JSON ({e}): {text}"))
-}
-
-async fn admin_get(srv: &TestServer, path: &str) -> Value {
-    let resp = srv
-        .client
-        .get(srv.url(&format!("{API}/{path}")))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap();
-    json_ok(resp).await
 }
 
 /// Every envelope of the running server.

@@ -11,10 +11,10 @@
 
 use crate::common;
 use common::fake_remote::fake_remote;
+use common::{admin_get, json_ok, path_of};
 
 use common::{
-    count_blobs, expect_error, parse_mxc, random_bytes, sha256_hex, Opts, TestServer, ADMIN, ALICE,
-    BOB,
+    count_blobs, expect_error, random_bytes, sha256_hex, Opts, TestServer, ADMIN, ALICE, BOB,
 };
 use media_ledger::config::Config;
 use media_ledger::ledger::Ledger;
@@ -107,30 +107,6 @@ async fn start(opts: &Opts, clock: &TestClock, skip: Option<Arc<AtomicBool>>) ->
 // ---------------------------------------------------------------------------------------------
 // Request and inspection helpers
 // ---------------------------------------------------------------------------------------------
-
-fn path_of(mxc: &str) -> String {
-    let (s, id) = parse_mxc(mxc);
-    format!("{s}/{id}")
-}
-
-async fn json_ok(resp: reqwest::Response) -> Value {
-    let status = resp.status();
-    let url = resp.url().clone();
-    let text = resp.text().await.unwrap();
-    assert_eq!(status, StatusCode::OK, "{url}: {text}");
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{url}: not JSON ({e}): {text}"))
-}
-
-async fn admin_get(srv: &TestServer, path: &str) -> Value {
-    let resp = srv
-        .client
-        .get(srv.url(&format!("{API}/{path}")))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap();
-    json_ok(resp).await
-}
 
 async fn admin_post(srv: &TestServer, path: &str, body: Option<Value>) -> Value {
     let mut req = srv

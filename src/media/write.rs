@@ -120,11 +120,6 @@ impl MediaService {
         self
     }
 
-    /// The content checker, if one is configured.
-    pub fn checker(&self) -> Option<&Arc<crate::abuse::check::ContentChecker>> {
-        self.checker.as_ref()
-    }
-
     /// `POST /upload`: stores the body under a new media id of `origin`, within `quota`.
     pub async fn upload<S>(
         &self,

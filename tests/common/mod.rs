@@ -505,3 +505,30 @@ pub fn header<'a>(resp: &'a Response, name: &str) -> &'a str {
         .to_str()
         .unwrap()
 }
+
+/// The `{server}/{id}` path part of an `mxc://` URI.
+pub fn path_of(mxc: &str) -> String {
+    let (s, id) = parse_mxc(mxc);
+    format!("{s}/{id}")
+}
+
+/// The JSON of a 200 answer (the URL and body in the failure message otherwise).
+pub async fn json_ok(resp: reqwest::Response) -> Value {
+    let status = resp.status();
+    let url = resp.url().clone();
+    let text = resp.text().await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{url}: {text}");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{url}: not JSON ({e}): {text}"))
+}
+
+/// `GET /_matrix/media/unstable/admin/{path}` as the repository admin; its JSON.
+pub async fn admin_get(srv: &TestServer, path: &str) -> Value {
+    let resp = srv
+        .client
+        .get(srv.url(&format!("/_matrix/media/unstable/admin/{path}")))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    json_ok(resp).await
+}
