@@ -8,8 +8,9 @@ use crate::common;
 
 use common::s3::{S3Server, BUCKET, MULTIPART};
 use common::{header, parse_mxc, random_bytes, sha256_hex, Opts, TestServer, ALICE, SECRET};
+use media_ledger::datastore::{content_location, Datastore, S3Datastore};
 use media_ledger::ledger::Ledger;
-use media_ledger_events::Seq;
+use media_ledger_events::{DatastoreId, Seq, Sha256};
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -796,12 +797,7 @@ async fn same_size_wrong_object_is_replaced() {
         ..Default::default()
     })
     .await;
-    let plant = |bytes: &[u8]| {
-        let path = s3.object_path(BUCKET, &sha256_hex(bytes));
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, random_bytes(bytes.len())).unwrap();
-        path
-    };
+    let plant = |bytes: &[u8]| s3.plant(BUCKET, &sha256_hex(bytes), &random_bytes(bytes.len()));
 
     // Upload: the planted object is not the blob.
     let bytes = random_bytes(5000);
@@ -866,4 +862,99 @@ async fn transfer_and_wait(srv: &TestServer, src: &str, dst: &str) -> Value {
         assert!(std::time::Instant::now() < deadline, "{t}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// An S3 datastore built straight from its config, against `s3`.
+fn s3_datastore(s3: &S3Server, sha256_checksums: bool, spool: &Path) -> S3Datastore {
+    use media_ledger::config::{ChecksumMode, S3Config};
+    let config = S3Config {
+        endpoint: s3.endpoint(),
+        region: "us-east-1".into(),
+        bucket: BUCKET.into(),
+        access_key_id: common::s3::S3_ACCESS_KEY.into(),
+        secret_access_key: common::s3::S3_SECRET_KEY.into(),
+        path_style: true,
+        prefix: String::new(),
+        request_checksum_calculation: ChecksumMode::WhenRequired,
+        response_checksum_validation: ChecksumMode::WhenRequired,
+        sha256_checksums,
+        multipart_threshold_bytes: 16 << 20,
+        part_size_bytes: 8 << 20,
+        connect_timeout_ms: 2000,
+        read_timeout_ms: 20_000,
+        spool_path: spool.to_owned(),
+    };
+    S3Datastore::open("s3".parse::<DatastoreId>().unwrap(), &config, spool).unwrap()
+}
+
+/// With `sha256_checksums` (the default) every PUT carries its SHA-256: the server refuses
+/// bytes that do not hash to it, and afterwards vouches for the object from the checksum it
+/// kept, so a transfer verifies its copy with one HEAD instead of reading it back. Without
+/// the checksum (turned off, or an object written without one) nothing is vouched for and
+/// the transfer reads back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sha256_checksums_vouch_for_objects() {
+    let s3 = S3Server::launch();
+    let dir = tempfile::tempdir().unwrap();
+    let store = s3_datastore(&s3, true, &dir.path().join("spool"));
+    let file = dir.path().join("blob");
+    let bytes = random_bytes(100_000);
+    std::fs::write(&file, &bytes).unwrap();
+    let sha = digest(&bytes);
+    let location = store.put_from(&file, &sha).await.unwrap();
+    assert_eq!(
+        store.vouches_for(&location, &sha, 100_000).await.unwrap(),
+        Some(true)
+    );
+    assert_eq!(
+        store.vouches_for(&location, &sha, 100_001).await.unwrap(),
+        Some(false),
+        "another size is not the blob"
+    );
+
+    // Bytes that are not the named blob are refused by the server and not vouched for
+    // (s3s-fs leaves the refused bytes at the key; AWS stores nothing).
+    let other = random_bytes(5000);
+    let claimed = digest(&random_bytes(5000));
+    std::fs::write(&file, &other).unwrap();
+    let err = store.put_from(&file, &claimed).await.unwrap_err();
+    assert!(err.to_string().contains("BadDigest"), "{err}");
+    let refused = content_location(&claimed).unwrap();
+    assert_ne!(
+        store.vouches_for(&refused, &claimed, 5000).await.unwrap(),
+        Some(true)
+    );
+    let missing = content_location(&digest(b"never stored")).unwrap();
+    assert_eq!(
+        store
+            .vouches_for(&missing, &digest(b"never stored"), 12)
+            .await
+            .unwrap(),
+        Some(false)
+    );
+
+    // Without checksums: stored, but not vouched for.
+    let plain = s3_datastore(&s3, false, &dir.path().join("spool"));
+    let sha_other = digest(&other);
+    let location = plain.put_from(&file, &sha_other).await.unwrap();
+    assert!(s3.has_object(BUCKET, &sha_other.to_hex()));
+    assert_eq!(
+        plain
+            .vouches_for(&location, &sha_other, 5000)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .vouches_for(&location, &sha_other, 5000)
+            .await
+            .unwrap(),
+        None,
+        "an object written without a checksum says nothing"
+    );
+}
+
+fn digest(bytes: &[u8]) -> Sha256 {
+    sha256_hex(bytes).parse().unwrap()
 }

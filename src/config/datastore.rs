@@ -85,6 +85,13 @@ pub struct DatastoreConfig {
     /// `s3`: checksum validation of responses (default `when_required`).
     #[serde(default)]
     pub response_checksum_validation: Option<ChecksumMode>,
+    /// `s3`: send each single-request PUT with its SHA-256 (`x-amz-checksum-sha256`), which
+    /// the server checks before storing, and let a transfer verify its copy from the stored
+    /// checksum (one HEAD) instead of reading it back (default true). A server that does not
+    /// return the checksum is read back as before; set false for one that stores the header
+    /// without checking it.
+    #[serde(default)]
+    pub sha256_checksums: Option<bool>,
     /// `s3`: blobs from this size up are sent as multipart uploads (default 16 MiB).
     #[serde(default)]
     pub multipart_threshold_bytes: Option<u64>,
@@ -139,6 +146,8 @@ pub struct S3Config {
     pub request_checksum_calculation: ChecksumMode,
     /// Response checksums.
     pub response_checksum_validation: ChecksumMode,
+    /// PUTs carry their SHA-256 and copies are verified from it.
+    pub sha256_checksums: bool,
     /// Multipart from this size up.
     pub multipart_threshold_bytes: u64,
     /// Part size.
@@ -164,6 +173,7 @@ impl DatastoreConfig {
             ("secret_access_key", self.secret_access_key.is_some()),
             ("path_style", self.path_style.is_some()),
             ("prefix", self.prefix.is_some()),
+            ("sha256_checksums", self.sha256_checksums.is_some()),
             ("spool_path", self.spool_path.is_some()),
         ];
         self.backend = Some(match self.kind {
@@ -218,6 +228,7 @@ impl DatastoreConfig {
                     part_size_bytes: self.part_size_bytes.unwrap_or(8 << 20).max(5 << 20),
                     connect_timeout_ms: self.connect_timeout_ms.unwrap_or(5_000),
                     read_timeout_ms: self.read_timeout_ms.unwrap_or(30_000),
+                    sha256_checksums: self.sha256_checksums.unwrap_or(true),
                     spool_path: self
                         .spool_path
                         .clone()

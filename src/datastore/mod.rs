@@ -112,6 +112,17 @@ pub trait Datastore: Send + Sync {
     }
     /// The blob's length, or `None` when it does not exist.
     async fn size_of(&self, location: &BlobLocation) -> Result<Option<u64>, DatastoreError>;
+    /// Whether the store itself vouches that the blob at `location` is `size` bytes hashing to
+    /// `sha` (S3: the SHA-256 checksum it checked when the object was written, read with one
+    /// HEAD). `None` when it cannot say, and the caller reads the blob back instead.
+    async fn vouches_for(
+        &self,
+        _location: &BlobLocation,
+        _sha: &Sha256,
+        _size: u64,
+    ) -> Result<Option<bool>, DatastoreError> {
+        Ok(None)
+    }
     /// Whether the blob exists.
     async fn exists(&self, location: &BlobLocation) -> Result<bool, DatastoreError> {
         Ok(self.size_of(location).await?.is_some())

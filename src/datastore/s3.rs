@@ -32,6 +32,13 @@ pub struct S3Datastore {
     spool: PathBuf,
     multipart_threshold_bytes: u64,
     part_size_bytes: u64,
+    sha256_checksums: bool,
+}
+
+/// A SHA-256 as S3's `x-amz-checksum-sha256` spells it.
+fn checksum_of(sha: &Sha256) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(sha.0)
 }
 
 fn backend(context: &str, e: impl std::fmt::Display) -> DatastoreError {
@@ -95,6 +102,7 @@ impl S3Datastore {
             spool: spool.to_owned(),
             multipart_threshold_bytes: c.multipart_threshold_bytes,
             part_size_bytes: c.part_size_bytes.max(5 << 20),
+            sha256_checksums: c.sha256_checksums,
         })
     }
 
@@ -258,11 +266,15 @@ impl Datastore for S3Datastore {
             let body = ByteStream::from_path(path)
                 .await
                 .map_err(|e| backend("reading a file to store", e))?;
+            // With its SHA-256 the server refuses bytes that arrive damaged (BadDigest) and
+            // keeps the checksum, from which a transfer verifies its copy.
+            let checksum = self.sha256_checksums.then(|| checksum_of(sha));
             self.client
                 .put_object()
                 .bucket(&self.bucket)
                 .key(&key)
                 .content_length(i64::try_from(size).unwrap_or(i64::MAX))
+                .set_checksum_sha256(checksum)
                 .body(body)
                 .send()
                 .await
@@ -273,6 +285,41 @@ impl Datastore for S3Datastore {
 
     async fn size_of(&self, location: &BlobLocation) -> Result<Option<u64>, DatastoreError> {
         self.key_size(&self.key(location)).await
+    }
+
+    async fn vouches_for(
+        &self,
+        location: &BlobLocation,
+        sha: &Sha256,
+        size: u64,
+    ) -> Result<Option<bool>, DatastoreError> {
+        if !self.sha256_checksums {
+            return Ok(None);
+        }
+        let head = match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(self.key(location))
+            .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+            .send()
+            .await
+        {
+            Ok(h) => h,
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => {
+                return Ok(Some(false))
+            }
+            Err(e) => return Err(backend("checking an object", DisplayErrorContext(&e))),
+        };
+        if head.content_length().and_then(|l| u64::try_from(l).ok()) != Some(size) {
+            return Ok(Some(false));
+        }
+        // A multipart object's checksum is of its parts ("…-N"), and an object written
+        // without one has none: neither says anything about the whole, so the caller reads.
+        Ok(match head.checksum_sha256() {
+            Some(c) if !c.contains('-') => Some(c == checksum_of(sha)),
+            _ => None,
+        })
     }
 
     async fn open(
