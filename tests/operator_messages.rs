@@ -99,3 +99,52 @@ async fn start_up_names_homeservers_whose_tokens_cannot_be_checked_in_plain_text
         .unwrap();
     assert_eq!(resp.status(), reqwest::StatusCode::OK);
 }
+
+/// `server.access_log`: on (the default) every answer is a `request answered` line; off, a
+/// successful answer is not logged (the same requests, the same binary).
+#[tokio::test]
+async fn access_log_can_be_turned_off() {
+    for on in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let config = common::config_text(
+            dir.path(),
+            &common::Opts {
+                bind: Some(format!("127.0.0.1:{port}")),
+                server_extra: format!("access_log = {on}\n"),
+                ..common::Opts::default()
+            },
+        );
+        let config_path = dir.path().join("config.toml");
+        std::fs::write(&config_path, &config).unwrap();
+        let log_path = dir.path().join("stderr.log");
+        let _child = Child(
+            std::process::Command::new(env!("CARGO_BIN_EXE_media-ledger"))
+                .args(["serve", "--config"])
+                .arg(&config_path)
+                .env("RUST_LOG", "info")
+                .env_remove("LOG_FORMAT")
+                .stderr(std::fs::File::create(&log_path).unwrap())
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let client = reqwest::Client::new();
+        let url = format!("http://127.0.0.1:{port}/_matrix/media/v3/config");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = client.get(&url).bearer_auth(common::ALICE).send().await {
+                assert_eq!(r.status(), 200);
+                break;
+            }
+            assert!(Instant::now() < deadline, "the server did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // The line is written before the answer is sent.
+        let log = std::fs::read_to_string(&log_path).unwrap();
+        let logged = log
+            .lines()
+            .any(|l| l.contains("request answered") && l.contains("/_matrix/media/v3/config"));
+        assert_eq!(logged, on, "access_log = {on}: {log}");
+    }
+}

@@ -124,6 +124,15 @@ pub struct ServerConfig {
     /// default homeserver (`/healthz` and `/metrics` excepted). Off by default: it is logged.
     #[serde(default)]
     pub refuse_unknown_hosts: bool,
+    /// Logs one line per answered request (`request answered`, with its id, route, client,
+    /// host, user, status and milliseconds) at `info`. Default true; answers of 500 and
+    /// more are logged either way.
+    #[serde(default = "default_access_log")]
+    pub access_log: bool,
+}
+
+fn default_access_log() -> bool {
+    true
 }
 
 /// An IP address or a CIDR block (`10.0.0.0/8`, `::1`, `fd00::/8`), as in `trusted_proxies`.

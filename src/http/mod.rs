@@ -170,7 +170,7 @@ pub fn router(state: State) -> Router {
             forwarded::forwarded,
         ))
         .layer(axum::middleware::from_fn_with_state(
-            state.metrics.clone(),
+            (state.metrics.clone(), state.config.server.access_log),
             observe,
         ))
         .layer(axum::middleware::from_fn(cors))
@@ -314,9 +314,10 @@ async fn metrics(axum::extract::State(state): axum::extract::State<State>) -> Re
 }
 
 /// Gives the request an id (its events and log lines carry it, with the client address, the
-/// host and the user; the answer says it in `X-Request-Id`), logs its answer, and counts it, its bytes and its latency per route in the server's `m`.
+/// host and the user; the answer says it in `X-Request-Id`), logs its answer (every answer
+/// with `server.access_log`, else those of 500 and more), and counts it, its bytes and its latency per route in the server's `m`.
 async fn observe(
-    axum::extract::State(m): axum::extract::State<Arc<Metrics>>,
+    axum::extract::State((m, access_log)): axum::extract::State<(Arc<Metrics>, bool)>,
     req: Request,
     next: Next,
 ) -> Response {
@@ -347,13 +348,13 @@ async fn observe(
             tracing::Instrument::instrument(next.run(req), span.clone()),
         )
         .await;
-    span.in_scope(|| {
-        tracing::info!(
-            status = resp.status().as_u16(),
-            ms = started.elapsed().as_millis() as u64,
-            "request answered"
-        );
-    });
+    let status = resp.status().as_u16();
+    if access_log || status >= 500 {
+        span.in_scope(|| {
+            let ms = started.elapsed().as_millis() as u64;
+            tracing::info!(status, ms, "request answered");
+        });
+    }
     if let Ok(v) = HeaderValue::from_str(&id.0) {
         resp.headers_mut().insert("x-request-id", v);
     }
