@@ -213,6 +213,14 @@ pub fn render(m: &Metrics, ledger: &Ledger, datastores: &[DatastoreId]) -> Strin
             ledger.head().0.saturating_sub(seq.0)
         );
     }
+    let (memtables, cache) = ledger.memory_usage();
+    let _ = writeln!(
+        out,
+        "# TYPE media_ledger_rocksdb_memtable_bytes gauge
+media_ledger_rocksdb_memtable_bytes {memtables}
+# TYPE media_ledger_rocksdb_block_cache_bytes gauge
+media_ledger_rocksdb_block_cache_bytes {cache}"
+    );
     render_state(ledger, datastores, &mut out);
     out
 }

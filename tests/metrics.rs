@@ -291,6 +291,13 @@ async fn metrics_follow_the_traffic() {
             "{m} became a label"
         );
     }
+    // RocksDB's memory: the memtables hold this test's events (under their 64 MiB cap).
+    let memtables = s1.get("media_ledger_rocksdb_memtable_bytes");
+    assert!(
+        memtables > 0.0 && memtables <= (64 << 20) as f64,
+        "memtables {memtables}"
+    );
+    assert!(s1.has("media_ledger_rocksdb_block_cache_bytes"));
     // Latency histograms.
     for (m, r) in [("POST", UPLOAD), ("GET", DOWNLOAD)] {
         check_histogram(&s1, m, r);

@@ -382,6 +382,32 @@ impl Ledger {
         Ok(())
     }
 
+    /// What RocksDB holds in memory now: all memtables together, and the shared block
+    /// cache's usage (for the memory gauges; `[database] write_buffer_bytes` and
+    /// `block_cache_bytes` bound them).
+    pub fn memory_usage(&self) -> (u64, u64) {
+        let mut memtables = 0u64;
+        let mut cache = 0u64;
+        for name in [store::CF_LOG, store::CF_META, store::CF_CHECKPOINTS]
+            .into_iter()
+            .chain(ALL.iter().map(|p| p.name()))
+        {
+            if let Some(cf) = self.db.cf_handle(name) {
+                let prop = |p: &str| {
+                    self.db
+                        .property_int_value_cf(cf, p)
+                        .ok()
+                        .flatten()
+                        .unwrap_or(0)
+                };
+                memtables += prop("rocksdb.cur-size-all-mem-tables");
+                // One cache shared by every family: each reports the same figure.
+                cache = cache.max(prop("rocksdb.block-cache-usage"));
+            }
+        }
+        (memtables, cache)
+    }
+
     /// The checkpoint sequence of every projection (for the lag metric).
     pub fn checkpoints(&self) -> Vec<(&'static str, Seq)> {
         ALL.iter()

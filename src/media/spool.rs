@@ -142,7 +142,16 @@ mod tests {
         let mut dirs = vec![disk.path()];
         dirs.extend(shm.as_ref().map(|d| d.path()));
         for dir in dirs {
-            for len in [0, 1, 4095, 4096, 4097, 65_536, MEMORY_BYTES - 1, MEMORY_BYTES + 1] {
+            for len in [
+                0,
+                1,
+                4095,
+                4096,
+                4097,
+                65_536,
+                MEMORY_BYTES - 1,
+                MEMORY_BYTES + 1,
+            ] {
                 let bytes: Vec<u8> = (0..len).map(|i| (i * 31 % 253) as u8).collect();
                 let want = Sha256(sha2::Sha256::digest(&bytes).into());
                 for sync in [true, false] {
