@@ -301,6 +301,10 @@ impl From<LedgerError> for ApiError {
                 message: "the server is shutting down",
                 cause: "ledger closed".into(),
             },
+            LedgerError::SharedLogUnavailable(cause) => ApiError::Unavailable {
+                message: "the cluster's database is unavailable; nothing was recorded, try again",
+                cause,
+            },
             e @ (LedgerError::Storage(_)
             | LedgerError::Codec(_)
             | LedgerError::Corrupt { .. }

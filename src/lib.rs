@@ -18,6 +18,7 @@ pub mod blob_check;
 pub mod blob_lock;
 pub mod blob_place;
 pub mod clock;
+pub mod cluster;
 pub mod coalesce;
 pub mod config;
 pub mod datastore;

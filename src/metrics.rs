@@ -93,6 +93,11 @@ pub struct Metrics {
     pub ledger_sync_events: Histogram,
     /// Events committed.
     pub ledger_events: AtomicU64,
+    /// A cluster node: how long after it was recorded (by another node) each event reached
+    /// this node's projections.
+    pub follow_lag_seconds: Histogram,
+    /// A cluster node: appends lost to another node (caught up, validated and retried).
+    pub lost_appends: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -104,6 +109,8 @@ impl Default for Metrics {
             ledger_sync_seconds: Histogram::new(LATENCY_BUCKETS),
             ledger_sync_events: Histogram::new(BATCH_BUCKETS),
             ledger_events: AtomicU64::new(0),
+            follow_lag_seconds: Histogram::new(LATENCY_BUCKETS),
+            lost_appends: AtomicU64::new(0),
         }
     }
 }
@@ -200,6 +207,14 @@ pub fn render(m: &Metrics, ledger: &Ledger, datastores: &[DatastoreId]) -> Strin
     out.push_str("# TYPE media_ledger_ledger_sync_events histogram\n");
     m.ledger_sync_events
         .render(&mut out, "media_ledger_ledger_sync_events", "");
+    out.push_str("# TYPE media_ledger_follow_lag_seconds histogram\n");
+    m.follow_lag_seconds
+        .render(&mut out, "media_ledger_follow_lag_seconds", "");
+    let _ = writeln!(
+        out,
+        "# TYPE media_ledger_lost_appends_total counter\nmedia_ledger_lost_appends_total {}",
+        m.lost_appends.load(Ordering::Relaxed)
+    );
     let _ = writeln!(
         out,
         "# TYPE media_ledger_ledger_head gauge\nmedia_ledger_ledger_head {}",

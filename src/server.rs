@@ -63,18 +63,34 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
         config.database.block_cache_bytes,
         config.database.write_buffer_bytes,
     );
+    // A cluster node: the log is the shared one in PostgreSQL.
+    let cluster = config
+        .database
+        .url
+        .clone()
+        .filter(|_| config.database.backend == crate::config::LogBackend::Postgres);
+    let shared = cluster.clone().map(|url| crate::ledger::SharedOptions {
+        url,
+        follow_interval: std::time::Duration::from_millis(config.database.follow_interval_ms),
+    });
     let ledger = tokio::task::spawn_blocking(move || {
         let mut last = 0u64;
         let memory = crate::ledger::MemoryOptions {
             block_cache_bytes: memory.0,
             write_buffer_bytes: memory.1,
         };
-        Ledger::open_with(&db_path, ledger_metrics, memory, &mut |done, total| {
-            if done >= last + 100_000 || done == total {
-                last = done;
-                tracing::info!(done, total, "rebuilding projections");
-            }
-        })
+        Ledger::open_node(
+            &db_path,
+            ledger_metrics,
+            memory,
+            shared,
+            &mut |done, total| {
+                if done >= last + 100_000 || done == total {
+                    last = done;
+                    tracing::info!(done, total, "rebuilding projections");
+                }
+            },
+        )
     })
     .await?
     .context("opening the ledger")?;
@@ -91,38 +107,24 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
         datastores = datastores.wrapped(&**hook);
     }
     let datastores = Arc::new(datastores);
-    // Purges recorded before a crash finish first, so their deletions are recorded (the
-    // sweep would delete those blobs silently).
-    crate::moderation::deleter::resume(&ledger, &datastores, options.deletion_hook.as_ref())
-        .await
-        .context("resuming purge deletions")?;
-    crate::sweep::sweep_orphans(&ledger, &datastores, &unchecked).await;
+    if cluster.is_none() {
+        // Purges recorded before a crash finish first, so their deletions are recorded (the
+        // sweep would delete those blobs silently). A cluster's leader does this (`cluster`),
+        // and no node sweeps: a blob another node just stored, not yet recorded, is not an
+        // orphan.
+        crate::moderation::deleter::resume(&ledger, &datastores, options.deletion_hook.as_ref())
+            .await
+            .context("resuming purge deletions")?;
+        crate::sweep::sweep_orphans(&ledger, &datastores, &unchecked).await;
+    }
     let moderation = Arc::new(crate::moderation::Moderation::new(
         ledger.clone(),
         datastores.clone(),
         &config,
-        options.deletion_hook,
+        options.deletion_hook.clone(),
     ));
     let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
-    if config.downloads.expire_after_days > 0 {
-        tokio::spawn(crate::moderation::expire_remote_loop(
-            moderation.clone(),
-            config.downloads.expire_after_days,
-            shutdown.clone(),
-        ));
-    }
     let retention = crate::abuse::retention::SharedStatus::default();
-    if config.retention.enabled() {
-        let first = std::time::Duration::from_millis(config.retention.interval_ms.min(10_000));
-        tokio::spawn(crate::abuse::retention::retention_loop(
-            moderation.clone(),
-            config.retention.clone(),
-            retention.clone(),
-            first,
-            options.retention_clock.clone(),
-            shutdown.clone(),
-        ));
-    }
     if config.thumbnails.enabled
         && !config
             .datastores
@@ -134,7 +136,23 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
 
     let transfers =
         crate::transfer::Transfers::new(ledger.clone(), datastores.clone(), config.clone());
-    transfers.resume_all().context("resuming transfers")?;
+    let once = crate::cluster::OnceOnly {
+        ledger: ledger.clone(),
+        datastores: datastores.clone(),
+        moderation: moderation.clone(),
+        transfers: transfers.clone(),
+        config: config.clone(),
+        deletion_hook: options.deletion_hook.clone(),
+        retention: retention.clone(),
+        retention_clock: options.retention_clock.clone(),
+        shutdown: shutdown.clone(),
+    };
+    match cluster {
+        None => once.start().context("resuming transfers")?,
+        Some(url) => {
+            tokio::spawn(crate::cluster::lead(url, once));
+        }
+    }
     let keys_config = config.clone();
     let keys = tokio::task::spawn_blocking(move || {
         crate::federation::keyfile::Keyring::load(&keys_config)
@@ -156,6 +174,13 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
         .context("building the content check's HTTP client")?;
     let media = MediaService::new(ledger.clone(), datastores.clone(), config.clone())
         .with_checker(checker.clone());
+    if config.database.backend == crate::config::LogBackend::Postgres {
+        tokio::spawn(crate::cluster::wake_waiters(
+            ledger.clone(),
+            media.waiters().clone(),
+            shutdown.clone(),
+        ));
+    }
     let remote = Arc::new(
         crate::remote::RemoteMedia::new(client, ledger.clone(), datastores.clone(), config.clone())
             .with_checker(checker.clone()),

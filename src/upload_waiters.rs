@@ -75,6 +75,14 @@ impl UploadWaiters {
         }
     }
 
+    /// Wakes every waiter to look again: on a cluster node, after events other nodes
+    /// recorded arrived (one of them may fill a media waited on here).
+    pub fn wake_all(&self) {
+        for slot in self.inner.lock().slots.values() {
+            slot.tx.send_replace(());
+        }
+    }
+
     /// Waiters registered now, and media they wait on.
     pub fn counts(&self) -> (usize, usize) {
         let inner = self.inner.lock();

@@ -57,6 +57,10 @@ pub struct DatastoreConfig {
     /// `file`: the directory.
     #[serde(default)]
     pub path: Option<PathBuf>,
+    /// `file`: the directory is storage every node of a cluster reaches (NFS, CephFS): the
+    /// only kind of file datastore a cluster (`[database] backend = "postgres"`) accepts.
+    #[serde(default)]
+    pub shared: bool,
     /// `s3`: endpoint URL, e.g. `https://s3.eu-west-1.amazonaws.com` or `http://127.0.0.1:3900`.
     #[serde(default)]
     pub endpoint: Option<String>,

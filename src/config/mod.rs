@@ -222,6 +222,32 @@ pub struct DatabaseConfig {
     /// All of RocksDB's memtables together (writes not yet flushed to disk).
     #[serde(default = "default_write_buffer_bytes")]
     pub write_buffer_bytes: usize,
+    /// Where the log lives: `rocksdb` (the default: embedded, in `path`) or `postgres` (the
+    /// log shared by the nodes of a cluster, at `url`; `path` then holds this node's cache
+    /// of it: its projections, rebuilt from the shared log when missing).
+    #[serde(default)]
+    pub backend: LogBackend,
+    /// `postgres`: `postgres://user:password@host:port/database`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// `postgres`: how often an idle node reads what the other nodes appended (default 100).
+    #[serde(default = "default_follow_interval_ms")]
+    pub follow_interval_ms: u64,
+}
+
+/// `[database] backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogBackend {
+    /// The embedded log in RocksDB.
+    #[default]
+    Rocksdb,
+    /// The log in PostgreSQL, shared by several nodes.
+    Postgres,
+}
+
+fn default_follow_interval_ms() -> u64 {
+    100
 }
 
 fn default_block_cache_bytes() -> usize {
@@ -436,6 +462,28 @@ impl Config {
                 "database.block_cache_bytes and database.write_buffer_bytes must be at least 1 MiB"
                     .into(),
             );
+        }
+        if self.database.backend == LogBackend::Postgres {
+            if self.database.url.is_none() {
+                return invalid("database.backend = \"postgres\" needs database.url".into());
+            }
+            if self.database.follow_interval_ms == 0 {
+                return invalid("database.follow_interval_ms must be > 0".into());
+            }
+            // Every node must reach every blob: a node-local directory would hold blobs the
+            // other nodes record but cannot serve.
+            if let Some(d) = self
+                .datastores
+                .iter()
+                .find(|d| d.kind == datastore::DatastoreType::File && !d.shared)
+            {
+                return invalid(format!(
+                    "datastore {}: a cluster (database.backend = \"postgres\") needs storage every node reaches: use S3, or a file datastore on shared storage (NFS, CephFS) marked `shared = true`",
+                    d.id
+                ));
+            }
+        } else if self.database.url.is_some() {
+            return invalid("database.url applies to backend = \"postgres\" only".into());
         }
         if self.server.header_read_timeout_ms == 0 || self.server.body_idle_timeout_ms == 0 {
             return invalid(

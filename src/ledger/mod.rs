@@ -13,10 +13,12 @@ mod projector;
 pub mod raw;
 mod rebuild_cache;
 pub mod recovery;
+pub mod shared;
 mod store;
 mod validate;
 mod validate_moderation;
 mod writer;
+mod writer_shared;
 
 pub use compare::Divergence;
 pub use overlay::DbRead;
@@ -33,6 +35,15 @@ use rocksdb::{Direction, IteratorMode, DB};
 use std::path::Path;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
+
+/// How a cluster node reaches the shared log (`[database] backend = "postgres"`).
+#[derive(Debug, Clone)]
+pub struct SharedOptions {
+    /// `postgres://user:password@host:port/database`.
+    pub url: String,
+    /// How often an idle node reads what other nodes appended.
+    pub follow_interval: std::time::Duration,
+}
 
 /// Unexpired async reservations one user may hold unless configured otherwise.
 pub const DEFAULT_MAX_PENDING: u64 = 32;
@@ -70,6 +81,10 @@ pub enum LedgerError {
     /// The ledger is shutting down.
     #[error("ledger closed")]
     Closed,
+    /// The shared log (a cluster's PostgreSQL) cannot be reached or refused the write:
+    /// nothing of the command was recorded.
+    #[error("shared log unavailable: {0}")]
+    SharedLogUnavailable(String),
 }
 
 impl From<rocksdb::Error> for LedgerError {
@@ -126,6 +141,19 @@ impl Ledger {
         memory: MemoryOptions,
         progress: Progress<'_>,
     ) -> Result<Self, LedgerError> {
+        Self::open_node(path, metrics, memory, None, progress)
+    }
+
+    /// [`Ledger::open_with`]; with `shared`, as a node of a cluster: the log is the shared one
+    /// in PostgreSQL and the local store at `path` a cache of it (checked to be a prefix of
+    /// it, then caught up before this returns).
+    pub fn open_node(
+        path: &Path,
+        metrics: Arc<Metrics>,
+        memory: MemoryOptions,
+        shared: Option<SharedOptions>,
+        progress: Progress<'_>,
+    ) -> Result<Self, LedgerError> {
         std::fs::create_dir_all(path)
             .map_err(|e| LedgerError::Storage(format!("{}: {e}", path.display())))?;
         let mut db = store::open_db_with(path, memory)?;
@@ -141,7 +169,18 @@ impl Ledger {
                 "projections caught up"
             );
         }
-        Ok(Self::start(db, head, metrics))
+        let shared = match shared {
+            None => None,
+            Some(o) => {
+                let mut log = shared::SharedLog::connect(&o.url)?;
+                shared::check_prefix(&db, &mut log, head)?;
+                Some(writer_shared::Shared {
+                    log,
+                    follow_interval: o.follow_interval,
+                })
+            }
+        };
+        Self::start_node(db, head, metrics, shared)
     }
 
     /// Opens the ledger and rebuilds every projection from sequence 0 before starting.
@@ -156,7 +195,7 @@ impl Ledger {
         if head.seq.0 > 0 {
             store::write_verified(&db, &head)?;
         }
-        Ok((Self::start(db, head, Arc::default()), report))
+        Ok((Self::start_node(db, head, Arc::default(), None)?, report))
     }
 
     /// Opens a ledger read-only for inspection (a running server may hold it): checks the
@@ -215,7 +254,12 @@ impl Ledger {
         })
     }
 
-    fn start(db: DB, head: Head, metrics: Arc<Metrics>) -> Self {
+    fn start_node(
+        db: DB,
+        head: Head,
+        metrics: Arc<Metrics>,
+        shared: Option<writer_shared::Shared>,
+    ) -> Result<Self, LedgerError> {
         let db = Arc::new(db);
         let (tx, rx) = mpsc::channel(QUEUE);
         let (head_tx, head_rx) = watch::channel(head.seq);
@@ -230,7 +274,15 @@ impl Ledger {
             poisoned: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             max_pending_per_user: max_pending.clone(),
             metrics,
+            shared,
         };
+        let mut w = w;
+        if w.shared.is_some() {
+            let n = w.catch_up_shared(false)?;
+            if n > 0 {
+                tracing::info!(events = n, "caught up with the shared log");
+            }
+        }
         let handle = std::thread::Builder::new()
             .name("ledger-writer".into())
             .spawn(move || w.run(rx));
@@ -241,14 +293,14 @@ impl Ledger {
                 None
             }
         };
-        Self {
+        Ok(Self {
             db,
             sender: Mutex::new(Some(tx)),
             writer: Mutex::new(writer),
             head_rx,
             failed,
             max_pending,
-        }
+        })
     }
 
     /// Caps the unexpired async reservations one user may hold (at least 1); checked by the

@@ -50,6 +50,9 @@ pub(crate) struct Writer {
     pub(crate) max_pending_per_user: Arc<AtomicU64>,
     /// The server's registry (WAL sync time, events per sync).
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
+    /// In a cluster: the shared log (durability is its commit; the local store is a cache
+    /// of it) and how this node follows it (`writer_shared.rs`).
+    pub(crate) shared: Option<super::writer_shared::Shared>,
 }
 
 use crate::clock::now_ms;
@@ -66,6 +69,10 @@ impl Writer {
     /// covers them. The WAL is a sequential file, so a sync covers every earlier write, and a
     /// crash loses at most an unacknowledged tail (the head record is in the same batch).
     pub(crate) fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+        if self.shared.is_some() {
+            self.run_shared(rx);
+            return;
+        }
         let (sync_tx, sync_rx) = std::sync::mpsc::channel::<Written>();
         let syncer = {
             let db = self.db.clone();
@@ -130,6 +137,7 @@ impl Writer {
                 &mut head,
                 &mut overlay,
                 &mut batch,
+                None,
             );
             if let Err(LedgerError::Storage(_) | LedgerError::Codec(_)) = &result {
                 // Nothing of this group is written: fail it whole.
@@ -170,8 +178,10 @@ impl Writer {
         }
     }
 
+    /// Validates `cmd`, and when it stands, puts its record in `batch` (and in `records`, for
+    /// the shared log) and folds it into `overlay`.
     #[allow(clippy::too_many_arguments)]
-    fn append_one(
+    pub(crate) fn append_one(
         &self,
         cmd: Command,
         actor: Actor,
@@ -180,6 +190,7 @@ impl Writer {
         head: &mut Head,
         overlay: &mut Overlay,
         batch: &mut WriteBatch,
+        records: Option<&mut Vec<(Seq, Vec<u8>)>>,
     ) -> Result<Committed, LedgerError> {
         let event = self.validate(cmd, time, overlay)?;
         let seq = Seq(head.seq.0 + 1);
@@ -200,21 +211,11 @@ impl Writer {
             }
             Err(e) => return Err(e.into()),
         };
-        batch.put_cf(cf(&self.db, CF_LOG)?, seq_key(seq), record);
-        let mut failed = self.failed.lock();
-        for (i, p) in ALL.iter().enumerate() {
-            if failed.get(i).is_some_and(|f| f.is_some()) {
-                continue;
-            }
-            let mut tx = overlay.tx(&self.db, i)?;
-            if let Err(e) = p.apply(&env, &mut tx) {
-                tracing::error!(projection = p.name(), seq = seq.0, error = %e, "projection halted");
-                overlay.discard(i);
-                if let Some(slot) = failed.get_mut(i) {
-                    *slot = Some(format!("at sequence {seq}: {e}"));
-                }
-            }
+        if let Some(records) = records {
+            records.push((seq, record.clone()));
         }
+        batch.put_cf(cf(&self.db, CF_LOG)?, seq_key(seq), record);
+        self.fold(&env, overlay)?;
         *head = Head { seq, chain };
         Ok(Committed {
             seq,
@@ -222,7 +223,27 @@ impl Writer {
         })
     }
 
-    fn finish_batch(
+    /// Folds `env` into every projection that has not halted (a failing one halts here).
+    pub(crate) fn fold(&self, env: &Envelope, overlay: &mut Overlay) -> Result<(), LedgerError> {
+        let mut failed = self.failed.lock();
+        for (i, p) in ALL.iter().enumerate() {
+            if failed.get(i).is_some_and(|f| f.is_some()) {
+                continue;
+            }
+            let mut tx = overlay.tx(&self.db, i)?;
+            if let Err(e) = p.apply(env, &mut tx) {
+                tracing::error!(projection = p.name(), seq = env.seq.0, error = %e, "projection halted");
+                overlay.discard(i);
+                if let Some(slot) = failed.get_mut(i) {
+                    *slot = Some(format!("at sequence {}: {e}", env.seq));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts the overlay, checkpoints and the head into `batch` and writes it, unsynced.
+    pub(crate) fn finish_batch(
         &self,
         overlay: &mut Overlay,
         batch: &mut WriteBatch,
@@ -317,7 +338,7 @@ fn fail_all(outcomes: Vec<(Option<Reply>, Result<Committed, LedgerError>)>, why:
     }
 }
 
-fn send(reply: Option<Reply>, result: Result<Committed, LedgerError>) {
+pub(crate) fn send(reply: Option<Reply>, result: Result<Committed, LedgerError>) {
     if let Some(r) = reply {
         // The requester may have gone away (client disconnected); the outcome stands.
         let _ = r.send(result);

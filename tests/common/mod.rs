@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod fake_remote;
+pub mod pg;
 pub mod proxy;
 pub mod s3;
 pub mod site;
@@ -64,6 +65,8 @@ pub struct Opts {
     pub shutdown_grace_ms: Option<u64>,
     /// Raw lines appended to the `[server]` table (`header_read_timeout_ms = 500`).
     pub server_extra: String,
+    /// Raw lines appended to the `[database]` table (`backend = "postgres"` …).
+    pub database_extra: String,
     /// `downloads.freeze_unauthenticated`; `None` = not written (the default: on). The suites
     /// run with `Some(false)`: they test the deprecated endpoints' other behaviour on media
     /// they just uploaded; `tests/freeze.rs` tests the freeze.
@@ -88,6 +91,7 @@ impl Default for Opts {
             extra_toml: String::new(),
             shutdown_grace_ms: None,
             server_extra: String::new(),
+            database_extra: String::new(),
             freeze_unauthenticated: Some(false),
             rate_limits: "[rate_limits]\nenabled = false\n".to_owned(),
         }
@@ -182,6 +186,7 @@ bind = "{bind}"
 
 [database]
 path = {{dir:ledger}}
+{database_extra}
 
 [uploads]
 max_bytes = {max_bytes}
@@ -219,6 +224,7 @@ whoami_cache_ttl_ms = {ttl}
             .map(|g| format!("shutdown_grace_ms = {g}"))
             .unwrap_or_default(),
         server_extra = opts.server_extra,
+        database_extra = opts.database_extra,
         freeze = opts
             .freeze_unauthenticated
             .map(|f| format!("freeze_unauthenticated = {f}"))

@@ -1,0 +1,247 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Several nodes sharing one log in a real PostgreSQL (issue #16): three media-ledger servers
+//! in this process, each with its own local store, one PostgreSQL (`common::pg`), blobs in one
+//! file datastore every node reaches (`shared = true`).
+
+use crate::common;
+
+use common::pg::PgServer;
+use common::{parse_mxc, random_bytes, Opts, TestServer, SECRET};
+use reqwest::StatusCode;
+use serde_json::Value;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// A node of the cluster on `pg`, its blobs in `media`.
+async fn node(pg: &PgServer, media: &Path) -> TestServer {
+    TestServer::start_with(Opts {
+        database_extra: format!(
+            "backend = \"postgres\"\nurl = \"{}\"\nfollow_interval_ms = 50\n",
+            pg.url()
+        ),
+        datastores: Some(format!(
+            "[[datastores]]\nid = \"shared\"\ntype = \"file\"\npath = \"{}\"\nshared = true\nkinds = [\"all\"]\n",
+            media.display()
+        )),
+        ..Opts::default()
+    })
+    .await
+}
+
+/// Waits (5 s at most) until `srv` serves `mxc` with exactly `bytes`.
+async fn serves(srv: &TestServer, mxc: &str, bytes: &[u8]) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let resp = srv.download(mxc).await;
+        if resp.status() == StatusCode::OK {
+            let got = resp.bytes().await.unwrap();
+            assert!(got == bytes, "{} serves other bytes for {mxc}", srv.base);
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} does not serve {mxc} after 5 s: {}",
+            srv.base,
+            resp.status()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The shared log's record count and last sequence.
+fn log_shape(pg: &PgServer) -> (u64, u64) {
+    let out = pg.psql("SELECT count(*) || ' ' || coalesce(max(seq), 0) FROM media_ledger_log");
+    let mut it = out.split_whitespace().map(|n| n.parse::<u64>().unwrap());
+    (it.next().unwrap(), it.next().unwrap())
+}
+
+/// Uploads spread over three nodes, many at once: every one acknowledged is downloadable,
+/// byte-identical, from every node; the shared log is gap-free and every node's local head
+/// reaches its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_serve_every_upload() {
+    let pg = PgServer::launch();
+    let media = tempfile::tempdir().unwrap();
+    let nodes = [
+        node(&pg, media.path()).await,
+        node(&pg, media.path()).await,
+        node(&pg, media.path()).await,
+    ];
+    let mut uploads = Vec::new();
+    for round in 0..4 {
+        let mut batch = Vec::new();
+        for (i, n) in nodes.iter().enumerate() {
+            for _ in 0..5 {
+                let bytes = random_bytes(1000 + round * 100 + i);
+                batch.push(async move { (n.upload_bytes(bytes.clone()).await, bytes) });
+            }
+        }
+        uploads.extend(futures_util::future::join_all(batch).await);
+    }
+    assert_eq!(uploads.len(), 60);
+    for n in &nodes {
+        for (mxc, bytes) in &uploads {
+            serves(n, mxc, bytes).await;
+        }
+    }
+    let (count, last) = log_shape(&pg);
+    assert_eq!(count, last, "the shared log has gaps");
+    assert!(count >= 60, "{count} records for 60 uploads");
+    for n in &nodes {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while n.server().ledger.head().0 < last {
+            assert!(Instant::now() < deadline, "{} stays behind", n.base);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(n.server().ledger.head().0, last);
+    }
+}
+
+/// A quarantine acknowledged on one node holds on the others at once: the same bytes uploaded
+/// to another node right after are refused (its writer catches up before deciding), and the
+/// same act sent to two nodes at the same moment is recorded once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moderation_act_is_decided_once_across_nodes() {
+    let pg = PgServer::launch();
+    let media = tempfile::tempdir().unwrap();
+    let a = node(&pg, media.path()).await;
+    let b = node(&pg, media.path()).await;
+    let bytes = random_bytes(4000);
+    let mxc = a.upload_bytes(bytes.clone()).await;
+    serves(&b, &mxc, &bytes).await;
+    let (server, id) = parse_mxc(&mxc);
+    let quarantine = |n: &TestServer| {
+        n.client
+            .post(n.url(&format!(
+                "/_matrix/media/unstable/admin/quarantine/{server}/{id}"
+            )))
+            .bearer_auth(SECRET)
+            .send()
+    };
+    let (ra, rb) = tokio::join!(quarantine(&a), quarantine(&b));
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    assert_eq!(ra.status(), StatusCode::OK);
+    assert_eq!(rb.status(), StatusCode::OK);
+    let (va, vb): (Value, Value) = (ra.json().await.unwrap(), rb.json().await.unwrap());
+    let changed = [&va, &vb]
+        .iter()
+        .map(|v| v["num_quarantined"].as_u64().unwrap_or(0))
+        .sum::<u64>();
+    assert_eq!(changed, 1, "the act counted twice: {va} {vb}");
+
+    // Right after the acknowledgement, on the other node: refused.
+    let resp = b.upload_raw(common::ALICE, bytes.clone(), None, None).await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["errcode"], "M_FORBIDDEN", "{v}");
+}
+
+/// PostgreSQL stopped: writes answer 503 M_UNKNOWN and record nothing, downloads of known
+/// media keep working from the local store; when it is back, writes work again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_outage_refuses_writes_and_keeps_serving() {
+    let mut pg = PgServer::launch();
+    let media = tempfile::tempdir().unwrap();
+    let a = node(&pg, media.path()).await;
+    let bytes = random_bytes(3000);
+    let mxc = a.upload_bytes(bytes.clone()).await;
+    let (before, _) = log_shape(&pg);
+
+    pg.stop();
+    let resp = a
+        .upload_raw(common::ALICE, random_bytes(2000), None, None)
+        .await;
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["errcode"], "M_UNKNOWN", "{v}");
+    assert!(a.download_bytes(&mxc).await == bytes);
+
+    pg.start();
+    let more = random_bytes(2500);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mxc2 = loop {
+        let resp = a.upload_raw(common::ALICE, more.clone(), None, None).await;
+        if resp.status() == StatusCode::OK {
+            let v: Value = resp.json().await.unwrap();
+            break v["content_uri"].as_str().unwrap().to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "writes do not resume: {}",
+            resp.status()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(a.download_bytes(&mxc2).await == more);
+    let (after, last) = log_shape(&pg);
+    assert_eq!(after, last);
+    assert_eq!(after, before + 1, "the refused upload left a record");
+}
+
+/// An async upload across three nodes: the id is created on one, a download waits for it on a
+/// second, the bytes are PUT on a third; the waiting download answers them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_upload_created_put_and_awaited_on_different_nodes() {
+    let pg = PgServer::launch();
+    let media = tempfile::tempdir().unwrap();
+    let (a, b, c) = (
+        node(&pg, media.path()).await,
+        node(&pg, media.path()).await,
+        node(&pg, media.path()).await,
+    );
+    let resp = a
+        .client
+        .post(a.url("/_matrix/media/v1/create"))
+        .bearer_auth(common::ALICE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let v: Value = resp.json().await.unwrap();
+    let mxc = v["content_uri"].as_str().unwrap().to_owned();
+    let (server, id) = parse_mxc(&mxc);
+    // C must know the reservation before it waits (else: 404).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while media_ledger_projections::pending_uploads::get(
+        &c.server()
+            .ledger
+            .view(media_ledger_projections::names::PENDING_UPLOADS)
+            .unwrap(),
+        &mxc.parse().unwrap(),
+    )
+    .unwrap()
+    .is_none()
+    {
+        assert!(Instant::now() < deadline, "C never learns the reservation");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let waiting = c
+        .client
+        .get(c.url(&format!(
+            "/_matrix/media/v3/download/{server}/{id}?timeout_ms=10000"
+        )))
+        .bearer_auth(common::ALICE)
+        .send();
+    let bytes = random_bytes(6000);
+    let put = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        b.client
+            .put(b.url(&format!("/_matrix/media/v3/upload/{server}/{id}")))
+            .bearer_auth(common::ALICE)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(bytes.clone())
+            .send()
+            .await
+            .unwrap()
+    };
+    let started = Instant::now();
+    let (got, put) = tokio::join!(waiting, put);
+    assert_eq!(put.status(), StatusCode::OK);
+    let got = got.unwrap();
+    assert_eq!(got.status(), StatusCode::OK);
+    assert!(got.bytes().await.unwrap() == bytes);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the waiting download was not woken by the fill on another node"
+    );
+}
