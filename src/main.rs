@@ -38,6 +38,11 @@ const USAGE: &str =
                         `media-ledger import --help` for the options)
   export (--user @u:s | --server NAME) --into DIR
                         a matrix-media-repo archive of their media (server stopped)
+  migrate-log --to postgres --url URL
+                        copy this node's embedded log into a cluster's shared log in
+                        PostgreSQL (server stopped; verified record by record; a second
+                        run continues an interrupted one); then set [database]
+                        backend = \"postgres\" and url, and start the node
   keys import PATH [--homeserver NAME] [--force]
                         sign with the first key of Synapse's key file PATH (--force
                         replaces a key of ours already there)";
@@ -56,6 +61,10 @@ struct Args {
     words: Vec<String>,
     homeserver: Option<String>,
     force: bool,
+    /// `migrate-log --to`.
+    target: Option<String>,
+    /// `migrate-log --url`.
+    url: Option<String>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -72,6 +81,8 @@ fn parse_args() -> anyhow::Result<Args> {
         words: Vec::new(),
         homeserver: None,
         force: false,
+        target: None,
+        url: None,
     };
     let mut it = std::env::args().skip(1);
     let mut first = true;
@@ -80,6 +91,7 @@ fn parse_args() -> anyhow::Result<Args> {
         match a.as_str() {
             "--config" | "-c" => args.config = value("--config")?.into(),
             "--from" => args.from = value("--from")?.parse().context("--from")?,
+            "--to" if args.command == "migrate-log" => args.target = Some(value("--to")?),
             "--to" => args.to = value("--to")?.parse().context("--to")?,
             "--media" => args.media = Some(value("--media")?.parse().context("--media")?),
             "--follow" => args.follow = Some(value("--follow")?.parse().context("--follow")?),
@@ -88,6 +100,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--blobs" => args.blobs = true,
             "--homeserver" => args.homeserver = Some(value("--homeserver")?),
             "--force" => args.force = true,
+            "--url" => args.url = Some(value("--url")?),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -168,6 +181,7 @@ fn run() -> anyhow::Result<ExitCode> {
         "events" => events(&config, &args),
         "tasks" => tasks(&config, args.follow),
         "keys" => keys(&config, &args),
+        "migrate-log" => migrate_log(&config, &args),
         other => bail!("unknown command {other:?}\n{USAGE}"),
     }
 }
@@ -233,7 +247,38 @@ fn replay_until(config: &Config, until: u64, into: &std::path::Path) -> anyhow::
     Ok(ExitCode::SUCCESS)
 }
 
+fn migrate_log(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
+    if args.target.as_deref() != Some("postgres") {
+        bail!("migrate-log needs --to postgres");
+    }
+    let url = args.url.as_deref().context("migrate-log needs --url postgres://…")?;
+    let mut err = std::io::stderr();
+    let done = media_ledger::ledger::migrate::migrate_to_shared(
+        &config.database.path,
+        url,
+        &mut |done, total| {
+            let _ = write!(err, "\r{done}/{total} records in the shared log");
+        },
+    )?;
+    eprintln!(
+        "\nshared log verified: {} records ({} copied now, {} were there); now set [database] backend = \"postgres\" and url, and start the node",
+        done.head, done.copied, done.already
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn verify(config: &Config) -> anyhow::Result<ExitCode> {
+    if let (media_ledger::config::LogBackend::Postgres, Some(url)) =
+        (config.database.backend, &config.database.url)
+    {
+        match media_ledger::ledger::migrate::verify_shared(&config.database.path, url) {
+            Ok(head) => println!("shared log: {head} records, sequence and chain intact; the local log is a prefix of it"),
+            Err(e) => {
+                println!("shared log: {e}");
+                return Ok(ExitCode::from(2));
+            }
+        }
+    }
     match Ledger::verify_report(&config.database.path) {
         Ok(report) if !report.undecodable.is_empty() => {
             let first = report.undecodable.first().map_or(0, |u| u.seq.0);

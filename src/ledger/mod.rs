@@ -13,6 +13,7 @@ mod projector;
 pub mod raw;
 mod rebuild_cache;
 pub mod recovery;
+pub mod migrate;
 pub mod shared;
 mod store;
 mod validate;

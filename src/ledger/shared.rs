@@ -84,6 +84,15 @@ impl SharedLog {
         }
     }
 
+    /// The last sequence of the shared log (0 when empty).
+    pub(crate) fn head(&mut self) -> Result<Seq, LedgerError> {
+        let n: i64 = self.with("reading the head", |c| {
+            c.query_one(&format!("SELECT coalesce(max(seq), 0) FROM {TABLE}"), &[])
+                .map(|r| r.get(0))
+        })?;
+        Ok(Seq(u64::try_from(n).unwrap_or(0)))
+    }
+
     /// Up to `limit` records after `after`, in order.
     pub(crate) fn read_after(
         &mut self,
