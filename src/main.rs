@@ -251,7 +251,10 @@ fn migrate_log(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
     if args.target.as_deref() != Some("postgres") {
         bail!("migrate-log needs --to postgres");
     }
-    let url = args.url.as_deref().context("migrate-log needs --url postgres://…")?;
+    let url = args
+        .url
+        .as_deref()
+        .context("migrate-log needs --url postgres://…")?;
     let mut err = std::io::stderr();
     let done = media_ledger::ledger::migrate::migrate_to_shared(
         &config.database.path,

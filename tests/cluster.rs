@@ -325,3 +325,168 @@ async fn a_single_node_migrates_its_log_and_gains_a_second_node() {
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("sequence and chain intact"), "{text}");
 }
+
+/// A node process of the cluster (the real binary, so it can be SIGKILLed), in `dir`.
+fn spawn_node(dir: &Path, port: u16, pg: &PgServer, media: &Path) -> common::proxy::Child {
+    let datastores = ["a", "b"]
+        .iter()
+        .map(|id| {
+            format!(
+                "[[datastores]]\nid = \"shared-{id}\"\ntype = \"file\"\npath = \"{}\"\nshared = true\nkinds = [{}]\n",
+                media.join(id).display(),
+                if *id == "a" { "\"all\"" } else { "\"remote_media\"" }
+            )
+        })
+        .collect::<String>();
+    let config = common::config_text(
+        dir,
+        &Opts {
+            bind: Some(format!("127.0.0.1:{port}")),
+            database_extra: format!(
+                "backend = \"postgres\"\nurl = \"{}\"\nfollow_interval_ms = 50\n",
+                pg.url()
+            ),
+            datastores: Some(datastores),
+            extra_toml: "[transfers]\nparallel = 1\n".into(),
+            ..Opts::default()
+        },
+    );
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join("config.toml");
+    std::fs::write(&path, config).unwrap();
+    common::proxy::Child(
+        std::process::Command::new(env!("CARGO_BIN_EXE_media-ledger"))
+            .args(["serve", "--config"])
+            .arg(&path)
+            .env("RUST_LOG", "info")
+            .stderr(std::fs::File::create(dir.join("node.log")).unwrap())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// The leader SIGKILLed while it runs a transfer and takes uploads: the other node keeps
+/// serving, takes the leader lock, resumes the transfer to its end; every upload the killed
+/// node acknowledged is there; the killed node restarts and catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_leader_is_replaced_and_its_transfer_finished() {
+    let pg = PgServer::launch();
+    let root = tempfile::tempdir().unwrap();
+    let media = root.path().join("media");
+    let (p1, p2) = (common::proxy::free_port(), common::proxy::free_port());
+    let log1 = root.path().join("n1/node.log");
+    let mut n1 = spawn_node(&root.path().join("n1"), p1, &pg, &media);
+    common::proxy::wait_listening(p1, "node 1", &log1).await;
+    // Node 1 leads: it started first.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log1)
+        .unwrap_or_default()
+        .contains("this node leads the cluster")
+    {
+        assert!(Instant::now() < deadline, "node 1 never leads");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log2 = root.path().join("n2/node.log");
+    let _n2 = spawn_node(&root.path().join("n2"), p2, &pg, &media);
+    common::proxy::wait_listening(p2, "node 2", &log2).await;
+    let client = reqwest::Client::new();
+    let url = |p: u16, path: &str| format!("http://127.0.0.1:{p}{path}");
+    let upload = |p: u16, bytes: Vec<u8>| {
+        client
+            .post(url(p, "/_matrix/media/v3/upload"))
+            .bearer_auth(common::ALICE)
+            .body(bytes)
+            .send()
+    };
+    let mut acked = Vec::new();
+    for _ in 0..40 {
+        let bytes = random_bytes(1024 * 1024);
+        let v: Value = upload(p2, bytes.clone())
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        acked.push((v["content_uri"].as_str().unwrap().to_owned(), bytes));
+    }
+    // Uploads acknowledged by the leader.
+    for _ in 0..5 {
+        let bytes = random_bytes(3000);
+        if let Ok(resp) = upload(p1, bytes.clone()).await {
+            if resp.status() == StatusCode::OK {
+                let v: Value = resp.json().await.unwrap();
+                acked.push((v["content_uri"].as_str().unwrap().to_owned(), bytes));
+            }
+        }
+    }
+    // A transfer on the leader, SIGKILLed at once.
+    let resp = client
+        .post(url(
+            p1,
+            "/_matrix/media/unstable/admin/datastores/shared-a/transfer_to/shared-b",
+        ))
+        .bearer_auth(SECRET)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let task = v["task_id"].clone();
+    n1.0.kill().unwrap();
+    n1.0.wait().unwrap();
+
+    // Node 2 takes over and finishes the transfer.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let t = loop {
+        let t: Value = client
+            .get(url(
+                p2,
+                &format!("/_matrix/media/unstable/admin/tasks/{task}"),
+            ))
+            .bearer_auth(SECRET)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if t["is_finished"] == true {
+            break t;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the transfer is not finished by the new leader: {t}\n{}",
+            std::fs::read_to_string(&log2).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(t["error_message"], "", "{t}");
+    let text2 = std::fs::read_to_string(&log2).unwrap();
+    assert!(text2.contains("this node leads the cluster"), "{text2}");
+    assert!(
+        text2.contains("resuming transfer"),
+        "the transfer ended before the kill; nothing was resumed: {text2}"
+    );
+    let fetch = |p: u16, mxc: String| {
+        let (server, id) = parse_mxc(&mxc);
+        client
+            .get(url(p, &format!("/_matrix/media/v3/download/{server}/{id}")))
+            .bearer_auth(common::ALICE)
+            .send()
+    };
+    for (mxc, bytes) in &acked {
+        let resp = fetch(p2, mxc.clone()).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{mxc} lost");
+        assert!(resp.bytes().await.unwrap() == *bytes, "{mxc} differs");
+    }
+    // Node 1 again: it catches up and serves everything.
+    let _n1 = spawn_node(&root.path().join("n1"), p1, &pg, &media);
+    common::proxy::wait_listening(p1, "node 1 again", &log1).await;
+    for (mxc, bytes) in &acked {
+        let resp = fetch(p1, mxc.clone()).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{mxc} after the restart");
+        assert!(resp.bytes().await.unwrap() == *bytes);
+    }
+}

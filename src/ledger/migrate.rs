@@ -105,7 +105,8 @@ fn append(log: &mut SharedLog, batch: &mut Vec<(Seq, Vec<u8>)>) -> Result<u64, L
             Ok(n)
         }
         Appended::Lost => Err(LedgerError::Storage(
-            "another writer appended to the shared log during the migration: stop every node first".into(),
+            "another writer appended to the shared log during the migration: stop every node first"
+                .into(),
         )),
     }
 }

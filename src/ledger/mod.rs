@@ -7,13 +7,13 @@
 
 mod command;
 mod compare;
+pub mod migrate;
 mod overlay;
 mod projector;
 #[doc(hidden)]
 pub mod raw;
 mod rebuild_cache;
 pub mod recovery;
-pub mod migrate;
 pub mod shared;
 mod store;
 mod validate;
