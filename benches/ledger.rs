@@ -1,6 +1,6 @@
 //! Throughput figures of the real paths, printed beside this machine's own ceilings.
 //!
-//! `cargo bench --bench ledger [-- fsync append replay upload http transfer thumbnail preview import]`
+//! `cargo bench --bench ledger [-- fsync append replay upload http transfer thumbnail preview import abuse startup cluster]`
 //! (default: all).
 //! The HTTP parts start the release `media-ledger` binary as a child process and drive it
 //! over loopback; client and server share the machine's cores.
@@ -62,7 +62,13 @@ fn main() {
     if want("startup") {
         bench_startup();
     }
+    if want("cluster") {
+        cluster::bench_cluster();
+    }
 }
+
+#[path = "ledger_cluster/mod.rs"]
+mod cluster;
 
 fn num_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())

@@ -177,6 +177,7 @@ impl Ledger {
                 shared::check_prefix(&db, &mut log, head)?;
                 Some(writer_shared::Shared {
                     log,
+                    url: o.url.clone(),
                     follow_interval: o.follow_interval,
                 })
             }

@@ -18,6 +18,9 @@ const TABLE: &str = "media_ledger_log";
 /// The advisory lock key of the leader (any fixed 64-bit number: "mledger1").
 const LEADER_KEY: i64 = 0x6d6c_6564_6765_7231;
 
+/// The `LISTEN` channel an append notifies, with the new head as payload.
+const CHANNEL: &str = "media_ledger_log";
+
 /// SQLSTATE of a unique violation: another node appended at that sequence first.
 const UNIQUE_VIOLATION: &str = "23505";
 
@@ -124,9 +127,11 @@ impl SharedLog {
             .collect();
         let bodies: Vec<&[u8]> = records.iter().map(|(_, r)| r.as_slice()).collect();
         let client = self.client()?;
+        // One statement, one transaction: the records, and a notification (delivered at
+        // commit) carrying the new head to every listening node.
         let result = client.execute(
             &format!(
-                "INSERT INTO {TABLE} (seq, record) SELECT * FROM unnest($1::bigint[], $2::bytea[])"
+                "WITH ins AS (INSERT INTO {TABLE} (seq, record) SELECT * FROM unnest($1::bigint[], $2::bytea[]) RETURNING seq) SELECT pg_notify('{CHANNEL}', max(seq)::text) FROM ins"
             ),
             &[&seqs, &bodies],
         );
@@ -174,6 +179,47 @@ fn connect(url: &str) -> Result<postgres::Client, LedgerError> {
     config
         .connect(postgres::NoTls)
         .map_err(|e| unavailable("connecting", e))
+}
+
+/// Listens for appends: calls `appended(head)` for each notification; reconnects after a
+/// lost connection (the writer's follow interval covers what was missed meanwhile). Returns
+/// when `stop` is set (checked every second).
+pub(crate) fn listen(
+    url: &str,
+    stop: &std::sync::atomic::AtomicBool,
+    mut appended: impl FnMut(Seq),
+) {
+    use postgres::fallible_iterator::FallibleIterator;
+    use std::sync::atomic::Ordering;
+    while !stop.load(Ordering::Relaxed) {
+        let mut client = match connect(url).and_then(|mut c| {
+            c.batch_execute(&format!("LISTEN {CHANNEL}"))
+                .map_err(|e| unavailable("listening", e))?;
+            Ok(c)
+        }) {
+            Ok(c) => c,
+            Err(_) => {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+                continue;
+            }
+        };
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            let mut notes = client.notifications();
+            let mut it = notes.timeout_iter(std::time::Duration::from_secs(1));
+            match it.next() {
+                Ok(Some(n)) => {
+                    if let Ok(seq) = n.payload().parse::<u64>() {
+                        appended(Seq(seq));
+                    }
+                }
+                Ok(None) => {}
+                Err(_) => break,
+            }
+        }
+    }
 }
 
 /// The leader lock: held by at most one node of the cluster, for as long as its session

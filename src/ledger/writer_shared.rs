@@ -1,11 +1,12 @@
 //! The writer of a cluster node (`[database] backend = "postgres"`): the same validation and
 //! folds as the embedded writer, with the shared log's commit as the durability point.
 //!
-//! Per group: catch up with the shared log (fold what other nodes appended into the local
-//! projections), validate the group against that state, append its records at `head+1…` in
-//! one transaction. When another node appended first, the insert fails on the primary key,
-//! and the group is caught up, validated and appended again, so every event is still decided
-//! against the state of the moment, across nodes, and the sequence stays gap-free. After the
+//! Per group, optimistically: validate the group against the local state, append its records
+//! at `head+1…` in one transaction. When another node appended first, the insert fails on the
+//! primary key, and the node catches up (folds what other nodes appended into its
+//! projections), validates the group again and retries, so every event is still decided
+//! against the state of the moment, across nodes, and the sequence stays gap-free. (A group
+//! that appends nothing checks the shared head instead.) After the
 //! commit the group is written to the local store (a cache of the shared log, unsynced:
 //! after a crash the node reads the lost tail again from the shared log) before anyone is
 //! answered, so a node reads its own writes. Between groups the writer follows the shared log
@@ -18,7 +19,8 @@ use super::writer::{send, Committed, Reply, Request, Writer, MAX_GROUP};
 use super::LedgerError;
 use media_ledger_events::{codec, Seq};
 use rocksdb::WriteBatch;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -32,7 +34,19 @@ const CATCH_UP_STEP: i64 = 1024;
 /// How a node follows the shared log.
 pub(crate) struct Shared {
     pub(crate) log: SharedLog,
+    /// The database, for the listener's own connection.
+    pub(crate) url: String,
     pub(crate) follow_interval: Duration,
+}
+
+/// What wakes the cluster writer.
+enum Wake {
+    /// A command.
+    Request(Box<Request>),
+    /// The shared log's head after some node's append.
+    Appended(Seq),
+    /// The request queue closed: the writer stops.
+    Closed,
 }
 
 type Outcome = (Option<Reply>, Result<Committed, LedgerError>);
@@ -48,42 +62,76 @@ impl Writer {
         let Some(interval) = self.shared.as_ref().map(|s| s.follow_interval) else {
             return;
         };
-        let (tx, requests) = std::sync::mpsc::channel::<Request>();
+        let (tx, wakes) = std::sync::mpsc::channel::<Wake>();
+        let forward = tx.clone();
         let forwarder = std::thread::Builder::new()
             .name("ledger-forward".into())
             .spawn(move || {
                 while let Some(r) = rx.blocking_recv() {
-                    if let Err(std::sync::mpsc::SendError(r)) = tx.send(r) {
+                    if let Err(std::sync::mpsc::SendError(Wake::Request(r))) =
+                        forward.send(Wake::Request(Box::new(r)))
+                    {
                         send(r.reply, Err(LedgerError::Closed));
                         return;
                     }
                 }
+                // The queue closed (the ledger shuts down); the listener still holds a
+                // sender, so the writer is told.
+                let _ = forward.send(Wake::Closed);
             });
         if let Err(e) = forwarder {
             tracing::error!(error = %e, "cannot start the ledger's forwarding thread");
             return;
         }
+        // Other nodes' appends wake the writer at once (LISTEN/NOTIFY); the interval is the
+        // fallback.
+        let stop = Arc::new(AtomicBool::new(false));
+        if let Some(url) = self.shared.as_ref().map(|s| s.url.clone()) {
+            let stop = stop.clone();
+            let spawned = std::thread::Builder::new()
+                .name("ledger-listen".into())
+                .spawn(move || {
+                    super::shared::listen(&url, &stop, |head| {
+                        let _ = tx.send(Wake::Appended(head));
+                    })
+                });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "cannot start the shared log's listener; following by interval only");
+            }
+        }
         let mut group = Vec::with_capacity(MAX_GROUP);
         loop {
-            match requests.recv_timeout(interval) {
-                Ok(first) => {
-                    group.push(first);
+            match wakes.recv_timeout(interval) {
+                Ok(Wake::Request(first)) => {
+                    group.push(*first);
+                    let mut closing = false;
                     while group.len() < MAX_GROUP {
-                        match requests.try_recv() {
-                            Ok(r) => group.push(r),
+                        match wakes.try_recv() {
+                            Ok(Wake::Request(r)) => group.push(*r),
+                            Ok(Wake::Appended(_)) => {}
+                            Ok(Wake::Closed) => {
+                                closing = true;
+                                break;
+                            }
                             Err(_) => break,
                         }
                     }
                     self.commit_group_shared(&mut group);
+                    if closing {
+                        break;
+                    }
                 }
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                // Our own appends notify too: only a head beyond ours is news.
+                Ok(Wake::Appended(head)) if head <= self.head.seq => {}
+                Ok(Wake::Appended(_)) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                     if let Err(e) = self.catch_up_shared(true) {
                         tracing::warn!(error = %e, "cannot follow the shared log");
                     }
                 }
+                Ok(Wake::Closed) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
             }
         }
+        stop.store(true, Ordering::Relaxed);
         tracing::debug!("ledger writer stopped");
     }
 
@@ -154,16 +202,17 @@ impl Writer {
     fn commit_group_shared(&mut self, group: &mut Vec<Request>) {
         let requests: Vec<Request> = std::mem::take(group);
         for _ in 0..MAX_ATTEMPTS {
-            if let Err(e) = self.catch_up_shared(true) {
-                return answer_all(requests, &e);
-            }
             let Some(mut shared) = self.shared.take() else {
                 return;
             };
             let attempt = self.attempt(&requests, &mut shared.log);
             self.shared = Some(shared);
             match attempt {
-                Attempt::Lost => continue,
+                Attempt::Lost => {
+                    if let Err(e) = self.catch_up_shared(true) {
+                        return answer_all(requests, &e);
+                    }
+                }
                 Attempt::Failed(e) => return answer_all(requests, &e),
                 Attempt::Decided(results) => {
                     for (req, result) in requests.into_iter().zip(results) {
@@ -179,7 +228,11 @@ impl Writer {
         answer_all(requests, &e);
     }
 
-    /// One try: validate against the caught-up state, append, write locally.
+    /// One try, optimistic: validate against the local state, append at `head+1…`. The
+    /// append succeeding proves the state was the log's whole prefix (no node appended after
+    /// it), for every decision of the group, refusals included; a group that appends nothing
+    /// (every command refused or a no-op) proves it by the shared head being ours.
+    /// Otherwise [`Attempt::Lost`]: the caller catches up and tries again.
     fn attempt(&mut self, requests: &[Request], log: &mut SharedLog) -> Attempt {
         let mut overlay = Overlay::new();
         let mut batch = WriteBatch::default();
@@ -205,7 +258,11 @@ impl Writer {
             results.push(result);
         }
         if records.is_empty() {
-            return Attempt::Decided(results);
+            return match log.head() {
+                Ok(h) if h == self.head.seq => Attempt::Decided(results),
+                Ok(_) => Attempt::Lost,
+                Err(e) => Attempt::Failed(e),
+            };
         }
         let started = std::time::Instant::now();
         match log.append(&records) {
