@@ -1,8 +1,8 @@
 //! The work that must run on one node at a time, and who runs it. A single node runs it at
 //! start-up; in a cluster (`[database] backend = "postgres"`) the leader does: the node holding
 //! the shared log's advisory lock (`ledger::shared::LeaderLock`). It finishes the purge
-//! deletions a crash left pending, resumes unfinished transfers and runs the remote-media
-//! expiry and retention loops. When the leader dies its PostgreSQL session ends, the lock is
+//! deletions a crash left pending, runs every transfer (those other nodes record included,
+//! picked up every 2 s) and the remote-media expiry and retention loops. When the leader dies its PostgreSQL session ends, the lock is
 //! free, and the next node to try takes it and resumes from the projections, as a restart
 //! does.
 
@@ -116,11 +116,21 @@ pub async fn lead(url: String, once: OnceOnly) {
         Ok(_) => {}
         Err(e) => tracing::error!(error = %e, "cannot resume purge deletions"),
     }
+    once.transfers.set_runs_here(true);
     if let Err(e) = once.start() {
         tracing::error!(error = %e, "cannot resume transfers");
     }
-    // Keep `held` (the thread's reason to live) until the server stops.
-    let _ = shutdown.wait_for(|s| *s).await;
+    // Keep `held` (the thread's reason to live) until the server stops; meanwhile pick up
+    // the transfers other nodes record (they run here only).
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(LEADER_POLL) => {}
+            _ = shutdown.changed() => return,
+        }
+        if let Err(e) = once.transfers.resume_all() {
+            tracing::warn!(error = %e, "cannot look for new transfers");
+        }
+    }
 }
 
 /// The leader lock's thread: tries, then keeps, the lock; says whether it holds it. Ends when

@@ -136,6 +136,8 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
 
     let transfers =
         crate::transfer::Transfers::new(ledger.clone(), datastores.clone(), config.clone());
+    // In a cluster, tasks run on the leader only (`cluster::lead`).
+    transfers.set_runs_here(cluster.is_none());
     let once = crate::cluster::OnceOnly {
         ledger: ledger.clone(),
         datastores: datastores.clone(),

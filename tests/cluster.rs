@@ -490,3 +490,74 @@ async fn a_killed_leader_is_replaced_and_its_transfer_finished() {
         assert!(resp.bytes().await.unwrap() == *bytes);
     }
 }
+
+/// A transfer recorded on a node that does not lead runs on the leader: it finishes, and the
+/// node that took the request never started it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_recorded_anywhere_runs_on_the_leader() {
+    let pg = PgServer::launch();
+    let media = tempfile::tempdir().unwrap();
+    let stores = |n: &str| {
+        format!(
+            "[[datastores]]\nid = \"a\"\ntype = \"file\"\npath = \"{}\"\nshared = true\nkinds = [\"all\"]\n\n[[datastores]]\nid = \"b\"\ntype = \"file\"\npath = \"{}\"\nshared = true\nkinds = [\"remote_media\"]\n# {n}\n",
+            media.path().join("a").display(),
+            media.path().join("b").display(),
+        )
+    };
+    let opts = |n: &str| Opts {
+        database_extra: format!(
+            "backend = \"postgres\"\nurl = \"{}\"\nfollow_interval_ms = 50\n",
+            pg.url()
+        ),
+        datastores: Some(stores(n)),
+        ..Opts::default()
+    };
+    let leader = TestServer::start_with(opts("leader")).await;
+    // The first node takes the lock at once; give it the moment it needs.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let other = TestServer::start_with(opts("other")).await;
+    let mut uploads = Vec::new();
+    for n in [1000, 2000, 3000] {
+        let bytes = random_bytes(n);
+        uploads.push((other.upload_bytes(bytes.clone()).await, bytes));
+    }
+    let resp = other
+        .client
+        .post(other.url("/_matrix/media/unstable/admin/datastores/a/transfer_to/b"))
+        .bearer_auth(SECRET)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let task = v["task_id"].clone();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let t: Value = other
+            .client
+            .get(other.url(&format!("/_matrix/media/unstable/admin/tasks/{task}")))
+            .bearer_auth(SECRET)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if t["is_finished"] == true {
+            assert_eq!(t["error_message"], "", "{t}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the leader never ran it: {t}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for (mxc, bytes) in &uploads {
+        serves(&leader, mxc, bytes).await;
+        serves(&other, mxc, bytes).await;
+    }
+    assert_eq!(
+        leader.size_estimate("b", None).await["total_bytes"],
+        6000,
+        "the blobs are not in b"
+    );
+}

@@ -39,6 +39,10 @@ pub struct Transfers {
     datastores: Arc<Datastores>,
     config: Arc<Config>,
     running: parking_lot::Mutex<HashSet<Seq>>,
+    /// Whether tasks run in this process: always on a single node; in a cluster only on the
+    /// leader (a task another node records is picked up by the leader's next
+    /// [`Transfers::resume_all`]).
+    runs_here: std::sync::atomic::AtomicBool,
 }
 
 fn request_id(task: Seq) -> RequestId {
@@ -53,7 +57,14 @@ impl Transfers {
             datastores,
             config,
             running: parking_lot::Mutex::new(HashSet::new()),
+            runs_here: std::sync::atomic::AtomicBool::new(true),
         })
+    }
+
+    /// Says whether tasks run in this process (see `runs_here`).
+    pub fn set_runs_here(&self, yes: bool) {
+        self.runs_here
+            .store(yes, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Validates and records a new transfer, then starts it in the background. Returns the
@@ -131,17 +142,20 @@ impl Transfers {
             ?estimate,
             "transfer started"
         );
-        self.spawn(committed.seq);
+        if self.runs_here.load(std::sync::atomic::Ordering::SeqCst) {
+            self.spawn(committed.seq);
+        }
         Ok(committed.seq)
     }
 
-    /// Resumes every unfinished task (at start-up).
+    /// Resumes every unfinished task not running here yet (at start-up; on a cluster's
+    /// leader, also periodically).
     pub fn resume_all(self: &Arc<Self>) -> Result<(), LedgerError> {
         let mut unfinished = Vec::new();
         self.ledger.scan(names::TASKS, b"t", |k, v| {
             if let Some(entry) = tasks::decode_task_entry(k, v) {
                 let (seq, t) = entry?;
-                if !t.is_finished() {
+                if !t.is_finished() && !self.running.lock().contains(&seq) {
                     unfinished.push(seq);
                 }
             }
