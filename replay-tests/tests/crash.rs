@@ -39,7 +39,11 @@
 //! (replays a run's choices: sizes, ops, kill delays; thread timing still differs),
 //! `CRASH_BIN` (a prebuilt server binary),
 //! `CRASH_KEEP=1` (keep the data directory), `CRASH_LOG` (the server's `RUST_LOG`, default
-//! `info`). Long run:
+//! `info`), `CRASH_CLUSTER=1` (cluster mode, issue #16: the killed server is a node of a
+//! cluster on a throwaway PostgreSQL, its datastores shared with a twin node that is never
+//! killed; after each restart the twin is checked the same way as the killed node; `verify`
+//! also checks the shared log; a cluster runs no start-up sweep, so leftovers of cut requests
+//! are not violations there). Long run:
 //! `CRASH_CYCLES=100 cargo test -p media-ledger-replay-tests --test crash -- --nocapture`.
 
 mod crash_support;
@@ -1436,21 +1440,30 @@ async fn check_after_restart(ctx: &Ctx, node: &Node) -> Checked {
     let on_disk: BTreeSet<String> = files.iter().map(|(_, n, _)| n.clone()).collect();
     {
         let mut m = ctx.model();
+        // A cluster runs no start-up sweep (a blob another node stored and has not recorded
+        // yet is no orphan): leftovers of cut requests stay there, and are not violations.
+        let swept = node.shared_log.is_none();
         for (ds, name, path) in &files {
-            if !expected.contains(name) {
+            if swept && !expected.contains(name) {
                 m.violation(
                     false,
                     format!("orphan blob after start-up: {}", path.display()),
                 );
             }
-            if let Some(want) = located.get(name.as_str()).filter(|w| *w != ds) {
+            // (In a cluster, a copy a cut transfer left in the other datastore stays too: the
+            // one its records name must exist, which the look-up below checks.)
+            let in_place = |w: &&str| files.iter().any(|(d, n, _)| n == name && d == w);
+            if let Some(want) = located
+                .get(name.as_str())
+                .filter(|w| *w != ds && (swept || !in_place(w)))
+            {
                 m.violation(
                     false,
                     format!("blob {name} is in datastore {ds}, its records say {want}"),
                 );
             }
         }
-        if on_disk.len() != files.len() {
+        if swept && on_disk.len() != files.len() {
             m.violation(
                 false,
                 "two blob files with one name (in two datastores?)".into(),
@@ -1459,7 +1472,7 @@ async fn check_after_restart(ctx: &Ctx, node: &Node) -> Checked {
         for sha in expected.difference(&on_disk) {
             m.violation(true, format!("live blob {sha} has no file"));
         }
-        if !spool.is_empty() {
+        if swept && !spool.is_empty() {
             m.violation(false, format!("spool leftovers after start-up: {spool:?}"));
         }
     }
@@ -1607,6 +1620,10 @@ async fn run_series(bin: &Path, first: u64, n: u64, cycles: u64, rng: &mut StdRn
             break p;
         }
     };
+    // Cluster mode: the killed server is a node of a cluster on a throwaway PostgreSQL, with
+    // a twin node (never killed) on the same shared log and datastores.
+    let pg = std::env::var_os("CRASH_CLUSTER").map(|_| crash_support::pg::PgServer::launch());
+    let shared_log = pg.as_ref().map(|p| p.url());
     let node = Node {
         server: SERVER,
         users: USERS.to_vec(),
@@ -1614,6 +1631,8 @@ async fn run_series(bin: &Path, first: u64, n: u64, cycles: u64, rng: &mut StdRn
         port,
         peer: (ORIGIN, format!("http://127.0.0.1:{origin_port}")),
         datastores: DATASTORES.to_vec(),
+        shared_log: shared_log.clone(),
+        media_root: None,
     };
     let origin = Node {
         server: ORIGIN,
@@ -1622,7 +1641,19 @@ async fn run_series(bin: &Path, first: u64, n: u64, cycles: u64, rng: &mut StdRn
         port: origin_port,
         peer: (SERVER, node.base()),
         datastores: vec!["files"],
+        shared_log: None,
+        media_root: None,
     };
+    let twin = shared_log.as_ref().map(|_| Node {
+        server: SERVER,
+        users: USERS.to_vec(),
+        dir: data.join("twin"),
+        port: crash_support::free_port(),
+        peer: node.peer.clone(),
+        datastores: DATASTORES.to_vec(),
+        shared_log: shared_log.clone(),
+        media_root: Some(data.clone()),
+    });
     std::fs::create_dir_all(&origin.dir).unwrap();
     let log = |n: u64| data.join(format!("server-{n}.log"));
     let model = Arc::new(Mutex::new(Model::default()));
@@ -1630,6 +1661,17 @@ async fn run_series(bin: &Path, first: u64, n: u64, cycles: u64, rng: &mut StdRn
     let (mut peer, _) = crash_support::start(bin, &origin, &data.join("origin.log"), limit).await;
     let mut boots = 0;
     let (mut proc, mut startup) = crash_support::start(bin, &node, &log(boots), limit).await;
+    let mut twin_proc = match &twin {
+        Some(t) => {
+            std::fs::create_dir_all(&t.dir).unwrap();
+            Some(
+                crash_support::start(bin, t, &data.join("twin.log"), limit)
+                    .await
+                    .0,
+            )
+        }
+        None => None,
+    };
     let mut series = Series::default();
     for cycle in first..first + n {
         let ctx = Arc::new(Ctx::new(
@@ -1705,6 +1747,11 @@ async fn run_series(bin: &Path, first: u64, n: u64, cycles: u64, rng: &mut StdRn
         let ctx = Ctx::new(proc.base.clone(), peer.base.clone(), model.clone());
         let check_started = Instant::now();
         let checked = check_after_restart(&ctx, &node).await;
+        // Cluster mode: the twin, which saw all of it through the shared log, must agree.
+        if let (Some(t), Some(tp)) = (&twin, &twin_proc) {
+            let tctx = Ctx::new(tp.base.clone(), peer.base.clone(), model.clone());
+            check_after_restart(&tctx, t).await;
+        }
         let check_took = check_started.elapsed();
         match crash_support::verify(bin, &node) {
             Ok(out) => verified.push(out),
@@ -1732,7 +1779,11 @@ async fn run_series(bin: &Path, first: u64, n: u64, cycles: u64, rng: &mut StdRn
             m.stats.cut,
             verified
                 .iter()
-                .map(|v| v.trim_start_matches("ok: ").split(' ').next().unwrap_or(v))
+                .map(|v| {
+                    // A cluster node's verify first reports the shared log on a line of its own.
+                    let last = v.lines().last().unwrap_or(v);
+                    last.trim_start_matches("ok: ").split(' ').next().unwrap_or(last)
+                })
                 .collect::<Vec<_>>()
                 .join(" / "),
         );
@@ -1742,6 +1793,18 @@ async fn run_series(bin: &Path, first: u64, n: u64, cycles: u64, rng: &mut StdRn
     }
     let stopped = proc.terminate(Duration::from_secs(60));
     let final_verify = crash_support::verify(bin, &node);
+    if let (Some(t), Some(mut tp)) = (&twin, twin_proc.take()) {
+        let twin_ok = tp
+            .terminate(Duration::from_secs(60))
+            .and_then(|()| crash_support::verify(bin, t).map(|_| ()));
+        if let Err(e) = twin_ok {
+            model
+                .lock()
+                .unwrap()
+                .violation(false, format!("the twin node: {e}"));
+        }
+    }
+    drop(pg);
     let peer_stopped = peer.terminate(Duration::from_secs(60));
     let peer_verify = crash_support::verify(bin, &origin);
     let mut m = model.lock().unwrap();

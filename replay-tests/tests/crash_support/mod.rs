@@ -9,6 +9,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
+/// The tests' throwaway PostgreSQL (the server crate's `tests/common/pg.rs`), for the cluster
+/// mode (`CRASH_CLUSTER=1`).
+#[path = "../../../tests/common/pg.rs"]
+pub mod pg;
+
+/// What `pg` takes its port from.
+pub mod s3 {
+    /// A free loopback port.
+    pub fn free_port() -> u16 {
+        super::free_port()
+    }
+}
+
 /// The shared-secret admin token of the config.
 pub const SECRET: &str = "crash-shared-secret";
 /// The homeserver name.
@@ -139,8 +152,13 @@ pub struct Node {
     pub port: u16,
     /// The other server: (name, base URL), pinned for federation.
     pub peer: (&'static str, String),
-    /// Its file datastores: ids; each keeps its files in `<dir>/<id>`.
+    /// Its file datastores: ids; each keeps its files in `<media root>/<id>`.
     pub datastores: Vec<&'static str>,
+    /// Cluster mode: the shared log's URL (then the datastores are `shared = true`).
+    pub shared_log: Option<String>,
+    /// Where its datastores and signing key are, when not in `dir` (a second node of a
+    /// cluster uses the first one's).
+    pub media_root: Option<PathBuf>,
 }
 
 impl Node {
@@ -151,7 +169,7 @@ impl Node {
 
     /// The directory of datastore `id`.
     pub fn media_dir(&self, id: &str) -> PathBuf {
-        self.dir.join(id)
+        self.media_root.as_ref().unwrap_or(&self.dir).join(id)
     }
 
     /// Its config file.
@@ -171,8 +189,9 @@ impl Node {
             .iter()
             .map(|id| {
                 format!(
-                    "[[datastores]]\nid = \"{id}\"\ntype = \"file\"\npath = {}\nkinds = [\"all\"]\n\n",
-                    quoted(&self.media_dir(id))
+                    "[[datastores]]\nid = \"{id}\"\ntype = \"file\"\npath = {}\nkinds = [\"all\"]\n{}\n",
+                    quoted(&self.media_dir(id)),
+                    if self.shared_log.is_some() { "shared = true\n" } else { "" }
                 )
             })
             .collect();
@@ -183,6 +202,7 @@ bind = "127.0.0.1:{port}"
 
 [database]
 path = {ledger}
+{shared}
 
 [uploads]
 max_bytes = 4194304
@@ -220,7 +240,14 @@ default = true
             peer = self.peer.0,
             peer_url = self.peer.1,
             ledger = quoted(&dir.join("ledger")),
-            key = quoted(&dir.join("signing.key")),
+            key = quoted(&self.media_root.as_ref().unwrap_or(dir).join("signing.key")),
+            shared = self
+                .shared_log
+                .as_ref()
+                .map(|url| format!(
+                    "backend = \"postgres\"\nurl = {url:?}\nfollow_interval_ms = 50"
+                ))
+                .unwrap_or_default(),
         )
     }
 }
