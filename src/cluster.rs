@@ -22,6 +22,7 @@ use std::time::Duration;
 const LEADER_POLL: Duration = Duration::from_secs(2);
 
 /// What the once-only work needs.
+#[derive(Clone)]
 pub struct OnceOnly {
     /// The ledger.
     pub ledger: Arc<Ledger>,
@@ -100,35 +101,57 @@ pub async fn lead(url: String, once: OnceOnly) {
         tracing::error!(error = %e, "cannot start the leader election thread");
         return;
     }
-    tokio::select! {
-        r = held.wait_for(|h| *h) => if r.is_err() { return },
-        _ = shutdown.changed() => return,
-    }
-    tracing::info!("this node leads the cluster: it finishes pending purge deletions, resumes transfers, runs remote-media expiry and retention");
-    match crate::moderation::deleter::resume(
-        &once.ledger,
-        &once.datastores,
-        once.deletion_hook.as_ref(),
-    )
-    .await
-    {
-        Ok(n) if n > 0 => tracing::info!(deletions = n, "pending purge deletions finished"),
-        Ok(_) => {}
-        Err(e) => tracing::error!(error = %e, "cannot resume purge deletions"),
-    }
-    once.transfers.set_runs_here(true);
-    if let Err(e) = once.start() {
-        tracing::error!(error = %e, "cannot resume transfers");
-    }
-    // Keep `held` (the thread's reason to live) until the server stops; meanwhile pick up
-    // the transfers other nodes record (they run here only).
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(LEADER_POLL) => {}
+            r = held.wait_for(|h| *h) => if r.is_err() { return },
             _ = shutdown.changed() => return,
         }
-        if let Err(e) = once.transfers.resume_all() {
-            tracing::warn!(error = %e, "cannot look for new transfers");
+        tracing::info!("this node leads the cluster: it finishes pending purge deletions, runs the transfers, remote-media expiry and retention");
+        // The loops started now stop when the server does or this node stops leading.
+        let (term_tx, term_rx) = tokio::sync::watch::channel(false);
+        let term = OnceOnly {
+            shutdown: term_rx,
+            ..once.clone()
+        };
+        match crate::moderation::deleter::resume(
+            &term.ledger,
+            &term.datastores,
+            term.deletion_hook.as_ref(),
+        )
+        .await
+        {
+            Ok(n) if n > 0 => tracing::info!(deletions = n, "pending purge deletions finished"),
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "cannot resume purge deletions"),
+        }
+        term.transfers.set_runs_here(true);
+        if let Err(e) = term.start() {
+            tracing::error!(error = %e, "cannot resume transfers");
+        }
+        // Meanwhile pick up the transfers other nodes record (they run here only).
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(LEADER_POLL) => {}
+                _ = shutdown.changed() => {
+                    term_tx.send_replace(true);
+                    return;
+                }
+                r = held.wait_for(|h| !*h) => {
+                    if r.is_err() {
+                        return;
+                    }
+                    // Another node may take the lock now: stop starting work here. (A
+                    // transfer already running finishes; the writer refuses a second move
+                    // of a blob, so the new leader's run of it cannot double anything.)
+                    tracing::warn!("this node no longer leads the cluster: its expiry and retention loops stop, new transfers run elsewhere");
+                    term_tx.send_replace(true);
+                    term.transfers.set_runs_here(false);
+                    break;
+                }
+            }
+            if let Err(e) = term.transfers.resume_all() {
+                tracing::warn!(error = %e, "cannot look for new transfers");
+            }
         }
     }
 }
