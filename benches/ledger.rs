@@ -125,6 +125,52 @@ fn media(i: u64) -> MediaRef {
     )
 }
 
+/// Durable appends per second from `writers` concurrent submitters over 3 s (each a
+/// reservation with its own owner: the per-user cap is not measured here); `next` numbers
+/// the media across calls.
+fn append_rate(
+    rt: &tokio::runtime::Runtime,
+    ledger: &Arc<Ledger>,
+    next: &Arc<AtomicU64>,
+    writers: usize,
+) -> f64 {
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    rt.block_on(async {
+        let mut tasks = Vec::new();
+        for _ in 0..writers {
+            let (ledger, next, done, stop) =
+                (ledger.clone(), next.clone(), done.clone(), stop.clone());
+            tasks.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let event = AsyncUploadCreated {
+                        media: media(i),
+                        owner: format!("@bench{i}:bench.example").parse().unwrap(),
+                        expires_at_ms: u64::MAX,
+                    };
+                    ledger
+                        .submit(
+                            Actor::System,
+                            RequestId("bench".into()),
+                            Command::CreateAsync(event),
+                        )
+                        .await
+                        .unwrap();
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            }));
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        stop.store(true, Ordering::Relaxed);
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
 fn bench_append() {
     let dir = tempdir();
     let machine = fdatasync_rate(dir.path(), 1.0);
@@ -136,42 +182,7 @@ fn bench_append() {
     let next = Arc::new(AtomicU64::new(0));
     let mut rates = Vec::new();
     for writers in [1usize, 32] {
-        let done = Arc::new(AtomicU64::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let start = Instant::now();
-        rt.block_on(async {
-            let mut tasks = Vec::new();
-            for _ in 0..writers {
-                let (ledger, next, done, stop) =
-                    (ledger.clone(), next.clone(), done.clone(), stop.clone());
-                tasks.push(tokio::spawn(async move {
-                    while !stop.load(Ordering::Relaxed) {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        // One owner per reservation: the per-user cap is not measured here.
-                        let event = AsyncUploadCreated {
-                            media: media(i),
-                            owner: format!("@bench{i}:bench.example").parse().unwrap(),
-                            expires_at_ms: u64::MAX,
-                        };
-                        ledger
-                            .submit(
-                                Actor::System,
-                                RequestId("bench".into()),
-                                Command::CreateAsync(event),
-                            )
-                            .await
-                            .unwrap();
-                        done.fetch_add(1, Ordering::Relaxed);
-                    }
-                }));
-            }
-            tokio::time::sleep(Duration::from_secs(3)).await;
-            stop.store(true, Ordering::Relaxed);
-            for t in tasks {
-                t.await.unwrap();
-            }
-        });
-        let rate = done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64();
+        let rate = append_rate(&rt, &ledger, &next, writers);
         println!("append: {writers:>2} concurrent writer(s): {rate:.0} durable appends/s ({:.2}× the machine's fdatasync rate of {machine:.0}/s)", rate / machine);
         rates.push(rate);
     }

@@ -5,8 +5,7 @@
 //! cluster (the tests' `common::pg`), on the same 2 cores as everything else.
 
 use super::{pseudo_random, tempdir};
-use media_ledger::ledger::{Command, Ledger, MemoryOptions, SharedOptions};
-use media_ledger_events::{Actor, AsyncUploadCreated, MediaRef, RequestId};
+use media_ledger::ledger::{Ledger, MemoryOptions, SharedOptions};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -59,47 +58,10 @@ fn appends(pg: &pg::PgServer) {
             .unwrap(),
         );
         let next = Arc::new(AtomicU64::new(0));
-        let mut rates = Vec::new();
-        for writers in [1usize, 32] {
-            let done = Arc::new(AtomicU64::new(0));
-            let stop = Arc::new(AtomicBool::new(false));
-            let start = Instant::now();
-            rt.block_on(async {
-                let mut tasks = Vec::new();
-                for _ in 0..writers {
-                    let (ledger, next, done, stop) =
-                        (ledger.clone(), next.clone(), done.clone(), stop.clone());
-                    tasks.push(tokio::spawn(async move {
-                        while !stop.load(Ordering::Relaxed) {
-                            let i = next.fetch_add(1, Ordering::Relaxed);
-                            let event = AsyncUploadCreated {
-                                media: format!("mxc://bench.example/{backend}{i:020}")
-                                    .parse::<MediaRef>()
-                                    .unwrap(),
-                                owner: format!("@bench{i}:bench.example").parse().unwrap(),
-                                expires_at_ms: u64::MAX,
-                            };
-                            ledger
-                                .submit(
-                                    Actor::System,
-                                    RequestId("bench".into()),
-                                    Command::CreateAsync(event),
-                                )
-                                .await
-                                .unwrap();
-                            done.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }));
-                }
-                tokio::time::sleep(Duration::from_secs(3)).await;
-                stop.store(true, Ordering::Relaxed);
-                for t in tasks {
-                    t.await.unwrap();
-                }
-            });
-            let rate = done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64();
-            rates.push(rate);
-        }
+        let rates: Vec<f64> = [1usize, 32]
+            .iter()
+            .map(|w| super::append_rate(&rt, &ledger, &next, *w))
+            .collect();
         println!(
             "cluster: durable appends, {backend}: 1 writer {:.0}/s, 32 writers {:.0}/s",
             rates[0], rates[1]
@@ -283,8 +245,31 @@ fn http(pg: &pg::PgServer) {
         let bases = vec![node.base.clone()];
         let (up, ids) = rt.block_on(load(&client, &bases, true, &[], 1));
         let (down, _) = rt.block_on(load(&client, &bases, false, &ids, 0));
+        let metrics = rt.block_on(async {
+            client
+                .get(format!("{}/metrics", node.base))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        });
+        let figure = |name: &str| {
+            metrics
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().last())
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        let commits = figure("media_ledger_ledger_sync_events_count");
+        let events = figure("media_ledger_ledger_sync_events_sum");
+        let secs = figure("media_ledger_ledger_sync_seconds_sum");
         println!(
-            "cluster: one node, {backend}: 64 KiB uploads {up:.0} req/s, downloads {down:.0} req/s ({CLIENTS} clients)"
+            "cluster: one node, {backend}: 64 KiB uploads {up:.0} req/s, downloads {down:.0} req/s ({CLIENTS} clients); {commits:.0} commits of {:.1} events on average, {:.2} ms each",
+            events / commits.max(1.0),
+            secs * 1000.0 / commits.max(1.0)
         );
     }
     // Three nodes on the shared log: follow lag under an upload load on node 1, then
