@@ -469,7 +469,10 @@ def kill_and_compare(fx: Fixture, seed: int, rng: random.Random, db: Path) -> No
     summary(f"import synapse kill test (seed {seed}, one-shot {one_shot:.2f} s): kills "
             f"(when, still running, media recorded after) {kills}; final run "
             f"{last['imported']} imported, {last['already_imported']} already imported")
-    assert all(running for _, running, _ in kills[1:]), (
+    # A kill aimed at a blob count lands while the import runs (it polls the running process).
+    # A kill by time once every blob is placed may come after a fast run has ended: that run
+    # simply completed, which the final comparison covers as well.
+    assert all(running for when, running, _ in kills[1:] if when.startswith("blob")), (
         f"a kill came after the import had ended (seed {seed}): {kills}")
     assert last["skipped"] == [], last
     assert last["imported"] + last["already_imported"] == rows.media, (last, rows)
