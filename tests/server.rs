@@ -26,6 +26,7 @@ mod bad_input;
 mod blob_integrity;
 mod caddy;
 mod cluster;
+mod cluster_kill;
 mod edge;
 mod errors;
 mod fault_injection;
