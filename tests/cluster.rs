@@ -425,3 +425,56 @@ pub(crate) async fn task_ends_well(client: &reqwest::Client, base: &str, task: &
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A record this build cannot decode in the shared log (a newer build's event during a rolling
+/// upgrade): the node does not decide anything without it — writes answer 503 M_UNKNOWN and
+/// add nothing — and keeps serving what it holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_of_a_newer_build_stops_writes_not_reads() {
+    use media_ledger_events::{codec, Seq};
+    let pg = PgServer::launch();
+    let media = tempfile::tempdir().unwrap();
+    let a = node(&pg, media.path()).await;
+    let bytes = random_bytes(2000);
+    let mxc = a.upload_bytes(bytes.clone()).await;
+
+    // Append a record with an intact chain and a body no build of ours decodes.
+    let url = pg.url();
+    let (count, last) = tokio::task::spawn_blocking(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        let mut chain = codec::GENESIS_CHAIN;
+        let rows = c
+            .query("SELECT seq, record FROM media_ledger_log ORDER BY seq", &[])
+            .unwrap();
+        for r in &rows {
+            let seq: i64 = r.get(0);
+            let record: Vec<u8> = r.get(1);
+            chain = codec::check_chain(&chain, Seq(seq as u64), &record)
+                .unwrap()
+                .0;
+        }
+        let next = rows.len() as i64 + 1;
+        let (record, _) = codec::seal_body(&chain, Seq(next as u64), vec![0xff; 40]);
+        c.execute(
+            "INSERT INTO media_ledger_log (seq, record) VALUES ($1, $2)",
+            &[&next, &record],
+        )
+        .unwrap();
+        (next, next)
+    })
+    .await
+    .unwrap();
+
+    let resp = a
+        .upload_raw(common::ALICE, random_bytes(1500), None, None)
+        .await;
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["errcode"], "M_UNKNOWN", "{v}");
+    assert_eq!(
+        log_shape(&pg),
+        (count as u64, last as u64),
+        "a write went past it"
+    );
+    assert!(a.download_bytes(&mxc).await == bytes);
+}

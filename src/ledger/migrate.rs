@@ -33,7 +33,15 @@ pub fn migrate_to_shared(
     url: &str,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Migrated, LedgerError> {
-    let db = store::open_db_read_only(path)?;
+    // Read-write: RocksDB's lock refuses while a server holds the store (events it would
+    // acknowledge during the copy would be missing from it).
+    if !path.join("CURRENT").is_file() {
+        return Err(LedgerError::Storage(format!(
+            "no ledger at {}",
+            path.display()
+        )));
+    }
+    let db = store::open_db(path)?;
     let local = store::verify_log(&db, |_| Ok(()))?;
     let mut log = SharedLog::connect(url)?;
     let already = log.head()?;

@@ -50,7 +50,7 @@ pub struct SharedOptions {
 pub const DEFAULT_MAX_PENDING: u64 = 32;
 
 /// Requests queued for the writer before senders wait.
-const QUEUE: usize = 8192;
+pub(crate) const QUEUE: usize = 8192;
 
 /// Why a ledger operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -280,9 +280,11 @@ impl Ledger {
         };
         let mut w = w;
         if w.shared.is_some() {
-            let n = w.catch_up_shared(false)?;
-            if n > 0 {
-                tracing::info!(events = n, "caught up with the shared log");
+            // Not fatal: the node serves reads from what it holds, and its writer keeps trying.
+            match w.catch_up_shared(false) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(events = n, "caught up with the shared log"),
+                Err(e) => tracing::error!(error = %e, "cannot catch up with the shared log"),
             }
         }
         let handle = std::thread::Builder::new()

@@ -44,26 +44,30 @@ fn unavailable(context: &str, e: impl std::fmt::Display) -> LedgerError {
 }
 
 impl SharedLog {
-    /// Connects to `url` and creates the table if it is missing.
+    /// Connects to `url` and creates the table if it is missing (a role that may not create
+    /// tables is fine once the table exists).
     pub(crate) fn connect(url: &str) -> Result<Self, LedgerError> {
-        let mut log = Self {
-            url: url.to_owned(),
-            client: None,
-        };
-        log.client()?;
-        Ok(log)
-    }
-
-    /// The connection, opened again after a failure (PostgreSQL restarted, network cut).
-    fn client(&mut self) -> Result<&mut postgres::Client, LedgerError> {
-        if self.client.as_ref().is_none_or(|c| c.is_closed()) {
-            let mut client = connect(&self.url)?;
+        let mut client = connect(url)?;
+        if client
+            .simple_query(&format!("SELECT 1 FROM {TABLE} LIMIT 0"))
+            .is_err()
+        {
             client
                 .batch_execute(&format!(
                     "CREATE TABLE IF NOT EXISTS {TABLE} (seq BIGINT PRIMARY KEY CHECK (seq > 0), record BYTEA NOT NULL)"
                 ))
                 .map_err(|e| unavailable("creating the log table", e))?;
-            self.client = Some(client);
+        }
+        Ok(Self {
+            url: url.to_owned(),
+            client: Some(client),
+        })
+    }
+
+    /// The connection, opened again after a failure (PostgreSQL restarted, network cut).
+    fn client(&mut self) -> Result<&mut postgres::Client, LedgerError> {
+        if self.client.as_ref().is_none_or(|c| c.is_closed()) {
+            self.client = Some(connect(&self.url)?);
         }
         self.client
             .as_mut()
@@ -139,8 +143,20 @@ impl SharedLog {
             Ok(_) => Ok(Appended::Done),
             Err(e) if e.code().map(|c| c.code()) == Some(UNIQUE_VIOLATION) => Ok(Appended::Lost),
             Err(e) => {
+                // The connection may have failed after the commit: if our first record is
+                // there, byte for byte (its chain covers everything before it), the group
+                // was committed; else, or if that cannot be read, nothing is known to be.
                 self.client = None;
-                Err(unavailable("appending", e))
+                let Some((first, ours)) = records.first() else {
+                    return Err(unavailable("appending", e));
+                };
+                match self.read_after(Seq(first.0.saturating_sub(1)), 1) {
+                    Ok(found) if found.first().is_some_and(|(s, r)| s == first && r == ours) => {
+                        Ok(Appended::Done)
+                    }
+                    Ok(found) if !found.is_empty() => Ok(Appended::Lost),
+                    _ => Err(unavailable("appending", e)),
+                }
             }
         }
     }
@@ -175,7 +191,20 @@ fn connect(url: &str) -> Result<postgres::Client, LedgerError> {
     let mut config: postgres::Config = url
         .parse()
         .map_err(|e| unavailable("the database url", e))?;
-    config.connect_timeout(std::time::Duration::from_secs(5));
+    use std::time::Duration;
+    // A cut network or a frozen database host must fail a write within seconds (503), not
+    // after TCP's default ~15 minutes, and end a dead leader's session (and lock) quickly:
+    // keepalives both ways, unacknowledged data given up on after 10 s, statements after 30 s.
+    config
+        .connect_timeout(Duration::from_secs(5))
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(5))
+        .keepalives_interval(Duration::from_secs(2))
+        .keepalives_retries(3)
+        .tcp_user_timeout(Duration::from_secs(10))
+        .options(
+            "-c statement_timeout=30000 -c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 -c tcp_keepalives_count=3",
+        );
     config
         .connect(postgres::NoTls)
         .map_err(|e| unavailable("connecting", e))

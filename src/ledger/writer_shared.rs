@@ -62,7 +62,9 @@ impl Writer {
         let Some(interval) = self.shared.as_ref().map(|s| s.follow_interval) else {
             return;
         };
-        let (tx, wakes) = std::sync::mpsc::channel::<Wake>();
+        // Bounded like the async queue: a slow database slows submitters down instead of
+        // queueing without limit here.
+        let (tx, wakes) = std::sync::mpsc::sync_channel::<Wake>(super::QUEUE);
         let forward = tx.clone();
         let forwarder = std::thread::Builder::new()
             .name("ledger-forward".into())
@@ -91,8 +93,10 @@ impl Writer {
             let spawned = std::thread::Builder::new()
                 .name("ledger-listen".into())
                 .spawn(move || {
+                    // A notification dropped on a full queue is harmless: the interval, and the
+                    // next append's lost race, catch up anyway.
                     super::shared::listen(&url, &stop, |head| {
-                        let _ = tx.send(Wake::Appended(head));
+                        let _ = tx.try_send(Wake::Appended(head));
                     })
                 });
             if let Err(e) = spawned {
@@ -158,6 +162,7 @@ impl Writer {
             let mut batch = WriteBatch::default();
             let mut head = self.head;
             let mut last_ms = self.last_ms;
+            let mut stuck = None;
             for (seq, record) in records {
                 if seq.0 != head.seq.0 + 1 {
                     return Err(LedgerError::Corrupt {
@@ -171,30 +176,40 @@ impl Writer {
                         reason: format!("shared log: {e}"),
                     }
                 })?;
-                match codec::decode_checked_body(seq, body) {
-                    Ok(env) => {
-                        last_ms = last_ms.max(env.recorded_at_ms);
-                        if following {
-                            let lag_ms = crate::clock::now_ms().saturating_sub(env.recorded_at_ms);
-                            self.metrics
-                                .follow_lag_seconds
-                                .observe(lag_ms as f64 / 1000.0);
-                        }
-                        self.fold(&env, &mut overlay)?;
-                    }
-                    // Kept (the chain runs through its bytes), folded by no projection.
+                let env = match codec::decode_checked_body(seq, body) {
+                    Ok(env) => env,
+                    // A record of a newer build (a rolling upgrade): deciding anything without
+                    // it would break C1, so this node stops here and refuses writes (503)
+                    // until it runs a build that reads it; it keeps serving reads.
                     Err(e) => {
-                        tracing::error!(seq = seq.0, error = %e, "undecodable record in the shared log")
+                        tracing::error!(seq = seq.0, error = %e, "the shared log holds a record this build cannot decode: writes are refused until this node is upgraded");
+                        stuck = Some(LedgerError::SharedLogUnavailable(format!(
+                            "record {seq} of the shared log cannot be decoded by this build ({e}): upgrade this node"
+                        )));
+                        break;
                     }
+                };
+                last_ms = last_ms.max(env.recorded_at_ms);
+                if following {
+                    let lag_ms = crate::clock::now_ms().saturating_sub(env.recorded_at_ms);
+                    self.metrics
+                        .follow_lag_seconds
+                        .observe(lag_ms as f64 / 1000.0);
                 }
+                self.fold(&env, &mut overlay)?;
                 batch.put_cf(cf(&self.db, CF_LOG)?, seq_key(seq), &record);
                 head = Head { seq, chain };
                 total += 1;
             }
-            self.finish_batch(&mut overlay, &mut batch, head)?;
-            self.head = head;
-            self.last_ms = last_ms;
-            self.head_tx.send_replace(head.seq);
+            if head.seq != self.head.seq {
+                self.finish_batch(&mut overlay, &mut batch, head)?;
+                self.head = head;
+                self.last_ms = last_ms;
+                self.head_tx.send_replace(head.seq);
+            }
+            if let Some(e) = stuck {
+                return Err(e);
+            }
         }
     }
 
@@ -292,6 +307,10 @@ impl Writer {
             }
             Err(e) => {
                 tracing::error!(error = %e, "a committed group could not be written locally; it is read again from the shared log");
+                // Read-your-writes (C2): try to hold the group locally before answering.
+                if let Err(e) = self.catch_up_from(log, false) {
+                    tracing::error!(error = %e, "and the catch-up failed: this node's reads lag until it succeeds");
+                }
             }
         }
         Attempt::Decided(results)
