@@ -220,8 +220,14 @@ impl Writer {
             let Some(mut shared) = self.shared.take() else {
                 return;
             };
+            // A projection halted by a fold of this attempt halts only if the attempt's
+            // events are recorded: a lost or failed attempt recorded nothing.
+            let halted_before = self.failed.lock().clone();
             let attempt = self.attempt(&requests, &mut shared.log);
             self.shared = Some(shared);
+            if !matches!(attempt, Attempt::Decided(_)) {
+                *self.failed.lock() = halted_before;
+            }
             match attempt {
                 Attempt::Lost => {
                     if let Err(e) = self.catch_up_shared(true) {
