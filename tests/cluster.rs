@@ -377,17 +377,7 @@ async fn a_transfer_recorded_anywhere_runs_on_the_leader() {
         let bytes = random_bytes(n);
         uploads.push((other.upload_bytes(bytes.clone()).await, bytes));
     }
-    let resp = other
-        .client
-        .post(other.url("/_matrix/media/unstable/admin/datastores/a/transfer_to/b"))
-        .bearer_auth(SECRET)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status();
-    let v: Value = resp.json().await.unwrap();
-    assert_eq!(status, StatusCode::OK, "{v}");
-    let task = v["task_id"].clone();
+    let task = start_transfer(&other.client, &other.base, "a", "b").await;
     task_ends_well(&other.client, &other.base, &task, 20).await;
     for (mxc, bytes) in &uploads {
         serves(&leader, mxc, bytes).await;
@@ -477,4 +467,25 @@ async fn a_record_of_a_newer_build_stops_writes_not_reads() {
         "a write went past it"
     );
     assert!(a.download_bytes(&mxc).await == bytes);
+}
+
+/// Starts a transfer `from` → `to` on `base` (asserting 200); its task id.
+pub(crate) async fn start_transfer(
+    client: &reqwest::Client,
+    base: &str,
+    from: &str,
+    to: &str,
+) -> Value {
+    let resp = client
+        .post(format!(
+            "{base}/_matrix/media/unstable/admin/datastores/{from}/transfer_to/{to}"
+        ))
+        .bearer_auth(SECRET)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{v}");
+    v["task_id"].clone()
 }

@@ -2,7 +2,7 @@
 //! Cluster nodes as real processes (issue #16), SIGKILLed: the leader in the middle of a
 //! transfer, and kill cycles under an upload load. Helpers shared with `cluster.rs`.
 
-use crate::cluster::{log_shape, task_ends_well};
+use crate::cluster::{log_shape, start_transfer, task_ends_well};
 use crate::common;
 
 use common::pg::PgServer;
@@ -108,19 +108,7 @@ async fn a_killed_leader_is_replaced_and_its_transfer_finished() {
         }
     }
     // A transfer on the leader, SIGKILLed at once.
-    let resp = client
-        .post(url(
-            p1,
-            "/_matrix/media/unstable/admin/datastores/shared-a/transfer_to/shared-b",
-        ))
-        .bearer_auth(SECRET)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status();
-    let v: Value = resp.json().await.unwrap();
-    assert_eq!(status, StatusCode::OK, "{v}");
-    let task = v["task_id"].clone();
+    let task = start_transfer(&client, &url(p1, ""), "shared-a", "shared-b").await;
     n1.0.kill().unwrap();
     n1.0.wait().unwrap();
 
