@@ -6,7 +6,7 @@ use crate::cluster::{log_shape, start_transfer, task_ends_well};
 use crate::common;
 
 use common::pg::PgServer;
-use common::{parse_mxc, random_bytes, Opts, SECRET};
+use common::{parse_mxc, random_bytes, Opts};
 use reqwest::StatusCode;
 use serde_json::Value;
 use std::path::Path;
